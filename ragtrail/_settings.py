@@ -1,0 +1,249 @@
+"""The one settings object: constructor arguments, then environment variables, then defaults.
+
+Every setting is declared once below, with its environment variables and parser, so the
+configuration reference (``docs/configuration.md``) and the code cannot drift apart: a test
+checks that every field is documented there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from ragtrail._records import Severity
+
+__all__ = ["ConfigurationError", "Settings"]
+
+
+class ConfigurationError(ValueError):
+    """A setting has a value ragtrail cannot use; the message names the setting and the choices."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true/false, 1/0, yes/no or on/off")
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _key_values(raw: str) -> dict[str, str]:
+    """Parse ``k1=v1,k2=v2`` as in OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_HEADERS."""
+    pairs: dict[str, str] = {}
+    for item in _csv(raw):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError("expected comma-separated key=value pairs")
+        pairs[unquote(key.strip())] = unquote(value.strip())
+    return pairs
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _optional_severity(raw: str) -> Severity | None:
+    return Severity.parse(raw) if raw.strip() else None
+
+
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def _setting(
+    default: Any,
+    *env: str,
+    parse: Callable[[str], Any] = str,
+    secret: bool = False,
+) -> Any:
+    """Declare a field: its default, its environment variables (first set wins), its parser."""
+    metadata = {"env": env, "parse": parse}
+    if isinstance(default, (dict, list, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata,
+                     repr=not secret)
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ragtrail can be told, validated at start-up.
+
+    Build it with ``Settings.from_env(**overrides)``: an argument wins over the environment,
+    which wins over the default. ``Settings(...)`` alone ignores the environment (for tests).
+
+    >>> Settings(service_name="rag-api").service_name
+    'rag-api'
+    """
+
+    # Identity (OpenTelemetry resource)
+    service_name: str = _setting("unknown_service", "RAGTRAIL_SERVICE_NAME", "OTEL_SERVICE_NAME")
+    service_version: str = _setting("0.0.0", "RAGTRAIL_SERVICE_VERSION")
+    environment: str = _setting("development", "RAGTRAIL_ENVIRONMENT")
+    resource_attributes: dict[str, str] = _setting(
+        {}, "OTEL_RESOURCE_ATTRIBUTES", parse=_key_values)
+
+    # Kill switches
+    enabled: bool = _setting(True, "RAGTRAIL_ENABLED", parse=_bool)
+    security_enabled: bool = _setting(True, "RAGTRAIL_SECURITY_ENABLED", parse=_bool)
+    sdk_disabled: bool = _setting(False, "OTEL_SDK_DISABLED", parse=_bool)
+    debug: bool = _setting(False, "RAGTRAIL_DEBUG", parse=_bool)
+
+    # Audit store
+    store_url: str = _setting("sqlite:///ragtrail.db", "RAGTRAIL_STORE_URL", secret=True)
+    events_capacity: int = _setting(100_000, "RAGTRAIL_EVENTS_CAPACITY", parse=int)
+    spans_capacity: int = _setting(100_000, "RAGTRAIL_SPANS_CAPACITY", parse=int)
+    metrics_capacity: int = _setting(10_000, "RAGTRAIL_METRICS_CAPACITY", parse=int)
+    queue_size: int = _setting(10_000, "RAGTRAIL_QUEUE_SIZE", parse=int)
+    batch_size: int = _setting(500, "RAGTRAIL_BATCH_SIZE", parse=int)
+    event_coalesce_seconds: float = _setting(60.0, "RAGTRAIL_EVENT_COALESCE_SECONDS", parse=float)
+
+    # OpenTelemetry export
+    otlp_endpoint: str | None = _setting(
+        None, "RAGTRAIL_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", parse=_optional_str)
+    otlp_protocol: str = _setting(
+        "http/protobuf", "RAGTRAIL_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    otlp_headers: dict[str, str] = _setting(
+        {}, "OTEL_EXPORTER_OTLP_HEADERS", parse=_key_values, secret=True)
+    traces_sampler: str = _setting("parentbased_always_on", "OTEL_TRACES_SAMPLER")
+    traces_sampler_arg: float = _setting(1.0, "OTEL_TRACES_SAMPLER_ARG", parse=float)
+
+    # @monitored
+    capture_max_bytes: int = _setting(2048, "RAGTRAIL_CAPTURE_MAX_BYTES", parse=int)
+    slow_ms: float | None = _setting(
+        None, "RAGTRAIL_SLOW_MS", parse=lambda raw: float(raw) if raw.strip() else None)
+    function_error_severity: Severity = _setting(
+        Severity.MEDIUM, "RAGTRAIL_FUNCTION_ERROR_SEVERITY", parse=Severity.parse)
+
+    # Redaction
+    redaction_enabled: bool = _setting(True, "RAGTRAIL_REDACTION_ENABLED", parse=_bool)
+    redact_keys: tuple[str, ...] = _setting((), "RAGTRAIL_REDACT_KEYS", parse=_csv)
+
+    # Alerts
+    alert_min_severity: Severity = _setting(
+        Severity.HIGH, "RAGTRAIL_ALERT_MIN_SEVERITY", parse=Severity.parse)
+    alert_coalesce_seconds: float = _setting(300.0, "RAGTRAIL_ALERT_COALESCE_SECONDS", parse=float)
+    alert_webhook_url: str | None = _setting(
+        None, "RAGTRAIL_ALERT_WEBHOOK_URL", parse=_optional_str, secret=True)
+
+    # Middleware
+    correlation_headers: tuple[str, ...] = _setting(
+        ("X-Request-ID", "X-Correlation-ID"), "RAGTRAIL_CORRELATION_HEADERS", parse=_csv)
+    trust_inbound: bool = _setting(True, "RAGTRAIL_TRUST_INBOUND", parse=_bool)
+    trusted_proxies: tuple[str, ...] = _setting((), "RAGTRAIL_TRUSTED_PROXIES", parse=_csv)
+    max_body_bytes: int = _setting(10 * 1024 * 1024, "RAGTRAIL_MAX_BODY_BYTES", parse=int)
+    reject_malicious: bool = _setting(False, "RAGTRAIL_REJECT_MALICIOUS", parse=_bool)
+
+    # Health
+    api_token: str | None = _setting(
+        None, "RAGTRAIL_API_TOKEN", parse=_optional_str, secret=True)
+    detailed_routes_open: bool = _setting(False, "RAGTRAIL_DETAILED_ROUTES_OPEN", parse=_bool)
+    health_check_interval: float = _setting(15.0, "RAGTRAIL_HEALTH_CHECK_INTERVAL", parse=float)
+    health_check_timeout: float = _setting(5.0, "RAGTRAIL_HEALTH_CHECK_TIMEOUT", parse=float)
+    monitoring_interval: float = _setting(30.0, "RAGTRAIL_MONITORING_INTERVAL", parse=float)
+    cpu_warn_percent: float = _setting(85.0, "RAGTRAIL_CPU_WARN_PERCENT", parse=float)
+    cpu_fail_percent: float = _setting(98.0, "RAGTRAIL_CPU_FAIL_PERCENT", parse=float)
+    memory_warn_percent: float = _setting(85.0, "RAGTRAIL_MEMORY_WARN_PERCENT", parse=float)
+    memory_fail_percent: float = _setting(95.0, "RAGTRAIL_MEMORY_FAIL_PERCENT", parse=float)
+    disk_warn_percent: float = _setting(85.0, "RAGTRAIL_DISK_WARN_PERCENT", parse=float)
+    disk_fail_percent: float = _setting(95.0, "RAGTRAIL_DISK_FAIL_PERCENT", parse=float)
+
+    # Security posture
+    quarantine_dir: str = _setting("quarantine", "RAGTRAIL_QUARANTINE_DIR")
+    security_scan_on_startup: bool | None = _setting(
+        None, "RAGTRAIL_SECURITY_SCAN_ON_STARTUP", parse=_bool)
+    security_vulnerability_threshold: Severity = _setting(
+        Severity.MEDIUM, "RAGTRAIL_SECURITY_VULNERABILITY_THRESHOLD", parse=Severity.parse)
+
+    def __post_init__(self) -> None:
+        for name in ("events_capacity", "spans_capacity", "metrics_capacity", "queue_size",
+                     "batch_size", "capture_max_bytes", "max_body_bytes"):
+            _require(name, getattr(self, name), getattr(self, name) >= 1, "an integer >= 1")
+        for name in ("health_check_interval", "health_check_timeout", "monitoring_interval",
+                     "event_coalesce_seconds", "alert_coalesce_seconds"):
+            _require(name, getattr(self, name), getattr(self, name) > 0, "a number > 0")
+        _require("otlp_protocol", self.otlp_protocol, self.otlp_protocol in _PROTOCOLS,
+                 " or ".join(_PROTOCOLS))
+        _require("traces_sampler", self.traces_sampler, self.traces_sampler in _SAMPLERS,
+                 ", ".join(_SAMPLERS))
+        _require("traces_sampler_arg", self.traces_sampler_arg,
+                 0.0 <= self.traces_sampler_arg <= 1.0, "a number from 0 to 1")
+        _require("slow_ms", self.slow_ms, self.slow_ms is None or self.slow_ms >= 0,
+                 "a number of milliseconds >= 0, or unset")
+        for metric in ("cpu", "memory", "disk"):
+            warn, fail = getattr(self, f"{metric}_warn_percent"), getattr(self, f"{metric}_fail_percent")
+            _require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
+                     f"percentages with 0 <= warn <= {metric}_fail_percent <= 100")
+        for name in ("function_error_severity", "alert_min_severity",
+                     "security_vulnerability_threshold"):
+            object.__setattr__(self, name, Severity.parse(getattr(self, name)))
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.strip().lower() in {"production", "prod"}
+
+    @property
+    def scan_on_startup(self) -> bool:
+        """The start-up security scan runs when asked to, and by default in production."""
+        if self.security_scan_on_startup is None:
+            return self.is_production
+        return self.security_scan_on_startup
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Arguments first, then ``RAGTRAIL_*``/``OTEL_*`` variables, then defaults.
+
+        An override of None counts as not given. Raises ConfigurationError naming the
+        setting, the variable and what it accepts.
+        """
+        env = os.environ if environ is None else environ
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if overrides.get(f.name) is not None:  # None means "not given": fall through
+                values[f.name] = overrides[f.name]
+                continue
+            for variable in f.metadata["env"]:
+                raw = env.get(variable)
+                if raw is None or (raw.strip() == "" and f.default is not None):
+                    continue
+                try:
+                    values[f.name] = f.metadata["parse"](raw)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"{variable}={_shown(f, raw)!r} is not valid for setting {f.name}: {exc}"
+                    ) from None
+                break
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+
+def _shown(f: dataclasses.Field[Any], raw: str) -> str:
+    return "[REDACTED]" if not f.repr else raw
+
+
+def _require(name: str, value: Any, ok: bool, accepted: str) -> None:
+    if not ok:
+        raise ConfigurationError(f"setting {name}={value!r} is not valid; expected {accepted}")
