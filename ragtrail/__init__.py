@@ -1,6 +1,6 @@
 """ragtrail: spans, correlation IDs, security events, health probes and an audit store for RAG services."""
 
-from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanRecord
+from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanEvent, SpanRecord
 from ragtrail._settings import ConfigurationError, Settings
 
 __version__ = "0.1.0"
@@ -11,6 +11,7 @@ __all__ = [
     "SecurityEvent",
     "Settings",
     "Severity",
+    "SpanEvent",
     "SpanRecord",
     "__version__",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "Record",
     "SecurityEvent",
     "Severity",
+    "SpanEvent",
     "SpanRecord",
     "SpanStatus",
     "from_epoch_us",
@@ -92,6 +93,15 @@ class SecurityEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SpanEvent:
+    """A timestamped annotation on a span: an exception, or a security event seen inside it."""
+
+    name: str
+    time_us: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class SpanRecord:
     """One finished span: a ``@monitored`` call, a request, or an outgoing HTTP call.
 
@@ -112,6 +122,7 @@ class SpanRecord:
     error_message: str | None = None
     correlation_id: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    events: tuple[SpanEvent, ...] = ()
 
     @property
     def start_time(self) -> datetime:
