@@ -1,0 +1,115 @@
+"""Settings: precedence, validation messages, secrets, and the configuration reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from ragtrail import ConfigurationError, Settings, Severity
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def test_argument_beats_environment_beats_default() -> None:
+    """An argument wins over its environment variable, which wins over the default."""
+    env = {"RAGTRAIL_SERVICE_NAME": "from-env", "RAGTRAIL_ENVIRONMENT": "staging"}
+    settings = Settings.from_env(env, service_name="from-arg")
+    assert (settings.service_name, settings.environment, settings.queue_size) == (
+        "from-arg", "staging", 10_000)
+
+
+def test_none_argument_counts_as_not_given() -> None:
+    """configure(otlp_endpoint=None) must not hide OTEL_EXPORTER_OTLP_ENDPOINT."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    assert Settings.from_env(env, otlp_endpoint=None).otlp_endpoint == "http://127.0.0.1:4318"
+
+
+def test_ragtrail_variable_wins_over_standard_otel_variable() -> None:
+    """RAGTRAIL_SERVICE_NAME is listed first, so it beats OTEL_SERVICE_NAME."""
+    env = {"OTEL_SERVICE_NAME": "otel", "RAGTRAIL_SERVICE_NAME": "ragtrail"}
+    assert Settings.from_env(env).service_name == "ragtrail"
+
+
+def test_standard_otel_variables_are_honoured() -> None:
+    """OTEL_* variables fill the export settings."""
+    env = {
+        "OTEL_SERVICE_NAME": "rag-api",
+        "OTEL_RESOURCE_ATTRIBUTES": "team=search,region=eu%2Dwest",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=abc",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_SDK_DISABLED": "true",
+    }
+    s = Settings.from_env(env)
+    assert (s.service_name, s.resource_attributes, s.otlp_protocol, s.otlp_headers,
+            s.traces_sampler, s.traces_sampler_arg, s.sdk_disabled) == (
+        "rag-api", {"team": "search", "region": "eu-west"}, "grpc", {"api-key": "abc"},
+        "parentbased_traceidratio", 0.25, True)
+
+
+@pytest.mark.parametrize(
+    ("env", "fragments"),
+    [
+        ({"RAGTRAIL_QUEUE_SIZE": "lots"}, ["RAGTRAIL_QUEUE_SIZE", "queue_size", "lots"]),
+        ({"RAGTRAIL_ENABLED": "maybe"}, ["RAGTRAIL_ENABLED", "true/false"]),
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, ["traces_sampler", "sometimes", "always_on"]),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, ["otlp_protocol", "grpc"]),
+        ({"RAGTRAIL_ALERT_MIN_SEVERITY": "urgent"}, ["RAGTRAIL_ALERT_MIN_SEVERITY", "critical"]),
+        ({"RAGTRAIL_EVENTS_CAPACITY": "0"}, ["events_capacity", ">= 1"]),
+        ({"OTEL_TRACES_SAMPLER_ARG": "1.5"}, ["traces_sampler_arg", "0 to 1"]),
+        ({"RAGTRAIL_CPU_WARN_PERCENT": "99"}, ["cpu_warn_percent", "warn"]),
+    ],
+)
+def test_invalid_values_name_setting_value_and_choices(
+    env: dict[str, str], fragments: list[str]
+) -> None:
+    """A bad value fails at start-up with a message a user can act on."""
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env(env)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_unknown_argument_is_refused() -> None:
+    """A typo in a setting name fails loudly instead of being ignored."""
+    with pytest.raises(ConfigurationError, match="servce_name"):
+        Settings.from_env({}, servce_name="x")
+
+
+def test_secrets_are_hidden_from_repr_and_errors() -> None:
+    """Tokens, headers and the store URL (it may hold a password) never show in repr or errors."""
+    s = Settings.from_env({}, api_token="tok-canary-123",
+                          store_url="postgresql+psycopg://u:pw-canary@127.0.0.1/db")
+    assert "canary" not in repr(s)
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({"OTEL_EXPORTER_OTLP_HEADERS": "novalue-canary"})
+    assert "canary" not in str(info.value)
+
+
+def test_severity_settings_accept_any_case() -> None:
+    """Severity names are case-insensitive and stored as the enum."""
+    s = Settings.from_env({"RAGTRAIL_ALERT_MIN_SEVERITY": "CRITICAL"},
+                          function_error_severity="High")
+    assert (s.alert_min_severity, s.function_error_severity) == (
+        Severity.CRITICAL, Severity.HIGH)
+
+
+def test_scan_on_startup_defaults_on_in_production_only() -> None:
+    """The posture scan runs by default in production, and whenever asked."""
+    assert Settings(environment="production").scan_on_startup is True
+    assert Settings(environment="development").scan_on_startup is False
+    assert Settings(environment="development", security_scan_on_startup=True).scan_on_startup
+
+
+def test_every_setting_is_documented_with_its_variables() -> None:
+    """docs/configuration.md has a row for each setting naming all its variables."""
+    text = DOCS.read_text(encoding="utf-8")
+    for f in dataclasses.fields(Settings):
+        row = re.search(rf"^\| `{f.name}` \|(.*)$", text, flags=re.MULTILINE)
+        assert row is not None, f"{f.name} is not in docs/configuration.md"
+        for variable in f.metadata["env"]:
+            assert f"`{variable}`" in row.group(1), f"{variable} missing from {f.name}'s row"
