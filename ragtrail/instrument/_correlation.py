@@ -1,0 +1,58 @@
+"""The correlation ID of the current request or job, in one ContextVar.
+
+A ContextVar (not a thread-local) so the ID follows asyncio tasks by itself and stays apart
+between concurrent requests on one event loop. Setting returns a token that restores the
+previous value, so nested scopes unwind correctly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+
+__all__ = [
+    "correlation_id",
+    "correlation_scope",
+    "new_correlation_id",
+    "reset_correlation_id",
+    "set_correlation_id",
+]
+
+_correlation_id: ContextVar[str | None] = ContextVar("ragtrail_correlation_id", default=None)
+
+
+def correlation_id() -> str | None:
+    """The current correlation ID, or None outside any scope."""
+    return _correlation_id.get()
+
+
+def new_correlation_id() -> str:
+    """A fresh ID: a uuid4 as 32 lowercase hex characters."""
+    return uuid.uuid4().hex
+
+
+def set_correlation_id(value: str | None) -> Token[str | None]:
+    """Make ``value`` current; pass the returned token to ``reset_correlation_id``."""
+    return _correlation_id.set(value)
+
+
+def reset_correlation_id(token: Token[str | None]) -> None:
+    """Restore the ID that was current before the matching ``set_correlation_id``."""
+    _correlation_id.reset(token)
+
+
+@contextmanager
+def correlation_scope(id: str | None = None) -> Iterator[str]:
+    """Run a block under ``id`` (or a new ID), restoring the previous one on exit.
+
+    >>> with correlation_scope("4bf92f3577b34da6a3ce929d0e0e4736") as cid:
+    ...     assert correlation_id() == cid
+    """
+    value = id if id is not None else new_correlation_id()
+    token = _correlation_id.set(value)
+    try:
+        yield value
+    finally:
+        _correlation_id.reset(token)
