@@ -1,0 +1,125 @@
+"""Argument parsing shared by every subcommand: the parser class, value types, the error type.
+
+Bad input must end as one line on stderr and exit status 2 (issue 2), so the parser raises
+:class:`CommandError` instead of printing usage and exiting, and ``main`` reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
+
+from ragtrail._records import Severity
+
+if TYPE_CHECKING:
+    # What each command module's ``add_parser(subparsers)`` receives.
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = [
+    "CommandError",
+    "CommandParser",
+    "non_negative_float",
+    "non_negative_int",
+    "parse_severity",
+    "parse_when",
+    "positive_float",
+    "positive_int",
+]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CommandError(Exception):
+    """Bad input or an unusable store; ``main`` prints it as one line and exits with status 2."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line naming the command, never usage dumps."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(f"{message} (see '{self.prog} --help')")
+
+    def parse_known_args(  # type: ignore[override]  # typeshed overloads on namespace
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # Refused here rather than by the top-level parse_args, so that the message points
+        # at the subcommand's --help, which lists the flags the user was looking for.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def parse_when(value: str, *, now: datetime | None = None) -> datetime:
+    """A point in time: a duration ago (``90s``, ``15m``, ``2h``, ``7d``) or ISO-8601.
+
+    ISO timestamps without an offset are taken as UTC, the zone every ragtrail output uses.
+
+    >>> parse_when("2024-05-01T12:00:00Z").isoformat()
+    '2024-05-01T12:00:00+00:00'
+    """
+    text = value.strip()
+    match = _DURATION.fullmatch(text)
+    if match is not None:
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+        try:
+            return (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{value!r} reaches too far back") from None
+    # datetime.fromisoformat only learned the "Z" suffix in Python 3.11.
+    iso = text[:-1] + "+00:00" if text[-1:] in {"Z", "z"} else text
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a duration like 30s, 15m, 2h, 7d nor an ISO-8601 time "
+            "like 2024-05-01T12:00:00Z") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def parse_severity(value: str) -> Severity:
+    try:
+        return Severity.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _int(value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}; got {value!r}")
+    return number
+
+
+def positive_int(value: str) -> int:
+    return _int(value, 1)
+
+
+def non_negative_int(value: str) -> int:
+    return _int(value, 0)
+
+
+def _float(value: str, *, minimum: float, inclusive: bool, accepted: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    # NaN fails both comparisons, so it is refused along with out-of-range numbers.
+    if not (number >= minimum if inclusive else number > minimum) or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected {accepted}; got {value!r}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    return _float(value, minimum=0.0, inclusive=True, accepted="a number >= 0")
+
+
+def positive_float(value: str) -> float:
+    return _float(value, minimum=0.0, inclusive=False, accepted="a number > 0")

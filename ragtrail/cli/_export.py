@@ -1,0 +1,111 @@
+"""``ragtrail export``: records as JSON Lines or CSV, to stdout or a file, oldest first."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from ragtrail._records import MetricsSample, Record, SecurityEvent, SpanRecord
+from ragtrail.cli._args import CommandError
+from ragtrail.cli._db import add_db_argument, open_store
+from ragtrail.cli._filters import (
+    EVENT_FILTERS,
+    METRICS_FILTERS,
+    SPAN_FILTERS,
+    Filter,
+    add_filters,
+    add_limit,
+    check_applies,
+    query_kwargs,
+)
+from ragtrail.cli._serialize import write_csv, write_jsonl
+
+if TYPE_CHECKING:
+    from ragtrail.cli._args import Subparsers
+
+__all__ = ["add_parser"]
+
+_KINDS: dict[str, tuple[type[Record], Sequence[Filter]]] = {
+    "events": (SecurityEvent, EVENT_FILTERS),
+    "spans": (SpanRecord, SPAN_FILTERS),
+    "metrics": (MetricsSample, METRICS_FILTERS),
+}
+_ALL_FILTERS = tuple(dict.fromkeys((*EVENT_FILTERS, *SPAN_FILTERS, *METRICS_FILTERS)))
+# export's own --kind picks the record kind, so the span kind filter is spelled --span-kind.
+_RENAMED = {"kind": "--span-kind"}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# As many rows as a ring holds by default; more would be read into memory all at once.
+DEFAULT_EXPORT_LIMIT = 100_000
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write records as JSON Lines or CSV",
+        description="Write records as JSON Lines or CSV, oldest first, to stdout or a file.")
+    add_db_argument(parser)
+    parser.add_argument("--kind", dest="record_kind", choices=tuple(_KINDS), default="events",
+                        help="which records (default: events)")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                        help="JSON Lines, one object a line, or CSV with a header "
+                             "(default: jsonl)")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write to FILE (replaced whole, only once complete) "
+                             "instead of stdout")
+    add_limit(parser, DEFAULT_EXPORT_LIMIT, help="at most the newest N records")
+    add_filters(parser, _ALL_FILTERS, flags=_RENAMED)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    record_type, filters = _KINDS[args.record_kind]
+    check_applies(args, _ALL_FILTERS, filters, f"--kind {args.record_kind}", flags=_RENAMED)
+    if args.output is not None:
+        _refuse_database(Path(args.output))
+    with open_store(args) as store:
+        query = getattr(store, args.record_kind)
+        records: list[Record] = query(**query_kwargs(args, filters), limit=args.limit)
+    if len(records) == args.limit:
+        print(f"ragtrail: note: exported the newest {args.limit} {args.record_kind} only "
+              "(raise --limit for more)", file=sys.stderr)
+    records.reverse()  # the store answers newest first; files read best in time order
+    with _destination(args.output) as out:
+        if args.format == "csv":
+            write_csv(record_type, records, out)
+        else:
+            write_jsonl(records, out)
+    return 0
+
+
+def _refuse_database(path: Path) -> None:
+    """A slip like ``--output ragtrail.db`` must not wipe the audit trail it reads."""
+    try:
+        with path.open("rb") as existing:
+            header = existing.read(len(_SQLITE_MAGIC))
+    except OSError:
+        return  # absent or unreadable: writing will report any real problem
+    if header == _SQLITE_MAGIC:
+        raise CommandError(f"{path} is a SQLite database; refusing to overwrite it")
+
+
+@contextmanager
+def _destination(output: str | None) -> Iterator[TextIO]:
+    """stdout, or a temporary file beside FILE renamed over it only when complete."""
+    if output is None or output == "-":
+        yield sys.stdout
+        return
+    target = Path(output)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        # newline="": the csv module writes its own RFC 4180 line endings.
+        with temporary.open("w", encoding="utf-8", newline="") as out:
+            yield out
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,82 @@
+"""``ragtrail events``, ``spans`` and ``metrics``: one query, printed as a table or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ragtrail._records import Record
+from ragtrail.cli._db import add_db_argument, open_store
+from ragtrail.cli._filters import (
+    EVENT_FILTERS,
+    METRICS_FILTERS,
+    SPAN_FILTERS,
+    Filter,
+    add_filters,
+    add_limit,
+    query_kwargs,
+)
+from ragtrail.cli._serialize import record_dict, write_json
+from ragtrail.cli._table import render_table
+from ragtrail.cli._views import EVENTS, METRICS, SPANS, View
+
+if TYPE_CHECKING:
+    from ragtrail.cli._args import Subparsers
+
+__all__ = ["add_parser", "print_records"]
+
+
+@dataclass(frozen=True, slots=True)
+class _ListCommand:
+    """A list command; its name is also the ``AuditStore`` query method it calls."""
+
+    name: str
+    help: str
+    filters: Sequence[Filter]
+    view: View[Any]
+
+
+_COMMANDS = (
+    _ListCommand("events", "security and operations events, newest first", EVENT_FILTERS,
+                 EVENTS),
+    _ListCommand("spans", "finished spans (calls, requests, RAG steps), newest first",
+                 SPAN_FILTERS, SPANS),
+    _ListCommand("metrics", "host and process samples, newest first", METRICS_FILTERS,
+                 METRICS),
+)
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    for command in _COMMANDS:
+        parser = subparsers.add_parser(command.name, help=command.help,
+                                       description=command.help.capitalize() + ".")
+        add_db_argument(parser)
+        parser.add_argument("--json", action="store_true",
+                            help="print one JSON array of objects instead of a table")
+        add_limit(parser)
+        add_filters(parser, command.filters)
+        parser.set_defaults(handler=functools.partial(_run, command))
+
+
+def print_records(records: Sequence[Record], view: View[Any], noun: str) -> None:
+    """The table, or a note on stderr when nothing matched (stdout stays empty)."""
+    if not records:
+        print(f"no {noun} match", file=sys.stderr)
+        return
+    for line in render_table(view.columns, (view.cells(record) for record in records)):
+        print(line)
+
+
+def _run(command: _ListCommand, args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        query = getattr(store, command.name)
+        records: list[Record] = query(**query_kwargs(args, command.filters), limit=args.limit)
+    if args.json:
+        write_json([record_dict(record) for record in records], sys.stdout)
+    else:
+        print_records(records, command.view, command.name)
+    return 0

@@ -1,0 +1,93 @@
+"""``main``: builds the parser from the command modules, runs a command, maps failures to exits.
+
+Exit statuses: 0 success; 2 bad input or an unusable store (one ``ragtrail: error:`` line on
+stderr, never a traceback); 130 interrupted (Ctrl-C); 141 stdout closed early (``| head``),
+as a shell reports a tool killed by SIGPIPE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ragtrail.cli._args import CommandError, CommandParser
+from ragtrail.cli._db import add_db_argument
+
+__all__ = ["build_parser", "main"]
+
+# The command modules, in --help order. Each exposes add_parser(subparsers), adds its
+# subcommands and sets ``handler`` (Namespace -> exit status) on each. A new command group is
+# one line here (e.g. "ragtrail.cli._quarantine", "ragtrail.cli._scan", "ragtrail.cli._demo").
+COMMAND_MODULES: tuple[str, ...] = (
+    "ragtrail.cli._lists",  # events, spans, metrics
+    "ragtrail.cli._stats",
+    "ragtrail.cli._tail",
+    "ragtrail.cli._export",
+)
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> CommandParser:
+    from ragtrail import __version__
+
+    parser = CommandParser(
+        prog="ragtrail",
+        description="Read a ragtrail audit store: security events, spans, metrics and stats.",
+        epilog="Run 'ragtrail COMMAND --help' for a command's flags. Exit status: 0 success, "
+               "2 bad input or unusable store, 130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"ragtrail {__version__}")
+    add_db_argument(parser, top_level=True)
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ragtrail`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    try:
+        try:
+            status = _run(argv)
+        finally:
+            # Inside the try: a reader that went away shows up here, at the final flush.
+            sys.stdout.flush()
+    except CommandError as exc:
+        print(f"ragtrail: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and --version, after printing
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    handler: Handler = args.handler
+    return handler(args)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's exit-time flush cannot fail again.
+
+    The recipe from the Python docs (library/signal.html, "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor, e.g. captured in tests
+        pass

@@ -1,0 +1,82 @@
+"""Records as plain dictionaries, and the machine formats built on them: JSON, JSON Lines, CSV.
+
+Each dictionary carries every record field (``Severity`` by name, times also as UTC ISO-8601 with
+microseconds beside the exact integer), so what ``--json`` prints and ``export`` writes can be
+read back into the same records.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+from ragtrail._records import MetricsSample, Record, SecurityEvent, Severity, SpanRecord
+from ragtrail.cli._views import format_time
+
+__all__ = ["field_names", "record_dict", "write_csv", "write_json", "write_jsonl"]
+
+# The readable time added in front of each kind's exact microsecond field.
+_TIME_FIELDS: Mapping[type[Any], tuple[str, str]] = {
+    SecurityEvent: ("time", "time_us"),
+    SpanRecord: ("start_time", "start_us"),
+    MetricsSample: ("time", "time_us"),
+}
+
+
+def field_names(kind: type[Record]) -> list[str]:
+    """The keys of :func:`record_dict` for a record type, in order (the CSV header)."""
+    return [_TIME_FIELDS[kind][0], *(f.name for f in dataclasses.fields(kind))]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Severity):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    """Every field of ``record`` as JSON-ready values, led by its time in ISO-8601."""
+    label, source = _TIME_FIELDS[type(record)]
+    plain: dict[str, Any] = {label: format_time(getattr(record, source), "microseconds")}
+    plain.update(_plain(record))
+    return plain
+
+
+def _dumps(value: Any, **options: Any) -> str:
+    # default=str: metadata written by an older or foreign writer may hold odd values;
+    # showing them as text beats refusing to print the audit trail.
+    return json.dumps(value, default=str, **options)
+
+
+def write_json(value: Any, out: TextIO) -> None:
+    """One JSON document (what ``--json`` prints)."""
+    out.write(_dumps(value, indent=2) + "\n")
+
+
+def write_jsonl(records: Iterable[Record], out: TextIO) -> None:
+    """One compact JSON object a line (JSON Lines)."""
+    for record in records:
+        out.write(_dumps(record_dict(record), separators=(",", ":")) + "\n")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return _dumps(value, separators=(",", ":"), sort_keys=True)
+    return value
+
+
+def write_csv(kind: type[Record], records: Iterable[Record], out: TextIO) -> None:
+    """RFC 4180 CSV with a header; JSON fields (metadata, attributes, events) as JSON text."""
+    writer = csv.writer(out)
+    writer.writerow(field_names(kind))
+    for record in records:
+        writer.writerow([_csv_cell(value) for value in record_dict(record).values()])

@@ -1,0 +1,110 @@
+"""``ragtrail tail``: print the latest events, then follow new ones until Ctrl-C.
+
+The store is polled: each poll asks for the newest matching events and prints those with an ID
+above the last one printed. IDs grow with every insert, whatever the writer process, so nothing
+is printed twice; repeats coalesced into an already printed event are not printed again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ragtrail._records import SecurityEvent
+from ragtrail.cli._args import non_negative_int, positive_float
+from ragtrail.cli._db import add_db_argument, open_store
+from ragtrail.cli._filters import (
+    CORRELATION_ID,
+    EVENT_TYPE,
+    MIN_SEVERITY,
+    SOURCE,
+    add_filters,
+    query_kwargs,
+)
+from ragtrail.cli._serialize import write_jsonl
+from ragtrail.cli._table import format_row
+from ragtrail.cli._views import EVENTS
+
+if TYPE_CHECKING:
+    from ragtrail.cli._args import Subparsers
+    from ragtrail.store import AuditStore
+
+__all__ = ["add_parser"]
+
+_FILTERS = (MIN_SEVERITY, EVENT_TYPE, SOURCE, CORRELATION_ID)
+_FIRST_POLL = 100
+_MAX_POLL = 10_000
+_WIDTHS = [column.stream_width for column in EVENTS.columns]
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tail", help="print the latest events, then follow new ones until Ctrl-C",
+        description="Print the latest matching events, oldest first, then poll the store and "
+                    "print new ones as they arrive. Ctrl-C stops it (exit status 0).")
+    add_db_argument(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON Lines (one object a line) instead of table lines")
+    parser.add_argument("--limit", type=non_negative_int, default=10, metavar="N",
+                        help="how many existing events to print first; 0 prints only new "
+                             "ones (default: 10)")
+    parser.add_argument("--interval", type=positive_float, default=0.5, metavar="SECONDS",
+                        help="time between polls of the store (default: 0.5)")
+    add_filters(parser, _FILTERS)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        with open_store(args) as store:
+            _follow(store, args)
+    except KeyboardInterrupt:  # the way tail is meant to stop
+        pass
+    return 0
+
+
+def _follow(store: AuditStore, args: argparse.Namespace) -> None:
+    filters = query_kwargs(args, _FILTERS)
+    latest = store.events(**filters, limit=max(args.limit, 1))
+    last_id = max((event.id or 0 for event in latest), default=0)
+    if not args.json:
+        print(format_row(EVENTS.columns, _WIDTHS, [c.header for c in EVENTS.columns]))
+    _print(list(reversed(latest[:args.limit])), args.json)
+    while True:
+        time.sleep(args.interval)
+        fresh, complete = _new_events(store, filters, last_id)
+        if not complete:
+            print(f"ragtrail: note: more than {_MAX_POLL} new events in one poll; "
+                  "only the newest are shown", file=sys.stderr)
+        if fresh:
+            last_id = fresh[-1].id or last_id
+            _print(fresh, args.json)
+
+
+def _new_events(
+    store: AuditStore, filters: dict[str, Any], last_id: int,
+) -> tuple[list[SecurityEvent], bool]:
+    """Matching events with an ID above ``last_id``, oldest first, and whether that is all.
+
+    Asks for a few and widens the window only while every event returned is new.
+    """
+    limit = _FIRST_POLL
+    while True:
+        batch = store.events(**filters, limit=limit)
+        fresh = [event for event in batch if (event.id or 0) > last_id]
+        if len(fresh) < len(batch) or len(batch) < limit or limit >= _MAX_POLL:
+            fresh.sort(key=lambda event: event.id or 0)
+            return fresh, len(fresh) < limit
+        limit *= 10
+
+
+def _print(events: Sequence[SecurityEvent], as_json: bool) -> None:
+    if as_json:
+        write_jsonl(events, sys.stdout)
+    else:
+        for event in events:
+            print(format_row(EVENTS.columns, _WIDTHS, EVENTS.cells(event)))
+    sys.stdout.flush()  # a pipe would otherwise hold the lines back
