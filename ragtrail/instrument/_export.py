@@ -1,0 +1,312 @@
+"""The export pipeline: finished SpanRecords to OpenTelemetry, off the caller's thread.
+
+The caller's thread only appends to a bounded deque (``submit``, ``count_event``); one daemon
+thread drains it, decides sampling, records the OTel metrics, converts records to SDK
+``ReadableSpan``s and hands batches to ragtrail's own OTLP exporter or to the app's
+TracerProvider. A hanging or failing collector therefore costs the app nothing but the records
+that no longer fit in the queue, and those are counted in ``health()``.
+
+ragtrail never sets the global TracerProvider: if the app set an SDK one before
+``ExportPipeline.create()``, ragtrail joins it; otherwise ragtrail exports on its own, and the
+app stays free to install a provider later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from ragtrail._records import SecurityEvent, SpanRecord
+from ragtrail._settings import Settings
+from ragtrail.instrument._export_convert import SAMPLED_KEY, SpanConverter
+from ragtrail.instrument._export_otlp import safe_endpoint, span_exporter
+from ragtrail.instrument._export_sinks import ExporterSink, ProviderSink, Sink, app_tracer_provider
+from ragtrail.instrument._otel_metrics import OtelMetrics
+from ragtrail.instrument._resource import build_resource
+from ragtrail.instrument._sampling import HeadSampler
+from ragtrail.instrument._sampling_buffer import TraceRescue
+
+__all__ = ["ExportPipeline"]
+
+_logger = logging.getLogger("ragtrail.export")
+
+_Item = SpanRecord | SecurityEvent | threading.Event
+_DEGRADED_FILL = 0.8  # queue fill ratio from which health() says "degraded"
+_RECENT_DROP_SECONDS = 60.0
+
+
+def _ragtrail_version() -> str:
+    try:
+        return version("ragtrail")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+class ExportPipeline:
+    """Batches span records to OpenTelemetry on a background thread; see the module docstring.
+
+    Build it with ``ExportPipeline.create(settings)``.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        sampler: HeadSampler,
+        metrics: OtelMetrics | None = None,
+        queue_size: int = 10_000,
+        batch_size: int = 512,
+        schedule_delay: float = 0.5,
+        rescue: TraceRescue | None = None,
+        redact: Callable[[str], str] | None = None,
+        protocol: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        if queue_size < 1 or batch_size < 1 or schedule_delay <= 0:
+            raise ValueError("queue_size and batch_size must be >= 1 and schedule_delay > 0")
+        self._sink = sink
+        self._sampler = sampler
+        self._metrics = metrics
+        self._converter = SpanConverter(sink.resource, _ragtrail_version())
+        self._rescue = rescue if rescue is not None else TraceRescue()
+        self._redact = redact
+        self._protocol = protocol
+        self._endpoint = safe_endpoint(endpoint)
+        self._queue: deque[_Item] = deque()
+        self._capacity = queue_size
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._delay = schedule_delay
+        self._wake = threading.Event()
+        self._stopping = False
+        self._closed = False
+        self._exported = 0
+        self._failed = 0
+        self._dropped = 0
+        self._last_drop = float("-inf")
+        self._last_ok = True
+        self._last_error: str | None = None
+        self._last_error_time_us: int | None = None
+        self._thread = threading.Thread(target=self._run, name="ragtrail-export", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        redact: Callable[[str], str] | None = None,
+        export_timeout: float = 10.0,
+        schedule_delay: float = 0.5,
+        metrics_interval: float = 60.0,
+        rescue_max_spans: int = 10_000,
+        rescue_max_age: float = 60.0,
+    ) -> ExportPipeline | None:
+        """The pipeline for ``settings``, or None when there is nowhere to export.
+
+        None when ``sdk_disabled`` is set, or when no ``otlp_endpoint`` is configured and the
+        app did not install an SDK TracerProvider. ``redact`` cleans error messages shown by
+        ``health()`` (without it only the error's type is shown). ``export_timeout`` bounds
+        every OTLP request, retries included.
+        """
+        if settings.sdk_disabled:
+            return None
+        provider = app_tracer_provider()
+        sink: Sink
+        if provider is not None:
+            sink = ProviderSink(provider)
+        elif settings.otlp_endpoint:
+            sink = ExporterSink(span_exporter(settings, export_timeout), build_resource(settings))
+        else:
+            return None
+        metrics = OtelMetrics.create(settings, sink.resource, _ragtrail_version(),
+                                     interval=metrics_interval, timeout=export_timeout)
+        return cls(
+            sink,
+            sampler=HeadSampler(settings.traces_sampler, settings.traces_sampler_arg),
+            metrics=metrics,
+            queue_size=settings.queue_size,
+            batch_size=settings.batch_size,
+            schedule_delay=schedule_delay,
+            rescue=TraceRescue(max_spans=rescue_max_spans, max_age=rescue_max_age),
+            redact=redact,
+            protocol=None if provider is not None else settings.otlp_protocol,
+            endpoint=None if provider is not None else settings.otlp_endpoint,
+        )
+
+    # -- caller's thread: O(1), never blocks, never raises ------------------------------------
+
+    def submit(self, record: SpanRecord) -> None:
+        """Queue a finished span for export; drop and count it when the queue is full."""
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            self._drop()
+            return
+        queue.append(record)
+        if len(queue) == self._batch_size:
+            self._wake.set()
+
+    def count_event(self, event: SecurityEvent) -> None:
+        """Queue a security event for the metrics counter and for keeping its trace."""
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            self._drop()
+            return
+        queue.append(event)
+
+    def _drop(self) -> None:
+        self._dropped += 1
+        self._last_drop = time.monotonic()
+
+    # -- control -------------------------------------------------------------------------------
+
+    def force_flush(self, timeout: float = 10.0) -> bool:
+        """Export everything queued before this call; False if that took over ``timeout``."""
+        if self._closed:
+            return False
+        deadline = time.monotonic() + timeout
+        marker = threading.Event()
+        self._queue.append(marker)  # past the capacity check: a flush is never dropped
+        self._wake.set()
+        if not marker.wait(timeout):
+            return False
+        flushed = self._sink.flush(deadline - time.monotonic())
+        if self._metrics is not None:
+            flushed = self._metrics.force_flush(deadline - time.monotonic()) and flushed
+        return flushed
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Export what is queued, then stop; later records are dropped and counted.
+
+        Returns within about ``timeout`` even if the collector hangs (the export thread is a
+        daemon and is left to finish or die with the process).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        self._capacity = 0
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+        self._sink.shutdown(max(deadline - time.monotonic(), 0.0))
+        if self._metrics is not None:
+            self._metrics.shutdown(max(deadline - time.monotonic(), 0.0))
+
+    def health(self) -> dict[str, Any]:
+        """Counters and state for the health routes; ``last_error`` is already redacted."""
+        depth = len(self._queue)
+        if not self._last_ok:
+            status = "failing"
+        elif (depth >= self._queue_size * _DEGRADED_FILL
+              or time.monotonic() - self._last_drop < _RECENT_DROP_SECONDS):
+            status = "degraded"
+        else:
+            status = "ok"
+        return {
+            "status": status,
+            "mode": self._sink.mode,
+            "protocol": self._protocol,
+            "endpoint": self._endpoint,
+            "exported": self._exported,
+            "failed": self._failed,
+            "dropped": self._dropped,
+            "rescued": self._rescue.rescued,
+            "unsampled_held": self._rescue.held,
+            "unsampled_discarded": self._rescue.discarded,
+            "queue_depth": depth,
+            "queue_capacity": self._queue_size,
+            "metrics": self._metrics is not None,
+            "last_error": self._last_error,
+            "last_error_time_us": self._last_error_time_us,
+        }
+
+    # -- export thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._delay)
+            self._wake.clear()
+            stopping = self._stopping
+            self._drain()
+            if stopping:
+                self._drain()  # anything appended while the flag was being read
+                self._rescue.clear()
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        batch: list[ReadableSpan] = []
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, SpanRecord):
+                self._on_span(item, batch)
+            elif isinstance(item, SecurityEvent):
+                self._on_event(item, batch)
+            else:
+                self._export(batch)
+                batch = []
+                item.set()
+            if len(batch) >= self._batch_size:
+                self._export(batch)
+                batch = []
+        self._export(batch)
+        self._rescue.expire()
+
+    def _on_span(self, record: SpanRecord, batch: list[ReadableSpan]) -> None:
+        try:
+            if self._metrics is not None:
+                self._metrics.record_span(record)
+            sampled = record.attributes.get(SAMPLED_KEY)
+            if sampled is None:
+                sampled = self._sampler.root(int(record.trace_id, 16))
+            for ready in self._rescue.route(record, bool(sampled)):
+                batch.append(self._converter.convert(ready))
+        except Exception as exc:  # a malformed record must not stop the thread
+            self._fail(1, self._describe(exc))
+
+    def _on_event(self, event: SecurityEvent, batch: list[ReadableSpan]) -> None:
+        try:
+            if self._metrics is not None:
+                self._metrics.count_event(event)
+            batch.extend(self._converter.convert(ready) for ready in self._rescue.on_event(event))
+        except Exception as exc:
+            self._fail(1, self._describe(exc))
+
+    def _export(self, batch: list[ReadableSpan]) -> None:
+        if not batch:
+            return
+        try:
+            ok = self._sink.export(batch)
+            error = None if ok else f"{self._sink.mode} export of {len(batch)} spans failed"
+        except Exception as exc:  # an app span processor or exporter raising
+            ok, error = False, self._describe(exc)
+        if ok:
+            self._exported += len(batch)
+            self._last_ok = True
+        else:
+            self._fail(len(batch), error or "export failed")
+
+    def _fail(self, count: int, error: str) -> None:
+        if self._last_ok:
+            _logger.warning("ragtrail could not export %d span(s): %s", count, error)
+        self._failed += count
+        self._last_ok = False
+        self._last_error = error
+        self._last_error_time_us = time.time_ns() // 1000
+
+    def _describe(self, exc: BaseException) -> str:
+        name = type(exc).__name__
+        if self._redact is None:
+            return name
+        try:
+            return f"{name}: {self._redact(str(exc))}"
+        except Exception:
+            return name

@@ -1,0 +1,129 @@
+"""SpanRecord to OpenTelemetry ReadableSpan, on the export thread only.
+
+Building an SDK span costs tens of microseconds; ragtrail's caller thread only makes a small
+``SpanRecord`` and this module turns batches of them into what OTel span processors and
+exporters expect, off the request path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+from ragtrail._records import SpanRecord
+
+__all__ = ["CORRELATION_ID_KEY", "SAMPLED_KEY", "SpanConverter"]
+
+CORRELATION_ID_KEY = "ragtrail.correlation_id"
+"""Span attribute carrying ``SpanRecord.correlation_id`` (the request's correlation ID)."""
+
+SAMPLED_KEY = "ragtrail.sampled"
+"""Reserved record attribute: the head-sampling decision made when the span started.
+
+Read by the export pipeline and never exported; absent means "decide from the trace ID".
+"""
+
+_SPAN_KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT}
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_PRIMITIVES = (str, bool, int, float)
+_MAX_STRING = 4096  # a value that is not an OTel attribute type becomes JSON, capped
+
+
+class SpanConverter:
+    """Converts records under one Resource and the ``ragtrail`` instrumentation scope."""
+
+    __slots__ = ("_resource", "_scope")
+
+    def __init__(self, resource: Resource, version: str) -> None:
+        self._resource = resource
+        self._scope = InstrumentationScope("ragtrail", version)
+
+    @property
+    def resource(self) -> Resource:
+        return self._resource
+
+    def convert(self, record: SpanRecord) -> ReadableSpan:
+        """The finished OTel span for ``record``, marked sampled (it is being exported)."""
+        trace_id = int(record.trace_id, 16)
+        context = SpanContext(trace_id, int(record.span_id, 16), is_remote=False,
+                              trace_flags=_SAMPLED)
+        parent = None
+        if record.parent_span_id:
+            # The record does not say whether the parent came from another process; OTLP has no
+            # field for it either (only a flags bit), so a local parent is the honest default.
+            parent = SpanContext(trace_id, int(record.parent_span_id, 16), is_remote=False,
+                                 trace_flags=_SAMPLED)
+        start_ns = record.start_us * 1000
+        return ReadableSpan(
+            name=record.name,
+            context=context,
+            parent=parent,
+            resource=self._resource,
+            attributes=span_attributes(record),
+            events=tuple(
+                Event(event.name, otel_attributes(event.attributes), event.time_us * 1000)
+                for event in record.events),
+            kind=_SPAN_KINDS.get(record.kind, SpanKind.INTERNAL),
+            status=_status(record),
+            start_time=start_ns,
+            end_time=start_ns + record.duration_us * 1000,
+            instrumentation_scope=self._scope,
+        )
+
+
+def span_attributes(record: SpanRecord) -> dict[str, AttributeValue]:
+    """The record's attributes as OTel values, plus correlation ID and ``error.type``."""
+    attributes = otel_attributes(record.attributes)
+    attributes.pop(SAMPLED_KEY, None)
+    if record.correlation_id is not None:
+        attributes.setdefault(CORRELATION_ID_KEY, record.correlation_id)
+    if record.status == "error" and record.error_type:
+        # OTel semantic conventions: error.type on every span that ends with an error.
+        attributes.setdefault("error.type", record.error_type)
+    return attributes
+
+
+def otel_attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """Keep OTel attribute types as they are; None is dropped, anything else becomes JSON."""
+    converted: dict[str, AttributeValue] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, _PRIMITIVES):
+            converted[key] = value
+        elif _is_homogeneous_sequence(value):
+            converted[key] = tuple(value)
+        else:
+            converted[key] = _as_json(value)
+    return converted
+
+
+def _is_homogeneous_sequence(value: Any) -> bool:
+    # OTel attribute arrays hold one primitive type (spec: common/#attribute).
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    first = type(value[0])
+    return first in _PRIMITIVES and all(type(item) is first for item in value)
+
+
+def _as_json(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # circular structures
+        text = repr(value)
+    return text if len(text) <= _MAX_STRING else text[:_MAX_STRING] + "..."
+
+
+def _status(record: SpanRecord) -> Status:
+    if record.status != "error":
+        # OTel trace API: instrumentation leaves a successful span UNSET, not OK.
+        return Status(StatusCode.UNSET)
+    parts: Sequence[str] = [p for p in (record.error_type, record.error_message) if p]
+    return Status(StatusCode.ERROR, ": ".join(parts) or None)
