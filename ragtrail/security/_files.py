@@ -1,0 +1,52 @@
+"""Moving files without clobbering, across filesystems, and without following symlinks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+__all__ = ["O_NOFOLLOW", "create_exclusive", "make_inert", "move_file"]
+
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+
+
+def create_exclusive(path: Path) -> int:
+    """Create ``path`` (mode 0600) and return its descriptor; fails if anything is there."""
+    return os.open(path, _CREATE | O_NOFOLLOW, 0o600)
+
+
+def make_inert(path: Path) -> None:
+    """Mode 0600 on the file itself, never through a symlink someone put in its place."""
+    fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | _O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def move_file(source: Path, target: Path, *, replace: bool) -> None:
+    """Rename, or copy and delete across filesystems; ``replace=False`` never clobbers.
+
+    Raises ``FileExistsError`` when ``replace`` is False and ``target`` exists.
+    """
+    if not replace:
+        # Claim the name first so nobody can slip a file in between the check and the move.
+        os.close(create_exclusive(target))
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            if not replace:
+                target.unlink(missing_ok=True)
+            raise
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    with open(source, "rb") as src, os.fdopen(create_exclusive(partial), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(partial, target)
+    source.unlink()

@@ -1,0 +1,262 @@
+"""The start-up posture scan: settings and file modes that leave a deployment exposed.
+
+Each rule is a small function from settings to findings; a rule that fails is logged and
+skipped, so the scan never stops a service from starting. ``ragtrail scan`` runs the same
+rules for CI pipelines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ragtrail._records import Severity
+from ragtrail._settings import Settings
+from ragtrail.security._events import EventSink, record_event
+
+__all__ = ["SecurityFinding", "run_startup_scan", "scan_posture"]
+
+logger = logging.getLogger("ragtrail.security")
+
+EVENT_TYPE = "security_posture_finding"
+SOURCE = "startup_scan"
+
+
+@dataclass(frozen=True)
+class SecurityFinding:
+    """One weakness: a stable ``id`` for suppressions and dashboards, and what to do."""
+
+    id: str
+    severity: Severity
+    title: str
+    detail: str
+    remedy: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "severity": str(self.severity), "title": self.title,
+                "detail": self.detail, "remedy": self.remedy}
+
+
+_Rule = Callable[[Settings], Iterator[SecurityFinding]]
+
+
+def scan_posture(settings: Settings, *, monitor: EventSink | None = None) -> list[SecurityFinding]:
+    """Every finding for ``settings`` and this process, most severe first.
+
+    With ``monitor``, each finding is also recorded as a ``security_posture_finding`` event at
+    its severity.
+
+    >>> [f.id for f in scan_posture(Settings(environment="production", debug=True,
+    ...                                      store_url="sqlite://"))][:1]
+    ['debug-in-production']
+    """
+    findings: list[SecurityFinding] = []
+    for rule in _RULES:
+        try:
+            findings.extend(rule(settings))
+        except Exception:
+            logger.exception("ragtrail security scan: rule %s failed", rule.__name__)
+    findings.sort(key=lambda f: (-f.severity, f.id))
+    if monitor is not None:
+        for finding in findings:
+            record_event(monitor, EVENT_TYPE, finding.severity, SOURCE, finding.title,
+                         {"finding": finding.id, "detail": finding.detail,
+                          "remedy": finding.remedy})
+    return findings
+
+
+def run_startup_scan(monitor: EventSink) -> list[SecurityFinding]:
+    """Scan, record one event per finding, and log findings at or above
+    ``settings.security_vulnerability_threshold`` as warnings. Never raises.
+    """
+    try:
+        findings = scan_posture(monitor.settings, monitor=monitor)
+        threshold = monitor.settings.security_vulnerability_threshold
+        for finding in findings:
+            if finding.severity >= threshold:
+                logger.warning("ragtrail security scan: %s (%s, %s). %s %s", finding.title,
+                               finding.severity, finding.id, finding.detail, finding.remedy)
+    except Exception:
+        logger.exception("ragtrail security scan failed")
+        return []
+    return findings
+
+
+def _detailed_routes(settings: Settings) -> Iterator[SecurityFinding]:
+    if not settings.is_production or settings.api_token:
+        return
+    if settings.detailed_routes_open:
+        yield SecurityFinding(
+            "detailed-routes-open", Severity.HIGH,
+            "Detailed health routes are open in production without a token",
+            "RAGTRAIL_DETAILED_ROUTES_OPEN is on and RAGTRAIL_API_TOKEN is unset, so anyone who "
+            "reaches the service can read recent security events, metrics and store health.",
+            "Set RAGTRAIL_API_TOKEN, or turn RAGTRAIL_DETAILED_ROUTES_OPEN off.")
+    else:
+        yield SecurityFinding(
+            "no-api-token", Severity.LOW, "No API token in production",
+            "RAGTRAIL_API_TOKEN is unset, so the detailed health routes answer 404.",
+            "Set RAGTRAIL_API_TOKEN to a long random value to use the detailed routes.")
+
+
+def _store_files(settings: Settings) -> Iterator[SecurityFinding]:
+    database = _sqlite_path(settings.store_url)
+    if database is None:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = Path(str(database) + suffix)
+        yield from _exposed(path, "store-file", "The audit store file", group_ok=True)
+    yield from _exposed(database.parent, "store-directory", "The audit store's directory",
+                        group_ok=True)
+
+
+def _quarantine_directory(settings: Settings) -> Iterator[SecurityFinding]:
+    yield from _exposed(Path(settings.quarantine_dir), "quarantine-directory",
+                        "The quarantine directory", group_ok=False)
+
+
+def _otlp_transport(settings: Settings) -> Iterator[SecurityFinding]:
+    endpoint = settings.otlp_endpoint
+    if endpoint is None or not _plaintext_remote(endpoint):
+        return
+    if settings.otlp_headers:
+        yield SecurityFinding(
+            "otlp-plaintext-credentials", Severity.HIGH,
+            "OTLP headers are sent over plain HTTP to a remote host",
+            f"{_host(endpoint)} receives telemetry and the OTEL_EXPORTER_OTLP_HEADERS "
+            "(often an API key) unencrypted.",
+            "Use an https:// endpoint, or a collector on the same host or pod.")
+    else:
+        yield SecurityFinding(
+            "otlp-plaintext", Severity.MEDIUM, "OTLP export over plain HTTP to a remote host",
+            f"Spans and events sent to {_host(endpoint)} can be read or altered on the way.",
+            "Use an https:// endpoint, or a collector on the same host or pod.")
+
+
+def _webhook_transport(settings: Settings) -> Iterator[SecurityFinding]:
+    url = settings.alert_webhook_url
+    if url is not None and _plaintext_remote(url):
+        yield SecurityFinding(
+            "alert-webhook-plaintext", Severity.MEDIUM,
+            "Alert webhook over plain HTTP to a remote host",
+            f"Alerts posted to {_host(url)} can be read or forged on the way.",
+            "Use an https:// webhook URL.")
+
+
+def _redaction(settings: Settings) -> Iterator[SecurityFinding]:
+    if not settings.redaction_enabled:
+        yield SecurityFinding(
+            "redaction-disabled",
+            Severity.MEDIUM if settings.is_production else Severity.LOW,
+            "Redaction is disabled",
+            "Secrets and personal data in captured arguments, errors and events are stored and "
+            "exported as they are.",
+            "Unset RAGTRAIL_REDACTION_ENABLED (it defaults to on).")
+
+
+def _trusted_correlation(settings: Settings) -> Iterator[SecurityFinding]:
+    # Severity low: inbound IDs are format-checked by the middleware, so the risk is a
+    # client choosing or reusing IDs to confuse an investigation, not injection.
+    if settings.is_production and settings.trust_inbound:
+        yield SecurityFinding(
+            "correlation-ids-trusted", Severity.LOW,
+            "Clients' correlation IDs are trusted in production",
+            "RAGTRAIL_TRUST_INBOUND is on: a client can choose the correlation ID its requests "
+            "are logged under. Fine behind a gateway that sets the header itself.",
+            "On a public edge, set RAGTRAIL_TRUST_INBOUND=false.")
+
+
+def _root(settings: Settings) -> Iterator[SecurityFinding]:
+    geteuid = getattr(os, "geteuid", None)  # absent on Windows
+    if geteuid is not None and geteuid() == 0:
+        yield SecurityFinding(
+            "running-as-root", Severity.HIGH if settings.is_production else Severity.MEDIUM,
+            "The service runs as root",
+            "A bug in the service or a parser of uploaded documents gets the whole machine or "
+            "container; root also reads and writes files whatever their mode.",
+            "Run as an unprivileged user (Dockerfile USER, Kubernetes runAsNonRoot).")
+
+
+def _debug(settings: Settings) -> Iterator[SecurityFinding]:
+    if settings.debug and settings.is_production:
+        yield SecurityFinding(
+            "debug-in-production", Severity.HIGH, "Debug mode is on in production",
+            "RAGTRAIL_DEBUG is on: more internals are logged and exposed than production needs.",
+            "Unset RAGTRAIL_DEBUG in production.")
+
+
+_RULES: tuple[_Rule, ...] = (
+    _detailed_routes, _store_files, _quarantine_directory, _otlp_transport, _webhook_transport,
+    _redaction, _trusted_correlation, _root, _debug,
+)
+
+
+def _exposed(path: Path, finding_id: str, what: str, *,
+             group_ok: bool) -> Iterator[SecurityFinding]:
+    """Findings for a file or directory that others can write or read."""
+    try:
+        info = path.stat()
+    except OSError:  # not created yet: it will be created with a safe mode
+        return
+    mode = stat.S_IMODE(info.st_mode)
+    writers = stat.S_IWOTH | (0 if group_ok else stat.S_IWGRP)
+    readers = stat.S_IROTH | (0 if group_ok else stat.S_IRGRP | stat.S_IXGRP | stat.S_IXOTH)
+    shown = f"{path} (mode {mode:04o})"
+    if mode & writers:
+        sticky = stat.S_ISDIR(info.st_mode) and mode & stat.S_ISVTX
+        yield SecurityFinding(
+            f"{finding_id}-writable", Severity.MEDIUM if sticky else Severity.HIGH,
+            f"{what} is writable by other users",
+            f"{shown}: other users can replace, delete or plant files.",
+            f"chmod o-w{'' if group_ok else ',g-w'} {path} (or move it somewhere private).")
+    elif mode & readers:
+        directory = stat.S_ISDIR(info.st_mode)
+        yield SecurityFinding(
+            f"{finding_id}-readable",
+            Severity.LOW if directory and group_ok else Severity.MEDIUM,
+            f"{what} is readable by other users",
+            f"{shown}: other users can read {'its listing' if directory else 'it'}.",
+            f"chmod {'o-rwx' if group_ok else 'go-rwx'} {path}.")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite store URL; None for other databases and ``:memory:``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # a SQLite URI filename (?uri=true)
+        database = database[len("file:"):].split("?", 1)[0]
+    return Path(database).absolute()
+
+
+def _plaintext_remote(url: str) -> bool:
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761 6.3
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return parts.hostname or "the endpoint"

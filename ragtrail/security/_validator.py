@@ -1,0 +1,339 @@
+"""``FileValidator``: decide whether a document may enter the RAG index, and quarantine it if not.
+
+One pass over the file computes its sha256 and, for text formats, the strict UTF-8 check; the
+type-specific checks then read only what they need (the ZIP central directory, the first CSV
+rows). The file is opened once, without following symlinks, and every check reads that one
+descriptor, so the bytes judged are the bytes hashed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import hashlib
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from ragtrail._records import Severity
+from ragtrail.security._events import (
+    EventSink,
+    current_correlation_id,
+    record_event,
+    resolve_monitor,
+)
+from ragtrail.security._files import O_NOFOLLOW
+from ragtrail.security._names import escape_text, sanitize_filename, split_extension
+from ragtrail.security._quarantine import Quarantine
+from ragtrail.security._sniff import (
+    EXECUTABLE_TYPES,
+    TEXT_TYPES,
+    Utf8Check,
+    check_text_format,
+    magic_type,
+)
+from ragtrail.security._zipcheck import OOXML_TYPES, ZipLimits, inspect_zip
+
+__all__ = ["EXTENSION_TYPES", "FileValidator", "ValidationResult"]
+
+EXTENSION_TYPES: Final = {
+    ".pdf": "pdf", ".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
+    ".html": "html", ".htm": "html", ".json": "json", ".csv": "csv",
+    ".docx": "docx", ".xlsx": "xlsx", ".pptx": "pptx",
+}
+"""Every extension FileValidator can check, and the type it claims."""
+
+# OWASP Application Logging Vocabulary: malicious_* for hostile content, input_validation_fail
+# for content that is merely wrong.
+MALICIOUS: Final = "malicious_file_upload"
+INVALID: Final = "input_validation_fail"
+INTEGRITY: Final = "file_integrity_fail"
+SOURCE: Final = "file_validator"
+
+DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
+_CHUNK = 1024 * 1024
+_HEAD = 8192
+_TAIL = 1024  # PDF readers look for %%EOF in the last 1024 bytes (ISO 32000-1 7.5.5, Acrobat)
+_NAME_LIMIT = 1024  # characters of the client's name kept in sidecars and events
+# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+_OPEN_FLAGS = os.O_RDONLY | O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+logger = logging.getLogger("ragtrail.security")
+
+
+class _Default(enum.Enum):
+    FROM_SETTINGS = "settings.quarantine_dir"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What the validator decided about one file.
+
+    ``reason`` is None when accepted. ``claimed_type`` is what the extension says (the bare
+    extension if it is not one the validator knows); ``detected_type`` what the bytes say.
+    ``quarantine_path`` is where a rejected file now is (None if it was not moved).
+    """
+
+    accepted: bool
+    reason: str | None
+    sanitised_name: str
+    detected_type: str
+    claimed_type: str
+    size: int
+    sha256: str
+    event_type: str | None = None
+    quarantine_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    detected_type: str
+    problem: str | None = None
+    event_type: str = INVALID
+
+
+class FileValidator:
+    """Checks documents before ingestion; see ``docs/security.md``.
+
+    ``quarantine_dir`` defaults to the monitor's ``settings.quarantine_dir``; None leaves
+    rejected files where they are. ``monitor`` defaults to ``ragtrail.get_monitor()`` at the
+    time of each event.
+
+    >>> validator = FileValidator(max_bytes=10_000_000, allowed_extensions=[".pdf", ".md"])
+    >>> sorted(validator.allowed_extensions)
+    ['.md', '.pdf']
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allowed_extensions: Iterable[str] = tuple(EXTENSION_TYPES),
+        quarantine_dir: str | os.PathLike[str] | _Default | None = _Default.FROM_SETTINGS,
+        monitor: EventSink | None = None,
+        zip_limits: ZipLimits | None = None,
+    ) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1; got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.allowed_extensions = frozenset(_normalise_extension(e) for e in allowed_extensions)
+        self.zip_limits = zip_limits or ZipLimits()
+        self._quarantine_dir = quarantine_dir
+        self._monitor = monitor
+
+    @property
+    def quarantine(self) -> Quarantine | None:
+        """Where rejected files go, resolved now (the monitor may have been reconfigured)."""
+        directory = self._quarantine_dir
+        if isinstance(directory, _Default):
+            directory = resolve_monitor(self._monitor).settings.quarantine_dir
+        return None if directory is None else Quarantine(directory)
+
+    def validate(self, path: str | os.PathLike[str], *,
+                 filename: str | None = None) -> ValidationResult:
+        """Validate the file at ``path``, named ``filename`` by the client (default: its name).
+
+        A rejected file is moved to the quarantine and a high security event is recorded. A
+        path that is a symlink or not a regular file is rejected and left alone.
+        """
+        original = filename if filename is not None else os.fsdecode(os.path.basename(path))
+        name = sanitize_filename(original)
+        extension = split_extension(name)[1].lower()
+        claimed = EXTENSION_TYPES.get(extension, extension.lstrip("."))
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return self.refuse(original, "a symbolic link, not a file to validate")
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return self.refuse(original, "not a regular file")
+            utf8 = Utf8Check() if claimed in TEXT_TYPES else None
+            size, sha256, head, tail = _scan(f, utf8)
+            verdict = self._judge(f, extension, claimed, size, head, tail, utf8)
+        result = ValidationResult(
+            accepted=verdict.problem is None, reason=verdict.problem, sanitised_name=name,
+            detected_type=verdict.detected_type, claimed_type=claimed, size=size, sha256=sha256,
+            event_type=None if verdict.problem is None else verdict.event_type)
+        return result if result.accepted else self._reject(path, original, result)
+
+    def precheck(self, filename: str, *, size: int | None = None) -> ValidationResult | None:
+        """Refuse early what no content could save: a disallowed extension or a known size
+        over the limit. None means go on and receive the file.
+
+        For upload handlers, before reading a body (``size`` from ``Content-Length``).
+        """
+        extension = split_extension(sanitize_filename(filename))[1].lower()
+        if extension not in self.allowed_extensions:
+            return self.refuse(filename, f"extension {extension or '(none)'!r} is not allowed",
+                               size=size or 0)
+        if size is not None and size > self.max_bytes:
+            return self.refuse(filename, f"file is larger than the limit of {self.max_bytes} "
+                                         "bytes", size=size)
+        return None
+
+    def refuse(self, filename: str, reason: str, *, size: int = 0) -> ValidationResult:
+        """Reject a file that was never received whole or could not be read.
+
+        Records an ``input_validation_fail`` event (high); nothing is quarantined and
+        ``sha256`` is empty because there was nothing complete to hash.
+        """
+        name = sanitize_filename(filename)
+        extension = split_extension(name)[1].lower()
+        result = ValidationResult(
+            accepted=False, reason=reason, sanitised_name=name, detected_type="unread",
+            claimed_type=EXTENSION_TYPES.get(extension, extension.lstrip(".")), size=size,
+            sha256="", event_type=INVALID)
+        self._event(result, escape_text(filename, limit=_NAME_LIMIT), None)
+        return result
+
+    def verify(self, path: str | os.PathLike[str], expected_sha256: str) -> bool:
+        """True if the file still has the sha256 it was accepted with.
+
+        A changed or missing file records a ``file_integrity_fail`` event (high).
+        """
+        expected = expected_sha256.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise ValueError("expected_sha256 must be 64 hex characters")
+        try:
+            with open(path, "rb") as f:
+                actual: str | None = _sha256(f)
+        except FileNotFoundError:
+            actual = None
+        if actual == expected:
+            return True
+        shown = escape_text(os.fsdecode(path), limit=_NAME_LIMIT)
+        what = "is missing" if actual is None else "changed since it was accepted"
+        record_event(self._monitor, INTEGRITY, Severity.HIGH, SOURCE,
+                     f"stored file {shown} {what}",
+                     {"path": shown, "expected_sha256": expected, "actual_sha256": actual})
+        return False
+
+    def _judge(self, f: BinaryIO, extension: str, claimed: str, size: int, head: bytes,
+               tail: bytes, utf8: Utf8Check | None) -> _Verdict:
+        magic = magic_type(head)
+        if magic in EXECUTABLE_TYPES:
+            disguise = f" disguised as {claimed}" if claimed else ""
+            return _Verdict(magic, f"executable content ({magic}){disguise}", MALICIOUS)
+        guess = magic or _text_or_binary(head)
+        if size == 0:
+            return _Verdict("empty", "empty file")
+        if size > self.max_bytes:
+            return _Verdict(guess, f"file is {size} bytes; the limit is {self.max_bytes}")
+        if extension not in self.allowed_extensions:
+            return _Verdict(guess, f"extension {extension or '(none)'!r} is not allowed")
+        if claimed in TEXT_TYPES:
+            return _check_text(f, claimed, magic, utf8)
+        if magic != _container(claimed):
+            return _Verdict(guess, f"content is {guess}, not {claimed}")
+        if claimed == "pdf":
+            ok = b"%%EOF" in tail
+            return _Verdict("pdf", None if ok else "PDF is truncated (no %%EOF marker)")
+        zipped = inspect_zip(f, size, self.zip_limits)
+        if zipped.problem is not None:
+            return _Verdict(zipped.detected_type, zipped.problem,
+                            MALICIOUS if zipped.malicious else INVALID)
+        if zipped.detected_type != claimed:
+            return _Verdict(zipped.detected_type,
+                            f"content is {zipped.detected_type}, not {claimed}")
+        return _Verdict(claimed)
+
+    def _reject(self, path: str | os.PathLike[str], original: str,
+                result: ValidationResult) -> ValidationResult:
+        correlation_id = _safe_correlation_id()
+        escaped = escape_text(original, limit=_NAME_LIMIT)
+        details = {
+            "reason": result.reason, "event_type": result.event_type,
+            "original_name": escaped, "sanitised_name": result.sanitised_name,
+            "size": result.size, "claimed_type": result.claimed_type,
+            "detected_type": result.detected_type, "correlation_id": correlation_id,
+        }
+        moved = None
+        try:
+            quarantine = self.quarantine
+            if quarantine is not None:
+                moved = quarantine.add(path, result.sha256, details)
+        except OSError:
+            # Still rejected; the file stays where it is and the event says it was not moved.
+            logger.exception("ragtrail could not quarantine a rejected file")
+        result = dataclasses.replace(result, quarantine_path=moved)
+        self._event(result, escaped, moved)
+        return result
+
+    def _event(self, result: ValidationResult, escaped_name: str, moved: Path | None) -> None:
+        record_event(
+            self._monitor, result.event_type or INVALID, Severity.HIGH, SOURCE,
+            f"rejected file {result.sanitised_name}: {result.reason}",
+            {"sha256": result.sha256, "size": result.size, "claimed_type": result.claimed_type,
+             "detected_type": result.detected_type, "sanitised_name": result.sanitised_name,
+             "original_name": escaped_name,
+             "quarantine_path": None if moved is None else str(moved)})
+
+
+def _scan(f: BinaryIO, utf8: Utf8Check | None) -> tuple[int, str, bytes, bytes]:
+    """Size, sha256, first bytes and last bytes, in one streaming pass."""
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    tail = b""
+    while chunk := f.read(_CHUNK):
+        if size < _HEAD:
+            head += chunk[:_HEAD - size]
+        digest.update(chunk)
+        if utf8 is not None:
+            utf8.feed(chunk)
+        size += len(chunk)
+        tail = (tail + chunk[-_TAIL:])[-_TAIL:]
+    if utf8 is not None:
+        utf8.feed(b"", final=True)
+    return size, digest.hexdigest(), head, tail
+
+
+def _check_text(f: BinaryIO, claimed: str, magic: str | None,
+                utf8: Utf8Check | None) -> _Verdict:
+    if magic is not None:
+        return _Verdict(magic, f"content is {magic}, not {claimed}")
+    if utf8 is not None and utf8.problem is not None:
+        return _Verdict("binary", f"not UTF-8 text: {utf8.problem}")
+    problem = check_text_format(claimed, f)
+    return _Verdict("text" if problem else claimed, problem)
+
+
+def _container(claimed: str) -> str:
+    """The magic type a claimed type must start with."""
+    return "zip" if claimed in OOXML_TYPES else claimed
+
+
+def _text_or_binary(head: bytes) -> str:
+    check = Utf8Check()
+    check.feed(head)  # not final: the head may end inside a character
+    return "binary" if check.problem else "text"
+
+
+def _normalise_extension(extension: str) -> str:
+    normalised = "." + extension.strip().lower().lstrip(".")
+    if normalised not in EXTENSION_TYPES:
+        raise ValueError(f"no content check for {extension!r}; "
+                         f"supported: {', '.join(sorted(EXTENSION_TYPES))}")
+    return normalised
+
+
+def _safe_correlation_id() -> str | None:
+    try:
+        return current_correlation_id()
+    except Exception:  # the sidecar is worth more than the ID
+        return None
+
+
+def _sha256(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := f.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
