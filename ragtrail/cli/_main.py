@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ragtrail.cli._stats",
     "ragtrail.cli._tail",
     "ragtrail.cli._export",
+    "ragtrail.cli._quarantine",
+    "ragtrail.cli._scan",
 )
 
 EXIT_OK = 0
