@@ -40,6 +40,7 @@ _logger = logging.getLogger("ragtrail.export")
 _Item = SpanRecord | SecurityEvent | threading.Event
 _DEGRADED_FILL = 0.8  # queue fill ratio from which health() says "degraded"
 _RECENT_DROP_SECONDS = 60.0
+_UNBOUNDED_WAIT = 30.0  # what a timeout of None means: export requests have their own limit
 
 
 def _ragtrail_version() -> str:
@@ -167,38 +168,48 @@ class ExportPipeline:
 
     # -- control -------------------------------------------------------------------------------
 
-    def force_flush(self, timeout: float = 10.0) -> bool:
+    def force_flush(self, timeout: float | None = 10.0) -> bool:
         """Export everything queued before this call; False if that took over ``timeout``."""
         if self._closed:
             return False
+        timeout = _UNBOUNDED_WAIT if timeout is None else timeout
         deadline = time.monotonic() + timeout
         marker = threading.Event()
         self._queue.append(marker)  # past the capacity check: a flush is never dropped
         self._wake.set()
         if not marker.wait(timeout):
             return False
-        flushed = self._sink.flush(deadline - time.monotonic())
-        if self._metrics is not None:
-            flushed = self._metrics.force_flush(deadline - time.monotonic()) and flushed
+        try:
+            flushed = self._sink.flush(deadline - time.monotonic())
+            if self._metrics is not None:
+                flushed = self._metrics.force_flush(deadline - time.monotonic()) and flushed
+        except Exception:
+            _logger.warning("ragtrail could not flush its OpenTelemetry export", exc_info=True)
+            return False
         return flushed
 
-    def shutdown(self, timeout: float = 10.0) -> None:
+    def shutdown(self, timeout: float | None = 10.0) -> None:
         """Export what is queued, then stop; later records are dropped and counted.
 
-        Returns within about ``timeout`` even if the collector hangs (the export thread is a
-        daemon and is left to finish or die with the process).
+        Returns within about ``timeout`` (None: 30 s) even if the collector hangs: the export
+        thread is a daemon and is left to finish or to die with the process.
         """
         if self._closed:
             return
         self._closed = True
+        timeout = _UNBOUNDED_WAIT if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._capacity = 0
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        self._sink.shutdown(max(deadline - time.monotonic(), 0.0))
-        if self._metrics is not None:
-            self._metrics.shutdown(max(deadline - time.monotonic(), 0.0))
+        try:
+            self._sink.shutdown(max(deadline - time.monotonic(), 0.0))
+            if self._metrics is not None:
+                self._metrics.shutdown(max(deadline - time.monotonic(), 0.0))
+        except Exception:
+            _logger.warning("ragtrail could not shut its OpenTelemetry export down cleanly",
+                            exc_info=True)
 
     def health(self) -> dict[str, Any]:
         """Counters and state for the health routes; ``last_error`` is already redacted."""

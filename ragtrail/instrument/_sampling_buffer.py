@@ -20,6 +20,10 @@ from ragtrail._records import SecurityEvent, Severity, SpanRecord
 
 __all__ = ["TraceRescue"]
 
+# The span event the monitor attaches for a security event carries its severity under this key.
+_SEVERITY_KEY = "ragtrail.event.severity"
+_SEVERE = frozenset({str(Severity.HIGH), str(Severity.CRITICAL)})
+
 
 @dataclass
 class _Held:
@@ -70,7 +74,7 @@ class TraceRescue:
             return [record]
         if sampled:
             return [record]
-        if record.status == "error":
+        if record.status == "error" or _has_severe_event(record):
             self.rescued += 1
             return [*self._keep(trace_id), record]
         self._hold(record)
@@ -129,3 +133,7 @@ class TraceRescue:
         self.discarded += 1
         if not held.spans:
             del self._held[trace_id]
+
+
+def _has_severe_event(record: SpanRecord) -> bool:
+    return any(event.attributes.get(_SEVERITY_KEY) in _SEVERE for event in record.events)

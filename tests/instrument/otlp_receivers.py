@@ -30,7 +30,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -44,6 +44,7 @@ __all__ = [
     "Receiver",
     "RotelReceiver",
     "free_port",
+    "isolated_otel_globals",
     "wait_for_points",
     "wait_for_spans",
     "wait_until",
@@ -473,3 +474,27 @@ class HangingCollector:
         for connection in self._connections:
             connection.close()
         self._server.close()
+
+
+# --- OpenTelemetry's process-wide providers ------------------------------------------------------
+
+@contextlib.contextmanager
+def isolated_otel_globals() -> Iterator[None]:
+    """Run a block with no global Tracer/MeterProvider set, and restore the previous ones.
+
+    The OTel API lets a process set its global providers once; tests that play "the app set
+    its own provider" need a fresh slate each time, so this resets the API's module state.
+    """
+    from opentelemetry import trace
+    from opentelemetry.metrics import _internal as metrics_state
+    from opentelemetry.util._once import Once
+
+    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE,
+             metrics_state._METER_PROVIDER, metrics_state._METER_PROVIDER_SET_ONCE)
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    metrics_state._METER_PROVIDER, metrics_state._METER_PROVIDER_SET_ONCE = None, Once()
+    try:
+        yield
+    finally:
+        (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE,
+         metrics_state._METER_PROVIDER, metrics_state._METER_PROVIDER_SET_ONCE) = saved
