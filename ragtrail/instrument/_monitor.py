@@ -18,8 +18,9 @@ from typing import Any
 from opentelemetry import trace
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
-from ragtrail._settings import Settings
+from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.instrument._correlation import _correlation_id
+from ragtrail.instrument._export import ExportPipeline
 from ragtrail.instrument._sampling import HeadSampler
 from ragtrail.instrument._spans import span_ids
 
@@ -40,9 +41,11 @@ class Monitor:
         self.enabled = settings.enabled
         """Checked by every decorated call; False after ``shutdown()``."""
         self.sampler = HeadSampler(settings.traces_sampler, settings.traces_sampler_arg)
+        self.slow_ns = None if settings.slow_ms is None else int(settings.slow_ms * 1_000_000)
+        """The default ``slow_call`` threshold of ``@monitored`` in nanoseconds, or None."""
         self.redactor = _build_redactor(settings)
         self.store = _build_store(settings)
-        self._exporter: Any = None
+        self._exporter = ExportPipeline.create(settings, redact=self.redactor.redact_text)
         self._alerts: Any = None
         self._event_counts: Counter[tuple[str, str]] = Counter()
         self._failures: Counter[str] = Counter()
@@ -60,7 +63,7 @@ class Monitor:
             if exporter is not None:
                 exporter.submit(record)
         except Exception:
-            self._failed("record_span")
+            self.report_failure("record_span")
 
     # -- security events ------------------------------------------------------------------
 
@@ -102,9 +105,11 @@ class Monitor:
                     "ragtrail.event.source": source,
                     "ragtrail.event.description": event.description,
                 })
+            if self._exporter is not None:
+                self._exporter.count_event(event)
             self._event_counts[(event_type, str(level))] += 1
         except Exception:
-            self._failed("security_event")
+            self.report_failure("security_event")
         return event
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -141,22 +146,26 @@ class Monitor:
             try:
                 hook()
             except Exception:
-                self._failed("shutdown_hook")
+                self.report_failure("shutdown_hook")
         if self._exporter is not None:
             try:
-                self._exporter.shutdown(timeout)
+                self._exporter.shutdown(10.0 if timeout is None else timeout)
             except Exception:
-                self._failed("exporter_shutdown")
+                self.report_failure("exporter_shutdown")
         try:
             self.store.flush(timeout)
             self.store.close(timeout)
         except Exception:
-            self._failed("store_close")
+            self.report_failure("store_close")
 
-    def _failed(self, where: str) -> None:
+    def report_failure(self, where: str) -> None:
+        """Count and log a failure inside ragtrail (call from an ``except`` block)."""
         self._failures[where] += 1
-        logger.warning("ragtrail %s failed; the application is not affected", where,
-                       exc_info=True)
+        # The first failure of each kind with its traceback; repeats only at debug level, so
+        # a failure on every call cannot flood the application's logs.
+        level = logging.WARNING if self._failures[where] == 1 else logging.DEBUG
+        logger.log(level, "ragtrail %s failed; the application is not affected", where,
+                   exc_info=True)
 
 
 # -- building the parts ---------------------------------------------------------------------
@@ -206,6 +215,9 @@ class _PendingRedactor:
 _active: Monitor | None = None
 _lock = threading.Lock()
 _atexit_registered = False
+_default_unavailable = False
+_enabled_from_environment: bool | None = None
+_fallback_redactor: Any = None
 
 
 def get_monitor() -> Monitor:
@@ -217,6 +229,51 @@ def get_monitor() -> Monitor:
         if _active is None:
             _install(Monitor(Settings.from_env()))
         return _active  # type: ignore[return-value]
+
+
+def current_redactor() -> Any:
+    """The active monitor's redactor, or one with default settings; never starts a monitor."""
+    global _fallback_redactor
+    monitor = _active
+    if monitor is not None:
+        return monitor.redactor
+    if _fallback_redactor is None:
+        _fallback_redactor = _build_redactor(Settings())
+    return _fallback_redactor
+
+
+def monitor_for_calls() -> Monitor | None:
+    """``get_monitor()`` for decorated calls, which must never fail because of ragtrail.
+
+    If the default monitor cannot start (say a bad ``RAGTRAIL_*`` variable), that is logged
+    once and decorated calls run unrecorded until ``configure()`` succeeds.
+    """
+    global _default_unavailable
+    if _default_unavailable:
+        return None
+    try:
+        return get_monitor()
+    except Exception:
+        _default_unavailable = True
+        logger.error("ragtrail could not start its default monitor; decorated calls run "
+                     "unrecorded until ragtrail.configure() succeeds", exc_info=True)
+        return None
+
+
+def decorators_enabled() -> bool:
+    """The kill switch as seen at decoration time (``RAGTRAIL_ENABLED``, or the monitor's).
+
+    Read without creating the default monitor, so decorating at import time opens no store.
+    """
+    global _enabled_from_environment
+    if _active is not None:
+        return _active.settings.enabled
+    if _enabled_from_environment is None:
+        try:
+            _enabled_from_environment = Settings.from_env().enabled
+        except ConfigurationError:
+            return True  # the bad value is reported when the monitor starts
+    return _enabled_from_environment
 
 
 def configure(
@@ -240,9 +297,11 @@ def configure(
         service_name=service_name, service_version=service_version, environment=environment,
         store_url=store_url, otlp_endpoint=otlp_endpoint, **other_settings)
     monitor = Monitor(settings)
+    global _default_unavailable
     with _lock:
         previous = _active
         _install(monitor)
+        _default_unavailable = False
     if previous is not None:
         previous.shutdown()
     return monitor

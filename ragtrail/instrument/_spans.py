@@ -96,6 +96,10 @@ class LiveSpan(trace.Span):
         return self._kind
 
     @property
+    def start_ns(self) -> int:
+        return self._start_ns
+
+    @property
     def trace_id_hex(self) -> str:
         return f"{self._trace_id:032x}"
 
@@ -132,8 +136,12 @@ class LiveSpan(trace.Span):
         self._attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        for key, value in attributes.items():
-            self.set_attribute(key, value)
+        if self._ended:
+            return
+        if not self._own_attributes:
+            self._attributes = dict(self._attributes)
+            self._own_attributes = True
+        self._attributes.update(attributes)
 
     def add_event(
         self,
@@ -194,9 +202,16 @@ class LiveSpan(trace.Span):
         if self._ended:
             return
         self.record_exception(exception, escaped=True)
+        self.set_error(_qualified_name(type(exception)), str(exception))
+
+    def set_error(self, error_type: str, message: str | None = None) -> None:
+        """Error status with ``error_type`` (OTel ``error.type``) and a redacted message."""
+        if self._ended:
+            return
         self._status = "error"
-        self._error_type = _qualified_name(type(exception))
-        self._error_message = self._monitor.redactor.redact_text(str(exception))
+        self._error_type = error_type
+        if message is not None:
+            self._error_message = self._monitor.redactor.redact_text(message)
 
     # -- context --------------------------------------------------------------------------
 

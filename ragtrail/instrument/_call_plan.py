@@ -1,0 +1,139 @@
+"""Everything ``@monitored`` knows about one decorated callable, computed at decoration time.
+
+The per-call wrappers only read this frozen plan; what each call costs is decided here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from time import time_ns
+from typing import Any
+
+from ragtrail._records import Severity
+from ragtrail.instrument._capture import ArgumentCapture, bounded_json, jsonable
+from ragtrail.instrument._monitor import Monitor
+from ragtrail.instrument._rag_attributes import Extractor
+from ragtrail.instrument._spans import LiveSpan
+
+__all__ = ["CallPlan"]
+
+logger = logging.getLogger("ragtrail")
+
+INPUT_VALUE = "input.value"
+OUTPUT_VALUE = "output.value"
+_JSON = "application/json"
+TIME_TO_FIRST_ITEM = "ragtrail.time_to_first_item_ms"
+ITEMS = "ragtrail.items"
+CLOSED_EARLY = "ragtrail.closed_early"
+INTERRUPTED = "ragtrail.interrupted"
+
+
+class CallPlan:
+    """Name, kind, static attributes and the optional per-call work of one callable."""
+
+    __slots__ = ("attributes", "capture", "capture_result", "extractor", "kind", "name",
+                 "record_errors", "slow_ns")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        kind: str,
+        attributes: Mapping[str, Any],
+        capture: ArgumentCapture | None,
+        capture_result: bool,
+        extractor: Extractor | None,
+        slow_ms: float | None,
+        record_errors: bool,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.attributes = dict(attributes)
+        self.capture = capture
+        self.capture_result = capture_result
+        self.extractor = extractor
+        self.slow_ns = None if slow_ms is None else int(slow_ms * 1_000_000)
+        self.record_errors = record_errors
+
+    # Every method below runs on the caller's thread and must never raise into the app.
+
+    def captured_arguments(self, monitor: Monitor, instance: Any, args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``input.*`` attributes for this call, or None when capture is off or failed."""
+        if self.capture is None:
+            return None
+        try:
+            values = self.capture.values(instance, args, kwargs)
+            redact = monitor.redactor.redact
+            limit = monitor.settings.capture_max_bytes
+            # Parameter names are identifiers: nothing in them needs JSON escaping.
+            parts = [f'"{name}":{bounded_json(redact(jsonable(value)), limit)}'
+                     for name, value in values.items()]
+            return {INPUT_VALUE: "{" + ",".join(parts) + "}", "input.mime_type": _JSON}
+        except Exception:
+            monitor.report_failure("capture_args")
+            return None
+
+    def finish(self, monitor: Monitor, span: LiveSpan, result: Any) -> None:
+        """End a call that returned ``result``: RAG attributes, capture, slow-call event."""
+        try:
+            end_ns = time_ns()
+            if self.extractor is not None:
+                found = self.extractor(result)
+                if found:
+                    span.set_attributes(found)
+            if self.capture_result:
+                span.set_attributes({
+                    OUTPUT_VALUE: bounded_json(monitor.redactor.redact(jsonable(result)),
+                                               monitor.settings.capture_max_bytes),
+                    "output.mime_type": _JSON})
+            self.check_slow(monitor, span, end_ns)
+            span.end(end_ns)
+        except Exception:
+            monitor.report_failure("monitored")
+            span.end()
+
+    def finish_stream(self, monitor: Monitor, span: LiveSpan) -> None:
+        """End a generator's span after its last item (or an early close)."""
+        try:
+            end_ns = time_ns()
+            self.check_slow(monitor, span, end_ns)
+            span.end(end_ns)
+        except Exception:
+            monitor.report_failure("monitored")
+            span.end()
+
+    def fail(self, monitor: Monitor, span: LiveSpan, error: BaseException) -> None:
+        """End a call that raised ``error`` (the caller re-raises it unchanged)."""
+        try:
+            end_ns = time_ns()
+            if isinstance(error, Exception):
+                span.fail(error)
+                if self.record_errors:
+                    monitor.security_event(
+                        "function_error", monitor.settings.function_error_severity, self.name,
+                        f"{self.name} raised {type(error).__name__}: {error}",
+                        {"function": self.name, "kind": self.kind})
+            else:
+                # Cancellation, KeyboardInterrupt, GeneratorExit: the call was stopped from
+                # outside, it did not fail, so the span keeps an ok status.
+                span.set_attribute(INTERRUPTED, type(error).__name__)
+            self.check_slow(monitor, span, end_ns)
+            span.end(end_ns)
+        except Exception:
+            monitor.report_failure("monitored")
+            span.end()
+
+    def check_slow(self, monitor: Monitor, span: LiveSpan, end_ns: int) -> None:
+        """A ``slow_call`` event (low) when the call took longer than its threshold."""
+        threshold = self.slow_ns if self.slow_ns is not None else monitor.slow_ns
+        if threshold is None:
+            return
+        elapsed = end_ns - span.start_ns
+        if elapsed > threshold:
+            monitor.security_event(
+                "slow_call", Severity.LOW, self.name,
+                f"{self.name} took {elapsed / 1e6:.1f} ms (threshold {threshold / 1e6:g} ms)",
+                {"function": self.name, "kind": self.kind, "duration_ms": elapsed / 1e6})
+

@@ -1,0 +1,250 @@
+"""The four per-call wrappers of ``@monitored``: sync, coroutine, generator, async generator.
+
+Each is a wrapt wrapper ``(wrapped, instance, args, kwargs)`` closed over a ``CallPlan``. The
+shape is the same in all four: read the monitor (a module attribute), pass straight through
+when it is disabled, open a span, run the call with the span current, finish or fail the span,
+and return or re-raise exactly what the call did. Instrumentation errors before the call make
+it run unrecorded; they never reach the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Generator
+from time import time_ns
+from typing import Any
+
+from opentelemetry.context import attach, detach, get_current
+
+from ragtrail.instrument import _monitor
+from ragtrail.instrument._call_plan import CLOSED_EARLY, ITEMS, TIME_TO_FIRST_ITEM, CallPlan
+from ragtrail.instrument._correlation import _correlation_id
+from ragtrail.instrument._spans import LiveSpan, open_span
+
+__all__ = ["wrapper_for"]
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def sync_wrapper(plan: CallPlan) -> Wrapper:
+    def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        monitor = _monitor._active or _monitor.monitor_for_calls()
+        if monitor is None or not monitor.enabled:
+            return wrapped(*args, **kwargs)
+        try:
+            span = open_span(monitor, plan.name, plan.kind, plan.attributes)
+            if plan.capture is not None:
+                captured = plan.captured_arguments(monitor, instance, args, kwargs)
+                if captured:
+                    span.set_attributes(captured)
+            span.attach()
+        except Exception:
+            monitor.report_failure("monitored")
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as error:
+            plan.fail(monitor, span, error)
+            raise
+        plan.finish(monitor, span, result)
+        return result
+
+    return monitored_call
+
+
+def coroutine_wrapper(plan: CallPlan) -> Wrapper:
+    async def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+        monitor = _monitor._active or _monitor.monitor_for_calls()
+        if monitor is None or not monitor.enabled:
+            return await wrapped(*args, **kwargs)
+        try:
+            span = open_span(monitor, plan.name, plan.kind, plan.attributes)
+            if plan.capture is not None:
+                captured = plan.captured_arguments(monitor, instance, args, kwargs)
+                if captured:
+                    span.set_attributes(captured)
+            span.attach()
+        except Exception:
+            monitor.report_failure("monitored")
+            return await wrapped(*args, **kwargs)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            plan.fail(monitor, span, error)
+            raise
+        plan.finish(monitor, span, result)
+        return result
+
+    return monitored_call
+
+
+def generator_wrapper(plan: CallPlan) -> Wrapper:
+    def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        monitor = _monitor._active or _monitor.monitor_for_calls()
+        if monitor is None or not monitor.enabled:
+            return wrapped(*args, **kwargs)
+        inner = wrapped(*args, **kwargs)
+        try:
+            start = _StreamStart(plan, monitor, instance, args, kwargs)
+        except Exception:
+            monitor.report_failure("monitored")
+            return inner
+        return _traced_generator(plan, start, inner)
+
+    return monitored_call
+
+
+def async_generator_wrapper(plan: CallPlan) -> Wrapper:
+    def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        monitor = _monitor._active or _monitor.monitor_for_calls()
+        if monitor is None or not monitor.enabled:
+            return wrapped(*args, **kwargs)
+        inner = wrapped(*args, **kwargs)
+        try:
+            start = _StreamStart(plan, monitor, instance, args, kwargs)
+        except Exception:
+            monitor.report_failure("monitored")
+            return inner
+        return _traced_async_generator(plan, start, inner)
+
+    return monitored_call
+
+
+class _StreamStart:
+    """What a generator's span needs from the call site: its parent context and the inputs.
+
+    The span itself opens when iteration starts, so a generator that is created but never
+    iterated records nothing (it ran no code) and cannot leave a span open forever.
+    """
+
+    __slots__ = ("captured", "correlation_id", "monitor", "parent")
+
+    def __init__(self, plan: CallPlan, monitor: _monitor.Monitor, instance: Any,
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.monitor = monitor
+        self.parent = get_current()
+        self.correlation_id = _correlation_id.get()
+        self.captured = plan.captured_arguments(monitor, instance, args, kwargs)
+
+    def open(self, plan: CallPlan) -> LiveSpan:
+        span = open_span(self.monitor, plan.name, plan.kind, plan.attributes, self.parent,
+                         self.correlation_id)
+        if self.captured:
+            span.set_attributes(self.captured)
+        return span
+
+
+def _first_item(span: LiveSpan) -> None:
+    span.set_attribute(TIME_TO_FIRST_ITEM, (time_ns() - span.start_ns) / 1e6)
+
+
+def _traced_generator(plan: CallPlan, start: _StreamStart,
+                      inner: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """Delegates to ``inner`` like ``yield from``, with the span current only inside it."""
+    monitor = start.monitor
+    span = start.open(plan)
+    context = span.context
+    items = 0
+    sent: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = attach(context)
+        try:
+            item = inner.send(sent) if thrown is None else inner.throw(thrown)
+        except StopIteration as stop:
+            detach(token)
+            span.set_attribute(ITEMS, items)
+            plan.finish_stream(monitor, span)
+            return stop.value
+        except BaseException as error:
+            detach(token)
+            span.set_attribute(ITEMS, items)
+            plan.fail(monitor, span, error)
+            raise
+        detach(token)
+        if items == 0:
+            _first_item(span)
+        items += 1
+        thrown = None
+        try:
+            sent = yield item
+        except GeneratorExit:
+            # close(), or the consumer dropped the generator and it is being collected.
+            token = attach(context)
+            try:
+                inner.close()
+            except Exception as error:
+                span.fail(error)
+                raise
+            finally:
+                detach(token)
+                _closed_early(plan, monitor, span, items)
+            raise
+        except BaseException as error:
+            thrown, sent = error, None
+
+
+def _closed_early(plan: CallPlan, monitor: _monitor.Monitor, span: LiveSpan, items: int) -> None:
+    span.set_attributes({ITEMS: items, CLOSED_EARLY: True})
+    plan.finish_stream(monitor, span)
+
+
+async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
+                                  inner: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+    """The async twin of ``_traced_generator`` (``asend``/``athrow``/``aclose``)."""
+    monitor = start.monitor
+    span = start.open(plan)
+    context = span.context
+    items = 0
+    sent: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = attach(context)
+        try:
+            item = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
+        except StopAsyncIteration:
+            detach(token)
+            span.set_attribute(ITEMS, items)
+            plan.finish_stream(monitor, span)
+            return
+        except BaseException as error:
+            detach(token)
+            span.set_attribute(ITEMS, items)
+            plan.fail(monitor, span, error)
+            raise
+        detach(token)
+        if items == 0:
+            _first_item(span)
+        items += 1
+        thrown = None
+        try:
+            sent = yield item
+        except GeneratorExit:
+            token = attach(context)
+            try:
+                await inner.aclose()
+            except Exception as error:
+                span.fail(error)
+                raise
+            finally:
+                detach(token)
+                _closed_early(plan, monitor, span, items)
+            raise
+        except BaseException as error:
+            thrown, sent = error, None
+
+
+_WRAPPERS: dict[str, Callable[[CallPlan], Wrapper]] = {
+    "sync": sync_wrapper,
+    "coroutine": coroutine_wrapper,
+    "generator": generator_wrapper,
+    "async_generator": async_generator_wrapper,
+}
+
+
+def wrapper_for(calling_convention: str, plan: CallPlan) -> Wrapper:
+    """The wrapt wrapper for a callable of that convention (a ``CallableKind`` value)."""
+    return _WRAPPERS[calling_convention](plan)
