@@ -1,0 +1,102 @@
+"""Who may read the detailed health routes, which expose internals.
+
+With ``settings.api_token`` set, a request needs ``Authorization: Bearer <token>`` (RFC 6750).
+Both sides are hashed to equal-length digests before ``hmac.compare_digest``, so neither the
+comparison time nor an early length mismatch reveals anything about the token. Without a token,
+production hides the routes (404) unless ``settings.detailed_routes_open``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+from ragtrail._records import Severity
+from ragtrail._settings import Settings
+from ragtrail.health._seams import MonitorLike
+
+__all__ = ["DetailedAccess", "Headers", "Verdict"]
+
+Headers = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
+Verdict = Literal["allow", "hide", "deny"]
+_SOURCE = "ragtrail.health"
+
+
+class DetailedAccess:
+    """Decides allow / hide (404) / deny (401) and records failed attempts."""
+
+    def __init__(self, settings: Settings, monitor: MonitorLike, *, burst_limit: int = 10,
+                 burst_window: float = 60.0) -> None:
+        token = settings.api_token
+        self._digest = _digest(token) if token else None
+        self._hidden = token is None and settings.is_production and \
+            not settings.detailed_routes_open
+        self._monitor = monitor
+        self._burst_limit = burst_limit
+        self._burst_window = burst_window
+        self._failures: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def requires_token(self) -> bool:
+        return self._digest is not None
+
+    def decide(self, headers: Headers, path: str, client: str | None = None) -> Verdict:
+        if self._digest is None:
+            return "hide" if self._hidden else "allow"
+        supplied = _bearer_token(headers)
+        if supplied is not None and hmac.compare_digest(_digest(supplied), self._digest):
+            return "allow"
+        self._record_failure(path, client, "missing" if supplied is None else "invalid")
+        return "deny"
+
+    def _record_failure(self, path: str, client: str | None, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._failures.append(now)
+            while self._failures and self._failures[0] < now - self._burst_window:
+                self._failures.popleft()
+            recent = len(self._failures)
+        # OWASP logging vocabulary: authn_login_fail; a burst suggests guessing, so it escalates.
+        burst = recent > self._burst_limit
+        metadata: dict[str, object] = {"path": path, "reason": reason,
+                                       "failures_in_window": recent}
+        if client:
+            metadata["client"] = client
+        try:
+            self._monitor.security_event(
+                "authn_login_fail", Severity.HIGH if burst else Severity.MEDIUM, _SOURCE,
+                f"{reason} bearer token for {path}" + (" (repeated failures)" if burst else ""),
+                metadata)
+        except Exception:  # recording must never turn a 401 into a 500
+            return
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def _bearer_token(headers: Headers) -> str | None:
+    value: str | None = None
+    if isinstance(headers, Mapping):
+        for name, raw in headers.items():
+            if name.lower() == "authorization":
+                value = raw
+                break
+    else:
+        for name_bytes, raw_bytes in headers:
+            if name_bytes.lower() == b"authorization":
+                value = raw_bytes.decode("latin-1")
+                break
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    # The auth-scheme is case-insensitive (RFC 9110 section 11.1).
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

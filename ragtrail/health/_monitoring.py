@@ -1,0 +1,76 @@
+"""The data behind ``/api/monitoring``: recent security events, latest metrics, store health.
+
+Collected in a worker thread (queries can be slow when the store's database is), never on the
+request path; the service keeps the last collection for a short while.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ragtrail._records import MetricsSample, SecurityEvent
+from ragtrail.health._render import iso_time
+from ragtrail.health._sampler import MetricsSampler
+from ragtrail.health._seams import MonitorLike
+
+__all__ = ["collect"]
+
+log = logging.getLogger("ragtrail.health")
+
+
+def collect(monitor: MonitorLike, sampler: MetricsSampler | None, events_limit: int
+            ) -> dict[str, Any]:
+    store = monitor.store
+
+    def latest_metrics() -> dict[str, Any] | None:
+        latest = sampler.latest if sampler is not None else None
+        if latest is None:
+            latest = next(iter(store.metrics(limit=1)), None)
+        return None if latest is None else _metrics(latest)
+
+    return {
+        "events": _part("events", lambda: [_event(e) for e in store.events(limit=events_limit)]),
+        "metrics": _part("metrics", latest_metrics),
+        "store": _part("store", lambda: _plain(store.health())),
+        "monitor": _part("monitor", lambda: dict(monitor.health())),
+    }
+
+
+def _part(name: str, read: Callable[[], Any]) -> Any:
+    # One unreadable part (say, the events query while the database is down) must not hide
+    # the others, which are exactly what the on-call engineer needs then.
+    try:
+        return read()
+    except Exception as exc:
+        log.warning("ragtrail /api/monitoring could not read %s: %s", name, type(exc).__name__)
+        return {"error": f"unavailable ({type(exc).__name__})"}
+
+
+def _event(event: SecurityEvent) -> dict[str, Any]:
+    return {
+        "time": iso_time(event.time_us),
+        "event_type": event.event_type,
+        "severity": str(event.severity),
+        "source": event.source,
+        "description": event.description,
+        "count": event.count,
+        "correlation_id": event.correlation_id,
+        "trace_id": event.trace_id,
+        "metadata": event.metadata,
+    }
+
+
+def _metrics(sample: MetricsSample) -> dict[str, Any]:
+    document = dataclasses.asdict(sample)
+    document["time"] = iso_time(document.pop("time_us"))
+    return document
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return {name: getattr(value, name) for name in dir(value) if not name.startswith("_")
+            and not callable(getattr(value, name))}

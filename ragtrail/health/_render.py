@@ -1,0 +1,115 @@
+"""Health documents (``application/health+json``) and the HTTP responses that carry them.
+
+Format: IETF draft "Health Check Response Format for HTTP APIs" (draft-inadarei-api-health-check):
+top-level ``status``, ``version``, ``serviceId``, ``description``, ``output``, ``notes`` and
+``checks``, a map of ``component:measurement`` to lists of objects with ``componentId``,
+``componentType``, ``status``, ``observedValue``, ``observedUnit``, ``time`` and ``output``.
+ragtrail adds ``critical``, ``cached`` and ``timedOut`` to each check object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragtrail._records import from_epoch_us
+from ragtrail.health._check import CheckResult, HealthCheck, Status
+
+__all__ = [
+    "HEALTH_JSON",
+    "HealthResponse",
+    "check_entry",
+    "dumps",
+    "health_document",
+    "iso_time",
+    "respond_with",
+]
+
+HEALTH_JSON = "application/health+json"
+# Kubernetes probes and load balancers must never see a cached answer (RFC 9111 section 5.2.2.5).
+_NO_STORE = ("cache-control", "no-store")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResponse:
+    """A complete HTTP response for a health route, framework-neutral.
+
+    Header names are lowercase; for HEAD the body is empty and ``content-length`` is the
+    length the GET body would have.
+    """
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+def dumps(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode("utf-8")
+
+
+def respond_with(
+    status: int,
+    body: bytes,
+    content_type: str,
+    *,
+    head: bool,
+    extra: Iterable[tuple[str, str]] = (),
+) -> HealthResponse:
+    headers = [("content-type", content_type), _NO_STORE, ("content-length", str(len(body))),
+               *extra]
+    return HealthResponse(status, headers, b"" if head else body)
+
+
+def iso_time(time_us: int) -> str:
+    return from_epoch_us(time_us).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_entry(check: HealthCheck, result: CheckResult | None, *, detailed: bool,
+                cached: bool = True) -> dict[str, Any]:
+    """One check object; probe routes get the name and status only (no outputs, no values)."""
+    if result is None:
+        # Not reported yet: a critical check in this state is what keeps readiness at 503.
+        pending: Status = "fail" if check.critical else "warn"
+        entry: dict[str, Any] = {"componentId": check.name, "status": pending,
+                                 "critical": check.critical}
+        if detailed:
+            entry.update(output="no result yet", cached=False, timedOut=False)
+        return entry
+    entry = {"componentId": check.name, "status": result.status, "critical": check.critical}
+    if not detailed:
+        return entry
+    if check.component_type:
+        entry["componentType"] = check.component_type
+    if result.observed_value is not None:
+        entry["observedValue"] = result.observed_value
+    if result.observed_unit:
+        entry["observedUnit"] = result.observed_unit
+    entry["time"] = iso_time(result.time_us)
+    if result.output:
+        entry["output"] = result.output
+    entry.update(cached=cached, timedOut=result.timed_out)
+    return entry
+
+
+def health_document(
+    status: Status,
+    *,
+    service: str,
+    version: str,
+    description: str,
+    output: str = "",
+    notes: Sequence[str] = (),
+    checks: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    document: dict[str, Any] = {"status": status, "version": version, "serviceId": service,
+                                "description": description}
+    if output:
+        document["output"] = output
+    if notes:
+        document["notes"] = list(notes)
+    if checks is not None:
+        document["checks"] = checks
+    return document

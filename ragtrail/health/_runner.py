@@ -1,0 +1,220 @@
+"""Runs the checks in the background and keeps their latest results for the probes.
+
+One daemon thread owns an asyncio loop: async checks run on it natively, sync checks each in a
+short-lived daemon thread (never a ThreadPoolExecutor, whose workers are joined at interpreter
+exit, so one hung check could stop the process from exiting). Every check has its own cadence,
+its own timeout and at most one run in flight; a run still going when the next one is due
+reports "timed out" again instead of piling up threads. Readers on other threads only ever see
+a complete results dict, replaced on each update (no locks on the probe path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from ragtrail.health._check import CheckResult, HealthCheck, normalise_outcome
+
+__all__ = ["CheckRunner"]
+
+log = logging.getLogger("ragtrail.health")
+T = TypeVar("T")
+
+_HEARTBEAT_SECONDS = 1.0
+_OUTPUT_MAX_CHARS = 1024
+
+
+@dataclass(eq=False)
+class _Entry:
+    """The loop thread's private bookkeeping for one check."""
+
+    check: HealthCheck
+    timeout: float
+    inflight: asyncio.Task[CheckResult] | None = None
+    # The check's own run (a task, or a worker thread's future): it may outlive a timeout.
+    work: asyncio.Future[Any] | concurrent.futures.Future[Any] | None = None
+
+
+class CheckRunner:
+    """Background scheduler and cache of check results (an internal part of HealthService)."""
+
+    def __init__(
+        self,
+        checks: Sequence[HealthCheck],
+        *,
+        interval: float,
+        default_timeout: float,
+        failure_interval: float,
+        redact: Callable[[str], str],
+        on_result: Callable[[HealthCheck, CheckResult | None, CheckResult], None],
+    ) -> None:
+        self._entries = {c.name: _Entry(c, c.timeout or default_timeout) for c in checks}
+        self._interval = interval
+        self._failure_interval = failure_interval
+        self._redact = redact
+        self._on_result = on_result
+        self.results: Mapping[str, CheckResult] = {}
+        self.version = 0  # bumped on every new result; lets readers cache what they render
+        self.heartbeat = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def checks(self) -> tuple[HealthCheck, ...]:
+        return tuple(e.check for e in self._entries.values())
+
+    def timeout_of(self, name: str) -> float:
+        return self._entries[name].timeout
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._main, name="ragtrail-health", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed since the check above
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def refresh(self, name: str) -> concurrent.futures.Future[CheckResult]:
+        """Run one check now (joining a run already in flight); thread-safe."""
+        loop = self._loop
+        if loop is None or not self.alive:
+            failed: concurrent.futures.Future[CheckResult] = concurrent.futures.Future()
+            failed.set_exception(RuntimeError("the health check runner is not running"))
+            return failed
+        return asyncio.run_coroutine_threadsafe(self._run_once(self._entries[name]), loop)
+
+    def submit(self, function: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run a blocking function in a daemon thread; thread-safe."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(function())
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="ragtrail-health-work", daemon=True).start()
+        return future
+
+    # -- the loop thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except Exception:
+            log.exception("ragtrail health check loop stopped unexpectedly")
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
+        tasks = [asyncio.create_task(self._heartbeat())]
+        tasks += [asyncio.create_task(self._schedule(e)) for e in self._entries.values()]
+        self._ready.set()
+        await self._stopping.wait()
+        for task in tasks:
+            task.cancel()
+        for entry in self._entries.values():
+            if entry.inflight is not None:
+                entry.inflight.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _heartbeat(self) -> None:
+        # Liveness reads this: if the loop is blocked or dead, the heartbeat goes stale.
+        while True:
+            self.heartbeat = time.monotonic()
+            await asyncio.sleep(_HEARTBEAT_SECONDS)
+
+    async def _schedule(self, entry: _Entry) -> None:
+        while True:
+            try:
+                result = await self._run_once(entry)
+                delay = self._interval if result.status != "fail" else self._failure_interval
+            except Exception:  # failsafe: one broken check never stops the others
+                log.exception("ragtrail health check %s could not be scheduled", entry.check.name)
+                delay = self._failure_interval
+            await asyncio.sleep(delay)
+
+    async def _run_once(self, entry: _Entry) -> CheckResult:
+        # Single flight: a refresh that arrives during a scheduled run shares its result.
+        if entry.inflight is None:
+            task = asyncio.get_running_loop().create_task(self._execute(entry))
+            entry.inflight = task
+            task.add_done_callback(lambda _: setattr(entry, "inflight", None))
+        return await asyncio.shield(entry.inflight)
+
+    async def _execute(self, entry: _Entry) -> CheckResult:
+        started = time.perf_counter()
+        if entry.work is not None and not entry.work.done():
+            result = CheckResult("fail", f"timed out after {entry.timeout:g} s "
+                                 "(the previous run has still not returned)", timed_out=True)
+        else:
+            result = await self._attempt(entry)
+        result = replace(
+            result,
+            output=self._redact(result.output)[:_OUTPUT_MAX_CHARS] if result.output else "",
+            time_us=time.time_ns() // 1000,
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+        )
+        previous = self.results.get(entry.check.name)
+        self.results = {**self.results, entry.check.name: result}
+        self.version += 1
+        try:
+            self._on_result(entry.check, previous, result)
+        except Exception:
+            log.exception("ragtrail health result hook failed for %s", entry.check.name)
+        return result
+
+    async def _attempt(self, entry: _Entry) -> CheckResult:
+        check = entry.check
+        work: asyncio.Future[Any]
+        try:
+            if check.is_async:
+                work = asyncio.ensure_future(check.check())  # type: ignore[arg-type]
+                entry.work = work
+            else:
+                entry.work = self.submit(check.check)
+                work = asyncio.wrap_future(entry.work)
+        except Exception as exc:  # building the coroutine itself raised
+            return _failure(exc)
+        done, _ = await asyncio.wait({work}, timeout=entry.timeout)
+        if not done:
+            work.cancel()  # stops an async check; a sync one's thread is left to finish
+            return CheckResult("fail", f"timed out after {entry.timeout:g} s", timed_out=True)
+        if work.cancelled():
+            return CheckResult("fail", "cancelled")
+        error = work.exception()
+        if error is not None:
+            return _failure(error)
+        return normalise_outcome(work.result())
+
+
+def _failure(exc: BaseException) -> CheckResult:
+    message = str(exc).strip()
+    return CheckResult("fail", f"{type(exc).__name__}: {message}" if message
+                       else type(exc).__name__)

@@ -1,0 +1,318 @@
+"""Liveness and readiness answers of HealthService.respond(), called directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ragtrail.health import CheckResult, FunctionCheck, HealthResponse, HealthService, health_check
+
+from ._servers import wait_until
+from .conftest import ServiceFactory
+
+
+def get(service: HealthService, path: str, query: str = "", method: str = "GET"
+        ) -> HealthResponse:
+    response = service.respond(method, path, query, {})
+    assert response is not None
+    return response
+
+
+def document(response: HealthResponse) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(response.body)
+    return parsed
+
+
+def ready_once(service: HealthService, timeout: float = 5.0) -> None:
+    get(service, "/ready")  # the first request starts the background checks
+    wait_until(lambda: get(service, "/ready").status == 200, timeout)
+
+
+def test_paths_that_are_not_health_routes_return_none(make_service: ServiceFactory) -> None:
+    """The middleware passes anything else to the app; matching is exact, not a prefix."""
+    service = make_service(store_check=False)
+    for path in ("/", "/healthz", "/health/", "/ready/x", "/api/health", "/x/health"):
+        assert service.respond("GET", path, b"", {}) is None
+
+
+def test_default_routes_and_aliases_answer(make_service: ServiceFactory) -> None:
+    """/health and /livez are liveness, /ready and /readyz readiness, as in the seed."""
+    service = make_service(store_check=False)
+    ready_once(service)
+    described = {p: document(get(service, p))["description"]
+                 for p in ("/health", "/livez", "/ready", "/readyz")}
+    assert described == {"/health": "liveness of rag-api", "/livez": "liveness of rag-api",
+                         "/ready": "readiness of rag-api", "/readyz": "readiness of rag-api"}
+    assert service.excluded_paths == frozenset({
+        "/health", "/livez", "/ready", "/readyz", "/api/health/detailed",
+        "/api/health/dependencies", "/api/monitoring"})
+
+
+def test_probe_response_is_health_json_and_never_cached(make_service: ServiceFactory) -> None:
+    """application/health+json with Cache-Control: no-store and an exact Content-Length."""
+    service = make_service(store_check=False)
+    ready_once(service)
+    response = get(service, "/ready")
+    headers = dict(response.headers)
+    assert headers == {"content-type": "application/health+json", "cache-control": "no-store",
+                       "content-length": str(len(response.body))}
+    assert document(response) == {"status": "pass", "version": "1.4.2", "serviceId": "rag-api",
+                                  "description": "readiness of rag-api"}
+
+
+def test_head_sends_headers_only(make_service: ServiceFactory) -> None:
+    """HEAD has GET's status and headers (Content-Length included) and an empty body."""
+    service = make_service(store_check=False)
+    ready_once(service)
+    get_response, head_response = get(service, "/ready"), get(service, "/ready", method="HEAD")
+    assert (head_response.status, head_response.headers, head_response.body) == (
+        get_response.status, get_response.headers, b"")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+def test_other_methods_get_405_with_allow(make_service: ServiceFactory, method: str) -> None:
+    """Only GET and HEAD: 405 Method Not Allowed names them in Allow (RFC 9110 15.5.6)."""
+    service = make_service(store_check=False)
+    response = get(service, "/health", method=method)
+    assert (response.status, dict(response.headers)["allow"]) == (405, "GET, HEAD")
+
+
+def test_readiness_is_503_while_starting(make_service: ServiceFactory) -> None:
+    """Until every critical check has reported once, readiness says starting; liveness is 200."""
+    gate = threading.Event()
+    service = make_service(FunctionCheck(lambda: gate.wait(10), "warming", timeout=10),
+                           store_check=False)
+    starting = get(service, "/ready")
+    assert (starting.status, document(starting)["output"]) == (
+        503, "starting: waiting for warming")
+    assert get(service, "/health").status == 200
+    gate.set()
+    wait_until(lambda: get(service, "/ready").status == 200)
+
+
+def test_noncritical_checks_do_not_hold_start(make_service: ServiceFactory) -> None:
+    """A slow non-critical check does not keep the pod out of service while starting."""
+    gate = threading.Event()
+    service = make_service(
+        FunctionCheck(lambda: True, "critical_one"),
+        FunctionCheck(lambda: gate.wait(10), "optional", critical=False, timeout=10),
+        store_check=False)
+    ready_once(service)
+    assert document(get(service, "/ready"))["status"] == "pass"
+    gate.set()
+
+
+@pytest.mark.parametrize(("critical", "code", "status"), [(True, 503, "fail"),
+                                                           (False, 200, "warn")])
+def test_failing_check_fails_or_warns_by_criticality(
+        make_service: ServiceFactory, critical: bool, code: int, status: str) -> None:
+    """A critical failure fails readiness (503); a non-critical one only warns (200)."""
+    service = make_service(FunctionCheck(lambda: True, "ok"),
+                           FunctionCheck(lambda: False, "broken", critical=critical),
+                           store_check=False)
+    get(service, "/ready")
+    wait_until(lambda: "broken" in service._runner.results)
+    response = get(service, "/ready")
+    assert (response.status, document(response)["status"]) == (code, status)
+
+
+def test_a_warning_check_keeps_readiness_200(make_service: ServiceFactory) -> None:
+    """warn is still ready (the draft: pass and warn are healthy, with a concern)."""
+    service = make_service(FunctionCheck(lambda: CheckResult("warn", "slow"), "slowish"),
+                           store_check=False)
+    get(service, "/ready")
+    wait_until(lambda: "slowish" in service._runner.results)
+    response = get(service, "/ready")
+    assert (response.status, document(response)["status"]) == (200, "warn")
+
+
+def test_verbose_lists_checks_with_names_and_statuses_only(make_service: ServiceFactory
+                                                           ) -> None:
+    """?verbose shows each check's name and status; outputs stay on the detailed routes."""
+    def fails() -> CheckResult:
+        return CheckResult("fail", "connection refused to db:5432", observed_value=3)
+
+    service = make_service(FunctionCheck(lambda: True, "ollama", measurement="responseTime"),
+                           FunctionCheck(fails, "postgres", critical=False), store_check=False)
+    get(service, "/ready")
+    wait_until(lambda: len(service._runner.results) == 2)
+    body = document(get(service, "/ready", "verbose"))
+    assert body["checks"] == {
+        "ollama:responseTime": [{"componentId": "ollama", "status": "pass", "critical": True}],
+        "postgres:status": [{"componentId": "postgres", "status": "fail", "critical": False}],
+    }
+    assert "checks" not in document(get(service, "/ready"))
+    assert "checks" not in document(get(service, "/ready", "verbose=false"))
+
+
+def test_exclude_skips_named_checks_like_kube_apiserver(make_service: ServiceFactory) -> None:
+    """?exclude=name (repeatable) leaves a check out of the verdict and the listing."""
+    service = make_service(FunctionCheck(lambda: False, "etcd"),
+                           FunctionCheck(lambda: False, "informer"),
+                           FunctionCheck(lambda: True, "ping"), store_check=False)
+    get(service, "/ready")
+    wait_until(lambda: len(service._runner.results) == 3)
+    assert get(service, "/readyz", "exclude=etcd").status == 503
+    response = get(service, "/readyz", "exclude=etcd&exclude=informer&verbose")
+    body = document(response)
+    assert (response.status, list(body["checks"]), body["notes"]) == (
+        200, ["ping:status"], ["excluded: etcd", "excluded: informer"])
+
+
+def test_probe_answers_from_cache_while_a_check_hangs(make_service: ServiceFactory) -> None:
+    """A hung dependency never slows a probe: it answers at once and later says timed out."""
+    release = threading.Event()
+    service = make_service(FunctionCheck(lambda: True, "ok"),
+                           FunctionCheck(lambda: release.wait(30), "hung", critical=False),
+                           store_check=False)
+    try:
+        get(service, "/ready")
+        slowest = 0.0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            get(service, "/ready", "verbose")
+            slowest = max(slowest, time.perf_counter() - started)
+        detailed = document(get(service, "/api/health/detailed"))["checks"]["hung:status"][0]
+        assert slowest < 0.05
+        assert (detailed["status"], detailed["timedOut"]) == ("fail", True)
+        assert detailed["output"].startswith("timed out after 0.5 s")
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_hung_check_runs_single_flight(make_service: ServiceFactory, kind: str) -> None:
+    """A run still going when the next is due is not duplicated: one at a time per check."""
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def enter() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+
+    def leave() -> None:
+        nonlocal running
+        with lock:
+            running -= 1
+
+    def sync_hang() -> None:
+        enter()
+        try:
+            release.wait(30)
+        finally:
+            leave()
+
+    async def async_hang() -> None:
+        enter()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            leave()
+
+    target = sync_hang if kind == "sync" else async_hang
+    service = make_service(FunctionCheck(target, "hung", timeout=0.2), store_check=False)
+    try:
+        get(service, "/ready")
+        wait_until(lambda: service._runner.version >= 4)
+        outputs = {service._runner.results["hung"].output}
+        assert most == 1
+        assert outputs <= {"timed out after 0.2 s",
+                           "timed out after 0.2 s (the previous run has still not returned)"}
+    finally:
+        release.set()
+
+
+def test_failing_checks_are_rechecked_sooner(make_service: ServiceFactory, make_monitor: Any
+                                             ) -> None:
+    """After a failure the check is retried at the shorter failure interval."""
+    runs = {"ok": 0, "bad": 0}
+
+    def counted(name: str, ok: bool) -> FunctionCheck:
+        def run() -> bool:
+            runs[name] += 1
+            return ok
+        return FunctionCheck(run, name, critical=False)
+
+    service = make_service(counted("ok", True), counted("bad", False), store_check=False,
+                           monitor=make_monitor(health_check_interval=3.0))
+    get(service, "/ready")
+    wait_until(lambda: runs["bad"] >= 2, timeout=2.5)  # failure interval: 1 s here
+    assert runs["ok"] == 1
+
+
+def test_draining_fails_readiness_but_not_liveness(make_service: ServiceFactory) -> None:
+    """After begin_draining() (SIGTERM) readiness is 503 'draining'; liveness stays 200."""
+    service = make_service(FunctionCheck(lambda: True, "ok"), store_check=False)
+    ready_once(service)
+    service.begin_draining()
+    ready, live = get(service, "/ready"), get(service, "/health")
+    assert (ready.status, document(ready)["output"], live.status) == (503, "draining", 200)
+    assert service.draining
+
+
+def test_liveness_fails_when_the_check_loop_is_blocked(make_service: ServiceFactory) -> None:
+    """Liveness covers the process itself: a blocked check loop stops the heartbeat."""
+    async def blocks_the_loop() -> None:
+        time.sleep(1.5)  # deliberately wrong: a blocking call inside an async check
+
+    service = make_service(FunctionCheck(blocks_the_loop, "bad_async", critical=False),
+                           store_check=False, liveness_stale_after=0.5)
+    get(service, "/health")
+    wait_until(lambda: get(service, "/health").status == 503, timeout=5.0)
+    assert "unresponsive" in document(get(service, "/health", "verbose"))["output"]
+    wait_until(lambda: get(service, "/health").status == 200, timeout=5.0)
+
+
+def test_stopped_service_is_not_ready(make_service: ServiceFactory) -> None:
+    """After stop() (shutdown) readiness answers 503 'stopped'."""
+    service = make_service(FunctionCheck(lambda: True, "ok"), store_check=False)
+    ready_once(service)
+    service.stop()
+    response = get(service, "/ready")
+    assert (response.status, document(response)["output"]) == (503, "stopped")
+
+
+def test_registered_checks_are_picked_up(make_service: ServiceFactory) -> None:
+    """@health_check functions join every service unless include_registered=False."""
+    @health_check("index", critical=True)
+    def index() -> bool:
+        return False
+
+    with_registry = make_service(store_check=False)
+    without = make_service(store_check=False, include_registered=False)
+    assert [c.name for c in with_registry.checks] == ["index"]
+    assert without.checks == ()
+
+
+def test_check_names_must_be_unique(make_service: ServiceFactory) -> None:
+    """Two checks under one name could not be told apart in ?exclude=; refused at start-up."""
+    with pytest.raises(ValueError, match="named 'db'"):
+        make_service(FunctionCheck(lambda: True, "db"), FunctionCheck(lambda: True, "db"))
+
+
+def test_routes_are_configurable(make_service: ServiceFactory) -> None:
+    """paths= moves or adds routes; an empty list removes one; excluded_paths follows."""
+    service = make_service(store_check=False, paths={"live": ["/alive"], "monitoring": []})
+    assert service.respond("GET", "/health", b"", {}) is None
+    assert get(service, "/alive").status == 200
+    assert "/alive" in service.excluded_paths and "/api/monitoring" not in service.excluded_paths
+
+
+@pytest.mark.parametrize(("paths", "message"), [
+    ({"livez": "/x"}, "unknown health route"), ({"live": "health"}, "must start with"),
+    ({"live": "/ready"}, "used twice"),
+])
+def test_bad_paths_are_refused(make_service: ServiceFactory, paths: Any, message: str) -> None:
+    """Misconfigured routes fail at construction, naming the problem."""
+    with pytest.raises(ValueError, match=message):
+        make_service(paths=paths)
