@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from export_support import Pipelines, new_trace
+from export_support import span_record as record
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -34,12 +36,8 @@ from otlp_receivers import (
 
 from ragtrail import SecurityEvent, Settings, Severity, SpanEvent, SpanRecord
 from ragtrail.instrument._export import ExportPipeline
-from ragtrail.instrument._export_convert import SAMPLED_KEY
 
 pytestmark = pytest.mark.network
-
-PipelineFactory = Callable[..., ExportPipeline]
-
 
 @pytest.fixture(scope="module")
 def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
@@ -61,35 +59,10 @@ def _no_app_provider() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_pipeline() -> Iterator[PipelineFactory]:
-    """Build pipelines from settings keywords (plus ``create()`` keywords); shut down after."""
-    made: list[ExportPipeline] = []
-
-    def make(*, create: dict[str, Any] | None = None, **settings: Any) -> ExportPipeline:
-        pipeline = ExportPipeline.create(Settings(**settings), **(create or {}))
-        assert pipeline is not None
-        made.append(pipeline)
-        return pipeline
-
-    yield make
-    for pipeline in made:
-        pipeline.shutdown(2.0)
-
-
-def new_trace() -> str:
-    return secrets.token_hex(16)
-
-
-def record(trace_id: str, name: str, kind: str = "function", *, parent: str | None = None,
-           span_id: str | None = None, sampled: bool | None = True, **fields: Any) -> SpanRecord:
-    """A finished span as ``LiveSpan.end()`` makes it (the sampling flag in the attributes)."""
-    attributes = dict(fields.pop("attributes", {}))
-    if sampled is not None:
-        attributes[SAMPLED_KEY] = sampled
-    return SpanRecord(
-        trace_id=trace_id, span_id=span_id or secrets.token_hex(8), name=name, kind=kind,
-        start_us=time.time_ns() // 1000, duration_us=fields.pop("duration_us", 1500),
-        parent_span_id=parent, attributes=attributes, **fields)
+def make_pipeline() -> Iterator[Pipelines]:
+    pipelines = Pipelines()
+    yield pipelines
+    pipelines.close()
 
 
 def of_trace(trace_id: str) -> Callable[[ReceivedSpan], bool]:
@@ -135,7 +108,7 @@ def transport(request: pytest.FixtureRequest) -> tuple[Any, dict[str, str]]:
 
 
 def test_spans_arrive_with_names_links_kinds_attributes_events_and_status(
-        transport: tuple[Any, dict[str, str]], make_pipeline: PipelineFactory) -> None:
+        transport: tuple[Any, dict[str, str]], make_pipeline: Pipelines) -> None:
     """A request trace reaches the receiver intact over every protocol."""
     receiver, settings = transport
     pipeline = make_pipeline(service_name="rag-api", **settings)
@@ -175,7 +148,7 @@ def test_spans_arrive_with_names_links_kinds_attributes_events_and_status(
 
 
 def test_resource_and_scope_come_from_settings(rotel: RotelReceiver,
-                                               make_pipeline: PipelineFactory) -> None:
+                                               make_pipeline: Pipelines) -> None:
     """service.*, deployment.environment(.name), OTEL_RESOURCE_ATTRIBUTES and the scope."""
     pipeline = make_pipeline(
         otlp_endpoint=rotel.http_endpoint, service_name="rag-api", service_version="2.3.1",
@@ -198,7 +171,7 @@ def test_resource_and_scope_come_from_settings(rotel: RotelReceiver,
 
 
 def test_unsampled_error_trace_is_exported_whole(rotel: RotelReceiver,
-                                                 make_pipeline: PipelineFactory) -> None:
+                                                 make_pipeline: Pipelines) -> None:
     """Ratio 0 still exports a trace with an error: spans ended before and after it."""
     pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint, traces_sampler="traceidratio",
                              traces_sampler_arg=0.0)
@@ -218,7 +191,7 @@ def test_unsampled_error_trace_is_exported_whole(rotel: RotelReceiver,
 
 @pytest.mark.parametrize("via", ["count_event", "span_event"])
 def test_unsampled_trace_with_high_event_is_exported(
-        via: str, rotel: RotelReceiver, make_pipeline: PipelineFactory) -> None:
+        via: str, rotel: RotelReceiver, make_pipeline: Pipelines) -> None:
     """A high security event keeps its unsampled trace, told by the monitor or seen on a span."""
     pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint, traces_sampler="always_off")
     trace_id, root = new_trace(), secrets.token_hex(8)
@@ -240,7 +213,7 @@ def test_unsampled_trace_with_high_event_is_exported(
 
 
 def test_unsampled_quiet_trace_is_held_then_discarded(rotel: RotelReceiver,
-                                                      make_pipeline: PipelineFactory) -> None:
+                                                      make_pipeline: Pipelines) -> None:
     """No error, only a medium event: nothing is exported and the held spans age out."""
     pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint, traces_sampler="always_off",
                              create={"rescue_max_age": 0.3, "schedule_delay": 0.05})
@@ -264,7 +237,7 @@ def test_unsampled_quiet_trace_is_held_then_discarded(rotel: RotelReceiver,
 
 
 def test_sampled_flag_missing_falls_back_to_the_trace_id_ratio(
-        rotel: RotelReceiver, make_pipeline: PipelineFactory) -> None:
+        rotel: RotelReceiver, make_pipeline: Pipelines) -> None:
     """Records without the flag are sampled by the configured sampler as trace roots."""
     pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint, traces_sampler="traceidratio",
                              traces_sampler_arg=0.5)
@@ -279,7 +252,7 @@ def test_sampled_flag_missing_falls_back_to_the_trace_id_ratio(
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
-        protocol: str, make_pipeline: PipelineFactory) -> None:
+        protocol: str, make_pipeline: Pipelines) -> None:
     """A collector that accepts and never answers: submit() stays cheap, drops are counted."""
     with HangingCollector() as collector:
         pipeline = make_pipeline(
@@ -305,7 +278,7 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
         assert pipeline.health()["dropped"] == health["dropped"] + 1
 
 
-def test_collector_down_is_reported_not_raised(make_pipeline: PipelineFactory) -> None:
+def test_collector_down_is_reported_not_raised(make_pipeline: Pipelines) -> None:
     """Connection refused: the export fails, is counted, and health() says failing."""
     pipeline = make_pipeline(otlp_endpoint=f"http://127.0.0.1:{free_port()}",
                              create={"export_timeout": 0.3})
@@ -340,7 +313,7 @@ def test_joins_the_app_tracer_provider_and_keeps_it(rotel: RotelReceiver) -> Non
 
 
 def test_own_export_leaves_the_global_provider_to_the_app(rotel: RotelReceiver,
-                                                          make_pipeline: PipelineFactory) -> None:
+                                                          make_pipeline: Pipelines) -> None:
     """ragtrail exporting on its own never installs a global provider; the app still can."""
     make_pipeline(otlp_endpoint=rotel.http_endpoint)
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
