@@ -48,6 +48,7 @@ EXTENSION_TYPES: Final = {
     ".docx": "docx", ".xlsx": "xlsx", ".pptx": "pptx",
 }
 """Every extension FileValidator can check, and the type it claims."""
+_DOCUMENT_TYPES: Final = frozenset(EXTENSION_TYPES.values())
 
 # OWASP Application Logging Vocabulary: malicious_* for hostile content, input_validation_fail
 # for content that is merely wrong.
@@ -220,7 +221,8 @@ class FileValidator:
                tail: bytes, utf8: Utf8Check | None) -> _Verdict:
         magic = magic_type(head)
         if magic in EXECUTABLE_TYPES:
-            disguise = f" disguised as {claimed}" if claimed else ""
+            known = claimed in _DOCUMENT_TYPES
+            disguise = f" disguised as {claimed}" if known else ""
             return _Verdict(magic, f"executable content ({magic}){disguise}", MALICIOUS)
         guess = magic or _text_or_binary(head)
         if size == 0:

@@ -1,0 +1,293 @@
+"""Quarantine layout, modes and sidecars; the events rejections record; ``verify``."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ELF, PDF
+
+from ragtrail._records import SecurityEvent, Severity
+from ragtrail.instrument import Monitor, correlation_scope
+from ragtrail.security import FileValidator, Quarantine, QuarantineError
+
+Events = Callable[..., list[SecurityEvent]]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture
+def validator(monitor: Monitor) -> FileValidator:
+    """Quarantine directory from the monitor's settings (the default)."""
+    return FileValidator(monitor=monitor)
+
+
+def test_rejected_file_is_moved_in_under_its_hash(validator: FileValidator, corpus: Any,
+                                                  quarantine_dir: Path) -> None:
+    """The file leaves the upload area and lands as <sha256>, mode 0600, in a 0700 directory."""
+    path = corpus.write("invoice.pdf", ELF)
+    os.chmod(path, 0o755)  # executable when it arrived: must not stay so
+    old_umask = os.umask(0o000)  # the modes must not depend on the process umask
+    try:
+        result = validator.validate(path)
+    finally:
+        os.umask(old_umask)
+    assert not path.exists()
+    assert result.quarantine_path == quarantine_dir / result.sha256
+    assert result.quarantine_path.read_bytes() == ELF
+    assert _mode(quarantine_dir) == 0o700
+    assert _mode(result.quarantine_path) == 0o600
+    sidecar = quarantine_dir / f"{result.sha256}.json"
+    assert _mode(sidecar) == 0o600
+    assert sorted(os.listdir(quarantine_dir)) == [result.sha256, f"{result.sha256}.json"]
+
+
+def test_existing_loose_directory_is_tightened(validator: FileValidator, corpus: Any,
+                                               quarantine_dir: Path) -> None:
+    """A quarantine directory someone created 0777 is set back to 0700 on first use."""
+    quarantine_dir.mkdir()
+    os.chmod(quarantine_dir, 0o777)
+    validator.validate(corpus.write("a.txt", b"\xff\xfe"))
+    assert _mode(quarantine_dir) == 0o700
+
+
+def test_sidecar_says_why_with_the_name_escaped(validator: FileValidator, corpus: Any,
+                                                quarantine_dir: Path) -> None:
+    """The JSON sidecar is ASCII and holds reason, hash, escaped name, types, size, ID, time."""
+    path = corpus.write("upload.part", ELF)
+    hostile = "inv\u202eoice\x1b[2J\r\n.pdf"
+    before = datetime.now(timezone.utc)
+    with correlation_scope("req-1234567890"):
+        result = validator.validate(path, filename=hostile)
+    raw = (quarantine_dir / f"{result.sha256}.json").read_bytes()
+    assert raw.isascii()
+    sidecar = json.loads(raw)
+    assert sidecar == {
+        "reason": "executable content (elf-executable) disguised as pdf",
+        "event_type": "malicious_file_upload",
+        "sha256": result.sha256,
+        "original_name": "inv\\u202eoice\\x1b[2J\\x0d\\x0a.pdf",
+        "sanitised_name": "inv_oice_[2J__.pdf",
+        "size": len(ELF),
+        "claimed_type": "pdf",
+        "detected_type": "elf-executable",
+        "correlation_id": "req-1234567890",
+        "time": sidecar["time"],
+        "count": 1,
+    }
+    assert before <= datetime.fromisoformat(sidecar["time"]) <= datetime.now(timezone.utc)
+
+
+def test_same_content_is_stored_once_and_counted(validator: FileValidator, corpus: Any,
+                                                 quarantine_dir: Path) -> None:
+    """A second copy of the same bytes is removed and the sidecar's count grows."""
+    first = validator.validate(corpus.write("one.pdf", ELF))
+    second = validator.validate(corpus.write("two.pdf", ELF))
+    assert first.quarantine_path == second.quarantine_path
+    assert not (corpus.directory / "two.pdf").exists()
+    sidecar = json.loads((quarantine_dir / f"{first.sha256}.json").read_text())
+    assert (sidecar["count"], sidecar["sanitised_name"]) == (2, "one.pdf")
+    assert "last_time" in sidecar
+
+
+def test_without_a_quarantine_rejected_files_stay(monitor: Monitor, corpus: Any,
+                                                  quarantine_dir: Path) -> None:
+    """``quarantine_dir=None`` rejects without moving anything."""
+    path = corpus.write("invoice.pdf", ELF)
+    result = FileValidator(monitor=monitor, quarantine_dir=None).validate(path)
+    assert (result.accepted, result.quarantine_path) == (False, None)
+    assert path.read_bytes() == ELF
+    assert not quarantine_dir.exists()
+
+
+def test_quarantine_failure_still_rejects(monitor: Monitor, corpus: Any, tmp_path: Path) -> None:
+    """If the quarantine cannot be created the file is still rejected (and left in place)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    validator = FileValidator(monitor=monitor, quarantine_dir=blocker / "q")
+    path = corpus.write("invoice.pdf", ELF)
+    result = validator.validate(path)
+    assert (result.accepted, result.quarantine_path) == (False, None)
+    assert path.exists()
+
+
+# -- events in the store ----------------------------------------------------------------------
+
+def test_malicious_upload_records_a_high_event(validator: FileValidator, corpus: Any,
+                                               stored_events: Events) -> None:
+    """A disguised executable becomes one high malicious_file_upload row with the hash."""
+    with correlation_scope("corr-abcdef123456"):
+        result = validator.validate(corpus.write("invoice.pdf", ELF), filename="invoice.pdf")
+    [event] = stored_events("malicious_file_upload")
+    assert event.severity == Severity.HIGH
+    assert event.source == "file_validator"
+    assert event.correlation_id == "corr-abcdef123456"
+    assert event.description == ("rejected file invoice.pdf: executable content "
+                                 "(elf-executable) disguised as pdf")
+    assert event.metadata["sha256"] == result.sha256
+    assert event.metadata["detected_type"] == "elf-executable"
+    assert event.metadata["quarantine_path"] == str(result.quarantine_path)
+
+
+def test_invalid_upload_records_an_input_validation_event(validator: FileValidator,
+                                                          corpus: Any,
+                                                          stored_events: Events) -> None:
+    """Bad encoding is input_validation_fail (high), and nothing malicious is recorded."""
+    validator.validate(corpus.write("latin1.txt", b"caf\xe9"))
+    [event] = stored_events("input_validation_fail")
+    assert event.severity == Severity.HIGH
+    assert "invalid UTF-8" in event.description
+    assert stored_events("malicious_file_upload") == []
+
+
+def test_accepted_file_records_nothing(validator: FileValidator, corpus: Any,
+                                       stored_events: Events) -> None:
+    """A good document leaves no security event."""
+    assert validator.validate(corpus.pdf()).accepted
+    assert stored_events() == []
+
+
+def test_hostile_name_is_escaped_in_the_store(validator: FileValidator, corpus: Any,
+                                              stored_events: Events) -> None:
+    """Control characters of the client's name never reach the store raw."""
+    validator.validate(corpus.write("x", ELF), filename="evil\r\nFAKE LOG LINE\x1b[0m.pdf")
+    [event] = stored_events("malicious_file_upload")
+    stored = json.dumps(event.metadata, ensure_ascii=False) + event.description
+    assert not any(ch in stored for ch in "\r\n\x1b")
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+def test_verify_accepts_an_unchanged_file(validator: FileValidator, corpus: Any,
+                                          stored_events: Events) -> None:
+    """The sha256 recorded at acceptance still matches: True, no event."""
+    path = corpus.pdf()
+    result = validator.validate(path)
+    assert validator.verify(path, result.sha256.upper())
+    assert stored_events() == []
+
+
+def test_verify_detects_tampering(validator: FileValidator, corpus: Any,
+                                  stored_events: Events) -> None:
+    """One flipped byte after acceptance: False and a high file_integrity_fail event."""
+    path = corpus.pdf()
+    result = validator.validate(path)
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert not validator.verify(path, result.sha256)
+    [event] = stored_events("file_integrity_fail")
+    assert event.severity == Severity.HIGH
+    assert event.metadata["expected_sha256"] == result.sha256
+    assert event.metadata["actual_sha256"] != result.sha256
+    assert "changed since it was accepted" in event.description
+
+
+def test_verify_detects_a_missing_file(validator: FileValidator, corpus: Any,
+                                       stored_events: Events) -> None:
+    """A deleted file fails verification with actual_sha256 None."""
+    path = corpus.pdf()
+    digest = validator.validate(path).sha256
+    path.unlink()
+    assert not validator.verify(path, digest)
+    [event] = stored_events("file_integrity_fail")
+    assert event.metadata["actual_sha256"] is None
+
+
+def test_verify_rejects_a_malformed_hash(validator: FileValidator, corpus: Any) -> None:
+    """A hash that is not 64 hex characters is a programming error."""
+    with pytest.raises(ValueError, match="64 hex"):
+        validator.verify(corpus.pdf(), "abc")
+
+
+# -- managing the quarantine ------------------------------------------------------------------
+
+@pytest.fixture
+def filled(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> list[str]:
+    """Two quarantined files; returns their hashes, newest first."""
+    validator = FileValidator(monitor=monitor)
+    older = validator.validate(corpus.write("old.pdf", ELF)).sha256
+    newer = validator.validate(corpus.write("new.md", b"\xff")).sha256
+    return [newer, older]
+
+
+def test_entries_newest_first(filled: list[str], quarantine_dir: Path) -> None:
+    """``entries()`` lists every file with its sidecar details, newest first."""
+    entries = Quarantine(quarantine_dir).entries()
+    assert [e.sha256 for e in entries] == filled
+    assert entries[1].original_name == "old.pdf"
+    assert entries[1].reason == "executable content (elf-executable) disguised as pdf"
+
+
+def test_entry_without_sidecar_is_still_listed(quarantine_dir: Path) -> None:
+    """A file whose sidecar is lost shows up with an unknown reason and its mtime."""
+    quarantine_dir.mkdir()
+    (quarantine_dir / ("a" * 64)).write_bytes(b"x")
+    (quarantine_dir / "unrelated.txt").write_bytes(b"y")
+    [entry] = Quarantine(quarantine_dir).entries()
+    assert (entry.sha256, entry.reason, entry.size) == ("a" * 64, "unknown (no sidecar)", 1)
+
+
+def test_reading_a_missing_quarantine_creates_nothing(tmp_path: Path) -> None:
+    """Listing a quarantine that does not exist is empty and does not create it."""
+    assert Quarantine(tmp_path / "nowhere").entries() == []
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_get_by_prefix(filled: list[str], quarantine_dir: Path) -> None:
+    """An 8+ character prefix finds an entry; short, unknown or non-hex keys are errors."""
+    quarantine = Quarantine(quarantine_dir)
+    assert quarantine.get(filled[0][:8].upper()).sha256 == filled[0]
+    with pytest.raises(QuarantineError, match="at least 8"):
+        quarantine.get(filled[0][:7])
+    with pytest.raises(QuarantineError, match="no quarantined file"):
+        quarantine.get("0" * 64 if not filled[0].startswith("0") else "1" * 64)
+    with pytest.raises(QuarantineError, match="hex"):
+        quarantine.get("../../../etc")
+
+
+def test_release_moves_the_file_out(filled: list[str], quarantine_dir: Path,
+                                    tmp_path: Path) -> None:
+    """Release into a directory uses the sanitised name, drops the sidecar, keeps mode 0600."""
+    out = tmp_path / "released"
+    out.mkdir()
+    target = Quarantine(quarantine_dir).release(filled[1], out)
+    assert target == out / "old.pdf"
+    assert target.read_bytes() == ELF
+    assert _mode(target) == 0o600
+    assert not (quarantine_dir / filled[1]).exists()
+    assert not (quarantine_dir / f"{filled[1]}.json").exists()
+
+
+def test_release_never_overwrites(filled: list[str], quarantine_dir: Path,
+                                  tmp_path: Path) -> None:
+    """An existing destination is an error and both files stay as they were."""
+    existing = tmp_path / "keep.pdf"
+    existing.write_bytes(PDF)
+    with pytest.raises(QuarantineError, match="already exists"):
+        Quarantine(quarantine_dir).release(filled[1], existing)
+    assert existing.read_bytes() == PDF
+    assert (quarantine_dir / filled[1]).exists()
+
+
+def test_purge_by_age(filled: list[str], quarantine_dir: Path) -> None:
+    """Entries quarantined before the cutoff go; newer ones stay."""
+    quarantine = Quarantine(quarantine_dir)
+    sidecar = quarantine_dir / f"{filled[1]}.json"
+    record = json.loads(sidecar.read_text())
+    record["time"] = (datetime.now(timezone.utc) - timedelta(days=8)).isoformat()
+    sidecar.write_text(json.dumps(record))
+    removed = quarantine.purge(older_than=datetime.now(timezone.utc) - timedelta(days=7))
+    assert [e.sha256 for e in removed] == [filled[1]]
+    assert [e.sha256 for e in quarantine.entries()] == [filled[0]]
+    assert sorted(os.listdir(quarantine_dir)) == [filled[0], f"{filled[0]}.json"]
+    assert [e.sha256 for e in quarantine.purge()] == [filled[0]]
+    assert os.listdir(quarantine_dir) == []
