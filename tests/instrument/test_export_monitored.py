@@ -1,0 +1,184 @@
+"""End to end: ``@monitored`` + ``configure(otlp_endpoint=...)`` to a real collector."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from otlp_receivers import (
+    KIND_INTERNAL,
+    STATUS_ERROR,
+    ReceivedSpan,
+    RotelReceiver,
+    isolated_otel_globals,
+)
+
+from ragtrail.instrument import configure, correlation_scope, get_monitor, monitored, shutdown
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="module")
+def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
+    with RotelReceiver(tmp_path_factory.mktemp("rotel")) as receiver:
+        yield receiver
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> Iterator[None]:
+    """No app provider at the start; the process-wide monitor stopped at the end."""
+    with isolated_otel_globals():
+        yield
+        shutdown(5.0)
+
+
+def configure_for(tmp_path: Path, service: str, **settings: Any) -> None:
+    configure(service_name=service, store_url=f"sqlite:///{tmp_path / 'audit.db'}", **settings)
+
+
+def of_service(service: str) -> Any:
+    return lambda span: span.resource is not None and span.resource["service.name"] == service
+
+
+def by_name(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
+    return {span.name: span for span in spans}
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_monitored_pipeline_arrives_nested_with_rag_kinds_and_correlation(
+        protocol: str, rotel: RotelReceiver, tmp_path: Path) -> None:
+    """A chain calling a retriever and a failing LLM: links, kinds, correlation, exception."""
+    service = f"e2e-{secrets.token_hex(4)}"
+    endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
+    configure_for(tmp_path, service, otlp_endpoint=endpoint, otlp_protocol=protocol)
+
+    @monitored(kind="retriever")
+    def retrieve(query: str) -> list[dict[str, Any]]:
+        return [{"id": "doc-1", "score": 0.9}, {"id": "doc-2", "score": 0.7}]
+
+    @monitored(kind="llm")
+    def generate(prompt: str) -> str:
+        raise RuntimeError("model overloaded")
+
+    @monitored(kind="chain", name="answer")
+    def answer(query: str) -> str:
+        retrieve(query)
+        try:
+            return generate(query)
+        except RuntimeError:
+            return "sorry"
+
+    with correlation_scope("4bf92f3577b34da6a3ce929d0e0e4736"):
+        assert answer("what is rag?") == "sorry"
+    shutdown(10.0)  # drains the export queue
+
+    spans = by_name(rotel.wait_for_spans(of_service(service), count=3))
+    chain, retriever, llm = spans["answer"], spans[_qualname(retrieve)], spans[
+        _qualname(generate)]
+    assert chain.parent_span_id == ""
+    assert retriever.parent_span_id == chain.span_id
+    assert llm.parent_span_id == chain.span_id
+    assert {chain.trace_id, retriever.trace_id, llm.trace_id} == {chain.trace_id}
+    assert [s.attributes["openinference.span.kind"] for s in (chain, retriever, llm)] == [
+        "CHAIN", "RETRIEVER", "LLM"]
+    assert {s.kind for s in (chain, retriever, llm)} == {KIND_INTERNAL}
+    assert {s.attributes["ragtrail.correlation_id"] for s in spans.values()} == {
+        "4bf92f3577b34da6a3ce929d0e0e4736"}
+    assert "ragtrail.sampled" not in retriever.attributes
+    assert llm.status_code == STATUS_ERROR
+    (exception,) = [e for e in llm.events if e.name == "exception"]
+    assert exception.attributes["exception.message"] == "model overloaded"
+    assert chain.scope == "ragtrail"
+    (duration,) = rotel.wait_for_points(
+        lambda p: p.metric == "ragtrail.call.duration" and p.resource is not None
+        and p.resource["service.name"] == service
+        and p.attributes["ragtrail.call.name"] == "answer")
+    assert (duration.unit, duration.count, duration.attributes["ragtrail.call.kind"]) == (
+        "s", 1, "chain")
+
+
+def test_ratio_zero_exports_only_the_trace_that_failed(rotel: RotelReceiver,
+                                                       tmp_path: Path) -> None:
+    """traceidratio 0: a quiet request is not exported; a failing or attacked one is, whole."""
+    service = f"e2e-sampling-{secrets.token_hex(4)}"
+    configure_for(tmp_path, service, otlp_endpoint=rotel.http_endpoint,
+                  traces_sampler="traceidratio", traces_sampler_arg=0.0)
+
+    @monitored(kind="retriever")
+    def retrieve(query: str) -> list[str]:
+        return ["doc-1"]
+
+    @monitored(kind="chain")
+    def quiet(query: str) -> int:
+        return len(retrieve(query))
+
+    @monitored(kind="chain")
+    def failing(query: str) -> None:
+        retrieve(query)
+        raise ValueError("no answer")
+
+    @monitored(kind="chain")
+    def attacked(query: str) -> int:
+        get_monitor().security_event("malicious_prompt_injection", "high", "guard",
+                                     "ignore previous instructions")
+        return len(retrieve(query))
+
+    quiet("a")
+    with pytest.raises(ValueError, match="no answer"):
+        failing("b")
+    attacked("c")
+    monitor = get_monitor()
+    shutdown(10.0)
+
+    received = rotel.wait_for_spans(of_service(service), count=4)
+    assert sorted(s.name for s in received) == sorted(
+        [_qualname(failing), _qualname(attacked), _qualname(retrieve), _qualname(retrieve)])
+    assert len({s.trace_id for s in received}) == 2
+    (event,) = [e for s in received for e in s.events if e.name == "malicious_prompt_injection"]
+    assert event.attributes["ragtrail.event.severity"] == "high"
+    exporter = monitor.health()["exporter"]
+    # quiet()'s two spans were held, then discarded at shutdown
+    assert (exporter["rescued"], exporter["unsampled_discarded"], exporter["exported"]) == (
+        4, 2, 4)
+
+
+def test_app_provider_is_joined_and_its_spans_nest_under_monitored(rotel: RotelReceiver,
+                                                                    tmp_path: Path) -> None:
+    """With the app's SDK provider set first, both kinds of span share one trace and resource."""
+    app = TracerProvider(resource=Resource({"service.name": "app-with-sdk"}))
+    app.add_span_processor(SimpleSpanProcessor(
+        OTLPSpanExporter(endpoint=rotel.grpc_endpoint, insecure=True)))
+    trace.set_tracer_provider(app)
+    tracer = trace.get_tracer("app.db")
+    configure_for(tmp_path, "ignored-when-joined")
+    marker = secrets.token_hex(4)
+
+    @monitored(kind="retriever", name=f"retrieve-{marker}")
+    def retrieve() -> None:
+        with tracer.start_as_current_span(f"db.query-{marker}"):
+            pass
+
+    retrieve()
+    shutdown(10.0)
+    try:
+        spans = by_name(rotel.wait_for_spans(lambda s: s.name.endswith(marker), count=2))
+        ours, theirs = spans[f"retrieve-{marker}"], spans[f"db.query-{marker}"]
+        assert theirs.parent_span_id == ours.span_id
+        assert theirs.trace_id == ours.trace_id
+        assert ours.resource is not None
+        assert ours.resource["service.name"] == "app-with-sdk"
+        assert trace.get_tracer_provider() is app
+    finally:
+        app.shutdown()
+
+
+def _qualname(func: Any) -> str:
+    return str(func.__qualname__)
