@@ -55,6 +55,7 @@ DEFAULT_PATHS: Mapping[str, tuple[str, ...]] = {
 _SOURCE = "ragtrail.health"
 _TEXT = "text/plain; charset=utf-8"
 _MONITORING_MAX_AGE = 2.0
+_HEARTBEAT = "check-loop:heartbeat"
 _FALSE = frozenset(("0", "false", "no", "off"))
 
 
@@ -279,14 +280,14 @@ class HealthService:
         """(key, status, output) of what liveness covers: this process only, no dependency."""
         runner = self._runner
         if self._pid is None or self._stopped:
-            return [("checks:heartbeat", "pass", "")]
+            return [(_HEARTBEAT, "pass", "")]
         if not runner.alive:
-            return [("checks:heartbeat", "fail", "the health check loop has stopped")]
+            return [(_HEARTBEAT, "fail", "the health check loop has stopped")]
         age = time.monotonic() - runner.heartbeat
         if age > self._stale_after:
-            return [("checks:heartbeat", "fail", f"the health check loop is unresponsive "
+            return [(_HEARTBEAT, "fail", f"the health check loop is unresponsive "
                                                  f"({age:.0f} s)")]
-        return [("checks:heartbeat", "pass", "")]
+        return [(_HEARTBEAT, "pass", "")]
 
     # -- detailed routes ------------------------------------------------------------------
 

@@ -35,12 +35,14 @@ def install_sigterm_handler(
 
     Call it from the main thread after the server has installed its own handlers (for
     uvicorn: in the lifespan startup), so the chain reaches them. A second signal during the
-    drain chains at once. Returns a function that puts the previous handler back.
+    drain chains at once. Returns a function that puts the previous handler back (and
+    cancels a drain in progress).
     """
     if drain_seconds < 0:
         raise ValueError(f"drain_seconds must be >= 0; got {drain_seconds}")
     previous = signal.getsignal(signum)
     state = {"signalled": False, "chain_now": False}
+    timers: list[threading.Timer] = []
 
     def handler(sig: int, frame: FrameType | None) -> None:
         if state["chain_now"] or state["signalled"] or drain_seconds == 0:
@@ -59,11 +61,14 @@ def install_sigterm_handler(
 
         timer = threading.Timer(drain_seconds, resend)
         timer.daemon = True
+        timers.append(timer)
         timer.start()
 
     signal.signal(signum, handler)
 
     def uninstall() -> None:
+        for timer in timers:
+            timer.cancel()  # a pending re-delivery would otherwise reach the restored handler
         if signal.getsignal(signum) is handler:
             signal.signal(signum, previous)
 

@@ -1,7 +1,9 @@
-"""Real HTTP servers on 127.0.0.1 for the health tests: a dependency we can make misbehave."""
+"""Real HTTP on 127.0.0.1 for the health tests: a dependency we can make misbehave, and a
+probe client that judges like the kubelet."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -9,6 +11,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
+from urllib.parse import urlsplit
 
 Mode = Literal["fast", "slow", "failing", "hang"]
 
@@ -27,7 +30,8 @@ class FakeOllama:
         self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -84,3 +88,42 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def kubelet_probe(url: str, timeout: float = 1.0) -> bool:
+    """One probe as the kubelet does it: HTTP GET, success on 200-399, failure on timeout."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                           headers={"User-Agent": "kube-probe/1.31", "Accept": "*/*"})
+        return 200 <= connection.getresponse().status < 400
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+class Prober:
+    """A kubelet probe loop's verdict: unhealthy after ``failure_threshold`` failures in a row,
+    healthy again after ``success_threshold`` successes (probe settings of a Pod spec)."""
+
+    def __init__(self, url: str, *, failure_threshold: int = 3, success_threshold: int = 1,
+                 timeout: float = 1.0) -> None:
+        self.url = url
+        self.failure_threshold = failure_threshold
+        self.success_threshold = success_threshold
+        self.timeout = timeout
+        self.healthy = True
+        self._failures = self._successes = 0
+
+    def probe(self) -> bool:
+        if kubelet_probe(self.url, self.timeout):
+            self._failures, self._successes = 0, self._successes + 1
+            if self._successes >= self.success_threshold:
+                self.healthy = True
+        else:
+            self._successes, self._failures = 0, self._failures + 1
+            if self._failures >= self.failure_threshold:
+                self.healthy = False
+        return self.healthy

@@ -85,7 +85,8 @@ def test_bare_decorator_uses_the_function_name() -> None:
         return None
 
     check = {c.name: c for c in registered_checks()}["reranker"]
-    assert check.critical and check.is_async
+    assert check.critical
+    assert check.is_async
 
 
 def test_two_functions_cannot_share_a_name() -> None:

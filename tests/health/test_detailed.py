@@ -1,0 +1,251 @@
+"""The detailed routes: access control, the dependencies route with refresh, /api/monitoring."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ragtrail import MetricsSample, Severity
+from ragtrail.health import (
+    CheckResult,
+    FunctionCheck,
+    HealthResponse,
+    HealthService,
+    MetricsSampler,
+)
+from ragtrail.instrument import Monitor
+
+from ._servers import wait_until
+from .conftest import MonitorFactory, ServiceFactory
+
+DETAILED = ("/api/health/detailed", "/api/health/dependencies", "/api/monitoring")
+TOKEN = "k8s-probe-token-9f2c41d7e0"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+
+
+def call(service: HealthService, path: str, query: str = "",
+         headers: dict[str, str] | list[tuple[bytes, bytes]] | None = None) -> HealthResponse:
+    response = service.respond("GET", path, query, headers or {})
+    assert response is not None
+    return response
+
+
+def document(response: HealthResponse) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(response.body)
+    return parsed
+
+
+def events(monitor: Monitor, event_type: str) -> list[Any]:
+    monitor.store.flush(5.0)
+    return list(monitor.store.events(event_type=event_type))
+
+
+@pytest.mark.parametrize("path", DETAILED)
+def test_token_is_required_when_configured(make_monitor: MonitorFactory,
+                                           make_service: ServiceFactory, path: str) -> None:
+    """With api_token set: no or wrong token -> 401 with a Bearer challenge; right one -> 200."""
+    service = make_service(monitor=make_monitor(api_token=TOKEN), store_check=False)
+    missing = call(service, path)
+    wrong = call(service, path, headers={"Authorization": "Bearer not-the-token"})
+    right = call(service, path, headers={"authorization": f"bearer {TOKEN}"})
+    raw = call(service, path, headers=[(b"authorization", f"Bearer {TOKEN}".encode())])
+    assert (missing.status, wrong.status) == (401, 401)
+    assert dict(missing.headers)["www-authenticate"] == 'Bearer realm="ragtrail"'
+    assert right.status in (200, 503)
+    assert raw.status == right.status
+    assert TOKEN.encode() not in right.body
+
+
+def test_probes_never_need_the_token(make_monitor: MonitorFactory,
+                                     make_service: ServiceFactory) -> None:
+    """The kubelet sends no credentials: liveness and readiness stay open."""
+    service = make_service(monitor=make_monitor(api_token=TOKEN), store_check=False)
+    assert call(service, "/health").status == 200
+
+
+def test_token_comparison_is_constant_time(make_monitor: MonitorFactory,
+                                           make_service: ServiceFactory,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens are compared with hmac.compare_digest on equal-length digests, never with ==."""
+    compared: list[tuple[int, int]] = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        compared.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    service = make_service(monitor=make_monitor(api_token=TOKEN), store_check=False)
+    call(service, DETAILED[0], headers={"Authorization": "Bearer x"})
+    call(service, DETAILED[0], headers={"Authorization": f"Bearer {TOKEN}"})
+    assert compared == [(32, 32), (32, 32)]
+
+
+def test_failed_attempts_are_recorded_and_a_burst_escalates(
+        make_monitor: MonitorFactory, make_service: ServiceFactory) -> None:
+    """Each failure is an authn_login_fail (medium); beyond 10 a minute they become high."""
+    monitor = make_monitor(api_token=TOKEN)
+    service = make_service(monitor=monitor, store_check=False)
+    for attempt in range(12):
+        call(service, "/api/monitoring", headers={"Authorization": f"Bearer guess-{attempt}"})
+    recorded = events(monitor, "authn_login_fail")
+    counts = {e.severity: e.count for e in recorded}
+    assert counts == {Severity.MEDIUM: 10, Severity.HIGH: 2}
+    assert all("guess" not in json.dumps(e.metadata) + e.description for e in recorded)
+    assert {e.metadata["path"] for e in recorded} == {"/api/monitoring"}
+
+
+@pytest.mark.parametrize("path", DETAILED)
+def test_production_without_token_hides_detailed_routes(
+        make_monitor: MonitorFactory, make_service: ServiceFactory, path: str) -> None:
+    """environment=production and no token: 404, as if the routes did not exist."""
+    service = make_service(monitor=make_monitor(environment="production"), store_check=False)
+    assert (call(service, path).status, call(service, "/health").status) == (404, 200)
+
+
+def test_production_routes_can_be_opened_explicitly(
+        make_monitor: MonitorFactory, make_service: ServiceFactory) -> None:
+    """detailed_routes_open=True serves them in production without a token."""
+    service = make_service(monitor=make_monitor(environment="production",
+                                                detailed_routes_open=True), store_check=False)
+    assert call(service, "/api/health/detailed").status == 200
+
+
+def test_production_with_token_asks_for_it(make_monitor: MonitorFactory,
+                                           make_service: ServiceFactory) -> None:
+    """A token in production means 401 without it (not 404): the route is protected, not hidden."""
+    service = make_service(monitor=make_monitor(environment="production", api_token=TOKEN),
+                           store_check=False)
+    assert call(service, "/api/health/detailed").status == 401
+
+
+def test_detailed_shows_outputs_values_and_flags(make_service: ServiceFactory) -> None:
+    """The detailed route has what probes hide: output, observedValue/Unit, time, flags."""
+    def slow() -> CheckResult:
+        return CheckResult("warn", "412 ms", observed_value=412, observed_unit="ms")
+
+    service = make_service(FunctionCheck(slow, "ollama", measurement="responseTime"),
+                           store_check=False)
+    call(service, "/ready")
+    wait_until(lambda: "ollama" in service._runner.results)
+    body = document(call(service, "/api/health/detailed"))
+    entry = body["checks"]["ollama:responseTime"][0]
+    assert {k: entry[k] for k in ("componentId", "status", "observedValue", "observedUnit",
+                                  "output", "critical", "cached", "timedOut")} == {
+        "componentId": "ollama", "status": "warn", "observedValue": 412, "observedUnit": "ms",
+        "output": "412 ms", "critical": True, "cached": True, "timedOut": False}
+    assert entry["time"].endswith("Z")
+    assert body["checks"]["check-loop:heartbeat"][0]["status"] == "pass"
+    assert body["status"] == "warn"
+
+
+def test_a_raising_check_fails_with_its_message_redacted(make_service: ServiceFactory) -> None:
+    """An exception becomes fail with a redacted output, on every route: never a 500."""
+    def leaky() -> None:
+        raise ConnectionError(f"auth failed for Bearer {JWT}")
+
+    service = make_service(FunctionCheck(leaky, "vectors"), store_check=False)
+    call(service, "/ready")
+    wait_until(lambda: "vectors" in service._runner.results)
+    statuses = {p: call(service, p).status for p in ("/ready", "/health", *DETAILED)}
+    detailed = document(call(service, "/api/health/detailed"))
+    output = detailed["checks"]["vectors:status"][0]["output"]
+    assert statuses == {"/ready": 503, "/health": 200, "/api/health/detailed": 503,
+                        "/api/health/dependencies": 503, "/api/monitoring": 200}
+    assert output.startswith("ConnectionError: auth failed for ")
+    assert JWT not in output
+    assert "[REDACTED]" in output
+
+
+def test_transition_to_fail_records_one_event(make_service: ServiceFactory,
+                                              monitor: Monitor) -> None:
+    """dependency_unhealthy on each pass->fail transition (high if critical), not every run."""
+    healthy = threading.Event()
+    service = make_service(FunctionCheck(healthy.is_set, "critical_dep"),
+                           FunctionCheck(lambda: False, "optional_dep", critical=False),
+                           store_check=False)
+    call(service, "/ready")
+    wait_until(lambda: service._runner.version >= 8)  # several failing runs of each
+    healthy.set()
+    wait_until(lambda: service._runner.results["critical_dep"].status == "pass")
+    healthy.clear()
+    wait_until(lambda: service._runner.results["critical_dep"].status == "fail")
+    recorded = {(e.metadata["check"], e.severity): e.count
+                for e in events(monitor, "dependency_unhealthy")}
+    assert recorded == {("critical_dep", Severity.HIGH): 2, ("optional_dep", Severity.MEDIUM): 1}
+
+
+def test_dependencies_route_filters_and_refreshes(make_service: ServiceFactory) -> None:
+    """?check=name shows one check; &refresh=1 runs it now (cached: false), then 429s."""
+    runs = {"n": 0}
+
+    def counted() -> bool:
+        runs["n"] += 1
+        return True
+
+    service = make_service(FunctionCheck(counted, "ollama"), FunctionCheck(lambda: True, "db"),
+                           store_check=False, refresh_min_interval=30.0)
+    call(service, "/ready")
+    wait_until(lambda: len(service._runner.results) == 2)
+    one = document(call(service, "/api/health/dependencies", "check=db"))
+    assert list(one["checks"]) == ["db:status"]
+    before = runs["n"]
+    refreshed = call(service, "/api/health/dependencies", "check=ollama&refresh=1")
+    entry = document(refreshed)["checks"]["ollama:status"][0]
+    assert (refreshed.status, entry["cached"], runs["n"]) == (200, False, before + 1)
+    again = call(service, "/api/health/dependencies", "check=ollama&refresh=1")
+    assert again.status == 429
+    assert 0 < int(dict(again.headers)["retry-after"]) <= 30
+    assert call(service, "/api/health/dependencies", "check=nope").status == 404
+    assert call(service, "/api/health/dependencies", "refresh=1").status == 400
+
+
+def test_refresh_never_blocks_an_event_loop(make_service: ServiceFactory) -> None:
+    """respond() on an event loop thread answers 202 at once; respond_async() awaits the run."""
+    def slow() -> bool:
+        time.sleep(0.3)
+        return True
+
+    service = make_service(FunctionCheck(slow, "slow", timeout=2.0),
+                           store_check=False, refresh_min_interval=0.0)
+
+    async def scenario() -> tuple[int, int, bool]:
+        started = asyncio.get_running_loop().time()
+        quick = service.respond("GET", "/api/health/dependencies", "check=slow&refresh=1", {})
+        quick_seconds = asyncio.get_running_loop().time() - started
+        awaited = await service.respond_async("GET", "/api/health/dependencies",
+                                              "check=slow&refresh=1", {})
+        assert quick is not None
+        assert awaited is not None
+        cached = document(awaited)["checks"]["slow:status"][0]["cached"]
+        return quick.status, awaited.status, quick_seconds < 0.1 and not cached
+
+    assert asyncio.run(scenario()) == (202, 200, True)
+
+
+def test_monitoring_returns_events_metrics_store_and_counters(
+        make_service: ServiceFactory, monitor: Monitor) -> None:
+    """/api/monitoring: recent events, the latest sample, store health and monitor counters."""
+    MetricsSampler(monitor, interval=60).observe(MetricsSample(
+        time_us=1_700_000_000_000_000, cpu_percent=12.5, memory_percent=40.0,
+        disk_usage_percent=55.0, net_sent_bytes_per_s=10.0, net_recv_bytes_per_s=20.0,
+        active_connections=3, queue_depth=0, process_rss_bytes=50_000_000))
+    monitor.security_event("authz_fail", "medium", "app.documents", "user 7 denied doc 9")
+    monitor.store.flush(5.0)
+    service = make_service(FunctionCheck(lambda: True, "ok"))
+    response = call(service, "/api/monitoring")
+    body = document(response)
+    assert (response.status, dict(response.headers)["content-type"]) == (200, "application/json")
+    assert [e["event_type"] for e in body["events"]][:1] == ["authz_fail"]
+    assert body["metrics"]["cpu_percent"] == 12.5
+    assert body["metrics"]["queue_depth"] == 0
+    assert body["store"]["status"] == "ok"
+    assert "dropped" in body["store"]
+    assert "security_events" in body["monitor"]
+    assert set(body["status"]) == {"live", "ready", "draining"}
