@@ -14,13 +14,17 @@ app stays free to install a provider later.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ragtrail._records import SecurityEvent, SpanRecord
@@ -58,39 +62,47 @@ class ExportPipeline:
 
     def __init__(
         self,
-        sink: Sink,
+        make_sink: Callable[[], Sink],
         *,
         sampler: HeadSampler,
         metrics: OtelMetrics | None = None,
         queue_size: int = 10_000,
         batch_size: int = 512,
         schedule_delay: float = 0.5,
-        rescue: TraceRescue | None = None,
+        rescue_max_spans: int = 10_000,
+        rescue_max_age: float = 60.0,
         redact: Callable[[str], str] | None = None,
         protocol: str | None = None,
         endpoint: str | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or schedule_delay <= 0:
             raise ValueError("queue_size and batch_size must be >= 1 and schedule_delay > 0")
-        self._sink = sink
+        self._make_sink = make_sink
         self._sampler = sampler
         self._metrics = metrics
-        self._converter = SpanConverter(sink.resource, _ragtrail_version())
-        self._rescue = rescue if rescue is not None else TraceRescue()
+        self._rescue_bounds = (rescue_max_spans, rescue_max_age)
         self._redact = redact
         self._protocol = protocol
         self._endpoint = safe_endpoint(endpoint)
-        self._queue: deque[_Item] = deque()
-        self._capacity = queue_size
-        self._queue_size = queue_size
+        self._capacity = self._queue_size = queue_size
         self._batch_size = batch_size
         self._delay = schedule_delay
+        self._stopping = self._closed = False
+        self._start()
+        if hasattr(os, "register_at_fork"):
+            # A worker forked from a configured parent (gunicorn --preload, uWSGI) inherits no
+            # export thread, and the parent's HTTP connections must not be shared: start anew.
+            this = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _restart(this))
+
+    def _start(self) -> None:
+        self._sink = self._make_sink()
+        self._converter = SpanConverter(self._sink.resource, _ragtrail_version())
+        max_spans, max_age = self._rescue_bounds
+        self._rescue = TraceRescue(max_spans=max_spans, max_age=max_age)
+        self._queue: deque[_Item] = deque()
         self._wake = threading.Event()
-        self._stopping = False
-        self._closed = False
-        self._exported = 0
-        self._failed = 0
-        self._dropped = 0
+        self._exported = self._failed = self._dropped = 0
         self._last_drop = float("-inf")
         self._last_ok = True
         self._last_error: str | None = None
@@ -120,23 +132,26 @@ class ExportPipeline:
         if settings.sdk_disabled:
             return None
         provider = app_tracer_provider()
-        sink: Sink
+        make_sink: Callable[[], Sink]
         if provider is not None:
-            sink = ProviderSink(provider)
+            resource = provider.resource
+            make_sink = partial(ProviderSink, provider)
         elif settings.otlp_endpoint:
-            sink = ExporterSink(span_exporter(settings, export_timeout), build_resource(settings))
+            resource = build_resource(settings)
+            make_sink = partial(_own_sink, settings, export_timeout, resource)
         else:
             return None
-        metrics = OtelMetrics.create(settings, sink.resource, _ragtrail_version(),
+        metrics = OtelMetrics.create(settings, resource, _ragtrail_version(),
                                      interval=metrics_interval, timeout=export_timeout)
         return cls(
-            sink,
+            make_sink,
             sampler=HeadSampler(settings.traces_sampler, settings.traces_sampler_arg),
             metrics=metrics,
             queue_size=settings.queue_size,
             batch_size=settings.batch_size,
             schedule_delay=schedule_delay,
-            rescue=TraceRescue(max_spans=rescue_max_spans, max_age=rescue_max_age),
+            rescue_max_spans=rescue_max_spans,
+            rescue_max_age=rescue_max_age,
             redact=redact,
             protocol=None if provider is not None else settings.otlp_protocol,
             endpoint=None if provider is not None else settings.otlp_endpoint,
@@ -321,3 +336,14 @@ class ExportPipeline:
             return f"{name}: {self._redact(str(exc))}"
         except Exception:
             return name
+
+
+def _own_sink(settings: Settings, timeout: float, resource: Resource) -> Sink:
+    return ExporterSink(span_exporter(settings, timeout), resource)
+
+
+def _restart(pipeline: weakref.ref[ExportPipeline]) -> None:
+    """In a forked child: fresh queue, counters, exporter and thread (the parent keeps its own)."""
+    alive = pipeline()
+    if alive is not None and not alive._closed:
+        alive._start()

@@ -6,8 +6,10 @@ export side alone; test_export_monitored.py goes through ``@monitored``.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -276,6 +278,32 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
         assert time.monotonic() - started < 3.0
         pipeline.submit(record(trace_id, "after-shutdown"))
         assert pipeline.health()["dropped"] == health["dropped"] + 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
+def test_forked_worker_exports_on_its_own_thread(rotel: RotelReceiver,
+                                                 make_pipeline: Pipelines) -> None:
+    """A process forked after configuration (gunicorn --preload) still exports its spans."""
+    pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint)
+    pipeline.submit(record(new_trace(), "in-parent"))
+    assert pipeline.force_flush(10)
+    child_trace = new_trace()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only, never return into pytest
+        code = 1
+        try:
+            pipeline.submit(record(child_trace, "in-child"))
+            flushed = pipeline.force_flush(10)
+            code = 0 if flushed and pipeline.health()["exported"] == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    (span,) = rotel.wait_for_spans(of_trace(child_trace))
+    assert span.name == "in-child"
+    assert pipeline.health()["exported"] == 1  # the parent's counters are its own
 
 
 def test_collector_down_is_reported_not_raised(make_pipeline: Pipelines) -> None:
