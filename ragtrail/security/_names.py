@@ -96,7 +96,11 @@ def escape_text(text: str, *, limit: int | None = None) -> str:
 def _trim(text: str) -> str:
     # Leading dots make hidden files (and "." / ".."); Windows silently drops trailing dots
     # and spaces, so "a.exe." would become "a.exe" there.
-    return text.strip().lstrip(".").rstrip(". ")
+    while True:
+        trimmed = text.strip().strip(".")
+        if trimmed == text:
+            return text
+        text = trimmed
 
 
 def _is_windows_device(text: str) -> bool:

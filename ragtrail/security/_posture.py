@@ -51,7 +51,7 @@ def scan_posture(settings: Settings, *, monitor: EventSink | None = None) -> lis
     """Every finding for ``settings`` and this process, most severe first.
 
     With ``monitor``, each finding is also recorded as a ``security_posture_finding`` event at
-    its severity.
+    its severity, from source ``startup_scan:<finding id>``.
 
     >>> [f.id for f in scan_posture(Settings(environment="production", debug=True,
     ...                                      store_url="sqlite://"))][:1]
@@ -66,7 +66,10 @@ def scan_posture(settings: Settings, *, monitor: EventSink | None = None) -> lis
     findings.sort(key=lambda f: (-f.severity, f.id))
     if monitor is not None:
         for finding in findings:
-            record_event(monitor, EVENT_TYPE, finding.severity, SOURCE, finding.title,
+            # One source per finding: the store coalesces events by (type, source, severity),
+            # which would otherwise merge two different findings of one severity into one row.
+            record_event(monitor, EVENT_TYPE, finding.severity, f"{SOURCE}:{finding.id}",
+                         finding.title,
                          {"finding": finding.id, "detail": finding.detail,
                           "remedy": finding.remedy})
     return findings

@@ -95,7 +95,8 @@ def test_sanitized_names_are_always_safe(raw: str) -> None:
     assert all(unicodedata.category(ch)[0] != "C" for ch in name)
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
     assert unicodedata.normalize("NFC", name) == name
-    assert not name.startswith(".") and not name.endswith((".", " "))
+    assert not name.startswith(".")
+    assert not name.endswith((".", " "))
     assert sanitize_filename(name) == name
 
 

@@ -89,7 +89,8 @@ def test_executables_are_malicious_whatever_the_name(validator: FileValidator, c
     assert not result.accepted
     assert result.detected_type == kind
     assert result.event_type == MALICIOUS
-    assert result.reason is not None and "executable content" in result.reason
+    assert result.reason is not None
+    assert "executable content" in result.reason
 
 
 def test_text_starting_with_mz_is_not_an_executable(validator: FileValidator,
@@ -135,7 +136,8 @@ def test_wrong_or_broken_content_is_an_input_validation_failure(
     assert not result.accepted
     assert result.event_type == INVALID
     assert result.detected_type == detected
-    assert result.reason is not None and reason in result.reason
+    assert result.reason is not None
+    assert reason in result.reason
 
 
 def test_size_limit(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> None:
@@ -263,7 +265,8 @@ def test_symlink_is_refused_and_left_alone(validator: FileValidator, corpus: Any
     link.symlink_to(target)
     result = validator.validate(link)
     assert (result.accepted, result.event_type, result.sha256) == (False, INVALID, "")
-    assert link.is_symlink() and target.read_bytes() == PDF
+    assert link.is_symlink()
+    assert target.read_bytes() == PDF
     assert not quarantine_dir.exists()
 
 

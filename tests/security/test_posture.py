@@ -1,0 +1,227 @@
+"""The start-up posture scan: one test per rule, on real files and real settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ragtrail._records import SecurityEvent, Severity
+from ragtrail._settings import Settings
+from ragtrail.instrument import Monitor
+from ragtrail.security import SecurityFinding, run_startup_scan, scan_posture
+
+Events = Callable[..., list[SecurityEvent]]
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Settings:
+    """Settings with nothing to report about files: private store and quarantine paths."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    os.chmod(private, 0o700)
+    return Settings(store_url=f"sqlite:///{private / 'audit.db'}",
+                    quarantine_dir=str(private / "quarantine"))
+
+
+def _ids(settings: Settings) -> dict[str, Severity]:
+    return {f.id: f.severity for f in scan_posture(settings)}
+
+
+def _without_root(findings: dict[str, Severity]) -> dict[str, Severity]:
+    findings.pop("running-as-root", None)
+    return findings
+
+
+def test_defaults_in_development_are_clean(base: Settings) -> None:
+    """Development defaults with private files: no findings (besides running as root)."""
+    assert _without_root(_ids(base)) == {}
+
+
+def test_detailed_routes_open_in_production(base: Settings) -> None:
+    """Open detailed routes without a token in production: high."""
+    settings = base.replace(environment="production", detailed_routes_open=True,
+                            trust_inbound=False)
+    assert _without_root(_ids(settings)) == {"detailed-routes-open": Severity.HIGH}
+
+
+def test_production_without_token_is_a_note(base: Settings) -> None:
+    """Production without a token (routes closed): a low note; a token silences it."""
+    settings = base.replace(environment="production", trust_inbound=False)
+    assert _without_root(_ids(settings)) == {"no-api-token": Severity.LOW}
+    assert _without_root(_ids(settings.replace(api_token="s3cret-token-value"))) == {}
+
+
+def test_open_routes_outside_production_are_fine(base: Settings) -> None:
+    """Development may open the detailed routes."""
+    assert "detailed-routes-open" not in _ids(base.replace(detailed_routes_open=True))
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    (0o600, {}),
+    (0o640, {}),
+    (0o644, {"store-file-readable": Severity.MEDIUM}),
+    (0o666, {"store-file-writable": Severity.HIGH}),
+])
+def test_store_file_mode(base: Settings, tmp_path: Path, mode: int,
+                         expected: dict[str, Severity]) -> None:
+    """The SQLite store readable or writable by others is a finding."""
+    database = tmp_path / "private" / "audit.db"
+    database.write_bytes(b"")
+    os.chmod(database, mode)
+    assert _without_root(_ids(base)) == expected
+
+
+def test_store_side_files_count_too(base: Settings, tmp_path: Path) -> None:
+    """A world-writable WAL file is as bad as a world-writable database."""
+    wal = tmp_path / "private" / "audit.db-wal"
+    wal.write_bytes(b"")
+    os.chmod(wal, 0o666)
+    [finding] = [f for f in scan_posture(base) if f.id == "store-file-writable"]
+    assert str(wal) in finding.detail
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    (0o700, {}),
+    (0o755, {"store-directory-readable": Severity.LOW}),
+    (0o777, {"store-directory-writable": Severity.HIGH}),
+    (0o1777, {"store-directory-writable": Severity.MEDIUM}),  # sticky, like /tmp
+])
+def test_store_directory_mode(base: Settings, tmp_path: Path, mode: int,
+                              expected: dict[str, Severity]) -> None:
+    """The store's directory open to others is a finding; sticky softens writability."""
+    os.chmod(tmp_path / "private", mode)
+    assert _without_root(_ids(base)) == expected
+
+
+def test_store_url_forms(tmp_path: Path) -> None:
+    """Relative, URI-style and in-memory SQLite URLs; non-SQLite stores are not checked."""
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    quarantine = str(tmp_path / "q")
+    for url in (f"sqlite:///{loose / 'a.db'}", f"sqlite+pysqlite:///{loose / 'a.db'}",
+                f"sqlite:///file:{loose / 'a.db'}?mode=ro&uri=true"):
+        findings = _ids(Settings(store_url=url, quarantine_dir=quarantine))
+        assert findings.get("store-directory-writable") == Severity.HIGH, url
+    for url in ("sqlite://", "sqlite:///:memory:", "postgresql://u@db.example/x", "nonsense"):
+        findings = _ids(Settings(store_url=url, quarantine_dir=quarantine))
+        assert not any(key.startswith("store-") for key in findings), url
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    (0o700, {}),
+    (0o750, {"quarantine-directory-readable": Severity.MEDIUM}),
+    (0o701, {"quarantine-directory-readable": Severity.MEDIUM}),
+    (0o770, {"quarantine-directory-writable": Severity.HIGH}),
+])
+def test_quarantine_directory_mode(base: Settings, mode: int,
+                                   expected: dict[str, Severity]) -> None:
+    """Anything beyond 0700 on the quarantine directory is a finding."""
+    directory = Path(base.quarantine_dir)
+    directory.mkdir()
+    os.chmod(directory, mode)
+    assert _without_root(_ids(base)) == expected
+
+
+@pytest.mark.parametrize(("endpoint", "headers", "expected"), [
+    ("http://collector.example:4318", {}, {"otlp-plaintext": Severity.MEDIUM}),
+    ("HTTP://10.0.0.5:4318/", {"api-key": "k"}, {"otlp-plaintext-credentials": Severity.HIGH}),
+    ("https://collector.example:4318", {"api-key": "k"}, {}),
+    ("http://localhost:4318", {}, {}),
+    ("http://127.0.0.1:4318", {}, {}),
+    ("http://[::1]:4318", {}, {}),
+    ("http://otel.localhost:4318", {}, {}),
+    ("collector.example:4317", {}, {}),  # gRPC without a scheme: TLS unless told otherwise
+])
+def test_otlp_transport(base: Settings, endpoint: str, headers: dict[str, str],
+                        expected: dict[str, Severity]) -> None:
+    """OTLP over plain http to a non-loopback host is a finding; with credentials, high."""
+    settings = base.replace(otlp_endpoint=endpoint, otlp_headers=headers)
+    assert _without_root(_ids(settings)) == expected
+
+
+def test_alert_webhook_transport(base: Settings) -> None:
+    """An alert webhook over plain http to a remote host is a finding."""
+    settings = base.replace(alert_webhook_url="http://hooks.example/T000/B000")
+    assert _without_root(_ids(settings)) == {"alert-webhook-plaintext": Severity.MEDIUM}
+    assert _without_root(_ids(base.replace(alert_webhook_url="https://hooks.example/x"))) == {}
+
+
+def test_redaction_disabled(base: Settings) -> None:
+    """Redaction off: low in development, medium in production."""
+    assert _without_root(_ids(base.replace(redaction_enabled=False))) == {
+        "redaction-disabled": Severity.LOW}
+    production = base.replace(redaction_enabled=False, environment="production",
+                              api_token="t" * 32, trust_inbound=False)
+    assert _without_root(_ids(production)) == {"redaction-disabled": Severity.MEDIUM}
+
+
+def test_trusted_correlation_ids_in_production(base: Settings) -> None:
+    """Trusting clients' correlation IDs in production is a low finding."""
+    settings = base.replace(environment="production", api_token="t" * 32)
+    assert _without_root(_ids(settings)) == {"correlation-ids-trusted": Severity.LOW}
+
+
+def test_debug_in_production(base: Settings) -> None:
+    """Debug mode in production is high; in development it is fine."""
+    assert _without_root(_ids(base.replace(debug=True))) == {}
+    settings = base.replace(debug=True, environment="prod", api_token="t" * 32,
+                            trust_inbound=False)
+    assert _without_root(_ids(settings)) == {"debug-in-production": Severity.HIGH}
+
+
+def test_running_as_root(base: Settings) -> None:
+    """Root (the CI user): medium in development, high in production; otherwise none."""
+    if os.geteuid() != 0:
+        assert "running-as-root" not in _ids(base)
+        return
+    assert _ids(base)["running-as-root"] == Severity.MEDIUM
+    assert _ids(base.replace(environment="production"))["running-as-root"] == Severity.HIGH
+
+
+def test_findings_are_sorted_and_serialisable(base: Settings) -> None:
+    """Most severe first, then by id; ``as_dict`` names the severity."""
+    settings = base.replace(environment="production", debug=True, redaction_enabled=False)
+    findings = scan_posture(settings)
+    keys = [(-f.severity, f.id) for f in findings]
+    assert keys == sorted(keys)
+    assert findings[0].as_dict()["severity"] == "high"
+    assert set(findings[0].as_dict()) == {"id", "severity", "title", "detail", "remedy"}
+
+
+def test_a_failing_rule_does_not_stop_the_scan(base: Settings, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A rule that raises is logged and skipped; the other rules still report."""
+    import ragtrail.security._posture as posture
+
+    def broken(settings: Settings) -> list[SecurityFinding]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(posture, "_RULES", (broken, *posture._RULES))
+    with caplog.at_level(logging.ERROR, logger="ragtrail.security"):
+        ids = _ids(base.replace(debug=True, environment="production"))
+    assert "debug-in-production" in ids
+    assert "rule broken failed" in caplog.text
+
+
+def test_startup_scan_records_events_and_logs_warnings(
+        monitor: Monitor, stored_events: Events, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
+    """One event per finding at its severity; warnings only at or above the threshold."""
+    os.chmod(tmp_path, 0o755)
+    with caplog.at_level(logging.WARNING, logger="ragtrail.security"):
+        findings = run_startup_scan(monitor)
+    by_id = {f.id: f for f in findings}
+    assert "store-directory-readable" in by_id  # tmp_path is 0755: low
+    events = stored_events("security_posture_finding")
+    assert sorted((e.metadata["finding"], e.severity) for e in events) == sorted(
+        (f.id, f.severity) for f in findings)
+    assert all(e.source == f"startup_scan:{e.metadata['finding']}" for e in events)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    threshold = monitor.settings.security_vulnerability_threshold
+    assert len(warned) == sum(f.severity >= threshold for f in findings)
+    assert not any("store-directory-readable" in message for message in warned)
