@@ -283,6 +283,7 @@ class ExportPipeline:
             if len(batch) >= self._batch_size:
                 self._export(batch)
                 batch = []
+                self._rescue.expire()  # also under a load that never empties the queue
         self._export(batch)
         self._rescue.expire()
 
