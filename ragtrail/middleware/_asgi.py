@@ -1,0 +1,303 @@
+"""Pure ASGI middleware: a correlation ID, a server span and security events per request.
+
+No ``BaseHTTPMiddleware``: messages pass straight through, so streaming responses are never
+buffered and background tasks keep their timing. Per-request state lives in a ``_Responder``
+made for that request; the middleware instance holds only configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.routing import Mount
+
+from ragtrail.middleware._core import CoreBinding, Exchange, RequestHead
+from ragtrail.middleware._inspection import (
+    MAX_HEADER_BYTES,
+    Finding,
+    header_finding,
+    unsafe_header_value,
+)
+from ragtrail.middleware._options import MiddlewareOptions
+
+if TYPE_CHECKING:
+    from ragtrail.health import HealthCheck, HealthResponse, HealthService
+    from ragtrail.instrument import Monitor
+
+__all__ = ["ASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("ragtrail.middleware")
+
+_BODIES = {400: b"Bad Request", 413: b"Request body too large", 500: b"Internal Server Error"}
+_TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app by ``receive()`` once the streamed body passes the limit."""
+
+
+class ASGIMiddleware:
+    """Wrap any ASGI app; in Starlette or FastAPI, ``app.add_middleware(ASGIMiddleware)``.
+
+    Settings come from the monitor (``ragtrail.configure()``; the current one when ``monitor``
+    is None); a keyword argument given here wins. Lifespan and unknown scope types pass
+    through untouched.
+
+    >>> app.add_middleware(ASGIMiddleware, trusted_proxies=["10.0.0.0/8"])
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        monitor: Monitor | None = None,
+        health: HealthService | Literal[False] | None = None,
+        checks: Iterable[HealthCheck] = (),
+        correlation_headers: Iterable[str] | None = None,
+        trust_inbound: bool | None = None,
+        trusted_proxies: Iterable[str] | None = None,
+        max_body_bytes: int | None = None,
+        reject_malicious: bool | None = None,
+        exclude_paths: Iterable[str] | None = None,
+        capture_headers: Iterable[str] = (),
+        auth_failure_burst: tuple[int, float] = (10, 60.0),
+    ) -> None:
+        self.app = app
+        self._binding = CoreBinding(monitor, {
+            "correlation_headers": correlation_headers, "trust_inbound": trust_inbound,
+            "trusted_proxies": trusted_proxies, "max_body_bytes": max_body_bytes,
+            "reject_malicious": reject_malicious, "exclude_paths": exclude_paths,
+            "capture_headers": capture_headers, "auth_failure_burst": auth_failure_burst,
+        }, health, checks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":  # start the health checks with the app; messages untouched
+                self._binding.current()
+            await self.app(scope, receive, send)
+            return
+        core = self._binding.current()
+        if core is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            exchange = core.begin(_read_scope(scope, core.options), kind=kind)
+        except Exception:  # instrumentation never breaks the request
+            log.warning("ragtrail middleware could not read a request; passing it on",
+                        exc_info=True)
+            await self.app(scope, receive, send)
+            return
+        health = core.health
+        if health is not None and exchange.head.path not in health.excluded_paths:
+            health = None
+        await _Responder(exchange, scope, receive, send, core.options).run(self.app, health)
+
+
+class _Responder:
+    """One request's view of the protocol: wraps ``receive``/``send`` and ends the exchange."""
+
+    __slots__ = (
+        "_echo",
+        "_limit",
+        "_receive",
+        "_received",
+        "_root_path",
+        "_send",
+        "_swallow",
+        "exchange",
+        "scope",
+        "started",
+    )
+
+    def __init__(self, exchange: Exchange, scope: Scope, receive: Receive, send: Send,
+                 options: MiddlewareOptions) -> None:
+        self.exchange = exchange
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self._echo = (options.echo_header_asgi, exchange.correlation_id.encode("latin-1"))
+        # A declared Content-Length was checked already; only an undeclared body is counted.
+        self._limit = (options.max_body_bytes if "content-length" not in exchange.head.headers
+                       else None)
+        self._received = 0
+        self._root_path = scope.get("root_path", "")
+        self._swallow = False  # the middleware answered in the app's place: drop the app's
+        self.started = False
+
+    async def run(self, app: ASGIApp, health: HealthService | None) -> None:
+        exchange = self.exchange
+        error: BaseException | None = None
+        websocket = self.scope["type"] == "websocket"
+        try:
+            if exchange.rejection is not None:
+                await self._reject(websocket)
+                return
+            if health is not None and not websocket:
+                head = exchange.head
+                response = await health.respond_async(
+                    head.method, head.path, head.query, self.scope.get("headers") or (),
+                    client=exchange.client)
+                if response is not None:
+                    await self._answer_health(response)
+                    return
+            receive = self._receive if websocket or self._limit is None else self.receive
+            await app(self.scope, receive, self.send_websocket if websocket else self.send)
+            if exchange.body_cut and not self.started:
+                await self._answer(413)
+        except _BodyTooLarge:
+            if not self.started:
+                await self._answer(413)
+            elif not self._swallow:
+                raise  # the app's response is cut short: the server must drop the connection
+        except Exception as exc:
+            # ASGI: the exception must reach the server. The client still gets the ID on a 500.
+            error = exc
+            if not self.started and not websocket:
+                await self._answer_failsafe(500)
+            raise
+        finally:
+            exchange.route = self._route()
+            exchange.finish(error)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._limit:  # type: ignore[operator]
+                self.exchange.cut_body()
+                raise _BodyTooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self._swallow:
+            return
+        if message["type"] == "http.response.start":
+            exchange = self.exchange
+            if exchange.body_cut:  # the app caught the cut and answered: 413 wins
+                await self._answer(413)
+                return
+            self.started = True
+            headers = [*message.get("headers", ()), self._echo]
+            exchange.response_started(
+                message["status"],
+                _decoded(headers) if exchange.core.options.capture_headers else None)
+            message = {**message, "headers": headers}
+        await self._send(message)
+
+    async def send_websocket(self, message: Message) -> None:
+        kind = message["type"]
+        if not self.started:
+            if kind == "websocket.accept" or kind == "websocket.http.response.start":
+                self.started = True
+                self.exchange.response_started(message.get("status", 101), None)
+                message = {**message, "headers": [*message.get("headers", ()), self._echo]}
+            elif kind == "websocket.close":  # closed before accepting: the server sends 403
+                self.started = True
+                self.exchange.response_started(403, None)
+        await self._send(message)
+
+    async def _answer(self, status: int) -> None:
+        """Answer for the app: 400 (rejected), 413 (body too large) or 500 (it raised)."""
+        self.started = self._swallow = True
+        self.exchange.response_started(status, None)
+        body = _BODIES[status]
+        headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode()), self._echo]
+        if status == 413:  # the unread rest of the body makes the connection unusable
+            headers.append((b"connection", b"close"))
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def _answer_health(self, response: HealthResponse) -> None:
+        self.started = self._swallow = True
+        exchange = self.exchange
+        exchange.health_answered = True
+        exchange.response_started(response.status, None)
+        headers = [(name.encode("latin-1"), value.encode("latin-1"))
+                   for name, value in response.headers]
+        headers.append(self._echo)
+        await self._send({"type": "http.response.start", "status": response.status,
+                          "headers": headers})
+        await self._send({"type": "http.response.body", "body": response.body})
+
+    async def _reject(self, websocket: bool) -> None:
+        if websocket:  # closing before accepting makes the server answer 403 (ASGI spec)
+            self.started = self._swallow = True
+            self.exchange.response_started(403, None)
+            await self._send({"type": "websocket.close", "code": 1008})
+        else:
+            await self._answer(self.exchange.rejection)  # type: ignore[arg-type]
+
+    async def _answer_failsafe(self, status: int) -> None:
+        try:
+            await self._answer(status)
+        except Exception:  # the client is gone; the app's exception is what matters
+            log.debug("ragtrail could not send the %d response", status, exc_info=True)
+
+    def _route(self) -> str | None:
+        """``http.route``: the template of the Starlette route that matched, mounts included."""
+        scope = self.scope
+        route = scope.get("route")
+        if route is None:
+            return None
+        template = getattr(route, "path", None)
+        if not isinstance(template, str):
+            return None
+        # A Mount puts its matched prefix in root_path; the inner router's route is relative.
+        root_path, entry = scope.get("root_path", ""), self._root_path
+        prefix = root_path[len(entry):] if root_path.startswith(entry) else ""
+        if isinstance(route, Mount):
+            return prefix + "/{path:path}"
+        return prefix + template
+
+
+def _read_scope(scope: Scope, options: MiddlewareOptions) -> RequestHead:
+    """The headers the options want (one pass), hostile header values, the target."""
+    wanted = options.wanted_asgi
+    capture = options.capture_headers
+    check = options.security
+    headers: dict[str, str] = {}
+    findings: list[Finding] = []
+    captured: dict[str, list[str]] | None = {} if capture else None
+    for name, value in scope.get("headers") or ():
+        key = wanted.get(name)
+        if key is not None and value:
+            text = value.decode("latin-1")
+            if key not in headers:
+                headers[key] = text
+            elif key == "x-forwarded-for":  # RFC 9110 5.3: repeated lines form one list
+                headers[key] += "," + text
+            if captured is not None and key in capture:
+                captured.setdefault(key, []).append(text)
+        if check and (len(value) > MAX_HEADER_BYTES or unsafe_header_value(value)):
+            finding = header_finding(name.decode("latin-1"), value)
+            if finding is not None:
+                findings.append(finding)
+    path: str = scope.get("path") or "/"
+    client = scope.get("client")
+    server = scope.get("server")
+    return RequestHead(  # positional: this runs for every request
+        scope.get("method", "GET"),
+        path,
+        scope.get("raw_path") or path.encode("utf-8", "surrogatepass"),
+        scope.get("query_string") or b"",
+        scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),
+        scope.get("http_version") or "1.1",
+        client[0] if client else None,
+        (server[0], server[1]) if server and server[0] else None,
+        headers,
+        findings,
+        captured,
+    )
+
+
+def _decoded(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]

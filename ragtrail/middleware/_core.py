@@ -1,0 +1,408 @@
+"""What the middleware does for one request, whatever the framework: one core, two adapters.
+
+The ASGI and WSGI adapters only translate their protocol into a ``RequestHead`` and report
+the response status; choosing the correlation ID, the span, and every security decision
+happen here, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Literal
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ragtrail._records import Severity
+from ragtrail._settings import ConfigurationError, Settings
+from ragtrail.health import HealthCheck, HealthService
+from ragtrail.instrument import get_monitor, new_correlation_id
+from ragtrail.instrument._correlation import reset_correlation_id, set_correlation_id
+from ragtrail.instrument._spans import open_span
+from ragtrail.middleware._bursts import FailureBursts
+from ragtrail.middleware._inspection import (
+    INVALID,
+    Finding,
+    id_digest,
+    printable,
+    target_findings,
+)
+from ragtrail.middleware._options import MiddlewareOptions
+
+if TYPE_CHECKING:
+    from ragtrail.instrument import LiveSpan, Monitor
+
+__all__ = ["CoreBinding", "Exchange", "MiddlewareCore", "RequestHead", "is_valid_id"]
+
+log = logging.getLogger("ragtrail.middleware")
+
+# The correlation ID format (issue 4): 8-128 characters, none of them a delimiter, quote,
+# space or control character, so an ID is safe in logs, headers and URLs. fullmatch, not
+# "^...$", because "$" also matches before a trailing newline.
+is_valid_id = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=@-]{7,127}").fullmatch
+
+# OTel HTTP semantic conventions: other methods are reported as "_OTHER" (cardinality).
+_KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
+_PROPAGATOR = TraceContextTextMapPropagator()
+_PATH_LIMIT, _VALUE_LIMIT, _META_PATH_LIMIT = 2048, 512, 256
+# Header names whose values are secrets whatever the allowlist says.
+_SECRET_HEADER = re.compile(
+    r"authorization|cookie|token|secret|passw|api[-_]?key|session|signature|credential|auth",
+    re.IGNORECASE)
+_REDACTED = "[REDACTED]"
+_HOSTS: dict[str, tuple[str, int | None]] = {}
+_HOSTS_CACHED = 256
+SOURCE_UNKNOWN = "unknown"
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """The request as the adapters hand it over: decoded text plus the undecoded target."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    query: bytes
+    scheme: str
+    protocol: str
+    peer: str | None
+    server: tuple[str, int | None] | None
+    headers: dict[str, str]  # the headers the options want, lowercase names, first value
+    findings: list[Finding]  # hostile header values seen while reading them
+    captured: dict[str, list[str]] | None = None  # allowlisted headers, every value
+
+
+class MiddlewareCore:
+    """The state shared by the requests of one middleware and monitor (never per request)."""
+
+    __slots__ = ("bursts", "health", "monitor", "options")
+
+    def __init__(self, monitor: Monitor, options: MiddlewareOptions,
+                 health: HealthService | None) -> None:
+        self.monitor = monitor
+        self.options = options
+        self.health = health
+        self.bursts = FailureBursts(options.burst_threshold, options.burst_window)
+
+    def begin(self, head: RequestHead, *, kind: str = "http") -> Exchange:
+        """Choose the correlation ID, make it current, start the server span, inspect."""
+        options = self.options
+        headers = head.headers
+        inbound, rejected = _inbound_id(options.id_headers, headers)
+        excluded = options.excluded(head.path)
+        parent = None
+        if options.trust_inbound and not excluded and "traceparent" in headers:
+            parent = _remote_parent(headers)
+        if inbound is not None and options.trust_inbound:
+            cid = inbound
+        elif parent is not None:  # no ID of its own: the trace ID it came with correlates
+            cid = f"{trace.get_current_span(parent).get_span_context().trace_id:032x}"
+        else:
+            cid = new_correlation_id()
+        client = options.proxies.client_address(head.peer, headers.get("x-forwarded-for"))
+        exchange = Exchange(self, head, cid, client, kind)
+        try:
+            if not excluded:
+                attributes = self._attributes(head, client)
+                if inbound is not None and not options.trust_inbound:
+                    attributes["ragtrail.inbound_correlation_id"] = inbound
+                exchange.span = open_span(self.monitor, exchange.method_name, "server",
+                                          attributes, parent, cid)
+                exchange.span.attach()
+            for header, value in rejected:
+                exchange.event(INVALID, Severity.LOW, "correlation ID header failed validation",
+                               {"header": header, "value_sha256": id_digest(value),
+                                "value_length": len(value)})
+            self._inspect(exchange, head)
+        except BaseException:
+            exchange.finish()  # leave no span or ID behind in the caller's context
+            raise
+        return exchange
+
+    def _inspect(self, exchange: Exchange, head: RequestHead) -> None:
+        options = self.options
+        declared = head.headers.get("content-length")
+        if declared is not None:
+            if declared.strip().isdigit():
+                size = int(declared)
+                if size > options.max_body_bytes:
+                    exchange.rejection = 413
+                    exchange.event("request_too_large", Severity.MEDIUM,
+                                   "declared request body larger than the limit",
+                                   {"declared_bytes": size, "limit_bytes": options.max_body_bytes})
+            else:
+                head.findings.append(
+                    Finding(INVALID, "Content-Length is not a number", "header:content-length"))
+        if not options.security:
+            return
+        findings = target_findings(head.raw_path, head.query)
+        if head.findings:
+            findings = head.findings + findings
+        if not findings:
+            return
+        seen: set[str] = set()
+        for finding in findings:
+            if finding.event_type in seen:
+                continue  # one event per kind and request; a flood of bad headers is one
+            seen.add(finding.event_type)
+            exchange.event(finding.event_type, Severity.HIGH, finding.description,
+                           {"location": finding.location})
+        if seen and options.reject_malicious and exchange.rejection is None:
+            exchange.rejection = 400
+
+    def _attributes(self, head: RequestHead, client: str | None) -> dict[str, Any]:
+        # OTel semantic conventions for HTTP server spans (semconv 1.26+ attribute names).
+        # Client-controlled text is escaped (printable); the common clean case skips the call.
+        method, path = head.method, head.path
+        attributes: dict[str, Any] = {
+            "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
+            "url.path": (path if len(path) <= _PATH_LIMIT and path.isprintable()
+                         else printable(path, _PATH_LIMIT)),
+            "url.scheme": head.scheme,
+            "network.protocol.version": head.protocol,
+        }
+        if method not in _KNOWN_METHODS:
+            attributes["http.request.method_original"] = printable(method, 64)
+        if client:
+            attributes["client.address"] = printable(client, 64)
+            if head.peer and client != head.peer:
+                attributes["network.peer.address"] = printable(head.peer, 64)
+        headers = head.headers
+        agent = headers.get("user-agent")
+        if agent:
+            attributes["user_agent.original"] = (
+                agent if len(agent) <= _VALUE_LIMIT and agent.isprintable()
+                else printable(agent, _VALUE_LIMIT))
+        host = headers.get("host")
+        server = head.server if host is None else _HOSTS.get(host) or _split_host(host)
+        if server is not None:
+            attributes["server.address"] = server[0]
+            if server[1] is not None:
+                attributes["server.port"] = server[1]
+        if head.captured:
+            _capture(attributes, "http.request.header.", head.captured,
+                     self.monitor.redactor.redact_text)
+        return attributes
+
+
+class Exchange:
+    """One request in flight: its ID, its span, what the response said. Never shared."""
+
+    __slots__ = (
+        "_token",
+        "body_cut",
+        "client",
+        "core",
+        "correlation_id",
+        "head",
+        "health_answered",
+        "method_name",
+        "rejection",
+        "route",
+        "span",
+        "status",
+    )
+
+    def __init__(self, core: MiddlewareCore, head: RequestHead, cid: str,
+                 client: str | None, kind: str) -> None:
+        self.core = core
+        self.head = head
+        self.correlation_id = cid
+        self.client = client
+        # Span names: "GET /items/{id}", "HTTP" for unknown methods (OTel HTTP semconv).
+        if kind == "websocket":
+            self.method_name = "WEBSOCKET"
+        else:
+            self.method_name = head.method if head.method in _KNOWN_METHODS else "HTTP"
+        self.span: LiveSpan | None = None
+        self.rejection: int | None = None  # 400 or 413: answer without calling the app
+        self.status: int | None = None
+        self.route: str | None = None
+        self.body_cut = False  # the body outgrew max_body_bytes while the app read it
+        self.health_answered = False  # a health route: its statuses are not the app's
+        self._token = set_correlation_id(cid)
+
+    def response_started(self, status: int, headers: Iterable[tuple[str, str]] | None) -> None:
+        """The app (or the middleware) started the response: remember status and headers."""
+        self.status = status
+        capture = self.core.options.capture_headers
+        if headers is None or not capture or self.span is None:
+            return
+        captured: dict[str, list[str]] = {}
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in capture:
+                captured.setdefault(lowered, []).append(value)
+        attributes: dict[str, Any] = {}
+        _capture(attributes, "http.response.header.", captured,
+                 self.core.monitor.redactor.redact_text)
+        self.span.set_attributes(attributes)
+
+    def cut_body(self) -> None:
+        """The streamed body passed ``max_body_bytes``: record it once; the adapter answers 413."""
+        if not self.body_cut:
+            self.body_cut = True
+            self.event("request_too_large", Severity.MEDIUM,
+                       "streamed request body larger than the limit",
+                       {"limit_bytes": self.core.options.max_body_bytes})
+
+    def event(self, event_type: str, severity: Severity, description: str,
+              details: dict[str, Any]) -> None:
+        head = self.head
+        metadata = {"method": printable(head.method, 64),
+                    "path": printable(head.path, _META_PATH_LIMIT), **details}
+        self.core.monitor.security_event(event_type, severity, self.client or SOURCE_UNKNOWN,
+                                         description, metadata)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Status attributes, error and access-failure events, end the span, restore the ID."""
+        span = self.span
+        try:
+            status = self.status
+            if span is not None:
+                if status is not None:
+                    span.set_attribute("http.response.status_code", status)
+                route = self.route  # a template from the app's code, not from the client
+                if route:
+                    span.set_attribute("http.route", route)
+                    span.update_name(f"{self.method_name} {route}")
+            if self.health_answered:
+                pass  # a 503 from readiness is not a server error; health records its own 401s
+            elif error is not None:
+                if span is not None:
+                    span.fail(error)
+                self.event("server_error", Severity.HIGH, "unhandled exception in the app",
+                           {"exception_type": type(error).__qualname__})
+            elif status is not None and status >= 500:
+                if span is not None:
+                    span.set_status(StatusCode.ERROR)
+                    span.set_attribute("error.type", str(status))
+                self.event("server_error", Severity.HIGH, f"the app answered {status}",
+                           {"status": status})
+            elif status == 401 or status == 403:
+                self._access_failure(status)
+        except Exception:  # instrumentation never breaks the request
+            log.warning("ragtrail middleware failed to finish a request", exc_info=True)
+        finally:
+            if span is not None:
+                span.end()
+            # Finished in another context than it began (ValueError): nothing there to undo.
+            with suppress(ValueError):
+                reset_correlation_id(self._token)
+
+    def _access_failure(self, status: int) -> None:
+        # OWASP logging vocabulary: authn_login_fail (401), authz_fail (403).
+        burst = self.core.bursts.failed(self.client or SOURCE_UNKNOWN, monotonic())
+        event_type = "authn_login_fail" if status == 401 else "authz_fail"
+        options = self.core.options
+        description = (f"{options.burst_threshold}+ access failures from one client in "
+                       f"{options.burst_window:g} s" if burst else f"the app answered {status}")
+        self.event(event_type, Severity.HIGH if burst else Severity.MEDIUM, description,
+                   {"status": status, "burst": burst})
+
+
+class CoreBinding:
+    """The monitor a middleware reports to: the one given, else whichever is current.
+
+    Following ``get_monitor()`` lets an app add the middleware before ``ragtrail.configure()``
+    runs; the options (and the default health service) are rebuilt only when the monitor
+    changes.
+    """
+
+    __slots__ = ("_checks", "_core", "_health", "_monitor", "_overrides")
+
+    def __init__(self, monitor: Monitor | None, overrides: dict[str, Any],
+                 health: HealthService | Literal[False] | None,
+                 checks: Iterable[HealthCheck]) -> None:
+        self._monitor = monitor
+        self._overrides = overrides
+        self._health = health
+        self._checks = tuple(checks)
+        if health is not None and self._checks:
+            raise ConfigurationError(
+                "give checks to the HealthService you pass as health=, or checks= alone")
+        # Validate now, so a bad argument fails at start-up, not on the first request.
+        MiddlewareOptions.build(monitor.settings if monitor is not None else Settings(),
+                                **overrides)
+        self._core: MiddlewareCore | None = None
+
+    def current(self) -> MiddlewareCore | None:
+        """The core for this request, or None when ragtrail is disabled or shut down."""
+        monitor = self._monitor or get_monitor()
+        if not monitor.enabled:
+            return None
+        core = self._core
+        if core is None or core.monitor is not monitor:
+            core = self._core = self._build(monitor)
+        return core
+
+    def _build(self, monitor: Monitor) -> MiddlewareCore:
+        options = MiddlewareOptions.build(monitor.settings, **self._overrides)
+        health = self._health
+        if health is None:
+            health = HealthService(monitor, self._checks)
+        if health is False:
+            return MiddlewareCore(monitor, options, None)
+        try:  # checks start with the app, not at the first probe (which would say "starting")
+            health.start()
+        except Exception:
+            log.warning("ragtrail health checks could not start", exc_info=True)
+        return MiddlewareCore(monitor, options, health)
+
+
+def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[str]],
+             redact_text: Callable[[str], str]) -> None:
+    """Allowlisted headers, secrets redacted by name and, for the rest, by value."""
+    for name, values in headers.items():
+        attributes[prefix + name] = (
+            [_REDACTED] * len(values) if _SECRET_HEADER.search(name)
+            else [printable(redact_text(value), _VALUE_LIMIT) for value in values])
+
+
+def _inbound_id(names: tuple[str, ...], headers: dict[str, str]
+                ) -> tuple[str | None, list[tuple[str, str]]]:
+    """The first valid ID among the configured headers, and the invalid values seen."""
+    rejected: list[tuple[str, str]] = []
+    for name in names:
+        value = headers.get(name)
+        if value is None:
+            continue
+        if is_valid_id(value):
+            return value, rejected
+        rejected.append((name, value))
+    return None, rejected
+
+
+def _remote_parent(headers: dict[str, str]) -> Context | None:
+    """The context of a valid W3C ``traceparent`` (and its ``tracestate``), else None."""
+    carrier = {"traceparent": headers["traceparent"]}
+    if "tracestate" in headers:
+        carrier["tracestate"] = headers["tracestate"]
+    context = _PROPAGATOR.extract(carrier)
+    if trace.get_current_span(context).get_span_context().is_valid:
+        return context
+    return None
+
+
+def _split_host(host: str) -> tuple[str, int | None] | None:
+    """``Host`` as (name, port): ``example.com``, ``example.com:8080``, ``[::1]:8000``."""
+    name, port = host, ""
+    if host.startswith("["):
+        end = host.find("]")
+        name, port = host[1:end], host[end + 2:] if end > 0 else ""
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    if not name:
+        return None
+    split = (printable(name, 255), int(port) if port.isdigit() and len(port) <= 5 else None)
+    if len(_HOSTS) < _HOSTS_CACHED:  # a service answers to a few names; clients send any
+        _HOSTS[host] = split
+    return split

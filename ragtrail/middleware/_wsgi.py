@@ -1,0 +1,388 @@
+"""WSGI middleware (PEP 3333): the same per-request behaviour as the ASGI one, for Flask,
+Django or any WSGI callable.
+
+A WSGI response outlives ``__call__``: the server iterates the body and calls ``close()``
+afterwards. So each request runs in its own copy of the context, entered again for every
+chunk and for ``close()``, where the span ends. Nothing leaks into the server thread's context
+even if a broken server never calls ``close()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from ragtrail.middleware._core import CoreBinding, Exchange, MiddlewareCore, RequestHead
+from ragtrail.middleware._inspection import (
+    MAX_HEADER_BYTES,
+    Finding,
+    header_finding,
+    unsafe_header_text,
+)
+from ragtrail.middleware._options import MiddlewareOptions
+
+if TYPE_CHECKING:
+    from ragtrail.health import HealthCheck, HealthService
+    from ragtrail.instrument import Monitor
+
+__all__ = ["WSGIMiddleware"]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+log = logging.getLogger("ragtrail.middleware")
+
+_BODIES = {400: b"Bad Request", 413: b"Request body too large", 500: b"Internal Server Error"}
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app by ``wsgi.input`` once the undeclared body passes the limit."""
+
+
+class WSGIMiddleware:
+    """Wrap any WSGI app; for Flask, ``app.wsgi_app = WSGIMiddleware(app.wsgi_app)``.
+
+    Settings come from the monitor (``ragtrail.configure()``; the current one when ``monitor``
+    is None); a keyword argument given here wins.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        monitor: Monitor | None = None,
+        health: HealthService | Literal[False] | None = None,
+        checks: Iterable[HealthCheck] = (),
+        correlation_headers: Iterable[str] | None = None,
+        trust_inbound: bool | None = None,
+        trusted_proxies: Iterable[str] | None = None,
+        max_body_bytes: int | None = None,
+        reject_malicious: bool | None = None,
+        exclude_paths: Iterable[str] | None = None,
+        capture_headers: Iterable[str] = (),
+        auth_failure_burst: tuple[int, float] = (10, 60.0),
+    ) -> None:
+        self.app = app
+        self._binding = CoreBinding(monitor, {
+            "correlation_headers": correlation_headers, "trust_inbound": trust_inbound,
+            "trusted_proxies": trusted_proxies, "max_body_bytes": max_body_bytes,
+            "reject_malicious": reject_malicious, "exclude_paths": exclude_paths,
+            "capture_headers": capture_headers, "auth_failure_burst": auth_failure_burst,
+        }, health, checks)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        core = self._binding.current()
+        if core is None:
+            return self.app(environ, start_response)
+        try:
+            head = _read_environ(environ, core.options)
+        except Exception:  # instrumentation never breaks the request
+            log.warning("ragtrail middleware could not read a request; passing it on",
+                        exc_info=True)
+            return self.app(environ, start_response)
+        context = contextvars.copy_context()
+        return context.run(_Responder.serve, self.app, environ, start_response, context, head,
+                           core)
+
+
+class _Responder:
+    """One request: wraps ``start_response`` and ``wsgi.input``; ends the exchange once."""
+
+    __slots__ = ("_context", "_echo", "_finished", "_start_response", "body_sent", "environ",
+                 "exchange", "replaced")
+
+    def __init__(self, exchange: Exchange, environ: dict[str, Any],
+                 start_response: StartResponse, context: contextvars.Context,
+                 options: MiddlewareOptions) -> None:
+        self.exchange = exchange
+        self.environ = environ
+        self._start_response = start_response
+        self._context = context
+        self._echo = (options.echo_header, exchange.correlation_id)
+        self._finished = False
+        self.body_sent = False  # a non-empty chunk went out: the headers are on the wire
+        self.replaced = False  # the middleware answered in the app's place
+
+    @classmethod
+    def serve(cls, app: WSGIApp, environ: dict[str, Any], start_response: StartResponse,
+              context: contextvars.Context, head: RequestHead, core: MiddlewareCore
+              ) -> Iterable[bytes]:
+        """Run inside the request's own context: begin, call the app, wrap its body."""
+        try:
+            exchange = core.begin(head)
+        except Exception:
+            log.warning("ragtrail middleware could not start a request; passing it on",
+                        exc_info=True)
+            return app(environ, start_response)
+        options = core.options
+        responder = cls(exchange, environ, start_response, context, options)
+        if exchange.rejection is not None:
+            return responder._answer(exchange.rejection)
+        health = core.health
+        if health is not None and head.path in health.excluded_paths:
+            response = responder._health(health)
+            if response is not None:
+                return response
+        if "content-length" not in head.headers and "HTTP_TRANSFER_ENCODING" in environ:
+            environ["wsgi.input"] = _LimitedInput(environ["wsgi.input"],
+                                                  options.max_body_bytes, exchange)
+        try:
+            result = app(environ, responder.start_response)
+        except _BodyTooLarge:
+            return responder._answer(413, sys.exc_info())  # type: ignore[arg-type]
+        except Exception as exc:
+            return responder._failed(exc)
+        except BaseException:
+            responder.finish(None)
+            raise
+        if responder.replaced:
+            _close(result)
+            return responder._answer(413)
+        return _Body(result, responder)
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], object]:
+        exchange = self.exchange
+        if exchange.body_cut or self.replaced:
+            # The app answered after its body was cut (Flask turns the error into a 500):
+            # swallow that answer; serve() sends 413 in its place.
+            self.replaced = True
+            return _discard
+        if status[:3].isdigit():
+            exchange.response_started(
+                int(status[:3]), headers if exchange.core.options.capture_headers else None)
+        exchange.route = _flask_route(self.environ)
+        headers = [*headers, self._echo]
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
+
+    def _health(self, health: HealthService) -> Iterable[bytes] | None:
+        """The health service's answer for a health route (None: not one after all)."""
+        exchange = self.exchange
+        head = exchange.head
+        headers = {key[5:].replace("_", "-").lower(): value
+                   for key, value in self.environ.items() if key.startswith("HTTP_")}
+        try:
+            response = health.respond(head.method, head.path, head.query, headers,
+                                      client=exchange.client)
+        except Exception as exc:
+            return self._failed(exc)
+        if response is None:
+            return None
+        exchange.health_answered = True
+        try:
+            exchange.response_started(response.status, None)
+            self._start_response(_status_line(response.status), [*response.headers, self._echo])
+        finally:
+            self.finish(None)
+        return [response.body]
+
+    def _answer(self, status: int, exc_info: ExcInfo | None = None) -> list[bytes]:
+        """Answer for the app, and finish: 400 (rejected) or 413 (body too large)."""
+        try:
+            return self._send_plain(status, exc_info)
+        finally:
+            self.finish(None)
+
+    def _send_plain(self, status: int, exc_info: ExcInfo | None) -> list[bytes]:
+        body = _BODIES[status]
+        headers = [("Content-Type", "text/plain; charset=utf-8"),
+                   ("Content-Length", str(len(body))), self._echo]
+        if status == 413:  # the unread rest of the body makes the connection unusable
+            headers.append(("Connection", "close"))
+        self.exchange.response_started(status, None)
+        if exc_info is None:
+            self._start_response(_status_line(status), headers)
+        else:  # PEP 3333: replaces headers the app set but the server has not sent
+            self._start_response(_status_line(status), headers, exc_info)
+        return [body]
+
+    def _failed(self, error: Exception) -> Iterator[bytes]:
+        """The app raised before its body went out: answer 500 with the ID, then re-raise.
+
+        PEP 3333 lets an app replace unsent headers by calling ``start_response`` again with
+        ``exc_info``. The exception is raised again from the body, after the 500, so the
+        server still logs it as the app's failure.
+        """
+        try:
+            self._send_plain(500, (type(error), error, error.__traceback__))
+        except Exception:  # headers already sent (the app used write()): nothing to replace
+            self.finish(error)
+            raise error from None
+        self.finish(error)
+        return _then_raise(_BODIES[500], error)
+
+    def finish(self, error: BaseException | None) -> None:
+        if not self._finished:
+            self._finished = True
+            self.exchange.finish(error)
+
+
+class _Body:
+    """The app's response body, iterated and closed inside the request's context."""
+
+    __slots__ = ("_iterator", "_pending", "_responder", "_result")
+
+    def __init__(self, result: Iterable[bytes], responder: _Responder) -> None:
+        self._result = result
+        self._responder = responder
+        self._iterator: Iterator[bytes] | None = None
+        self._pending: Iterator[bytes] | None = None
+
+    def __iter__(self) -> _Body:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._pending is not None:
+            return next(self._pending)
+        responder = self._responder
+        try:
+            if self._iterator is None:
+                self._iterator = responder._context.run(iter, self._result)
+            chunk = responder._context.run(next, self._iterator)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            if responder.body_sent or responder.replaced:
+                responder._context.run(responder.finish, exc)
+                raise
+            self._pending = responder._context.run(responder._failed, exc)
+            return next(self._pending)
+        if chunk:
+            responder.body_sent = True
+        return chunk
+
+    def close(self) -> None:
+        """PEP 3333: the server calls this once done, even when the client went away."""
+        responder = self._responder
+        try:
+            responder._context.run(_close, self._result)
+        finally:
+            responder._context.run(responder.finish, None)
+
+
+class _LimitedInput:
+    """``wsgi.input`` for a body of undeclared length: raises once it passes the limit."""
+
+    __slots__ = ("_exchange", "_input", "_left")
+
+    def __init__(self, stream: Any, limit: int, exchange: Exchange) -> None:
+        self._input = stream
+        self._left = limit
+        self._exchange = exchange
+
+    def read(self, size: int | None = -1) -> bytes:
+        # Never ask for more than one byte past the limit, so an endless body is not buffered.
+        want = self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+        return self._count(self._input.read(want))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        want = self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+        return self._count(self._input.readline(want))
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def _count(self, data: bytes) -> bytes:
+        self._left -= len(data)
+        if self._left < 0:
+            self._exchange.cut_body()
+            raise _BodyTooLarge
+        return data
+
+
+def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> RequestHead:
+    """The headers the options want (one pass over the environ), hostile values, the target."""
+    wanted = options.wanted_wsgi
+    capture = options.capture_headers
+    check = options.security
+    headers: dict[str, str] = {}
+    findings: list[Finding] = []
+    captured: dict[str, list[str]] | None = {} if capture else None
+    for key, value in environ.items():
+        name = wanted.get(key)
+        if name is not None and value and isinstance(value, str):
+            headers[name] = value
+            if captured is not None and name in capture:
+                captured[name] = [value]
+        if (check and key[:5] == "HTTP_" and isinstance(value, str)
+                and (len(value) > MAX_HEADER_BYTES or unsafe_header_text(value))):
+            finding = header_finding(key[5:].lower().replace("_", "-"), value)
+            if finding is not None:
+                findings.append(finding)
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
+    # The undecoded target when the server gives it (waitress, gunicorn, werkzeug);
+    # PATH_INFO is decoded once already, which the inspection's decoding rounds allow for.
+    raw_path = (uri.partition("?")[0] if uri.startswith("/") else path).encode(
+        "latin-1", "replace")
+    server = environ.get("SERVER_NAME")
+    port = environ.get("SERVER_PORT", "")
+    return RequestHead(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        path=_text(path) or "/",
+        raw_path=raw_path,
+        query=environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
+        peer=environ.get("REMOTE_ADDR") or None,
+        server=(server, int(port) if port.isdigit() else None) if server else None,
+        headers=headers,
+        findings=findings,
+        captured=captured,
+    )
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+def _text(value: str) -> str:
+    """A PEP 3333 "native string" (bytes as latin-1) as the UTF-8 text it carries."""
+    if value.isascii():
+        return value
+    return value.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
+def _flask_route(environ: dict[str, Any]) -> str | None:
+    """``http.route`` from the Werkzeug request Flask put in the environ, if any."""
+    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+    template = getattr(rule, "rule", None)
+    if not isinstance(template, str):
+        return None
+    script_name: str = environ.get("SCRIPT_NAME", "")
+    return script_name + template
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+
+
+def _then_raise(body: bytes, error: BaseException) -> Iterator[bytes]:
+    yield body
+    raise error
+
+
+def _discard(data: bytes) -> None:
+    """The ``write()`` given to an app whose answer the middleware replaced."""
