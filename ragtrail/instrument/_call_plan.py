@@ -11,7 +11,7 @@ from time import time_ns
 from typing import Any
 
 from ragtrail._records import Severity
-from ragtrail.instrument._capture import ArgumentCapture, bounded_json, jsonable
+from ragtrail.instrument._capture import ArgumentCapture
 from ragtrail.instrument._monitor import Monitor
 from ragtrail.instrument._rag_attributes import Extractor
 from ragtrail.instrument._spans import LiveSpan
@@ -20,9 +20,14 @@ __all__ = ["CallPlan"]
 
 logger = logging.getLogger("ragtrail")
 
+# OpenInference: the values are JSON text in OTLP. They stay structured (redacted, bounded)
+# in the record: the store's writer and the exporter encode them off the caller's thread.
 INPUT_VALUE = "input.value"
+INPUT_MIME_TYPE = "input.mime_type"
 OUTPUT_VALUE = "output.value"
+OUTPUT_MIME_TYPE = "output.mime_type"
 _JSON = "application/json"
+_TEXT = "text/plain"
 TIME_TO_FIRST_ITEM = "ragtrail.time_to_first_item_ms"
 ITEMS = "ragtrail.items"
 CLOSED_EARLY = "ragtrail.closed_early"
@@ -64,13 +69,11 @@ class CallPlan:
         if self.capture is None:
             return None
         try:
-            values = self.capture.values(instance, args, kwargs)
             redact = monitor.redactor.redact
-            limit = monitor.settings.capture_max_bytes
-            # Parameter names are identifiers: nothing in them needs JSON escaping.
-            parts = [f'"{name}":{bounded_json(redact(jsonable(value)), limit)}'
-                     for name, value in values.items()]
-            return {INPUT_VALUE: "{" + ",".join(parts) + "}", "input.mime_type": _JSON}
+            values = self.capture.values(instance, args, kwargs)
+            # Redacted one by one: each argument gets the whole per-value size budget.
+            return {INPUT_VALUE: {name: redact(value) for name, value in values.items()},
+                    INPUT_MIME_TYPE: _JSON}
         except Exception:
             monitor.report_failure("capture_args")
             return None
@@ -84,10 +87,9 @@ class CallPlan:
                 if found:
                     span.set_attributes(found)
             if self.capture_result:
-                span.set_attributes({
-                    OUTPUT_VALUE: bounded_json(monitor.redactor.redact(jsonable(result)),
-                                               monitor.settings.capture_max_bytes),
-                    "output.mime_type": _JSON})
+                output = monitor.redactor.redact(result)
+                span.set_attributes({OUTPUT_VALUE: output, OUTPUT_MIME_TYPE:
+                                     _TEXT if type(output) is str else _JSON})
             self.check_slow(monitor, span, end_ns)
             span.end(end_ns)
         except Exception:

@@ -155,14 +155,14 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
         try:
             item = inner.send(sent) if thrown is None else inner.throw(thrown)
         except StopIteration as stop:
-            detach(token)
             span.set_attribute(ITEMS, items)
-            plan.finish_stream(monitor, span)
+            plan.finish_stream(monitor, span)  # still current: a slow_call event attaches
+            detach(token)
             return stop.value
         except BaseException as error:
-            detach(token)
             span.set_attribute(ITEMS, items)
             plan.fail(monitor, span, error)
+            detach(token)
             raise
         detach(token)
         if items == 0:
@@ -180,8 +180,8 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
                 span.fail(error)
                 raise
             finally:
-                detach(token)
                 _closed_early(plan, monitor, span, items)
+                detach(token)
             raise
         except BaseException as error:
             thrown, sent = error, None
@@ -206,14 +206,14 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
         try:
             item = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
         except StopAsyncIteration:
-            detach(token)
             span.set_attribute(ITEMS, items)
-            plan.finish_stream(monitor, span)
+            plan.finish_stream(monitor, span)  # still current: a slow_call event attaches
+            detach(token)
             return
         except BaseException as error:
-            detach(token)
             span.set_attribute(ITEMS, items)
             plan.fail(monitor, span, error)
+            detach(token)
             raise
         detach(token)
         if items == 0:
@@ -230,8 +230,8 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
                 span.fail(error)
                 raise
             finally:
-                detach(token)
                 _closed_early(plan, monitor, span, items)
+                detach(token)
             raise
         except BaseException as error:
             thrown, sent = error, None

@@ -1,26 +1,20 @@
-"""Opt-in capture of arguments and results: named, redacted, and bounded in size.
+"""Which arguments of a call ``@monitored(capture_args=...)`` records, by name.
 
-Values become OpenInference's ``input.value``/``output.value`` (JSON text, with
-``input.mime_type``/``output.mime_type``). Every value passes the redactor before it is
-serialised, and each value's JSON is cut to ``capture_max_bytes`` (the cut text is kept as a
-JSON string, so the attribute stays valid JSON).
+Binding happens per call, so it is kept cheap: the signature is taken apart once at
+decoration time, and a call is mapped to names without ``inspect.Signature.bind``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ragtrail.instrument._callable_kinds import underlying_function
 
-__all__ = ["ArgumentCapture", "bounded_json", "jsonable"]
+__all__ = ["ArgumentCapture"]
 
-_TRUNCATED = "...[truncated]"
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-_MISSING: Any = object()
 
 
 class _Binder:
@@ -92,43 +86,3 @@ class ArgumentCapture:
         binder = self._for_function if instance is None else self._for_method
         bound = binder.bind(args, kwargs)
         return {name: bound[name] for name in self._order if name in bound}
-
-
-def jsonable(value: Any, depth: int = 0) -> Any:
-    """Turn dataclasses, pydantic-style models and objects with public fields into JSON types.
-
-    Done before redaction so a field named ``password`` inside a model is seen as a key.
-    """
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if depth > 8:
-        return f"<{type(value).__qualname__}>"
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v, depth + 1) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        return f"<{len(value)} bytes>"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name), depth + 1)
-                for f in dataclasses.fields(value)}
-    dump = getattr(value, "model_dump", None)  # pydantic v2
-    if callable(dump):
-        try:
-            return jsonable(dump(), depth + 1)
-        except Exception:
-            return f"<{type(value).__qualname__}>"
-    fields = getattr(value, "__dict__", None)
-    if isinstance(fields, dict):
-        return {"type": type(value).__qualname__, **{
-            k: jsonable(v, depth + 1) for k, v in fields.items() if not k.startswith("_")}}
-    return f"<{type(value).__qualname__}>"
-
-
-def bounded_json(value: Any, max_bytes: int) -> str:
-    """``value`` as compact JSON; past ``max_bytes`` (UTF-8), the cut text as a JSON string."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    if len(text) <= max_bytes and (text.isascii() or len(text.encode()) <= max_bytes):
-        return text
-    cut = text.encode()[:max(0, max_bytes - len(_TRUNCATED))].decode("utf-8", "ignore")
-    return json.dumps(cut + _TRUNCATED, ensure_ascii=False)

@@ -115,7 +115,8 @@ def _validate(name: str | None, capture_args: bool | Sequence[str], slow_ms: flo
                 and all(isinstance(n, str) for n in capture_args))):
         raise ValueError(
             f"capture_args must be True/False or a list of argument names; got {capture_args!r}")
-    if slow_ms is not None and (isinstance(slow_ms, bool) or not slow_ms >= 0):
+    if slow_ms is not None and (isinstance(slow_ms, bool) or not isinstance(slow_ms, (int, float))
+                                or not slow_ms >= 0):
         raise ValueError(f"slow_ms must be a number of milliseconds >= 0; got {slow_ms!r}")
     if attributes is not None and not all(isinstance(k, str) for k in attributes):
         raise ValueError("attributes must map strings to attribute values")

@@ -17,7 +17,6 @@ from typing import Any
 from opentelemetry import trace
 
 from ragtrail.instrument import _monitor
-from ragtrail.instrument._capture import jsonable
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._spans import span_ids
 
@@ -75,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             entry["stack"] = redactor.redact_text(self.formatStack(record.stack_info))
         extra = {key: value for key, value in vars(record).items() if key not in _STANDARD}
         if extra:
-            entry["extra"] = redactor.redact(jsonable(extra))
+            entry["extra"] = redactor.redact(extra, escape=True)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

@@ -21,6 +21,7 @@ from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._export import ExportPipeline
+from ragtrail.instrument._redaction import Redactor
 from ragtrail.instrument._sampling import HeadSampler
 from ragtrail.instrument._spans import span_ids
 
@@ -43,7 +44,7 @@ class Monitor:
         self.sampler = HeadSampler(settings.traces_sampler, settings.traces_sampler_arg)
         self.slow_ns = None if settings.slow_ms is None else int(settings.slow_ms * 1_000_000)
         """The default ``slow_call`` threshold of ``@monitored`` in nanoseconds, or None."""
-        self.redactor = _build_redactor(settings)
+        self.redactor = Redactor(settings)
         self.store = _build_store(settings)
         self._exporter = ExportPipeline.create(settings, redact=self.redactor.redact_text)
         self._alerts: Any = None
@@ -169,7 +170,7 @@ class Monitor:
 
 
 # -- building the parts ---------------------------------------------------------------------
-# TEMPORARY: the store and redaction modules are being written by other helpers right now;
+# TEMPORARY: the store is being written by another helper right now;
 # until they land, a monitor still works (recording nothing) so start_span can be used.
 
 def _build_store(settings: Settings) -> Any:
@@ -178,14 +179,6 @@ def _build_store(settings: Settings) -> Any:
     except ImportError:
         return _PendingStore()
     return AuditStore.from_settings(settings)
-
-
-def _build_redactor(settings: Settings) -> Any:
-    try:
-        from ragtrail.instrument._redaction import Redactor  # type: ignore[import-not-found]
-    except ImportError:
-        return _PendingRedactor()
-    return Redactor(settings)
 
 
 class _PendingStore:
@@ -202,14 +195,6 @@ class _PendingStore:
         return {"status": "ok"}
 
 
-class _PendingRedactor:
-    def redact(self, value: Any) -> Any:
-        return value
-
-    def redact_text(self, text: str) -> str:
-        return text
-
-
 # -- the process-wide monitor ---------------------------------------------------------------
 
 _active: Monitor | None = None
@@ -217,7 +202,7 @@ _lock = threading.Lock()
 _atexit_registered = False
 _default_unavailable = False
 _enabled_from_environment: bool | None = None
-_fallback_redactor: Any = None
+_fallback_redactor: Redactor | None = None
 
 
 def get_monitor() -> Monitor:
@@ -231,14 +216,14 @@ def get_monitor() -> Monitor:
         return _active  # type: ignore[return-value]
 
 
-def current_redactor() -> Any:
+def current_redactor() -> Redactor:
     """The active monitor's redactor, or one with default settings; never starts a monitor."""
     global _fallback_redactor
     monitor = _active
     if monitor is not None:
         return monitor.redactor
     if _fallback_redactor is None:
-        _fallback_redactor = _build_redactor(Settings())
+        _fallback_redactor = Redactor(Settings())
     return _fallback_redactor
 
 

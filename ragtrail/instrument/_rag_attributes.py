@@ -10,7 +10,7 @@ it does not recognise adds nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 __all__ = ["KINDS", "MAX_DOCUMENTS", "SpanKindName", "kind_attributes", "result_extractor"]
 
@@ -52,30 +52,41 @@ def result_extractor(kind: str) -> Extractor | None:
     return _EXTRACTORS.get(kind)
 
 
+def _document_keys(prefix: str) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{prefix}.{i}.document.id", f"{prefix}.{i}.document.score")
+                 for i in range(MAX_DOCUMENTS))
+
+
+_RETRIEVAL_KEYS = _document_keys("retrieval.documents")
+_RERANKER_KEYS = _document_keys("reranker.output_documents")
+
+
 def _retrieval(result: Any) -> dict[str, Any]:
-    return _documents(result, "retrieval.documents")
+    return _documents(result, _RETRIEVAL_KEYS)
 
 
 def _reranking(result: Any) -> dict[str, Any]:
-    return _documents(result, "reranker.output_documents")
+    return _documents(result, _RERANKER_KEYS)
 
 
-def _documents(result: Any, prefix: str) -> dict[str, Any]:
+def _documents(result: Any, keys: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """A list of documents: mappings or objects with ``id``/``score``, or (document, score)."""
     if not _is_list(result):
         return {}
     attributes: dict[str, Any] = {_DOCUMENTS_COUNT: len(result)}
-    for index, item in enumerate(result[:MAX_DOCUMENTS]):
-        document, score = item, None
-        if isinstance(item, tuple) and len(item) == 2 and _is_number(item[1]):
-            document, score = item  # LangChain's similarity_search_with_score shape
-        doc_id = _field(document, "id")
-        if score is None:
-            score = _field(document, "score")
-        if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool):
-            attributes[f"{prefix}.{index}.document.id"] = str(doc_id)
+    for (id_key, score_key), item in zip(keys, result[:MAX_DOCUMENTS], strict=False):
+        if type(item) is dict:
+            doc_id, score = item.get("id"), item.get("score")
+        elif isinstance(item, tuple) and len(item) == 2 and _is_number(item[1]):
+            doc_id, score = _field(item[0], "id"), item[1]  # similarity_search_with_score
+        else:
+            doc_id, score = _field(item, "id"), _field(item, "score")
+        if type(doc_id) is str:
+            attributes[id_key] = doc_id
+        elif isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool):
+            attributes[id_key] = str(doc_id)
         if _is_number(score):
-            attributes[f"{prefix}.{index}.document.score"] = float(score)
+            attributes[score_key] = float(score)
     return attributes
 
 
@@ -127,16 +138,23 @@ _EXTRACTORS: dict[str, Extractor] = {
 }
 
 
+# Exact-type checks first: results are nearly always plain lists, dicts and floats, and the
+# ABC isinstance checks behind them cost a microsecond per document.
+
 def _is_list(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+    kind = type(value)
+    return kind is list or kind is tuple or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_number(value: Any) -> TypeGuard[float]:
+    kind = type(value)
+    return kind is float or kind is int or (
+        isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _field(obj: Any, name: str) -> Any:
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
 

@@ -225,6 +225,7 @@ class LiveSpan(trace.Span):
             return
         self._ended = True
         end_ns = time_ns() if end_time is None else end_time
+        self._context = None  # it refers back to this span: free both without the cyclic GC
         token = self._token
         if token is not None:
             self._token = None
