@@ -145,8 +145,7 @@ class FileValidator:
         """
         original = filename if filename is not None else os.fsdecode(os.path.basename(path))
         name = sanitize_filename(original)
-        extension = split_extension(name)[1].lower()
-        claimed = EXTENSION_TYPES.get(extension, extension.lstrip("."))
+        extension, claimed = _claim(name)
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError as exc:
@@ -171,7 +170,7 @@ class FileValidator:
 
         For upload handlers, before reading a body (``size`` from ``Content-Length``).
         """
-        extension = split_extension(sanitize_filename(filename))[1].lower()
+        extension = _claim(sanitize_filename(filename))[0]
         if extension not in self.allowed_extensions:
             return self.refuse(filename, f"extension {extension or '(none)'!r} is not allowed",
                                size=size or 0)
@@ -187,11 +186,9 @@ class FileValidator:
         ``sha256`` is empty because there was nothing complete to hash.
         """
         name = sanitize_filename(filename)
-        extension = split_extension(name)[1].lower()
         result = ValidationResult(
             accepted=False, reason=reason, sanitised_name=name, detected_type="unread",
-            claimed_type=EXTENSION_TYPES.get(extension, extension.lstrip(".")), size=size,
-            sha256="", event_type=INVALID)
+            claimed_type=_claim(name)[1], size=size, sha256="", event_type=INVALID)
         self._event(result, escape_text(filename, limit=_NAME_LIMIT), None)
         return result
 
@@ -306,6 +303,13 @@ def _check_text(f: BinaryIO, claimed: str, magic: str | None,
         return _Verdict("binary", f"not UTF-8 text: {utf8.problem}")
     problem = check_text_format(claimed, f)
     return _Verdict("text" if problem else claimed, problem)
+
+
+def _claim(name: str) -> tuple[str, str]:
+    """The lowercased extension of a sanitised name, and the type it claims (or the bare
+    extension when no check knows it)."""
+    extension = split_extension(name)[1].lower()
+    return extension, EXTENSION_TYPES.get(extension, extension.lstrip("."))
 
 
 def _container(claimed: str) -> str:

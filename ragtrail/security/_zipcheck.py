@@ -19,6 +19,7 @@ __all__ = ["OOXML_TYPES", "ZipLimits", "ZipVerdict", "inspect_zip"]
 # main part lives under the application's folder.
 OOXML_TYPES = {"docx": "word/", "xlsx": "xl/", "pptx": "ppt/"}
 _CONTENT_TYPES = "[Content_Types].xml"
+_VBA_PROJECT = "vbaproject.bin"  # ECMA-376 / MS-OFFMACRO: where the macros of a document live
 
 # APPNOTE.TXT 4.3.16 (end of central directory) and 4.3.14/4.3.15 (ZIP64 record and locator).
 _EOCD = struct.Struct("<4s4H2LH")
@@ -86,7 +87,12 @@ def inspect_zip(f: BinaryIO, size: int, limits: ZipLimits) -> ZipVerdict:
         zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)), None)
     if unsupported is not None:
         return ZipVerdict("zip", f"unsupported ZIP compression method {unsupported.compress_type}")
-    return ZipVerdict(_ooxml_type(infos))
+    kind = _ooxml_type(infos)
+    if kind != "zip" and any(i.filename.lower().endswith(_VBA_PROJECT) for i in infos):
+        # A macro-enabled document (.docm, .xlsm, .pptm) renamed to the macro-free extension.
+        return ZipVerdict(f"{kind[:-1]}m", "macro-enabled document (VBA project)",
+                          malicious=True)
+    return ZipVerdict(kind)
 
 
 def _declared_entries(f: BinaryIO, size: int) -> tuple[int, int] | None:

@@ -255,6 +255,18 @@ def test_duplicate_member_names(validator: FileValidator, corpus: Any) -> None:
     assert (result.accepted, result.reason) == (False, "duplicate ZIP member name")
 
 
+@pytest.mark.parametrize(("kind", "member"), [
+    ("docx", "word/vbaProject.bin"), ("xlsx", "xl/vbaProject.bin"), ("pptx", "ppt/vbaProject.bin"),
+])
+def test_macro_document_renamed_to_macro_free(validator: FileValidator, corpus: Any, kind: str,
+                                              member: str) -> None:
+    """A .docm/.xlsm/.pptm renamed to the macro-free extension is malicious."""
+    result = validator.validate(corpus.ooxml(kind, extra={member: b"\xd0\xcf\x11\xe0"}))
+    assert (result.accepted, result.event_type) == (False, MALICIOUS)
+    assert result.detected_type == kind[:-1] + "m"
+    assert result.reason == "macro-enabled document (VBA project)"
+
+
 # -- what is not a file ---------------------------------------------------------------------
 
 def test_symlink_is_refused_and_left_alone(validator: FileValidator, corpus: Any,
