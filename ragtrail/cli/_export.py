@@ -46,7 +46,8 @@ DEFAULT_EXPORT_LIMIT = 100_000
 def add_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="write records as JSON Lines or CSV",
-        description="Write records as JSON Lines or CSV, oldest first, to stdout or a file.")
+        description="Write records as JSON Lines or CSV, oldest first, to stdout or a file. "
+                    "A filter of another record kind is refused, not ignored.")
     add_db_argument(parser)
     parser.add_argument("--kind", dest="record_kind", choices=tuple(_KINDS), default="events",
                         help="which records (default: events)")

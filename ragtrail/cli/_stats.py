@@ -1,12 +1,92 @@
-"""``ragtrail stats``: what the store holds (filled in once StoreStats lands)."""
+"""``ragtrail stats``: what the store holds, how full its rings are, what was lost."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
+
+from ragtrail._records import Severity
+from ragtrail.cli._db import add_db_argument, open_store
+from ragtrail.cli._filters import SINCE, add_filters, query_kwargs
+from ragtrail.cli._serialize import write_json
+from ragtrail.cli._table import Column, render_table
+from ragtrail.cli._views import format_datetime
 
 if TYPE_CHECKING:
     from ragtrail.cli._args import Subparsers
+    from ragtrail.store import StoreStats
+
+__all__ = ["add_parser", "render_stats"]
+
+_COUNT = Column("COUNT", right=True)
 
 
 def add_parser(subparsers: Subparsers) -> None:
-    subparsers.add_parser("stats", help="counts, latencies and ring usage")
+    parser = subparsers.add_parser(
+        "stats", help="counts by severity and type, span latency, ring usage, drops",
+        description="Summarise the store: event counts by severity and type, span latency "
+                    "percentiles by name, ring usage and records lost to drops.")
+    add_db_argument(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of tables")
+    add_filters(parser, (SINCE,))
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        stats = store.stats(**query_kwargs(args, (SINCE,)))
+    if args.json:
+        write_json(dataclasses.asdict(stats), sys.stdout)
+    else:
+        for line in render_stats(stats, since=args.since):
+            print(line)
+    return 0
+
+
+def _by_count(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """Largest first, then by name, so the output is stable."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _section(title: str, columns: Sequence[Column],
+             rows: Iterable[Sequence[str]]) -> Iterator[str]:
+    yield ""
+    yield title
+    yield from render_table(columns, rows)
+
+
+def render_stats(stats: StoreStats, *, since: datetime | None = None) -> Iterator[str]:
+    """The summary as lines: totals, then one table per breakdown (empty ones left out)."""
+    yield from render_table(
+        [Column("RECORDS"), Column("ROWS", right=True), Column("CAPACITY", right=True),
+         Column("USED", right=True)],
+        [[name, str(usage.rows), str(usage.capacity), f"{usage.fraction:.1%}"]
+         for name, usage in stats.ring_usage.items()])
+    yield ""
+    if since is not None:
+        yield f"since {format_datetime(since)}:"
+    yield (f"events {stats.events} ({stats.event_occurrences} occurrences), "
+           f"spans {stats.spans}, metrics {stats.metrics}")
+    yield (f"written {stats.written}, dropped {stats.dropped}, "
+           f"coalesced {stats.coalesced}")
+    if stats.events:
+        yield from _section(
+            "Events by severity", [Column("SEVERITY"), _COUNT],
+            [[str(level), str(stats.events_by_severity.get(str(level), 0))]
+             for level in sorted(Severity, reverse=True)])
+        yield from _section(
+            "Events by type", [Column("TYPE", max_width=60), _COUNT],
+            [[name, str(count)] for name, count in _by_count(stats.events_by_type)])
+    if stats.span_latency:
+        latency = sorted(stats.span_latency.items(), key=lambda item: (-item[1].count, item[0]))
+        yield from _section(
+            "Span latency (ms)",
+            [Column("NAME", max_width=60), _COUNT, Column("P50", right=True),
+             Column("P95", right=True), Column("P99", right=True)],
+            [[name, str(s.count), f"{s.p50_ms:.3f}", f"{s.p95_ms:.3f}", f"{s.p99_ms:.3f}"]
+             for name, s in latency])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
 from ragtrail._records import MetricsSample, SecurityEvent, SpanRecord, from_epoch_us
@@ -15,6 +16,7 @@ __all__ = [
     "SPANS",
     "View",
     "format_bytes",
+    "format_datetime",
     "format_time",
     "optional",
 ]
@@ -32,13 +34,18 @@ class View(Generic[R]):
     cells: Callable[[R], list[str]]
 
 
+def format_datetime(when: datetime, timespec: str = "milliseconds") -> str:
+    """UTC ISO-8601 with a ``Z``, whatever zone ``when`` is in."""
+    return when.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
 def format_time(epoch_us: int, timespec: str = "milliseconds") -> str:
-    """UTC ISO-8601 with a ``Z``.
+    """A stored microsecond time as UTC ISO-8601 with a ``Z``.
 
     >>> format_time(1_714_564_800_123_456)
     '2024-05-01T12:00:00.123Z'
     """
-    return from_epoch_us(epoch_us).isoformat(timespec=timespec).replace("+00:00", "Z")
+    return format_datetime(from_epoch_us(epoch_us), timespec)
 
 
 def format_bytes(count: float) -> str:
