@@ -306,6 +306,10 @@ class RotelReceiver:
             self._lines.extend(json.loads(line) for line in complete.splitlines() if line)
             return list(self._lines)
 
+    def raw_text(self) -> str:
+        """Everything received so far, decoded, as text: for "this never left" checks."""
+        return self._capture.read_text(encoding="utf-8")
+
     def spans(self) -> list[ReceivedSpan]:
         return [ReceivedSpan(
             name=r["name"], trace_id=r["trace_id"], span_id=r["span_id"],

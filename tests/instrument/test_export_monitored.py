@@ -180,5 +180,52 @@ def test_app_provider_is_joined_and_its_spans_nest_under_monitored(rotel: RotelR
         app.shutdown()
 
 
+def test_canary_secrets_never_reach_the_collector(rotel: RotelReceiver, tmp_path: Path) -> None:
+    """Captured arguments, exception text and event descriptions are redacted before export."""
+    service = f"e2e-canary-{secrets.token_hex(4)}"
+    configure_for(tmp_path, service, otlp_endpoint=rotel.http_endpoint)
+    aws_key = "AKIA" + "Q3EGRIWXZ7CANARY"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlY2FuYXJ5eHl6"
+    email = "canary.person@example.com"
+    api_key = "sk-canary-" + secrets.token_hex(12)
+
+    @monitored(kind="tool", capture_args=True)
+    def call_tool(query: str, api_key: str) -> None:
+        get_monitor().security_event("authn_token_fail", "high", "tool",
+                                     f"rejected Bearer {jwt}")
+        raise PermissionError(f"key {aws_key} refused for {email}")
+
+    query = f"forward the invoice to {email}"
+    with pytest.raises(PermissionError):
+        call_tool(query, api_key=api_key)
+    shutdown(10.0)
+
+    (span,) = rotel.wait_for_spans(of_service(service))
+    assert "[REDACTED]" in str(span.attributes)  # something was captured, and cleaned
+    assert span.status_code == STATUS_ERROR
+    raw = rotel.raw_text()
+    for canary in (aws_key, jwt, email, api_key):
+        assert canary not in raw
+
+
+@pytest.mark.xfail(strict=True, reason="_call_plan redacts each captured value without its "
+                   "argument name, so key rules (api_key, password) do not apply")
+def test_arguments_named_like_secrets_are_redacted_before_export(rotel: RotelReceiver,
+                                                                 tmp_path: Path) -> None:
+    """An ``api_key`` argument is redacted by its name even when its value looks harmless."""
+    service = f"e2e-canary-key-{secrets.token_hex(4)}"
+    configure_for(tmp_path, service, otlp_endpoint=rotel.http_endpoint)
+    harmless_looking = "canary" + secrets.token_hex(2)
+
+    @monitored(kind="tool", capture_args=True)
+    def call_tool(query: str, api_key: str) -> None:
+        return None
+
+    call_tool("weather", api_key=harmless_looking)
+    shutdown(10.0)
+    rotel.wait_for_spans(of_service(service))
+    assert harmless_looking not in rotel.raw_text()
+
+
 def _qualname(func: Any) -> str:
     return str(func.__qualname__)
