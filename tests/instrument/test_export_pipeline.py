@@ -306,6 +306,24 @@ def test_forked_worker_exports_on_its_own_thread(rotel: RotelReceiver,
     assert pipeline.health()["exported"] == 1  # the parent's counters are its own
 
 
+def test_full_queue_drops_newest_and_reports_degraded(rotel: RotelReceiver,
+                                                      make_pipeline: Pipelines) -> None:
+    """Past queue_size, spans and events are dropped and counted; what fit is exported."""
+    pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint, queue_size=10, batch_size=100,
+                             create={"schedule_delay": 60.0})  # the thread stays asleep
+    trace_id = new_trace()
+    for i in range(15):
+        pipeline.submit(record(trace_id, f"step-{i}"))
+    pipeline.count_event(SecurityEvent("authz_fail", Severity.HIGH, "api", "denied",
+                                       time.time_ns() // 1000, trace_id=trace_id))
+    health = pipeline.health()
+    assert (health["status"], health["queue_depth"], health["dropped"]) == ("degraded", 10, 6)
+    assert pipeline.force_flush(10)
+    received = rotel.wait_for_spans(of_trace(trace_id), count=10)
+    assert sorted(s.name for s in received) == sorted(f"step-{i}" for i in range(10))
+    assert pipeline.health()["exported"] == 10
+
+
 def test_collector_down_is_reported_not_raised(make_pipeline: Pipelines) -> None:
     """Connection refused: the export fails, is counted, and health() says failing."""
     pipeline = make_pipeline(otlp_endpoint=f"http://127.0.0.1:{free_port()}",
