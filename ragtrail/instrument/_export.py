@@ -229,7 +229,7 @@ class ExportPipeline:
     def health(self) -> dict[str, Any]:
         """Counters and state for the health routes; ``last_error`` is already redacted."""
         depth = len(self._queue)
-        if not self._last_ok:
+        if not self._last_ok or not (self._closed or self._thread.is_alive()):
             status = "failing"
         elif (depth >= self._queue_size * _DEGRADED_FILL
               or time.monotonic() - self._last_drop < _RECENT_DROP_SECONDS):
@@ -261,10 +261,14 @@ class ExportPipeline:
             self._wake.wait(self._delay)
             self._wake.clear()
             stopping = self._stopping
-            self._drain()
+            try:
+                self._drain()
+                if stopping:
+                    self._drain()  # anything appended while the flag was being read
+                    self._rescue.clear()
+            except Exception:  # keep exporting whatever went wrong with one batch
+                _logger.exception("ragtrail's export thread hit an unexpected error")
             if stopping:
-                self._drain()  # anything appended while the flag was being read
-                self._rescue.clear()
                 return
 
     def _drain(self) -> None:
