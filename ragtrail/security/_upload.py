@@ -156,7 +156,11 @@ class _Sink:
 
     def finish(self) -> UploadResult:
         self._file.close()
-        result = self._validator.validate(self._path, filename=self._name)
+        try:
+            result = self._validator.validate(self._path, filename=self._name)
+        except BaseException:
+            self.discard()
+            raise
         if not result.accepted:
             # Quarantined (moved) already; without a quarantine, a rejected upload just goes.
             self._path.unlink(missing_ok=True)

@@ -139,10 +139,10 @@ def _bomb(infos: list[zipfile.ZipInfo], directory_start: int, limits: ZipLimits)
         return f"ZIP bomb: expands to more than {limits.max_uncompressed_bytes} bytes"
     # Entries whose data overlap let a few kilobytes stand for gigabytes (Fifield's
     # non-recursive bomb); in a well-formed archive each entry ends before the next begins.
-    ends = sorted((i.header_offset, i.header_offset + _LOCAL_HEADER_SIZE + i.compress_size)
-                  for i in infos)
-    bounds = [start for start, _ in ends[1:]] + [directory_start]
-    if any(end > bound for (_, end), bound in zip(ends, bounds, strict=True)):
+    spans = sorted((i.header_offset, i.header_offset + _LOCAL_HEADER_SIZE + i.compress_size)
+                   for i in infos)
+    bounds = [start for start, _ in spans[1:]] + [directory_start]
+    if spans and any(end > bound for (_, end), bound in zip(spans, bounds, strict=True)):
         return "ZIP bomb: entries overlap"
     return None
 

@@ -19,6 +19,8 @@ from conftest import (
     patch_central_directory,
     zip_bytes,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ragtrail.instrument import Monitor
 from ragtrail.security import EXTENSION_TYPES, FileValidator, ValidationResult, ZipLimits
@@ -117,6 +119,7 @@ INVALID_FILES = [
     ("pdf.txt", PDF, "pdf", "content is pdf, not text"),
     ("png.md", b"\x89PNG\r\n\x1a\n" + bytes(40), "png", "content is png, not markdown"),
     ("plain.docx", zip_bytes({"a.txt": b"x"}), "zip", "content is zip, not docx"),
+    ("empty-archive.docx", zip_bytes({}), "zip", "content is zip, not docx"),
     ("sheet.docx", ooxml_bytes("xlsx"), "xlsx", "content is xlsx, not docx"),
     ("not-zip.xlsx", b"PK\x03\x04 but nothing else", "zip", "corrupt ZIP"),
     ("legacy.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500), "ole2", "not docx"),
@@ -294,3 +297,39 @@ def test_missing_file_raises(validator: FileValidator, tmp_path: Path) -> None:
     """A path that does not exist is the caller's bug, not an attack: it raises."""
     with pytest.raises(FileNotFoundError):
         validator.validate(tmp_path / "nope.pdf")
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+_EXTENSIONS = [*EXTENSION_TYPES, ".exe", ""]
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=4096), extension=st.sampled_from(_EXTENSIONS))
+def test_arbitrary_bytes_never_crash(monitor: Monitor, tmp_path: Path, data: bytes,
+                                     extension: str) -> None:
+    """Any bytes under any supported name give a result, never an exception."""
+    path = tmp_path / "fuzz.bin"
+    path.write_bytes(data)
+    result = FileValidator(monitor=monitor, quarantine_dir=None).validate(
+        path, filename=f"fuzz{extension}")
+    assert result.accepted == (result.reason is None)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["docx", "xlsx", "pptx"]),
+       flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(1, 255)), min_size=1,
+                      max_size=8))
+def test_corrupted_archives_never_crash(monitor: Monitor, tmp_path: Path, kind: str,
+                                        flips: list[tuple[int, int]]) -> None:
+    """A real DOCX/XLSX/PPTX with bytes flipped anywhere is judged, never a crash."""
+    data = bytearray(ooxml_bytes(kind))
+    for position, mask in flips:
+        data[position % len(data)] ^= mask
+    path = tmp_path / f"fuzz.{kind}"
+    path.write_bytes(bytes(data))
+    result = FileValidator(monitor=monitor, quarantine_dir=None).validate(path)
+    assert result.accepted == (result.reason is None)
