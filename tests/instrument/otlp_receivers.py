@@ -1,6 +1,8 @@
 """Real OTLP receivers on 127.0.0.1 for tests, and what they received as plain data.
 
-Import it from any test (it is not a conftest):
+Import it from any test (it is not a conftest): ``from otlp_receivers import ...`` in
+tests/instrument, ``from instrument.otlp_receivers import ...`` elsewhere (tests/conftest.py
+puts tests/ on sys.path).
 
     with RotelReceiver(tmp_path) as receiver:          # OTLP/HTTP and OTLP/gRPC
         ... export to receiver.http_endpoint or receiver.grpc_endpoint ...
