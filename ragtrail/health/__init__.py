@@ -10,6 +10,7 @@ from ragtrail.health._check import (
     unregister_check,
 )
 from ragtrail.health._database import DatabaseCheck
+from ragtrail.health._endpoints import create_health_endpoints
 from ragtrail.health._filesystem import FilesystemCheck
 from ragtrail.health._http import HTTPCheck
 from ragtrail.health._render import HealthResponse
@@ -33,6 +34,7 @@ __all__ = [
     "Status",
     "StoreCheck",
     "ThresholdCheck",
+    "create_health_endpoints",
     "health_check",
     "install_sigterm_handler",
     "registered_checks",

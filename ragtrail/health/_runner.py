@@ -133,16 +133,16 @@ class CheckRunner:
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
-        tasks = [asyncio.create_task(self._heartbeat())]
-        tasks += [asyncio.create_task(self._schedule(e)) for e in self._entries.values()]
+        schedules = [asyncio.create_task(self._heartbeat())]
+        schedules += [asyncio.create_task(self._schedule(e)) for e in self._entries.values()]
         self._ready.set()
         await self._stopping.wait()
-        for task in tasks:
+        # Everything still running on this loop: schedules, runs in flight, the checks' own
+        # tasks (which outlive their runs' timeouts), and refreshes.
+        others = {*schedules, *asyncio.all_tasks()} - {asyncio.current_task()}
+        for task in others:
             task.cancel()
-        for entry in self._entries.values():
-            if entry.inflight is not None:
-                entry.inflight.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _heartbeat(self) -> None:
         # Liveness reads this: if the loop is blocked or dead, the heartbeat goes stale.
