@@ -1,0 +1,312 @@
+"""``AuditStore``: the ring-buffered audit trail, written in the background, read by queries."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from ragtrail._records import MetricsSample, Record, SecurityEvent, Severity, SpanRecord
+from ragtrail._settings import Settings
+from ragtrail.store._coalesce import Coalescer
+from ragtrail.store._engine import WRITE, make_engine, parse_target
+from ragtrail.store._errors import StoreError, describe_error
+from ragtrail.store._queries import (
+    Since,
+    events_query,
+    metrics_query,
+    read_stats,
+    run,
+    spans_query,
+)
+from ragtrail.store._reports import StoreHealth, StoreStats
+from ragtrail.store._rows import event_from_row, metrics_from_row, span_from_row
+from ragtrail.store._schema import check_readable, ensure_schema, read_version
+from ragtrail.store._write import BatchWriter
+from ragtrail.store._writer import Counters, Writer
+
+__all__ = ["AuditStore"]
+
+log = logging.getLogger("ragtrail.store")
+
+EXIT_FLUSH_TIMEOUT_S = 5.0
+"""How long interpreter exit waits for each open store to write what it holds."""
+
+T = TypeVar("T")
+_RING_OF = {SecurityEvent: "events", SpanRecord: "spans", MetricsSample: "metrics"}
+_open_stores: weakref.WeakSet[AuditStore] = weakref.WeakSet()
+
+
+class AuditStore:
+    """A SQLAlchemy Core ring buffer of security events, spans and metrics samples.
+
+    ``record()`` queues a record for the background writer and returns at once; it never blocks
+    and never raises. Queries read newest first. ``read_only=True`` opens an existing store
+    without ever creating, migrating or writing it (the CLI's mode).
+
+    >>> store = AuditStore("sqlite:///audit.db")            # doctest: +SKIP
+    >>> store.record(event); store.flush(timeout=5)          # doctest: +SKIP
+    >>> store.events(min_severity="high", limit=20)          # doctest: +SKIP
+
+    ``engine_options`` go to ``sqlalchemy.create_engine`` (``connect_args``, pool sizes, event
+    hooks through ``store.engine``); SQLite's busy timeout is ``connect_args={"timeout": s}``
+    (default 5 s).
+    """
+
+    def __init__(
+        self,
+        url: str = "sqlite:///ragtrail.db",
+        *,
+        events_capacity: int = 100_000,
+        spans_capacity: int = 100_000,
+        metrics_capacity: int = 10_000,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        event_coalesce_seconds: float = 60.0,
+        read_only: bool = False,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        for name, value in (("events_capacity", events_capacity),
+                            ("spans_capacity", spans_capacity),
+                            ("metrics_capacity", metrics_capacity),
+                            ("queue_size", queue_size), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        if event_coalesce_seconds < 0:
+            raise ValueError("event_coalesce_seconds must be >= 0 (0 turns coalescing off); "
+                             f"got {event_coalesce_seconds!r}")
+        self.read_only = read_only
+        self._target = parse_target(url)
+        self._capacities = {"events": events_capacity, "spans": spans_capacity,
+                            "metrics": metrics_capacity}
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._coalesce_s = event_coalesce_seconds
+        self._closed = False
+        try:
+            self.engine: Engine = make_engine(self._target, read_only=read_only,
+                                              engine_options=engine_options)
+        except StoreError:
+            raise
+        except Exception as exc:  # an unknown driver, a bad option
+            raise StoreError(f"{self._target.shown}: {describe_error(exc)}") from None
+        if read_only:
+            self._check_readable()
+            self._capacity = 0  # record() drops (and counts) everything
+            self._start_stopped()
+            return
+        schema_ready = self._try_ensure_schema()
+        self._start(schema_ready)
+        _open_stores.add(self)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> AuditStore:
+        """The store ``settings`` describe; ``kwargs`` (e.g. ``engine_options``) pass through."""
+        return cls(settings.store_url, events_capacity=settings.events_capacity,
+                   spans_capacity=settings.spans_capacity,
+                   metrics_capacity=settings.metrics_capacity, queue_size=settings.queue_size,
+                   batch_size=settings.batch_size,
+                   event_coalesce_seconds=settings.event_coalesce_seconds, **kwargs)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def record(self, rec: Record) -> None:
+        """Queue ``rec`` for the writer; never blocks, never raises (a full queue drops it)."""
+        try:
+            item: Any = rec
+            if rec.__class__ is SecurityEvent:
+                item = self._coalescer.admit(rec)
+                if item is None:
+                    return  # a repeat inside its window: counted on the open slot
+            queue = self._queue
+            if len(queue) < self._capacity:
+                queue.append(item)
+                if item is not rec:
+                    self._coalescer.register(item)
+                if not self._wake.is_set():
+                    self._wake.set()
+            else:
+                self._counters.drop(_RING_OF.get(rec.__class__, "other"))
+        except Exception:  # failsafe: instrumentation never breaks the caller
+            self._counters.drop("other")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """True once everything recorded before the call is committed; False on timeout."""
+        return self._writer.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush (waiting up to ``timeout``), then stop the writer and release connections.
+
+        What cannot be written by then is dropped and counted. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _open_stores.discard(self)
+        self._capacity = 0
+        self._writer.stop(timeout)
+        self.engine.dispose()
+
+    def health(self) -> StoreHealth:
+        """The writer's state in this process (no database access: cheap for health probes)."""
+        writer, counters = self._writer, self._counters
+        return StoreHealth(
+            status=writer.status(), queue_depth=len(writer.queue),
+            queue_capacity=self._queue_size, written=counters.written,
+            dropped=counters.dropped, coalesced=self._coalescer.repeats,
+            last_error=counters.last_error, last_error_time_us=counters.last_error_time_us,
+            ring_usage=dict(writer.ring_usage))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def events(self, *, min_severity: Severity | str | int | None = None,
+               event_type: str | None = None, source: str | None = None,
+               correlation_id: str | None = None, since: Since = None, until: Since = None,
+               limit: int | None = 100) -> list[SecurityEvent]:
+        """Security events, newest first; ``until`` is exclusive, ``since`` inclusive."""
+        query = events_query(min_severity=min_severity, event_type=event_type, source=source,
+                             correlation_id=correlation_id, since=since, until=until,
+                             limit=limit)
+        return self._read(lambda conn: run(conn, query, event_from_row))
+
+    def spans(self, *, trace_id: str | None = None, correlation_id: str | None = None,
+              name: str | None = None, kind: str | None = None,
+              min_duration_ms: float | None = None, errors_only: bool = False,
+              since: Since = None, limit: int | None = 100) -> list[SpanRecord]:
+        """Finished spans, newest first."""
+        query = spans_query(trace_id=trace_id, correlation_id=correlation_id, name=name,
+                            kind=kind, min_duration_ms=min_duration_ms,
+                            errors_only=errors_only, since=since, limit=limit)
+        return self._read(lambda conn: run(conn, query, span_from_row))
+
+    def metrics(self, *, since: Since = None, limit: int | None = 100) -> list[MetricsSample]:
+        """System metrics samples, newest first."""
+        query = metrics_query(since=since, limit=limit)
+        return self._read(lambda conn: run(conn, query, metrics_from_row))
+
+    def stats(self, *, since: Since = None) -> StoreStats:
+        """Counts by severity and type, span latency percentiles by name, ring usage, and
+        lifetime written/dropped/coalesced totals of all writers."""
+        return self._read(lambda conn: read_stats(conn, since))
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                return work(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self._target.shown}: "
+                             f"{describe_error(exc, self._target.secrets)}") from None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _check_readable(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                version = read_version(conn)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise StoreError(f"{self._target.shown}: cannot read it "
+                             f"({describe_error(exc, self._target.secrets)})") from None
+        try:
+            check_readable(version, self._target.shown)
+        except StoreError:
+            self.engine.dispose()
+            raise
+
+    def _ensure_schema(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                _lock_schema(conn)
+                ensure_schema(conn, self._capacities, self._target.shown)
+
+    def _try_ensure_schema(self) -> bool:
+        """Create or migrate now; an unreachable database is left to the writer's retries
+        (instrumentation must not stop the application starting), a foreign or newer store
+        is refused here."""
+        try:
+            self._ensure_schema()
+        except StoreError:
+            self.engine.dispose()
+            raise
+        except SQLAlchemyError as exc:
+            log.warning("ragtrail audit store %s not reachable yet (the writer retries): %s",
+                        self._target.shown, describe_error(exc, self._target.secrets))
+            return False
+        return True
+
+    def _start(self, schema_ready: bool) -> None:
+        """A fresh queue, coalescer, counters and writer thread (at start and after fork)."""
+        self._coalescer = Coalescer(self._coalesce_s, max_keys=self._queue_size)
+        self._counters = Counters()
+        dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
+        batches = BatchWriter(self.engine, self._target, self._capacities, self._coalescer)
+        self._writer = Writer(
+            batches, queue_size=self._queue_size, batch_size=self._batch_size,
+            coalescer=self._coalescer, counters=self._counters,
+            ensure_schema=self._ensure_schema, secrets=self._target.secrets,
+            data_errors=_data_errors(dbapi, dialect.name))
+        self._queue = self._writer.queue
+        self._wake = self._writer.wake
+        self._capacity = self._queue_size
+        self._writer.start(schema_ready=schema_ready)
+
+    def _start_stopped(self) -> None:
+        self._coalescer = Coalescer(0, max_keys=0)
+        self._counters = Counters()
+        self._writer = Writer(BatchWriter(self.engine, self._target, self._capacities,
+                                          self._coalescer),
+                              queue_size=self._queue_size, batch_size=self._batch_size,
+                              coalescer=self._coalescer, counters=self._counters,
+                              ensure_schema=lambda: None, secrets=self._target.secrets,
+                              data_errors=())
+        self._writer.stop(0)  # never started: reports "ok", flush() has nothing to wait for
+        self._queue = self._writer.queue
+        self._wake = self._writer.wake
+
+    def _restart_after_fork(self) -> None:
+        # The parent's writer thread did not survive the fork, and its pooled connections
+        # belong to the parent: drop them unclosed (docs.sqlalchemy.org, "Using Connection
+        # Pools with Multiprocessing or os.fork()") and start over with an empty queue (what
+        # was queued before the fork is the parent's to write).
+        self.engine.dispose(close=False)
+        self._start(schema_ready=True)
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "closed" if self._closed else "open"
+        return f"<AuditStore {self._target.shown} ({mode})>"
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Serialise schema creation between processes (SQLite: BEGIN IMMEDIATE already has)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7239811205)"))
+
+
+def _data_errors(dbapi: Any, dialect: str) -> tuple[type[BaseException], ...]:
+    """DB-API errors about a record's content (retrying the same rows cannot succeed)."""
+    errors: list[type[BaseException]] = [dbapi.DataError, dbapi.IntegrityError]
+    if dialect == "sqlite":  # "Error binding parameter": a value of an unsupported type
+        errors += [dbapi.ProgrammingError, dbapi.InterfaceError]
+    return tuple(errors)
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_open_stores):
+        store._restart_after_fork()
+
+
+def _close_at_exit() -> None:
+    for store in list(_open_stores):
+        store.close(EXIT_FLUSH_TIMEOUT_S)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_at_exit)

@@ -1,0 +1,164 @@
+"""The read side: filtered, newest-first queries and the store's statistics.
+
+Each filter maps onto an index (``_schema``), so "the latest N matching" reads about N index
+entries. Newest first means highest ID first: IDs follow commit order (``_ring``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Select, func, literal_column, select
+
+from ragtrail._records import Severity
+from ragtrail.store._reports import RingUsage, SpanLatency, StoreStats
+from ragtrail.store._schema import EVENTS, HIGH_SEVERITY, METRICS, RING, SPANS
+
+__all__ = [
+    "Since",
+    "epoch_us",
+    "events_query",
+    "metrics_query",
+    "read_stats",
+    "run",
+    "spans_query",
+]
+
+Since = datetime | int | None
+"""An aware ``datetime`` or integer microseconds since the epoch."""
+
+T = TypeVar("T")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+# The partial index's own condition, written as a literal: SQLite uses a partial index only
+# when the query's WHERE contains the index's WHERE term itself (sqlite.org/partialindex.html).
+_AT_LEAST_HIGH = EVENTS.c.severity >= literal_column(str(HIGH_SEVERITY))
+
+
+def epoch_us(value: Since, name: str) -> int | None:
+    """``value`` as microseconds since the epoch; naive datetimes are refused (ambiguous)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{name} must be a timezone-aware datetime or epoch microseconds")
+        return (value - _EPOCH) // _MICROSECOND
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"{name} must be a datetime or an int of epoch microseconds; "
+                    f"got {type(value).__name__}")
+
+
+def _limited(query: Select[Any], order: Any, limit: int | None) -> Select[Any]:
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be an integer >= 0 or None; got {limit!r}")
+        query = query.limit(limit)
+    return query.order_by(order.desc())
+
+
+def events_query(*, min_severity: Severity | str | int | None, event_type: str | None,
+                 source: str | None, correlation_id: str | None, since: Since, until: Since,
+                 limit: int | None) -> Select[Any]:
+    c = EVENTS.c
+    query = select(EVENTS)
+    if min_severity is not None:
+        level = int(Severity.parse(min_severity))
+        if level >= HIGH_SEVERITY:
+            query = query.where(_AT_LEAST_HIGH)
+        if level != HIGH_SEVERITY and level > min(Severity):
+            query = query.where(c.severity >= level)
+    for column, value in ((c.event_type, event_type), (c.source, source),
+                          (c.correlation_id, correlation_id)):
+        if value is not None:
+            query = query.where(column == value)
+    start, end = epoch_us(since, "since"), epoch_us(until, "until")
+    if start is not None:
+        query = query.where(c.time_us >= start)
+    if end is not None:
+        query = query.where(c.time_us < end)
+    return _limited(query, c.id, limit)
+
+
+def spans_query(*, trace_id: str | None, correlation_id: str | None, name: str | None,
+                kind: str | None, min_duration_ms: float | None, errors_only: bool,
+                since: Since, limit: int | None) -> Select[Any]:
+    c = SPANS.c
+    query = select(SPANS)
+    for column, value in ((c.trace_id, trace_id), (c.correlation_id, correlation_id),
+                          (c.name, name), (c.kind, kind)):
+        if value is not None:
+            query = query.where(column == value)
+    if min_duration_ms is not None:
+        query = query.where(c.duration_us >= math.ceil(float(min_duration_ms) * 1000))
+    if errors_only:
+        query = query.where(c.status == "error")
+    start = epoch_us(since, "since")
+    if start is not None:
+        query = query.where(c.start_us >= start)
+    return _limited(query, c.id, limit)
+
+
+def metrics_query(*, since: Since, limit: int | None) -> Select[Any]:
+    query = select(METRICS)
+    start = epoch_us(since, "since")
+    if start is not None:
+        query = query.where(METRICS.c.time_us >= start)
+    return _limited(query, METRICS.c.id, limit)
+
+
+def run(conn: Connection, query: Select[Any], convert: Callable[[Any], T]) -> list[T]:
+    return [convert(row) for row in conn.execute(query)]
+
+
+def _percentile(ordered: Sequence[int], fraction: float) -> float:
+    """Nearest-rank percentile of ascending durations, in milliseconds."""
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1] / 1000.0
+
+
+def read_stats(conn: Connection, since: Since) -> StoreStats:
+    """Counts and latencies over the rows in the ring (one snapshot: the caller's transaction).
+
+    Counting is O(rows) (GROUP BY); stats are for people and the CLI, not for hot paths.
+    """
+    start = epoch_us(since, "since")
+    e, s = EVENTS.c, SPANS.c
+    grouped = select(e.severity, e.event_type, func.count(), func.sum(e.count)) \
+        .group_by(e.severity, e.event_type)
+    durations = select(s.name, s.duration_us).order_by(s.name, s.duration_us)
+    metrics = select(func.count()).select_from(METRICS)
+    if start is not None:
+        grouped = grouped.where(e.time_us >= start)
+        durations = durations.where(s.start_us >= start)
+        metrics = metrics.where(METRICS.c.time_us >= start)
+    by_severity = {str(level): 0 for level in Severity}
+    by_type: dict[str, int] = {}
+    rows = occurrences = 0
+    for level, event_type, n, total in conn.execute(grouped):
+        name = str(Severity(level)) if level in Severity._value2member_map_ else str(level)
+        by_severity[name] = by_severity.get(name, 0) + n
+        by_type[event_type] = by_type.get(event_type, 0) + n
+        rows += n
+        occurrences += int(total or 0)
+    per_name: dict[str, list[int]] = {}
+    for name, duration in conn.execute(durations):
+        per_name.setdefault(name, []).append(duration)
+    latency = {name: SpanLatency(len(values), _percentile(values, 0.50),
+                                 _percentile(values, 0.95), _percentile(values, 0.99))
+               for name, values in per_name.items()}
+    rings = conn.execute(select(RING.c.ring, RING.c.row_count, RING.c.capacity,
+                                RING.c.written, RING.c.dropped, RING.c.coalesced)
+                         .where(RING.c.bucket == 0)).all()
+    return StoreStats(
+        events=rows, event_occurrences=occurrences, events_by_severity=by_severity,
+        events_by_type=dict(sorted(by_type.items(), key=lambda item: (-item[1], item[0]))),
+        spans=sum(len(values) for values in per_name.values()), span_latency=latency,
+        metrics=int(conn.execute(metrics).scalar() or 0),
+        written=sum(r.written for r in rings), dropped=sum(r.dropped for r in rings),
+        coalesced=sum(r.coalesced for r in rings),
+        ring_usage={r.ring: RingUsage(r.row_count, r.capacity) for r in rings},
+    )

@@ -1,0 +1,230 @@
+"""The store's tables (SQLAlchemy Core), its schema version, and migrations between versions.
+
+Every table name starts with ``ragtrail_`` so a store can share a PostgreSQL database with the
+application. Times are BIGINT microseconds since the epoch, severities their ordered integer,
+free-form mappings JSON text (portable, and the store never queries inside them).
+
+Row IDs are assigned by the writer (``max(id) + 1`` under the ring's lock, see ``_write``), so
+they are ordered by commit across processes: "newest first" is ``ORDER BY id DESC`` and the
+ring drops the lowest IDs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    func,
+    inspect,
+    select,
+    text,
+)
+
+from ragtrail._records import Severity
+from ragtrail.store._errors import StoreError
+
+__all__ = [
+    "EVENTS",
+    "HIGH_SEVERITY",
+    "METRICS",
+    "RING",
+    "RINGS",
+    "SCHEMA_VERSION",
+    "SPANS",
+    "VERSION",
+    "check_readable",
+    "ensure_schema",
+    "read_version",
+]
+
+SCHEMA_VERSION = 1
+"""Bump with a new entry in ``_MIGRATIONS`` whenever a table changes."""
+
+# SQLite makes ``INTEGER PRIMARY KEY`` (exactly that spelling) an alias of the rowid: the
+# primary-key B-tree is the table itself, so inserts in ID order append and range deletes at
+# the low end are cheap. BIGINT elsewhere.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+VERSION = Table(
+    "ragtrail_schema", metadata,
+    Column("version", Integer, nullable=False),
+)
+
+EVENTS = Table(
+    "ragtrail_events", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("event_type", String(), nullable=False),
+    Column("severity", SmallInteger, nullable=False),
+    Column("source", String(), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("correlation_id", String()),
+    Column("trace_id", String()),
+    Column("span_id", String()),
+    Column("metadata", Text, nullable=False),
+    Column("service", String(), nullable=False),
+    Column("host", String(), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+SPANS = Table(
+    "ragtrail_spans", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=False),
+    Column("trace_id", String(), nullable=False),
+    Column("span_id", String(), nullable=False),
+    Column("parent_span_id", String()),
+    Column("name", String(), nullable=False),
+    Column("kind", String(), nullable=False),
+    Column("start_us", BigInteger, nullable=False),
+    Column("duration_us", BigInteger, nullable=False),
+    Column("status", String(), nullable=False),
+    Column("error_type", String()),
+    Column("error_message", Text),
+    Column("correlation_id", String()),
+    Column("attributes", Text, nullable=False),
+    Column("events", Text, nullable=False),
+)
+
+METRICS = Table(
+    "ragtrail_metrics", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=False),
+    Column("time_us", BigInteger, nullable=False),
+    Column("cpu_percent", Float, nullable=False),
+    Column("memory_percent", Float, nullable=False),
+    Column("disk_usage_percent", Float, nullable=False),
+    Column("net_sent_bytes_per_s", Float, nullable=False),
+    Column("net_recv_bytes_per_s", Float, nullable=False),
+    Column("active_connections", Integer, nullable=False),
+    Column("queue_depth", Integer, nullable=False),
+    Column("process_rss_bytes", BigInteger, nullable=False),
+)
+
+RING = Table(
+    "ragtrail_ring", metadata,
+    # One row per (table, bucket): bucket 0 holds the table's total and is the lock writers
+    # take first; the events table also has one bucket per severity (its integer value).
+    Column("ring", String(), primary_key=True),
+    Column("bucket", SmallInteger, primary_key=True, autoincrement=False),
+    Column("row_count", BigInteger, nullable=False),
+    # Bucket 0 only: the last writer's capacity, and totals over the store's life (all
+    # processes) of rows written, records dropped and events coalesced, for ``stats()``.
+    Column("capacity", BigInteger, nullable=False, default=0),
+    Column("written", BigInteger, nullable=False, default=0),
+    Column("dropped", BigInteger, nullable=False, default=0),
+    Column("coalesced", BigInteger, nullable=False, default=0),
+)
+
+RINGS = {"events": EVENTS, "spans": SPANS, "metrics": METRICS}
+"""The ring-buffered tables by the name used in ``ragtrail_ring`` and in ``ring_usage``."""
+
+_HIGH = int(Severity.HIGH)
+
+# (severity, id) serves the ring's per-severity trimming and the min_severity filter; the
+# partial index on high and critical events makes "latest 100 events at or above high" read
+# 100 index entries however many low events the table holds (benchmarks/bench_store.py).
+Index("ix_ragtrail_events_severity_id", EVENTS.c.severity, EVENTS.c.id)
+Index("ix_ragtrail_events_high_id", EVENTS.c.id,
+      sqlite_where=EVENTS.c.severity >= _HIGH, postgresql_where=EVENTS.c.severity >= _HIGH)
+Index("ix_ragtrail_events_type_id", EVENTS.c.event_type, EVENTS.c.id)
+Index("ix_ragtrail_events_source_id", EVENTS.c.source, EVENTS.c.id)
+Index("ix_ragtrail_events_correlation", EVENTS.c.correlation_id)
+Index("ix_ragtrail_events_time", EVENTS.c.time_us)
+Index("ix_ragtrail_spans_trace", SPANS.c.trace_id)
+Index("ix_ragtrail_spans_correlation", SPANS.c.correlation_id)
+Index("ix_ragtrail_spans_name_id", SPANS.c.name, SPANS.c.id)
+Index("ix_ragtrail_spans_start", SPANS.c.start_us)
+Index("ix_ragtrail_metrics_time", METRICS.c.time_us)
+
+HIGH_SEVERITY = _HIGH
+"""The threshold of the partial index; queries at or above it repeat it so SQLite uses it."""
+
+
+def read_version(conn: Connection) -> int | None:
+    """The stored schema version, or None when this database holds no ragtrail store."""
+    if not inspect(conn).has_table(VERSION.name):
+        return None
+    version = conn.execute(select(func.max(VERSION.c.version))).scalar()
+    return None if version is None else int(version)
+
+
+def check_readable(version: int | None, where: str) -> None:
+    """Refuse what a reader cannot read: no store at all, or one from a newer ragtrail."""
+    if version is None:
+        raise StoreError(f"{where} is not a ragtrail store (no {VERSION.name} table)")
+    _refuse_newer(version, where)
+
+
+def _refuse_newer(version: int, where: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where} was written by a newer ragtrail (schema version {version}; this ragtrail "
+            f"reads up to {SCHEMA_VERSION}); upgrade ragtrail to use it")
+
+
+def ensure_schema(conn: Connection, capacities: dict[str, int], where: str) -> None:
+    """Create the store, or migrate an older one, inside the caller's (locked) transaction."""
+    version = read_version(conn)
+    if version is None:
+        if inspect(conn).has_table(EVENTS.name):
+            raise StoreError(f"{where} has a {EVENTS.name} table but no {VERSION.name} table; "
+                             "it was not created by ragtrail")
+        metadata.create_all(conn)
+        conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+        _count_rings(conn)
+    else:
+        _refuse_newer(version, where)
+        for step in range(version, SCHEMA_VERSION):
+            _MIGRATIONS[step](conn)
+        if version < SCHEMA_VERSION:
+            conn.execute(VERSION.delete())
+            conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+    for ring, capacity in capacities.items():
+        conn.execute(RING.update().where(RING.c.ring == ring, RING.c.bucket == 0)
+                     .values(capacity=capacity))
+
+
+def _count_rings(conn: Connection) -> None:
+    """(Re)build ``ragtrail_ring`` from the tables: a one-off O(table) count at creation or
+    migration; from then on writers keep it exact in the same transactions as their rows."""
+    conn.execute(RING.delete())
+    rows: list[dict[str, object]] = []
+    for ring, table in RINGS.items():
+        total = conn.execute(select(func.count()).select_from(table)).scalar() or 0
+        rows.append({"ring": ring, "bucket": 0, "row_count": total})
+    by_severity = {int(level): int(n) for level, n in conn.execute(
+        select(EVENTS.c.severity, func.count()).group_by(EVENTS.c.severity))}
+    rows += [{"ring": "events", "bucket": int(level), "row_count": by_severity.get(level, 0)}
+             for level in Severity]
+    conn.execute(RING.insert(), rows)
+
+
+def _v0_to_v1(conn: Connection) -> None:
+    """Version 0 (before 0.1.0) had no coalescing count, no span events and no ring table."""
+    for table, column, default in ((EVENTS, "count", "1"), (SPANS, "events", "'[]'")):
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        if column not in present:
+            kind = table.c[column].type.compile(conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column} {kind} "
+                              f"NOT NULL DEFAULT {default}"))
+    RING.create(conn, checkfirst=True)
+    for table in RINGS.values():
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    _count_rings(conn)
+
+
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _v0_to_v1}

@@ -1,0 +1,281 @@
+"""The background writer: one thread, a bounded queue, batches, and retries with backoff.
+
+Callers only append to a ``deque`` (atomic under the GIL) and set an ``Event`` when the writer
+sleeps; measured cheaper than ``queue.Queue.put_nowait``, which takes a lock and notifies a
+condition on every call (benchmarks/bench_store.py). The writer drains up to ``batch_size``
+records per transaction. When the database cannot be written it keeps the failed batch, retries
+with capped exponential backoff, and lets the queue fill; beyond the bound records are dropped
+and counted. Nothing here ever raises into the application.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+from ragtrail.store._coalesce import Coalescer
+from ragtrail.store._errors import StoreError, describe_error
+from ragtrail.store._reports import HealthStatus, RingUsage
+from ragtrail.store._write import Batch, BatchWriter, Flush
+
+__all__ = ["Counters", "Writer"]
+
+log = logging.getLogger("ragtrail.store")
+
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 5.0
+_IDLE_WAKE_S = 1.0  # apply coalesced repeats and close expired windows this often when idle
+_RECENT_S = 60.0  # a drop or error this recent makes health() "degraded"
+_DEGRADED_FILL = 0.8
+
+
+class Counters:
+    """Totals shared by callers (drops) and the writer; a lock keeps increments exact."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.written = 0
+        self.dropped = 0
+        self.last_drop: float | None = None
+        self.last_error: str | None = None
+        self.last_error_time_us: int | None = None
+        self.last_error_at: float | None = None
+        self._unsaved: dict[str, int] = {}  # drops not yet added to the stored totals
+
+    def drop(self, ring: str, n: int = 1) -> None:
+        with self.lock:
+            self.dropped += n
+            self._unsaved[ring] = self._unsaved.get(ring, 0) + n
+            self.last_drop = time.monotonic()
+
+    def take_unsaved(self) -> dict[str, int]:
+        with self.lock:
+            unsaved, self._unsaved = self._unsaved, {}
+        return unsaved
+
+    def restore_unsaved(self, unsaved: dict[str, int]) -> None:
+        with self.lock:
+            for ring, n in unsaved.items():
+                self._unsaved[ring] = self._unsaved.get(ring, 0) + n
+
+    @property
+    def has_unsaved(self) -> bool:
+        return bool(self._unsaved)
+
+    def error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_time_us = time.time_ns() // 1000
+        self.last_error_at = time.monotonic()
+
+
+class Writer:
+    """Owns the queue and the thread; ``AuditStore`` appends, this drains."""
+
+    def __init__(self, batches: BatchWriter, *, queue_size: int, batch_size: int,
+                 coalescer: Coalescer, counters: Counters,
+                 ensure_schema: Callable[[], None], secrets: tuple[str, ...],
+                 data_errors: tuple[type[BaseException], ...]) -> None:
+        self.queue: deque[Any] = deque()
+        self.wake = threading.Event()
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.batches = batches
+        self.coalescer = coalescer
+        self.counters = counters
+        self.ring_usage: dict[str, RingUsage] = {}
+        self.failing = False
+        self._ensure_schema = ensure_schema
+        self._schema_ready = False
+        self._secrets = secrets
+        self._data_errors = data_errors
+        self._stop = threading.Event()
+        self._deadline = float("inf")
+        self.thread = threading.Thread(target=self._run, name="ragtrail-store-writer",
+                                       daemon=True)
+
+    def start(self, *, schema_ready: bool) -> None:
+        self._schema_ready = schema_ready
+        self.thread.start()
+
+    # -- any thread ------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None) -> bool:
+        if not self.thread.is_alive():
+            return not self.queue
+        marker = Flush()
+        self.queue.append(marker)
+        self.wake.set()
+        return marker.done.wait(timeout) and marker.ok
+
+    def stop(self, timeout: float | None) -> None:
+        """Stop after draining; if still failing at ``timeout``, drop what is left."""
+        self._deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        self._stop.set()
+        self.wake.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(None if timeout is None else timeout + 1.0)
+
+    def status(self) -> HealthStatus:
+        now = time.monotonic()
+        counters = self.counters
+        if self.failing or (not self.thread.is_alive() and not self._stop.is_set()):
+            return "failing"
+        recent_drop = counters.last_drop is not None and now - counters.last_drop < _RECENT_S
+        recent_error = (counters.last_error_at is not None
+                        and now - counters.last_error_at < _RECENT_S)
+        if recent_drop or recent_error or len(self.queue) >= _DEGRADED_FILL * self.queue_size:
+            return "degraded"
+        return "ok"
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        batch: Batch | None = None
+        delay = 0.0
+        while True:
+            if batch is None:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+            try:
+                self._commit(batch)
+            except Exception as exc:
+                if not self._retryable(exc):
+                    batch = self._isolate(batch, exc)
+                    if batch is None:
+                        continue
+                delay = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, delay * 2))
+                self._fault(exc)
+                if self._stop.is_set() and time.monotonic() >= self._deadline:
+                    self._abandon(batch)
+                    return
+                # Jitter spreads retries of several processes sharing one database.
+                pause = min(delay * random.uniform(0.75, 1.0),
+                            max(0.0, self._deadline - time.monotonic()))
+                if self._stop.is_set():
+                    time.sleep(pause)  # closing: keep trying until the deadline
+                else:
+                    self._stop.wait(pause)  # close() interrupts the pause
+                continue
+            if self.failing:
+                log.warning("ragtrail audit store writable again; writing resumed")
+            self.failing = False
+            delay = 0.0
+            batch = None
+
+    def _next_batch(self) -> Batch | None:
+        """Up to ``batch_size`` records; waits while idle; None once stopped and drained."""
+        queue = self.queue
+        while not queue:
+            if self._stop.is_set():
+                return None
+            self.wake.clear()
+            if not queue and not self.wake.wait(_IDLE_WAKE_S):
+                self.coalescer.close_expired(time.time_ns() // 1000)
+                if self.coalescer.has_dirty or self.counters.has_unsaved:
+                    return Batch()  # commits pending repeats and drop totals
+        items: list[Any] = []
+        records = 0
+        while queue and records < self.batch_size:
+            item = queue.popleft()
+            items.append(item)
+            if not isinstance(item, Flush):
+                records += 1
+        batch = self.batches.build(items)
+        for ring, n in batch.rejected.items():
+            self.counters.drop(ring, n)
+        return batch
+
+    def _commit(self, batch: Batch) -> None:
+        if not self._schema_ready:
+            self._ensure_schema()
+            self._schema_ready = True
+        unsaved = self.counters.take_unsaved()
+        try:
+            usage = self.batches.write(batch, unsaved)
+        except BaseException:
+            self.counters.restore_unsaved(unsaved)
+            raise
+        self.ring_usage = {**self.ring_usage, **usage}
+        with self.counters.lock:
+            self.counters.written += batch.records
+        for marker in batch.flushes:
+            marker.finish(True)
+
+    def _retryable(self, exc: Exception) -> bool:
+        """Faults of the database (locked, full, read-only, down) are retried; a batch the
+        database refuses for its content is not, or it would block every later record."""
+        if isinstance(exc, StoreError):
+            return True  # e.g. a newer ragtrail's store: retried until someone fixes it
+        original = getattr(exc, "orig", None) or exc
+        if isinstance(original, self._data_errors):
+            return False
+        return isinstance(exc, sa_exc.DBAPIError | sa_exc.DisconnectionError
+                          | sa_exc.TimeoutError) or type(original).__module__.split(".")[0] in \
+            {"sqlite3", "psycopg", "psycopg2"}
+
+    def _isolate(self, batch: Batch, exc: Exception) -> Batch | None:
+        """Write the records one by one and drop those refused; None when all are handled,
+        else the rest (a database fault interrupted) for the retry loop."""
+        singles = _singles(batch)
+        for index, single in enumerate(singles):
+            try:
+                self._commit(single)
+            except Exception as single_exc:
+                if self._retryable(single_exc):
+                    rest = Batch(flushes=batch.flushes)
+                    for later in singles[index:]:
+                        rest.events += later.events
+                        rest.spans += later.spans
+                        rest.metrics += later.metrics
+                    return rest
+                self._reject(single, single_exc)
+        for marker in batch.flushes:
+            marker.finish(True)
+        return None
+
+    def _reject(self, single: Batch, exc: Exception) -> None:
+        ring = "events" if single.events else "spans" if single.spans else "metrics"
+        message = describe_error(exc, self._secrets)
+        if message != self.counters.last_error:  # one line per kind of refusal, not per record
+            log.warning("ragtrail audit store refused a record (dropped): %s", message)
+        self.counters.drop(ring, single.records)
+        self.counters.error(message)
+        for slot, _row, _level in single.events:
+            self.coalescer.discard(slot)
+
+    def _fault(self, exc: Exception) -> None:
+        message = describe_error(exc, self._secrets)
+        if not self.failing or message != self.counters.last_error:
+            log.warning("ragtrail audit store cannot write (retrying, records are kept in "
+                        "the queue up to its bound): %s", message)
+        self.failing = True
+        self.counters.error(message)
+
+    def _abandon(self, batch: Batch) -> None:
+        """Stopping while the database is still failing: count everything left as dropped."""
+        left: list[Any] = []
+        while self.queue:
+            left.append(self.queue.popleft())
+        lost = [batch, self.batches.build(left)]
+        for part in lost:
+            for ring, n in (("events", len(part.events)), ("spans", len(part.spans)),
+                            ("metrics", len(part.metrics))):
+                if n:
+                    self.counters.drop(ring, n)
+            for marker in part.flushes:
+                marker.finish(False)
+
+
+def _singles(batch: Batch) -> list[Batch]:
+    singles = [Batch(events=[item]) for item in batch.events]
+    singles += [Batch(spans=[row]) for row in batch.spans]
+    singles += [Batch(metrics=[row]) for row in batch.metrics]
+    return singles

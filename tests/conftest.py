@@ -1,0 +1,225 @@
+"""Shared fixtures: a real, throwaway PostgreSQL server and fresh audit stores.
+
+PostgreSQL: one cluster per test session, started from the server binaries found on this
+machine (``$PG_BINDIR``, ``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``, or ``PATH``)
+in a temporary directory, on a free loopback port, with durability off for speed. Tests that
+use it are marked ``postgres`` automatically. Without server binaries those tests are skipped
+with the reason, except when ``CI`` or ``RAGTRAIL_REQUIRE_POSTGRES=1`` is set: then they fail,
+because a missing PostgreSQL in CI must never pass silently (issue 2).
+
+Fixtures:
+- ``postgres_url``: session-scoped SQLAlchemy URL of the server's ``postgres`` database.
+- ``postgres_db_url``: a new, empty database for one test (dropped afterwards).
+- ``postgres_server``: the running server with ``stop()``/``start()`` for outage tests; it is
+  started again after the test whatever happened.
+- ``store_factory``: ``store_factory(url=None, **kwargs)`` makes an ``AuditStore`` (default: a
+  SQLite file in ``tmp_path``) and closes every store it made at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ragtrail.store import AuditStore
+
+POSTGRES_FIXTURES = frozenset({"postgres_url", "postgres_db_url", "postgres_server"})
+_START_TIMEOUT = 30
+
+
+def _required() -> bool:
+    return bool(os.environ.get("CI")) or os.environ.get("RAGTRAIL_REQUIRE_POSTGRES") == "1"
+
+
+def find_postgres_bindir() -> Path | None:
+    """The directory holding ``initdb`` and ``pg_ctl``, or None when there is none."""
+    candidates: list[str] = []
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(os.environ["PG_BINDIR"])
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                 timeout=10, check=True)
+            candidates.append(out.stdout.strip())
+    # Debian/Ubuntu keep the server binaries off PATH, one directory per major version.
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit()
+                         else 0, reverse=True)
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(str(Path(initdb).parent))
+    for candidate in candidates:
+        path = Path(candidate)
+        if (path / "initdb").is_file() and (path / "pg_ctl").is_file():
+            return path
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    """A throwaway cluster: ``initdb`` once, then ``start()``/``stop()`` at will.
+
+    ``initdb`` refuses to run as root, so as root every server command runs as the
+    ``postgres`` user via ``runuser``, in a directory that user owns.
+    """
+
+    user = "postgres"
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="ragtrail-pg-"))
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "sock"
+        self.log = self.root / "server.log"
+        self.port = _free_port()
+        self.password = secrets.token_urlsafe(12)
+        self.running = False
+        self._as_root = os.geteuid() == 0
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        return (f"postgresql+psycopg://{self.user}:{self.password}"
+                f"@127.0.0.1:{self.port}/{database}")
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if self._as_root:
+            command = ["runuser", "-u", self.user, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                check=False)
+        if result.returncode != 0:
+            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"{args[0]} failed ({result.returncode}): "
+                               f"{result.stderr.strip()}\n{log}")
+
+    def init(self) -> None:
+        self.socket_dir.mkdir()
+        password_file = self.root / "pw"
+        password_file.write_text(self.password)
+        if self._as_root:
+            shutil.chown(self.root, self.user)
+            for path in (self.socket_dir, password_file):
+                shutil.chown(path, self.user)
+        self._run("initdb", "-D", str(self.data), "-U", self.user, "--pwfile",
+                  str(password_file), "--auth-local=trust", "--auth-host=scram-sha-256",
+                  "-E", "UTF8", "--no-locale", "--no-sync")
+        password_file.unlink()
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   "-c max_connections=100 -c shared_buffers=32MB")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
+                  "-w", "-t", str(_START_TIMEOUT), "start")
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop now (``-m fast``): clients are disconnected, as in an outage."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.running = False
+
+    def destroy(self) -> None:
+        if self.running:
+            with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
+                self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def execute(self, sql: str) -> None:
+        """Run one statement in autocommit mode (CREATE/DROP DATABASE need it)."""
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
+                             password=self.password, dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]  # sql built from our own names
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def _postgres_cluster() -> Iterator[PostgresServer]:
+    bindir = find_postgres_bindir()
+    if bindir is None:
+        reason = ("PostgreSQL server binaries (initdb, pg_ctl) not found via $PG_BINDIR, "
+                  "pg_config --bindir, /usr/lib/postgresql/*/bin or PATH")
+        if _required():
+            pytest.fail(f"{reason}; CI/RAGTRAIL_REQUIRE_POSTGRES requires them")
+        pytest.skip(f"{reason} (install Debian's 'postgresql' package to run these tests)")
+    server = PostgresServer(bindir)
+    try:
+        server.init()
+        server.start()
+    except Exception:
+        server.destroy()
+        raise
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(_postgres_cluster: PostgresServer) -> str:
+    """The SQLAlchemy URL (psycopg 3) of the session server's ``postgres`` database."""
+    return _postgres_cluster.url
+
+
+@pytest.fixture
+def postgres_server(_postgres_cluster: PostgresServer) -> Iterator[PostgresServer]:
+    """The session server, for tests that stop and start it; always left running."""
+    yield _postgres_cluster
+    if not _postgres_cluster.running:
+        _postgres_cluster.start()
+
+
+@pytest.fixture
+def postgres_db_url(_postgres_cluster: PostgresServer) -> Iterator[str]:
+    """A new, empty database on the session server for this test only."""
+    if not _postgres_cluster.running:
+        _postgres_cluster.start()
+    name = f"t_{secrets.token_hex(6)}"
+    _postgres_cluster.execute(f'CREATE DATABASE "{name}"')
+    yield _postgres_cluster.url_for(name)
+    if not _postgres_cluster.running:
+        _postgres_cluster.start()
+    _postgres_cluster.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def store_factory(tmp_path: Path) -> Iterator[Callable[..., AuditStore]]:
+    """Make audit stores (default: a new SQLite file in ``tmp_path``); all closed afterwards."""
+    from ragtrail.store import AuditStore
+
+    made: list[AuditStore] = []
+
+    def make(url: str | None = None, **kwargs: Any) -> AuditStore:
+        store = AuditStore(url or f"sqlite:///{tmp_path / f'store{len(made)}.db'}", **kwargs)
+        made.append(store)
+        return store
+
+    yield make
+    for store in reversed(made):
+        store.close(timeout=10)

@@ -1,0 +1,43 @@
+"""Records for store tests: distinct by default, so nothing coalesces by accident."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanRecord
+
+_serial = itertools.count()
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def make_event(event_type: str | None = None, severity: Severity = Severity.LOW,
+               source: str = "tests", **fields: Any) -> SecurityEvent:
+    """A distinct event (unique type unless given), so it never coalesces by accident."""
+    fields.setdefault("time_us", now_us())
+    return SecurityEvent(event_type=event_type or f"type-{next(_serial)}", severity=severity,
+                         source=source, description=fields.pop("description", "a test event"),
+                         **fields)
+
+
+def make_span(name: str = "op", **fields: Any) -> SpanRecord:
+    n = next(_serial)
+    fields.setdefault("trace_id", f"{n:032x}")
+    fields.setdefault("span_id", f"{n:016x}")
+    fields.setdefault("kind", "internal")
+    fields.setdefault("start_us", now_us())
+    fields.setdefault("duration_us", 1000)
+    return SpanRecord(name=name, **fields)
+
+
+def make_sample(**fields: Any) -> MetricsSample:
+    values: dict[str, Any] = {
+        "time_us": now_us(), "cpu_percent": 1.5, "memory_percent": 2.5,
+        "disk_usage_percent": 3.5, "net_sent_bytes_per_s": 4.5, "net_recv_bytes_per_s": 5.5,
+        "active_connections": 6, "queue_depth": 7, "process_rss_bytes": 8}
+    values.update(fields)
+    return MetricsSample(**values)
