@@ -113,15 +113,14 @@ def _store_files(settings: Settings) -> Iterator[SecurityFinding]:
     database = _sqlite_path(settings.store_url)
     if database is None:
         return
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        path = Path(str(database) + suffix)
-        yield from _exposed(path, "store-file", "The audit store file", group_ok=True)
-    yield from _exposed(database.parent, "store-directory", "The audit store's directory",
+    files = [Path(f"{database}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+    yield from _exposed(files, "store-file", "The audit store file", group_ok=True)
+    yield from _exposed([database.parent], "store-directory", "The audit store's directory",
                         group_ok=True)
 
 
 def _quarantine_directory(settings: Settings) -> Iterator[SecurityFinding]:
-    yield from _exposed(Path(settings.quarantine_dir), "quarantine-directory",
+    yield from _exposed([Path(settings.quarantine_dir)], "quarantine-directory",
                         "The quarantine directory", group_ok=False)
 
 
@@ -201,32 +200,44 @@ _RULES: tuple[_Rule, ...] = (
 )
 
 
-def _exposed(path: Path, finding_id: str, what: str, *,
+def _exposed(paths: list[Path], finding_id: str, what: str, *,
              group_ok: bool) -> Iterator[SecurityFinding]:
-    """Findings for a file or directory that others can write or read."""
-    try:
-        info = path.stat()
-    except OSError:  # not created yet: it will be created with a safe mode
-        return
-    mode = stat.S_IMODE(info.st_mode)
+    """At most one "writable" and one "readable" finding for files others can reach."""
     writers = stat.S_IWOTH | (0 if group_ok else stat.S_IWGRP)
     readers = stat.S_IROTH | (0 if group_ok else stat.S_IRGRP | stat.S_IXGRP | stat.S_IXOTH)
-    shown = f"{path} (mode {mode:04o})"
-    if mode & writers:
-        sticky = stat.S_ISDIR(info.st_mode) and mode & stat.S_ISVTX
-        yield SecurityFinding(
-            f"{finding_id}-writable", Severity.MEDIUM if sticky else Severity.HIGH,
-            f"{what} is writable by other users",
-            f"{shown}: other users can replace, delete or plant files.",
-            f"chmod o-w{'' if group_ok else ',g-w'} {path} (or move it somewhere private).")
-    elif mode & readers:
+    writable: list[tuple[Path, int, bool]] = []
+    readable: list[tuple[Path, int, bool]] = []
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError:  # not created yet: it will be created with a safe mode
+            continue
+        mode = stat.S_IMODE(info.st_mode)
         directory = stat.S_ISDIR(info.st_mode)
+        if mode & writers:
+            writable.append((path, mode, directory and bool(mode & stat.S_ISVTX)))
+        elif mode & readers:
+            readable.append((path, mode, directory))
+    shown = "; ".join
+    if writable:
+        all_sticky = all(sticky for _, _, sticky in writable)
+        yield SecurityFinding(
+            f"{finding_id}-writable", Severity.MEDIUM if all_sticky else Severity.HIGH,
+            f"{what} is writable by other users",
+            shown(f"{p} (mode {m:04o})" for p, m, _ in writable)
+            + ": other users can replace, delete or plant files.",
+            f"chmod o-w{'' if group_ok else ',g-w'} {' '.join(str(p) for p, _, _ in writable)} "
+            "(or move it somewhere private).")
+    if readable:
+        all_directories = all(directory for _, _, directory in readable)
         yield SecurityFinding(
             f"{finding_id}-readable",
-            Severity.LOW if directory and group_ok else Severity.MEDIUM,
+            Severity.LOW if all_directories and group_ok else Severity.MEDIUM,
             f"{what} is readable by other users",
-            f"{shown}: other users can read {'its listing' if directory else 'it'}.",
-            f"chmod {'o-rwx' if group_ok else 'go-rwx'} {path}.")
+            shown(f"{p} (mode {m:04o})" for p, m, _ in readable)
+            + f": other users can read {'the listing' if all_directories else 'it'}.",
+            f"chmod {'o-rwx' if group_ok else 'go-rwx'} "
+            f"{' '.join(str(p) for p, _, _ in readable)}.")
 
 
 def _sqlite_path(url: str) -> Path | None:

@@ -69,7 +69,8 @@ class Quarantine:
         sidecar = self._sidecar(sha256)
         previous = _read_json(sidecar)
         if previous is not None and os.path.lexists(target):
-            os.unlink(source)  # the same bytes are already here
+            if not _same_file(source, target):
+                os.unlink(source)  # the same bytes are already here
             record = {**previous, "count": int(previous.get("count", 1)) + 1, "last_time": now}
         else:
             move_file(Path(source), target, replace=True)
@@ -151,6 +152,13 @@ class Quarantine:
             when = when.replace(tzinfo=timezone.utc)
         reason = str(details.get("reason") or "unknown (no sidecar)")
         return QuarantineEntry(sha256, path, info.st_size, when, reason, details)
+
+
+def _same_file(a: str | os.PathLike[str], b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

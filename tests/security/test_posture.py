@@ -76,12 +76,17 @@ def test_store_file_mode(base: Settings, tmp_path: Path, mode: int,
 
 
 def test_store_side_files_count_too(base: Settings, tmp_path: Path) -> None:
-    """A world-writable WAL file is as bad as a world-writable database."""
-    wal = tmp_path / "private" / "audit.db-wal"
-    wal.write_bytes(b"")
-    os.chmod(wal, 0o666)
-    [finding] = [f for f in scan_posture(base) if f.id == "store-file-writable"]
-    assert str(wal) in finding.detail
+    """WAL and shared-memory files count like the database; one finding lists them all."""
+    private = tmp_path / "private"
+    for name, mode in (("audit.db", 0o644), ("audit.db-wal", 0o666), ("audit.db-shm", 0o644)):
+        (private / name).write_bytes(b"")
+        os.chmod(private / name, mode)
+    findings = {f.id: f for f in scan_posture(base)}
+    assert str(private / "audit.db-wal") in findings["store-file-writable"].detail
+    readable = findings["store-file-readable"]
+    assert readable.detail == (f"{private / 'audit.db'} (mode 0644); "
+                               f"{private / 'audit.db-shm'} (mode 0644): other users can read it.")
+    assert readable.remedy == f"chmod o-rwx {private / 'audit.db'} {private / 'audit.db-shm'}."
 
 
 @pytest.mark.parametrize(("mode", "expected"), [

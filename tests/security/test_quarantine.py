@@ -98,6 +98,16 @@ def test_same_content_is_stored_once_and_counted(validator: FileValidator, corpu
     assert "last_time" in sidecar
 
 
+def test_revalidating_a_quarantined_file_keeps_it(validator: FileValidator, corpus: Any,
+                                                  quarantine_dir: Path) -> None:
+    """Validating the quarantined copy itself must not delete the only copy."""
+    first = validator.validate(corpus.write("one.pdf", ELF))
+    assert first.quarantine_path is not None
+    again = validator.validate(first.quarantine_path, filename="one.pdf")
+    assert again.quarantine_path == first.quarantine_path
+    assert first.quarantine_path.read_bytes() == ELF
+
+
 def test_without_a_quarantine_rejected_files_stay(monitor: Monitor, corpus: Any,
                                                   quarantine_dir: Path) -> None:
     """``quarantine_dir=None`` rejects without moving anything."""
