@@ -1,0 +1,303 @@
+"""The one redactor: every captured value, message and event passes through it.
+
+``redact`` turns any Python value into a JSON-able structure within a byte budget, replacing
+the values of sensitive keys and secret-looking text with ``[REDACTED]``. Cost is bounded by
+the budget, not by the input: strings are cut before they are scanned, containers stop at the
+budget, a depth limit and an item limit, and objects are never iterated unless they are known
+containers (iterating a caller's generator would consume it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import math
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii
+from pathlib import PurePath
+from typing import Any
+
+from ragtrail._settings import Settings
+from ragtrail.instrument._secrets import (
+    REDACTED,
+    KeyKind,
+    TextScanner,
+    escape_controls,
+    is_card_number,
+    looks_random,
+)
+
+__all__ = ["REDACTED", "Redactor", "escape_controls"]
+
+_MIN_BUDGET = 64
+_LOOKAHEAD = 256   # a secret straddling a cut is scanned whole if it is shorter than this
+_RESERVE = 48      # room kept in a container for its "[N more items]" marker
+_MIN_CHILD = 40    # smallest budget worth giving a child (fits a truncated-string marker)
+_MORE = "..."      # the key of a dict's "[N more items]" entry
+_REDACTED_COST = len(REDACTED) + 2
+_SEQUENCES: tuple[type[Any], ...] = (list, tuple, set, frozenset, deque, type({}.keys()), type({}.values()),
+              type({}.items()))
+_AS_STRING = (uuid.UUID, decimal.Decimal, PurePath, complex)
+
+_KeyInfo = tuple[str, int, KeyKind]
+
+
+def _cost(text: str) -> int:
+    """Bytes ``text`` takes in JSON with ASCII escapes: an upper bound for any JSON encoding."""
+    return len(encode_basestring_ascii(text))
+
+
+class Redactor:
+    """Makes values safe to store, export, log or send.
+
+    >>> r = Redactor(Settings())
+    >>> r.redact({"user": "ana", "password": "hunter2", "note": "mail ana@example.org"})
+    {'user': 'ana', 'password': '[REDACTED]', 'note': 'mail [REDACTED]'}
+
+    The JSON encoding of a result (``json.dumps``, any ``ensure_ascii``) is at most
+    ``capture_max_bytes`` bytes (at least 64). ``max_depth`` and ``max_items`` bound nesting
+    and entries per container.
+    """
+
+    def __init__(self, settings: Settings, *, max_depth: int = 8, max_items: int = 100) -> None:
+        self.enabled = settings.redaction_enabled
+        self.max_bytes = max(settings.capture_max_bytes, _MIN_BUDGET)
+        self._max_depth = max_depth
+        self._max_items = max_items
+        self._scanner = TextScanner(settings.redact_keys)
+        # key -> (shown name, its JSON cost, how its value is treated); one cache per ``escape``
+        self._keys: tuple[dict[Any, _KeyInfo], dict[Any, _KeyInfo]] = ({}, {})
+
+    def redact(self, value: Any, *, max_bytes: int | None = None,
+               escape: bool = False) -> Any:
+        """A JSON-able, redacted copy of ``value`` within the byte budget.
+
+        ``max_bytes`` overrides ``capture_max_bytes``; ``escape`` also escapes control
+        characters in strings and keys (for values that may reach line-oriented logs).
+        Never raises: a value that cannot be represented becomes a marker string.
+        """
+        budget = max(max_bytes or self.max_bytes, _MIN_BUDGET)
+        try:
+            return _Walk(self, escape).value(value, budget, 0)[0]
+        except Exception:  # instrumentation never breaks the caller (a hostile __repr__...)
+            return f"[unrepresentable {type(value).__name__}]"
+
+    def redact_text(self, text: str, *, limit: int | None = None) -> str:
+        """``text`` with secrets replaced; cut to ``limit`` characters (plus a marker) if set.
+
+        For exception messages, descriptions and log messages.
+        """
+        if limit is None or len(text) <= limit:
+            return self._scanner.scan(text) if self.enabled else text
+        return self._cut_and_scan(text, limit) + f"...[truncated, {len(text)} chars]"
+
+    def key_is_secret(self, key: str) -> bool:
+        """Whether values under ``key`` are always redacted (for callers building attributes)."""
+        return self.enabled and self._scanner.key_kind(key) in ("any", "line")
+
+    def _key_info(self, key: Any, escape: bool) -> _KeyInfo:
+        """How a mapping key is shown and treated, memoised: keys repeat from call to call."""
+        cache = self._keys[escape]
+        info = cache.get(key) if type(key) is str else None
+        if info is not None:
+            return info
+        name = key if type(key) is str else (
+            str(key).lower() if isinstance(key, (bool, type(None))) else str(key))
+        if len(name) > 128:
+            name = name[:128] + "..."
+        kind: KeyKind = ""
+        if self.enabled:
+            kind = self._scanner.key_kind(name)
+            name = self._scanner.scan(name)
+        if escape:
+            name = escape_controls(name)
+        info = (name, _cost(name), kind)
+        if type(key) is str and len(key) <= 128:
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = info
+        return info
+
+    def _cut_and_scan(self, text: str, limit: int) -> str:
+        """The first ``limit`` characters, scanned with enough text after them that a secret
+        crossing the cut is recognised, and with the unverifiable tail dropped."""
+        window = text[:limit + _LOOKAHEAD]
+        if not self.enabled:
+            return window[:limit]
+        scanned = self._scanner.scan(window)
+        if len(text) > len(window):  # the window's tail may hold half a secret
+            scanned = scanned[:max(0, len(scanned) - _LOOKAHEAD)]
+        return scanned[:limit]
+
+
+class _Walk:
+    """One ``redact`` call: the container path (for cycles) and the options."""
+
+    __slots__ = ("escape", "path", "redactor", "scanner")
+
+    def __init__(self, redactor: Redactor, escape: bool) -> None:
+        self.redactor = redactor
+        self.scanner = redactor._scanner
+        self.escape = escape
+        self.path: set[int] = set()
+
+    def value(self, value: Any, budget: int, depth: int) -> tuple[Any, int]:
+        """The redacted value and its JSON cost, which never exceeds ``budget``."""
+        kind = type(value)
+        if kind is str:
+            return self.text(value, budget, len(value))
+        if value is None or kind is bool:
+            return value, 5
+        if kind is int:
+            return self.integer(value, budget)
+        if kind is float:
+            return self.real(value)
+        if kind is dict:
+            return self.mapping(value, value.items(), budget, depth)
+        if kind in (list, tuple):
+            return self.sequence(value, budget, depth)
+        return self.other(value, budget, depth)
+
+    def other(self, value: Any, budget: int, depth: int) -> tuple[Any, int]:
+        if isinstance(value, enum.Enum):
+            return self.value(value.value, budget, depth)
+        if isinstance(value, str):
+            return self.text(str.__str__(value), budget, len(value))
+        if isinstance(value, bool):
+            return bool(value), 5
+        if isinstance(value, int):
+            return self.integer(int(value), budget)
+        if isinstance(value, float):
+            return self.real(float(value))
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value[:budget + _LOOKAHEAD])
+            return self.text(raw.decode("utf-8", "replace"), budget, len(value))
+        if isinstance(value, Mapping):
+            return self.mapping(value, value.items(), budget, depth)
+        if isinstance(value, _SEQUENCES):
+            return self.sequence(value, budget, depth)
+        if isinstance(value, (datetime.date, datetime.time)):
+            return self.text(value.isoformat(), budget, 0)
+        if isinstance(value, _AS_STRING):
+            return self.text(str(value), budget, 0)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return self.mapping(value, fields.items(), budget, depth)
+        attributes = getattr(value, "__dict__", None)
+        if isinstance(attributes, dict) and not isinstance(value, type) and not callable(value):
+            public = [(k, v) for k, v in attributes.items() if not str(k).startswith("_")]
+            if public:  # a plain object's public state; private attributes stay private
+                return self.mapping(value, public, budget, depth, len(public))
+        return self.text(repr(value), budget, 0)
+
+    def text(self, text: str, budget: int, length: int) -> tuple[str, int]:
+        """A string within ``budget``, cut before scanning when it cannot fit anyway."""
+        redactor = self.redactor
+        limit = budget - 2
+        cut = len(text) > limit
+        if cut:
+            text = redactor._cut_and_scan(text, limit)
+        elif redactor.enabled:
+            text = self.scanner.scan(text)
+        if self.escape:
+            text = escape_controls(text)
+        cost = _cost(text)
+        if cost <= budget and not cut:
+            return text, cost
+        marker = f"...[truncated, {max(length, len(text))} chars]"
+        room = budget - len(marker)
+        text = text[:room]
+        over = _cost(text) - room
+        if over > 0:  # escapes made it longer; each dropped character frees at least a byte
+            text = text[:max(0, len(text) - over)]
+        text += marker
+        return text, _cost(text)
+
+    def integer(self, value: int, budget: int) -> tuple[Any, int]:
+        if value.bit_length() > 64:  # str() of a huge int is slow, and refused past 4300 digits
+            return self.text(f"[integer of {value.bit_length()} bits]", budget, 0)
+        if (self.redactor.enabled and 10**12 <= abs(value) < 10**19
+                and is_card_number(str(abs(value)))):
+            return REDACTED, _REDACTED_COST
+        return value, 20  # the longest 64-bit integer; cheaper than str() on the hot path
+
+    @staticmethod
+    def real(value: float) -> tuple[Any, int]:
+        if math.isfinite(value):
+            return value, 24  # the longest repr() of a finite float
+        shown = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return shown, len(shown) + 2  # strict JSON has no NaN/Infinity literals
+
+    def enter(self, container: object, depth: int) -> str | None:
+        """A marker if the container must not be walked (too deep, or already on the path)."""
+        if depth >= self.redactor._max_depth:
+            return "[max depth]"
+        if id(container) in self.path:
+            return "[cycle]"
+        self.path.add(id(container))
+        return None
+
+    def mapping(self, container: object, items: Any, budget: int, depth: int,
+                size: int | None = None) -> tuple[Any, int]:
+        blocked = self.enter(container, depth)
+        if blocked is not None:
+            return blocked, len(blocked) + 2
+        try:
+            total = size if size is not None else len(container)  # type: ignore[arg-type]
+            out: dict[str, Any] = {}
+            cost = 2
+            max_items = self.redactor._max_items
+            for key, item in items:
+                if len(out) >= max_items:
+                    break
+                name, key_cost, kind = self.redactor._key_info(key, self.escape)
+                if name in out:
+                    name = f"{name}#{len(out)}"
+                    key_cost = _cost(name)
+                key_cost += 4 if out else 2  # ": " and ", "
+                room = budget - cost - key_cost - _RESERVE
+                if room < _MIN_CHILD:
+                    break
+                if kind == "any" or kind == "line" or (
+                        kind == "weak" and isinstance(item, str) and looks_random(item)):
+                    child, child_cost = REDACTED, _REDACTED_COST
+                else:
+                    child, child_cost = self.value(item, room, depth + 1)
+                out[name] = child
+                cost += key_cost + child_cost
+            if len(out) < total:
+                marker = f"[{total - len(out)} more items]"
+                out[_MORE] = marker
+                cost += _cost(_MORE) + _cost(marker) + 2 + (2 if len(out) > 1 else 0)
+            return out, cost
+        finally:
+            self.path.discard(id(container))
+
+    def sequence(self, container: Any, budget: int, depth: int) -> tuple[Any, int]:
+        blocked = self.enter(container, depth)
+        if blocked is not None:
+            return blocked, len(blocked) + 2
+        try:
+            out: list[Any] = []
+            cost = 2
+            for item in container:
+                if len(out) >= self.redactor._max_items:
+                    break
+                separator = 2 if out else 0
+                room = budget - cost - separator - _RESERVE
+                if room < _MIN_CHILD:
+                    break
+                child, child_cost = self.value(item, room, depth + 1)
+                out.append(child)
+                cost += separator + child_cost
+            if len(out) < len(container):
+                marker = f"[{len(container) - len(out)} more items]"
+                cost += _cost(marker) + (2 if out else 0)
+                out.append(marker)
+            return out, cost
+        finally:
+            self.path.discard(id(container))

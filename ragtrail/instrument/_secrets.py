@@ -1,0 +1,290 @@
+"""Find secrets and personal data inside free text: the value half of redaction.
+
+Every pattern is linear-time: quantifiers are never nested, each unbounded run is either the
+last element of its pattern or delimited by a character its class excludes, and patterns that
+could restart inside a long run either start at a rare literal (``@``, ``://``, ``:``/``=``)
+or forbid starting mid-run. Each rule runs only when a cheap substring test says it might
+match, so ordinary prose pays for two C-level scans and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+__all__ = ["REDACTED", "KeyKind", "TextScanner", "escape_controls", "is_card_number"]
+
+REDACTED = "[REDACTED]"
+
+KeyKind = Literal["", "any", "line", "weak"]
+"""How a key (dict key, ``key=value`` name) is treated: not sensitive; its value is always a
+secret; its value runs to the end of the line (``Cookie:``, ``Authorization:``); its value is a
+secret only if it looks random (``key=9f8e...``)."""
+
+# Keys are compared lowercased with separators removed, so api_key, apiKey, API-KEY all match.
+# "token" spares the LLM accounting keys (max_tokens, token_count, tokenizer, token_usage...).
+_SENSITIVE_KEY_WORDS = (
+    r"passw(?:or)?d|passphrase|secret|credential|apikey|privatekey|authorization|cookie"
+    r"|session|token(?!s|iz|count|usage|limit|type|budget|len)|auth$|^pwd$"
+)
+_LINE_KEYS = ("authorization", "cookie")
+_WEAK_KEYS = ("key", "sig", "signature", "hmac")
+
+_SUSPICIOUS = re.compile(r"[-_@:=0-9]")
+
+_PEM = re.compile(
+    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----"
+    r".*?(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----|\Z)",
+    re.DOTALL,
+)
+_URL_PASSWORD = re.compile(r"://[^\s:/@]{0,256}:([^\s/@]{1,256})@")
+# The signature segment is optional so a JWT cut by truncation is still caught.
+_JWT = re.compile(
+    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
+_BEARER = re.compile(r"(?i:bearer)[ \t]{1,8}([A-Za-z0-9._~+/=-]{8,})")
+_API_KEY = re.compile(
+    r"sk-[A-Za-z0-9_-]{20,}"                   # OpenAI, Anthropic (sk-ant-...)
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"   # Stripe secret and restricted keys
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"             # GitHub tokens
+    r"|github_pat_[A-Za-z0-9_]{22,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"          # Slack
+    r"|AIza[A-Za-z0-9_-]{35}"                  # Google API keys
+    r"|A[KS]IA[A-Z0-9]{16}"                    # AWS access key IDs (long-lived, STS)
+    r"|glpat-[A-Za-z0-9_-]{20,}"               # GitLab
+    r"|hf_[A-Za-z0-9]{30,}"                    # Hugging Face
+)
+# A separator right after a key character: "a=b", "key : v", '"k":' (not "===" or " = ").
+_SEPARATOR = re.compile(r"[A-Za-z0-9_.\"'-][ \t]{0,3}[:=]")
+# Lowercase fragments every sensitive key contains; text without any skips the key=value rule.
+_KEY_FRAGMENTS = ("pass", "secret", "token", "key", "auth", "cookie", "session", "credential",
+                  "pwd", "sig", "hmac")
+# Matched on the reversed text before a separator: optional spaces, quote, then the key.
+_KEY_BEFORE = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+_VALUE = re.compile(
+    r"[ \t]{0,3}(?:\"([^\"\r\n]{1,4096})|'([^'\r\n]{1,4096})"
+    r"|((?:(?i:bearer|basic|digest|token)[ \t]{1,8})?[^\s\"'&,;<>]{1,4096}))")
+_LINE_VALUE = re.compile(
+    r"[ \t]{0,3}(?:\"([^\"\r\n]{1,4096})|'([^'\r\n]{1,4096})|([^\r\n\"']{1,4096}))")
+# A weak key's value never contains ":" or "=" (bar base64 padding), so a value that is not
+# redacted ends before the next separator and no text is scanned twice.
+_WEAK_VALUE = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9+/_.-]{16,1024}={0,2})")
+_RANDOM_LOOKING = re.compile(r"[A-Za-z0-9+/_.-]{16,}={0,2}")
+_DIGIT = re.compile(r"[0-9]")
+_LETTER = re.compile(r"[A-Za-z]")
+_EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]{1,63}\.[A-Za-z0-9.-]{1,200}")
+_EMAIL_LOCAL_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+_CARD_RUN = re.compile(r"[0-9][0-9 -]{11,}[0-9]")
+_DIGIT_GROUP = re.compile(r"[0-9]{3,}")  # shorter groups never belong to a card
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_CONTROLS = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+Span = tuple[int, int]
+_Locate = Callable[[str, "re.Match[str]", int], Iterator[Span]]
+
+
+def escape_controls(text: str) -> str:
+    r"""Show control characters as escapes so one value cannot forge a log line.
+
+    >>> escape_controls("ok\r\nFAKE ENTRY\x00")
+    'ok\\r\\nFAKE ENTRY\\x00'
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED_CONTROLS.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def is_card_number(digits: str) -> bool:
+    """13 to 19 digits passing the Luhn check (ISO/IEC 7812 payment card numbers)."""
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+class TextScanner:
+    """Replaces secret-looking parts of a string with ``[REDACTED]``.
+
+    ``extra_keys`` are more key names (compared like the built-in ones) whose values are secret.
+    """
+
+    def __init__(self, extra_keys: tuple[str, ...] = ()) -> None:
+        extra = [normalise_key(key) for key in extra_keys if normalise_key(key)]
+        self._sensitive_key = re.compile("|".join([_SENSITIVE_KEY_WORDS, *map(re.escape, extra)]))
+        self._key_fragments = _KEY_FRAGMENTS + tuple(
+            {key.lower() for key in extra_keys if key.strip()} | set(extra))
+        self._key_kinds: dict[str, KeyKind] = {}
+
+    def key_kind(self, key: str) -> KeyKind:
+        """Whether a key names a secret, memoised (argument and field names repeat a lot)."""
+        kind = self._key_kinds.get(key)
+        if kind is None:
+            kind = self._classify(normalise_key(key))
+            if len(self._key_kinds) >= 4096:
+                self._key_kinds.clear()
+            self._key_kinds[key] = kind
+        return kind
+
+    def _classify(self, norm: str) -> KeyKind:
+        if norm.endswith(_LINE_KEYS):
+            return "line"
+        if self._sensitive_key.search(norm):
+            return "any"
+        if norm.endswith(_WEAK_KEYS):
+            return "weak"
+        return ""
+
+    def scan(self, text: str) -> str:
+        """``text`` with every secret-looking part replaced by ``[REDACTED]``.
+
+        Each rule runs only if a substring test says it might match (straight-line tests:
+        this runs on the caller's thread for captured arguments).
+        """
+        bearer = "earer" in text or "EARER" in text
+        aws_or_google = "AIza" in text or "AKIA" in text or "ASIA" in text
+        if (_SUSPICIOUS.search(text) is None and "eyJ" not in text and not bearer
+                and not aws_or_google):
+            return text
+        if "-----BEGIN" in text:
+            text = _replace(text, _PEM, _whole)
+        if "://" in text:
+            text = _replace(text, _URL_PASSWORD, _group_one)
+        if "eyJ" in text:
+            text = _replace(text, _JWT, _whole)
+        if bearer:
+            text = _replace(text, _BEARER, _group_one)
+        long_enough = len(text) >= 13  # no key format or card number is shorter
+        if long_enough and ("-" in text or "_" in text or aws_or_google):
+            text = _replace(text, _API_KEY, _api_key)
+        if (":" in text or "=" in text) and self._may_name_a_secret(text):
+            text = _replace(text, _SEPARATOR, self._key_value)
+        if "@" in text:
+            text = _replace(text, _EMAIL_DOMAIN, _email)
+        return _replace(text, _CARD_RUN, _cards) if long_enough else text
+
+    def _may_name_a_secret(self, text: str) -> bool:
+        lowered = text.lower()
+        return any(fragment in lowered for fragment in self._key_fragments)
+
+    def _key_value(self, text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
+        """``password=...``, ``"api_key": "..."``, ``Authorization: Basic ...``."""
+        at = match.end() - 1
+        before = text[max(floor, at - 72):at][::-1]
+        key_match = _KEY_BEFORE.match(before)
+        if key_match is None:
+            return
+        kind = self.key_kind(key_match.group(1)[::-1])
+        if not kind:
+            return
+        pattern = {"line": _LINE_VALUE, "weak": _WEAK_VALUE}.get(kind, _VALUE)
+        value = pattern.match(text, at + 1)
+        if value is None:
+            return
+        group = value.lastindex or 0
+        if kind == "weak" and not looks_random(value.group(group)):
+            return
+        yield value.start(group), value.end(group)
+
+
+def normalise_key(key: str) -> str:
+    return "".join(char for char in key.lower() if char.isalnum())
+
+
+def looks_random(value: str) -> bool:
+    """A long token of base64/hex characters with letters and digits: a key, not a word."""
+    return (len(value) <= 4096 and _RANDOM_LOOKING.fullmatch(value) is not None
+            and _DIGIT.search(value) is not None and _LETTER.search(value) is not None)
+
+
+
+
+def _replace(text: str, pattern: re.Pattern[str], locate: _Locate) -> str:
+    pieces: list[str] = []
+    done = 0
+    for match in pattern.finditer(text):
+        if match.start() < done:  # inside a span already replaced
+            continue
+        for start, end in locate(text, match, done):
+            pieces.append(text[done:start])
+            pieces.append(REDACTED)
+            done = end
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _whole(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
+    yield match.span()
+
+
+def _group_one(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
+    yield match.span(1)
+
+
+def _api_key(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
+    start = match.start()
+    if start and text[start - 1].isalnum():  # "risk-based-..." is prose, not a key
+        return
+    key = match.group()
+    if key.startswith("sk-") and not any(c.isdigit() for c in key):
+        return
+    yield match.span()
+
+
+def _email(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
+    at = match.start()
+    local = _EMAIL_LOCAL_REVERSED.match(text[max(floor, at - 64):at][::-1])
+    if local is None:
+        return
+    domain = match.group()[1:].rstrip(".-")  # a sentence's full stop is not the domain's
+    top_level = domain.rsplit(".", 1)[-1]
+    if len(top_level) < 2 or not top_level.isalpha():
+        return
+    yield at - local.end(), at + 1 + len(domain)
+
+
+def _cards(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
+    """Card numbers inside a run of digits, spaces and dashes (several cards, or a card
+    next to other numbers)."""
+    base = match.start()
+    groups = [(g.start() + base, g.end() + base) for g in _DIGIT_GROUP.finditer(match.group())]
+    first = 0
+    while first < len(groups):
+        last = _card_from(text, groups, first)
+        if last is None:
+            first += 1
+        else:
+            yield groups[first][0], groups[last][1]
+            first = last + 1
+
+
+def _card_from(text: str, groups: list[Span], first: int) -> int | None:
+    """The last group of a card number starting at ``groups[first]``: groups of 3+ digits
+    joined by single separators (4-4-4-4, 4-6-5...), 13 to 19 digits, Luhn-valid."""
+    digits = ""
+    for last in range(first, len(groups)):
+        start, end = groups[last]
+        if last > first and start - groups[last - 1][1] != 1:
+            return None
+        digits += text[start:end]
+        if len(digits) > 19:
+            return None
+        if len(digits) >= 13 and is_card_number(digits):
+            return last
+    return None
