@@ -1,0 +1,188 @@
+"""End to end: the health routes through ragtrail's middleware under real servers on 127.0.0.1,
+probed like the kubelet."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import waitress
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from ragtrail.health import FunctionCheck, HealthService, HTTPCheck, create_health_endpoints
+from ragtrail.instrument import Monitor
+from ragtrail.middleware import ASGIMiddleware
+
+from ._servers import FakeOllama, Prober, kubelet_probe, unused_port, wait_until
+from .conftest import ServiceFactory
+
+pytestmark = pytest.mark.network
+UVICORN_APP = Path(__file__).with_name("_uvicorn_drain_app.py")
+
+
+def starlette_app() -> Starlette:
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    return Starlette(routes=[Route("/", home)])
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Run an ASGI app under uvicorn in a thread; returns its base URL."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app: Any) -> str:
+        port = unused_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        wait_until(lambda: server.started, timeout=10)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_200_concurrent_probes_answer_while_a_dependency_hangs(
+        make_service: ServiceFactory, ollama: FakeOllama, serve: Any) -> None:
+    """With Ollama wedged, 200 simultaneous kubelet probes all succeed within their 1 s."""
+    service = make_service(HTTPCheck(ollama.url, name="ollama", critical=False),
+                           FunctionCheck(lambda: True, "index"))
+    base = serve(ASGIMiddleware(starlette_app(), monitor=service.monitor, health=service))
+    wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
+    ollama.mode = "hang"
+    wait_until(lambda: service._runner.results["ollama"].timed_out, timeout=5)
+    barrier = threading.Barrier(200)
+
+    def one_probe(_: int) -> tuple[bool, float]:
+        barrier.wait()
+        started = time.perf_counter()
+        return kubelet_probe(f"{base}/ready", timeout=1.0), time.perf_counter() - started
+
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        outcomes = list(pool.map(one_probe, range(200)))
+    assert [ok for ok, _ in outcomes] == [True] * 200
+    assert max(seconds for _, seconds in outcomes) < 1.0
+    assert ollama.requests >= 2  # the check kept trying the hung dependency meanwhile
+
+
+def test_kubelet_takes_the_pod_out_and_back_without_restarting_it(
+        make_service: ServiceFactory, ollama: FakeOllama, serve: Any) -> None:
+    """A critical dependency hanging fails readiness (failureThreshold reached), never
+    liveness; when it recovers readiness passes again."""
+    service = make_service(HTTPCheck(ollama.url, name="ollama"))
+    base = serve(ASGIMiddleware(starlette_app(), monitor=service.monitor, health=service))
+    readiness = Prober(f"{base}/ready", failure_threshold=3)
+    liveness = Prober(f"{base}/health", failure_threshold=1)
+    wait_until(readiness.probe, timeout=10)
+    ollama.mode = "hang"
+    live_history = []
+
+    def out_of_rotation() -> bool:
+        live_history.append(liveness.probe())
+        return not readiness.probe()
+
+    wait_until(out_of_rotation, timeout=5, interval=0.05)
+    ollama.mode = "fast"
+    ollama.release()
+    wait_until(readiness.probe, timeout=5, interval=0.05)
+    assert all(live_history)
+    assert liveness.probe()
+
+
+def test_sigterm_under_uvicorn_drains_then_shuts_down(tmp_path: Path) -> None:
+    """The documented set-up: SIGTERM fails /ready at once, /health stays 200 and the app
+    keeps serving for drain_seconds, then uvicorn's graceful shutdown runs."""
+    port = unused_port()
+    process = subprocess.Popen(
+        [sys.executable, str(UVICORN_APP), f"sqlite:///{tmp_path / 'audit.db'}", str(port),
+         "1.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "started"
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        wait_until(lambda: not kubelet_probe(f"{base}/ready"), timeout=1.0)
+        assert kubelet_probe(f"{base}/health")
+        assert kubelet_probe(f"{base}/")  # the app itself still serves during the drain
+        assert process.stdout.readline().strip() == "stopped"
+        process.wait(10)
+        assert time.monotonic() - signalled >= 1.4
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_create_health_endpoints_on_starlette(monitor: Monitor, serve: Any) -> None:
+    """The seed's one call: health routes served by the middleware, the app's own routes
+    untouched."""
+    app = starlette_app()
+    service = create_health_endpoints(app, [FunctionCheck(lambda: True, "index")],
+                                      monitor=monitor)
+    try:
+        base = serve(app)
+        wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
+        assert [c.name for c in service.checks] == ["index", "store"]
+        assert kubelet_probe(f"{base}/")
+    finally:
+        service.stop()
+
+
+def test_create_health_endpoints_on_flask_under_waitress(monitor: Monitor) -> None:
+    """The same for Flask: app.wsgi_app is wrapped; probes are answered under a real WSGI
+    server, HEAD included."""
+    app = Flask(__name__)
+
+    @app.get("/")
+    def home() -> str:
+        return "hello"
+
+    service = create_health_endpoints(app, [FunctionCheck(lambda: True, "index")],
+                                      monitor=monitor)
+    port = unused_port()
+    server = waitress.create_server(app, host="127.0.0.1", port=port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
+        assert kubelet_probe(f"{base}/livez")
+        assert kubelet_probe(f"{base}/")
+    finally:
+        server.close()
+        thread.join(5)
+        service.stop()
+
+
+def test_create_health_endpoints_refuses_other_objects(monitor: Monitor) -> None:
+    """Anything that is neither Starlette-like nor Flask-like gets a TypeError saying what to
+    use instead."""
+    with pytest.raises(TypeError, match="ASGIMiddleware/WSGIMiddleware"):
+        create_health_endpoints(object(), monitor=monitor)
+    service = HealthService(monitor)
+    with pytest.raises(TypeError, match="not to both"):
+        create_health_endpoints(starlette_app(), [FunctionCheck(lambda: True, "x")],
+                                health=service)
