@@ -6,10 +6,9 @@ import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import ELF
+from security_corpus import ELF, Corpus
 
 from ragtrail.cli import main
 from ragtrail.instrument import Monitor
@@ -32,7 +31,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 @pytest.fixture
-def quarantined(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> list[str]:
+def quarantined(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> list[str]:
     """Two rejected files (one with a hostile name); their hashes, newest first."""
     validator = FileValidator(monitor=monitor)
     old = validator.validate(corpus.write("x", ELF), filename="evil\x1b[31m\r\n.pdf")

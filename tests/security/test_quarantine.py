@@ -8,10 +8,9 @@ import stat
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import ELF, PDF
+from security_corpus import ELF, PDF, Corpus
 
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail.instrument import Monitor, correlation_scope
@@ -30,7 +29,7 @@ def validator(monitor: Monitor) -> FileValidator:
     return FileValidator(monitor=monitor)
 
 
-def test_rejected_file_is_moved_in_under_its_hash(validator: FileValidator, corpus: Any,
+def test_rejected_file_is_moved_in_under_its_hash(validator: FileValidator, corpus: Corpus,
                                                   quarantine_dir: Path) -> None:
     """The file leaves the upload area and lands as <sha256>, mode 0600, in a 0700 directory."""
     path = corpus.write("invoice.pdf", ELF)
@@ -50,7 +49,7 @@ def test_rejected_file_is_moved_in_under_its_hash(validator: FileValidator, corp
     assert sorted(os.listdir(quarantine_dir)) == [result.sha256, f"{result.sha256}.json"]
 
 
-def test_existing_loose_directory_is_tightened(validator: FileValidator, corpus: Any,
+def test_existing_loose_directory_is_tightened(validator: FileValidator, corpus: Corpus,
                                                quarantine_dir: Path) -> None:
     """A quarantine directory someone created 0777 is set back to 0700 on first use."""
     quarantine_dir.mkdir()
@@ -59,7 +58,7 @@ def test_existing_loose_directory_is_tightened(validator: FileValidator, corpus:
     assert _mode(quarantine_dir) == 0o700
 
 
-def test_sidecar_says_why_with_the_name_escaped(validator: FileValidator, corpus: Any,
+def test_sidecar_says_why_with_the_name_escaped(validator: FileValidator, corpus: Corpus,
                                                 quarantine_dir: Path) -> None:
     """The JSON sidecar is ASCII and holds reason, hash, escaped name, types, size, ID, time."""
     path = corpus.write("upload.part", ELF)
@@ -86,7 +85,7 @@ def test_sidecar_says_why_with_the_name_escaped(validator: FileValidator, corpus
     assert before <= datetime.fromisoformat(sidecar["time"]) <= datetime.now(timezone.utc)
 
 
-def test_same_content_is_stored_once_and_counted(validator: FileValidator, corpus: Any,
+def test_same_content_is_stored_once_and_counted(validator: FileValidator, corpus: Corpus,
                                                  quarantine_dir: Path) -> None:
     """A second copy of the same bytes is removed and the sidecar's count grows."""
     first = validator.validate(corpus.write("one.pdf", ELF))
@@ -98,7 +97,7 @@ def test_same_content_is_stored_once_and_counted(validator: FileValidator, corpu
     assert "last_time" in sidecar
 
 
-def test_revalidating_a_quarantined_file_keeps_it(validator: FileValidator, corpus: Any,
+def test_revalidating_a_quarantined_file_keeps_it(validator: FileValidator, corpus: Corpus,
                                                   quarantine_dir: Path) -> None:
     """Validating the quarantined copy itself must not delete the only copy."""
     first = validator.validate(corpus.write("one.pdf", ELF))
@@ -108,7 +107,7 @@ def test_revalidating_a_quarantined_file_keeps_it(validator: FileValidator, corp
     assert first.quarantine_path.read_bytes() == ELF
 
 
-def test_without_a_quarantine_rejected_files_stay(monitor: Monitor, corpus: Any,
+def test_without_a_quarantine_rejected_files_stay(monitor: Monitor, corpus: Corpus,
                                                   quarantine_dir: Path) -> None:
     """``quarantine_dir=None`` rejects without moving anything."""
     path = corpus.write("invoice.pdf", ELF)
@@ -118,7 +117,7 @@ def test_without_a_quarantine_rejected_files_stay(monitor: Monitor, corpus: Any,
     assert not quarantine_dir.exists()
 
 
-def test_quarantine_failure_still_rejects(monitor: Monitor, corpus: Any, tmp_path: Path) -> None:
+def test_quarantine_failure_still_rejects(monitor: Monitor, corpus: Corpus, tmp_path: Path) -> None:
     """If the quarantine cannot be created the file is still rejected (and left in place)."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")
@@ -131,7 +130,7 @@ def test_quarantine_failure_still_rejects(monitor: Monitor, corpus: Any, tmp_pat
 
 # -- events in the store ----------------------------------------------------------------------
 
-def test_malicious_upload_records_a_high_event(validator: FileValidator, corpus: Any,
+def test_malicious_upload_records_a_high_event(validator: FileValidator, corpus: Corpus,
                                                stored_events: Events) -> None:
     """A disguised executable becomes one high malicious_file_upload row with the hash."""
     with correlation_scope("corr-abcdef123456"):
@@ -148,7 +147,7 @@ def test_malicious_upload_records_a_high_event(validator: FileValidator, corpus:
 
 
 def test_invalid_upload_records_an_input_validation_event(validator: FileValidator,
-                                                          corpus: Any,
+                                                          corpus: Corpus,
                                                           stored_events: Events) -> None:
     """Bad encoding is input_validation_fail (high), and nothing malicious is recorded."""
     validator.validate(corpus.write("latin1.txt", b"caf\xe9"))
@@ -158,14 +157,14 @@ def test_invalid_upload_records_an_input_validation_event(validator: FileValidat
     assert stored_events("malicious_file_upload") == []
 
 
-def test_accepted_file_records_nothing(validator: FileValidator, corpus: Any,
+def test_accepted_file_records_nothing(validator: FileValidator, corpus: Corpus,
                                        stored_events: Events) -> None:
     """A good document leaves no security event."""
     assert validator.validate(corpus.pdf()).accepted
     assert stored_events() == []
 
 
-def test_hostile_name_is_escaped_in_the_store(validator: FileValidator, corpus: Any,
+def test_hostile_name_is_escaped_in_the_store(validator: FileValidator, corpus: Corpus,
                                               stored_events: Events) -> None:
     """Control characters of the client's name never reach the store raw."""
     validator.validate(corpus.write("x", ELF), filename="evil\r\nFAKE LOG LINE\x1b[0m.pdf")
@@ -176,7 +175,7 @@ def test_hostile_name_is_escaped_in_the_store(validator: FileValidator, corpus: 
 
 # -- verify -----------------------------------------------------------------------------------
 
-def test_verify_accepts_an_unchanged_file(validator: FileValidator, corpus: Any,
+def test_verify_accepts_an_unchanged_file(validator: FileValidator, corpus: Corpus,
                                           stored_events: Events) -> None:
     """The sha256 recorded at acceptance still matches: True, no event."""
     path = corpus.pdf()
@@ -185,7 +184,7 @@ def test_verify_accepts_an_unchanged_file(validator: FileValidator, corpus: Any,
     assert stored_events() == []
 
 
-def test_verify_detects_tampering(validator: FileValidator, corpus: Any,
+def test_verify_detects_tampering(validator: FileValidator, corpus: Corpus,
                                   stored_events: Events) -> None:
     """One flipped byte after acceptance: False and a high file_integrity_fail event."""
     path = corpus.pdf()
@@ -201,7 +200,7 @@ def test_verify_detects_tampering(validator: FileValidator, corpus: Any,
     assert "changed since it was accepted" in event.description
 
 
-def test_verify_detects_a_missing_file(validator: FileValidator, corpus: Any,
+def test_verify_detects_a_missing_file(validator: FileValidator, corpus: Corpus,
                                        stored_events: Events) -> None:
     """A deleted file fails verification with actual_sha256 None."""
     path = corpus.pdf()
@@ -212,7 +211,7 @@ def test_verify_detects_a_missing_file(validator: FileValidator, corpus: Any,
     assert event.metadata["actual_sha256"] is None
 
 
-def test_verify_rejects_a_malformed_hash(validator: FileValidator, corpus: Any) -> None:
+def test_verify_rejects_a_malformed_hash(validator: FileValidator, corpus: Corpus) -> None:
     """A hash that is not 64 hex characters is a programming error."""
     with pytest.raises(ValueError, match="64 hex"):
         validator.verify(corpus.pdf(), "abc")
@@ -221,7 +220,7 @@ def test_verify_rejects_a_malformed_hash(validator: FileValidator, corpus: Any) 
 # -- managing the quarantine ------------------------------------------------------------------
 
 @pytest.fixture
-def filled(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> list[str]:
+def filled(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> list[str]:
     """Two quarantined files; returns their hashes, newest first."""
     validator = FileValidator(monitor=monitor)
     older = validator.validate(corpus.write("old.pdf", ELF)).sha256

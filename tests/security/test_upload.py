@@ -15,7 +15,7 @@ from typing import Any
 import flask
 import httpx
 import pytest
-from conftest import ELF, PDF
+from security_corpus import ELF, PDF
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse

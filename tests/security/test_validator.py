@@ -9,18 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from security_corpus import (
     ELF,
     MACHO,
     PDF,
     PE,
     SCRIPT,
+    Corpus,
     ooxml_bytes,
     patch_central_directory,
     zip_bytes,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ragtrail.instrument import Monitor
 from ragtrail.security import EXTENSION_TYPES, FileValidator, ValidationResult, ZipLimits
@@ -60,7 +61,7 @@ VALID_DOCUMENTS = [
 
 @pytest.mark.parametrize(("name", "data", "kind"), VALID_DOCUMENTS,
                          ids=[case[0] for case in VALID_DOCUMENTS])
-def test_valid_documents_are_accepted(validator: FileValidator, corpus: Any, name: str,
+def test_valid_documents_are_accepted(validator: FileValidator, corpus: Corpus, name: str,
                                       data: bytes, kind: str) -> None:
     """Each supported format, well formed, is accepted with its type, size and sha256."""
     path = corpus.write(name, data)
@@ -84,7 +85,7 @@ DISGUISED = [
 
 
 @pytest.mark.parametrize(("name", "data", "kind"), DISGUISED, ids=[c[0] for c in DISGUISED])
-def test_executables_are_malicious_whatever_the_name(validator: FileValidator, corpus: Any,
+def test_executables_are_malicious_whatever_the_name(validator: FileValidator, corpus: Corpus,
                                                      name: str, data: bytes, kind: str) -> None:
     """PE, ELF, Mach-O and shebang scripts are flagged malicious under any extension."""
     result = validator.validate(corpus.write(name, data))
@@ -96,7 +97,7 @@ def test_executables_are_malicious_whatever_the_name(validator: FileValidator, c
 
 
 def test_text_starting_with_mz_is_not_an_executable(validator: FileValidator,
-                                                    corpus: Any) -> None:
+                                                    corpus: Corpus) -> None:
     """Plain text that happens to start with "MZ" is text, not a PE file."""
     result = validator.validate(corpus.write("mz.txt", b"MZ Brand annual report\n"))
     assert result.accepted
@@ -132,7 +133,7 @@ INVALID_FILES = [
 @pytest.mark.parametrize(("name", "data", "detected", "reason"), INVALID_FILES,
                          ids=[c[0] for c in INVALID_FILES])
 def test_wrong_or_broken_content_is_an_input_validation_failure(
-        validator: FileValidator, corpus: Any, name: str, data: bytes, detected: str,
+        validator: FileValidator, corpus: Corpus, name: str, data: bytes, detected: str,
         reason: str) -> None:
     """Type mismatches, bad encodings and broken documents are rejected as invalid input."""
     result = validator.validate(corpus.write(name, data))
@@ -143,7 +144,7 @@ def test_wrong_or_broken_content_is_an_input_validation_failure(
     assert reason in result.reason
 
 
-def test_size_limit(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> None:
+def test_size_limit(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> None:
     """One byte over ``max_bytes`` is rejected; exactly ``max_bytes`` is fine."""
     validator = FileValidator(max_bytes=len(PDF), monitor=monitor, quarantine_dir=quarantine_dir)
     assert validator.validate(corpus.write("fits.pdf", PDF)).accepted
@@ -152,7 +153,7 @@ def test_size_limit(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> None
     assert result.reason == f"file is {len(PDF) + 1} bytes; the limit is {len(PDF)}"
 
 
-def test_extension_allowlist(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> None:
+def test_extension_allowlist(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> None:
     """Only listed extensions pass, compared case-insensitively with or without the dot."""
     validator = FileValidator(allowed_extensions=["PDF", ".md"], monitor=monitor,
                               quarantine_dir=quarantine_dir)
@@ -173,7 +174,7 @@ def test_unknown_extensions_are_refused_at_construction() -> None:
     assert set(EXTENSION_TYPES) == set(FileValidator(quarantine_dir=None).allowed_extensions)
 
 
-def test_client_filename_decides_the_claim(validator: FileValidator, corpus: Any) -> None:
+def test_client_filename_decides_the_claim(validator: FileValidator, corpus: Corpus) -> None:
     """``filename=`` (the client's name) is sanitised and used instead of the path's name."""
     path = corpus.write("upload.part", PDF)
     result = validator.validate(path, filename="../../Quarterly\x00 report.pdf")
@@ -182,7 +183,7 @@ def test_client_filename_decides_the_claim(validator: FileValidator, corpus: Any
 
 # -- ZIP-based formats ----------------------------------------------------------------------
 
-def test_zip_bomb_by_compression_ratio(validator: FileValidator, corpus: Any) -> None:
+def test_zip_bomb_by_compression_ratio(validator: FileValidator, corpus: Corpus) -> None:
     """10 MB of zeros in a 10 KB DOCX trips the ratio guard; nothing is extracted."""
     path = corpus.zip_bomb()
     assert path.stat().st_size < 100_000
@@ -191,7 +192,7 @@ def test_zip_bomb_by_compression_ratio(validator: FileValidator, corpus: Any) ->
     assert result.reason == "ZIP bomb: an entry expands more than 100 times"
 
 
-def test_zip_bomb_by_total_size(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> None:
+def test_zip_bomb_by_total_size(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> None:
     """Many moderately compressible entries adding up past the limit are a bomb too."""
     limits = ZipLimits(max_uncompressed_bytes=1_000_000)
     validator = FileValidator(monitor=monitor, quarantine_dir=quarantine_dir, zip_limits=limits)
@@ -201,7 +202,7 @@ def test_zip_bomb_by_total_size(monitor: Monitor, corpus: Any, quarantine_dir: P
     assert result.reason == "ZIP bomb: expands to more than 1000000 bytes"
 
 
-def test_zip_bomb_by_entry_count(monitor: Monitor, corpus: Any, quarantine_dir: Path) -> None:
+def test_zip_bomb_by_entry_count(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> None:
     """More entries than allowed is refused from the end record, before zipfile reads them."""
     validator = FileValidator(monitor=monitor, quarantine_dir=quarantine_dir,
                               zip_limits=ZipLimits(max_entries=10))
@@ -211,13 +212,13 @@ def test_zip_bomb_by_entry_count(monitor: Monitor, corpus: Any, quarantine_dir: 
     assert result.reason == "ZIP bomb: more than 10 entries"
 
 
-def test_small_entries_may_compress_well(validator: FileValidator, corpus: Any) -> None:
+def test_small_entries_may_compress_well(validator: FileValidator, corpus: Corpus) -> None:
     """A small, very repetitive part (under the ratio floor) is normal XML, not a bomb."""
     path = corpus.ooxml("xlsx", extra={"xl/sharedStrings.xml": b"<si/>" * 15_000})
     assert validator.validate(path).accepted
 
 
-def test_overlapping_entries_are_a_bomb(validator: FileValidator, corpus: Any) -> None:
+def test_overlapping_entries_are_a_bomb(validator: FileValidator, corpus: Corpus) -> None:
     """Two directory entries sharing one local file's data (a non-recursive bomb)."""
     data = ooxml_bytes("docx", {"word/b.xml": b"<b/>" * 100})
     overlapped = patch_central_directory(data, 3, local_header_offset=0)
@@ -230,7 +231,7 @@ def test_overlapping_entries_are_a_bomb(validator: FileValidator, corpus: Any) -
     "../evil.sh", "word/../../etc/cron.d/x", "/etc/passwd", "\\windows\\evil.dll",
     "C:/evil.dll", "word\\..\\..\\x", "word/doc\x00.exe",
 ])
-def test_member_path_traversal(validator: FileValidator, corpus: Any, member: str) -> None:
+def test_member_path_traversal(validator: FileValidator, corpus: Corpus, member: str) -> None:
     """Members escaping the archive (dot-dot, absolute, drive, NUL) are malicious."""
     # zipfile cuts names at NUL when writing, so a NUL goes in as "?" and is patched in.
     data = ooxml_bytes("docx", {member.replace("\x00", "?"): b"x"})
@@ -240,7 +241,7 @@ def test_member_path_traversal(validator: FileValidator, corpus: Any, member: st
     assert result.reason == "ZIP member path escapes the archive (path traversal)"
 
 
-def test_encrypted_member(validator: FileValidator, corpus: Any) -> None:
+def test_encrypted_member(validator: FileValidator, corpus: Corpus) -> None:
     """An encrypted member hides its content from every check: malicious."""
     data = patch_central_directory(ooxml_bytes("docx"), 2, flag_bits=0x1)
     result = validator.validate(corpus.write("locked.docx", data))
@@ -248,7 +249,7 @@ def test_encrypted_member(validator: FileValidator, corpus: Any) -> None:
     assert result.reason == "encrypted ZIP member (content cannot be checked)"
 
 
-def test_duplicate_member_names(validator: FileValidator, corpus: Any) -> None:
+def test_duplicate_member_names(validator: FileValidator, corpus: Corpus) -> None:
     """Two members with one name (parsers disagree on which wins) are malicious."""
     data = ooxml_bytes("docx")
     with zipfile.ZipFile(corpus.write("dup.docx", data), "a") as archive, \
@@ -261,7 +262,7 @@ def test_duplicate_member_names(validator: FileValidator, corpus: Any) -> None:
 @pytest.mark.parametrize(("kind", "member"), [
     ("docx", "word/vbaProject.bin"), ("xlsx", "xl/vbaProject.bin"), ("pptx", "ppt/vbaProject.bin"),
 ])
-def test_macro_document_renamed_to_macro_free(validator: FileValidator, corpus: Any, kind: str,
+def test_macro_document_renamed_to_macro_free(validator: FileValidator, corpus: Corpus, kind: str,
                                               member: str) -> None:
     """A .docm/.xlsm/.pptm renamed to the macro-free extension is malicious."""
     result = validator.validate(corpus.ooxml(kind, extra={member: b"\xd0\xcf\x11\xe0"}))
@@ -272,7 +273,7 @@ def test_macro_document_renamed_to_macro_free(validator: FileValidator, corpus: 
 
 # -- what is not a file ---------------------------------------------------------------------
 
-def test_symlink_is_refused_and_left_alone(validator: FileValidator, corpus: Any,
+def test_symlink_is_refused_and_left_alone(validator: FileValidator, corpus: Corpus,
                                            quarantine_dir: Path) -> None:
     """A symlink is never followed (it could point at /etc/shadow) nor moved."""
     target = corpus.pdf()
@@ -285,7 +286,7 @@ def test_symlink_is_refused_and_left_alone(validator: FileValidator, corpus: Any
     assert not quarantine_dir.exists()
 
 
-def test_fifo_is_refused_without_blocking(validator: FileValidator, corpus: Any) -> None:
+def test_fifo_is_refused_without_blocking(validator: FileValidator, corpus: Corpus) -> None:
     """A named pipe is refused at once (opening it must not wait for a writer)."""
     fifo = corpus.directory / "pipe.txt"
     os.mkfifo(fifo)
