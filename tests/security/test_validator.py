@@ -6,7 +6,6 @@ import hashlib
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,10 +32,6 @@ INVALID = "input_validation_fail"
 @pytest.fixture
 def validator(monitor: Monitor, quarantine_dir: Path) -> FileValidator:
     return FileValidator(monitor=monitor, quarantine_dir=quarantine_dir)
-
-
-def _check(validator: FileValidator, path: Path, **kwargs: Any) -> ValidationResult:
-    return validator.validate(path, **kwargs)
 
 
 VALID_DOCUMENTS = [
