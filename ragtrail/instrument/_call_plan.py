@@ -14,6 +14,7 @@ from ragtrail._records import Severity
 from ragtrail.instrument._capture import ArgumentCapture
 from ragtrail.instrument._monitor import Monitor
 from ragtrail.instrument._rag_attributes import Extractor
+from ragtrail.instrument._redaction import REDACTED
 from ragtrail.instrument._spans import LiveSpan
 
 __all__ = ["CallPlan"]
@@ -69,10 +70,13 @@ class CallPlan:
         if self.capture is None:
             return None
         try:
-            redact = monitor.redactor.redact
+            redactor = monitor.redactor
+            redact, secret = redactor.redact, redactor.key_is_secret
             values = self.capture.values(instance, args, kwargs)
-            # Redacted one by one: each argument gets the whole per-value size budget.
-            return {INPUT_VALUE: {name: redact(value) for name, value in values.items()},
+            # One by one, so each argument gets the whole per-value size budget; the name is
+            # checked like a mapping key, so ``password="hunter2"`` is redacted by its name.
+            return {INPUT_VALUE: {name: REDACTED if secret(name) else redact(value)
+                                  for name, value in values.items()},
                     INPUT_MIME_TYPE: _JSON}
         except Exception:
             monitor.report_failure("capture_args")

@@ -11,23 +11,27 @@ import dataclasses
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
-from time import time_ns
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import trace
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import ConfigurationError, Settings
-from ragtrail.instrument._correlation import _correlation_id
+from ragtrail.instrument._events import build_security_event
 from ragtrail.instrument._export import ExportPipeline
 from ragtrail.instrument._redaction import Redactor
 from ragtrail.instrument._sampling import HeadSampler
 from ragtrail.instrument._spans import span_ids
+from ragtrail.store import AuditStore
 
 __all__ = ["Monitor", "configure", "get_monitor", "shutdown"]
 
 logger = logging.getLogger("ragtrail")
+
+EVENT_SEVERITY_KEY = "ragtrail.event.severity"
+"""On the span event of a security event; the export pipeline keeps traces that have a high
+or critical one even when head sampling dropped them."""
 
 
 class Monitor:
@@ -45,7 +49,7 @@ class Monitor:
         self.slow_ns = None if settings.slow_ms is None else int(settings.slow_ms * 1_000_000)
         """The default ``slow_call`` threshold of ``@monitored`` in nanoseconds, or None."""
         self.redactor = Redactor(settings)
-        self.store = _build_store(settings)
+        self.store = AuditStore.from_settings(settings)
         self._exporter = ExportPipeline.create(settings, redact=self.redactor.redact_text)
         self._alerts: Any = None
         self._event_counts: Counter[tuple[str, str]] = Counter()
@@ -74,41 +78,33 @@ class Monitor:
         severity: Severity | str,
         source: str,
         description: str,
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> SecurityEvent | None:
         """Record an event with the current correlation and trace IDs; None when disabled.
 
-        An unknown severity raises ``ValueError`` naming the choices (a programming error);
-        everything after validation is failsafe.
+        The event goes to the store, onto the current span (as a span event), to the
+        exporter's counters and to the alerts. An unknown severity raises ``ValueError``
+        naming the choices (a programming error); everything after validation is failsafe.
         """
         level = Severity.parse(severity)
         if not (self.enabled and self.settings.security_enabled):
             return None
         current = trace.get_current_span()
         trace_id, span_id = span_ids(current)
-        event = SecurityEvent(
-            event_type=event_type,
-            severity=level,
-            source=source,
-            description=self.redactor.redact_text(description),
-            time_us=time_ns() // 1000,
-            correlation_id=_correlation_id.get(),
-            trace_id=trace_id,
-            span_id=span_id,
-            metadata=self.redactor.redact(metadata) if metadata else {},
-            service=self.settings.service_name,
-        )
+        event = build_security_event(
+            self.settings, self.redactor, event_type, level, source, description, metadata,
+            trace_id=trace_id, span_id=span_id)
         try:
             self.store.record(event)
             if current.is_recording():
-                current.add_event(event_type, {
-                    "ragtrail.event.severity": str(level),
-                    "ragtrail.event.source": source,
+                current.add_event(event.event_type, {
+                    EVENT_SEVERITY_KEY: str(level),
+                    "ragtrail.event.source": event.source,
                     "ragtrail.event.description": event.description,
                 })
             if self._exporter is not None:
                 self._exporter.count_event(event)
-            self._event_counts[(event_type, str(level))] += 1
+            self._event_counts[(event.event_type, str(level))] += 1
         except Exception:
             self.report_failure("security_event")
         return event
@@ -122,12 +118,9 @@ class Monitor:
 
     def health(self) -> dict[str, Any]:
         """Store, exporter and event counters, for the detailed health routes."""
-        store_health = self.store.health()
-        if dataclasses.is_dataclass(store_health) and not isinstance(store_health, type):
-            store_health = dataclasses.asdict(store_health)
         return {
             "enabled": self.enabled,
-            "store": store_health,
+            "store": dataclasses.asdict(self.store.health()),
             "exporter": None if self._exporter is None else self._exporter.health(),
             "security_events": {
                 f"{event_type}:{severity}": count
@@ -167,32 +160,6 @@ class Monitor:
         level = logging.WARNING if self._failures[where] == 1 else logging.DEBUG
         logger.log(level, "ragtrail %s failed; the application is not affected", where,
                    exc_info=True)
-
-
-# -- building the parts ---------------------------------------------------------------------
-# TEMPORARY: the store is being written by another helper right now;
-# until they land, a monitor still works (recording nothing) so start_span can be used.
-
-def _build_store(settings: Settings) -> Any:
-    try:
-        from ragtrail.store import AuditStore  # type: ignore[attr-defined]
-    except ImportError:
-        return _PendingStore()
-    return AuditStore.from_settings(settings)
-
-
-class _PendingStore:
-    def record(self, record: Any) -> None:
-        pass
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
-
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok"}
 
 
 # -- the process-wide monitor ---------------------------------------------------------------
