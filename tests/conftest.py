@@ -201,7 +201,8 @@ def postgres_db_url(_postgres_cluster: PostgresServer) -> Iterator[str]:
     if not _postgres_cluster.running:
         _postgres_cluster.start()
     name = f"t_{secrets.token_hex(6)}"
-    _postgres_cluster.execute(f'CREATE DATABASE "{name}"')
+    # FILE_COPY: with fsync off it is ~5x faster than PostgreSQL 15's default WAL_LOG.
+    _postgres_cluster.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
     yield _postgres_cluster.url_for(name)
     if not _postgres_cluster.running:
         _postgres_cluster.start()

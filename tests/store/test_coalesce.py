@@ -1,0 +1,112 @@
+"""Coalescing: identical events inside the window become one row whose count grows."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from store_helpers import make_event
+
+from ragtrail._records import Severity
+from ragtrail.store import AuditStore
+
+S = 1_000_000
+T0 = 1_700_000_000_000_000
+
+
+def test_identical_events_become_one_row_with_a_count(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """Repeats of (type, source, severity) inside the window add to the first row's count."""
+    store = backend_store(event_coalesce_seconds=60)
+    first = make_event("login_failed", Severity.MEDIUM, "auth", time_us=T0,
+                       description="first", metadata={"user": "a"})
+    store.record(first)
+    for i in range(1, 100):
+        store.record(make_event("login_failed", Severity.MEDIUM, "auth", time_us=T0 + i,
+                                description=f"repeat {i}"))
+    assert store.flush(10)
+    (row,) = store.events()
+    assert (row.count, row.description, row.metadata, row.time_us) == (100, "first",
+                                                                        {"user": "a"}, T0)
+    assert store.health().coalesced == 99
+    stats = store.stats()
+    assert (stats.events, stats.event_occurrences, stats.coalesced) == (1, 100, 99)
+
+
+def test_repeats_after_the_row_is_written_update_its_count(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """Repeats arriving after the first event was committed still land on that row."""
+    store = backend_store()
+    store.record(make_event("scan", Severity.HIGH, "edge", time_us=T0))
+    assert store.flush(10)
+    for batch in range(3):
+        for i in range(10):
+            store.record(make_event("scan", Severity.HIGH, "edge", time_us=T0 + batch * 10 + i))
+        assert store.flush(10)
+        assert [e.count for e in store.events()] == [1 + 10 * (batch + 1)]
+
+
+def test_different_keys_are_not_coalesced(backend_store: Callable[..., AuditStore]) -> None:
+    """Another type, source or severity is another row."""
+    store = backend_store()
+    for event_type, severity, source in [("a", Severity.LOW, "s"), ("b", Severity.LOW, "s"),
+                                         ("a", Severity.HIGH, "s"), ("a", Severity.LOW, "t"),
+                                         ("a", Severity.LOW, "s")]:
+        store.record(make_event(event_type, severity, source, time_us=T0))
+    assert store.flush(10)
+    assert sorted(e.count for e in store.events()) == [1, 1, 1, 2]
+
+
+def test_a_repeat_after_the_window_starts_a_new_row(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """The window is measured on the events' own times: a later repeat opens a new one."""
+    store = backend_store(event_coalesce_seconds=10)
+    for offset in (0, 5 * S, 10 * S, 12 * S, 25 * S):
+        store.record(make_event("probe", Severity.LOW, "x", time_us=T0 + offset))
+    assert store.flush(10)
+    assert [((e.time_us - T0) // S, e.count) for e in store.events()] == [(25, 1), (10, 2),
+                                                                            (0, 2)]
+
+
+def test_zero_window_turns_coalescing_off(backend_store: Callable[..., AuditStore]) -> None:
+    """event_coalesce_seconds=0 stores every event as its own row."""
+    store = backend_store(event_coalesce_seconds=0)
+    for _ in range(5):
+        store.record(make_event("same", Severity.LOW, "same", time_us=T0))
+    assert store.flush(10)
+    assert [e.count for e in store.events()] == [1] * 5
+
+
+def test_counts_are_exact_with_many_threads(backend_store: Callable[..., AuditStore]) -> None:
+    """Eight threads repeating one event: the row's count is exactly the number recorded."""
+    store = backend_store()
+
+    def work() -> None:
+        for i in range(2000):
+            store.record(make_event("flood", Severity.LOW, "bot", time_us=T0 + i))
+            if i % 500 == 0:
+                store.flush(10)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.flush(10)
+    assert [e.count for e in store.events()] == [16_000]
+
+
+def test_flood_from_one_source_keeps_other_events(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """100,000 identical junk events take one row, so other sources' events stay (issue 6)."""
+    store = backend_store(events_capacity=20)
+    others = [make_event(severity=Severity.LOW) for _ in range(19)]
+    for event in others:
+        store.record(event)
+    for i in range(100_000):
+        store.record(make_event("junk", Severity.LOW, "bot", time_us=T0 + i))
+    assert store.flush(30)
+    kept = store.events(limit=None)
+    assert {e.event_type for e in kept} == {"junk"} | {e.event_type for e in others}
+    assert [e.count for e in kept if e.event_type == "junk"] == [100_000]
+    assert store.health().dropped == 0

@@ -1,0 +1,79 @@
+"""Durability: exit flushes, SIGKILL keeps what was flushed, fork restarts the writer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from store_helpers import make_event, make_span
+
+from ragtrail.store import AuditStore
+
+CHILD = Path(__file__).with_name("store_child.py")
+
+
+def test_interpreter_exit_flushes_what_was_recorded(backend_url: str,
+                                                    store_factory: Callable[..., AuditStore]
+                                                    ) -> None:
+    """A child that records and exits without close() or flush(): the parent reads it all."""
+    result = subprocess.run([sys.executable, str(CHILD), backend_url, "7", "2000", "exit"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    reader = store_factory(backend_url, read_only=True)
+    assert sorted(int(e.description) for e in reader.events(limit=None)) == list(range(2000))
+    assert len(reader.spans(limit=None)) == 2000
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_sigkill_keeps_everything_flushed_before_it(
+        backend_url: str, store_factory: Callable[..., AuditStore]) -> None:
+    """Records flushed before a SIGKILL are all there afterwards (WAL + synchronous=NORMAL)."""
+    with subprocess.Popen([sys.executable, str(CHILD), backend_url, "3", "1500",
+                           "flush-then-hang"], stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "flushed"
+        finally:
+            child.kill()
+            child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    reader = store_factory(backend_url, read_only=True)
+    flushed = [e for e in reader.events(limit=None) if e.event_type == "w3"]
+    assert sorted(int(e.description) for e in flushed) == list(range(1500))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+# Python 3.12+ warns that forking a threaded process may deadlock; surviving it is the point.
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_forked_child_gets_its_own_writer(backend_url: str,
+                                          store_factory: Callable[..., AuditStore]) -> None:
+    """After os.fork() the child records and flushes through a new writer and connections;
+    the parent keeps working and reads the child's rows."""
+    store = store_factory(backend_url)
+    store.record(make_event("before-fork"))
+    assert store.flush(10)
+    store.record(make_event("queued-in-parent"))  # the parent's to write, not the child's
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status only
+        code = 1
+        try:
+            for i in range(50):
+                store.record(make_event("child", source=f"s{i}"))
+                store.record(make_span("child"))
+            code = 0 if store.flush(30) and store.health().written == 100 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.record(make_event("parent-after-fork"))
+    assert store.flush(10)
+    types = [e.event_type for e in store.events(limit=None)]
+    assert types.count("child") == 50
+    assert types.count("queued-in-parent") == 1
+    assert {"before-fork", "parent-after-fork"} <= set(types)
+    assert len(store.spans(name="child", limit=None)) == 50

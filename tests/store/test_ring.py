@@ -1,0 +1,170 @@
+"""The ring buffer: exact capacity, newest kept, per-severity reserves, many threads/processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from store_helpers import make_event, make_sample, make_span
+
+from ragtrail._records import Severity
+from ragtrail.store import RESERVED_SHARE, AuditStore, RingUsage
+from ragtrail.store._ring import evictions
+
+CHILD = Path(__file__).with_name("store_child.py")
+
+
+def test_below_capacity_nothing_is_lost(backend_store: Callable[..., AuditStore]) -> None:
+    """Up to capacity, every record of every kind is kept."""
+    store = backend_store(events_capacity=100, spans_capacity=100, metrics_capacity=100)
+    for _ in range(100):
+        store.record(make_event())
+        store.record(make_span())
+        store.record(make_sample())
+    assert store.flush(10)
+    stats = store.stats()
+    assert (stats.events, stats.spans, stats.metrics) == (100, 100, 100)
+
+
+def test_above_capacity_exactly_the_newest_are_kept(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """Past capacity each table keeps exactly capacity rows: the newest, oldest dropped first."""
+    store = backend_store(events_capacity=30, spans_capacity=20, metrics_capacity=10,
+                          batch_size=7)
+    events = [make_event() for _ in range(100)]
+    spans = [make_span() for _ in range(100)]
+    for event, span in zip(events, spans, strict=True):
+        store.record(event)
+        store.record(span)
+        store.record(make_sample(queue_depth=len(spans)))
+    assert store.flush(10)
+    assert [e.event_type for e in store.events(limit=None)] == \
+        [e.event_type for e in events[::-1][:30]]
+    assert store.spans(limit=None) == spans[::-1][:20]
+    assert len(store.metrics(limit=None)) == 10
+    assert store.health().ring_usage == {
+        "events": RingUsage(30, 30), "spans": RingUsage(20, 20), "metrics": RingUsage(10, 10)}
+
+
+def test_concurrent_threads_keep_exact_capacity(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """Eight threads recording at once: nothing lost below capacity, exactly capacity above."""
+    roomy = backend_store(events_capacity=10_000, batch_size=50)
+    tight = backend_store(spans_capacity=300, batch_size=50)
+
+    def work(thread: int) -> None:
+        for seq in range(250):
+            roomy.record(make_event(f"t{thread}", source=f"s{seq}"))
+            tight.record(make_span(f"t{thread}", duration_us=seq))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert roomy.flush(30)
+    assert tight.flush(30)
+    assert roomy.stats().events == 2000
+    kept = tight.spans(limit=None)
+    assert len(kept) == 300
+    assert_newest_per_writer(kept_by_writer={
+        name: [s.duration_us for s in kept if s.name == name] for name in {s.name for s in kept}},
+        total=250)
+
+
+def assert_newest_per_writer(kept_by_writer: dict[str, list[int]], total: int) -> None:
+    """Each writer's kept sequence numbers are its last ones, without gaps."""
+    for writer, seqs in kept_by_writer.items():
+        assert sorted(seqs) == list(range(total - len(seqs), total)), writer
+
+
+def run_children(url: str, workers: int, n: int, options: dict[str, object]) -> None:
+    env = {**os.environ, "STORE_CHILD_OPTIONS": json.dumps(options)}
+    children = [subprocess.Popen([sys.executable, str(CHILD), url, str(w), str(n), "close"],
+                                 env=env, stderr=subprocess.PIPE, text=True)
+                for w in range(workers)]
+    for child in children:
+        _out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("capacity", "expected"), [(5000, 1200), (500, 500)])
+def test_four_processes_share_one_ring(backend_url: str, store_factory: Callable[..., AuditStore],
+                                       capacity: int, expected: int) -> None:
+    """Four processes writing one store: all kept below capacity; above it exactly capacity,
+    the newest of each process, with IDs contiguous (commit order)."""
+    options = {"events_capacity": capacity, "spans_capacity": capacity, "batch_size": 10}
+    run_children(backend_url, workers=4, n=300, options=options)
+    reader = store_factory(backend_url, read_only=True)
+    for kept in (reader.events(limit=None), reader.spans(limit=None)):
+        assert len(kept) == expected
+    events = reader.events(limit=None)
+    ids = sorted(e.id for e in events if e.id is not None)
+    assert ids == list(range(ids[0], ids[0] + expected))
+    by_worker: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        by_worker[event.event_type].append(int(event.description))
+    assert_newest_per_writer(by_worker, total=300)
+    stats = reader.stats()
+    assert stats.ring_usage["events"] == RingUsage(expected, capacity)
+    assert stats.written == 2400
+
+
+# -- per-severity reserves ------------------------------------------------------------------
+
+def test_eviction_plan_takes_lowest_severity_above_its_reserve() -> None:
+    """Low goes first, then medium; high and critical only above their reserved quarter."""
+    low, medium, high, critical = (int(s) for s in Severity)
+    assert evictions({0: 105, low: 3, medium: 2, high: 50, critical: 50}, 100) == \
+        [(low, 3), (medium, 2)]
+    assert evictions({0: 101, low: 0, medium: 0, high: 30, critical: 71}, 100) == \
+        [(high, 1)]
+    assert evictions({0: 101, low: 0, medium: 0, high: 25, critical: 76}, 100) == \
+        [(critical, 1)]
+    assert evictions({0: 100, low: 100}, 100) == []
+    assert RESERVED_SHARE == {Severity.HIGH: 0.25, Severity.CRITICAL: 0.25}
+
+
+def test_low_flood_never_evicts_high_or_critical(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """However many distinct low/medium events arrive, every high and critical one stays."""
+    store = backend_store(events_capacity=50, batch_size=40)
+    important = [make_event(severity=Severity.HIGH if i % 2 else Severity.CRITICAL)
+                 for i in range(40)]
+    for event in important:
+        store.record(event)
+    assert store.flush(10)
+    junk = [make_event(severity=Severity.LOW if i % 3 else Severity.MEDIUM) for i in range(500)]
+    for event in junk:
+        store.record(event)
+    assert store.flush(10)
+    kept = store.events(limit=None)
+    assert len(kept) == 50
+    assert {e.event_type for e in important} <= {e.event_type for e in kept}
+    assert sum(e.severity < Severity.HIGH for e in kept) == 10
+
+
+def test_critical_flood_leaves_high_events_their_reserve(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """A flood of critical events evicts high ones only down to a quarter of the capacity."""
+    store = backend_store(events_capacity=40)
+    highs = [make_event(severity=Severity.HIGH) for _ in range(40)]
+    for event in highs:
+        store.record(event)
+    assert store.flush(10)
+    for _ in range(200):
+        store.record(make_event(severity=Severity.CRITICAL))
+    assert store.flush(10)
+    kept_high = store.events(limit=None, min_severity="high")
+    assert sum(e.severity == Severity.HIGH for e in kept_high) == 10
+    assert [e.event_type for e in kept_high if e.severity == Severity.HIGH] == \
+        [e.event_type for e in highs[::-1][:10]]
+    assert len(store.events(limit=None)) == 40
