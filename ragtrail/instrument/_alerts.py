@@ -1,0 +1,351 @@
+"""Alert callbacks: run off the application's threads, coalesced, isolated from failure.
+
+``submit`` runs on the caller's thread, so it only filters by severity, checks a coalescing
+window and enqueues (never blocks, never raises). A small pool of daemon workers calls the
+callbacks; a supervisor thread abandons a worker stuck in a callback past its timeout and starts
+a fresh one, so one hanging pager integration cannot stop the others. A callback that is still
+hung is skipped (and counted) until it returns, which bounds the threads a hang can pin.
+
+Coalescing: after an alert for one (event_type, source), further events for it inside
+``alert_coalesce_seconds`` are not alerted but counted; the next alert for that key (the next
+event after the window, or a summary of the latest suppressed one when the window ends) carries
+the count in ``metadata["suppressed_count"]``. Every event at or above a callback's minimum
+severity is therefore either alerted or counted in a later alert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ragtrail._records import SecurityEvent, Severity
+from ragtrail._settings import Settings
+from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
+from ragtrail.instrument._redaction import Redactor, escape_controls
+
+__all__ = ["AlertCallback", "AlertDispatcher"]
+
+logger = logging.getLogger("ragtrail.alerts")
+
+AlertCallback = Callable[[SecurityEvent], object]
+_F = TypeVar("_F", bound=AlertCallback)
+FailureHook = Callable[[str, str, SecurityEvent], object]
+"""Told (callback name, "error" or "timeout", the event) when a callback fails."""
+
+_COUNTERS = ("delivered", "failed", "timed_out", "coalesced", "dropped")
+
+
+@dataclasses.dataclass(eq=False)
+class _Subscription:
+    callback: AlertCallback
+    min_severity: Severity
+    name: str
+    hung: bool = False  # a call timed out and has not returned yet
+
+
+@dataclasses.dataclass(eq=False)
+class _Window:
+    opened: float
+    suppressed: int = 0
+    latest: SecurityEvent | None = None
+
+
+_Task = tuple[SecurityEvent, "tuple[_Subscription, ...] | None"]  # None: every matching one
+
+
+class AlertDispatcher:
+    """Delivers security events to registered callbacks; see the module docstring.
+
+    ``clock`` (seconds, monotonic) drives coalescing windows and callback timeouts; tests pass
+    a fake one. ``callback_timeout`` should exceed a webhook's worst case (its timeout times its
+    attempts, plus back-off).
+    """
+
+    def __init__(self, settings: Settings, *, redactor: Redactor | None = None,
+                 clock: Callable[[], float] = time.monotonic, workers: int = 2,
+                 queue_size: int = 256, callback_timeout: float = 30.0,
+                 max_windows: int = 1024, on_failure: FailureHook | None = None) -> None:
+        if workers < 1 or queue_size < 1 or callback_timeout <= 0 or max_windows < 1:
+            raise ValueError("workers, queue_size and max_windows must be >= 1 and "
+                             "callback_timeout > 0")
+        self._default_severity = settings.alert_min_severity
+        self._window_seconds = settings.alert_coalesce_seconds
+        self._redactor = redactor or Redactor(settings)
+        self._clock = clock
+        self._pool_size = workers
+        self._timeout = callback_timeout
+        self._max_windows = max_windows
+        self._on_failure = on_failure
+        self._tick = min(1.0, callback_timeout / 4)
+        self._queue: queue.Queue[_Task] = queue.Queue(queue_size)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._outstanding = 0  # tasks enqueued and not finished
+        self._subscriptions: tuple[_Subscription, ...] = ()
+        self._floor = int(Severity.CRITICAL) + 1  # no callback: nothing passes
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._workers: list[_Worker] = []
+        self._stop = threading.Event()
+        self._started = False
+        self._dropped_reported = 0
+
+    # -- registration -------------------------------------------------------------------
+
+    def register(self, callback: _F, min_severity: Severity | str | int | None = None) -> _F:
+        """Call ``callback(event)`` for events at or above ``min_severity`` (default: the
+        callback's own ``min_severity`` attribute, else ``settings.alert_min_severity``)."""
+        if not callable(callback):
+            raise TypeError(f"alert callback must be callable; got {type(callback).__name__}")
+        if min_severity is None:
+            min_severity = getattr(callback, "min_severity", None) or self._default_severity
+        subscription = _Subscription(callback, Severity.parse(min_severity), _name(callback))
+        with self._lock:
+            self._subscriptions += (subscription,)
+            self._floor = min(int(s.min_severity) for s in self._subscriptions)
+            if not self._started and not self._stop.is_set():
+                self._start()
+        return callback
+
+    def unregister(self, callback: AlertCallback) -> None:
+        with self._lock:
+            self._subscriptions = tuple(
+                s for s in self._subscriptions if s.callback is not callback)
+            self._floor = min((int(s.min_severity) for s in self._subscriptions),
+                              default=int(Severity.CRITICAL) + 1)
+
+    def on_alert(self, min_severity: Severity | str | int | None = None
+                 ) -> Callable[[_F], _F]:
+        """Decorator form of ``register``: ``@dispatcher.on_alert("critical")``."""
+        return lambda callback: self.register(callback, min_severity)
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def submit(self, event: SecurityEvent) -> None:
+        """Queue ``event`` for the callbacks that want it; O(1), never blocks, never raises."""
+        try:
+            # An alert about alerting is never alerted: a failing pager cannot feed itself.
+            if event.severity < self._floor or event.event_type == ALERT_CALLBACK_FAILURE:
+                return
+            now = self._clock()
+            key = (event.event_type, event.source)
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                window = self._windows.get(key)
+                if window is None and len(self._windows) >= self._max_windows:
+                    # Too many distinct sources (an attacker rotating IPs): one window per type.
+                    key = (event.event_type, "*")
+                    window = self._windows.get(key)
+                if window is not None and now - window.opened < self._window_seconds:
+                    window.suppressed += 1
+                    window.latest = event
+                    self._counts["coalesced"] += 1
+                    return
+                self._windows[key] = _Window(now)
+                suppressed = window.suppressed if window is not None else 0
+                self._enqueue_locked(_with_suppressed(event, suppressed), None)
+        except Exception:  # never into the application
+            self._counts["dropped"] += 1
+
+    def _enqueue_locked(self, event: SecurityEvent,
+                        subscriptions: tuple[_Subscription, ...] | None) -> None:
+        try:
+            self._queue.put_nowait((event, subscriptions))
+            self._outstanding += 1
+        except queue.Full:
+            self._counts["dropped"] += 1
+
+    # -- state ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Counters for the detailed health routes."""
+        with self._lock:
+            return {**self._counts, "queued": self._queue.qsize(),
+                    "callbacks": len(self._subscriptions),
+                    "hung_callbacks": sum(s.hung for s in self._subscriptions),
+                    "workers": sum(w.thread.is_alive() for w in self._workers)}
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send summaries for windows that have ended, then wait until the queue is handled.
+
+        True if everything queued was handled in time.
+        """
+        self._sweep(force=False)
+        with self._idle:
+            return self._idle.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Summarise every pending window, deliver what is queued (up to ``timeout``), stop."""
+        self._sweep(force=True)
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding == 0, timeout)
+            self._stop.set()
+        for worker in list(self._workers):
+            worker.thread.join(self._tick * 2)
+
+    # -- worker side ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._started = True
+        for _ in range(self._pool_size):
+            self._add_worker()
+        threading.Thread(target=self._supervise, name="ragtrail-alerts-supervisor",
+                         daemon=True).start()
+
+    def _add_worker(self) -> None:
+        worker = _Worker(self)
+        self._workers.append(worker)
+        worker.thread.start()
+
+    def _task_done_locked(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.notify_all()
+
+    def _targets(self, event: SecurityEvent, chosen: tuple[_Subscription, ...] | None
+                 ) -> list[_Subscription]:
+        candidates = self._subscriptions if chosen is None else chosen
+        targets = []
+        for subscription in candidates:
+            if event.severity < subscription.min_severity:
+                continue
+            if subscription.hung:  # its last call has not come back; do not pin another thread
+                with self._lock:
+                    self._counts["dropped"] += 1
+                continue
+            targets.append(subscription)
+        return targets
+
+    def _failed(self, subscription: _Subscription, reason: str, event: SecurityEvent,
+                error: BaseException | None) -> None:
+        detail = "" if error is None else (
+            f": {type(error).__name__}: "
+            f"{escape_controls(self._redactor.redact_text(str(error), limit=300))}")
+        logger.warning("ragtrail alert callback %s %s for %s event%s", subscription.name,
+                       "failed" if reason == "error" else "timed out", event.event_type, detail)
+        if self._on_failure is not None:
+            try:
+                self._on_failure(subscription.name, reason, event)
+            except Exception:
+                logger.exception("ragtrail alert failure hook raised")
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(self._tick):
+            try:
+                self._abandon_hung_workers()
+                self._sweep(force=False)
+                self._report_drops()
+            except Exception:  # keep supervising whatever happens
+                logger.exception("ragtrail alert supervisor error")
+
+    def _abandon_hung_workers(self) -> None:
+        now = self._clock()
+        for worker in list(self._workers):
+            with worker.lock:
+                started, subscription, event = worker.busy_since, worker.current, worker.event
+                if (started is None or worker.abandoned or subscription is None
+                        or event is None or now - started <= self._timeout):
+                    continue
+                worker.abandoned = True
+                subscription.hung = True
+                rest, worker.pending = tuple(worker.pending), []
+            with self._lock:
+                self._counts["timed_out"] += 1
+                self._workers.remove(worker)
+                if not self._stop.is_set():
+                    self._add_worker()
+                if rest:  # the other callbacks of that event still get it
+                    self._enqueue_locked(event, rest)
+                self._task_done_locked()
+            self._failed(subscription, "timeout", event, None)
+
+    def _sweep(self, *, force: bool) -> None:
+        """Summarise windows that ended with suppressed events; forget quiet ones."""
+        now = self._clock()
+        with self._lock:
+            for key, window in list(self._windows.items()):
+                if not force and now - window.opened < self._window_seconds:
+                    continue
+                if window.suppressed and window.latest is not None:
+                    summary = _with_suppressed(window.latest, window.suppressed - 1)
+                    self._windows[key] = _Window(now)
+                    self._enqueue_locked(summary, None)
+                else:
+                    del self._windows[key]
+
+    def _report_drops(self) -> None:
+        dropped = self._counts["dropped"]
+        if dropped > self._dropped_reported:
+            logger.warning("ragtrail dropped %d alert(s): queue full or callback hung",
+                           dropped - self._dropped_reported)
+            self._dropped_reported = dropped
+
+
+class _Worker:
+    """One pool thread; abandoned (and replaced) by the supervisor when a callback hangs."""
+
+    def __init__(self, dispatcher: AlertDispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.busy_since: float | None = None
+        self.current: _Subscription | None = None
+        self.event: SecurityEvent | None = None
+        self.pending: list[_Subscription] = []
+        self.thread = threading.Thread(target=self.run, name="ragtrail-alerts", daemon=True)
+
+    def run(self) -> None:
+        d = self.dispatcher
+        while not d._stop.is_set():
+            try:
+                event, chosen = d._queue.get(timeout=d._tick)
+            except queue.Empty:
+                continue
+            targets = d._targets(event, chosen)
+            with self.lock:
+                self.event = event
+                self.pending = targets
+            if not self._deliver(event):
+                return  # abandoned: the supervisor finished this task and replaced us
+            with d._lock:
+                d._task_done_locked()
+
+    def _deliver(self, event: SecurityEvent) -> bool:
+        d = self.dispatcher
+        while True:
+            with self.lock:
+                if not self.pending:
+                    self.current = self.busy_since = self.event = None
+                    return True
+                subscription = self.current = self.pending.pop(0)
+                self.busy_since = d._clock()
+            error: BaseException | None = None
+            try:
+                subscription.callback(event)
+            except BaseException as exc:  # a callback's failure, even SystemExit, stays here
+                error = exc
+            with self.lock:
+                if self.abandoned:  # came back after its timeout: counted already
+                    subscription.hung = False
+                    return False
+            with d._lock:
+                d._counts["failed" if error is not None else "delivered"] += 1
+            if error is not None:
+                d._failed(subscription, "error", event, error)
+
+
+def _with_suppressed(event: SecurityEvent, suppressed: int) -> SecurityEvent:
+    if suppressed <= 0:
+        return event
+    return dataclasses.replace(event, metadata={**event.metadata, "suppressed_count": suppressed})
+
+
+def _name(callback: AlertCallback) -> str:
+    name = getattr(callback, "__qualname__", None)
+    return name if isinstance(name, str) else repr(callback)[:100]
