@@ -208,8 +208,6 @@ def test_canary_secrets_never_reach_the_collector(rotel: RotelReceiver, tmp_path
         assert canary not in raw
 
 
-@pytest.mark.xfail(strict=True, reason="_call_plan redacts each captured value without its "
-                   "argument name, so key rules (api_key, password) do not apply")
 def test_arguments_named_like_secrets_are_redacted_before_export(rotel: RotelReceiver,
                                                                  tmp_path: Path) -> None:
     """An ``api_key`` argument is redacted by its name even when its value looks harmless."""
