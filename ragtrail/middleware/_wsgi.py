@@ -193,10 +193,10 @@ class _Responder:
 
     def _send_plain(self, status: int, exc_info: ExcInfo | None) -> list[bytes]:
         body = _BODIES[status]
+        # No "Connection: close" for an unread body: PEP 3333 leaves hop-by-hop headers
+        # to the server, which knows whether it buffered the body already (waitress does).
         headers = [("Content-Type", "text/plain; charset=utf-8"),
                    ("Content-Length", str(len(body))), self._echo]
-        if status == 413:  # the unread rest of the body makes the connection unusable
-            headers.append(("Connection", "close"))
         self.exchange.response_started(status, None)
         if exc_info is None:
             self._start_response(_status_line(status), headers)

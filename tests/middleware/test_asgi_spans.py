@@ -1,0 +1,297 @@
+"""Server spans, routes, header capture, websockets, lifespan and errors (ASGI, in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from ragtrail import Severity
+from ragtrail.instrument import Monitor, correlation_id
+from ragtrail.middleware import ASGIMiddleware
+
+from ._support import call_asgi, http_scope, only_span, request, stored_events, stored_spans
+
+
+async def _item(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"item {request.path_params['item_id']}")
+
+
+async def _plain(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def _cookies(request: Request) -> Response:
+    response = PlainTextResponse("ok")
+    response.set_cookie("a", "1")
+    response.set_cookie("b", "2")
+    return response
+
+
+async def _boom(request: Request) -> Response:
+    raise RuntimeError("database password=hunter2 rejected")
+
+
+async def _status(request: Request) -> Response:
+    return PlainTextResponse("status", status_code=int(request.path_params["code"]))
+
+
+async def _echo_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(correlation_id() or "none")
+    await websocket.close()
+
+
+def _app(monitor: Monitor, **options: Any) -> Starlette:
+    api = Starlette(routes=[Route("/items/{item_id:int}", _item)])
+    app = Starlette(routes=[
+        Route("/items/{item_id:int}", _item),
+        Route("/health", _plain),
+        Route("/api/health", _plain),
+        Route("/plain", _plain, methods=["GET", "POST", "PURGE"]),
+        Route("/cookies", _cookies),
+        Route("/boom", _boom),
+        Route("/status/{code}", _status),
+        Mount("/v2", app=api),
+        WebSocketRoute("/ws", _echo_socket),
+    ])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False, **options)
+    return app
+
+
+def test_the_server_span_follows_the_http_semantic_conventions(monitor: Monitor) -> None:
+    """One server span per request, named METHOD route, with the semconv attributes."""
+    request(_app(monitor), "/items/42", headers=[(b"user-agent", b"curl/8.5.0")])
+    span = only_span(monitor)
+    assert (span.name, span.kind, span.status) == ("GET /items/{item_id:int}", "server", "ok")
+    attributes = span.attributes
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["url.path"] == "/items/42"
+    assert attributes["url.scheme"] == "http"
+    assert attributes["http.route"] == "/items/{item_id:int}"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["client.address"] == "127.0.0.1"
+    assert attributes["user_agent.original"] == "curl/8.5.0"
+    assert (attributes["server.address"], attributes["server.port"]) == ("testserver", 8000)
+    assert attributes["network.protocol.version"] == "1.1"
+    assert span.duration_us >= 0
+
+
+def test_a_route_inside_a_mount_carries_the_mount_prefix(monitor: Monitor) -> None:
+    request(_app(monitor), "/v2/items/7")
+    span = only_span(monitor)
+    assert span.attributes["http.route"] == "/v2/items/{item_id:int}"
+    assert span.name == "GET /v2/items/{item_id:int}"
+
+
+def test_unmatched_paths_have_no_route(monitor: Monitor) -> None:
+    """A 404 names the span by method alone, keeping span names low-cardinality."""
+    reply = request(_app(monitor), "/no/such/page")
+    span = only_span(monitor)
+    assert reply.status == 404
+    assert span.name == "GET"
+    assert "http.route" not in span.attributes
+
+
+def test_unknown_methods_are_reported_as_other(monitor: Monitor) -> None:
+    """OTel semconv: methods outside the known set become _OTHER (and the span "HTTP ...")."""
+    request(_app(monitor), "/plain", method="PURGE")
+    span = only_span(monitor)
+    assert span.attributes["http.request.method"] == "_OTHER"
+    assert span.attributes["http.request.method_original"] == "PURGE"
+    assert span.name == "HTTP /plain"
+
+
+def test_excluded_paths_get_no_span_but_keep_their_id(monitor: Monitor) -> None:
+    """The health routes are excluded by default; the response still carries an ID."""
+    reply = request(_app(monitor), "/health", headers=[(b"x-request-id", b"probe-000001")])
+    assert reply.status == 200
+    assert reply.header("x-request-id") == "probe-000001"
+    assert stored_spans(monitor) == []
+
+
+@pytest.mark.parametrize(("path", "query"), [
+    ("/api/health", b""),  # the excluded path as a suffix
+    ("/plain", b"next=/health"),  # the excluded path in the query
+])
+def test_exclusion_is_anchored_to_the_whole_path(monitor: Monitor, path: str,
+                                                 query: bytes) -> None:
+    request(_app(monitor), path, query=query)
+    assert len(stored_spans(monitor)) == 1
+
+
+def test_custom_exclusions_replace_the_defaults(monitor: Monitor) -> None:
+    app = _app(monitor, exclude_paths=["/plain", "/items/*"])
+    for path in ("/plain", "/items/3", "/health"):
+        request(app, path)
+    assert [s.attributes["url.path"] for s in stored_spans(monitor)] == ["/health"]
+
+
+def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor) -> None:
+    """Only allowlisted headers are kept; secret-named ones are always [REDACTED]."""
+    app = _app(monitor, capture_headers=["Content-Type", "Authorization", "Cookie",
+                                         "X-Api-Token", "Set-Cookie", "X-Note"])
+    request(app, "/cookies", headers=[
+        (b"content-type", b"text/plain"),
+        (b"authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"),
+        (b"cookie", b"session=abc123"),
+        (b"x-api-token", b"tok_live_51HxyzABCDEF0123456789"),
+        (b"x-note", b"hello"),
+        (b"x-unlisted", b"not captured"),
+    ])
+    attributes = only_span(monitor).attributes
+    assert attributes["http.request.header.content-type"] == ["text/plain"]
+    assert attributes["http.request.header.authorization"] == ["[REDACTED]"]
+    assert attributes["http.request.header.cookie"] == ["[REDACTED]"]
+    assert attributes["http.request.header.x-api-token"] == ["[REDACTED]"]
+    assert attributes["http.request.header.x-note"] == ["hello"]
+    assert attributes["http.response.header.set-cookie"] == ["[REDACTED]", "[REDACTED]"]
+    assert not any("x-unlisted" in key for key in attributes)
+    assert "abc123" not in repr(attributes)
+    assert "eyJ" not in repr(attributes)
+
+
+def test_repeated_response_headers_survive(monitor: Monitor) -> None:
+    """The ID header is appended: both Set-Cookie lines reach the client."""
+    reply = request(_app(monitor), "/cookies")
+    assert len(reply.header_values("set-cookie")) == 2
+    assert len(reply.header_values("x-request-id")) == 1
+
+
+def test_an_unhandled_exception_gets_a_500_with_the_id_and_still_propagates(
+        monitor: Monitor) -> None:
+    """The client sees a 500 carrying its ID; the server still receives the exception."""
+    reply = request(_app(monitor), "/boom", headers=[(b"x-request-id", b"failing-call-1")])
+    assert isinstance(reply.error, RuntimeError)
+    assert reply.status == 500
+    assert reply.header("x-request-id") == "failing-call-1"
+    assert reply.body == b"Internal Server Error"
+    span = only_span(monitor)
+    assert (span.status, span.error_type) == ("error", "RuntimeError")
+    assert span.attributes["http.response.status_code"] == 500
+    assert "hunter2" not in (span.error_message or "")
+    [event] = stored_events(monitor)
+    assert (event.event_type, event.severity) == ("server_error", Severity.HIGH)
+    assert event.correlation_id == "failing-call-1"
+    assert event.metadata["exception_type"] == "RuntimeError"
+
+
+def test_a_5xx_answer_is_a_server_error(monitor: Monitor) -> None:
+    request(_app(monitor), "/status/503")
+    span = only_span(monitor)
+    assert span.status == "error"
+    assert span.attributes["error.type"] == "503"
+    [event] = stored_events(monitor)
+    assert (event.event_type, event.severity, event.metadata["status"]) == (
+        "server_error", Severity.HIGH, 503)
+
+
+def test_an_exception_after_the_response_started_only_propagates(monitor: Monitor) -> None:
+    """Once headers went out, no second response is attempted; the error is recorded."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise ConnectionError("backend went away")
+
+    reply = asyncio.run(call_asgi(ASGIMiddleware(app, monitor=monitor, health=False),
+                                  http_scope("/stream")))
+    assert isinstance(reply.error, ConnectionError)
+    assert [m["type"] for m in reply.messages] == ["http.response.start", "http.response.body"]
+    span = only_span(monitor)
+    assert (span.status, span.error_type, span.attributes["http.response.status_code"]) == (
+        "error", "ConnectionError", 200)
+
+
+def test_lifespan_passes_through_untouched(monitor: Monitor) -> None:
+    """The app gets the very scope, receive and send of a lifespan call."""
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.extend((scope, receive, send))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    asyncio.run(ASGIMiddleware(app, monitor=monitor, health=False)(scope, receive, send))
+    assert seen == [scope, receive, send]
+    assert scope == {"type": "lifespan", "asgi": {"version": "3.0"}}
+    assert stored_spans(monitor) == []
+
+
+def test_unknown_scope_types_pass_through(monitor: Monitor) -> None:
+    calls: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        calls.append(scope["type"])
+
+    asyncio.run(ASGIMiddleware(app, monitor=monitor, health=False)(
+        {"type": "webtransport"}, None, None))  # type: ignore[arg-type]
+    assert calls == ["webtransport"]
+
+
+def test_a_websocket_gets_an_id_and_one_span(monitor: Monitor) -> None:
+    """The handshake answer carries the ID; the session is one server span."""
+    app = _app(monitor)
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = http_scope("/ws", headers=[(b"x-request-id", b"socket-id-0001")],
+                       scope_type="websocket")
+    scope["scheme"] = "ws"
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    accept = next(m for m in sent if m["type"] == "websocket.accept")
+    assert (b"x-request-id", b"socket-id-0001") in accept["headers"]
+    assert {"type": "websocket.send", "text": "socket-id-0001"} in [
+        {k: v for k, v in m.items() if k in ("type", "text")} for m in sent]
+    span = only_span(monitor)
+    assert (span.name, span.kind, span.correlation_id) == ("WEBSOCKET /ws", "server",
+                                                           "socket-id-0001")
+    assert span.attributes["url.scheme"] == "ws"
+
+
+def test_concurrent_requests_never_mix_their_ids(monitor: Monitor) -> None:
+    """50 interleaved requests: each sees, echoes and stores only its own ID."""
+    gate = asyncio.Event()
+
+    async def slow(request: Request) -> PlainTextResponse:
+        await gate.wait()  # every request is in flight at once
+        await asyncio.sleep(0)
+        return PlainTextResponse(correlation_id() or "none")
+
+    app = Starlette(routes=[Route("/slow", slow)])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+
+    async def main() -> list[Any]:
+        calls = [call_asgi(app, http_scope("/slow", headers=[
+            (b"x-request-id", f"concurrent-{n:04d}".encode())])) for n in range(50)]
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    replies = asyncio.run(main())
+    for n, reply in enumerate(replies):
+        assert reply.header("x-request-id") == reply.body.decode() == f"concurrent-{n:04d}"
+    spans = stored_spans(monitor)
+    assert sorted(s.correlation_id or "" for s in spans) == [
+        f"concurrent-{n:04d}" for n in range(50)]
+    assert len({s.trace_id for s in spans}) == 50
