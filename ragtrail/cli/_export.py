@@ -39,8 +39,6 @@ _ALL_FILTERS = tuple(dict.fromkeys((*EVENT_FILTERS, *SPAN_FILTERS, *METRICS_FILT
 # export's own --kind picks the record kind, so the span kind filter is spelled --span-kind.
 _RENAMED = {"kind": "--span-kind"}
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-# As many rows as a ring holds by default; more would be read into memory all at once.
-DEFAULT_EXPORT_LIMIT = 100_000
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -57,7 +55,7 @@ def add_parser(subparsers: Subparsers) -> None:
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="write to FILE (replaced whole, only once complete) "
                              "instead of stdout")
-    add_limit(parser, DEFAULT_EXPORT_LIMIT, help="at most the newest N records")
+    add_limit(parser, None, help="at most the newest N records")
     add_filters(parser, _ALL_FILTERS, flags=_RENAMED)
     parser.set_defaults(handler=_run)
 
@@ -70,9 +68,6 @@ def _run(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         query = getattr(store, args.record_kind)
         records: list[Record] = query(**query_kwargs(args, filters), limit=args.limit)
-    if len(records) == args.limit:
-        print(f"ragtrail: note: exported the newest {args.limit} {args.record_kind} only "
-              "(raise --limit for more)", file=sys.stderr)
     records.reverse()  # the store answers newest first; files read best in time order
     with _destination(args.output) as out:
         if args.format == "csv":

@@ -85,10 +85,11 @@ def add_filters(
                                default=None, help=item.help)
 
 
-def add_limit(parser: argparse.ArgumentParser, default: int = DEFAULT_LIMIT,
+def add_limit(parser: argparse.ArgumentParser, default: int | None = DEFAULT_LIMIT,
               help: str = "at most N records, newest first") -> None:
+    """``--limit N``; a default of None means every row (the ring bounds how many)."""
     parser.add_argument("--limit", type=positive_int, default=default, metavar="N",
-                        help=f"{help} (default: {default})")
+                        help=f"{help} (default: {'all' if default is None else default})")
 
 
 def query_kwargs(args: argparse.Namespace, filters: Sequence[Filter]) -> dict[str, Any]:

@@ -62,18 +62,18 @@ def _section(title: str, columns: Sequence[Column],
 
 def render_stats(stats: StoreStats, *, since: datetime | None = None) -> Iterator[str]:
     """The summary as lines: totals, then one table per breakdown (empty ones left out)."""
-    yield from render_table(
-        [Column("RECORDS"), Column("ROWS", right=True), Column("CAPACITY", right=True),
+    yield (f"Lifetime, all writers: written {stats.written}, dropped {stats.dropped}, "
+           f"coalesced {stats.coalesced}")
+    yield from _section(
+        "Ring usage",
+        [Column("TABLE"), Column("ROWS", right=True), Column("CAPACITY", right=True),
          Column("USED", right=True)],
         [[name, str(usage.rows), str(usage.capacity), f"{usage.fraction:.1%}"]
          for name, usage in stats.ring_usage.items()])
     yield ""
-    if since is not None:
-        yield f"since {format_datetime(since)}:"
-    yield (f"events {stats.events} ({stats.event_occurrences} occurrences), "
+    scope = "in the rings" if since is None else f"since {format_datetime(since)}"
+    yield (f"Records {scope}: events {stats.events} ({stats.event_occurrences} occurrences), "
            f"spans {stats.spans}, metrics {stats.metrics}")
-    yield (f"written {stats.written}, dropped {stats.dropped}, "
-           f"coalesced {stats.coalesced}")
     if stats.events:
         yield from _section(
             "Events by severity", [Column("SEVERITY"), _COUNT],
