@@ -12,22 +12,27 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import ConfigurationError, Settings
+from ragtrail.instrument._alerts import AlertCallback, AlertDispatcher
+from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
 from ragtrail.instrument._events import build_security_event
 from ragtrail.instrument._export import ExportPipeline
 from ragtrail.instrument._redaction import Redactor
 from ragtrail.instrument._sampling import HeadSampler
 from ragtrail.instrument._spans import span_ids
+from ragtrail.instrument._webhook import WebhookAlert
 from ragtrail.store import AuditStore
 
-__all__ = ["Monitor", "configure", "get_monitor", "shutdown"]
+__all__ = ["Monitor", "configure", "get_monitor", "on_alert", "security_event", "shutdown"]
 
 logger = logging.getLogger("ragtrail")
+
+_Callback = TypeVar("_Callback", bound=AlertCallback)
 
 EVENT_SEVERITY_KEY = "ragtrail.event.severity"
 """On the span event of a security event; the export pipeline keeps traces that have a high
@@ -51,7 +56,12 @@ class Monitor:
         self.redactor = Redactor(settings)
         self.store = AuditStore.from_settings(settings)
         self._exporter = ExportPipeline.create(settings, redact=self.redactor.redact_text)
-        self._alerts: Any = None
+        self._alerts = AlertDispatcher(settings, redactor=self.redactor,
+                                       on_failure=self._alert_failed)
+        if settings.alert_webhook_url:
+            self._alerts.register(WebhookAlert(
+                settings.alert_webhook_url, min_severity=settings.alert_min_severity,
+                redactor=self.redactor))
         self._event_counts: Counter[tuple[str, str]] = Counter()
         self._failures: Counter[str] = Counter()
         self._shutdown_hooks: list[Callable[[], object]] = []
@@ -104,10 +114,25 @@ class Monitor:
                 })
             if self._exporter is not None:
                 self._exporter.count_event(event)
+            self._alerts.submit(event)
             self._event_counts[(event.event_type, str(level))] += 1
         except Exception:
             self.report_failure("security_event")
         return event
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def register_alert_callback(self, callback: _Callback,
+                                min_severity: Severity | str | None = None) -> _Callback:
+        """Call ``callback(event)`` off the caller's thread for events at or above
+        ``min_severity`` (default: the ``alert_min_severity`` setting, high); returns it."""
+        return self._alerts.register(callback, min_severity)
+
+    def _alert_failed(self, callback: str, reason: str, event: SecurityEvent) -> None:
+        self.security_event(
+            ALERT_CALLBACK_FAILURE, Severity.MEDIUM, callback,
+            f"alert callback {callback} {'timed out' if reason == 'timeout' else 'failed'} "
+            f"on {event.event_type}", {"reason": reason, "event_type": event.event_type})
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -122,6 +147,7 @@ class Monitor:
             "enabled": self.enabled,
             "store": dataclasses.asdict(self.store.health()),
             "exporter": None if self._exporter is None else self._exporter.health(),
+            "alerts": self._alerts.health(),
             "security_events": {
                 f"{event_type}:{severity}": count
                 for (event_type, severity), count in sorted(self._event_counts.items())},
@@ -141,6 +167,10 @@ class Monitor:
                 hook()
             except Exception:
                 self.report_failure("shutdown_hook")
+        try:
+            self._alerts.shutdown(timeout)
+        except Exception:
+            self.report_failure("alerts_shutdown")
         if self._exporter is not None:
             try:
                 self._exporter.shutdown(10.0 if timeout is None else timeout)
@@ -170,6 +200,7 @@ _atexit_registered = False
 _default_unavailable = False
 _enabled_from_environment: bool | None = None
 _fallback_redactor: Redactor | None = None
+_alert_callbacks: list[tuple[AlertCallback, Severity | str | None]] = []
 
 
 def get_monitor() -> Monitor:
@@ -266,8 +297,43 @@ def shutdown(timeout: float | None = 5.0) -> None:
         monitor.shutdown(timeout)
 
 
+def security_event(
+    event_type: str,
+    severity: Severity | str,
+    source: str,
+    description: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> SecurityEvent | None:
+    """Record a security event on the current monitor (see ``Monitor.security_event``).
+
+    >>> ragtrail.security_event("authz_fail", "high", client_ip, "role missing for /admin")
+    """
+    return get_monitor().security_event(event_type, severity, source, description, metadata)
+
+
+def on_alert(min_severity: Severity | str | None = None) -> Callable[[_Callback], _Callback]:
+    """Decorator: call the function with every event at or above ``min_severity``.
+
+    Registered for this process, not one monitor: it keeps working after ``configure()``
+    replaces the monitor, and decorating at import time starts nothing.
+
+    >>> @ragtrail.on_alert(min_severity="critical")
+    ... def page(event: ragtrail.SecurityEvent) -> None: ...
+    """
+    def register(callback: _Callback) -> _Callback:
+        with _lock:
+            _alert_callbacks.append((callback, min_severity))
+            if _active is not None:
+                _active.register_alert_callback(callback, min_severity)
+        return callback
+
+    return register
+
+
 def _install(monitor: Monitor) -> None:
     global _active, _atexit_registered
+    for callback, min_severity in _alert_callbacks:
+        monitor.register_alert_callback(callback, min_severity)
     _active = monitor
     if not _atexit_registered:
         atexit.register(shutdown)

@@ -28,6 +28,7 @@ def _isolated_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setattr(_monitor, "_active", None)
     monkeypatch.setattr(_monitor, "_enabled_from_environment", None)
     monkeypatch.setattr(_monitor, "_default_unavailable", False)
+    monkeypatch.setattr(_monitor, "_alert_callbacks", [])
     yield
     if _monitor._active is not None:
         _monitor._active.shutdown(timeout=10)

@@ -1,0 +1,66 @@
+"""The monitor's side of alerting: events reach callbacks off-thread, failures are events."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from instrument_support import stored_events
+
+from ragtrail import SecurityEvent, Severity
+from ragtrail.instrument import Monitor, _monitor, on_alert, security_event
+
+
+class Inbox:
+    """An alert callback that remembers what it got and on which thread."""
+
+    def __init__(self) -> None:
+        self.events: list[SecurityEvent] = []
+        self.threads: set[str] = set()
+        self.arrived = threading.Event()
+
+    def __call__(self, event: SecurityEvent) -> None:
+        self.events.append(event)
+        self.threads.add(threading.current_thread().name)
+        self.arrived.set()
+
+
+def test_high_events_reach_a_callback_off_the_callers_thread(monitor: Monitor) -> None:
+    """A high event is delivered on an alert worker; a low one is not delivered."""
+    inbox = monitor.register_alert_callback(Inbox())
+    monitor.security_event("slow_call", "low", "search", "took 3 s")
+    monitor.security_event("authz_fail", "high", "10.0.0.7", "role missing")
+    assert monitor._alerts.flush(timeout=10)
+    assert [e.event_type for e in inbox.events] == ["authz_fail"]
+    assert threading.current_thread().name not in inbox.threads
+    assert monitor.health()["alerts"]["delivered"] == 1
+
+
+def test_failing_callback_becomes_an_alert_callback_failure_event(monitor: Monitor) -> None:
+    """An exception in a callback never reaches the caller; it is recorded as an event."""
+    def broken(event: SecurityEvent) -> None:
+        raise RuntimeError("pager down")
+
+    monitor.register_alert_callback(broken, "medium")
+    assert monitor.security_event("authz_fail", "high", "api", "denied") is not None
+    assert monitor._alerts.flush(timeout=10)
+    types = [(e.event_type, e.severity) for e in stored_events(monitor)]
+    assert ("alert_callback_failure", Severity.MEDIUM) in types
+
+
+def test_on_alert_survives_reconfiguration(monitor_factory: Any) -> None:
+    """``@on_alert`` registered before configure() keeps receiving from later monitors."""
+    inbox = on_alert(min_severity="critical")(Inbox())
+    first = monitor_factory()
+    security_event("malicious_file_upload", "critical", "upload", "eicar")
+    assert first._alerts.flush(timeout=10)
+    second = monitor_factory()
+    security_event("malicious_file_upload", "critical", "upload-2", "eicar")
+    assert second._alerts.flush(timeout=10)
+    assert [e.source for e in inbox.events] == ["upload", "upload-2"]
+
+
+def test_on_alert_at_import_time_starts_no_monitor() -> None:
+    """Decorating with ``@on_alert`` before any monitor exists creates none."""
+    on_alert()(Inbox())
+    assert _monitor._active is None
