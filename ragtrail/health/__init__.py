@@ -14,8 +14,9 @@ from ragtrail.health._endpoints import create_health_endpoints
 from ragtrail.health._filesystem import FilesystemCheck
 from ragtrail.health._http import HTTPCheck
 from ragtrail.health._render import HealthResponse
+from ragtrail.health._routes import DEFAULT_PATHS
 from ragtrail.health._sampler import MetricsSampler
-from ragtrail.health._service import DEFAULT_PATHS, HealthService
+from ragtrail.health._service import HealthService
 from ragtrail.health._signals import install_sigterm_handler
 from ragtrail.health._store_check import StoreCheck
 from ragtrail.health._thresholds import ThresholdCheck

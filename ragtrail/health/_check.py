@@ -11,7 +11,7 @@ import abc
 import inspect
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
@@ -21,9 +21,11 @@ __all__ = [
     "FunctionCheck",
     "HealthCheck",
     "Status",
+    "aggregate",
     "health_check",
     "normalise_outcome",
     "registered_checks",
+    "worst",
 ]
 
 Status = Literal["pass", "warn", "fail"]
@@ -68,6 +70,32 @@ def normalise_outcome(outcome: object) -> CheckResult:
     if outcome is False:
         return CheckResult("fail", "check returned False")
     return CheckResult("fail", f"check returned an unsupported {type(outcome).__name__}")
+
+
+def aggregate(checks: Iterable[HealthCheck], results: Mapping[str, CheckResult]
+              ) -> tuple[Status, str]:
+    """fail if a critical check fails; warn if any other fails or warns; else pass.
+
+    Checks without a result yet are left out (readiness treats them as "starting").
+    """
+    failing: list[str] = []
+    status: Status = "pass"
+    for check in checks:
+        result = results.get(check.name)
+        if result is None or result.status == "pass":
+            continue
+        if result.status == "fail" and check.critical:
+            failing.append(check.name)
+        else:
+            status = "warn"
+    if failing:
+        return "fail", "failing: " + ", ".join(failing)
+    return status, ""
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    found = set(statuses)
+    return "fail" if "fail" in found else "warn" if "warn" in found else "pass"
 
 
 class HealthCheck(abc.ABC):

@@ -9,8 +9,9 @@ ragtrail adds ``critical``, ``cached`` and ``timedOut`` to each check object.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from ragtrail.health._check import CheckResult, HealthCheck, Status
 
 __all__ = [
     "HEALTH_JSON",
+    "TEXT",
+    "Deferred",
     "HealthResponse",
     "check_entry",
     "dumps",
@@ -28,6 +31,7 @@ __all__ = [
 ]
 
 HEALTH_JSON = "application/health+json"
+TEXT = "text/plain; charset=utf-8"
 # Kubernetes probes and load balancers must never see a cached answer (RFC 9111 section 5.2.2.5).
 _NO_STORE = ("cache-control", "no-store")
 
@@ -43,6 +47,15 @@ class HealthResponse:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An answer that needs ``future`` first; ``finish(completed)`` renders it either way."""
+
+    future: concurrent.futures.Future[Any]
+    timeout: float
+    finish: Callable[[bool], HealthResponse]
 
 
 def dumps(document: Any) -> bytes:

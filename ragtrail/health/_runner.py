@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from ragtrail.health._check import CheckResult, HealthCheck, normalise_outcome
 
-__all__ = ["CheckRunner"]
+__all__ = ["CheckRunner", "run_in_thread"]
 
 log = logging.getLogger("ragtrail.health")
 T = TypeVar("T")
@@ -72,9 +72,6 @@ class CheckRunner:
     def checks(self) -> tuple[HealthCheck, ...]:
         return tuple(e.check for e in self._entries.values())
 
-    def timeout_of(self, name: str) -> float:
-        return self._entries[name].timeout
-
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -102,21 +99,6 @@ class CheckRunner:
             failed.set_exception(RuntimeError("the health check runner is not running"))
             return failed
         return asyncio.run_coroutine_threadsafe(self._run_once(self._entries[name]), loop)
-
-    def submit(self, function: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Run a blocking function in a daemon thread; thread-safe."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def work() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(function())
-            except BaseException as exc:  # handed to whoever waits on the future
-                future.set_exception(exc)
-
-        threading.Thread(target=work, name="ragtrail-health-work", daemon=True).start()
-        return future
 
     # -- the loop thread ------------------------------------------------------------------
 
@@ -198,7 +180,7 @@ class CheckRunner:
                 work = asyncio.ensure_future(check.check())  # type: ignore[arg-type]
                 entry.work = work
             else:
-                entry.work = self.submit(check.check)
+                entry.work = run_in_thread(check.check)
                 work = asyncio.wrap_future(entry.work)
         except Exception as exc:  # building the coroutine itself raised
             return _failure(exc)
@@ -212,6 +194,22 @@ class CheckRunner:
         if error is not None:
             return _failure(error)
         return normalise_outcome(work.result())
+
+
+def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
+    """Run a blocking function in a daemon thread of its own; thread-safe."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(function())
+        except BaseException as exc:  # handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="ragtrail-health-work", daemon=True).start()
+    return future
 
 
 def _failure(exc: BaseException) -> CheckResult:

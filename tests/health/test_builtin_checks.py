@@ -128,7 +128,7 @@ def test_ollama_modes_through_the_service(make_service: ServiceFactory, ollama: 
         ollama.mode = mode  # type: ignore[assignment]
     service = make_service(HTTPCheck(url, name="ollama"), store_check=False)
     service.respond("GET", "/ready", b"", {})
-    wait_until(lambda: "ollama" in service._runner.results)
+    wait_until(lambda: "ollama" in service.results)
     response = service.respond("GET", "/api/health/detailed", b"", {})
     assert response is not None
     entry = json.loads(response.body)["checks"]["ollama:responseTime"][0]

@@ -24,7 +24,7 @@ DRAIN_APP = Path(__file__).with_name("_drain_app.py")
 def test_sigterm_to_a_real_service_drains_then_exits(tmp_path: Path) -> None:
     """A real SIGTERM: /ready fails at once, /health stays up, the process exits after the drain."""
     process = subprocess.Popen(
-        [sys.executable, str(DRAIN_APP), f"sqlite:///{tmp_path / 'audit.db'}", "1.5"],
+        [sys.executable, str(DRAIN_APP), f"sqlite:///{tmp_path / 'audit.db'}", "3"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -35,11 +35,11 @@ def test_sigterm_to_a_real_service_drains_then_exits(tmp_path: Path) -> None:
         liveness = Prober(f"{base}/health", failure_threshold=1)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        wait_until(lambda: not readiness.probe(), timeout=1.0)
+        wait_until(lambda: not readiness.probe(), timeout=2.0)
         assert liveness.probe()
         assert not readiness.probe()
         assert process.wait(10) == -signal.SIGTERM
-        assert time.monotonic() - signalled >= 1.4  # it kept serving through the drain
+        assert time.monotonic() - signalled >= 2.9  # it kept serving through the drain
     finally:
         if process.poll() is None:
             process.kill()

@@ -69,7 +69,7 @@ def test_200_concurrent_probes_answer_while_a_dependency_hangs(
     base = serve(ASGIMiddleware(starlette_app(), monitor=service.monitor, health=service))
     wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
     ollama.mode = "hang"
-    wait_until(lambda: service._runner.results["ollama"].timed_out, timeout=5)
+    wait_until(lambda: service.results["ollama"].timed_out, timeout=5)
     barrier = threading.Barrier(200)
 
     def one_probe(_: int) -> tuple[bool, float]:
@@ -114,7 +114,7 @@ def test_sigterm_under_uvicorn_drains_then_shuts_down(tmp_path: Path) -> None:
     port = unused_port()
     process = subprocess.Popen(
         [sys.executable, str(UVICORN_APP), f"sqlite:///{tmp_path / 'audit.db'}", str(port),
-         "1.5"], stdout=subprocess.PIPE, text=True)
+         "3"], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "started"
@@ -122,12 +122,12 @@ def test_sigterm_under_uvicorn_drains_then_shuts_down(tmp_path: Path) -> None:
         wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        wait_until(lambda: not kubelet_probe(f"{base}/ready"), timeout=1.0)
+        wait_until(lambda: not kubelet_probe(f"{base}/ready"), timeout=2.0)
         assert kubelet_probe(f"{base}/health")
         assert kubelet_probe(f"{base}/")  # the app itself still serves during the drain
         assert process.stdout.readline().strip() == "stopped"
         process.wait(10)
-        assert time.monotonic() - signalled >= 1.4
+        assert time.monotonic() - signalled >= 2.9
     finally:
         if process.poll() is None:
             process.kill()

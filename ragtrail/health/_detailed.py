@@ -1,0 +1,163 @@
+"""The detailed routes: every check with its output, one check refreshed on demand, and the
+``/api/monitoring`` overview. Access control happens before these are called (``_auth``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from ragtrail.health._check import HealthCheck, Status, aggregate, worst
+from ragtrail.health._monitoring import collect
+from ragtrail.health._render import (
+    HEALTH_JSON,
+    TEXT,
+    Deferred,
+    HealthResponse,
+    check_entry,
+    dumps,
+    health_document,
+    iso_time,
+    respond_with,
+)
+from ragtrail.health._routes import flag
+from ragtrail.health._runner import run_in_thread
+
+if TYPE_CHECKING:
+    from ragtrail.health._service import HealthService
+
+__all__ = ["DetailedRoutes"]
+
+_MONITORING_MAX_AGE = 2.0  # seconds a collection is reused: the store is not queried per hit
+
+
+class DetailedRoutes:
+    """Renders the detailed routes of one HealthService; holds their rate limit and cache."""
+
+    def __init__(self, service: HealthService, *, refresh_min_interval: float,
+                 events_limit: int) -> None:
+        self._service = service
+        self._refresh_min_interval = refresh_min_interval
+        self._events_limit = events_limit
+        self._lock = threading.Lock()
+        self._refreshed_at: dict[str, float] = {}
+        self._snapshot: tuple[float, dict[str, Any]] | None = None
+        self._collecting: concurrent.futures.Future[dict[str, Any]] | None = None
+
+    def detailed(self, head: bool) -> HealthResponse:
+        service = self._service
+        status, output = service.readiness()
+        results = service.results
+        checks = {c.key: [check_entry(c, results.get(c.name), detailed=True)]
+                  for c in service.checks}
+        for key, live_status, live_output in service.liveness():
+            entry: dict[str, Any] = {"componentId": key.partition(":")[0], "status": live_status,
+                                     "componentType": "system", "critical": True}
+            if live_output:
+                entry["output"] = live_output
+            checks[key] = [entry]
+        return self._document(status, "health of", head, output, checks)
+
+    def dependencies(self, head: bool, query: str) -> HealthResponse | Deferred:
+        params = parse_qsl(query, keep_blank_values=True)
+        names = [v for k, v in params if k == "check"]
+        known = {c.name: c for c in self._service.checks}
+        if any(n not in known for n in names):
+            return respond_with(404, b"unknown check", TEXT, head=head)
+        selected = [known[n] for n in names] if names else list(known.values())
+        if not any(k == "refresh" and flag(v) for k, v in params):
+            return self._dependencies_document(selected, head)
+        if len(names) != 1:
+            return respond_with(400, b"refresh needs exactly one check=name", TEXT, head=head)
+        wait = self._claim_refresh(names[0])
+        if wait > 0:
+            return respond_with(429, b"this check was refreshed moments ago", TEXT, head=head,
+                                extra=[("retry-after", str(math.ceil(wait)))])
+        future = self._service.refresh(names[0])
+        timeout = known[names[0]].timeout or self._service.settings.health_check_timeout
+        # The run is bounded by the check's timeout; the extra second covers scheduling.
+        return Deferred(future, timeout + 1.0, lambda done: self._dependencies_document(
+            selected, head, fresh=names[0] if done else None,
+            note="" if done else "refresh started; this answer is cached"))
+
+    def monitoring(self, head: bool) -> HealthResponse | Deferred:
+        snapshot = self._snapshot
+        if snapshot is not None and time.monotonic() - snapshot[0] < _MONITORING_MAX_AGE:
+            return self._monitoring_document(snapshot[1], head)
+        service = self._service
+        with self._lock:  # single flight: one collection at a time, shared by all waiters
+            future = self._collecting
+            if future is None or future.done():
+                future = run_in_thread(
+                    lambda: collect(service.monitor, service.sampler, self._events_limit))
+                future.add_done_callback(self._keep)
+                self._collecting = future
+        return Deferred(future, service.settings.health_check_timeout,
+                        lambda done: self._monitoring_fallback(head))
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def _dependencies_document(self, checks: list[HealthCheck], head: bool, *,
+                               fresh: str | None = None, note: str = "") -> HealthResponse:
+        results = self._service.results
+        status, output = aggregate(checks, results)
+        document = {c.key: [check_entry(c, results.get(c.name), detailed=True,
+                                        cached=c.name != fresh)] for c in checks}
+        return self._document(status, "dependencies of", head, output, document,
+                              notes=[note] if note else [], code=202 if note else None)
+
+    def _document(self, status: Status, what: str, head: bool, output: str,
+                  checks: dict[str, list[dict[str, Any]]], *, notes: list[str] | None = None,
+                  code: int | None = None) -> HealthResponse:
+        settings = self._service.settings
+        document = health_document(status, service=settings.service_name,
+                                   version=settings.service_version,
+                                   description=f"{what} {settings.service_name}",
+                                   output=output, notes=notes or (), checks=checks)
+        if code is None:
+            code = 503 if status == "fail" else 200
+        return respond_with(code, dumps(document), HEALTH_JSON, head=head)
+
+    def _monitoring_fallback(self, head: bool) -> HealthResponse:
+        snapshot = self._snapshot
+        if snapshot is None:
+            return respond_with(503, b"monitoring data is being collected", TEXT, head=head,
+                                extra=[("retry-after", "1")])
+        return self._monitoring_document(snapshot[1], head)
+
+    def _monitoring_document(self, snapshot: dict[str, Any], head: bool) -> HealthResponse:
+        service = self._service
+        settings = service.settings
+        results = service.results
+        document = {
+            "serviceId": settings.service_name,
+            "version": settings.service_version,
+            "environment": settings.environment,
+            "time": iso_time(time.time_ns() // 1000),
+            "status": {"live": worst(c[1] for c in service.liveness()),
+                       "ready": service.readiness()[0], "draining": service.draining},
+            "checks": {c.name: (results[c.name].status if c.name in results else None)
+                       for c in service.checks},
+            **snapshot,
+        }
+        return respond_with(200, dumps(document), "application/json", head=head)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _claim_refresh(self, name: str) -> float:
+        """Seconds to wait before this check may be refreshed again; 0 claims it now."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._refreshed_at.get(name)
+            if last is not None and now - last < self._refresh_min_interval:
+                return self._refresh_min_interval - (now - last)
+            self._refreshed_at[name] = now
+        return 0.0
+
+    def _keep(self, future: concurrent.futures.Future[dict[str, Any]]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._snapshot = (time.monotonic(), future.result())
