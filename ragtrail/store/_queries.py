@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Select, func, literal_column, select
 
 from ragtrail._records import Severity
 from ragtrail.store._reports import RingUsage, SpanLatency, StoreStats
-from ragtrail.store._schema import EVENTS, HIGH_SEVERITY, METRICS, RING, SPANS
+from ragtrail.store._schema import EVENTS, HIGH_SEVERITY, METRICS, RING, RINGS, SPANS
 
 __all__ = [
     "Since",
@@ -160,5 +160,6 @@ def read_stats(conn: Connection, since: Since) -> StoreStats:
         metrics=int(conn.execute(metrics).scalar() or 0),
         written=sum(r.written for r in rings), dropped=sum(r.dropped for r in rings),
         coalesced=sum(r.coalesced for r in rings),
-        ring_usage={r.ring: RingUsage(r.row_count, r.capacity) for r in rings},
+        ring_usage={r.ring: RingUsage(r.row_count, r.capacity)
+                    for r in sorted(rings, key=lambda r: list(RINGS).index(r.ring))},
     )

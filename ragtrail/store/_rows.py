@@ -1,7 +1,9 @@
 """Records to row tuples (in table column order, without the ID) and back.
 
 Built on the writer thread, never the caller's. Tuples, not dicts, so SQLite's ``executemany``
-takes them as they are; the JSON columns skip the encoder for the common empty mapping.
+takes them as they are; the JSON columns skip the encoder for the common empty mapping. Every
+value is coerced to its column's type here, so a record holding the wrong types fails alone
+(and is dropped) or is stored as text, instead of making the driver refuse a whole batch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def _span_events(events: Sequence[SpanEvent]) -> str:
                     for e in events])
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _without_nul(row: Row) -> Row:
     # PostgreSQL text cannot hold NUL (0x00); hostile input must not make a batch unwritable.
     return tuple(v.replace("\x00", "\ufffd") if type(v) is str and "\x00" in v else v
@@ -52,18 +58,18 @@ class RowBuilder:
     def event(self, rec: SecurityEvent) -> Row:
         """Without the trailing ``count``, which the writer adds at commit time."""
         return self._finish((
-            int(rec.time_us), str(rec.event_type), int(Severity(rec.severity)),
-            str(rec.source), str(rec.description), rec.correlation_id, rec.trace_id,
-            rec.span_id, _json_object(rec.metadata), rec.service or "", rec.host or self.host,
-            int(rec.pid or self.pid),
+            int(rec.time_us), str(rec.event_type), int(Severity(rec.severity)), str(rec.source),
+            str(rec.description), _text(rec.correlation_id), _text(rec.trace_id),
+            _text(rec.span_id), _json_object(rec.metadata), str(rec.service or ""),
+            str(rec.host or self.host), int(rec.pid or self.pid),
         ))
 
     def span(self, rec: SpanRecord) -> Row:
         return self._finish((
-            rec.trace_id, rec.span_id, rec.parent_span_id, rec.name, rec.kind,
-            int(rec.start_us), int(rec.duration_us), rec.status, rec.error_type,
-            rec.error_message, rec.correlation_id, _json_object(rec.attributes),
-            _span_events(rec.events),
+            str(rec.trace_id), str(rec.span_id), _text(rec.parent_span_id), str(rec.name),
+            str(rec.kind), int(rec.start_us), int(rec.duration_us), str(rec.status),
+            _text(rec.error_type), _text(rec.error_message), _text(rec.correlation_id),
+            _json_object(rec.attributes), _span_events(rec.events),
         ))
 
     def metrics(self, rec: MetricsSample) -> Row:

@@ -120,8 +120,14 @@ class BatchWriter:
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
-                with conn.begin():
-                    usage = self._write(conn, batch, dirty, dropped, undo)
+                try:
+                    with conn.begin():
+                        usage = self._write(conn, batch, dirty, dropped, undo)
+                except BaseException:
+                    # The retry gets a new connection: no session state (a pragma, a broken
+                    # socket, an aborted transaction) survives a fault.
+                    conn.invalidate()
+                    raise
         except BaseException:
             for slot, row_id, applied in reversed(undo):
                 slot.row_id, slot.applied = row_id, applied

@@ -149,7 +149,7 @@ class Writer:
             except Exception as exc:
                 if not self._retryable(exc):
                     batch = self._isolate(batch, exc)
-                    if batch is None:
+                    if not batch.records:
                         continue
                 delay = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, delay * 2))
                 self._fault(exc)
@@ -174,10 +174,12 @@ class Writer:
         """Up to ``batch_size`` records; waits while idle; None once stopped and drained."""
         queue = self.queue
         while not queue:
+            self.wake.clear()  # before the checks: a record() or stop() after them wakes us
+            if queue:
+                break
             if self._stop.is_set():
                 return None
-            self.wake.clear()
-            if not queue and not self.wake.wait(_IDLE_WAKE_S):
+            if not self.wake.wait(_IDLE_WAKE_S):
                 self.coalescer.close_expired(time.time_ns() // 1000)
                 if self.coalescer.has_dirty or self.counters.has_unsaved:
                     return Batch()  # commits pending repeats and drop totals
@@ -221,9 +223,9 @@ class Writer:
                           | sa_exc.TimeoutError) or type(original).__module__.split(".")[0] in \
             {"sqlite3", "psycopg", "psycopg2"}
 
-    def _isolate(self, batch: Batch, exc: Exception) -> Batch | None:
-        """Write the records one by one and drop those refused; None when all are handled,
-        else the rest (a database fault interrupted) for the retry loop."""
+    def _isolate(self, batch: Batch, exc: Exception) -> Batch:
+        """Write the records one by one and drop those refused; returns what is left to
+        commit: the rest after a database fault, else an empty batch with the flushes."""
         singles = _singles(batch)
         for index, single in enumerate(singles):
             try:
@@ -237,9 +239,8 @@ class Writer:
                         rest.metrics += later.metrics
                     return rest
                 self._reject(single, single_exc)
-        for marker in batch.flushes:
-            marker.finish(True)
-        return None
+        # An empty batch to finish with: it saves the drop totals, then releases the flushes.
+        return Batch(flushes=batch.flushes)
 
     def _reject(self, single: Batch, exc: Exception) -> None:
         ring = "events" if single.events else "spans" if single.spans else "metrics"

@@ -1,0 +1,193 @@
+"""Faults: the database cannot be written (read-only, full, locked, server down, disk full).
+
+Every case checks the same promises: ``record()`` stays fast and silent, records beyond the
+queue bound are dropped and counted (kept + dropped = recorded), ``health()`` says failing,
+and writing resumes by itself once the fault clears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from store_helpers import make_event
+
+from ragtrail.store import AuditStore
+
+QUEUE = 200
+MAX_RECORD_SECONDS = 0.05  # far below any busy timeout or connect timeout: never waits on I/O
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def ride_out_fault(store: AuditStore, start: Callable[[], None], stop: Callable[[], None],
+                   error_text: str) -> None:
+    """Record through a fault and its recovery; check every promise on the way."""
+    store.record(make_event("before"))
+    assert store.flush(10)
+    start()
+    slowest = 0.0
+    recorded = 3 * QUEUE
+    for i in range(recorded):
+        began = time.perf_counter()
+        store.record(make_event("during", source=f"s{i}", description="x" * 500))
+        slowest = max(slowest, time.perf_counter() - began)
+    assert slowest < MAX_RECORD_SECONDS
+    wait_for(lambda: store.health().status == "failing")
+    health = store.health()
+    assert health.dropped >= recorded - QUEUE - store._batch_size
+    assert error_text in (health.last_error or "")
+    assert health.last_error_time_us is not None
+    assert store.flush(timeout=0.2) is False
+    stop()
+    assert store.flush(timeout=30)
+    after = store.health()
+    assert after.status == "degraded"  # recovered, but it lost records a moment ago
+    kept = len(store.events(event_type="during", limit=None))
+    assert kept + after.dropped == recorded
+    assert kept >= QUEUE
+    store.record(make_event("after"))
+    assert store.flush(10)
+    assert [e.event_type for e in store.events(limit=1)] == ["after"]
+    assert store.stats().dropped == after.dropped  # the loss is in the store's totals too
+
+
+def sqlite_fault_store(store_factory: Callable[..., AuditStore], tmp_path: Path,
+                       pragma: Callable[[Any, bool], None], **options: Any
+                       ) -> tuple[AuditStore, Callable[[bool], None]]:
+    """A SQLite store whose writer runs ``pragma(connection, faulty)`` at each transaction."""
+    store = store_factory(f"sqlite:///{tmp_path / 'faulty.db'}", queue_size=QUEUE,
+                          batch_size=50, **options)
+    state = {"faulty": False}
+
+    @event.listens_for(store.engine, "begin")
+    def _inject(conn: Any) -> None:
+        pragma(conn, state["faulty"])
+
+    return store, lambda on: state.update(faulty=on)
+
+
+def test_read_only_database(store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """A database that refuses writes (PRAGMA query_only: root ignores chmod 0444)."""
+    store, fault = sqlite_fault_store(
+        store_factory, tmp_path,
+        lambda conn, on: conn.exec_driver_sql(f"PRAGMA query_only = {int(on)}"))
+    ride_out_fault(store, lambda: fault(True), lambda: fault(False), "readonly")
+
+
+def test_full_database(store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """A database that cannot grow (PRAGMA max_page_count: SQLITE_FULL)."""
+    def limit(conn: Any, on: bool) -> None:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar() if on else 1_073_741_823
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+
+    store, fault = sqlite_fault_store(store_factory, tmp_path, limit)
+    ride_out_fault(store, lambda: fault(True), lambda: fault(False), "full")
+
+
+def test_locked_database(store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """Another connection holds BEGIN EXCLUSIVE past the busy timeout; readers still read."""
+    store = store_factory(f"sqlite:///{tmp_path / 'locked.db'}", queue_size=QUEUE,
+                          batch_size=50, engine_options={"connect_args": {"timeout": 0.05}})
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+
+    def lock() -> None:
+        holder.execute("BEGIN EXCLUSIVE")
+
+    def unlock() -> None:
+        assert store.events(event_type="before") != []  # WAL: reading works meanwhile
+        holder.execute("ROLLBACK")
+
+    try:
+        ride_out_fault(store, lock, unlock, "locked")
+    finally:
+        holder.close()
+
+
+def test_postgresql_stopped_and_restarted(postgres_db_url: str, postgres_server: Any,
+                                          store_factory: Callable[..., AuditStore]) -> None:
+    """The server goes down and comes back: the writer reconnects by itself."""
+    store = store_factory(postgres_db_url, queue_size=QUEUE, batch_size=50)
+    ride_out_fault(store, postgres_server.stop, postgres_server.start, "Operational")
+    assert postgres_server.password not in (store.health().last_error or "")
+
+
+def test_error_messages_hide_password_and_sql(store_factory: Callable[..., AuditStore],
+                                              postgres_server: Any) -> None:
+    """last_error never shows the URL's password, an SQL statement or its values."""
+    secret = "s3cr3t-pw"
+    url = f"postgresql+psycopg://ragtrail:{secret}@127.0.0.1:{postgres_server.port}/nowhere"
+    store = store_factory(url, queue_size=QUEUE)
+    store.record(make_event(description="private text"))
+    wait_for(lambda: store.health().last_error is not None)
+    message = store.health().last_error or ""
+    assert store.health().status == "failing"
+    for leaked in (secret, "INSERT", "[SQL", "private text"):
+        assert leaked not in message
+    assert secret not in repr(store)
+    store.close(timeout=0.1)  # the database never comes: give up now, not at teardown
+
+
+def test_close_during_outage_gives_up_at_the_timeout(
+        store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """close(timeout) while the database is locked returns near the timeout, counting the loss."""
+    store = store_factory(f"sqlite:///{tmp_path / 'a.db'}", queue_size=QUEUE,
+                          engine_options={"connect_args": {"timeout": 0.05}})
+    store.record(make_event())
+    assert store.flush(10)
+    holder = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for _ in range(10):
+            store.record(make_event())
+        began = time.monotonic()
+        store.close(timeout=0.5)
+        assert time.monotonic() - began < 5
+        assert store.health().dropped == 10
+    finally:
+        holder.close()
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path) -> Iterator[Path]:
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full(store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """A real ENOSPC on a 8 MiB tmpfs: writing resumes once space is freed."""
+    with small_tmpfs(tmp_path / "mnt") as mnt:
+        store = store_factory(f"sqlite:///{mnt / 'audit.db'}", queue_size=QUEUE, batch_size=50)
+        filler = mnt / "filler"
+
+        def fill() -> None:
+            with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
+                while True:
+                    out.write(b"\0" * 65536)
+
+        try:
+            ride_out_fault(store, fill, filler.unlink, "full")
+        finally:
+            store.close(timeout=5)

@@ -1,0 +1,176 @@
+"""Schema versions (refusal, migration) and read-only opening that never creates or writes."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from store_helpers import make_event, make_span
+
+from ragtrail._records import Severity
+from ragtrail.store import SCHEMA_VERSION, AuditStore, RingUsage, StoreError
+
+V0_DDL = [  # the tables as "version 0" had them: no count, no span events, no ring table
+    "CREATE TABLE ragtrail_schema (version INTEGER NOT NULL)",
+    "INSERT INTO ragtrail_schema (version) VALUES (0)",
+    "CREATE TABLE ragtrail_events (id INTEGER PRIMARY KEY, time_us BIGINT NOT NULL, "
+    "event_type VARCHAR NOT NULL, severity SMALLINT NOT NULL, source VARCHAR NOT NULL, "
+    "description TEXT NOT NULL, correlation_id VARCHAR, trace_id VARCHAR, span_id VARCHAR, "
+    "metadata TEXT NOT NULL, service VARCHAR NOT NULL, host VARCHAR NOT NULL, "
+    "pid INTEGER NOT NULL)",
+    "CREATE TABLE ragtrail_spans (id INTEGER PRIMARY KEY, trace_id VARCHAR NOT NULL, "
+    "span_id VARCHAR NOT NULL, parent_span_id VARCHAR, name VARCHAR NOT NULL, "
+    "kind VARCHAR NOT NULL, start_us BIGINT NOT NULL, duration_us BIGINT NOT NULL, "
+    "status VARCHAR NOT NULL, error_type VARCHAR, error_message TEXT, correlation_id VARCHAR, "
+    "attributes TEXT NOT NULL)",
+    "CREATE TABLE ragtrail_metrics (id INTEGER PRIMARY KEY, time_us BIGINT NOT NULL, "
+    "cpu_percent FLOAT NOT NULL, memory_percent FLOAT NOT NULL, "
+    "disk_usage_percent FLOAT NOT NULL, net_sent_bytes_per_s FLOAT NOT NULL, "
+    "net_recv_bytes_per_s FLOAT NOT NULL, active_connections INTEGER NOT NULL, "
+    "queue_depth INTEGER NOT NULL, process_rss_bytes BIGINT NOT NULL)",
+]
+V0_ROWS = [
+    "INSERT INTO ragtrail_events VALUES (1, 10, 'old_high', 30, 'legacy', 'from v0', NULL, "
+    "NULL, NULL, '{\"a\": 1}', 'svc', 'host', 42)",
+    "INSERT INTO ragtrail_events VALUES (2, 20, 'old_low', 10, 'legacy', 'from v0', NULL, "
+    "NULL, NULL, '{}', 'svc', 'host', 42)",
+    "INSERT INTO ragtrail_spans VALUES (1, '" + "a" * 32 + "', '" + "b" * 16 + "', NULL, "
+    "'old_span', 'server', 10, 2000, 'ok', NULL, NULL, NULL, '{}')",
+]
+
+
+def run_sql(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+    engine.dispose()
+
+
+def stored_version(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version FROM ragtrail_schema")).scalar_one()
+    engine.dispose()
+    return int(version)
+
+
+def test_new_store_records_its_schema_version(backend_url: str,
+                                              store_factory: Callable[..., AuditStore]) -> None:
+    """Creating a store writes the current schema version."""
+    store_factory(backend_url)
+    assert stored_version(backend_url) == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_store_from_a_newer_ragtrail_is_refused(backend_url: str, read_only: bool,
+                                                store_factory: Callable[..., AuditStore]) -> None:
+    """A schema version above ours is refused with one line saying to upgrade."""
+    store_factory(backend_url).close()
+    run_sql(backend_url, f"UPDATE ragtrail_schema SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=r"newer ragtrail \(schema version 2.*upgrade") as err:
+        AuditStore(backend_url, read_only=read_only)
+    assert "\n" not in str(err.value)
+    assert stored_version(backend_url) == SCHEMA_VERSION + 1
+
+
+def test_version_0_store_is_migrated(backend_url: str,
+                                     store_factory: Callable[..., AuditStore]) -> None:
+    """An older store is migrated in place: old rows readable, counts and ring rebuilt."""
+    run_sql(backend_url, *V0_DDL, *V0_ROWS)
+    store = store_factory(backend_url, events_capacity=3)
+    assert stored_version(backend_url) == SCHEMA_VERSION
+    old = store.events()
+    assert [(e.id, e.event_type, e.count, e.metadata) for e in old] == [
+        (2, "old_low", 1, {}), (1, "old_high", 1, {"a": 1})]
+    assert [(s.name, s.events) for s in store.spans()] == [("old_span", ())]
+    assert store.stats().ring_usage["events"] == RingUsage(2, 3)
+    for _ in range(2):
+        store.record(make_event(severity=Severity.LOW))
+    store.record(make_span())
+    assert store.flush(10)
+    events = store.events()
+    assert [e.id for e in events] == [4, 3, 1]  # new IDs follow; the old low one went first
+    assert store.stats().events_by_severity == {"low": 2, "medium": 0, "high": 1, "critical": 0}
+
+
+def test_table_without_version_is_not_taken_over(backend_url: str) -> None:
+    """A ragtrail_events table without ragtrail_schema was not made by ragtrail: refused."""
+    run_sql(backend_url, "CREATE TABLE ragtrail_events (id INTEGER PRIMARY KEY)")
+    with pytest.raises(StoreError, match="not created by ragtrail"):
+        AuditStore(backend_url)
+
+
+def digest(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def test_read_only_never_creates_a_file(tmp_path: Path) -> None:
+    """Opening a missing SQLite file read-only fails with one line and creates nothing."""
+    missing = tmp_path / "nope" / "audit.db"
+    with pytest.raises(StoreError, match="no such file"):
+        AuditStore(f"sqlite:///{missing}", read_only=True)
+    assert not missing.parent.exists()
+
+
+def test_read_only_never_modifies_the_store(tmp_path: Path,
+                                            store_factory: Callable[..., AuditStore]) -> None:
+    """Reads, stats, records and close through a read-only store leave the file unchanged."""
+    path = tmp_path / "audit.db"
+    writer = AuditStore(f"sqlite:///{path}")
+    writer.record(make_event())
+    writer.close()
+    before = digest(path)
+    reader = store_factory(f"sqlite:///{path}", read_only=True)
+    assert len(reader.events()) == 1
+    reader.stats()
+    reader.record(make_event())
+    assert reader.flush(1)
+    assert reader.health().dropped == 1
+    reader.close()
+    assert digest(path) == before
+
+
+def test_read_only_refuses_what_is_not_a_store(tmp_path: Path) -> None:
+    """Another SQLite database, or not a database at all: StoreError with one clear line."""
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE things (x)")
+    conn.close()
+    with pytest.raises(StoreError, match="is not a ragtrail store"):
+        AuditStore(f"sqlite:///{other}", read_only=True)
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("hello, this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot read it") as err:
+        AuditStore(f"sqlite:///{garbage}", read_only=True)
+    assert "\n" not in str(err.value)
+
+
+def test_read_only_refuses_an_empty_postgres_database(postgres_db_url: str) -> None:
+    """A reachable PostgreSQL database without a store is refused, and nothing is created."""
+    with pytest.raises(StoreError, match="is not a ragtrail store"):
+        AuditStore(postgres_db_url, read_only=True)
+    with pytest.raises(StoreError, match="is not a ragtrail store"):
+        AuditStore(postgres_db_url, read_only=True)
+
+
+def test_bad_url_is_a_store_error() -> None:
+    """A URL SQLAlchemy cannot parse or load is a StoreError, not a traceback from deep inside."""
+    with pytest.raises(StoreError, match="not a database URL"):
+        AuditStore("::::", read_only=True)
+    with pytest.raises(StoreError):
+        AuditStore("nosuchdialect://x/y", read_only=True)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("events_capacity", 0), ("queue_size", -1), ("batch_size", 1.5),
+    ("event_coalesce_seconds", -1.0)])
+def test_bad_options_name_themselves(tmp_path: Path, option: str, value: object) -> None:
+    """Invalid sizes are a ValueError naming the option, before anything is opened."""
+    with pytest.raises(ValueError, match=option):
+        AuditStore(f"sqlite:///{tmp_path / 'x.db'}", **{option: value})  # type: ignore[arg-type]
+    assert not (tmp_path / "x.db").exists()

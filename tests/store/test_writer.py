@@ -1,0 +1,142 @@
+"""The writer: never raises into callers, drops and counts beyond its bound, isolates bad rows."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from store_helpers import make_event, make_sample, make_span
+
+from ragtrail._records import SecurityEvent, Severity
+from ragtrail._settings import Settings
+from ragtrail.store import AuditStore, RingUsage, StoreHealth
+
+CHILD = Path(__file__).with_name("store_child.py")
+
+
+def test_fresh_store_reports_ok(store_factory: Callable[..., AuditStore]) -> None:
+    """A new store is healthy, empty, with the configured queue capacity."""
+    health = store_factory(queue_size=123).health()
+    assert health == StoreHealth(status="ok", queue_depth=0, queue_capacity=123, written=0,
+                                 dropped=0, coalesced=0, last_error=None,
+                                 last_error_time_us=None, ring_usage={})
+
+
+def test_from_settings_takes_every_store_setting(tmp_path: Path) -> None:
+    """from_settings passes the URL, capacities, queue and batch sizes and coalescing window."""
+    settings = Settings(store_url=f"sqlite:///{tmp_path / 's.db'}", events_capacity=3,
+                        spans_capacity=4, metrics_capacity=5, queue_size=6, batch_size=2,
+                        event_coalesce_seconds=0.5)
+    store = AuditStore.from_settings(settings)
+    try:
+        for _ in range(5):
+            store.record(make_event())
+            store.record(make_span())
+            store.record(make_sample())
+            assert store.flush(10)  # three at a time: the queue holds six
+        assert store.health().queue_capacity == 6
+        assert store.health().ring_usage == {"events": RingUsage(3, 3), "spans": RingUsage(4, 4),
+                                             "metrics": RingUsage(5, 5)}
+    finally:
+        store.close()
+
+
+def test_record_never_raises_on_garbage(backend_store: Callable[..., AuditStore]) -> None:
+    """Things that are not records, or records the database cannot hold, are dropped and
+    counted; the good records around them are written."""
+    store = backend_store()
+    bad_severity = SecurityEvent("x", 99, "s", "d", 0)  # type: ignore[arg-type]
+    too_big = make_span(start_us=2**70)
+    odd_name = make_span(name=b"bytes")  # type: ignore[arg-type]
+    for thing in (None, "text", 42, make_event("good-1"), bad_severity, too_big, odd_name,
+                  make_event("good-2"), make_span("good-span")):
+        store.record(thing)  # type: ignore[arg-type]
+    assert store.flush(10)
+    assert [e.event_type for e in store.events()] == ["good-2", "good-1"]
+    assert [s.name for s in store.spans()] == ["good-span", "b'bytes'"]
+    assert store.health().dropped == 5
+    assert store.stats().dropped == 2  # the stored totals count records of the three kinds
+
+
+def test_hostile_text_is_stored_faithfully(backend_store: Callable[..., AuditStore]) -> None:
+    """NUL, quotes, newlines and unicode in text and metadata are stored without breaking a
+    batch (PostgreSQL text cannot hold NUL: it becomes U+FFFD there)."""
+    store = backend_store()
+    nasty = "'; DROP TABLE ragtrail_events; --\n\r\t\u202e\U0001f4a5\x00end"
+    store.record(make_event("nasty", description=nasty, metadata={nasty: [nasty, object()]}))
+    assert store.flush(10)
+    (event,) = store.events()
+    expected = nasty if store.engine.dialect.name == "sqlite" else nasty.replace("\x00", "\ufffd")
+    assert event.description == expected
+    assert list(event.metadata) == [nasty]  # JSON escapes NUL itself
+    assert event.metadata[nasty][0] == nasty
+
+
+def test_full_queue_drops_and_counts(store_factory: Callable[..., AuditStore],
+                                     tmp_path: Path) -> None:
+    """With the writer blocked, records beyond the queue bound are dropped and counted."""
+    path = tmp_path / "blocked.db"
+    store = store_factory(f"sqlite:///{path}", queue_size=10, batch_size=5,
+                          engine_options={"connect_args": {"timeout": 0.05}})
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for _ in range(100):
+            store.record(make_span())
+        assert store.flush(timeout=0.3) is False
+        health = store.health()
+        assert health.queue_depth <= 10 + 1  # the bound (the flush marker rides on top)
+        assert 85 <= health.dropped <= 90  # 100 - queue (10) - the batch in hand (<= 5)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.flush(10)
+    assert len(store.spans(limit=None)) + store.health().dropped == 100
+
+
+def test_close_is_idempotent_and_later_records_are_dropped(
+        store_factory: Callable[..., AuditStore]) -> None:
+    """After close(), record() is still silent (and counted as dropped); close() again is fine."""
+    store = store_factory()
+    store.record(make_event())
+    store.close()
+    store.close()
+    store.record(make_event())
+    assert store.flush(1)
+    assert store.health().written == 1
+    assert store.health().dropped == 1
+
+
+def test_flush_covers_coalesced_repeats_only(backend_store: Callable[..., AuditStore]) -> None:
+    """A flush with nothing queued but coalesced repeats still commits those counts."""
+    store = backend_store()
+    store.record(make_event("repeat", source="r", time_us=1))
+    assert store.flush(10)
+    store.record(make_event("repeat", source="r", time_us=2))
+    assert store.flush(10)
+    assert [e.count for e in store.events()] == [2]
+
+
+def test_store_module_import_is_cheap_for_the_cli() -> None:
+    """Importing ragtrail.store does not start threads or touch any database."""
+    code = ("import threading, ragtrail.store; "
+            "assert threading.active_count() == 1, threading.enumerate()")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_severity_is_stored_as_its_ordered_integer(store_factory: Callable[..., AuditStore],
+                                                   tmp_path: Path) -> None:
+    """The severity column holds 10/20/30/40 so SQL can compare severities."""
+    path = tmp_path / "sev.db"
+    store = store_factory(f"sqlite:///{path}")
+    for level in Severity:
+        store.record(make_event(severity=level))
+    assert store.flush(10)
+    with sqlite3.connect(path) as conn:
+        values = [row[0] for row in conn.execute(
+            "SELECT severity FROM ragtrail_events ORDER BY id")]
+    conn.close()
+    assert values == [10, 20, 30, 40]
