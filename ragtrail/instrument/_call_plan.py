@@ -15,7 +15,7 @@ from ragtrail.instrument._capture import ArgumentCapture
 from ragtrail.instrument._monitor import Monitor
 from ragtrail.instrument._rag_attributes import Extractor
 from ragtrail.instrument._redaction import REDACTED
-from ragtrail.instrument._spans import LiveSpan
+from ragtrail.instrument._spans import LiveSpan, open_span
 
 __all__ = ["CallPlan"]
 
@@ -63,6 +63,17 @@ class CallPlan:
         self.record_errors = record_errors
 
     # Every method below runs on the caller's thread and must never raise into the app.
+
+    def begin(self, monitor: Monitor, instance: Any, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> LiveSpan:
+        """Open this call's span, with captured arguments, and make it current."""
+        span = open_span(monitor, self.name, self.kind, self.attributes)
+        if self.capture is not None:
+            captured = self.captured_arguments(monitor, instance, args, kwargs)
+            if captured:
+                span.set_attributes(captured)
+        span.attach()
+        return span
 
     def captured_arguments(self, monitor: Monitor, instance: Any, args: tuple[Any, ...],
                            kwargs: dict[str, Any]) -> dict[str, Any] | None:

@@ -32,12 +32,7 @@ def sync_wrapper(plan: CallPlan) -> Wrapper:
         if monitor is None or not monitor.enabled:
             return wrapped(*args, **kwargs)
         try:
-            span = open_span(monitor, plan.name, plan.kind, plan.attributes)
-            if plan.capture is not None:
-                captured = plan.captured_arguments(monitor, instance, args, kwargs)
-                if captured:
-                    span.set_attributes(captured)
-            span.attach()
+            span = plan.begin(monitor, instance, args, kwargs)
         except Exception:
             monitor.report_failure("monitored")
             return wrapped(*args, **kwargs)
@@ -59,12 +54,7 @@ def coroutine_wrapper(plan: CallPlan) -> Wrapper:
         if monitor is None or not monitor.enabled:
             return await wrapped(*args, **kwargs)
         try:
-            span = open_span(monitor, plan.name, plan.kind, plan.attributes)
-            if plan.capture is not None:
-                captured = plan.captured_arguments(monitor, instance, args, kwargs)
-                if captured:
-                    span.set_attributes(captured)
-            span.attach()
+            span = plan.begin(monitor, instance, args, kwargs)
         except Exception:
             monitor.report_failure("monitored")
             return await wrapped(*args, **kwargs)
@@ -79,38 +69,26 @@ def coroutine_wrapper(plan: CallPlan) -> Wrapper:
     return monitored_call
 
 
-def generator_wrapper(plan: CallPlan) -> Wrapper:
-    def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
-        monitor = _monitor._active or _monitor.monitor_for_calls()
-        if monitor is None or not monitor.enabled:
-            return wrapped(*args, **kwargs)
-        inner = wrapped(*args, **kwargs)
-        try:
-            start = _StreamStart(plan, monitor, instance, args, kwargs)
-        except Exception:
-            monitor.report_failure("monitored")
-            return inner
-        return _traced_generator(plan, start, inner)
+def _stream_wrapper(traced: Callable[[CallPlan, _StreamStart, Any], Any],
+                    ) -> Callable[[CallPlan], Wrapper]:
+    """The wrapper factory for generator functions, sync or async (``traced`` decides)."""
+    def factory(plan: CallPlan) -> Wrapper:
+        def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> Any:
+            monitor = _monitor._active or _monitor.monitor_for_calls()
+            if monitor is None or not monitor.enabled:
+                return wrapped(*args, **kwargs)
+            inner = wrapped(*args, **kwargs)
+            try:
+                start = _StreamStart(plan, monitor, instance, args, kwargs)
+            except Exception:
+                monitor.report_failure("monitored")
+                return inner
+            return traced(plan, start, inner)
 
-    return monitored_call
+        return monitored_call
 
-
-def async_generator_wrapper(plan: CallPlan) -> Wrapper:
-    def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
-        monitor = _monitor._active or _monitor.monitor_for_calls()
-        if monitor is None or not monitor.enabled:
-            return wrapped(*args, **kwargs)
-        inner = wrapped(*args, **kwargs)
-        try:
-            start = _StreamStart(plan, monitor, instance, args, kwargs)
-        except Exception:
-            monitor.report_failure("monitored")
-            return inner
-        return _traced_async_generator(plan, start, inner)
-
-    return monitored_call
+    return factory
 
 
 class _StreamStart:
@@ -240,8 +218,8 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
 _WRAPPERS: dict[str, Callable[[CallPlan], Wrapper]] = {
     "sync": sync_wrapper,
     "coroutine": coroutine_wrapper,
-    "generator": generator_wrapper,
-    "async_generator": async_generator_wrapper,
+    "generator": _stream_wrapper(_traced_generator),
+    "async_generator": _stream_wrapper(_traced_async_generator),
 }
 
 
