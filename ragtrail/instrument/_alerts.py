@@ -63,13 +63,15 @@ class AlertDispatcher:
 
     ``clock`` (seconds, monotonic) drives coalescing windows and callback timeouts; tests pass
     a fake one. ``callback_timeout`` should exceed a webhook's worst case (its timeout times its
-    attempts, plus back-off).
+    attempts, plus back-off). The supervisor checks for hung callbacks and ended windows every
+    ``supervise_interval`` seconds (default: a quarter of the timeout, at most 1 s).
     """
 
     def __init__(self, settings: Settings, *, redactor: Redactor | None = None,
                  clock: Callable[[], float] = time.monotonic, workers: int = 2,
                  queue_size: int = 256, callback_timeout: float = 30.0,
-                 max_windows: int = 1024, on_failure: FailureHook | None = None) -> None:
+                 max_windows: int = 1024, on_failure: FailureHook | None = None,
+                 supervise_interval: float | None = None) -> None:
         if workers < 1 or queue_size < 1 or callback_timeout <= 0 or max_windows < 1:
             raise ValueError("workers, queue_size and max_windows must be >= 1 and "
                              "callback_timeout > 0")
@@ -81,7 +83,8 @@ class AlertDispatcher:
         self._timeout = callback_timeout
         self._max_windows = max_windows
         self._on_failure = on_failure
-        self._tick = min(1.0, callback_timeout / 4)
+        self._poll = min(0.25, callback_timeout / 4)  # how soon workers notice shutdown
+        self._tick = supervise_interval or min(1.0, callback_timeout / 4)
         self._queue: queue.Queue[_Task] = queue.Queue(queue_size)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -187,7 +190,7 @@ class AlertDispatcher:
             self._idle.wait_for(lambda: self._outstanding == 0, timeout)
             self._stop.set()
         for worker in list(self._workers):
-            worker.thread.join(self._tick * 2)
+            worker.thread.join(self._poll * 2)
 
     # -- worker side ----------------------------------------------------------------------
 
@@ -304,7 +307,7 @@ class _Worker:
         d = self.dispatcher
         while not d._stop.is_set():
             try:
-                event, chosen = d._queue.get(timeout=d._tick)
+                event, chosen = d._queue.get(timeout=d._poll)
             except queue.Empty:
                 continue
             targets = d._targets(event, chosen)

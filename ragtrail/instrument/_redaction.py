@@ -35,15 +35,18 @@ __all__ = ["REDACTED", "Redactor", "escape_controls"]
 
 _MIN_BUDGET = 64
 _LOOKAHEAD = 256   # a secret straddling a cut is scanned whole if it is shorter than this
+_MAX_WIDENING = 8  # scan at most this many times the kept size to fill it...
+_MAX_WINDOW = 16_384  # ...or this many characters (a PEM private key is about 1,700)
 _RESERVE = 48      # room kept in a container for its "[N more items]" marker
 _MIN_CHILD = 40    # smallest budget worth giving a child (fits a truncated-string marker)
 _MORE = "..."      # the key of a dict's "[N more items]" entry
 _REDACTED_COST = len(REDACTED) + 2
-_SEQUENCES: tuple[type[Any], ...] = (list, tuple, set, frozenset, deque, type({}.keys()), type({}.values()),
-              type({}.items()))
+_SEQUENCES: tuple[type[Any], ...] = (
+    list, tuple, set, frozenset, deque, type({}.keys()), type({}.values()), type({}.items()))
 _AS_STRING = (uuid.UUID, decimal.Decimal, PurePath, complex)
 
 _KeyInfo = tuple[str, int, KeyKind]
+_JSON_KEYS: dict[Any, str] = {None: "null", True: "true", False: "false"}  # as json.dumps
 
 
 def _cost(text: str) -> int:
@@ -105,8 +108,12 @@ class Redactor:
         info = cache.get(key) if type(key) is str else None
         if info is not None:
             return info
-        name = key if type(key) is str else (
-            str(key).lower() if isinstance(key, (bool, type(None))) else str(key))
+        if type(key) is str:
+            name = key
+        elif key is None or isinstance(key, bool):
+            name = _JSON_KEYS[key]
+        else:
+            name = str(key)
         if len(name) > 128:
             name = name[:128] + "..."
         kind: KeyKind = ""
@@ -124,14 +131,22 @@ class Redactor:
 
     def _cut_and_scan(self, text: str, limit: int) -> str:
         """The first ``limit`` characters, scanned with enough text after them that a secret
-        crossing the cut is recognised, and with the unverifiable tail dropped."""
-        window = text[:limit + _LOOKAHEAD]
+        crossing the cut is recognised, and with the window's unverifiable tail dropped (it
+        may hold the start of a secret the window cut in two)."""
         if not self.enabled:
-            return window[:limit]
-        scanned = self._scanner.scan(window)
-        if len(text) > len(window):  # the window's tail may hold half a secret
-            scanned = scanned[:max(0, len(scanned) - _LOOKAHEAD)]
-        return scanned[:limit]
+            return text[:limit]
+        size = limit + _LOOKAHEAD
+        while True:
+            window = text[:size]
+            scanned = self._scanner.scan(window)
+            if len(window) == len(text):
+                return scanned[:limit]
+            kept = scanned[:max(0, len(scanned) - _LOOKAHEAD)]
+            # Redaction shrinks text (a PEM block becomes ten characters): widen, boundedly.
+            if len(kept) >= limit or size >= max(_MAX_WIDENING * (limit + _LOOKAHEAD),
+                                                 _MAX_WINDOW):
+                return kept[:limit]
+            size *= 2
 
 
 class _Walk:
@@ -186,7 +201,7 @@ class _Walk:
             return self.text(str(value), budget, 0)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-            return self.mapping(value, fields.items(), budget, depth)
+            return self.mapping(value, fields.items(), budget, depth, len(fields))
         attributes = getattr(value, "__dict__", None)
         if isinstance(attributes, dict) and not isinstance(value, type) and not callable(value):
             public = [(k, v) for k, v in attributes.items() if not str(k).startswith("_")]
@@ -241,13 +256,13 @@ class _Walk:
         self.path.add(id(container))
         return None
 
-    def mapping(self, container: object, items: Any, budget: int, depth: int,
+    def mapping(self, container: Any, items: Any, budget: int, depth: int,
                 size: int | None = None) -> tuple[Any, int]:
         blocked = self.enter(container, depth)
         if blocked is not None:
             return blocked, len(blocked) + 2
         try:
-            total = size if size is not None else len(container)  # type: ignore[arg-type]
+            total = size if size is not None else len(container)
             out: dict[str, Any] = {}
             cost = 2
             max_items = self.redactor._max_items
@@ -259,7 +274,7 @@ class _Walk:
                     name = f"{name}#{len(out)}"
                     key_cost = _cost(name)
                 key_cost += 4 if out else 2  # ": " and ", "
-                room = budget - cost - key_cost - _RESERVE
+                room = budget - cost - key_cost - (_RESERVE if len(out) + 1 < total else 0)
                 if room < _MIN_CHILD:
                     break
                 if kind == "any" or kind == "line" or (
@@ -288,7 +303,8 @@ class _Walk:
                 if len(out) >= self.redactor._max_items:
                     break
                 separator = 2 if out else 0
-                room = budget - cost - separator - _RESERVE
+                room = budget - cost - separator - (
+                    _RESERVE if len(out) + 1 < len(container) else 0)
                 if room < _MIN_CHILD:
                     break
                 child, child_cost = self.value(item, room, depth + 1)

@@ -1,0 +1,376 @@
+"""AlertDispatcher: pool threads, severity filters, coalescing windows, failure and hang
+isolation, bounded queue and threads."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from redaction_canaries import CANARIES, leaked
+
+from ragtrail._records import SecurityEvent
+from ragtrail._settings import Settings
+from ragtrail.instrument._alerts import AlertDispatcher
+from ragtrail.instrument._events import build_security_event
+from ragtrail.instrument._redaction import Redactor
+
+SETTINGS = Settings(alert_coalesce_seconds=300.0)
+REDACTOR = Redactor(SETTINGS)
+DEADLINE = 10.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Recorder:
+    """An alert callback that remembers what it got and on which thread."""
+
+    def __init__(self, min_severity: str | None = None) -> None:
+        if min_severity is not None:
+            self.min_severity = min_severity
+        self.events: list[SecurityEvent] = []
+        self.threads: list[int] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: SecurityEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+            self.threads.append(threading.get_ident())
+
+    def wait_for(self, count: int) -> list[SecurityEvent]:
+        poll(lambda: len(self.events) >= count, f"{count} alert(s)")
+        return list(self.events)
+
+
+def poll(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def event(event_type: str = "authz_fail", source: str = "10.0.0.7", severity: str = "high",
+          description: str = "denied") -> SecurityEvent:
+    return build_security_event(SETTINGS, REDACTOR, event_type, severity, source, description)
+
+
+@pytest.fixture
+def dispatcher_factory() -> Iterator[Callable[..., AlertDispatcher]]:
+    made: list[AlertDispatcher] = []
+    releases: list[threading.Event] = []
+
+    def make(**kwargs: Any) -> AlertDispatcher:
+        releases.extend(kwargs.pop("releases", []))
+        dispatcher = AlertDispatcher(kwargs.pop("settings", SETTINGS), **kwargs)
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for release in releases:
+        release.set()
+    for dispatcher in made:
+        dispatcher.shutdown(timeout=5)
+
+
+def alert_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("ragtrail-alerts")]
+
+
+def test_callback_runs_on_a_pool_thread_not_the_callers(dispatcher_factory: Any) -> None:
+    """The app's thread only enqueues; the callback runs on a ragtrail-alerts thread."""
+    dispatcher = dispatcher_factory()
+    recorder = dispatcher.register(Recorder())
+    dispatcher.submit(event())
+    recorder.wait_for(1)
+    assert recorder.threads[0] != threading.get_ident()
+    assert dispatcher.health()["delivered"] == 1
+
+
+def test_min_severity_filters_per_callback(dispatcher_factory: Any) -> None:
+    """A callback sees only events at or above its minimum severity."""
+    dispatcher = dispatcher_factory()
+    pager = dispatcher.register(Recorder(), min_severity="critical")
+    chat = dispatcher.register(Recorder(), min_severity="medium")
+    dispatcher.submit(event(source="a", severity="low"))
+    dispatcher.submit(event(source="b", severity="medium"))
+    dispatcher.submit(event(source="c", severity="critical"))
+    assert dispatcher.flush(DEADLINE)
+    assert [e.source for e in pager.events] == ["c"]
+    assert sorted(e.source for e in chat.events) == ["b", "c"]
+
+
+def test_default_min_severity_comes_from_the_callback_then_settings(
+        dispatcher_factory: Any) -> None:
+    """Without min_severity: the callback's own attribute, else alert_min_severity."""
+    dispatcher = dispatcher_factory(settings=Settings(alert_min_severity="medium"))
+    own = dispatcher.register(Recorder(min_severity="critical"))
+    default = dispatcher.register(Recorder())
+    dispatcher.submit(event(severity="medium"))
+    assert dispatcher.flush(DEADLINE)
+    assert (len(own.events), len(default.events)) == (0, 1)
+
+
+def test_repeats_inside_the_window_are_coalesced_then_summarised(
+        dispatcher_factory: Any) -> None:
+    """One alert per (type, source) per window; the latest repeat is summarised after it."""
+    clock = FakeClock()
+    dispatcher = dispatcher_factory(clock=clock, supervise_interval=3600)
+    recorder = dispatcher.register(Recorder())
+    for i in range(5):
+        dispatcher.submit(event(description=f"attempt {i}"))
+        clock.advance(10)
+    assert dispatcher.flush(DEADLINE)
+    assert [e.description for e in recorder.events] == ["attempt 0"]
+    assert dispatcher.health()["coalesced"] == 4
+
+    clock.advance(300)
+    assert dispatcher.flush(DEADLINE)
+    summary = recorder.events[1]
+    assert summary.description == "attempt 4"
+    assert summary.metadata["suppressed_count"] == 3  # attempts 1-3; 4 is this alert
+
+
+def test_next_event_after_the_window_carries_the_suppressed_count(
+        dispatcher_factory: Any) -> None:
+    """The first event after a window reports how many were held back before it."""
+    clock = FakeClock()
+    dispatcher = dispatcher_factory(clock=clock, supervise_interval=3600)
+    recorder = dispatcher.register(Recorder())
+    for _ in range(3):
+        dispatcher.submit(event())
+    clock.advance(301)
+    dispatcher.submit(event(description="after"))
+    assert dispatcher.flush(DEADLINE)
+    assert [(e.description, e.metadata.get("suppressed_count")) for e in recorder.events] == [
+        ("denied", None), ("after", 2)]
+
+
+def test_different_sources_and_types_are_not_coalesced(dispatcher_factory: Any) -> None:
+    """Coalescing is per (event_type, source)."""
+    dispatcher = dispatcher_factory(clock=FakeClock())
+    recorder = dispatcher.register(Recorder())
+    for event_type, source in [("authz_fail", "a"), ("authz_fail", "b"), ("server_error", "a")]:
+        dispatcher.submit(event(event_type, source))
+    assert dispatcher.flush(DEADLINE)
+    assert len(recorder.events) == 3
+
+
+def test_every_event_is_alerted_or_counted_in_a_later_alert(dispatcher_factory: Any) -> None:
+    """Alerts plus their suppressed counts add up to the events submitted."""
+    clock = FakeClock()
+    dispatcher = dispatcher_factory(clock=clock, supervise_interval=3600)
+    recorder = dispatcher.register(Recorder())
+    submitted = 0
+    for step in range(200):
+        dispatcher.submit(event(source=f"10.0.0.{step % 3}"))
+        submitted += 1
+        clock.advance(7 if step % 11 else 120)
+        if step % 50 == 0:
+            dispatcher.flush(DEADLINE)
+    dispatcher.shutdown(timeout=DEADLINE)
+    represented = sum(1 + e.metadata.get("suppressed_count", 0) for e in recorder.events)
+    assert represented == submitted
+    assert len(recorder.events) < submitted / 3
+
+
+def test_rotating_sources_fall_back_to_one_window_per_type(dispatcher_factory: Any) -> None:
+    """An attacker changing source on every request cannot flood the pager."""
+    dispatcher = dispatcher_factory(clock=FakeClock(), max_windows=3, supervise_interval=3600)
+    recorder = dispatcher.register(Recorder())
+    for i in range(10):
+        dispatcher.submit(event(source=f"198.51.100.{i}"))
+    assert dispatcher.flush(DEADLINE)
+    assert len(recorder.events) == 4  # three windows, then one shared by every other source
+    assert dispatcher.health()["coalesced"] == 6
+
+
+def test_failing_callback_is_logged_redacted_counted_and_isolated(
+        dispatcher_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A raising callback never reaches the app, others still run, the log has no secret."""
+    failures: list[tuple[str, str, str]] = []
+    dispatcher = dispatcher_factory(
+        on_failure=lambda name, reason, e: failures.append((name, reason, e.event_type)))
+    secrets = " ".join(c.text for c in CANARIES)
+
+    def broken(event: SecurityEvent) -> None:
+        raise RuntimeError(f"pager down: {secrets}")
+
+    dispatcher.register(broken)
+    recorder = dispatcher.register(Recorder())
+    with caplog.at_level(logging.WARNING, logger="ragtrail.alerts"):
+        dispatcher.submit(event())
+        assert dispatcher.flush(DEADLINE)
+    assert len(recorder.events) == 1
+    health = dispatcher.health()
+    assert (health["failed"], health["delivered"]) == (1, 1)
+    assert failures == [(broken.__qualname__, "error", "authz_fail")]
+    assert "pager down" in caplog.text
+    assert leaked(caplog.text) == []
+
+
+def test_hanging_callback_is_abandoned_and_does_not_block_others(
+        dispatcher_factory: Any) -> None:
+    """After its timeout a hung callback is counted, skipped while hung, and resumes after."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hangs(event: SecurityEvent) -> None:
+        calls.append(event.source)
+        release.wait(DEADLINE)
+
+    dispatcher = dispatcher_factory(callback_timeout=0.2, releases=[release])
+    dispatcher.register(hangs)
+    recorder = dispatcher.register(Recorder())  # after the hanging one, same event
+
+    started = time.perf_counter()
+    dispatcher.submit(event(source="first"))
+    assert time.perf_counter() - started < 0.05
+    recorder.wait_for(1)  # delivered once the hung call was abandoned
+    poll(lambda: dispatcher.health()["timed_out"] == 1, "the timeout to be counted")
+    assert dispatcher.health()["hung_callbacks"] == 1
+
+    dispatcher.submit(event(source="second"))
+    recorder.wait_for(2)
+    assert calls == ["first"]  # skipped while still hung
+    assert dispatcher.health()["dropped"] == 1
+
+    release.set()
+    poll(lambda: dispatcher.health()["hung_callbacks"] == 0, "the hung call to return")
+    dispatcher.submit(event(source="third"))
+    recorder.wait_for(3)
+    poll(lambda: calls == ["first", "third"], "the callback to be used again")
+
+
+def test_submit_stays_fast_with_a_hung_pool_and_a_full_queue(dispatcher_factory: Any) -> None:
+    """submit is O(1) and never blocks: microseconds even when nothing is being delivered."""
+    release = threading.Event()
+    dispatcher = dispatcher_factory(queue_size=8, callback_timeout=60, max_windows=10_000,
+                                    releases=[release])
+    dispatcher.register(lambda e: release.wait(DEADLINE))
+    durations = []
+    for i in range(2000):
+        e = event(source=f"s{i}")
+        started = time.perf_counter()
+        dispatcher.submit(e)
+        durations.append(time.perf_counter() - started)
+    assert statistics.median(durations) < 50e-6
+    assert max(durations) < 0.05
+    assert dispatcher.health()["dropped"] >= 2000 - 8 - 2
+
+
+def test_pool_threads_and_queue_are_bounded(dispatcher_factory: Any) -> None:
+    """Blocked callbacks pin at most the pool; the queue overflows into the dropped count."""
+    release = threading.Event()
+    dispatcher = dispatcher_factory(workers=2, queue_size=4, callback_timeout=60,
+                                    releases=[release])
+    recorder = Recorder()
+
+    def blocked(event: SecurityEvent) -> None:
+        release.wait(DEADLINE)
+        recorder(event)
+
+    dispatcher.register(blocked)
+    for i in range(50):
+        dispatcher.submit(event(source=f"s{i}"))
+    assert len(alert_threads()) <= 3  # two workers and the supervisor
+    dropped = dispatcher.health()["dropped"]
+    assert 50 - 4 - 2 <= dropped <= 50 - 4
+    release.set()
+    assert dispatcher.flush(DEADLINE)
+    assert len(recorder.events) == 50 - dropped
+
+
+def test_alert_callback_failure_events_are_never_alerted(dispatcher_factory: Any) -> None:
+    """Events about failing callbacks are stored elsewhere, not alerted (no feedback loop)."""
+    dispatcher = dispatcher_factory()
+    recorder = dispatcher.register(Recorder(), min_severity="low")
+    dispatcher.submit(event("alert_callback_failure", severity="critical"))
+    dispatcher.submit(event("authz_fail"))
+    assert dispatcher.flush(DEADLINE)
+    assert [e.event_type for e in recorder.events] == ["authz_fail"]
+
+
+def test_shutdown_summarises_open_windows_and_stops_threads(dispatcher_factory: Any) -> None:
+    """Shutdown reports suppressed repeats, delivers, stops; later submits are ignored."""
+    dispatcher = dispatcher_factory(clock=FakeClock(), supervise_interval=3600)
+    recorder = dispatcher.register(Recorder())
+    for _ in range(3):
+        dispatcher.submit(event())
+    dispatcher.shutdown(timeout=DEADLINE)
+    assert [e.metadata.get("suppressed_count") for e in recorder.events] == [None, 1]
+    poll(lambda: not alert_threads(), "alert threads to stop")
+    dispatcher.submit(event(source="late"))
+    assert len(recorder.events) == 2
+
+
+def test_on_alert_decorator_registers_and_returns_the_function(dispatcher_factory: Any) -> None:
+    """@dispatcher.on_alert("low") registers the function unchanged."""
+    dispatcher = dispatcher_factory()
+    seen: list[str] = []
+
+    @dispatcher.on_alert("low")
+    def page(event: SecurityEvent) -> None:
+        seen.append(event.event_type)
+
+    page(event("direct"))
+    dispatcher.submit(event("slow_call", severity="low"))
+    assert dispatcher.flush(DEADLINE)
+    assert seen == ["direct", "slow_call"]
+
+
+def test_unregister_stops_delivery(dispatcher_factory: Any) -> None:
+    """An unregistered callback gets nothing more."""
+    dispatcher = dispatcher_factory()
+    recorder = dispatcher.register(Recorder())
+    dispatcher.unregister(recorder)
+    dispatcher.submit(event())
+    assert dispatcher.flush(DEADLINE)
+    assert recorder.events == []
+
+
+def test_submit_never_raises(dispatcher_factory: Any) -> None:
+    """Even a malformed event is counted as dropped, not raised into the app."""
+    dispatcher = dispatcher_factory()
+    dispatcher.register(Recorder())
+    dispatcher.submit(None)  # type: ignore[arg-type]
+    assert dispatcher.health()["dropped"] == 1
+
+
+def test_no_threads_until_a_callback_is_registered(dispatcher_factory: Any) -> None:
+    """A dispatcher nobody uses costs no threads, and submit is a no-op."""
+    dispatcher = dispatcher_factory()
+    before = len(alert_threads())
+    dispatcher.submit(event())
+    assert len(alert_threads()) == before
+    assert dispatcher.flush(0.1)
+
+
+@pytest.mark.parametrize("kwargs", [{"workers": 0}, {"queue_size": 0},
+                                    {"callback_timeout": 0}, {"max_windows": 0}])
+def test_invalid_pool_settings_are_rejected(kwargs: dict[str, Any]) -> None:
+    """Nonsensical sizes fail at construction, not later."""
+    with pytest.raises(ValueError, match="must be"):
+        AlertDispatcher(SETTINGS, **kwargs)
+
+
+def test_register_rejects_non_callables_and_bad_severities(dispatcher_factory: Any) -> None:
+    """Mistakes in registration surface at once, with the accepted values."""
+    dispatcher = dispatcher_factory()
+    with pytest.raises(TypeError, match="callable"):
+        dispatcher.register("not callable")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="low, medium, high, critical"):
+        dispatcher.register(Recorder(), min_severity="urgent")

@@ -1,0 +1,313 @@
+"""Redactor: sensitive keys, secret-looking values, the byte budget, odd types, bounded cost."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import pytest
+from redaction_canaries import CANARIES, Canary, leaked
+
+from ragtrail._settings import Settings
+from ragtrail.instrument._redaction import REDACTED, Redactor, escape_controls
+
+
+def make(**settings: Any) -> Redactor:
+    return Redactor(Settings(**settings))
+
+
+def encoded_size(value: Any) -> int:
+    return len(json.dumps(value, allow_nan=False).encode())
+
+
+@pytest.mark.parametrize("canary", CANARIES, ids=lambda c: c.kind)
+def test_canary_secret_is_removed_from_text(canary: Canary) -> None:
+    """Every kind of fake secret disappears from free text, with its context kept."""
+    out = make().redact_text(canary.text)
+    assert leaked(out) == []
+    assert REDACTED in out
+
+
+@pytest.mark.parametrize("canary", CANARIES, ids=lambda c: c.kind)
+def test_canary_secret_is_removed_from_nested_values(canary: Canary) -> None:
+    """Secrets inside strings nested in lists, tuples and dicts are redacted too."""
+    value = {"args": [("q", canary.text)], "doc": {"text": canary.text.encode()}}
+    assert leaked(json.dumps(make().redact(value))) == []
+
+
+def test_all_canaries_in_one_text_are_removed() -> None:
+    """Many secrets of different kinds in one string are all redacted."""
+    text = "\n".join(c.text for c in CANARIES)
+    assert leaked(make().redact_text(text)) == []
+
+
+@pytest.mark.parametrize("key", [
+    "password", "PASSWORD", "db_password", "passwd", "secret", "client_secret", "token",
+    "access_token", "refreshToken", "api_key", "apikey", "api-key", "X-API-Key",
+    "authorization", "Proxy-Authorization", "cookie", "Set-Cookie", "session", "session_id",
+    "credential", "credentials", "private_key", "privateKey", "auth", "passphrase",
+])
+def test_sensitive_keys_have_their_values_redacted(key: str) -> None:
+    """Values under keys naming a secret are replaced whatever their type."""
+    out = make().redact({key: {"nested": "value"}, "other": "kept"})
+    assert out == {key: REDACTED, "other": "kept"}
+
+
+@pytest.mark.parametrize("key", [
+    "max_tokens", "prompt_tokens", "completion_tokens", "token_count", "tokenizer",
+    "token_usage", "query", "top_k", "trace_id", "keyword", "monkey",
+])
+def test_ordinary_keys_are_kept(key: str) -> None:
+    """LLM accounting keys and ordinary names are not mistaken for secrets."""
+    assert make().redact({key: 512}) == {key: 512}
+
+
+def test_extra_redact_keys_from_settings() -> None:
+    """``redact_keys`` adds key names, matched like the built-in ones."""
+    redactor = make(redact_keys=("ssn", "patient-id"))
+    out = redactor.redact({"SSN": "123-45-6789", "patient_id": 7, "name": "x"})
+    assert out == {"SSN": REDACTED, "patient_id": REDACTED, "name": "x"}
+    assert redactor.redact_text("ssn=123-45-6789 ok") == "ssn=[REDACTED] ok"
+
+
+def test_weak_key_redacts_only_random_looking_values() -> None:
+    """``key``-like names redact long random tokens but keep ordinary values."""
+    redactor = make()
+    assert redactor.redact({"key": "user:42:profile"}) == {"key": "user:42:profile"}
+    assert redactor.redact({"key": "a8f5f167f44f4964e6c998dee827110c"}) == {"key": REDACTED}
+    assert redactor.redact_text("cache key=user_profile_settings") == (
+        "cache key=user_profile_settings")
+
+
+@pytest.mark.parametrize("text", [
+    "What is the refund policy for orders placed after 2024-03-01?",
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7",
+    "a risk-based-authentication-approach for well-known problems",
+    "python@3.11 and node@20 are supported; ratio=0.5 at 12:30",
+    "order 1234 5678 shipped",  # digits, but not a Luhn-valid card length
+    "4111111111111112 is not a valid card",
+])
+def test_ordinary_text_is_unchanged(text: str) -> None:
+    """IDs, prose, versions and non-card numbers are not redacted."""
+    assert make().redact_text(text) == text
+
+
+def test_authorization_header_value_is_redacted_to_end_of_line() -> None:
+    """An Authorization or Cookie line loses its whole value, scheme included."""
+    text = "Authorization: Basic dXNlcjpwYXNz\nCookie: a=1; sid=xyz\nAccept: */*"
+    assert make().redact_text(text) == (
+        "Authorization: [REDACTED]\nCookie: [REDACTED]\nAccept: */*")
+
+
+def test_luhn_valid_integer_is_redacted() -> None:
+    """A card number passed as an int is redacted; other big ints are kept."""
+    assert make().redact([4111111111111111, 4111111111111112]) == [REDACTED, 4111111111111112]
+
+
+@pytest.mark.parametrize("budget", [64, 200, 2048])
+def test_output_stays_within_the_byte_budget(budget: int) -> None:
+    """The JSON encoding never exceeds capture_max_bytes, with truncation markers."""
+    value = {"docs": [{"id": i, "text": "é\u2028\n\"x" * 300} for i in range(50)],
+             "query": "q" * 10_000}
+    out = make(capture_max_bytes=budget).redact(value)
+    assert encoded_size(out) <= budget
+    assert len(json.dumps(out, ensure_ascii=False).encode()) <= budget
+    assert "more items" in json.dumps(out) or "truncated" in json.dumps(out)
+
+
+def test_long_string_is_cut_with_marker_naming_its_length() -> None:
+    """A long string keeps its start and says how long it was."""
+    out = make(capture_max_bytes=100).redact("x" * 5000)
+    assert out.startswith("xxxx")
+    assert out.endswith("...[truncated, 5000 chars]")
+    assert encoded_size(out) <= 100
+
+
+def test_secret_across_the_cut_is_not_half_kept() -> None:
+    """A card number or key crossing the truncation point is redacted, not half shown."""
+    for secret in ("4111 1111 1111 1111", "sk-proj-CANARYa1b2c3d4e5f6g7h8i9j0k1l2m3"):
+        for offset in range(40, 80):
+            text = "a" * offset + " " + secret + " " + "b" * 1000
+            out = make(capture_max_bytes=64).redact(text)
+            assert secret[:12] not in out, (offset, out)
+
+
+def test_small_budget_is_raised_to_the_minimum() -> None:
+    """A capture_max_bytes below 64 still produces a readable marker."""
+    out = make(capture_max_bytes=1).redact("x" * 500)
+    assert encoded_size(out) <= 64
+    assert "truncated" in out
+
+
+def test_depth_is_bounded() -> None:
+    """Deep nesting stops at the depth limit with a marker."""
+    value: Any = "leaf"
+    for _ in range(50):
+        value = [value]
+    out = Redactor(Settings(), max_depth=3).redact(value)
+    assert out == [[["[max depth]"]]]
+
+
+def test_items_per_container_are_bounded() -> None:
+    """Big containers keep max_items entries and count the rest."""
+    out = Redactor(Settings(), max_items=3).redact(list(range(10)))
+    assert out == [0, 1, 2, "[7 more items]"]
+    out = Redactor(Settings(), max_items=2).redact({str(i): i for i in range(5)})
+    assert out == {"0": 0, "1": 1, "...": "[3 more items]"}
+
+
+def test_cycles_are_safe() -> None:
+    """A self-referencing structure becomes a marker instead of recursing forever."""
+    loop: dict[str, Any] = {"name": "a"}
+    loop["self"] = loop
+    items: list[Any] = [1]
+    items.append(items)
+    assert make().redact(loop) == {"name": "a", "self": "[cycle]"}
+    assert make().redact(items) == [1, "[cycle]"]
+
+
+def test_shared_but_acyclic_references_are_walked_each_time() -> None:
+    """The same object twice (not a cycle) is shown twice."""
+    shared = {"k": 1}
+    assert make().redact([shared, shared]) == [{"k": 1}, {"k": 1}]
+
+
+@dataclasses.dataclass
+class Document:
+    id: str
+    text: str
+    api_key: str
+
+
+class Chunk:
+    def __init__(self) -> None:
+        self.page_content = "mail me at ana@example.org"
+        self.score = 0.5
+        self._cache = "private"
+
+
+class Opaque:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Opaque(token=abcdef0123456789abcdef)"
+
+
+class Hostile:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), (True, True), (3, 3), (2.5, 2.5),
+    (float("nan"), "NaN"), (float("inf"), "Infinity"), (-math.inf, "-Infinity"),
+    (b"bytes password=hunter2", "bytes password=[REDACTED]"),
+    (bytearray(b"\xff\xfeok"), "\ufffd\ufffdok"),
+    ((1, "a"), [1, "a"]), (deque([1, 2]), [1, 2]), (frozenset({7}), [7]),
+    ({1: "int key", None: "none key"}, {"1": "int key", "null": "none key"}),
+    (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+    (Document("d1", "t", "sk-abc"), {"id": "d1", "text": "t", "api_key": REDACTED}),
+    (Chunk(), {"page_content": "mail me at [REDACTED]", "score": 0.5}),
+    (Opaque(), "Opaque(token=[REDACTED])"),
+    (2**200, "[integer of 201 bits]"),
+])
+def test_values_of_every_type_become_json(value: Any, expected: Any) -> None:
+    """Scalars, bytes, containers, dataclasses, objects and reprs map to JSON values."""
+    out = make().redact(value)
+    assert out == expected
+    json.dumps(out, allow_nan=False)
+
+
+def test_hostile_repr_never_raises() -> None:
+    """An object whose repr raises becomes a marker; redact never raises."""
+    assert make().redact(Hostile()) == "[unrepresentable Hostile]"
+    assert make().redact({"x": [Hostile()]}) == "[unrepresentable dict]"
+
+
+def test_generators_are_not_consumed() -> None:
+    """Capturing a generator argument must not iterate (and so consume) it."""
+    gen = (i for i in range(3))
+    out = make().redact(gen)
+    assert isinstance(out, str)
+    assert out.startswith("<generator object")
+    assert list(gen) == [0, 1, 2]
+
+
+def test_redaction_disabled_keeps_values_but_still_bounds_them() -> None:
+    """With redaction_enabled=False nothing is replaced, but the budget still applies."""
+    redactor = make(redaction_enabled=False, capture_max_bytes=100)
+    assert redactor.redact({"password": "hunter2"}) == {"password": "hunter2"}
+    assert redactor.redact_text("password=hunter2") == "password=hunter2"
+    assert encoded_size(redactor.redact("x" * 1000)) <= 100
+
+
+def test_redact_text_limit_cuts_after_scanning() -> None:
+    """redact_text(limit=) caps the length and still catches a secret across the cut."""
+    text = "x" * 95 + " canary.person@example.com " + "y" * 500
+    out = make().redact_text(text, limit=100)
+    assert "canary" not in out
+    assert out.endswith("...[truncated, 622 chars]")
+
+
+def test_escape_option_escapes_control_characters_in_keys_and_values() -> None:
+    """redact(escape=True) shows CR, LF and NUL as escapes, in keys and values."""
+    out = make().redact({"a\nb": "line1\r\nline2\x00"}, escape=True)
+    assert out == {"a\\nb": "line1\\r\\nline2\\x00"}
+
+
+def test_escape_controls_covers_c0_c1_del_and_unicode_line_separators() -> None:
+    """Every character that can break or fake a log line is escaped."""
+    assert escape_controls("a\tb\x1b[31m\x7f\x85\u2028\u2029") == (
+        "a\\tb\\x1b[31m\\x7f\\x85\\u2028\\u2029")
+    assert escape_controls("plain text") == "plain text"
+
+
+ADVERSARIAL = {
+    "letters": "a" * 1_000_000,
+    "digits and spaces": "1 " * 500_000,
+    "card-like groups": "4111 1111 1111 1112 " * 50_000,
+    "jwt starts": "eyJ" * 333_333,
+    "at signs": ("a" * 70 + "@") * 14_000,
+    "separators": "=" * 1_000_000,
+    "weak keys": ("key:" + "a" * 20) * 41_000,
+    "password keys": "password=" * 111_111,
+    "bearer": "bearer " * 142_000,
+    "url": "://a:" * 200_000,
+    "pem without end": "-----BEGIN RSA PRIVATE KEY-----" * 32_000,
+    "mixed punctuation": "x-1_2:3=4@5 " * 83_000,
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_adversarial_megabyte_finishes_fast(name: str) -> None:
+    """No pathological backtracking: a 1 MB hostile string is scanned in well under 2 s."""
+    redactor = make()
+    started = time.perf_counter()
+    out = redactor.redact_text(ADVERSARIAL[name])
+    elapsed = time.perf_counter() - started
+    assert isinstance(out, str)
+    assert elapsed < 2.0, f"{name}: {elapsed:.2f} s"
+
+
+def test_huge_values_are_truncated_before_scanning() -> None:
+    """redact() of 1 MB costs what its budget costs, not what the input costs."""
+    redactor = make()
+    value = {"doc": "a-1:b=c@d " * 100_000, "blob": b"\x00" * 1_000_000}
+    started = time.perf_counter()
+    for _ in range(10):
+        out = redactor.redact(value)
+    assert (time.perf_counter() - started) / 10 < 0.01
+    assert encoded_size(out) <= 2048
+
+
+def test_cut_text_widens_when_redaction_shrinks_it() -> None:
+    """A long secret before the cut (a PEM block) does not leave the kept text empty."""
+    pem = next(c.text for c in CANARIES if c.kind == "pem").replace("\n", "\n" + "A" * 64 * 30)
+    out = make().redact_text(pem + " after the key " * 100, limit=100)
+    assert out.startswith("[REDACTED] after the key")
+    assert leaked(out) == []
