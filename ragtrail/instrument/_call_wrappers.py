@@ -123,7 +123,11 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
                       inner: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Delegates to ``inner`` like ``yield from``, with the span current only inside it."""
     monitor = start.monitor
-    span = start.open(plan)
+    try:
+        span = start.open(plan)
+    except Exception:
+        monitor.report_failure("monitored")
+        return (yield from inner)
     context = span.context
     items = 0
     sent: Any = None
@@ -174,7 +178,13 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
                                   inner: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
     """The async twin of ``_traced_generator`` (``asend``/``athrow``/``aclose``)."""
     monitor = start.monitor
-    span = start.open(plan)
+    try:
+        span = start.open(plan)
+    except Exception:
+        monitor.report_failure("monitored")
+        async for item in inner:  # unrecorded, and without asend/athrow: a last resort
+            yield item
+        return
     context = span.context
     items = 0
     sent: Any = None

@@ -317,3 +317,32 @@ def test_unknown_capture_name_fails_at_decoration() -> None:
 
 def _raise_boom() -> None:
     raise Boom("boom")
+
+
+# -- instrumentation failures never reach the caller -----------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_failure_to_open_the_span_leaves_the_call_unrecorded(
+        kind: str, monitor: Monitor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If ragtrail itself breaks before the call, the call still runs and returns."""
+    from ragtrail.instrument import _spans
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("ragtrail bug")
+
+    monkeypatch.setattr(_spans.LiveSpan, "__init__", broken)
+    _, run = build(kind)
+    assert run() == 42
+    assert monitor.health()["failures"]["monitored"] >= 1
+
+
+def test_a_failing_store_never_breaks_the_call(monitor: Monitor,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store whose ``record`` raises is counted; the decorated call returns normally."""
+    def broken(record: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(monitor.store, "record", broken)
+    _, run = build("sync")
+    assert run() == 42
+    assert monitor.health()["failures"]["record_span"] == 1
