@@ -63,7 +63,7 @@ _KEY_FRAGMENTS = ("pass", "secret", "token", "key", "auth", "cookie", "session",
 _KEY_BEFORE = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
 _VALUE = re.compile(
     r"[ \t]{0,3}(?:\"([^\"\r\n]{1,4096})|'([^'\r\n]{1,4096})"
-    r"|((?:(?i:bearer|basic|digest|token)[ \t]{1,8})?[^\s\"'&,;<>]{1,4096}))")
+    r"|((?:(?i:bearer|basic|digest|token)[ \t]{1,8})?[^\s\"'&,;<>()\[\]{}]{1,4096}))")
 _LINE_VALUE = re.compile(
     r"[ \t]{0,3}(?:\"([^\"\r\n]{1,4096})|'([^'\r\n]{1,4096})|([^\r\n\"']{1,4096}))")
 # A weak key's value never contains ":" or "=" (bar base64 padding), so a value that is not
@@ -275,16 +275,24 @@ def _cards(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
 
 
 def _card_from(text: str, groups: list[Span], first: int) -> int | None:
-    """The last group of a card number starting at ``groups[first]``: groups of 3+ digits
-    joined by single separators (4-4-4-4, 4-6-5...), 13 to 19 digits, Luhn-valid."""
+    """The last group of a card number starting at ``groups[first]``: one group of 13 to 19
+    digits, or a first group of 4 then groups of 3 to 7 joined by single separators (4-4-4-4,
+    4-6-5, 4-4-4-4-3), Luhn-valid, not starting with 0 (no issuer does, ISO/IEC 7812), and not
+    glued to letters (a hex ID is not a card)."""
+    start = groups[first][0]
+    if text[start] == "0" or (start and text[start - 1].isalpha()):
+        return None
     digits = ""
     for last in range(first, len(groups)):
-        start, end = groups[last]
-        if last > first and start - groups[last - 1][1] != 1:
+        begin, end = groups[last]
+        size = end - begin
+        if last > first and (begin - groups[last - 1][1] != 1 or not 3 <= size <= 7
+                             or groups[first][1] - start != 4):
             return None
-        digits += text[start:end]
+        digits += text[begin:end]
         if len(digits) > 19:
             return None
-        if len(digits) >= 13 and is_card_number(digits):
+        if (len(digits) >= 13 and (end == len(text) or not text[end].isalpha())
+                and is_card_number(digits)):
             return last
     return None
