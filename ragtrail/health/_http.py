@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Collection, Mapping
@@ -44,7 +45,7 @@ class HTTPCheck(HealthCheck):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"HTTPCheck needs an http:// or https:// URL; got {url!r}")
-        super().__init__(name or parts.hostname.replace(":", "-"), critical=critical,
+        super().__init__(name or _name_from_host(parts.hostname), critical=critical,
                          timeout=timeout, measurement="responseTime", component_type="component")
         self.url = url
         self.expect_status = (frozenset((expect_status,)) if isinstance(expect_status, int)
@@ -91,6 +92,11 @@ class HTTPCheck(HealthCheck):
             return CheckResult("warn", f"slow: {elapsed_ms:g} ms, above {self.warn_after_ms:g} ms",
                                observed_value=elapsed_ms, observed_unit="ms")
         return CheckResult("pass", observed_value=elapsed_ms, observed_unit="ms")
+
+
+def _name_from_host(host: str) -> str:
+    """``ollama`` for ollama, ``1`` for ::1: check names allow letters, digits, _ . -."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", host).strip("-_.")[:64] or "http"
 
 
 def _status_code(line: bytes) -> int | None:

@@ -106,6 +106,15 @@ def test_http_check_sends_host_and_custom_headers() -> None:
     assert "Authorization: Bearer abc" in lines
 
 
+@pytest.mark.parametrize(("url", "name"), [
+    ("http://ollama:11434/api/tags", "ollama"), ("http://[::1]:11434/", "1"),
+    ("https://api.example.com/health", "api.example.com"),
+])
+def test_default_name_comes_from_the_host(url: str, name: str) -> None:
+    """Without name= the host names the check, made safe for ?exclude=."""
+    assert HTTPCheck(url).name == name
+
+
 @pytest.mark.parametrize("url", ["ftp://x/", "127.0.0.1:11434", "http:///nohost"])
 def test_http_check_needs_an_http_url(url: str) -> None:
     """A URL the check cannot use fails at construction."""
