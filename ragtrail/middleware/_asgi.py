@@ -125,9 +125,7 @@ class _Responder:
         self._receive = receive
         self._send = send
         self._echo = (options.echo_header_asgi, exchange.correlation_id.encode("latin-1"))
-        # A declared Content-Length was checked already; only an undeclared body is counted.
-        self._limit = (options.max_body_bytes if "content-length" not in exchange.head.headers
-                       else None)
+        self._limit = options.max_body_bytes
         self._received = 0
         self._root_path = scope.get("root_path", "")
         self._swallow = False  # the middleware answered in the app's place: drop the app's
@@ -139,7 +137,7 @@ class _Responder:
         websocket = self.scope["type"] == "websocket"
         try:
             if exchange.rejection is not None:
-                await self._reject(websocket)
+                await self._reject(exchange.rejection, websocket)
                 return
             if health is not None and not websocket:
                 head = exchange.head
@@ -149,7 +147,9 @@ class _Responder:
                 if response is not None:
                     await self._answer_health(response)
                     return
-            receive = self._receive if websocket or self._limit is None else self.receive
+            # A declared Content-Length was checked already; only an undeclared body is counted.
+            counted = not websocket and "content-length" not in exchange.head.headers
+            receive = self.receive if counted else self._receive
             await app(self.scope, receive, self.send_websocket if websocket else self.send)
             if exchange.body_cut and not self.started:
                 await self._answer(413)
@@ -172,7 +172,7 @@ class _Responder:
         message = await self._receive()
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
-            if self._received > self._limit:  # type: ignore[operator]
+            if self._received > self._limit:
                 self.exchange.cut_body()
                 raise _BodyTooLarge
         return message
@@ -228,13 +228,13 @@ class _Responder:
                           "headers": headers})
         await self._send({"type": "http.response.body", "body": response.body})
 
-    async def _reject(self, websocket: bool) -> None:
+    async def _reject(self, status: int, websocket: bool) -> None:
         if websocket:  # closing before accepting makes the server answer 403 (ASGI spec)
             self.started = self._swallow = True
             self.exchange.response_started(403, None)
             await self._send({"type": "websocket.close", "code": 1008})
         else:
-            await self._answer(self.exchange.rejection)  # type: ignore[arg-type]
+            await self._answer(status)
 
     async def _answer_failsafe(self, status: int) -> None:
         try:

@@ -274,9 +274,10 @@ class Exchange:
                 if route:
                     span.set_attribute("http.route", route)
                     span.update_name(f"{self.method_name} {route}")
+            # A health route's 503 is not a server error, and health records its own 401s.
             if self.health_answered:
-                pass  # a 503 from readiness is not a server error; health records its own 401s
-            elif error is not None:
+                return
+            if error is not None:
                 if span is not None:
                     span.fail(error)
                 self.event("server_error", Severity.HIGH, "unhandled exception in the app",

@@ -1,0 +1,398 @@
+"""Throughput of hello-world apps with ragtrail's middleware against the bare app,
+OpenTelemetry's middleware and asgi-correlation-id, all measured in one run.
+
+    python benchmarks/bench_middleware.py [--rounds 5] [--requests 20000] [--seconds 3]
+                                          [--no-servers]
+
+In-process: the ASGI (Starlette) or WSGI (Flask) app is called directly in a loop with a
+prebuilt scope/environ, no network. Under servers: each variant runs in its own uvicorn or
+waitress process on 127.0.0.1 and is loaded with ``wrk`` (``apt-get install wrk``) or, when wrk
+is missing, a small keep-alive asyncio client. Every row is the median over rounds; variants
+alternate within a round so drift on a shared machine hits them alike.
+
+Variants: ``bare``; ``ragtrail`` (ASGIMiddleware/WSGIMiddleware with a SQLite audit store in a
+temporary directory, health routes served but not hit); ``otel`` (OpenTelemetry's
+``OpenTelemetryMiddleware`` with an SDK TracerProvider, a BatchSpanProcessor and an exporter
+that does nothing); ``asgi-correlation-id`` (ASGI only). The ragtrail store is flushed between
+rounds, and its drop count is printed: a full queue drops spans, which would flatter ragtrail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ASGI_VARIANTS = ("bare", "ragtrail", "ragtrail, no store", "otel", "asgi-correlation-id")
+WSGI_VARIANTS = ("bare", "ragtrail", "ragtrail, no store", "otel")
+SERVER_SKIPS = ("ragtrail, no store",)  # a breakdown row: in-process only
+
+
+class _NoStore:
+    """Stands in for the audit store in the "no store" rows, to show what the store costs."""
+
+    def record(self, record: Any) -> None:
+        pass
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+# -- the apps ------------------------------------------------------------------------------
+
+def _monitor(store_dir: str, variant: str) -> Any:
+    from ragtrail import Settings
+    from ragtrail.instrument import Monitor
+
+    name = "bench-no-store" if variant == "ragtrail, no store" else "bench"
+    monitor = Monitor(Settings(store_url=f"sqlite:///{Path(store_dir) / name}.db",
+                               service_name="bench-middleware"))
+    if variant == "ragtrail, no store":
+        monitor.store.close()
+        monitor.store = _NoStore()
+    return monitor
+
+
+def _tracer_provider() -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class NoOpExporter(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NoOpExporter()))
+    return provider
+
+
+def asgi_app(variant: str, store_dir: str) -> tuple[Any, Any]:
+    """(app, ragtrail monitor or None) for one variant of the Starlette hello world."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("Hello, world!")
+
+    app = Starlette(routes=[Route("/", hello)])
+    monitor = None
+    if variant.startswith("ragtrail"):
+        from ragtrail.middleware import ASGIMiddleware
+
+        monitor = _monitor(store_dir, variant)
+        app.add_middleware(ASGIMiddleware, monitor=monitor)
+    elif variant == "otel":
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(OpenTelemetryMiddleware, tracer_provider=_tracer_provider())
+    elif variant == "asgi-correlation-id":
+        from asgi_correlation_id import CorrelationIdMiddleware
+
+        app.add_middleware(CorrelationIdMiddleware)
+    return app, monitor
+
+
+def wsgi_app(variant: str, store_dir: str) -> tuple[Any, Any]:
+    """(app, ragtrail monitor or None) for one variant of the Flask hello world."""
+    from flask import Flask
+
+    flask_app = Flask("bench")
+
+    @flask_app.get("/")
+    def hello() -> str:
+        return "Hello, world!"
+
+    monitor = None
+    if variant.startswith("ragtrail"):
+        from ragtrail.middleware import WSGIMiddleware
+
+        monitor = _monitor(store_dir, variant)
+        flask_app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]
+            flask_app.wsgi_app, monitor=monitor)
+    elif variant == "otel":
+        from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+        flask_app.wsgi_app = OpenTelemetryMiddleware(  # type: ignore[method-assign]
+            flask_app.wsgi_app, tracer_provider=_tracer_provider())
+    return flask_app, monitor
+
+
+# -- in-process ----------------------------------------------------------------------------
+
+_SCOPE = {
+    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+    "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"",
+    "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"),
+                (b"accept", b"*/*")],
+}
+
+
+async def _asgi_loop(app: Any, requests: int) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    # Starlette builds its middleware stack on the first call; the lifespan is not needed.
+    for _ in range(requests):
+        await app(dict(_SCOPE), receive, send)
+
+
+def _environ() -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "bench/1.0", "HTTP_ACCEPT": "*/*", "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr, "wsgi.version": (1, 0),
+        "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+    }
+
+
+def _wsgi_loop(app: Any, requests: int) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        return lambda data: None
+
+    environ = _environ()
+    for _ in range(requests):
+        result = app(dict(environ), start_response)
+        for _chunk in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
+def in_process(kind: str, rounds: int, requests: int, store_dir: str) -> dict[str, list[float]]:
+    variants = ASGI_VARIANTS if kind == "asgi" else WSGI_VARIANTS
+    build = asgi_app if kind == "asgi" else wsgi_app
+    apps = {v: build(v, store_dir) for v in variants}
+    results: dict[str, list[float]] = {v: [] for v in variants}
+    for round_number in range(rounds + 1):  # round 0 warms up and is discarded
+        for variant, (app, monitor) in apps.items():
+            started = time.perf_counter()
+            if kind == "asgi":
+                asyncio.run(_asgi_loop(app, requests))
+            else:
+                _wsgi_loop(app, requests)
+            if monitor is not None:
+                # Sustained throughput: the writer must have stored this round's spans.
+                monitor.store.flush(timeout=60)
+            if round_number:
+                results[variant].append(requests / (time.perf_counter() - started))
+    for variant, (_app, monitor) in apps.items():
+        if monitor is not None:
+            if variant == "ragtrail":
+                _report_store(monitor, f"{kind} in-process")
+            monitor.shutdown()
+    return results
+
+
+def _report_store(monitor: Any, where: str) -> None:
+    health = monitor.store.health()
+    print(f"  [{where}] ragtrail store: {health.written} rows written, "
+          f"{health.dropped} dropped", file=sys.stderr)
+
+
+# -- under servers -------------------------------------------------------------------------
+
+def serve(kind: str, variant: str, port: int, store_dir: str) -> None:
+    """Subprocess entry point: run one variant until SIGTERM."""
+    app, monitor = (asgi_app if kind == "asgi" else wsgi_app)(variant, store_dir)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    try:
+        if kind == "asgi":
+            import uvicorn
+
+            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning",
+                        access_log=False)
+        else:
+            import waitress
+
+            # wrk keeps more requests queued than threads: that is the point, not news.
+            logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+            signal.signal(signal.SIGTERM, stop)
+            waitress.serve(app, host="127.0.0.1", port=port, threads=4, _quiet=True)
+    finally:
+        if monitor is not None:
+            monitor.store.flush(timeout=60)
+            _report_store(monitor, f"{kind} server")
+            monitor.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"server on port {port} did not start within {timeout} s")
+
+
+@contextlib.contextmanager
+def servers(kind: str, variants: Sequence[str], store_dir: str) -> Iterator[dict[str, int]]:
+    ports: dict[str, int] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for variant in variants:
+            port = _free_port()
+            processes.append(subprocess.Popen(
+                [sys.executable, __file__, "--serve", f"{kind}:{variant}", "--port", str(port),
+                 "--store-dir", str(Path(store_dir) / f"{kind}-{variant.replace(' ', '')}")]))
+            ports[variant] = port
+        for port in ports.values():
+            _wait_for_port(port)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wrk(port: int, seconds: float, connections: int) -> float:
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if match is None or "Non-2xx" in output or "Socket errors" in output:
+        raise RuntimeError(f"wrk failed:\n{output}")
+    return float(match.group(1))
+
+
+async def _client_load(port: int, seconds: float, connections: int) -> float:
+    """Keep-alive HTTP/1.1 GETs on ``connections`` sockets for ``seconds``: requests/s."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    deadline = time.monotonic() + seconds
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head.decode("latin-1"))
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            done += 1
+        writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return done / (time.monotonic() - started)
+
+
+def load(port: int, seconds: float, connections: int = 32) -> float:
+    if shutil.which("wrk"):
+        return _wrk(port, seconds, connections)
+    return asyncio.run(_client_load(port, seconds, min(connections, 8)))
+
+
+def under_servers(kind: str, rounds: int, seconds: float, store_dir: str
+                  ) -> dict[str, list[float]]:
+    variants = [v for v in (ASGI_VARIANTS if kind == "asgi" else WSGI_VARIANTS)
+                if v not in SERVER_SKIPS]
+    results: dict[str, list[float]] = {v: [] for v in variants}
+    with servers(kind, variants, store_dir) as ports:
+        for port in ports.values():
+            load(port, 1.0)  # warm-up
+        for _ in range(rounds):
+            for variant, port in ports.items():
+                results[variant].append(load(port, seconds))
+    return results
+
+
+# -- the report ----------------------------------------------------------------------------
+
+def table(title: str, results: dict[str, list[float]]) -> None:
+    medians = {v: statistics.median(r) for v, r in results.items()}
+    bare = medians["bare"]
+    print(f"\n{title}")
+    print(f"{'variant':<22}{'req/s (median)':>16}{'vs bare':>10}{'spread':>10}")
+    for variant, median in medians.items():
+        spread = (max(results[variant]) - min(results[variant])) / median
+        print(f"{variant:<22}{median:>16,.0f}{median / bare:>9.2f}x{spread:>9.0%}")
+    if "otel" in medians:
+        print(f"ragtrail / otel: {medians['ragtrail'] / medians['otel']:.1f}x")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=20_000,
+                        help="requests per variant and round, in-process")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="load duration per variant and round, under servers")
+    parser.add_argument("--no-servers", action="store_true",
+                        help="only the in-process measurements")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--store-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        kind, variant = args.serve.split(":")
+        os.makedirs(args.store_dir, exist_ok=True)
+        serve(kind, variant, args.port, args.store_dir)
+        return
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; load generator: "
+          f"{'wrk' if shutil.which('wrk') else 'asyncio keep-alive client'}")
+    with tempfile.TemporaryDirectory(prefix="bench-middleware-") as store_dir:
+        table(f"ASGI in-process: Starlette hello world, {args.requests} requests x "
+              f"{args.rounds} rounds",
+              in_process("asgi", args.rounds, args.requests, store_dir))
+        table(f"WSGI in-process: Flask hello world, {args.requests} requests x "
+              f"{args.rounds} rounds",
+              in_process("wsgi", args.rounds, args.requests, store_dir))
+        if not args.no_servers:
+            server_rounds = max(3, args.rounds // 2)
+            table(f"ASGI under uvicorn (1 process), {args.seconds:g} s x {server_rounds} rounds",
+                  under_servers("asgi", server_rounds, args.seconds, store_dir))
+            table(f"WSGI under waitress (4 threads), {args.seconds:g} s x {server_rounds} "
+                  "rounds", under_servers("wsgi", server_rounds, args.seconds, store_dir))
+
+
+if __name__ == "__main__":
+    main()
