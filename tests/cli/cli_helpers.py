@@ -71,6 +71,14 @@ class Result:
 Runner = Callable[..., Result]
 
 
+@dataclass(frozen=True)
+class Reader:
+    """A known store and a way to run the CLI on it."""
+
+    url: str
+    run: Runner
+
+
 def run_process(*argv: str, cwd: Path | None = None,
                 env: dict[str, str] | None = None) -> Result:
     """``python -m ragtrail ARGV`` as a real child process."""

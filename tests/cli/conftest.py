@@ -9,6 +9,7 @@ from cli_helpers import (
     KNOWN_EVENTS,
     KNOWN_METRICS,
     KNOWN_SPANS,
+    Reader,
     Result,
     Runner,
     run_process,
@@ -55,7 +56,19 @@ def run_inprocess(capsys: pytest.CaptureFixture[str]) -> Runner:
     return run
 
 
-@pytest.fixture(params=["in-process", "subprocess"])
-def run_cli(request: pytest.FixtureRequest, run_inprocess: Runner) -> Runner:
-    """The CLI run both ways: ``main([...])`` and ``python -m ragtrail``."""
-    return run_inprocess if request.param == "in-process" else run_process
+@pytest.fixture(params=[
+    pytest.param(("sqlite", "in-process"), id="sqlite-in-process"),
+    pytest.param(("sqlite", "subprocess"), id="sqlite-subprocess"),
+    pytest.param(("postgres", "in-process"), id="postgres-in-process",
+                 marks=pytest.mark.postgres),
+])
+def reader(request: pytest.FixtureRequest, tmp_path: Path, run_inprocess: Runner) -> Reader:
+    """The known store read by ``main([...])`` on both backends and by ``python -m ragtrail``.
+
+    A real process on PostgreSQL too would only repeat what these three already cover.
+    """
+    backend, mode = request.param
+    url = (request.getfixturevalue("postgres_db_url") if backend == "postgres"
+           else f"sqlite:///{tmp_path / 'known.db'}")
+    write_store(url, *KNOWN_EVENTS, *KNOWN_SPANS, *KNOWN_METRICS)
+    return Reader(url, run_inprocess if mode == "in-process" else run_process)

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from cli_helpers import SECOND, Runner, write_store
+from cli_helpers import SECOND, Reader, Runner, write_store
 
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail.cli._serialize import record_dict
@@ -72,11 +72,9 @@ search           1    12.345    12.345    12.345
     [("events", EVENTS_TABLE), ("spans", SPANS_TABLE), ("metrics", METRICS_TABLE),
      ("stats", STATS_TEXT)],
 )
-def test_command_prints_the_expected_table(
-    command: str, expected: str, known_store: str, run_cli: Runner,
-) -> None:
+def test_command_prints_the_expected_table(command: str, expected: str, reader: Reader) -> None:
     """Each command's default output on the known store, byte for byte, on both backends."""
-    result = run_cli(command, "--db", known_store)
+    result = reader.run(command, "--db", reader.url)
     assert (result.status, result.err) == (0, "")
     assert result.out == expected
 
@@ -95,51 +93,49 @@ def test_stats_since_counts_only_newer_records(known_store: str, run_inprocess: 
     assert "search" not in out
 
 
-@pytest.mark.parametrize(
-    ("flags", "ids"),
-    [
-        ([], [4, 3, 2, 1]),
-        (["--min-severity", "high"], [3, 2]),
-        (["--min-severity", "MEDIUM"], [4, 3, 2]),
-        (["--type", "prompt_injection"], [2]),
-        (["--source", "auth"], [1]),
-        (["--correlation-id", "req-2"], [4, 2]),
-        (["--since", "2024-05-01T12:00:02Z"], [4, 3]),
-        (["--until", "2024-05-01T12:00:02Z"], [2, 1]),
-        (["--since", "2024-05-01T14:00:01+02:00", "--until", "2024-05-01T12:00:03"], [3, 2]),
-        (["--limit", "2"], [4, 3]),
-        (["--min-severity", "low", "--correlation-id", "req-2", "--limit", "1"], [4]),
-    ],
-)
-def test_event_filters(flags: list[str], ids: list[int], known_store: str,
-                       run_inprocess: Runner) -> None:
-    """Every event filter flag reaches the store query; newest first."""
-    result = run_inprocess("events", "--db", known_store, "--json", *flags)
-    assert result.status == 0
-    assert [event["id"] for event in json.loads(result.out)] == ids
+EVENT_FILTER_CASES = [
+    ([], [4, 3, 2, 1]),
+    (["--min-severity", "high"], [3, 2]),
+    (["--min-severity", "MEDIUM"], [4, 3, 2]),
+    (["--type", "prompt_injection"], [2]),
+    (["--source", "auth"], [1]),
+    (["--correlation-id", "req-2"], [4, 2]),
+    (["--since", "2024-05-01T12:00:02Z"], [4, 3]),
+    (["--until", "2024-05-01T12:00:02Z"], [2, 1]),
+    (["--since", "2024-05-01T14:00:01+02:00", "--until", "2024-05-01T12:00:03"], [3, 2]),
+    (["--limit", "2"], [4, 3]),
+    (["--min-severity", "low", "--correlation-id", "req-2", "--limit", "1"], [4]),
+]
 
 
-@pytest.mark.parametrize(
-    ("flags", "names"),
-    [
-        ([], ["POST /query", "answer", "search"]),
-        (["--trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"], ["answer", "search"]),
-        (["--correlation-id", "req-2"], ["POST /query"]),
-        (["--name", "search"], ["search"]),
-        (["--kind", "llm"], ["answer"]),
-        (["--min-duration-ms", "2345.678"], ["POST /query", "answer"]),
-        (["--min-duration-ms", "2345.679"], ["POST /query"]),
-        (["--errors-only"], ["answer"]),
-        (["--since", "2024-05-01T12:00:01Z"], ["POST /query", "answer"]),
-        (["--limit", "1"], ["POST /query"]),
-    ],
-)
-def test_span_filters(flags: list[str], names: list[str], known_store: str,
-                      run_inprocess: Runner) -> None:
-    """Every span filter flag reaches the store query; newest first."""
-    result = run_inprocess("spans", "--db", known_store, "--json", *flags)
-    assert result.status == 0
-    assert [span["name"] for span in json.loads(result.out)] == names
+def test_event_filters(known_store: str, run_inprocess: Runner) -> None:
+    """Every event filter flag reaches the store query; newest first (one store, all cases)."""
+    for flags, ids in EVENT_FILTER_CASES:
+        result = run_inprocess("events", "--db", known_store, "--json", *flags)
+        assert result.status == 0, flags
+        assert ([event["id"] for event in json.loads(result.out)], flags) == (ids, flags)
+
+
+SPAN_FILTER_CASES = [
+    ([], ["POST /query", "answer", "search"]),
+    (["--trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"], ["answer", "search"]),
+    (["--correlation-id", "req-2"], ["POST /query"]),
+    (["--name", "search"], ["search"]),
+    (["--kind", "llm"], ["answer"]),
+    (["--min-duration-ms", "2345.678"], ["POST /query", "answer"]),
+    (["--min-duration-ms", "2345.679"], ["POST /query"]),
+    (["--errors-only"], ["answer"]),
+    (["--since", "2024-05-01T12:00:01Z"], ["POST /query", "answer"]),
+    (["--limit", "1"], ["POST /query"]),
+]
+
+
+def test_span_filters(known_store: str, run_inprocess: Runner) -> None:
+    """Every span filter flag reaches the store query; newest first (one store, all cases)."""
+    for flags, names in SPAN_FILTER_CASES:
+        result = run_inprocess("spans", "--db", known_store, "--json", *flags)
+        assert result.status == 0, flags
+        assert ([span["name"] for span in json.loads(result.out)], flags) == (names, flags)
 
 
 def test_metrics_since_and_limit(known_store: str, run_inprocess: Runner) -> None:
@@ -165,13 +161,11 @@ def test_since_duration_is_relative_to_now(store_url: str, run_inprocess: Runner
 
 
 @pytest.mark.parametrize("command", ["events", "spans", "metrics"])
-def test_json_is_one_document_equal_to_the_store_records(
-    command: str, known_store: str, run_cli: Runner,
-) -> None:
+def test_json_is_one_document_equal_to_the_store_records(command: str, reader: Reader) -> None:
     """``--json`` prints one JSON array: every field of every record the store returns."""
-    result = run_cli(command, "--db", known_store, "--json")
+    result = reader.run(command, "--db", reader.url, "--json")
     assert (result.status, result.err) == (0, "")
-    store = AuditStore(known_store, read_only=True)
+    store = AuditStore(reader.url, read_only=True)
     try:
         expected = [record_dict(record) for record in getattr(store, command)(limit=50)]
     finally:
@@ -193,10 +187,10 @@ def test_event_json_values(known_store: str, run_inprocess: Runner) -> None:
     }
 
 
-def test_stats_json_is_the_store_stats(known_store: str, run_cli: Runner) -> None:
+def test_stats_json_is_the_store_stats(reader: Reader) -> None:
     """``stats --json`` is StoreStats as one JSON object."""
-    result = run_cli("stats", "--db", known_store, "--json")
-    store = AuditStore(known_store, read_only=True)
+    result = reader.run("stats", "--db", reader.url, "--json")
+    store = AuditStore(reader.url, read_only=True)
     try:
         expected = dataclasses.asdict(store.stats())
     finally:

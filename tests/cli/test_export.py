@@ -1,0 +1,139 @@
+"""``ragtrail export``: JSON Lines and CSV that read back into the very records stored."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import KNOWN_EVENTS, KNOWN_METRICS, KNOWN_SPANS, Reader, Runner
+
+from ragtrail._records import MetricsSample, Record, SecurityEvent, Severity, SpanEvent, SpanRecord
+from ragtrail.cli._views import format_time
+
+KINDS: dict[str, tuple[type[Record], tuple[Record, ...]]] = {
+    "events": (SecurityEvent, tuple(dataclasses.replace(event, id=number)
+                                    for number, event in enumerate(KNOWN_EVENTS, start=1))),
+    "spans": (SpanRecord, KNOWN_SPANS),
+    "metrics": (MetricsSample, KNOWN_METRICS),
+}
+
+
+def from_plain(kind: type[Record], plain: dict[str, Any]) -> Record:
+    """A record rebuilt from an exported object (what a consumer of the export would do)."""
+    values = {field.name: plain[field.name] for field in dataclasses.fields(kind)}
+    if kind is SecurityEvent:
+        values["severity"] = Severity.parse(values["severity"])
+    if kind is SpanRecord:
+        values["events"] = tuple(SpanEvent(**event) for event in values["events"])
+    return kind(**values)
+
+
+def _csv_value(hint: Any, text: str) -> Any:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    if text == "" and type(None) in options:
+        return None
+    target = options[0]
+    if target in (int, float):
+        return target(text)
+    if typing.get_origin(target) in (dict, tuple):
+        return json.loads(text)
+    return text
+
+
+def from_csv_row(kind: type[Record], row: dict[str, str]) -> Record:
+    hints = typing.get_type_hints(kind)
+    return from_plain(kind, {name: _csv_value(hints[name], text) for name, text in row.items()
+                             if name in hints})
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_jsonl_export_reads_back_into_the_stored_records(kind: str, reader: Reader) -> None:
+    """Each JSON Lines object rebuilds a stored record exactly; oldest first."""
+    record_type, expected = KINDS[kind]
+    result = reader.run("export", "--db", reader.url, "--kind", kind)
+    assert (result.status, result.err) == (0, "")
+    rebuilt = [from_plain(record_type, json.loads(line)) for line in result.out.splitlines()]
+    assert rebuilt == list(expected)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_csv_export_reads_back_into_the_stored_records(kind: str, reader: Reader) -> None:
+    """Each CSV row (header first, RFC 4180) rebuilds a stored record exactly; oldest first."""
+    record_type, expected = KINDS[kind]
+    result = reader.run("export", "--db", reader.url, "--kind", kind, "--format", "csv")
+    assert (result.status, result.err) == (0, "")
+    rows = list(csv.DictReader(io.StringIO(result.out, newline="")))
+    assert [from_csv_row(record_type, row) for row in rows] == list(expected)
+    time_key = "start_time" if kind == "spans" else "time"
+    time_us_key = "start_us" if kind == "spans" else "time_us"
+    assert all(row[time_key] == format_time(int(row[time_us_key]), "microseconds")
+               for row in rows)
+
+
+def test_export_filters_and_limit(known_store: str, run_inprocess: Runner) -> None:
+    """Filters of the chosen kind apply; --limit keeps the newest N, still oldest first."""
+    def exported(*flags: str) -> list[dict[str, Any]]:
+        result = run_inprocess("export", "--db", known_store, *flags)
+        assert result.status == 0
+        return [json.loads(line) for line in result.out.splitlines()]
+
+    assert [e["id"] for e in exported("--min-severity", "high")] == [2, 3]
+    assert [e["id"] for e in exported("--limit", "2")] == [3, 4]
+    assert [e["id"] for e in exported("--since", "2024-05-01T12:00:01Z",
+                                      "--until", "2024-05-01T12:00:03Z")] == [2, 3]
+    spans = exported("--kind", "spans", "--errors-only", "--span-kind", "llm")
+    assert [s["name"] for s in spans] == ["answer"]
+    assert [s["name"] for s in exported("--kind", "spans", "--trace-id",
+                                        "4bf92f3577b34da6a3ce929d0e0e4736")] == [
+        "search", "answer"]
+    assert len(exported("--kind", "metrics", "--since", "2024-05-01T12:00:10Z")) == 1
+
+
+def test_output_file_gets_what_stdout_would(known_file: Path, tmp_path: Path,
+                                            run_inprocess: Runner) -> None:
+    """``--output FILE`` writes the same bytes as stdout, prints nothing, leaves no temp file."""
+    target = tmp_path / "out" / "events.csv"
+    target.parent.mkdir()
+    target.write_text("old content\n")
+    to_stdout = run_inprocess("export", "--db", str(known_file), "--format", "csv")
+    to_file = run_inprocess("export", "--db", str(known_file), "--format", "csv",
+                            "--output", str(target))
+    assert (to_file.status, to_file.out, to_file.err) == (0, "", "")
+    assert target.read_bytes().decode("utf-8") == to_stdout.out
+    assert sorted(p.name for p in target.parent.iterdir()) == ["events.csv"]
+
+
+def test_output_dash_means_stdout(known_file: Path, run_inprocess: Runner) -> None:
+    """``--output -`` is stdout."""
+    result = run_inprocess("export", "--db", str(known_file), "--output", "-")
+    assert len(result.out.splitlines()) == len(KNOWN_EVENTS)
+
+
+def test_export_refuses_to_overwrite_a_database(known_file: Path,
+                                                run_inprocess: Runner) -> None:
+    """``--output`` naming a SQLite file (the store itself, say) is refused; it is unchanged."""
+    before = known_file.read_bytes()
+    result = run_inprocess("export", "--db", str(known_file), "--output", str(known_file))
+    assert result.status == 2
+    assert result.err == f"ragtrail: error: {known_file} is a SQLite database; refusing to " \
+                         "overwrite it\n"
+    assert known_file.read_bytes() == before
+
+
+def test_unwritable_output_is_one_error_line(known_file: Path, tmp_path: Path,
+                                             run_inprocess: Runner) -> None:
+    """A directory that does not exist: exit 2, one line naming the file, nothing created."""
+    target = tmp_path / "missing" / "out.jsonl"
+    result = run_inprocess("export", "--db", str(known_file), "--output", str(target))
+    assert result.status == 2
+    assert result.err == (f"ragtrail: error: cannot write {target}: "
+                          "No such file or directory\n")
+    assert not target.parent.exists()

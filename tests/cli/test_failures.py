@@ -1,0 +1,160 @@
+"""Unusable stores, closed pipes, Ctrl-C, and the promise that reading never writes."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cli_helpers import KNOWN_EVENTS, T0, Runner, run_process, write_store
+
+from ragtrail._records import SecurityEvent, Severity
+from ragtrail.store import AuditStore
+
+
+def _missing(tmp: Path) -> Path:
+    return tmp / "absent.db"
+
+
+def _directory(tmp: Path) -> Path:
+    (tmp / "dir.db").mkdir()
+    return tmp / "dir.db"
+
+
+def _text_file(tmp: Path) -> Path:
+    (tmp / "notes.txt").write_text("hello\n")
+    return tmp / "notes.txt"
+
+
+def _empty_file(tmp: Path) -> Path:
+    (tmp / "empty.db").write_bytes(b"")
+    return tmp / "empty.db"
+
+
+def _foreign_sqlite(tmp: Path) -> Path:
+    with sqlite3.connect(tmp / "app.db") as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    return tmp / "app.db"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_missing, "no such file (reading never creates a store)"),
+        (_directory, "no such file"),
+        (_text_file, "file is not a database"),
+        (_empty_file, "not a ragtrail"),
+        (_foreign_sqlite, "not a ragtrail"),
+    ],
+    ids=["missing", "directory", "text-file", "empty-file", "foreign-sqlite"],
+)
+@pytest.mark.parametrize("command", ["events", "spans", "metrics", "stats", "tail", "export"])
+def test_unusable_store_is_one_line_and_exit_2(
+    make: Callable[[Path], Path], message: str, command: str, tmp_path: Path,
+    run_inprocess: Runner,
+) -> None:
+    """Every command: a missing, foreign or non-database file is one error line, exit 2."""
+    path = make(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    result = run_inprocess(command, "--db", str(path))
+    assert (result.status, result.out) == (2, "")
+    assert result.err.startswith(f"ragtrail: error: {path}")
+    assert result.err.count("\n") == 1
+    assert message in result.err
+    # Nothing created or touched, not even a -journal file.
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_missing_store_in_a_real_process(tmp_path: Path) -> None:
+    """``python -m ragtrail events --db missing.db``: exit 2, one stderr line, no file made."""
+    result = run_process("events", "--db", "missing.db", cwd=tmp_path)
+    assert (result.status, result.out) == (2, "")
+    assert result.err == ("ragtrail: error: missing.db: no such file (reading never creates "
+                          "a store)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_server_is_one_line_without_the_password(run_inprocess: Runner) -> None:
+    """A PostgreSQL URL nobody answers: exit 2, one line, password masked."""
+    result = run_inprocess("stats", "--db", "postgresql+psycopg://u:hunter2@127.0.0.1:9/x")
+    assert result.status == 2
+    assert result.err.count("\n") == 1
+    assert "hunter2" not in result.err
+    assert result.err.startswith("ragtrail: error: postgresql+psycopg://u:***@127.0.0.1:9/x")
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in directory.iterdir()}
+
+
+def test_reading_never_changes_the_store(known_file: Path, run_inprocess: Runner) -> None:
+    """Every read command leaves the database and its WAL byte for byte as they were.
+
+    SQLite readers of a WAL database keep the shared-memory index (-shm) up to date and open
+    the -wal file, creating both empty when the last writer removed them; neither is data.
+    """
+    before = _digest(known_file.parent)
+    for argv in (["events"], ["spans", "--json"], ["metrics"], ["stats"], ["stats", "--json"],
+                 ["export", "--kind", "spans", "--format", "csv"], ["events", "--since", "1h"]):
+        assert run_inprocess(*argv, "--db", str(known_file)).status == 0
+    after = _digest(known_file.parent)
+    assert after["known.db"] == before["known.db"]
+    wal = "known.db-wal"
+    assert after.get(wal, "") in {before.get(wal), hashlib.sha256(b"").hexdigest()}
+    assert set(after) - set(before) <= {wal, "known.db-shm"}
+
+
+def test_store_url_from_the_environment(known_file: Path, tmp_path: Path) -> None:
+    """Without --db, RAGTRAIL_STORE_URL names the store (URL or bare path)."""
+    for value in (f"sqlite:///{known_file}", str(known_file)):
+        result = run_process("events", "--json", "--limit", "1", cwd=tmp_path,
+                             env={"RAGTRAIL_STORE_URL": value})
+        assert (result.status, result.err) == (0, "")
+        assert '"id": 4' in result.out
+
+
+def test_default_store_is_ragtrail_db_in_the_current_directory(tmp_path: Path) -> None:
+    """Without --db or the variable, ./ragtrail.db is read."""
+    write_store(f"sqlite:///{tmp_path / 'ragtrail.db'}", *KNOWN_EVENTS)
+    env = {"RAGTRAIL_STORE_URL": ""}
+    result = run_process("events", "--limit", "1", cwd=tmp_path, env=env)
+    assert (result.status, result.err) == (0, "")
+    assert result.out.splitlines()[1].startswith(" 4  2024-05-01T12:00:03.000Z  medium")
+
+
+def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``ragtrail events | head -1``: no traceback, exit 141 (as if killed by SIGPIPE)."""
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    write_store(url, *(SecurityEvent("flood", Severity.LOW, f"source-{n}", "x" * 100, T0 + n)
+                       for n in range(3000)))
+    # 3000 rows of ~200 bytes: far more than a pipe buffer, so writing must hit the closed end.
+    with subprocess.Popen([sys.executable, "-m", "ragtrail", "events", "--db", url,
+                           "--limit", "3000"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith(b"  ID  TIME")
+        child.stdout.close()
+        _, err = child.communicate(timeout=60)
+    assert err == b""
+    assert child.returncode == 141
+
+
+def test_interrupt_exits_130_quietly(known_file: Path, run_inprocess: Runner,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a query: exit 130, nothing printed.
+
+    A real SIGINT is raised from inside the query, the one moment a user could press Ctrl-C
+    that a test can hit deterministically.
+    """
+    def interrupted(self: AuditStore, **_: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(AuditStore, "events", interrupted)
+    result = run_inprocess("events", "--db", str(known_file))
+    assert (result.status, result.out, result.err) == (130, "", "")

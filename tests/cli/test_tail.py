@@ -1,0 +1,135 @@
+"""``ragtrail tail``: the latest events, then new ones as they are written, until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from cli_helpers import SECOND, T0, Runner, write_store
+
+from ragtrail._records import SecurityEvent, Severity
+
+DEADLINE_S = 20.0
+
+
+class Tail:
+    """A ``python -m ragtrail tail`` child whose stdout lines can be awaited with a deadline."""
+
+    def __init__(self, *argv: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ragtrail", "tail", "--interval", "0.05", *argv],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_line(self) -> str:
+        try:
+            return self.lines.get(timeout=DEADLINE_S)
+        except queue.Empty:
+            pytest.fail(f"tail printed nothing within {DEADLINE_S} s")
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C, then the exit status and stderr."""
+        self.process.send_signal(signal.SIGINT)
+        _, err = self.process.communicate(timeout=DEADLINE_S)
+        return self.process.returncode, err
+
+
+@contextmanager
+def tail(*argv: str) -> Iterator[Tail]:
+    child = Tail(*argv)
+    try:
+        yield child
+    finally:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.communicate()
+
+
+def _event(number: int, severity: Severity = Severity.HIGH) -> SecurityEvent:
+    return SecurityEvent(f"type-{number}", severity, "tail-test", f"event {number}",
+                         T0 + number * SECOND)
+
+
+def test_tail_prints_the_latest_then_follows_new_events(store_url: str) -> None:
+    """Backlog oldest first, then an event written after tail started; Ctrl-C exits 0."""
+    write_store(store_url, *(_event(n) for n in range(1, 4)))
+    with tail("--db", store_url, "--limit", "2") as child:
+        assert child.next_line().split() == [
+            "ID", "TIME", "SEVERITY", "TYPE", "SOURCE", "COUNT", "CORRELATION", "ID",
+            "DESCRIPTION"]
+        assert child.next_line() == ("     2  2024-05-01T12:00:02.000Z  high      type-2      "
+                                     "          tail-test                 1  -               "
+                                     "event 2")
+        assert child.next_line().startswith("     3  2024-05-01T12:00:03.000Z  high")
+        write_store(store_url, _event(4))
+        assert child.next_line().startswith("     4  2024-05-01T12:00:04.000Z  high")
+        status, err = child.interrupt()
+    assert (status, err) == (0, "")
+
+
+def test_tail_json_prints_json_lines(store_url: str) -> None:
+    """``--json``: the backlog and then each new event as one JSON object a line, in ID order."""
+    write_store(store_url, _event(1))
+    with tail("--db", store_url, "--json", "--limit", "1") as child:
+        assert json.loads(child.next_line())["id"] == 1  # printed after its starting point
+        write_store(store_url, _event(2), _event(3))
+        first, second = json.loads(child.next_line()), json.loads(child.next_line())
+        status, err = child.interrupt()
+    assert [(first["id"], first["event_type"]), (second["id"], second["event_type"])] == [
+        (2, "type-2"), (3, "type-3")]
+    assert first["severity"] == "high"
+    assert first["time"] == "2024-05-01T12:00:02.000000Z"
+    assert (status, err) == (0, "")
+
+
+def test_tail_limit_0_prints_only_new_events(tmp_path: Path) -> None:
+    """``--limit 0``: the header, then nothing until a new event arrives."""
+    url = f"sqlite:///{tmp_path / 'tail.db'}"
+    write_store(url, _event(1))
+    with tail("--db", url, "--limit", "0") as child:
+        assert child.next_line().startswith("    ID  TIME")  # printed after its starting point
+        write_store(url, _event(2))
+        assert child.next_line().startswith("     2  ")
+        status, _ = child.interrupt()
+    assert status == 0
+
+
+def test_tail_filters_new_events(tmp_path: Path) -> None:
+    """``--min-severity high`` skips a new low event and prints the critical one after it."""
+    url = f"sqlite:///{tmp_path / 'tail.db'}"
+    write_store(url, _event(1))
+    with tail("--db", url, "--json", "--min-severity", "high") as child:
+        assert json.loads(child.next_line())["id"] == 1
+        write_store(url, _event(2, Severity.LOW), _event(3, Severity.CRITICAL))
+        shown = json.loads(child.next_line())
+        status, _ = child.interrupt()
+    assert (shown["id"], shown["severity"], status) == (3, "critical", 0)
+
+
+def test_tail_in_process_returns_0_on_interrupt(
+    store_url: str, run_inprocess: Runner, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``main(["tail", ...])`` prints the backlog and returns 0 when Ctrl-C ends the wait.
+
+    The SIGINT is raised from the poll wait, where a user's Ctrl-C almost always lands.
+    """
+    write_store(store_url, _event(1))
+    monkeypatch.setattr(time, "sleep", lambda _: signal.raise_signal(signal.SIGINT))
+    result = run_inprocess("tail", "--db", store_url)
+    assert (result.status, result.err) == (0, "")
+    assert [line.split()[0] for line in result.out.splitlines()] == ["ID", "1"]
