@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context, attach, detach, get_current
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
 from ragtrail._records import SpanEvent, SpanRecord, SpanStatus
@@ -273,26 +273,32 @@ def open_span(
         trace_int, trace_id = parent_span._trace_int, parent_span._trace_id
         parent_id: str | None = parent_span._span_id
         sampled = sampler.child(trace_int, parent_span._sampled)
-    else:
-        parent_context = (parent_span.get_span_context() if isinstance(parent_span, trace.Span)
-                          else INVALID_SPAN_CONTEXT)
-        if parent_context.is_valid:  # another instrumentation's span, or a remote parent
-            trace_int = parent_context.trace_id
-            trace_id, parent_id = f"{trace_int:032x}", f"{parent_context.span_id:016x}"
-            sampled = sampler.child(trace_int, parent_context.trace_flags.sampled)
-        else:
-            trace_int = getrandbits(128) or 1
-            trace_id, parent_id = f"{trace_int:032x}", None
-            sampled = sampler.root(trace_int)
+    elif parent_span is None or not (parent_context := _valid_context(parent_span)):
+        trace_int = getrandbits(128) or 1
+        # to_bytes().hex() is the cheapest way from an int to fixed-width lowercase hex.
+        trace_id, parent_id = trace_int.to_bytes(16, "big").hex(), None
+        sampled = sampler.root(trace_int)
+    else:  # another instrumentation's span, or a remote parent
+        trace_int = parent_context.trace_id
+        trace_id, parent_id = f"{trace_int:032x}", f"{parent_context.span_id:016x}"
+        sampled = sampler.child(trace_int, parent_context.trace_flags.sampled)
     span = LiveSpan(
-        monitor, name, kind, trace_int, trace_id, f"{getrandbits(64) or 1:016x}", parent_id,
-        sampled,
+        monitor, name, kind, trace_int, trace_id,
+        (getrandbits(64) or 1).to_bytes(8, "big").hex(), parent_id, sampled,
         _correlation_id.get() if correlation_id is None else correlation_id,
         attributes, time_ns())
     # Everything else the caller's context carried (baggage, other instrumentations' keys)
     # stays visible under the span.
     span._context = Context({**base, _SPAN_KEY: span})
     return span
+
+
+def _valid_context(span: object) -> SpanContext | None:
+    if isinstance(span, trace.Span):
+        context = span.get_span_context()
+        if context.is_valid:
+            return context
+    return None
 
 
 def start_span(
