@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from time import monotonic
@@ -107,7 +108,9 @@ class MiddlewareCore:
             cid = f"{trace.get_current_span(parent).get_span_context().trace_id:032x}"
         else:
             cid = new_correlation_id()
-        client = options.proxies.client_address(head.peer, headers.get("x-forwarded-for"))
+        proxies = options.proxies
+        client = (head.peer if proxies is None
+                  else proxies.client_address(head.peer, headers.get("x-forwarded-for")))
         exchange = Exchange(self, head, cid, client, kind)
         try:
             if not excluded:
@@ -318,7 +321,7 @@ class CoreBinding:
     changes.
     """
 
-    __slots__ = ("_checks", "_core", "_health", "_monitor", "_overrides")
+    __slots__ = ("_checks", "_core", "_health", "_lock", "_monitor", "_overrides")
 
     def __init__(self, monitor: Monitor | None, overrides: dict[str, Any],
                  health: HealthService | Literal[False] | None,
@@ -334,6 +337,7 @@ class CoreBinding:
         MiddlewareOptions.build(monitor.settings if monitor is not None else Settings(),
                                 **overrides)
         self._core: MiddlewareCore | None = None
+        self._lock = threading.Lock()
 
     def current(self) -> MiddlewareCore | None:
         """The core for this request, or None when ragtrail is disabled or shut down."""
@@ -342,7 +346,10 @@ class CoreBinding:
             return None
         core = self._core
         if core is None or core.monitor is not monitor:
-            core = self._core = self._build(monitor)
+            with self._lock:  # one health service per monitor, even when threads race here
+                core = self._core
+                if core is None or core.monitor is not monitor:
+                    core = self._core = self._build(monitor)
         return core
 
     def _build(self, monitor: Monitor) -> MiddlewareCore:
@@ -369,17 +376,19 @@ def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[st
 
 
 def _inbound_id(names: tuple[str, ...], headers: dict[str, str]
-                ) -> tuple[str | None, list[tuple[str, str]]]:
+                ) -> tuple[str | None, Sequence[tuple[str, str]]]:
     """The first valid ID among the configured headers, and the invalid values seen."""
-    rejected: list[tuple[str, str]] = []
+    rejected: list[tuple[str, str]] | None = None
     for name in names:
         value = headers.get(name)
         if value is None:
             continue
         if is_valid_id(value):
-            return value, rejected
+            return value, rejected or ()
+        if rejected is None:
+            rejected = []
         rejected.append((name, value))
-    return None, rejected
+    return None, rejected or ()
 
 
 def _remote_parent(headers: dict[str, str]) -> Context | None:

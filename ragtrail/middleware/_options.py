@@ -44,7 +44,7 @@ class MiddlewareOptions:
     echo_header: str  # as configured (WSGI); ASGI wants it lowercase: echo_header_asgi
     echo_header_asgi: bytes
     trust_inbound: bool
-    proxies: TrustedProxies
+    proxies: TrustedProxies | None  # None when there are none: one test per request
     max_body_bytes: int
     reject_malicious: bool
     security: bool
@@ -100,7 +100,7 @@ class MiddlewareOptions:
             echo_header=echo,
             echo_header_asgi=echo.lower().encode("latin-1"),
             trust_inbound=_flag("trust_inbound", settings.trust_inbound, trust_inbound),
-            proxies=proxies,
+            proxies=proxies or None,
             max_body_bytes=limit,
             reject_malicious=_flag("reject_malicious", settings.reject_malicious,
                                    reject_malicious),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from types import TracebackType
@@ -134,8 +133,8 @@ class _Responder:
                                                   options.max_body_bytes, exchange)
         try:
             result = app(environ, responder.start_response)
-        except _BodyTooLarge:
-            return responder._answer(413, sys.exc_info())  # type: ignore[arg-type]
+        except _BodyTooLarge as cut:
+            return responder._answer(413, (type(cut), cut, cut.__traceback__))
         except Exception as exc:
             return responder._failed(exc)
         except BaseException:

@@ -239,3 +239,22 @@ def test_odd_input_never_crashes_the_middleware(monitor: Monitor,
     for span in [only_span(monitor)]:
         for value in span.attributes.values():
             assert not isinstance(value, str) or value.isprintable()
+
+
+def test_a_cut_after_the_response_started_reaches_the_server(monitor: Monitor) -> None:
+    """An app streaming its answer while reading: the cut aborts, the server drops the line."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while True:
+            message = await receive()
+            await send({"type": "http.response.body", "body": b"ack", "more_body": True})
+            if not message.get("more_body"):
+                break
+
+    wrapped = ASGIMiddleware(app, monitor=monitor, health=False, max_body_bytes=LIMIT)
+    reply = asyncio.run(call_asgi(wrapped, http_scope("/echo", method="POST"),
+                                  [b"x" * 600] * 3))
+    assert reply.error is not None
+    assert type(reply.error).__name__ == "_BodyTooLarge"
+    assert reply.status == 200
+    assert [e.event_type for e in stored_events(monitor)] == ["request_too_large"]

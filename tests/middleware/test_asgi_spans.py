@@ -295,3 +295,82 @@ def test_concurrent_requests_never_mix_their_ids(monitor: Monitor) -> None:
     assert sorted(s.correlation_id or "" for s in spans) == [
         f"concurrent-{n:04d}" for n in range(50)]
     assert len({s.trace_id for s in spans}) == 50
+
+
+def test_a_mounted_app_without_routes_is_named_by_its_mount(monitor: Monitor) -> None:
+    """A Mount around a plain ASGI app (static files, a sub-app) yields a template route."""
+    async def files(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await PlainTextResponse("file")(scope, receive, send)
+
+    app = Starlette(routes=[Mount("/static", app=files)])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+    request(app, "/static/css/site.css")
+    assert only_span(monitor).attributes["http.route"] == "/static/{path:path}"
+
+
+def test_a_scope_the_middleware_cannot_read_is_passed_on(
+        monitor: Monitor, caplog: pytest.LogCaptureFixture) -> None:
+    """Malformed headers make the middleware step aside (and log), not fail the request."""
+    app = _app(monitor)
+    scope = http_scope("/plain")
+    scope["headers"] = [(b"x-only-a-name",)]
+    reply = asyncio.run(call_asgi(app, scope))
+    assert (reply.error, reply.status, reply.body) == (None, 200, b"ok")
+    assert stored_spans(monitor) == []
+    assert "could not read a request" in caplog.text
+
+
+def test_the_500_is_best_effort_when_the_client_is_gone(monitor: Monitor) -> None:
+    """If sending the 500 fails too, the app's own exception is what propagates."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise LookupError("the real failure")
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("connection reset")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    wrapped = ASGIMiddleware(app, monitor=monitor, health=False)
+    with pytest.raises(LookupError):
+        asyncio.run(wrapped(http_scope("/"), receive, send))
+    assert only_span(monitor).error_type == "LookupError"
+
+
+def test_a_websocket_closed_before_accepting_is_an_authz_failure(monitor: Monitor) -> None:
+    """ASGI: closing before accept makes the server answer 403."""
+    async def refuse(websocket: WebSocket) -> None:
+        await websocket.close(code=1008)
+
+    app = Starlette(routes=[WebSocketRoute("/ws", refuse)])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(http_scope("/ws", scope_type="websocket"), receive, send))
+    assert [m["type"] for m in sent] == ["websocket.close"]
+    assert only_span(monitor).attributes["http.response.status_code"] == 403
+    assert [e.event_type for e in stored_events(monitor)] == ["authz_fail"]
+
+
+def test_a_hostile_websocket_handshake_is_refused_when_asked(monitor: Monitor) -> None:
+    """reject_malicious closes the handshake (403) without running the app."""
+    calls: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        calls.append("app")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    wrapped = ASGIMiddleware(app, monitor=monitor, health=False, reject_malicious=True)
+    asyncio.run(wrapped(http_scope("/ws/../admin", scope_type="websocket"), None, send))  # type: ignore[arg-type]
+    assert calls == []
+    assert sent == [{"type": "websocket.close", "code": 1008}]

@@ -291,3 +291,73 @@ def test_a_declared_body_over_the_limit_gets_413_from_waitress(monitor: Monitor)
         response = httpx.post(f"{base}/upload", content=b"x" * (LIMIT + 1), timeout=10)
     assert response.status_code == 413
     assert response.headers["x-request-id"]
+
+
+def test_an_environ_the_middleware_cannot_read_is_passed_on(
+        monitor: Monitor, caplog: pytest.LogCaptureFixture) -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"still served"]
+
+    environ = wsgi_environ("/")
+    environ["PATH_INFO"] = b"/not-a-native-string"
+    reply = call_wsgi(WSGIMiddleware(app, monitor=monitor, health=False), environ)
+    assert (reply.status, reply.body) == ("200 OK", b"still served")
+    assert stored_spans(monitor) == []
+    assert "could not read a request" in caplog.text
+
+
+def test_a_failure_after_write_cannot_be_replaced(monitor: Monitor) -> None:
+    """Headers sent through the legacy write() are final: the exception only propagates."""
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"early")
+        raise ValueError("late failure")
+
+    sent: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None and sent:
+            raise exc_info[1]
+        return sent.append
+
+    wrapped = WSGIMiddleware(app, monitor=monitor, health=False)
+    with pytest.raises(ValueError, match="late failure"):
+        wrapped(wsgi_environ("/"), start_response)
+    assert sent == [b"early"]
+    assert only_span(monitor).error_type == "ValueError"
+
+
+def test_the_limited_input_counts_lines_too(monitor: Monitor) -> None:
+    """readline() and iteration are counted like read(): a line-reading app is cut as well."""
+    seen: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        seen.append(len(stream.readline()))
+        for line in stream:
+            seen.append(len(line))
+        start_response("200 OK", [])
+        return [b"done"]
+
+    environ = wsgi_environ("/upload", method="POST", HTTP_TRANSFER_ENCODING="chunked")
+    environ["wsgi.input"].write(b"line\n" * 400)
+    environ["wsgi.input"].seek(0)
+    reply = call_wsgi(WSGIMiddleware(app, monitor=monitor, health=False, max_body_bytes=LIMIT),
+                      environ)
+    assert (reply.status or "")[:4] == "413 "
+    assert sum(seen) <= LIMIT
+    assert [e.event_type for e in stored_events(monitor)] == ["request_too_large"]
+
+
+def test_interpreter_exits_pass_through_and_end_the_span(monitor: Monitor) -> None:
+    """SystemExit is not an app error: no 500, no event, but the span is not lost."""
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        WSGIMiddleware(app, monitor=monitor, health=False)(wsgi_environ("/"),
+                                                           lambda *a: None)
+    assert len(stored_spans(monitor)) == 1
+    assert stored_events(monitor) == []
