@@ -27,14 +27,16 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import ragtrail.instrument as rt
 
-QUERY = ("What is the refund policy for orders shipped to the EU, and how long does it take to "
-         "get my money back after I return the item?")  # 140 characters
+QUERY = ("What is the refund policy for orders shipped to the EU, and how long does it take "
+         "to get my money back after I return a damaged item by mail")
 DOCUMENTS = [
     {"id": f"doc-{i}", "score": 0.9 - i / 10,
      "content": "Refunds are issued within 14 days of receiving the returned item. " * 3}
     for i in range(5)
 ]
 ITEMS = 3  # per generator run
+if len(QUERY) != 140:  # the benchmark: a 140-character query and 5 documents
+    raise SystemExit(f"QUERY must have 140 characters, not {len(QUERY)}")
 
 
 class _NoOpExporter(SpanExporter):
