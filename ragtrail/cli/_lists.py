@@ -27,7 +27,7 @@ from ragtrail.cli._views import EVENTS, METRICS, SPANS, View
 if TYPE_CHECKING:
     from ragtrail.cli._args import Subparsers
 
-__all__ = ["add_parser", "print_records"]
+__all__ = ["add_parser"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def add_parser(subparsers: Subparsers) -> None:
         parser.set_defaults(handler=functools.partial(_run, command))
 
 
-def print_records(records: Sequence[Record], view: View[Any], noun: str) -> None:
+def _print_records(records: Sequence[Record], view: View[Any], noun: str) -> None:
     """The table, or a note on stderr when nothing matched (stdout stays empty)."""
     if not records:
         print(f"no {noun} match", file=sys.stderr)
@@ -78,5 +78,5 @@ def _run(command: _ListCommand, args: argparse.Namespace) -> int:
     if args.json:
         write_json([record_dict(record) for record in records], sys.stdout)
     else:
-        print_records(records, command.view, command.name)
+        _print_records(records, command.view, command.name)
     return 0

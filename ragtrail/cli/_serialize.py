@@ -66,16 +66,27 @@ def write_jsonl(records: Iterable[Record], out: TextIO) -> None:
         out.write(_dumps(record_dict(record), separators=(",", ":")) + "\n")
 
 
+# Spreadsheets run a cell that starts with one of these as a formula, and stored text can be
+# attacker-chosen, so such text gets a leading apostrophe (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
         return _dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
     return value
 
 
 def write_csv(kind: type[Record], records: Iterable[Record], out: TextIO) -> None:
-    """RFC 4180 CSV with a header; JSON fields (metadata, attributes, events) as JSON text."""
+    """RFC 4180 CSV with a header, for spreadsheets.
+
+    JSON fields (metadata, attributes, events) are JSON text; text that a spreadsheet would
+    run as a formula starts with an apostrophe. JSON Lines is the lossless format.
+    """
     writer = csv.writer(out)
     writer.writerow(field_names(kind))
     for record in records:

@@ -92,3 +92,19 @@ def test_csv_of_nothing_is_just_the_header() -> None:
     out = io.StringIO(newline="")
     write_csv(MetricsSample, [], out)
     assert out.getvalue() == ",".join(field_names(MetricsSample)) + "\r\n"
+
+
+def test_csv_neutralises_spreadsheet_formulas() -> None:
+    """Text a spreadsheet would run (=, +, -, @, tab, CR first) gets a leading apostrophe."""
+    hostile = SecurityEvent("=cmd|' /C calc'!A0", Severity.HIGH, "@SUM(1+1)", "-2+3", T,
+                            correlation_id="+1", metadata={"x": "=1"}, id=1, pid=-1)
+    out = io.StringIO(newline="")
+    write_csv(SecurityEvent, [hostile], out)
+    row = dict(zip(*csv.reader(io.StringIO(out.getvalue(), newline="")), strict=True))
+    assert (row["event_type"], row["source"], row["description"], row["correlation_id"]) == (
+        "'=cmd|' /C calc'!A0", "'@SUM(1+1)", "'-2+3", "'+1")
+    assert row["pid"] == "-1"  # numbers are data, not formulas
+    assert row["metadata"] == '{"x":"=1"}'
+    jsonl = io.StringIO()
+    write_jsonl([hostile], jsonl)
+    assert json.loads(jsonl.getvalue())["event_type"] == "=cmd|' /C calc'!A0"  # lossless
