@@ -24,7 +24,6 @@ from typing import Any
 from ragtrail._settings import Settings
 from ragtrail.instrument._secrets import (
     REDACTED,
-    KeyKind,
     TextScanner,
     escape_controls,
     is_card_number,
@@ -45,7 +44,8 @@ _SEQUENCES: tuple[type[Any], ...] = (
     list, tuple, set, frozenset, deque, type({}.keys()), type({}.values()), type({}.items()))
 _AS_STRING = (uuid.UUID, decimal.Decimal, PurePath, complex)
 
-_KeyInfo = tuple[str, int, KeyKind]
+_WALK, _HIDE, _HIDE_IF_RANDOM = 0, 1, 2  # what a key means for its value
+_KeyInfo = tuple[str, int, int]  # (shown name, its JSON cost, one of the three above)
 _JSON_KEYS: dict[Any, str] = {None: "null", True: "true", False: "false"}  # as json.dumps
 
 
@@ -116,13 +116,15 @@ class Redactor:
             name = str(key)
         if len(name) > 128:
             name = name[:128] + "..."
-        kind: KeyKind = ""
+        action = _WALK
         if self.enabled:
             kind = self._scanner.key_kind(name)
+            action = _HIDE if kind in ("any", "line") else (
+                _HIDE_IF_RANDOM if kind == "weak" else _WALK)
             name = self._scanner.scan(name)
         if escape:
             name = escape_controls(name)
-        info = (name, _cost(name), kind)
+        info = (name, _cost(name), action)
         if type(key) is str and len(key) <= 128:
             if len(cache) >= 4096:
                 cache.clear()
@@ -152,12 +154,15 @@ class Redactor:
 class _Walk:
     """One ``redact`` call: the container path (for cycles) and the options."""
 
-    __slots__ = ("escape", "path", "redactor", "scanner")
+    __slots__ = ("escape", "keys", "max_depth", "max_items", "path", "redactor", "scan")
 
     def __init__(self, redactor: Redactor, escape: bool) -> None:
         self.redactor = redactor
-        self.scanner = redactor._scanner
+        self.scan = redactor._scanner.scan if redactor.enabled else None
         self.escape = escape
+        self.keys = redactor._keys[escape]
+        self.max_depth = redactor._max_depth
+        self.max_items = redactor._max_items
         self.path: set[int] = set()
 
     def value(self, value: Any, budget: int, depth: int) -> tuple[Any, int]:
@@ -211,16 +216,15 @@ class _Walk:
 
     def text(self, text: str, budget: int, length: int) -> tuple[str, int]:
         """A string within ``budget``, cut before scanning when it cannot fit anyway."""
-        redactor = self.redactor
         limit = budget - 2
         cut = len(text) > limit
         if cut:
-            text = redactor._cut_and_scan(text, limit)
-        elif redactor.enabled:
-            text = self.scanner.scan(text)
+            text = self.redactor._cut_and_scan(text, limit)
+        elif self.scan is not None:
+            text = self.scan(text)
         if self.escape:
             text = escape_controls(text)
-        cost = _cost(text)
+        cost = len(encode_basestring_ascii(text))
         if cost <= budget and not cut:
             return text, cost
         marker = f"...[truncated, {max(length, len(text))} chars]"
@@ -249,7 +253,7 @@ class _Walk:
 
     def enter(self, container: object, depth: int) -> str | None:
         """A marker if the container must not be walked (too deep, or already on the path)."""
-        if depth >= self.redactor._max_depth:
+        if depth >= self.max_depth:
             return "[max depth]"
         if id(container) in self.path:
             return "[cycle]"
@@ -265,23 +269,26 @@ class _Walk:
             total = size if size is not None else len(container)
             out: dict[str, Any] = {}
             cost = 2
-            max_items = self.redactor._max_items
-            for key, item in items:
-                if len(out) >= max_items:
+            keys, max_items, walk = self.keys, self.max_items, self.value
+            for key, item in items:  # the hot loop of capture: kept to plain local operations
+                count = len(out)
+                if count >= max_items:
                     break
-                name, key_cost, kind = self.redactor._key_info(key, self.escape)
+                info = keys.get(key)
+                if info is None:
+                    info = self.redactor._key_info(key, self.escape)
+                name, key_cost, action = info
                 if name in out:
-                    name = f"{name}#{len(out)}"
+                    name = f"{name}#{count}"
                     key_cost = _cost(name)
-                key_cost += 4 if out else 2  # ": " and ", "
-                room = budget - cost - key_cost - (_RESERVE if len(out) + 1 < total else 0)
+                key_cost += 4 if count else 2  # ": " and ", "
+                room = budget - cost - key_cost - (_RESERVE if count + 1 < total else 0)
                 if room < _MIN_CHILD:
                     break
-                if kind == "any" or kind == "line" or (
-                        kind == "weak" and isinstance(item, str) and looks_random(item)):
+                if action and (action == _HIDE or (isinstance(item, str) and looks_random(item))):
                     child, child_cost = REDACTED, _REDACTED_COST
                 else:
-                    child, child_cost = self.value(item, room, depth + 1)
+                    child, child_cost = walk(item, room, depth + 1)
                 out[name] = child
                 cost += key_cost + child_cost
             if len(out) < total:
@@ -299,19 +306,20 @@ class _Walk:
         try:
             out: list[Any] = []
             cost = 2
+            total, max_items, walk = len(container), self.max_items, self.value
             for item in container:
-                if len(out) >= self.redactor._max_items:
+                count = len(out)
+                if count >= max_items:
                     break
-                separator = 2 if out else 0
-                room = budget - cost - separator - (
-                    _RESERVE if len(out) + 1 < len(container) else 0)
+                separator = 2 if count else 0
+                room = budget - cost - separator - (_RESERVE if count + 1 < total else 0)
                 if room < _MIN_CHILD:
                     break
-                child, child_cost = self.value(item, room, depth + 1)
+                child, child_cost = walk(item, room, depth + 1)
                 out.append(child)
                 cost += separator + child_cost
-            if len(out) < len(container):
-                marker = f"[{len(container) - len(out)} more items]"
+            if len(out) < total:
+                marker = f"[{total - len(out)} more items]"
                 cost += _cost(marker) + (2 if out else 0)
                 out.append(marker)
             return out, cost
