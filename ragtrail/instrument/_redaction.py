@@ -30,8 +30,9 @@ from ragtrail.instrument._secrets import (
     looks_random,
 )
 
-__all__ = ["REDACTED", "Redactor", "escape_controls"]
+__all__ = ["REDACTED", "TEXT_LIMIT", "Redactor", "escape_controls"]
 
+TEXT_LIMIT = 32_768  # characters redact_text keeps by default
 _MIN_BUDGET = 64
 _LOOKAHEAD = 256   # a secret straddling a cut is scanned whole if it is shorter than this
 _MAX_WIDENING = 8  # scan at most this many times the kept size to fill it...
@@ -89,10 +90,11 @@ class Redactor:
         except Exception:  # instrumentation never breaks the caller (a hostile __repr__...)
             return f"[unrepresentable {type(value).__name__}]"
 
-    def redact_text(self, text: str, *, limit: int | None = None) -> str:
-        """``text`` with secrets replaced; cut to ``limit`` characters (plus a marker) if set.
+    def redact_text(self, text: str, *, limit: int | None = TEXT_LIMIT) -> str:
+        """``text`` with secrets replaced, cut to ``limit`` characters (plus a marker).
 
-        For exception messages, descriptions and log messages.
+        For exception messages, stack traces, descriptions and log messages. The default
+        limit (32,768) keeps the cost bounded on the caller's thread; None scans it all.
         """
         if limit is None or len(text) <= limit:
             return self._scanner.scan(text) if self.enabled else text

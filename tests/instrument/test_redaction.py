@@ -14,7 +14,7 @@ import pytest
 from redaction_canaries import CANARIES, Canary, leaked
 
 from ragtrail._settings import Settings
-from ragtrail.instrument._redaction import REDACTED, Redactor, escape_controls
+from ragtrail.instrument._redaction import REDACTED, TEXT_LIMIT, Redactor, escape_controls
 
 
 def make(**settings: Any) -> Redactor:
@@ -288,7 +288,7 @@ def test_adversarial_megabyte_finishes_fast(name: str) -> None:
     """No pathological backtracking: a 1 MB hostile string is scanned in well under 2 s."""
     redactor = make()
     started = time.perf_counter()
-    out = redactor.redact_text(ADVERSARIAL[name])
+    out = redactor.redact_text(ADVERSARIAL[name], limit=None)
     elapsed = time.perf_counter() - started
     assert isinstance(out, str)
     assert elapsed < 2.0, f"{name}: {elapsed:.2f} s"
@@ -311,3 +311,11 @@ def test_cut_text_widens_when_redaction_shrinks_it() -> None:
     out = make().redact_text(pem + " after the key " * 100, limit=100)
     assert out.startswith("[REDACTED] after the key")
     assert leaked(out) == []
+
+
+def test_redact_text_is_bounded_by_default() -> None:
+    """Without a limit argument, a huge message is cut at TEXT_LIMIT (bounded cost)."""
+    out = make().redact_text("word " * 100_000)
+    assert len(out) <= TEXT_LIMIT + 40
+    assert out.endswith("...[truncated, 500000 chars]")
+    assert make().redact_text("word " * 100_000, limit=None) == "word " * 100_000
