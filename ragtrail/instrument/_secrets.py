@@ -211,8 +211,6 @@ def looks_random(value: str) -> bool:
             and _DIGIT.search(value) is not None and _LETTER.search(value) is not None)
 
 
-
-
 def _replace(text: str, pattern: re.Pattern[str], locate: _Locate) -> str:
     pieces: list[str] = []
     done = 0
