@@ -111,7 +111,7 @@ def metrics_query(*, since: Since, limit: int | None) -> Select[Any]:
 
 
 def run(conn: Connection, query: Select[Any], convert: Callable[[Any], T]) -> list[T]:
-    return [convert(row) for row in conn.execute(query)]
+    return [convert(row) for row in conn.execute(query).all()]
 
 
 def _percentile(ordered: Sequence[int], fraction: float) -> float:

@@ -7,11 +7,13 @@ table's bucket-0 row first is also the lock that orders writers: on PostgreSQL t
 serialises concurrent writers of one table, on SQLite ``BEGIN IMMEDIATE`` already has. So
 ``max(id) + 1`` is a safe next ID and IDs follow commit order across processes.
 
-Events are trimmed with per-severity reserves (issue 6): the oldest rows of the lowest
-severity above its reserve go first. Low and medium have no reserve, so a flood of them can
-never evict a high or critical event; high and critical each keep a quarter of the capacity,
-so a flood of critical events cannot wipe out every high one (nor the reverse). When all rows
-share one severity the ring is a plain FIFO.
+Events are trimmed with per-severity reserves (issue 6): every severity keeps its newest
+``RESERVED_SHARE`` of the capacity, and the rest of the room goes to the higher severities:
+the oldest rows of the lowest severity above its reserve go first. So a flood of low or
+medium events, once past its own small reserve, only evicts its own kind: it can displace at
+most 10% + 10% of the capacity, and only of the oldest high/critical rows beyond their
+reserves; the newest quarter of the capacity in high and in critical events survives any
+flood. When all rows share one severity the ring is a plain FIFO.
 """
 
 from __future__ import annotations
@@ -26,31 +28,49 @@ from ragtrail.store._schema import RING
 
 __all__ = ["RESERVED_SHARE", "RingTable", "evictions"]
 
-RESERVED_SHARE: Mapping[Severity, float] = {Severity.HIGH: 0.25, Severity.CRITICAL: 0.25}
-"""Fraction of the events capacity each severity keeps however many lower-ranked rows come."""
+RESERVED_SHARE: Mapping[Severity, float] = {
+    Severity.LOW: 0.10, Severity.MEDIUM: 0.10, Severity.HIGH: 0.25, Severity.CRITICAL: 0.25}
+"""Fraction of the events capacity each severity keeps (its newest rows) whatever else comes."""
 
 Inserter = Callable[[Connection, Table, list[tuple[Any, ...]]], None]
 
 
-def evictions(counts: Mapping[int, int], capacity: int) -> list[tuple[int, int]]:
-    """(severity, rows to delete) so the events ring holds ``capacity`` rows.
+def evictions(before: Mapping[int, int], incoming: Sequence[int],
+              capacity: int) -> list[tuple[int, int]]:
+    """(severity, rows to delete), ascending, so the events ring holds ``capacity`` rows.
 
-    ``counts`` maps bucket 0 to the total and each severity to its rows.
+    ``before`` maps bucket 0 to the total and each severity to its rows before a batch whose
+    severities, in order, are ``incoming``. The result is what adding the rows one at a time
+    would evict, so it does not depend on how records were batched.
 
-    >>> evictions({0: 12, 10: 2, 20: 0, 30: 10, 40: 0}, 10)
-    [(10, 2)]
+    >>> evictions({0: 10, 10: 1, 20: 0, 30: 9, 40: 0}, [10, 10, 30], 10)
+    [(10, 2), (30, 1)]
     """
-    excess = counts.get(0, 0) - capacity
-    plan: list[tuple[int, int]] = []
-    for level in Severity:  # ascending
-        if excess <= 0:
-            break
-        reserve = int(capacity * RESERVED_SHARE.get(level, 0.0))
-        take = min(excess, counts.get(int(level), 0) - reserve)
-        if take > 0:
-            plan.append((int(level), take))
-            excess -= take
-    return plan  # reserves add up to half the capacity, so the loop frees the whole excess
+    counts = {int(level): before.get(int(level), 0) for level in Severity}
+    reserves = [(int(level), int(capacity * share)) for level, share in RESERVED_SHARE.items()]
+    plan = dict.fromkeys(counts, 0)
+
+    def evict(n: int) -> None:
+        # Reserves add up to less than the capacity, so this frees all n unless the stored
+        # counts drifted (rows deleted by hand); then the next batch trims the rest.
+        for level, reserve in reserves:
+            take = min(n, counts[level] - reserve)
+            if take > 0:
+                counts[level] -= take
+                plan[level] += take
+                n -= take
+
+    total = before.get(0, 0)
+    if total > capacity:  # e.g. the capacity was lowered since the last write
+        evict(total - capacity)
+        total = capacity
+    for level in incoming:
+        counts[level] += 1
+        if total < capacity:
+            total += 1
+        else:
+            evict(1)
+    return [(level, n) for level, n in plan.items() if n]
 
 
 class RingTable:
@@ -85,23 +105,26 @@ class RingTable:
         if rows:
             first = (conn.execute(self._max_id).scalar() or 0) + 1
             insert(conn, self.table, [(first + i, *row) for i, row in enumerate(rows)])
+        added: dict[int, int] = {}
         if self.by_severity and severities:
-            added: dict[int, int] = {}
             for level in severities:
                 added[level] = added.get(level, 0) + 1
             conn.execute(self._bucket, [{"p_bucket": b, "p_n": n} for b, n in added.items()])
         counts = {int(b): int(n) for b, n in conn.execute(self._counts)}
         if rows and counts.get(0, 0) > self.capacity:
-            self._trim(conn, counts)
+            if self.by_severity:
+                before = {b: n - added.get(b, 0) for b, n in counts.items()}
+                before[0] -= len(rows)
+                plan = evictions(before, severities, self.capacity)
+            else:
+                plan = [(0, counts[0] - self.capacity)]
+            self._trim(conn, plan, counts)
         return first, counts
 
-    def _trim(self, conn: Connection, counts: dict[int, int]) -> None:
-        """Delete the excess oldest rows (per severity plan for events); updates ``counts``."""
+    def _trim(self, conn: Connection, plan: list[tuple[int, int]],
+              counts: dict[int, int]) -> None:
+        """Delete the oldest rows of each (bucket, n) of ``plan``; updates ``counts``."""
         c = self.table.c
-        if self.by_severity:
-            plan = evictions(counts, self.capacity)
-        else:
-            plan = [(0, counts[0] - self.capacity)]
         removed_total = 0
         for bucket, take in plan:
             oldest = select(c.id).order_by(c.id).offset(take - 1).limit(1)

@@ -1,9 +1,12 @@
 """Records to row tuples (in table column order, without the ID) and back.
 
 Built on the writer thread, never the caller's. Tuples, not dicts, so SQLite's ``executemany``
-takes them as they are; the JSON columns skip the encoder for the common empty mapping. Every
-value is coerced to its column's type here, so a record holding the wrong types fails alone
-(and is dropped) or is stored as text, instead of making the driver refuse a whole batch.
+takes them as they are; the JSON columns skip the encoder for the common empty mapping.
+
+Two builders: the fast one passes values as they are (SQLite stores any type, and refuses an
+unbindable one with an error that sends the batch to one-by-one retries); the strict one
+coerces every value to its column's type, for other databases (a PostgreSQL driver refuses a
+wrong type like a fault, not a data error) and for those one-by-one retries.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Any
 
 from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanEvent, SpanRecord
 
-__all__ = ["RowBuilder", "event_from_row", "metrics_from_row", "span_from_row"]
+__all__ = ["Row", "RowBuilder", "event_from_row", "metrics_from_row", "span_from_row"]
 
 Row = tuple[Any, ...]
 
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_LEVEL = {int(level): int(level) for level in Severity}  # a dict lookup: Severity() is slow
 
 
 def _json_object(value: Any) -> str:
@@ -47,32 +51,60 @@ def _without_nul(row: Row) -> Row:
 class RowBuilder:
     """Makes row tuples; fills ``host`` and ``pid`` of events that left them empty.
 
-    ``strip_nul`` replaces NUL characters for databases whose text type refuses them.
+    ``strict`` coerces each value to its column type; ``strip_nul`` replaces NUL characters
+    for databases whose text type refuses them. A severity that is not a ``Severity`` value
+    raises ``KeyError`` in both modes.
     """
 
-    def __init__(self, *, strip_nul: bool) -> None:
+    def __init__(self, *, strict: bool, strip_nul: bool) -> None:
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self._finish: Callable[[Row], Row] = _without_nul if strip_nul else tuple
+        finish: Callable[[Row], Row] = _without_nul if strip_nul else tuple
+        self.event: Callable[[SecurityEvent], Row] = self._event
+        self.span: Callable[[SpanRecord], Row] = self._span
+        self.metrics: Callable[[MetricsSample], Row] = self._metrics
+        if strict:
+            self.event = lambda rec: finish(self._strict_event(rec))
+            self.span = lambda rec: finish(self._strict_span(rec))
+            self.metrics = self._strict_metrics
 
-    def event(self, rec: SecurityEvent) -> Row:
+    def _event(self, rec: SecurityEvent) -> Row:
         """Without the trailing ``count``, which the writer adds at commit time."""
-        return self._finish((
-            int(rec.time_us), str(rec.event_type), int(Severity(rec.severity)), str(rec.source),
+        metadata = rec.metadata
+        return (rec.time_us, rec.event_type, _LEVEL[rec.severity], rec.source, rec.description,
+                rec.correlation_id, rec.trace_id, rec.span_id,
+                "{}" if not metadata else _encode(metadata), rec.service,
+                rec.host or self.host, rec.pid or self.pid)
+
+    def _span(self, rec: SpanRecord) -> Row:
+        attributes = rec.attributes
+        return (rec.trace_id, rec.span_id, rec.parent_span_id, rec.name, rec.kind,
+                rec.start_us, rec.duration_us, rec.status, rec.error_type, rec.error_message,
+                rec.correlation_id, "{}" if not attributes else _encode(attributes),
+                _span_events(rec.events))
+
+    def _metrics(self, rec: MetricsSample) -> Row:
+        return (rec.time_us, rec.cpu_percent, rec.memory_percent, rec.disk_usage_percent,
+                rec.net_sent_bytes_per_s, rec.net_recv_bytes_per_s, rec.active_connections,
+                rec.queue_depth, rec.process_rss_bytes)
+
+    def _strict_event(self, rec: SecurityEvent) -> Row:
+        return (
+            int(rec.time_us), str(rec.event_type), _LEVEL[rec.severity], str(rec.source),
             str(rec.description), _text(rec.correlation_id), _text(rec.trace_id),
             _text(rec.span_id), _json_object(rec.metadata), str(rec.service or ""),
             str(rec.host or self.host), int(rec.pid or self.pid),
-        ))
+        )
 
-    def span(self, rec: SpanRecord) -> Row:
-        return self._finish((
+    def _strict_span(self, rec: SpanRecord) -> Row:
+        return (
             str(rec.trace_id), str(rec.span_id), _text(rec.parent_span_id), str(rec.name),
             str(rec.kind), int(rec.start_us), int(rec.duration_us), str(rec.status),
             _text(rec.error_type), _text(rec.error_message), _text(rec.correlation_id),
             _json_object(rec.attributes), _span_events(rec.events),
-        ))
+        )
 
-    def metrics(self, rec: MetricsSample) -> Row:
+    def _strict_metrics(self, rec: MetricsSample) -> Row:
         return (
             int(rec.time_us), float(rec.cpu_percent), float(rec.memory_percent),
             float(rec.disk_usage_percent), float(rec.net_sent_bytes_per_s),
@@ -81,32 +113,35 @@ class RowBuilder:
         )
 
 
-def event_from_row(row: Any) -> SecurityEvent:
-    return SecurityEvent(
-        event_type=row.event_type, severity=Severity(row.severity), source=row.source,
-        description=row.description, time_us=row.time_us, correlation_id=row.correlation_id,
-        trace_id=row.trace_id, span_id=row.span_id, metadata=json.loads(row.metadata),
-        service=row.service, host=row.host, pid=row.pid, count=row.count, id=row.id,
-    )
+_SEVERITY = {int(level): level for level in Severity}
+_loads = json.loads
 
 
-def span_from_row(row: Any) -> SpanRecord:
+def _mapping(text: str) -> Any:
+    return {} if text == "{}" else _loads(text)
+
+
+# Readers unpack rows by position (in table column order): measured about twice as fast as
+# attribute access on SQLAlchemy rows, which matters when a query returns thousands of rows.
+
+def event_from_row(row: Sequence[Any]) -> SecurityEvent:
+    (row_id, time_us, event_type, severity, source, description, correlation_id, trace_id,
+     span_id, metadata, service, host, pid, count) = row
+    return SecurityEvent(event_type, _SEVERITY[severity], source, description, time_us,
+                         correlation_id, trace_id, span_id, _mapping(metadata), service, host,
+                         pid, count, row_id)
+
+
+def span_from_row(row: Sequence[Any]) -> SpanRecord:
+    (_id, trace_id, span_id, parent_span_id, name, kind, start_us, duration_us, status,
+     error_type, error_message, correlation_id, attributes, events) = row
     return SpanRecord(
-        trace_id=row.trace_id, span_id=row.span_id, name=row.name, kind=row.kind,
-        start_us=row.start_us, duration_us=row.duration_us, parent_span_id=row.parent_span_id,
-        status=row.status, error_type=row.error_type, error_message=row.error_message,
-        correlation_id=row.correlation_id, attributes=json.loads(row.attributes),
-        events=tuple(SpanEvent(e["name"], e["time_us"], e.get("attributes") or {})
-                     for e in json.loads(row.events)),
-    )
+        trace_id, span_id, name, kind, start_us, duration_us, parent_span_id, status,
+        error_type, error_message, correlation_id, _mapping(attributes),
+        () if events == "[]" else tuple(SpanEvent(e["name"], e["time_us"],
+                                                  e.get("attributes") or {})
+                                        for e in _loads(events)))
 
 
-def metrics_from_row(row: Any) -> MetricsSample:
-    return MetricsSample(
-        time_us=row.time_us, cpu_percent=row.cpu_percent, memory_percent=row.memory_percent,
-        disk_usage_percent=row.disk_usage_percent,
-        net_sent_bytes_per_s=row.net_sent_bytes_per_s,
-        net_recv_bytes_per_s=row.net_recv_bytes_per_s,
-        active_connections=row.active_connections, queue_depth=row.queue_depth,
-        process_rss_bytes=row.process_rss_bytes,
-    )
+def metrics_from_row(row: Sequence[Any]) -> MetricsSample:
+    return MetricsSample(*row[1:])

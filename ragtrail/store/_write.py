@@ -45,8 +45,8 @@ class Batch:
     """Items taken from the queue with their rows built; kept as is across retries."""
 
     events: list[tuple[Slot, Row, int]] = field(default_factory=list)  # slot, row, severity
-    spans: list[Row] = field(default_factory=list)
-    metrics: list[Row] = field(default_factory=list)
+    spans: list[tuple[SpanRecord, Row]] = field(default_factory=list)
+    metrics: list[tuple[MetricsSample, Row]] = field(default_factory=list)
     flushes: list[Flush] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)  # unbuildable records by ring
 
@@ -78,24 +78,26 @@ class BatchWriter:
         self.engine = engine
         self.coalescer = coalescer
         self.rings = {name: RingTable(name, RINGS[name], capacities[name]) for name in RINGS}
-        self.builder = RowBuilder(strip_nul=not target.is_sqlite)
+        self.strict = RowBuilder(strict=True, strip_nul=not target.is_sqlite)
+        self.builder = RowBuilder(strict=False, strip_nul=False) if target.is_sqlite \
+            else self.strict
         self.insert = _sqlite_insert if target.is_sqlite else _core_insert
         self._add_count = EVENTS.update().where(EVENTS.c.id == bindparam("row_id")).values(
             count=EVENTS.c.count + bindparam("n"))
 
-    def build(self, items: Iterable[object]) -> Batch:
+    def build(self, items: Iterable[object], *, strict: bool = False) -> Batch:
         """Rows for ``items``; a record that cannot become a row is rejected, not retried."""
         batch = Batch()
-        builder = self.builder
+        builder = self.strict if strict else self.builder
         for item in items:
             try:
                 if isinstance(item, Slot):
                     row = builder.event(item.event)
-                    batch.events.append((item, row, int(item.event.severity)))
+                    batch.events.append((item, row, row[2]))
                 elif isinstance(item, SpanRecord):
-                    batch.spans.append(builder.span(item))
+                    batch.spans.append((item, builder.span(item)))
                 elif isinstance(item, MetricsSample):
-                    batch.metrics.append(builder.metrics(item))
+                    batch.metrics.append((item, builder.metrics(item)))
                 elif isinstance(item, Flush):
                     batch.flushes.append(item)
                 else:
@@ -107,6 +109,18 @@ class BatchWriter:
                 if isinstance(item, Slot):
                     self.coalescer.discard(item)
         return batch
+
+    def singles(self, batch: Batch) -> list[Batch]:
+        """One batch per record, rows rebuilt strictly: for finding the records a database
+        refuses. Records that cannot even be built come back in ``rejected``."""
+        items: list[object] = [slot for slot, _row, _level in batch.events]
+        items += [rec for rec, _row in batch.spans] + [rec for rec, _row in batch.metrics]
+        singles = []
+        for item in items:
+            single = self.build([item], strict=True)
+            if single.records or single.rejected:
+                singles.append(single)
+        return singles
 
     def write(self, batch: Batch, dropped: Mapping[str, int]) -> dict[str, RingUsage]:
         """Commit ``batch`` plus pending coalesced repeats; returns the rings' usage after it.
@@ -156,9 +170,10 @@ class BatchWriter:
             if updates:
                 conn.execute(self._add_count, updates)
             usage["events"] = RingUsage(counts.get(0, 0), events.capacity)
-        for name, rows in (("spans", batch.spans), ("metrics", batch.metrics)):
-            if rows or dropped.get(name):
+        for name, built in (("spans", batch.spans), ("metrics", batch.metrics)):
+            if built or dropped.get(name):
                 ring = self.rings[name]
+                rows = [row for _rec, row in built]
                 _first, counts = ring.append(conn, rows, (), self.insert,
                                              dropped=dropped.get(name, 0))
                 usage[name] = RingUsage(counts.get(0, 0), ring.capacity)

@@ -226,8 +226,11 @@ class Writer:
     def _isolate(self, batch: Batch, exc: Exception) -> Batch:
         """Write the records one by one and drop those refused; returns what is left to
         commit: the rest after a database fault, else an empty batch with the flushes."""
-        singles = _singles(batch)
+        singles = self.batches.singles(batch)
         for index, single in enumerate(singles):
+            if single.rejected:
+                self._reject(single, exc)
+                continue
             try:
                 self._commit(single)
             except Exception as single_exc:
@@ -243,11 +246,15 @@ class Writer:
         return Batch(flushes=batch.flushes)
 
     def _reject(self, single: Batch, exc: Exception) -> None:
-        ring = "events" if single.events else "spans" if single.spans else "metrics"
         message = describe_error(exc, self._secrets)
         if message != self.counters.last_error:  # one line per kind of refusal, not per record
             log.warning("ragtrail audit store refused a record (dropped): %s", message)
-        self.counters.drop(ring, single.records)
+        if single.rejected:  # it could not even be made a row
+            for ring, n in single.rejected.items():
+                self.counters.drop(ring, n)
+        else:
+            ring = "events" if single.events else "spans" if single.spans else "metrics"
+            self.counters.drop(ring, single.records)
         self.counters.error(message)
         for slot, _row, _level in single.events:
             self.coalescer.discard(slot)
@@ -273,10 +280,3 @@ class Writer:
                     self.counters.drop(ring, n)
             for marker in part.flushes:
                 marker.finish(False)
-
-
-def _singles(batch: Batch) -> list[Batch]:
-    singles = [Batch(events=[item]) for item in batch.events]
-    singles += [Batch(spans=[row]) for row in batch.spans]
-    singles += [Batch(metrics=[row]) for row in batch.metrics]
-    return singles

@@ -121,16 +121,19 @@ def test_four_processes_share_one_ring(backend_url: str, store_factory: Callable
 # -- per-severity reserves ------------------------------------------------------------------
 
 def test_eviction_plan_takes_lowest_severity_above_its_reserve() -> None:
-    """Low goes first, then medium; high and critical only above their reserved quarter."""
+    """Each new row evicts one from the lowest severity above its reserve, as if rows came
+    one at a time, whatever the batching."""
     low, medium, high, critical = (int(s) for s in Severity)
-    assert evictions({0: 105, low: 3, medium: 2, high: 50, critical: 50}, 100) == \
-        [(low, 3), (medium, 2)]
-    assert evictions({0: 101, low: 0, medium: 0, high: 30, critical: 71}, 100) == \
-        [(high, 1)]
-    assert evictions({0: 101, low: 0, medium: 0, high: 25, critical: 76}, 100) == \
+    assert RESERVED_SHARE == {Severity.LOW: 0.10, Severity.MEDIUM: 0.10,
+                              Severity.HIGH: 0.25, Severity.CRITICAL: 0.25}
+    full = {0: 100, low: 12, medium: 11, high: 40, critical: 37}
+    assert evictions(full, [critical] * 5, 100) == [(low, 2), (medium, 1), (high, 2)]
+    # a low below its reserve takes its room from the lowest severity above its own reserve
+    assert evictions({0: 100, low: 5, medium: 10, high: 25, critical: 60}, [low], 100) == \
         [(critical, 1)]
-    assert evictions({0: 100, low: 100}, 100) == []
-    assert RESERVED_SHARE == {Severity.HIGH: 0.25, Severity.CRITICAL: 0.25}
+    assert evictions({0: 90, low: 90}, [low] * 20, 100) == [(low, 10)]
+    assert evictions({0: 50, medium: 50}, [low] * 100, 50) == [(low, 95), (medium, 5)]
+    assert evictions({0: 150, low: 150}, [], 100) == [(low, 50)]  # capacity was lowered
 
 
 def test_low_flood_never_evicts_high_or_critical(
@@ -150,6 +153,44 @@ def test_low_flood_never_evicts_high_or_critical(
     assert len(kept) == 50
     assert {e.event_type for e in important} <= {e.event_type for e in kept}
     assert sum(e.severity < Severity.HIGH for e in kept) == 10
+
+
+def test_flood_displaces_at_most_its_reserve_of_high_events(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """In a ring full of high events, a low flood takes its 10% reserve (from the oldest high
+    events) and then only evicts itself."""
+    store = backend_store(events_capacity=40)
+    highs = [make_event(severity=Severity.HIGH) for _ in range(40)]
+    for event in highs:
+        store.record(event)
+    assert store.flush(10)
+    for _ in range(300):
+        store.record(make_event(severity=Severity.LOW))
+    assert store.flush(10)
+    kept = store.events(limit=None)
+    assert [e.event_type for e in kept if e.severity == Severity.HIGH] == \
+        [e.event_type for e in highs[::-1][:36]]
+    assert sum(e.severity == Severity.LOW for e in kept) == 4
+
+
+def test_newest_low_events_keep_their_reserve(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """Higher severities get the room beyond the reserves, but low events always keep their
+    newest tenth of the ring, even when it is full of medium events."""
+    store = backend_store(events_capacity=50)
+    mediums = [make_event(severity=Severity.MEDIUM) for _ in range(100)]
+    for event in mediums:
+        store.record(event)
+    assert store.flush(10)
+    lows = [make_event(severity=Severity.LOW) for _ in range(100)]
+    for event in lows:
+        store.record(event)
+    assert store.flush(10)
+    kept = store.events(limit=None)
+    assert [e.event_type for e in kept if e.severity == Severity.LOW] == \
+        [e.event_type for e in lows[::-1][:5]]
+    assert [e.event_type for e in kept if e.severity == Severity.MEDIUM] == \
+        [e.event_type for e in mediums[::-1][:45]]
 
 
 def test_critical_flood_leaves_high_events_their_reserve(

@@ -1,0 +1,334 @@
+"""Audit store benchmarks: ingest vs raw sqlite3, record() cost, queries and trimming at scale.
+
+    python benchmarks/bench_store.py            # full run (builds a 1,000,000-row store)
+    python benchmarks/bench_store.py --quick    # smaller sizes, fewer repeats
+
+Every number is a median over repeats measured in this run; ratios compare against a baseline
+measured in the same run, interleaved with the measured side so machine noise hits both.
+Not part of the test suite: nothing here fails on a slow machine, it prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import os
+import queue
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from ragtrail._records import SecurityEvent, Severity, SpanRecord
+from ragtrail.store import AuditStore
+from ragtrail.store._rows import RowBuilder
+from ragtrail.store._schema import EVENTS, RING
+
+BATCH = 500
+# A realistic mix: mostly low/medium noise, a few high and critical events.
+MIX = [Severity.LOW] * 70 + [Severity.MEDIUM] * 20 + [Severity.HIGH] * 8 + [Severity.CRITICAL] * 2
+
+
+@dataclass
+class Row:
+    what: str
+    value: float
+    unit: str
+    baseline: float | None = None  # measured in the same run, same unit
+    goal: str = ""
+    higher_is_better: bool = True
+
+    def ratio(self) -> str:
+        if self.baseline is None:
+            return ""
+        ratio = self.value / self.baseline if self.higher_is_better else \
+            self.baseline / self.value
+        return f"{ratio:.2f}x"
+
+
+def events(n: int, start: int = 0) -> list[SecurityEvent]:
+    """Distinct events (no coalescing), fields as the monitor fills them."""
+    now = time.time_ns() // 1000
+    return [SecurityEvent(
+        event_type=f"type{i % 40}", severity=MIX[i % len(MIX)], source=f"src-{i}",
+        description="request rejected by input validation", time_us=now + i,
+        correlation_id=f"{i:032x}", trace_id=f"{i:032x}", span_id=f"{i:016x}",
+        metadata={"path": "/api/chat", "bytes": i} if i % 2 else {}, service="rag-api",
+        host="bench", pid=4242) for i in range(start, start + n)]
+
+
+def rows_for(batch: list[SecurityEvent], first_id: int) -> list[tuple[object, ...]]:
+    """The row tuples the store's writer inserts for ``batch`` (the baseline's input)."""
+    builder = RowBuilder(strict=False, strip_nul=False)
+    return [(first_id + i, *builder.event(e), 1) for i, e in enumerate(batch)]
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def bulk_load(path: Path, n: int, capacity: int) -> None:
+    """A store holding ``n`` events, loaded with raw executemany (indexes built afterwards)."""
+    AuditStore(sqlite_url(path), events_capacity=capacity).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")
+    for index in EVENTS.indexes:
+        conn.execute(f"DROP INDEX {index.name}")
+    insert = f"INSERT INTO {EVENTS.name} VALUES ({', '.join('?' * len(EVENTS.columns))})"
+    counts: collections.Counter[int] = collections.Counter()
+    conn.execute("BEGIN")
+    for start in range(0, n, 50_000):
+        chunk = events(min(50_000, n - start), start)
+        counts.update(int(e.severity) for e in chunk)
+        conn.executemany(insert, rows_for(chunk, start + 1))
+    conn.execute("COMMIT")
+    conn.close()
+    engine = create_engine(sqlite_url(path))
+    with engine.begin() as db:
+        for index in EVENTS.indexes:
+            index.create(db)
+        db.execute(RING.update().where(RING.c.ring == "events", RING.c.bucket == 0)
+                   .values(row_count=n, capacity=capacity))
+        for level, count in counts.items():
+            db.execute(RING.update().where(RING.c.ring == "events", RING.c.bucket == level)
+                       .values(row_count=count))
+    engine.dispose()
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ragtrail-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- 1. sustained ingest ------------------------------------------------------------------
+
+def ingest_ours(path: Path, batch: list[SecurityEvent], capacity: int) -> float:
+    store = AuditStore(sqlite_url(path), events_capacity=capacity,
+                       queue_size=len(batch) + 1, batch_size=BATCH)
+    began = time.perf_counter()
+    for event in batch:
+        store.record(event)
+    store.flush()
+    elapsed = time.perf_counter() - began
+    store.close()
+    return elapsed
+
+
+def ingest_raw(path: Path, rows: list[tuple[object, ...]]) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    insert = f"INSERT INTO {EVENTS.name} VALUES ({', '.join('?' * len(EVENTS.columns))})"
+    began = time.perf_counter()
+    for start in range(0, len(rows), BATCH):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(insert, rows[start:start + BATCH])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    conn.close()
+    return elapsed
+
+
+def bench_ingest(root: Path, prefill: int, n: int, repeats: int) -> list[Row]:
+    """Into a ring already full (every batch trims) and into an empty one, vs raw inserts of
+    the same rows into the same schema (indexes included) with nothing trimmed."""
+    template = root / "prefilled.db"
+    bulk_load(template, prefill, prefill)
+    batch = events(n, prefill)
+    raw_rows = rows_for(batch, prefill + 1)
+    results: dict[str, list[float]] = collections.defaultdict(list)
+    for attempt in range(repeats):
+        for name, full in (("full", True), ("empty", False)):
+            ours_db, raw_db = root / f"ours-{name}-{attempt}.db", root / f"raw-{name}-{attempt}.db"
+            for target in (ours_db, raw_db):
+                if full:
+                    shutil.copyfile(template, target)
+                else:
+                    AuditStore(sqlite_url(target)).close()
+            rows = raw_rows if full else rows_for(batch, 1)
+            results[f"raw-{name}"].append(n / ingest_raw(raw_db, rows))
+            capacity = prefill if full else n + 1
+            results[f"ours-{name}"].append(n / ingest_ours(ours_db, batch, capacity))
+            for target in (ours_db, raw_db):
+                target.unlink()
+    med = {key: statistics.median(values) for key, values in results.items()}
+    return [
+        Row(f"ingest, ring full ({prefill:,} rows): record()+flush(), trimming every batch",
+            med["ours-full"], "rows/s", med["raw-full"], ">= 0.7x"),
+        Row("  baseline: raw sqlite3 executemany, batches of 500, WAL, same schema, no trim",
+            med["raw-full"], "rows/s"),
+        Row("ingest, empty ring (no trimming): record()+flush()", med["ours-empty"], "rows/s",
+            med["raw-empty"], ">= 0.7x"),
+        Row("  baseline: raw sqlite3 executemany into the empty schema", med["raw-empty"],
+            "rows/s"),
+    ]
+
+
+# -- 2. record() on the caller's thread -----------------------------------------------------
+
+def per_call_us(call: Callable[[object], object], items: list[object], chunk: int) -> float:
+    """Median over chunks of the mean cost of one call (timer overhead amortised)."""
+    costs = []
+    for start in range(0, len(items), chunk):
+        part = items[start:start + chunk]
+        began = time.perf_counter_ns()
+        for item in part:
+            call(item)
+        costs.append((time.perf_counter_ns() - began) / len(part) / 1000)
+    return statistics.median(costs)
+
+
+def bench_record(root: Path, n: int) -> list[Row]:
+    store = AuditStore(sqlite_url(root / "record.db"), queue_size=n + 1)
+    now = time.time_ns() // 1000
+    spans: list[object] = [SpanRecord(f"{i:032x}", f"{i:016x}", "retrieve", "retriever",
+                                      now, 1000) for i in range(n)]
+    fresh: list[object] = list(events(n))
+    repeats: list[object] = [SecurityEvent("flood", Severity.LOW, "bot", "same", now + i)
+                             for i in range(n)]
+    results = []
+    for label, items in (("span", spans), ("event, new key", fresh),
+                         ("event, coalesced repeat", repeats)):
+        store.flush()
+        results.append(Row(f"record() caller cost: {label}", per_call_us(store.record, items,
+                                                                          1000),
+                           "us/call", goal="<= 2 us", higher_is_better=False))
+    store.close()
+    deque: collections.deque[object] = collections.deque()
+    q: queue.Queue[object] = queue.Queue(maxsize=n + 1)
+    results.append(Row("  for reference: deque.append + Event.is_set (ragtrail's queue)",
+                       per_call_us(lambda x: (deque.append(x), _EVENT.is_set()), spans, 1000),
+                       "us/call", higher_is_better=False))
+    results.append(Row("  for reference: queue.Queue.put_nowait",
+                       per_call_us(q.put_nowait, spans, 1000), "us/call",
+                       higher_is_better=False))
+    return results
+
+
+_EVENT = threading.Event()
+
+
+# -- 3. latest 100 high+ events on a big store ------------------------------------------------
+
+def bench_query(big: Path, rows: int, repeats: int) -> list[Row]:
+    store = AuditStore(sqlite_url(big), read_only=True)
+    results = []
+    for label, level in (("high", "high"), ("critical", "critical")):
+        if len(store.events(min_severity=level, limit=100)) != 100:
+            raise RuntimeError(f"the big store has fewer than 100 events >= {level}")
+        seconds = median_time(lambda lv=level: store.events(min_severity=lv, limit=100),
+                              repeats)
+        results.append(Row(f"latest 100 events >= {label} on {rows:,} rows (partial index)",
+                           seconds * 1000, "ms", goal="<= 1 ms" if label == "high" else "",
+                           higher_is_better=False))
+    store.close()
+    copy = big.with_name("no-partial.db")
+    shutil.copyfile(big, copy)
+    conn = sqlite3.connect(copy)
+    conn.execute("DROP INDEX ix_ragtrail_events_high_id")
+    conn.close()
+    store = AuditStore(sqlite_url(copy), read_only=True)
+    seconds = median_time(lambda: store.events(min_severity="high", limit=100),
+                          max(3, repeats // 10))
+    results.append(Row("  same query >= high without the partial index", seconds * 1000, "ms",
+                       higher_is_better=False))
+    store.close()
+    copy.unlink()
+    return results
+
+
+# -- 4. trimming cost per batch as the ring grows -------------------------------------------
+
+def batch_ms(path: Path, capacity: int, batches: int, start: int) -> float:
+    store = AuditStore(sqlite_url(path), events_capacity=capacity, queue_size=BATCH + 1,
+                       batch_size=BATCH)
+    times = []
+    for b in range(batches):
+        batch = events(BATCH, start + b * BATCH)
+        began = time.perf_counter()
+        for event in batch:
+            store.record(event)
+        store.flush()
+        times.append(time.perf_counter() - began)
+    usage = store.health().ring_usage["events"]
+    store.close()
+    if usage.rows != capacity:
+        raise RuntimeError(f"ring not full: {usage}")
+    return statistics.median(times) * 1000
+
+
+def bench_trim(root: Path, sizes: list[int], big: Path | None, batches: int) -> list[Row]:
+    results = []
+    for size in sizes:
+        path = root / f"ring-{size}.db"
+        if big is not None and size == sizes[-1]:
+            path = big
+        else:
+            bulk_load(path, size, size)
+        results.append(Row(f"batch of 500 incl. trimming 500, ring full at {size:,} rows",
+                           batch_ms(path, size, batches, size), "ms", goal="flat",
+                           higher_is_better=False))
+    return results
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(r.what) for r in rows)
+    print(f"{'measurement':<{width}}  {'median':>12}  {'unit':<8}  {'vs base':>7}  goal")
+    print("-" * (width + 45))
+    for r in rows:
+        value = f"{r.value:,.0f}" if r.value >= 100 else f"{r.value:.3f}"
+        print(f"{r.what:<{width}}  {value:>12}  {r.unit:<8}  {r.ratio():>7}  {r.goal}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="ingest repeats")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    big_rows = 100_000 if quick else 1_000_000
+    repeats = args.repeats or (3 if quick else 5)
+    print(f"ragtrail store benchmark: Python {sys.version.split()[0]}, SQLite "
+          f"{sqlite3.sqlite_version}, {os.cpu_count()} CPUs, {'quick' if quick else 'full'}")
+    rows: list[Row] = []
+    with workdir() as root:
+        rows += bench_ingest(root, prefill=20_000 if quick else 100_000,
+                             n=20_000 if quick else 50_000, repeats=repeats)
+        rows += bench_record(root, 20_000 if quick else 200_000)
+        big = root / "big.db"
+        began = time.perf_counter()
+        bulk_load(big, big_rows, big_rows)
+        print(f"(built a {big_rows:,}-row store in {time.perf_counter() - began:.1f} s)")
+        rows += bench_query(big, big_rows, 50 if quick else 200)
+        sizes = [10_000, 100_000] + ([] if quick else [1_000_000])
+        rows += bench_trim(root, sizes, None if quick else big, 10 if quick else 20)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
