@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ragtrail.instrument._monitor import Monitor
 
-__all__ = ["LiveSpan", "start_span"]
+__all__ = ["LiveSpan", "open_span", "span_ids", "start_span"]
 
 # The key OTel keeps the current span under is private; learn it through the public API.
 (_SPAN_KEY,) = trace.set_span_in_context(trace.INVALID_SPAN, Context()).keys()
@@ -261,9 +261,11 @@ def open_span(
     parent: Context | None = None,
     correlation_id: str | None = None,
 ) -> LiveSpan:
-    """Create a span under ``parent`` (default: the current context), not yet attached.
+    """Create a span under ``parent`` (default: the current context); ``attach()`` it next.
 
-    The hot path of ``@monitored``: IDs from ``random.getrandbits``, the sampling decision
+    ``attributes`` is shared, not copied, until the span's first write: pass a dict nobody
+    changes afterwards (``@monitored`` passes its precomputed one). The hot path of
+    ``@monitored``: IDs from ``random.getrandbits``, the sampling decision
     only at the root of a trace (children follow their parent, as W3C Trace Context says).
     """
     base = get_current() if parent is None else parent
