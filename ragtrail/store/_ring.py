@@ -18,8 +18,7 @@ flood. When all rows share one severity the ring is a plain FIFO.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, Table, bindparam, func, select
 
@@ -31,9 +30,6 @@ __all__ = ["RESERVED_SHARE", "RingTable", "evictions"]
 RESERVED_SHARE: Mapping[Severity, float] = {
     Severity.LOW: 0.10, Severity.MEDIUM: 0.10, Severity.HIGH: 0.25, Severity.CRITICAL: 0.25}
 """Fraction of the events capacity each severity keeps (its newest rows) whatever else comes."""
-
-Inserter = Callable[[Connection, Table, list[tuple[Any, ...]]], None]
-
 
 def evictions(before: Mapping[int, int], incoming: Sequence[int],
               capacity: int) -> list[tuple[int, int]]:
@@ -49,32 +45,58 @@ def evictions(before: Mapping[int, int], incoming: Sequence[int],
     counts = {int(level): before.get(int(level), 0) for level in Severity}
     reserves = [(int(level), int(capacity * share)) for level, share in RESERVED_SHARE.items()]
     plan = dict.fromkeys(counts, 0)
-
-    def evict(n: int) -> None:
-        # Reserves add up to less than the capacity, so this frees all n unless the stored
-        # counts drifted (rows deleted by hand); then the next batch trims the rest.
-        for level, reserve in reserves:
-            take = min(n, counts[level] - reserve)
-            if take > 0:
-                counts[level] -= take
-                plan[level] += take
-                n -= take
-
     total = before.get(0, 0)
-    if total > capacity:  # e.g. the capacity was lowered since the last write
-        evict(total - capacity)
-        total = capacity
+    for level, reserve in reserves:  # e.g. the capacity was lowered since the last write
+        if total <= capacity:
+            break
+        take = min(total - capacity, counts[level] - reserve)
+        if take > 0:
+            counts[level] -= take
+            plan[level] += take
+            total -= take
+    overflow = total + len(incoming) - capacity
+    if overflow > 0:
+        lowest = next((level for level, reserve in reserves if counts[level] > reserve), None)
+        if lowest is not None and counts[lowest] - _reserve(reserves, lowest) >= overflow \
+                and incoming and min(incoming) >= lowest:
+            # The common case, in one step: no new row can make a lower severity eligible,
+            # and the lowest eligible one has enough rows above its reserve for all of them.
+            plan[lowest] += overflow
+        else:
+            _one_by_one(counts, reserves, plan, total, incoming, capacity)
+    return [(level, n) for level, n in plan.items() if n]
+
+
+def _reserve(reserves: list[tuple[int, int]], level: int) -> int:
+    return next(reserve for lv, reserve in reserves if lv == level)
+
+
+def _one_by_one(counts: dict[int, int], reserves: list[tuple[int, int]],
+                plan: dict[int, int], total: int, incoming: Sequence[int],
+                capacity: int) -> None:
+    """Add the rows one at a time, each evicting from the lowest severity above its reserve.
+
+    Reserves add up to less than the capacity, so one is always found unless the stored
+    counts drifted (rows deleted by hand); then the next batch trims what is left.
+    """
     for level in incoming:
         counts[level] += 1
         if total < capacity:
             total += 1
-        else:
-            evict(1)
-    return [(level, n) for level, n in plan.items() if n]
+            continue
+        for lowest, reserve in reserves:
+            if counts[lowest] > reserve:
+                counts[lowest] -= 1
+                plan[lowest] += 1
+                break
 
 
 class RingTable:
-    """One ring-buffered table's statements, prepared once; ``append`` runs them."""
+    """One ring-buffered table's statements, prepared once.
+
+    A write is ``open()`` (lock, next ID, counts), the caller's insert, then ``close()``
+    (trim, counts and totals), all in the caller's transaction.
+    """
 
     def __init__(self, ring: str, table: Table, capacity: int) -> None:
         self.ring = ring
@@ -82,64 +104,57 @@ class RingTable:
         self.capacity = capacity
         self.by_severity = ring == "events"
         c = RING.c
-        this = (c.ring == ring)
-        self._lock = RING.update().where(this & (c.bucket == 0)).values(
-            row_count=c.row_count + bindparam("p_n"), written=c.written + bindparam("p_n"),
+        this = c.ring == ring
+        # FOR UPDATE is the lock on PostgreSQL; SQLite ignores it (BEGIN IMMEDIATE locked).
+        self._counts = select(c.bucket, c.row_count).where(this).with_for_update()
+        self._max_id = select(func.max(table.c.id))
+        self._totals = RING.update().where(this & (c.bucket == 0)).values(
+            row_count=c.row_count + bindparam("p_n"), written=c.written + bindparam("p_added"),
             dropped=c.dropped + bindparam("p_dropped"),
             coalesced=c.coalesced + bindparam("p_coalesced"))
         self._bucket = RING.update().where(this & (c.bucket == bindparam("p_bucket"))).values(
             row_count=c.row_count + bindparam("p_n"))
-        self._counts = select(c.bucket, c.row_count).where(this)
-        self._max_id = select(func.max(table.c.id))
+        id_ = table.c.id
+        self._oldest = select(id_).order_by(id_).offset(bindparam("p_skip")).limit(1)
+        self._delete = table.delete().where(id_ <= bindparam("p_cutoff"))
+        if self.by_severity:
+            level = table.c.severity == bindparam("p_level")
+            self._oldest = self._oldest.where(level)
+            self._delete = self._delete.where(level)
 
-    def append(self, conn: Connection, rows: Sequence[tuple[Any, ...]],
-               severities: Sequence[int], insert: Inserter, *, dropped: int = 0,
-               coalesced: int = 0) -> tuple[int, dict[int, int]]:
-        """Insert ``rows`` (tuples without their ID) and trim; returns (first ID, row counts).
-
-        ``severities`` is parallel to ``rows`` for the events table, empty otherwise.
-        ``dropped`` and ``coalesced`` go to the table's lifetime totals in the same transaction.
-        """
-        conn.execute(self._lock, {"p_n": len(rows), "p_dropped": dropped, "p_coalesced": coalesced})
-        first = 1
-        if rows:
-            first = (conn.execute(self._max_id).scalar() or 0) + 1
-            insert(conn, self.table, [(first + i, *row) for i, row in enumerate(rows)])
-        added: dict[int, int] = {}
-        if self.by_severity and severities:
-            for level in severities:
-                added[level] = added.get(level, 0) + 1
-            conn.execute(self._bucket, [{"p_bucket": b, "p_n": n} for b, n in added.items()])
+    def open(self, conn: Connection, adding: bool) -> tuple[int, dict[int, int]]:
+        """Lock the table's ring rows; returns (the next free ID, the row counts by bucket)."""
         counts = {int(b): int(n) for b, n in conn.execute(self._counts)}
-        if rows and counts.get(0, 0) > self.capacity:
-            if self.by_severity:
-                before = {b: n - added.get(b, 0) for b, n in counts.items()}
-                before[0] -= len(rows)
-                plan = evictions(before, severities, self.capacity)
-            else:
-                plan = [(0, counts[0] - self.capacity)]
-            self._trim(conn, plan, counts)
+        first = (conn.execute(self._max_id).scalar() or 0) + 1 if adding else 1
         return first, counts
 
-    def _trim(self, conn: Connection, plan: list[tuple[int, int]],
-              counts: dict[int, int]) -> None:
-        """Delete the oldest rows of each (bucket, n) of ``plan``; updates ``counts``."""
-        c = self.table.c
-        removed_total = 0
-        for bucket, take in plan:
-            oldest = select(c.id).order_by(c.id).offset(take - 1).limit(1)
+    def close(self, conn: Connection, counts: dict[int, int], severities: Sequence[int],
+              added: int, *, dropped: int = 0, coalesced: int = 0) -> int:
+        """After ``added`` rows were inserted (``severities`` parallel, for events): trim to
+        capacity, store the counts and lifetime totals; returns the rows now in the table."""
+        delta = dict.fromkeys(counts, 0)
+        for level in severities:
+            delta[level] += 1
+        total = counts.get(0, 0) + added
+        if added and total > self.capacity:
             if self.by_severity:
-                oldest = oldest.where(c.severity == bucket)
-            cutoff = conn.execute(oldest).scalar()
-            if cutoff is None:  # counts drifted (rows deleted by hand): delete what is there
-                cutoff = conn.execute(self._max_id).scalar() or 0
-            delete = self.table.delete().where(c.id <= cutoff)
-            if self.by_severity:
-                delete = delete.where(c.severity == bucket)
-            removed = conn.execute(delete).rowcount
-            removed_total += removed
-            if self.by_severity:
-                conn.execute(self._bucket, {"p_bucket": bucket, "p_n": -removed})
-                counts[bucket] -= removed
-        conn.execute(self._bucket, {"p_bucket": 0, "p_n": -removed_total})
-        counts[0] -= removed_total
+                plan = evictions(counts, severities, self.capacity)
+            else:
+                plan = [(0, total - self.capacity)]
+            for bucket, take in plan:
+                removed = self._delete_oldest(conn, bucket, take)
+                delta[bucket] = delta.get(bucket, 0) - removed
+                total -= removed
+        conn.execute(self._totals, {"p_n": total - counts.get(0, 0), "p_added": added,
+                                    "p_dropped": dropped, "p_coalesced": coalesced})
+        changed = [{"p_bucket": b, "p_n": n} for b, n in delta.items() if b and n]
+        if changed:
+            conn.execute(self._bucket, changed)
+        return total
+
+    def _delete_oldest(self, conn: Connection, bucket: int, take: int) -> int:
+        params = {"p_skip": take - 1, "p_level": bucket}
+        cutoff = conn.execute(self._oldest, params).scalar()
+        if cutoff is None:  # counts drifted (rows deleted by hand): delete what is there
+            cutoff = conn.execute(self._max_id).scalar() or 0
+        return int(conn.execute(self._delete, {"p_cutoff": cutoff, "p_level": bucket}).rowcount)

@@ -1,4 +1,4 @@
-"""Records to row tuples (in table column order, without the ID) and back.
+"""Records to row tuples (in table column order) and back.
 
 Built on the writer thread, never the caller's. Tuples, not dicts, so SQLite's ``executemany``
 takes them as they are; the JSON columns skip the encoder for the common empty mapping.
@@ -23,7 +23,31 @@ __all__ = ["Row", "RowBuilder", "event_from_row", "metrics_from_row", "span_from
 
 Row = tuple[Any, ...]
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` without its per-call set-up: the C encoder built once (about 2.5x faster
+    for the small mappings records carry), else the standard encoder. Unknown types become
+    ``str(value)``; a self-referencing mapping raises (and its record is dropped)."""
+    standard = json.JSONEncoder(separators=(",", ":"), default=str,
+                                check_circular=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return standard
+    try:
+        chunks = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False,
+                      False, True)
+    except TypeError:  # another signature on another Python
+        return standard
+
+    def fast(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    probe = {"s": "\u00e9\n", "n": [1, 2.5, None, True], "o": object}
+    return fast if fast(probe) == standard(probe) else standard
+
+
+_encode = _json_encoder()
 _LEVEL = {int(level): int(level) for level in Severity}  # a dict lookup: Severity() is slow
 
 
@@ -49,7 +73,7 @@ def _without_nul(row: Row) -> Row:
 
 
 class RowBuilder:
-    """Makes row tuples; fills ``host`` and ``pid`` of events that left them empty.
+    """Makes complete row tuples, ID first; fills ``host`` and ``pid`` of events left empty.
 
     ``strict`` coerces each value to its column type; ``strip_nul`` replaces NUL characters
     for databases whose text type refuses them. A severity that is not a ``Severity`` value
@@ -60,53 +84,53 @@ class RowBuilder:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         finish: Callable[[Row], Row] = _without_nul if strip_nul else tuple
-        self.event: Callable[[SecurityEvent], Row] = self._event
-        self.span: Callable[[SpanRecord], Row] = self._span
-        self.metrics: Callable[[MetricsSample], Row] = self._metrics
+        self.event: Callable[[SecurityEvent, int, int], Row] = self._event
+        self.span: Callable[[SpanRecord, int], Row] = self._span
+        self.metrics: Callable[[MetricsSample, int], Row] = self._metrics
         if strict:
-            self.event = lambda rec: finish(self._strict_event(rec))
-            self.span = lambda rec: finish(self._strict_span(rec))
+            self.event = lambda rec, row_id, count: finish(
+                self._strict_event(rec, row_id, count))
+            self.span = lambda rec, row_id: finish(self._strict_span(rec, row_id))
             self.metrics = self._strict_metrics
 
-    def _event(self, rec: SecurityEvent) -> Row:
-        """Without the trailing ``count``, which the writer adds at commit time."""
+    def _event(self, rec: SecurityEvent, row_id: int, count: int) -> Row:
         metadata = rec.metadata
-        return (rec.time_us, rec.event_type, _LEVEL[rec.severity], rec.source, rec.description,
-                rec.correlation_id, rec.trace_id, rec.span_id,
+        return (row_id, rec.time_us, rec.event_type, _LEVEL[rec.severity], rec.source,
+                rec.description, rec.correlation_id, rec.trace_id, rec.span_id,
                 "{}" if not metadata else _encode(metadata), rec.service,
-                rec.host or self.host, rec.pid or self.pid)
+                rec.host or self.host, rec.pid or self.pid, count)
 
-    def _span(self, rec: SpanRecord) -> Row:
+    def _span(self, rec: SpanRecord, row_id: int) -> Row:
         attributes = rec.attributes
-        return (rec.trace_id, rec.span_id, rec.parent_span_id, rec.name, rec.kind,
+        return (row_id, rec.trace_id, rec.span_id, rec.parent_span_id, rec.name, rec.kind,
                 rec.start_us, rec.duration_us, rec.status, rec.error_type, rec.error_message,
                 rec.correlation_id, "{}" if not attributes else _encode(attributes),
                 _span_events(rec.events))
 
-    def _metrics(self, rec: MetricsSample) -> Row:
-        return (rec.time_us, rec.cpu_percent, rec.memory_percent, rec.disk_usage_percent,
-                rec.net_sent_bytes_per_s, rec.net_recv_bytes_per_s, rec.active_connections,
-                rec.queue_depth, rec.process_rss_bytes)
+    def _metrics(self, rec: MetricsSample, row_id: int) -> Row:
+        return (row_id, rec.time_us, rec.cpu_percent, rec.memory_percent,
+                rec.disk_usage_percent, rec.net_sent_bytes_per_s, rec.net_recv_bytes_per_s,
+                rec.active_connections, rec.queue_depth, rec.process_rss_bytes)
 
-    def _strict_event(self, rec: SecurityEvent) -> Row:
+    def _strict_event(self, rec: SecurityEvent, row_id: int, count: int) -> Row:
         return (
-            int(rec.time_us), str(rec.event_type), _LEVEL[rec.severity], str(rec.source),
-            str(rec.description), _text(rec.correlation_id), _text(rec.trace_id),
-            _text(rec.span_id), _json_object(rec.metadata), str(rec.service or ""),
-            str(rec.host or self.host), int(rec.pid or self.pid),
+            row_id, int(rec.time_us), str(rec.event_type), _LEVEL[rec.severity],
+            str(rec.source), str(rec.description), _text(rec.correlation_id),
+            _text(rec.trace_id), _text(rec.span_id), _json_object(rec.metadata),
+            str(rec.service or ""), str(rec.host or self.host), int(rec.pid or self.pid), count,
         )
 
-    def _strict_span(self, rec: SpanRecord) -> Row:
+    def _strict_span(self, rec: SpanRecord, row_id: int) -> Row:
         return (
-            str(rec.trace_id), str(rec.span_id), _text(rec.parent_span_id), str(rec.name),
-            str(rec.kind), int(rec.start_us), int(rec.duration_us), str(rec.status),
-            _text(rec.error_type), _text(rec.error_message), _text(rec.correlation_id),
-            _json_object(rec.attributes), _span_events(rec.events),
+            row_id, str(rec.trace_id), str(rec.span_id), _text(rec.parent_span_id),
+            str(rec.name), str(rec.kind), int(rec.start_us), int(rec.duration_us),
+            str(rec.status), _text(rec.error_type), _text(rec.error_message),
+            _text(rec.correlation_id), _json_object(rec.attributes), _span_events(rec.events),
         )
 
-    def _strict_metrics(self, rec: MetricsSample) -> Row:
+    def _strict_metrics(self, rec: MetricsSample, row_id: int) -> Row:
         return (
-            int(rec.time_us), float(rec.cpu_percent), float(rec.memory_percent),
+            row_id, int(rec.time_us), float(rec.cpu_percent), float(rec.memory_percent),
             float(rec.disk_usage_percent), float(rec.net_sent_bytes_per_s),
             float(rec.net_recv_bytes_per_s), int(rec.active_connections),
             int(rec.queue_depth), int(rec.process_rss_bytes),

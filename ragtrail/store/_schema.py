@@ -133,21 +133,18 @@ RINGS = {"events": EVENTS, "spans": SPANS, "metrics": METRICS}
 
 _HIGH = int(Severity.HIGH)
 
-# (severity, id) serves the ring's per-severity trimming and the min_severity filter; the
-# partial index on high and critical events makes "latest 100 events at or above high" read
-# 100 index entries however many low events the table holds (benchmarks/bench_store.py).
+# (severity, id) serves the ring's per-severity trimming; the partial index on high and
+# critical events makes "latest 100 events at or above high" read 100 index entries however
+# many low events the table holds (benchmarks/bench_store.py: 2.5x faster at 0.5% high), and
+# carries the severity so "at or above critical" filters without reading the table.
 Index("ix_ragtrail_events_severity_id", EVENTS.c.severity, EVENTS.c.id)
-Index("ix_ragtrail_events_high_id", EVENTS.c.id,
+Index("ix_ragtrail_events_high_id", EVENTS.c.id, EVENTS.c.severity,
       sqlite_where=EVENTS.c.severity >= _HIGH, postgresql_where=EVENTS.c.severity >= _HIGH)
 Index("ix_ragtrail_events_type_id", EVENTS.c.event_type, EVENTS.c.id)
-Index("ix_ragtrail_events_source_id", EVENTS.c.source, EVENTS.c.id)
 Index("ix_ragtrail_events_correlation", EVENTS.c.correlation_id)
-Index("ix_ragtrail_events_time", EVENTS.c.time_us)
 Index("ix_ragtrail_spans_trace", SPANS.c.trace_id)
 Index("ix_ragtrail_spans_correlation", SPANS.c.correlation_id)
 Index("ix_ragtrail_spans_name_id", SPANS.c.name, SPANS.c.id)
-Index("ix_ragtrail_spans_start", SPANS.c.start_us)
-Index("ix_ragtrail_metrics_time", METRICS.c.time_us)
 
 HIGH_SEVERITY = _HIGH
 """The threshold of the partial index; queries at or above it repeat it so SQLite uses it."""

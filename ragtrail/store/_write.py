@@ -1,4 +1,4 @@
-"""One batch, one transaction: rows built before the write lock, then appended to the rings.
+"""One batch, one transaction: rows built with their IDs in one pass, appended to the rings.
 
 SQLite inserts go straight to the driver's ``executemany`` on the pooled connection (SQLAlchemy
 Core's insert measured 0.59x of raw ``sqlite3`` here, issue 2); other databases use Core's
@@ -42,17 +42,28 @@ class Flush:
 
 @dataclass
 class Batch:
-    """Items taken from the queue with their rows built; kept as is across retries."""
+    """Records taken from the queue, kept as they are across retries.
 
-    events: list[tuple[Slot, Row, int]] = field(default_factory=list)  # slot, row, severity
-    spans: list[tuple[SpanRecord, Row]] = field(default_factory=list)
-    metrics: list[tuple[MetricsSample, Row]] = field(default_factory=list)
+    Rows are built inside the transaction, once the next IDs are known, in one pass; a record
+    that cannot be built fails the transaction like a row the database refuses, and the
+    writer retries the batch one record at a time with ``strict`` rows to find it.
+    """
+
+    events: list[Slot] = field(default_factory=list)
+    spans: list[SpanRecord] = field(default_factory=list)
+    metrics: list[MetricsSample] = field(default_factory=list)
     flushes: list[Flush] = field(default_factory=list)
-    rejected: dict[str, int] = field(default_factory=dict)  # unbuildable records by ring
+    strict: bool = False
+    others: int = 0  # queued things that are not records (dropped)
 
     @property
     def records(self) -> int:
         return len(self.events) + len(self.spans) + len(self.metrics)
+
+    @property
+    def ring(self) -> str:
+        """The ring of a one-record batch (for counting it when it is dropped)."""
+        return "events" if self.events else "spans" if self.spans else "metrics"
 
 
 def _sqlite_insert(conn: Connection, table: Table, rows: list[Row]) -> None:
@@ -85,42 +96,24 @@ class BatchWriter:
         self._add_count = EVENTS.update().where(EVENTS.c.id == bindparam("row_id")).values(
             count=EVENTS.c.count + bindparam("n"))
 
-    def build(self, items: Iterable[object], *, strict: bool = False) -> Batch:
-        """Rows for ``items``; a record that cannot become a row is rejected, not retried."""
+    def sort(self, items: Iterable[object]) -> Batch:
         batch = Batch()
-        builder = self.strict if strict else self.builder
+        kinds: dict[type, list[Any]] = {Slot: batch.events, SpanRecord: batch.spans,
+                                        MetricsSample: batch.metrics, Flush: batch.flushes}
         for item in items:
-            try:
-                if isinstance(item, Slot):
-                    row = builder.event(item.event)
-                    batch.events.append((item, row, row[2]))
-                elif isinstance(item, SpanRecord):
-                    batch.spans.append((item, builder.span(item)))
-                elif isinstance(item, MetricsSample):
-                    batch.metrics.append((item, builder.metrics(item)))
-                elif isinstance(item, Flush):
-                    batch.flushes.append(item)
-                else:
-                    batch.rejected["other"] = batch.rejected.get("other", 0) + 1
-            except Exception:  # a hostile or broken record must not stop the writer
-                ring = "events" if isinstance(item, Slot) else \
-                    "spans" if isinstance(item, SpanRecord) else "metrics"
-                batch.rejected[ring] = batch.rejected.get(ring, 0) + 1
-                if isinstance(item, Slot):
-                    self.coalescer.discard(item)
+            kind = kinds.get(type(item))
+            if kind is None:
+                batch.others += 1
+            else:
+                kind.append(item)
         return batch
 
-    def singles(self, batch: Batch) -> list[Batch]:
-        """One batch per record, rows rebuilt strictly: for finding the records a database
-        refuses. Records that cannot even be built come back in ``rejected``."""
-        items: list[object] = [slot for slot, _row, _level in batch.events]
-        items += [rec for rec, _row in batch.spans] + [rec for rec, _row in batch.metrics]
-        singles = []
-        for item in items:
-            single = self.build([item], strict=True)
-            if single.records or single.rejected:
-                singles.append(single)
-        return singles
+    @staticmethod
+    def singles(batch: Batch) -> list[Batch]:
+        """One strict batch per record, for finding the records a database refuses."""
+        return ([Batch(events=[slot], strict=True) for slot in batch.events]
+                + [Batch(spans=[rec], strict=True) for rec in batch.spans]
+                + [Batch(metrics=[rec], strict=True) for rec in batch.metrics])
 
     def write(self, batch: Batch, dropped: Mapping[str, int]) -> dict[str, RingUsage]:
         """Commit ``batch`` plus pending coalesced repeats; returns the rings' usage after it.
@@ -130,7 +123,7 @@ class BatchWriter:
         same batch can be written again.
         """
         dirty = self.coalescer.take_dirty()
-        undo: list[tuple[Slot, int | None, int]] = []
+        undo: list[tuple[Slot, int | None, int]] = []  # slots to restore if this fails
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
@@ -143,6 +136,8 @@ class BatchWriter:
                     conn.invalidate()
                     raise
         except BaseException:
+            for slot in batch.events:
+                slot.row_id, slot.applied = None, 0
             for slot, row_id, applied in reversed(undo):
                 slot.row_id, slot.applied = row_id, applied
             self.coalescer.restore_dirty(dirty)
@@ -152,31 +147,38 @@ class BatchWriter:
     def _write(self, conn: Connection, batch: Batch, dirty: list[Slot],
                dropped: Mapping[str, int], undo: list[tuple[Slot, int | None, int]],
                ) -> dict[str, RingUsage]:
+        builder = self.strict if batch.strict else self.builder
         usage: dict[str, RingUsage] = {}
-        event_rows: list[Row] = []
-        for slot, row, _level in batch.events:
-            undo.append((slot, slot.row_id, slot.applied))
-            slot.applied = slot.hits  # repeats so far go into the inserted row's count
-            event_rows.append((*row, 1 + slot.applied))
         updates, repeats, later = self._repeats(dirty, undo)
         events = self.rings["events"]
-        if event_rows or updates or dropped.get("events"):
-            first, counts = events.append(
-                conn, event_rows, [level for _slot, _row, level in batch.events], self.insert,
-                dropped=dropped.get("events", 0),
-                coalesced=repeats + sum(s.applied for s, _r, _l in batch.events))
-            for offset, (slot, _row, _level) in enumerate(batch.events):
-                slot.row_id = first + offset
+        if batch.events or updates or dropped.get("events"):
+            row_id, counts = events.open(conn, bool(batch.events))
+            rows: list[Row] = []
+            build = builder.event
+            for slot in batch.events:  # new slots: write() resets them if this fails
+                hits = slot.hits  # repeats so far go into the inserted row's count
+                slot.row_id, slot.applied = row_id, hits
+                rows.append(build(slot.event, row_id, 1 + hits))
+                repeats += hits
+                row_id += 1
+            if rows:
+                self.insert(conn, events.table, rows)
             if updates:
                 conn.execute(self._add_count, updates)
-            usage["events"] = RingUsage(counts.get(0, 0), events.capacity)
-        for name, built in (("spans", batch.spans), ("metrics", batch.metrics)):
-            if built or dropped.get(name):
+            stored = events.close(conn, counts, [row[3] for row in rows], len(rows),
+                                  dropped=dropped.get("events", 0), coalesced=repeats)
+            usage["events"] = RingUsage(stored, events.capacity)
+        for name, records, build_row in (("spans", batch.spans, builder.span),
+                                         ("metrics", batch.metrics, builder.metrics)):
+            if records or dropped.get(name):
                 ring = self.rings[name]
-                rows = [row for _rec, row in built]
-                _first, counts = ring.append(conn, rows, (), self.insert,
-                                             dropped=dropped.get(name, 0))
-                usage[name] = RingUsage(counts.get(0, 0), ring.capacity)
+                first, counts = ring.open(conn, bool(records))
+                if records:
+                    self.insert(conn, ring.table, [build_row(rec, first + i)  # type: ignore[arg-type]
+                                                   for i, rec in enumerate(records)])
+                stored = ring.close(conn, counts, (), len(records),
+                                    dropped=dropped.get(name, 0))
+                usage[name] = RingUsage(stored, ring.capacity)
         if later:
             self.coalescer.restore_dirty(later)
         return usage

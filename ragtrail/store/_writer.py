@@ -137,6 +137,18 @@ class Writer:
     # -- the writer thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception:  # a bug here must not end the audit trail for good
+                log.exception("ragtrail audit store writer failed; it restarts in a second")
+                self.failing = True
+                if self._stop.wait(1.0):
+                    self._abandon(Batch())
+                    return
+
+    def _loop(self) -> None:
         batch: Batch | None = None
         delay = 0.0
         while True:
@@ -148,7 +160,7 @@ class Writer:
                 self._commit(batch)
             except Exception as exc:
                 if not self._retryable(exc):
-                    batch = self._isolate(batch, exc)
+                    batch = self._isolate(batch)
                     if not batch.records:
                         continue
                 delay = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, delay * 2))
@@ -190,9 +202,9 @@ class Writer:
             items.append(item)
             if not isinstance(item, Flush):
                 records += 1
-        batch = self.batches.build(items)
-        for ring, n in batch.rejected.items():
-            self.counters.drop(ring, n)
+        batch = self.batches.sort(items)
+        if batch.others:
+            self.counters.drop("other", batch.others)
         return batch
 
     def _commit(self, batch: Batch) -> None:
@@ -223,19 +235,16 @@ class Writer:
                           | sa_exc.TimeoutError) or type(original).__module__.split(".")[0] in \
             {"sqlite3", "psycopg", "psycopg2"}
 
-    def _isolate(self, batch: Batch, exc: Exception) -> Batch:
+    def _isolate(self, batch: Batch) -> Batch:
         """Write the records one by one and drop those refused; returns what is left to
         commit: the rest after a database fault, else an empty batch with the flushes."""
         singles = self.batches.singles(batch)
         for index, single in enumerate(singles):
-            if single.rejected:
-                self._reject(single, exc)
-                continue
             try:
                 self._commit(single)
             except Exception as single_exc:
                 if self._retryable(single_exc):
-                    rest = Batch(flushes=batch.flushes)
+                    rest = Batch(flushes=batch.flushes, strict=True)
                     for later in singles[index:]:
                         rest.events += later.events
                         rest.spans += later.spans
@@ -249,14 +258,9 @@ class Writer:
         message = describe_error(exc, self._secrets)
         if message != self.counters.last_error:  # one line per kind of refusal, not per record
             log.warning("ragtrail audit store refused a record (dropped): %s", message)
-        if single.rejected:  # it could not even be made a row
-            for ring, n in single.rejected.items():
-                self.counters.drop(ring, n)
-        else:
-            ring = "events" if single.events else "spans" if single.spans else "metrics"
-            self.counters.drop(ring, single.records)
+        self.counters.drop(single.ring, single.records)
         self.counters.error(message)
-        for slot, _row, _level in single.events:
+        for slot in single.events:
             self.coalescer.discard(slot)
 
     def _fault(self, exc: Exception) -> None:
@@ -272,7 +276,7 @@ class Writer:
         left: list[Any] = []
         while self.queue:
             left.append(self.queue.popleft())
-        lost = [batch, self.batches.build(left)]
+        lost = [batch, self.batches.sort(left)]
         for part in lost:
             for ring, n in (("events", len(part.events)), ("spans", len(part.spans)),
                             ("metrics", len(part.metrics))):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,3 +78,22 @@ def test_forked_child_gets_its_own_writer(backend_url: str,
     assert types.count("queued-in-parent") == 1
     assert {"before-fork", "parent-after-fork"} <= set(types)
     assert len(store.spans(name="child", limit=None)) == 50
+
+
+def test_reading_while_another_process_writes(backend_url: str,
+                                              store_factory: Callable[..., AuditStore]) -> None:
+    """A read-only store keeps answering while another process writes: counts only grow."""
+    AuditStore(backend_url).close()
+    reader = store_factory(backend_url, read_only=True)
+    env = {**os.environ, "STORE_CHILD_OPTIONS": json.dumps({"batch_size": 20})}
+    seen = [0]
+    with subprocess.Popen([sys.executable, str(CHILD), backend_url, "5", "3000", "close"],
+                          env=env) as child:
+        while child.poll() is None:
+            latest = reader.events(limit=5)
+            seen.append(reader.stats().events)
+            assert [e.id for e in latest] == sorted((e.id for e in latest), reverse=True)
+    assert child.returncode == 0
+    assert seen == sorted(seen)
+    assert reader.stats().events == 3000
+    assert len(set(seen)) > 2  # it did read between the writer's commits

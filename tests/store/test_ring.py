@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from store_helpers import make_event, make_sample, make_span
 
 from ragtrail._records import Severity
@@ -134,6 +136,33 @@ def test_eviction_plan_takes_lowest_severity_above_its_reserve() -> None:
     assert evictions({0: 90, low: 90}, [low] * 20, 100) == [(low, 10)]
     assert evictions({0: 50, medium: 50}, [low] * 100, 50) == [(low, 95), (medium, 5)]
     assert evictions({0: 150, low: 150}, [], 100) == [(low, 50)]  # capacity was lowered
+
+
+@settings(max_examples=500, deadline=None)
+@given(capacity=st.integers(1, 40),
+       start=st.lists(st.sampled_from(list(Severity)), max_size=60),
+       incoming=st.lists(st.sampled_from(list(Severity)), max_size=60))
+def test_eviction_plan_matches_a_row_by_row_model(
+        capacity: int, start: list[Severity], incoming: list[Severity]) -> None:
+    """evictions() equals a plain model: rows added one by one, each time the ring is over
+    capacity the oldest row of the lowest severity above its reserve goes."""
+    reserve = {level: int(capacity * RESERVED_SHARE[level]) for level in Severity}
+    rows = list(start)  # oldest first; the stored state may exceed a lowered capacity
+    evicted = dict.fromkeys(Severity, 0)
+
+    def trim() -> None:
+        while len(rows) > capacity:
+            level = next(lv for lv in Severity if rows.count(lv) > reserve[lv])
+            rows.remove(level)  # the oldest of that severity
+            evicted[level] += 1
+
+    trim()
+    for level in incoming:
+        rows.append(level)
+        trim()
+    before = {0: len(start), **{int(lv): start.count(lv) for lv in Severity}}
+    expected = [(int(lv), n) for lv, n in evicted.items() if n]
+    assert evictions(before, [int(lv) for lv in incoming], capacity) == expected
 
 
 def test_low_flood_never_evicts_high_or_critical(

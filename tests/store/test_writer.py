@@ -51,14 +51,16 @@ def test_record_never_raises_on_garbage(backend_store: Callable[..., AuditStore]
     bad_severity = SecurityEvent("x", 99, "s", "d", 0)  # type: ignore[arg-type]
     too_big = make_span(start_us=2**70)
     odd_name = make_span(name=b"bytes")  # type: ignore[arg-type]
+    circular: dict[str, object] = {}
+    circular["self"] = circular
     for thing in (None, "text", 42, make_event("good-1"), bad_severity, too_big, odd_name,
-                  make_event("good-2"), make_span("good-span")):
+                  make_event(metadata=circular), make_event("good-2"), make_span("good-span")):
         store.record(thing)  # type: ignore[arg-type]
     assert store.flush(10)
     assert [e.event_type for e in store.events()] == ["good-2", "good-1"]
     assert [s.name for s in store.spans()] == ["good-span", "b'bytes'"]
-    assert store.health().dropped == 5
-    assert store.stats().dropped == 2  # the stored totals count records of the three kinds
+    assert store.health().dropped == 6
+    assert store.stats().dropped == 3  # the stored totals count records of the three kinds
 
 
 def test_hostile_text_is_stored_faithfully(backend_store: Callable[..., AuditStore]) -> None:
