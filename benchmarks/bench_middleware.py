@@ -190,14 +190,18 @@ def _wsgi_loop(app: Any, requests: int) -> None:
             close()
 
 
-def in_process(kind: str, rounds: int, requests: int, store_dir: str) -> dict[str, list[float]]:
+Sample = tuple[float, float]  # (requests per second of wall time, CPU microseconds per request)
+
+
+def in_process(kind: str, rounds: int, requests: int, store_dir: str) -> dict[str, list[Sample]]:
     variants = ASGI_VARIANTS if kind == "asgi" else WSGI_VARIANTS
     build = asgi_app if kind == "asgi" else wsgi_app
     apps = {v: build(v, store_dir) for v in variants}
-    results: dict[str, list[float]] = {v: [] for v in variants}
+    results: dict[str, list[Sample]] = {v: [] for v in variants}
     for round_number in range(rounds + 1):  # round 0 warms up and is discarded
         for variant, (app, monitor) in apps.items():
-            started = time.perf_counter()
+            # process_time: CPU of every thread of this process, the store's writer included.
+            started, cpu_started = time.perf_counter(), time.process_time()
             if kind == "asgi":
                 asyncio.run(_asgi_loop(app, requests))
             else:
@@ -206,7 +210,9 @@ def in_process(kind: str, rounds: int, requests: int, store_dir: str) -> dict[st
                 # Sustained throughput: the writer must have stored this round's spans.
                 monitor.store.flush(timeout=60)
             if round_number:
-                results[variant].append(requests / (time.perf_counter() - started))
+                results[variant].append((
+                    requests / (time.perf_counter() - started),
+                    (time.process_time() - cpu_started) / requests * 1e6))
     for variant, (_app, monitor) in apps.items():
         if monitor is not None:
             if variant == "ragtrail":
@@ -267,17 +273,20 @@ def _wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def servers(kind: str, variants: Sequence[str], store_dir: str) -> Iterator[dict[str, int]]:
-    ports: dict[str, int] = {}
+def servers(kind: str, variants: Sequence[str], store_dir: str
+            ) -> Iterator[dict[str, tuple[int, int]]]:
+    """One server process per variant: {variant: (port, pid)}."""
+    ports: dict[str, tuple[int, int]] = {}
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for variant in variants:
             port = _free_port()
-            processes.append(subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, __file__, "--serve", f"{kind}:{variant}", "--port", str(port),
-                 "--store-dir", str(Path(store_dir) / f"{kind}-{variant.replace(' ', '')}")]))
-            ports[variant] = port
-        for port in ports.values():
+                 "--store-dir", str(Path(store_dir) / f"{kind}-{variant.replace(' ', '')}")])
+            processes.append(process)
+            ports[variant] = (port, process.pid)
+        for port, _pid in ports.values():
             _wait_for_port(port)
         yield ports
     finally:
@@ -290,19 +299,20 @@ def servers(kind: str, variants: Sequence[str], store_dir: str) -> Iterator[dict
                 process.kill()
 
 
-def _wrk(port: int, seconds: float, connections: int) -> float:
+def _wrk(port: int, seconds: float, connections: int) -> tuple[float, int]:
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
          f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if match is None or "Non-2xx" in output or "Socket errors" in output:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    count = re.search(r"(\d+) requests in", output)
+    if rate is None or count is None or "Non-2xx" in output or "Socket errors" in output:
         raise RuntimeError(f"wrk failed:\n{output}")
-    return float(match.group(1))
+    return float(rate.group(1)), int(count.group(1))
 
 
-async def _client_load(port: int, seconds: float, connections: int) -> float:
-    """Keep-alive HTTP/1.1 GETs on ``connections`` sockets for ``seconds``: requests/s."""
+async def _client_load(port: int, seconds: float, connections: int) -> tuple[float, int]:
+    """Keep-alive HTTP/1.1 GETs on ``connections`` sockets for ``seconds``: (rate, count)."""
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     deadline = time.monotonic() + seconds
     done = 0
@@ -322,41 +332,56 @@ async def _client_load(port: int, seconds: float, connections: int) -> float:
 
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(connections)))
-    return done / (time.monotonic() - started)
+    return done / (time.monotonic() - started), done
 
 
-def load(port: int, seconds: float, connections: int = 32) -> float:
+def load(port: int, seconds: float, connections: int = 32) -> tuple[float, int]:
+    """(requests/s, requests) of ``seconds`` of load on ``port``."""
     if shutil.which("wrk"):
         return _wrk(port, seconds, connections)
     return asyncio.run(_client_load(port, seconds, min(connections, 8)))
 
 
 def under_servers(kind: str, rounds: int, seconds: float, store_dir: str
-                  ) -> dict[str, list[float]]:
+                  ) -> dict[str, list[Sample]]:
+    import psutil
+
     variants = [v for v in (ASGI_VARIANTS if kind == "asgi" else WSGI_VARIANTS)
                 if v not in SERVER_SKIPS]
-    results: dict[str, list[float]] = {v: [] for v in variants}
+    results: dict[str, list[Sample]] = {v: [] for v in variants}
     with servers(kind, variants, store_dir) as ports:
-        for port in ports.values():
+        for port, _pid in ports.values():
             load(port, 1.0)  # warm-up
         for _ in range(rounds):
-            for variant, port in ports.items():
-                results[variant].append(load(port, seconds))
+            for variant, (port, pid) in ports.items():
+                # The server's CPU per request is what it can sustain, whatever else runs
+                # on a shared machine; wall-clock req/s is shown too.
+                process = psutil.Process(pid)
+                cpu_before = sum(process.cpu_times()[:2])
+                rate, count = load(port, seconds)
+                cpu = sum(process.cpu_times()[:2]) - cpu_before
+                results[variant].append((rate, cpu / max(count, 1) * 1e6))
     return results
 
 
 # -- the report ----------------------------------------------------------------------------
 
-def table(title: str, results: dict[str, list[float]]) -> None:
-    medians = {v: statistics.median(r) for v, r in results.items()}
-    bare = medians["bare"]
+def table(title: str, results: dict[str, list[Sample]]) -> None:
+    """Medians of wall-clock req/s and of CPU per request, each against bare.
+
+    "capacity" is bare's CPU per request over the variant's: the throughput ratio a saturated
+    process would see, and much steadier than wall-clock rates on a busy machine.
+    """
+    rates = {v: statistics.median(r for r, _ in samples) for v, samples in results.items()}
+    cpus = {v: statistics.median(c for _, c in samples) for v, samples in results.items()}
     print(f"\n{title}")
-    print(f"{'variant':<22}{'req/s (median)':>16}{'vs bare':>10}{'spread':>10}")
-    for variant, median in medians.items():
-        spread = (max(results[variant]) - min(results[variant])) / median
-        print(f"{variant:<22}{median:>16,.0f}{median / bare:>9.2f}x{spread:>9.0%}")
-    if "otel" in medians:
-        print(f"ragtrail / otel: {medians['ragtrail'] / medians['otel']:.1f}x")
+    print(f"{'variant':<22}{'req/s':>10}{'vs bare':>9}{'CPU us/req':>12}{'capacity':>10}")
+    for variant in results:
+        print(f"{variant:<22}{rates[variant]:>10,.0f}{rates[variant] / rates['bare']:>8.2f}x"
+              f"{cpus[variant]:>12.1f}{cpus['bare'] / cpus[variant]:>9.2f}x")
+    if "otel" in results:
+        print(f"ragtrail vs otel: {rates['ragtrail'] / rates['otel']:.1f}x req/s, "
+              f"{cpus['otel'] / cpus['ragtrail']:.1f}x capacity")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.health import HealthCheck, HealthService
 from ragtrail.instrument import get_monitor, new_correlation_id
 from ragtrail.instrument._correlation import reset_correlation_id, set_correlation_id
+from ragtrail.instrument._redaction import REDACTED
 from ragtrail.instrument._spans import open_span
 from ragtrail.middleware._bursts import FailureBursts
 from ragtrail.middleware._inspection import (
@@ -58,7 +59,6 @@ _PATH_LIMIT, _VALUE_LIMIT, _META_PATH_LIMIT = 2048, 512, 256
 _SECRET_HEADER = re.compile(
     r"authorization|cookie|token|secret|passw|api[-_]?key|session|signature|credential|auth",
     re.IGNORECASE)
-_REDACTED = "[REDACTED]"
 _HOSTS: dict[str, tuple[str, int | None]] = {}
 _HOSTS_CACHED = 256
 SOURCE_UNKNOWN = "unknown"
@@ -371,7 +371,7 @@ def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[st
     """Allowlisted headers, secrets redacted by name and, for the rest, by value."""
     for name, values in headers.items():
         attributes[prefix + name] = (
-            [_REDACTED] * len(values) if _SECRET_HEADER.search(name)
+            [REDACTED] * len(values) if _SECRET_HEADER.search(name)
             else [printable(redact_text(value), _VALUE_LIMIT) for value in values])
 
 

@@ -307,24 +307,25 @@ class _LimitedInput:
 
 
 def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> RequestHead:
-    """The headers the options want (one pass over the environ), hostile values, the target."""
-    wanted = options.wanted_wsgi
-    capture = options.capture_headers
-    check = options.security
+    """The headers the options want, hostile header values, the target.
+
+    PEP 3333 gives header values as str (a server joins repeated headers with commas).
+    """
     headers: dict[str, str] = {}
-    findings: list[Finding] = []
-    captured: dict[str, list[str]] | None = {} if capture else None
-    for key, value in environ.items():
-        name = wanted.get(key)
-        if name is not None and value and isinstance(value, str):
+    for key, name in options.wanted_wsgi.items():
+        value = environ.get(key)
+        if value:
             headers[name] = value
-            if captured is not None and name in capture:
-                captured[name] = [value]
-        if (check and key[:5] == "HTTP_" and isinstance(value, str)
-                and (len(value) > MAX_HEADER_BYTES or unsafe_header_text(value))):
-            finding = header_finding(key[5:].lower().replace("_", "-"), value)
-            if finding is not None:
-                findings.append(finding)
+    capture = options.capture_headers
+    captured = {name: [headers[name]] for name in capture if name in headers} if capture else None
+    findings: list[Finding] = []
+    if options.security:
+        for key, value in environ.items():
+            if key[:5] == "HTTP_" and (len(value) > MAX_HEADER_BYTES
+                                       or unsafe_header_text(value)):
+                finding = header_finding(key[5:].lower().replace("_", "-"), value)
+                if finding is not None:
+                    findings.append(finding)
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
     # The undecoded target when the server gives it (waitress, gunicorn, werkzeug);
