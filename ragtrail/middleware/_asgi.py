@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.routing import Mount
 
-from ragtrail.middleware._core import CoreBinding, Exchange, RequestHead
+from ragtrail.middleware._binding import CoreBinding
+from ragtrail.middleware._core import Exchange, RequestHead
 from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     Finding,

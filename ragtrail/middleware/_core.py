@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -22,9 +21,7 @@ from opentelemetry.trace import StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragtrail._records import Severity
-from ragtrail._settings import ConfigurationError, Settings
-from ragtrail.health import HealthCheck, HealthService
-from ragtrail.instrument import get_monitor, new_correlation_id
+from ragtrail.instrument import new_correlation_id
 from ragtrail.instrument._correlation import reset_correlation_id, set_correlation_id
 from ragtrail.instrument._redaction import REDACTED
 from ragtrail.instrument._spans import open_span
@@ -39,9 +36,10 @@ from ragtrail.middleware._inspection import (
 from ragtrail.middleware._options import MiddlewareOptions
 
 if TYPE_CHECKING:
+    from ragtrail.health import HealthService
     from ragtrail.instrument import LiveSpan, Monitor
 
-__all__ = ["CoreBinding", "Exchange", "MiddlewareCore", "RequestHead", "is_valid_id"]
+__all__ = ["Exchange", "MiddlewareCore", "RequestHead", "is_valid_id"]
 
 log = logging.getLogger("ragtrail.middleware")
 
@@ -57,7 +55,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _PATH_LIMIT, _VALUE_LIMIT, _META_PATH_LIMIT = 2048, 512, 256
 # Header names whose values are secrets whatever the allowlist says.
 _SECRET_HEADER = re.compile(
-    r"authorization|cookie|token|secret|passw|api[-_]?key|session|signature|credential|auth",
+    r"auth|cookie|token|secret|passw|api[-_]?key|session|signature|credential",
     re.IGNORECASE)
 _HOSTS: dict[str, tuple[str, int | None]] = {}
 _HOSTS_CACHED = 256
@@ -311,59 +309,6 @@ class Exchange:
                        f"{options.burst_window:g} s" if burst else f"the app answered {status}")
         self.event(event_type, Severity.HIGH if burst else Severity.MEDIUM, description,
                    {"status": status, "burst": burst})
-
-
-class CoreBinding:
-    """The monitor a middleware reports to: the one given, else whichever is current.
-
-    Following ``get_monitor()`` lets an app add the middleware before ``ragtrail.configure()``
-    runs; the options (and the default health service) are rebuilt only when the monitor
-    changes.
-    """
-
-    __slots__ = ("_checks", "_core", "_health", "_lock", "_monitor", "_overrides")
-
-    def __init__(self, monitor: Monitor | None, overrides: dict[str, Any],
-                 health: HealthService | Literal[False] | None,
-                 checks: Iterable[HealthCheck]) -> None:
-        self._monitor = monitor
-        self._overrides = overrides
-        self._health = health
-        self._checks = tuple(checks)
-        if health is not None and self._checks:
-            raise ConfigurationError(
-                "give checks to the HealthService you pass as health=, or checks= alone")
-        # Validate now, so a bad argument fails at start-up, not on the first request.
-        MiddlewareOptions.build(monitor.settings if monitor is not None else Settings(),
-                                **overrides)
-        self._core: MiddlewareCore | None = None
-        self._lock = threading.Lock()
-
-    def current(self) -> MiddlewareCore | None:
-        """The core for this request, or None when ragtrail is disabled or shut down."""
-        monitor = self._monitor or get_monitor()
-        if not monitor.enabled:
-            return None
-        core = self._core
-        if core is None or core.monitor is not monitor:
-            with self._lock:  # one health service per monitor, even when threads race here
-                core = self._core
-                if core is None or core.monitor is not monitor:
-                    core = self._core = self._build(monitor)
-        return core
-
-    def _build(self, monitor: Monitor) -> MiddlewareCore:
-        options = MiddlewareOptions.build(monitor.settings, **self._overrides)
-        health = self._health
-        if health is None:
-            health = HealthService(monitor, self._checks)
-        if health is False:
-            return MiddlewareCore(monitor, options, None)
-        try:  # checks start with the app, not at the first probe (which would say "starting")
-            health.start()
-        except Exception:
-            log.warning("ragtrail health checks could not start", exc_info=True)
-        return MiddlewareCore(monitor, options, health)
 
 
 def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[str]],

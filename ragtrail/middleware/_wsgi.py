@@ -16,7 +16,8 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from ragtrail.middleware._core import CoreBinding, Exchange, MiddlewareCore, RequestHead
+from ragtrail.middleware._binding import CoreBinding
+from ragtrail.middleware._core import Exchange, MiddlewareCore, RequestHead
 from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     Finding,

@@ -1,0 +1,77 @@
+"""Which monitor (and health service) a middleware instance reports to.
+
+Shared by the ASGI and WSGI adapters. Holds configuration only, never per-request state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from ragtrail._settings import ConfigurationError, Settings
+from ragtrail.health import HealthCheck, HealthService
+from ragtrail.instrument import get_monitor
+from ragtrail.middleware._core import MiddlewareCore
+from ragtrail.middleware._options import MiddlewareOptions
+
+if TYPE_CHECKING:
+    from ragtrail.instrument import Monitor
+
+__all__ = ["CoreBinding"]
+
+log = logging.getLogger("ragtrail.middleware")
+
+
+class CoreBinding:
+    """The monitor a middleware reports to: the one given, else whichever is current.
+
+    Following ``get_monitor()`` lets an app add the middleware before ``ragtrail.configure()``
+    runs; the options (and the default health service) are rebuilt only when the monitor
+    changes.
+    """
+
+    __slots__ = ("_checks", "_core", "_health", "_lock", "_monitor", "_overrides")
+
+    def __init__(self, monitor: Monitor | None, overrides: dict[str, Any],
+                 health: HealthService | Literal[False] | None,
+                 checks: Iterable[HealthCheck]) -> None:
+        self._monitor = monitor
+        self._overrides = overrides
+        self._health = health
+        self._checks = tuple(checks)
+        if health is not None and self._checks:
+            raise ConfigurationError(
+                "give checks to the HealthService you pass as health=, or checks= alone")
+        # Validate now, so a bad argument fails at start-up, not on the first request.
+        MiddlewareOptions.build(monitor.settings if monitor is not None else Settings(),
+                                **overrides)
+        self._core: MiddlewareCore | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> MiddlewareCore | None:
+        """The core for this request, or None when ragtrail is disabled or shut down."""
+        monitor = self._monitor or get_monitor()
+        if not monitor.enabled:
+            return None
+        core = self._core
+        if core is None or core.monitor is not monitor:
+            with self._lock:  # one health service per monitor, even when threads race here
+                core = self._core
+                if core is None or core.monitor is not monitor:
+                    core = self._core = self._build(monitor)
+        return core
+
+    def _build(self, monitor: Monitor) -> MiddlewareCore:
+        options = MiddlewareOptions.build(monitor.settings, **self._overrides)
+        health = self._health
+        if health is None:
+            health = HealthService(monitor, self._checks)
+        if health is False:
+            return MiddlewareCore(monitor, options, None)
+        try:  # checks start with the app, not at the first probe (which would say "starting")
+            health.start()
+        except Exception:
+            log.warning("ragtrail health checks could not start", exc_info=True)
+        return MiddlewareCore(monitor, options, health)
