@@ -163,7 +163,7 @@ class _Responder:
             # ASGI: the exception must reach the server. The client still gets the ID on a 500.
             error = exc
             if not self.started and not websocket:
-                await self._answer_failsafe(500)
+                await self._answer_failsafe(413 if exchange.body_cut else 500)
             raise
         finally:
             exchange.route = self._route()

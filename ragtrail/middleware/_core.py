@@ -29,6 +29,7 @@ from ragtrail.middleware._bursts import FailureBursts
 from ragtrail.middleware._inspection import (
     INVALID,
     Finding,
+    ascii_int,
     id_digest,
     printable,
     target_findings,
@@ -132,8 +133,8 @@ class MiddlewareCore:
         options = self.options
         declared = head.headers.get("content-length")
         if declared is not None:
-            if declared.strip().isdigit():
-                size = int(declared)
+            size = ascii_int(declared)
+            if size is not None:
                 if size > options.max_body_bytes:
                     exchange.rejection = 413
                     exchange.event("request_too_large", Severity.MEDIUM,
@@ -357,7 +358,8 @@ def _split_host(host: str) -> tuple[str, int | None] | None:
         name, _, port = host.partition(":")
     if not name:
         return None
-    split = (printable(name, 255), int(port) if port.isdigit() and len(port) <= 5 else None)
+    number = ascii_int(port) if len(port) <= 5 else None
+    split = (printable(name, 255), number)
     if len(_HOSTS) < _HOSTS_CACHED:  # a service answers to a few names; clients send any
         _HOSTS[host] = split
     return split

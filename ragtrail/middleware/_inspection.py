@@ -16,6 +16,7 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_URL_BYTES",
     "Finding",
+    "ascii_int",
     "header_finding",
     "id_digest",
     "printable",
@@ -119,6 +120,18 @@ def printable(text: str, limit: int) -> str:
         return text
     escaped = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit])
     return escaped[:limit] + ("..." if len(text) > limit or len(escaped) > limit else "")
+
+
+def ascii_int(text: str) -> int | None:
+    """HTTP's ``1*DIGIT`` as an int, else None; ``"²"`` or ``"٣"`` are not digits there.
+
+    Past 18 digits the value is clamped to 10**18, beyond any limit (and int() refuses
+    very long digit strings).
+    """
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 18 else 10**18
 
 
 def id_digest(value: str) -> str:

@@ -21,6 +21,7 @@ from ragtrail.middleware._core import Exchange, MiddlewareCore, RequestHead
 from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     Finding,
+    ascii_int,
     header_finding,
     unsafe_header_text,
 )
@@ -134,8 +135,6 @@ class _Responder:
                                                   options.max_body_bytes, exchange)
         try:
             result = app(environ, responder.start_response)
-        except _BodyTooLarge as cut:
-            return responder._answer(413, (type(cut), cut, cut.__traceback__))
         except Exception as exc:
             return responder._failed(exc)
         except BaseException:
@@ -154,9 +153,10 @@ class _Responder:
             # swallow that answer; serve() sends 413 in its place.
             self.replaced = True
             return _discard
-        if status[:3].isdigit():
+        code = ascii_int(status[:3])
+        if code is not None:
             exchange.response_started(
-                int(status[:3]), headers if exchange.core.options.capture_headers else None)
+                code, headers if exchange.core.options.capture_headers else None)
         exchange.route = _flask_route(self.environ)
         headers = [*headers, self._echo]
         if exc_info is None:
@@ -204,20 +204,26 @@ class _Responder:
             self._start_response(_status_line(status), headers, exc_info)
         return [body]
 
-    def _failed(self, error: Exception) -> Iterator[bytes]:
+    def _failed(self, error: Exception) -> Iterable[bytes]:
         """The app raised before its body went out: answer 500 with the ID, then re-raise.
 
         PEP 3333 lets an app replace unsent headers by calling ``start_response`` again with
         ``exc_info``. The exception is raised again from the body, after the 500, so the
-        server still logs it as the app's failure.
+        server still logs it as the app's failure. The limit's own exception (the app did
+        not catch it) is no app failure: it gets the 413.
         """
+        cut = isinstance(error, _BodyTooLarge)
+        status = 413 if self.exchange.body_cut else 500
         try:
-            self._send_plain(500, (type(error), error, error.__traceback__))
+            self._send_plain(status, (type(error), error, error.__traceback__))
         except Exception:  # headers already sent (the app used write()): nothing to replace
-            self.finish(error)
+            self.finish(None if cut else error)
             raise error from None
+        if cut:
+            self.finish(None)
+            return [_BODIES[status]]
         self.finish(error)
-        return _then_raise(_BODIES[500], error)
+        return _then_raise(_BODIES[status], error)
 
     def finish(self, error: BaseException | None) -> None:
         if not self._finished:
@@ -243,17 +249,23 @@ class _Body:
         if self._pending is not None:
             return next(self._pending)
         responder = self._responder
+        run = responder._context.run
         try:
             if self._iterator is None:
-                self._iterator = responder._context.run(iter, self._result)
-            chunk = responder._context.run(next, self._iterator)
+                self._iterator = run(iter, self._result)
+            chunk = run(next, self._iterator)
         except StopIteration:
-            raise
-        except Exception as exc:
-            if responder.body_sent or responder.replaced:
-                responder._context.run(responder.finish, exc)
+            if not responder.replaced:
                 raise
-            self._pending = responder._context.run(responder._failed, exc)
+            chunk = b""
+        except Exception as exc:
+            if responder.body_sent:
+                run(responder.finish, exc)
+                raise
+            self._pending = iter(run(responder._failed, exc))
+            return next(self._pending)
+        if responder.replaced:  # a generator app answered after its body was cut: 413
+            self._pending = iter(run(responder._answer, 413))
             return next(self._pending)
         if chunk:
             responder.body_sent = True
@@ -343,7 +355,7 @@ def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> Reques
         scheme=environ.get("wsgi.url_scheme", "http"),
         protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
         peer=environ.get("REMOTE_ADDR") or None,
-        server=(server, int(port) if port.isdigit() else None) if server else None,
+        server=(server, ascii_int(port)) if server else None,
         headers=headers,
         findings=findings,
         captured=captured,

@@ -258,3 +258,20 @@ def test_a_cut_after_the_response_started_reaches_the_server(monitor: Monitor) -
     assert type(reply.error).__name__ == "_BodyTooLarge"
     assert reply.status == 200
     assert [e.event_type for e in stored_events(monitor)] == ["request_too_large"]
+
+
+@pytest.mark.parametrize("declared", [b"\xb2", b"12abc", b"-5"])
+def test_a_malformed_content_length_is_invalid_input(monitor: Monitor, declared: bytes) -> None:
+    """Found by hypothesis: "²" passes str.isdigit() but not int(); it must not crash."""
+    reply = request(_wrap(_Recorder(), monitor), "/", headers=[(b"content-length", declared)])
+    assert reply.error is None
+    assert reply.header("x-request-id")
+    [event] = stored_events(monitor)
+    assert (event.event_type, event.metadata["location"]) == ("input_validation_fail",
+                                                              "header:content-length")
+
+
+def test_an_absurd_content_length_is_413(monitor: Monitor) -> None:
+    reply = request(_wrap(_Recorder(), monitor), "/upload", method="POST",
+                    headers=[(b"content-length", b"9" * 5000)])
+    assert reply.status == 413

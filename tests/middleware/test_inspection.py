@@ -10,6 +10,7 @@ from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     MAX_URL_BYTES,
     TRAVERSAL,
+    ascii_int,
     header_finding,
     id_digest,
     printable,
@@ -136,3 +137,12 @@ def test_id_digest_is_a_stable_short_hash_not_the_value() -> None:
     assert int(digest, 16) >= 0
     assert digest != id_digest("<script>alert(2)</script>")
     assert len(id_digest("\udc80\x00")) == 16
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("42", 42), (" 7 ", 7), ("0", 0), ("\u00b2", None), ("\u0663", None), ("-1", None),
+    ("1e3", None), ("", None), ("9" * 40, 10**18),
+])
+def test_ascii_int_accepts_only_http_digits(text: str, expected: int | None) -> None:
+    """Content-Length and ports: ASCII digits only (int() would take "٣" and choke on "²")."""
+    assert ascii_int(text) == expected

@@ -361,3 +361,25 @@ def test_interpreter_exits_pass_through_and_end_the_span(monitor: Monitor) -> No
                                                            lambda *a: None)
     assert len(stored_spans(monitor)) == 1
     assert stored_events(monitor) == []
+
+
+def test_a_generator_app_answering_after_the_cut_gets_413(monitor: Monitor) -> None:
+    """The app reads (and is cut) inside its generator, catches it and answers: 413 wins."""
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        try:
+            environ["wsgi.input"].read()
+        except Exception:
+            start_response("500 Internal Server Error", [])
+            yield b"could not read"
+            return
+        start_response("200 OK", [])
+        yield b"read"
+
+    environ = wsgi_environ("/upload", method="POST", HTTP_TRANSFER_ENCODING="chunked")
+    environ["wsgi.input"].write(b"z" * 5000)
+    environ["wsgi.input"].seek(0)
+    reply = call_wsgi(WSGIMiddleware(app, monitor=monitor, health=False, max_body_bytes=LIMIT),
+                      environ)
+    assert (reply.status or "")[:4] == "413 "
+    assert (reply.body, reply.start_calls) == (b"Request body too large", 1)
+    assert only_span(monitor).attributes["http.response.status_code"] == 413
