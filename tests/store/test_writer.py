@@ -142,3 +142,15 @@ def test_severity_is_stored_as_its_ordered_integer(store_factory: Callable[..., 
             "SELECT severity FROM ragtrail_events ORDER BY id")]
     conn.close()
     assert values == [10, 20, 30, 40]
+
+
+def test_sqlite_store_uses_wal(store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """The SQLite file is in WAL mode, so readers (the CLI) never block the writer."""
+    path = tmp_path / "wal.db"
+    store = store_factory(f"sqlite:///{path}")
+    store.record(make_event())
+    assert store.flush(10)
+    with sqlite3.connect(path) as conn:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert mode == "wal"
