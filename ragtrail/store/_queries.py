@@ -6,18 +6,20 @@ entries. Newest first means highest ID first: IDs follow commit order (``_ring``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, func, literal_column, select
+from sqlalchemy import Connection, Select, bindparam, func, literal_column, select
 
 from ragtrail._records import Severity
 from ragtrail.store._reports import RingUsage, SpanLatency, StoreStats
 from ragtrail.store._schema import EVENTS, HIGH_SEVERITY, METRICS, RING, RINGS, SPANS
 
 __all__ = [
+    "Query",
     "Since",
     "epoch_us",
     "events_query",
@@ -52,66 +54,79 @@ def epoch_us(value: Since, name: str) -> int | None:
                     f"got {type(value).__name__}")
 
 
-def _limited(query: Select[Any], order: Any, limit: int | None) -> Select[Any]:
+# Every filter, as a condition on a bound parameter named like the keyword it comes from.
+# A query is the conjunction of the filters given; its statement is built and compiled once
+# per combination (``_statement``), so a call only binds values.
+_FILTERS: dict[str, Any] = {
+    "events.at_least_high": _AT_LEAST_HIGH,
+    "events.min_severity": EVENTS.c.severity >= bindparam("min_severity"),
+    "events.event_type": EVENTS.c.event_type == bindparam("event_type"),
+    "events.source": EVENTS.c.source == bindparam("source"),
+    "events.correlation_id": EVENTS.c.correlation_id == bindparam("correlation_id"),
+    "events.since": EVENTS.c.time_us >= bindparam("since"),
+    "events.until": EVENTS.c.time_us < bindparam("until"),
+    "spans.trace_id": SPANS.c.trace_id == bindparam("trace_id"),
+    "spans.correlation_id": SPANS.c.correlation_id == bindparam("correlation_id"),
+    "spans.name": SPANS.c.name == bindparam("name"),
+    "spans.kind": SPANS.c.kind == bindparam("kind"),
+    "spans.min_duration_ms": SPANS.c.duration_us >= bindparam("min_duration_ms"),
+    "spans.errors_only": SPANS.c.status == literal_column("'error'"),
+    "spans.since": SPANS.c.start_us >= bindparam("since"),
+    "metrics.since": METRICS.c.time_us >= bindparam("since"),
+}
+
+Query = tuple[Select[Any], dict[str, Any]]
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(ring: str, filters: tuple[str, ...], limited: bool) -> Select[Any]:
+    table = RINGS[ring]
+    query = select(table).where(*(_FILTERS[f"{ring}.{name}"] for name in filters))
+    if limited:
+        query = query.limit(bindparam("limit"))
+    return query.order_by(table.c.id.desc())
+
+
+def _query(ring: str, values: dict[str, Any], limit: int | None) -> Query:
+    given = {name: value for name, value in values.items() if value is not None}
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError(f"limit must be an integer >= 0 or None; got {limit!r}")
-        query = query.limit(limit)
-    return query.order_by(order.desc())
+        given["limit"] = limit
+    filters = tuple(name for name in values if name in given)
+    return _statement(ring, filters, limit is not None), given
 
 
 def events_query(*, min_severity: Severity | str | int | None, event_type: str | None,
                  source: str | None, correlation_id: str | None, since: Since, until: Since,
-                 limit: int | None) -> Select[Any]:
-    c = EVENTS.c
-    query = select(EVENTS)
-    if min_severity is not None:
-        level = int(Severity.parse(min_severity))
-        if level >= HIGH_SEVERITY:
-            query = query.where(_AT_LEAST_HIGH)
-        if level != HIGH_SEVERITY and level > min(Severity):
-            query = query.where(c.severity >= level)
-    for column, value in ((c.event_type, event_type), (c.source, source),
-                          (c.correlation_id, correlation_id)):
-        if value is not None:
-            query = query.where(column == value)
-    start, end = epoch_us(since, "since"), epoch_us(until, "until")
-    if start is not None:
-        query = query.where(c.time_us >= start)
-    if end is not None:
-        query = query.where(c.time_us < end)
-    return _limited(query, c.id, limit)
+                 limit: int | None) -> Query:
+    level = None if min_severity is None else int(Severity.parse(min_severity))
+    return _query("events", {
+        "at_least_high": True if level is not None and level >= HIGH_SEVERITY else None,
+        "min_severity": level if level not in (None, HIGH_SEVERITY, min(Severity)) else None,
+        "event_type": event_type, "source": source, "correlation_id": correlation_id,
+        "since": epoch_us(since, "since"), "until": epoch_us(until, "until"),
+    }, limit)
 
 
 def spans_query(*, trace_id: str | None, correlation_id: str | None, name: str | None,
                 kind: str | None, min_duration_ms: float | None, errors_only: bool,
-                since: Since, limit: int | None) -> Select[Any]:
-    c = SPANS.c
-    query = select(SPANS)
-    for column, value in ((c.trace_id, trace_id), (c.correlation_id, correlation_id),
-                          (c.name, name), (c.kind, kind)):
-        if value is not None:
-            query = query.where(column == value)
-    if min_duration_ms is not None:
-        query = query.where(c.duration_us >= math.ceil(float(min_duration_ms) * 1000))
-    if errors_only:
-        query = query.where(c.status == "error")
-    start = epoch_us(since, "since")
-    if start is not None:
-        query = query.where(c.start_us >= start)
-    return _limited(query, c.id, limit)
+                since: Since, limit: int | None) -> Query:
+    return _query("spans", {
+        "trace_id": trace_id, "correlation_id": correlation_id, "name": name, "kind": kind,
+        "min_duration_ms": None if min_duration_ms is None
+        else math.ceil(float(min_duration_ms) * 1000),
+        "errors_only": True if errors_only else None, "since": epoch_us(since, "since"),
+    }, limit)
 
 
-def metrics_query(*, since: Since, limit: int | None) -> Select[Any]:
-    query = select(METRICS)
-    start = epoch_us(since, "since")
-    if start is not None:
-        query = query.where(METRICS.c.time_us >= start)
-    return _limited(query, METRICS.c.id, limit)
+def metrics_query(*, since: Since, limit: int | None) -> Query:
+    return _query("metrics", {"since": epoch_us(since, "since")}, limit)
 
 
-def run(conn: Connection, query: Select[Any], convert: Callable[[Any], T]) -> list[T]:
-    return [convert(row) for row in conn.execute(query).all()]
+def run(conn: Connection, query: Query, convert: Callable[[Any], T]) -> list[T]:
+    statement, params = query
+    return [convert(row) for row in conn.execute(statement, params).all()]
 
 
 def _percentile(ordered: Sequence[int], fraction: float) -> float:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy
 from store_helpers import make_event, make_sample, make_span
 
 from ragtrail._records import SecurityEvent, Severity, SpanEvent, SpanRecord
@@ -183,3 +187,21 @@ def test_queries_on_an_empty_store(backend_store: Callable[..., AuditStore]) -> 
     assert (store.events(), store.spans(), store.metrics()) == ([], [], [])
     stats = store.stats()
     assert (stats.events, stats.spans, stats.metrics, stats.span_latency) == (0, 0, 0, {})
+
+
+@pytest.mark.parametrize("level", ["high", "critical"])
+def test_high_severity_queries_use_the_partial_index(
+        store_factory: Callable[..., AuditStore], tmp_path: Path, level: str) -> None:
+    """SQLite plans "latest events at or above high/critical" on the partial index, so the
+    answer costs the same however many low events the table holds."""
+    store = store_factory(f"sqlite:///{tmp_path / 'plan.db'}")
+    executed: list[tuple[str, Any]] = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda _c, _cur, sql, params, _ctx, _many:
+                            executed.append((sql, params)))
+    store.events(min_severity=level, limit=100)
+    (sql, params), = [(s, p) for s, p in executed if "ragtrail_events" in s]
+    with sqlite3.connect(tmp_path / "plan.db") as conn:
+        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    conn.close()
+    assert "USING INDEX ix_ragtrail_events_high_id" in plan
