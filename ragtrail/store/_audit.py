@@ -98,8 +98,7 @@ class AuditStore:
             raise StoreError(f"{self._target.shown}: {describe_error(exc)}") from None
         if read_only:
             self._check_readable()
-            self._capacity = 0  # record() drops (and counts) everything
-            self._start_stopped()
+            self._start(schema_ready=True, run=False)
             return
         schema_ready = self._try_ensure_schema()
         self._start(schema_ready)
@@ -120,7 +119,7 @@ class AuditStore:
         """Queue ``rec`` for the writer; never blocks, never raises (a full queue drops it)."""
         try:
             item: Any = rec
-            if rec.__class__ is SecurityEvent:
+            if isinstance(rec, SecurityEvent):
                 item = self._coalescer.admit(rec)
                 if item is None:
                     return  # a repeat inside its window: counted on the open slot
@@ -141,9 +140,9 @@ class AuditStore:
         return self._writer.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush (waiting up to ``timeout``), then stop the writer and release connections.
-
-        What cannot be written by then is dropped and counted. Idempotent.
+        """Flush (waiting up to ``timeout``; None: as long as it takes), then stop the writer
+        and release connections. What cannot be written by then is dropped and counted.
+        Idempotent; interpreter exit does it with ``EXIT_FLUSH_TIMEOUT_S``.
         """
         if self._closed:
             return
@@ -241,35 +240,29 @@ class AuditStore:
             return False
         return True
 
-    def _start(self, schema_ready: bool) -> None:
-        """A fresh queue, coalescer, counters and writer thread (at start and after fork)."""
+    def _start(self, schema_ready: bool, *, run: bool = True) -> None:
+        """A fresh queue, coalescer, counters and writer thread (at start and after fork).
+
+        ``run=False`` (read-only stores): the writer never starts, so health() says "ok",
+        flush() has nothing to wait for, and record() drops and counts everything.
+        """
         self._coalescer = Coalescer(self._coalesce_s, max_keys=self._queue_size)
         self._counters = Counters()
         dialect = self.engine.dialect
-        dbapi = dialect.loaded_dbapi
         batches = BatchWriter(self.engine, self._target, self._capacities, self._coalescer)
         self._writer = Writer(
             batches, queue_size=self._queue_size, batch_size=self._batch_size,
             coalescer=self._coalescer, counters=self._counters,
             ensure_schema=self._ensure_schema, secrets=self._target.secrets,
-            data_errors=_data_errors(dbapi, dialect.name))
+            data_errors=_data_errors(dialect.loaded_dbapi, dialect.name))
         self._queue = self._writer.queue
         self._wake = self._writer.wake
-        self._capacity = self._queue_size
-        self._writer.start(schema_ready=schema_ready)
-
-    def _start_stopped(self) -> None:
-        self._coalescer = Coalescer(0, max_keys=0)
-        self._counters = Counters()
-        self._writer = Writer(BatchWriter(self.engine, self._target, self._capacities,
-                                          self._coalescer),
-                              queue_size=self._queue_size, batch_size=self._batch_size,
-                              coalescer=self._coalescer, counters=self._counters,
-                              ensure_schema=lambda: None, secrets=self._target.secrets,
-                              data_errors=())
-        self._writer.stop(0)  # never started: reports "ok", flush() has nothing to wait for
-        self._queue = self._writer.queue
-        self._wake = self._writer.wake
+        if run:
+            self._capacity = self._queue_size
+            self._writer.start(schema_ready=schema_ready)
+        else:
+            self._capacity = 0
+            self._writer.stop(0)
 
     def _restart_after_fork(self) -> None:
         # The parent's writer thread did not survive the fork, and its pooled connections

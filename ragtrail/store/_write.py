@@ -102,6 +102,9 @@ class BatchWriter:
                                         MetricsSample: batch.metrics, Flush: batch.flushes}
         for item in items:
             kind = kinds.get(type(item))
+            if kind is None:  # a subclass of a record type, or not a record at all
+                kind = next((found for cls, found in kinds.items() if isinstance(item, cls)),
+                            None)
             if kind is None:
                 batch.others += 1
             else:

@@ -6,11 +6,12 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from store_helpers import make_event, make_sample, make_span
 
-from ragtrail._records import SecurityEvent, Severity
+from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail.store import AuditStore, RingUsage, StoreHealth
 
@@ -154,3 +155,26 @@ def test_sqlite_store_uses_wal(store_factory: Callable[..., AuditStore], tmp_pat
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
     assert mode == "wal"
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpan(SpanRecord):
+    """An application's own subclass of a record type."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppEvent(SecurityEvent):
+    """An application's own subclass of a record type."""
+
+
+def test_subclasses_of_record_types_are_stored(store_factory: Callable[..., AuditStore]
+                                               ) -> None:
+    """Records of subclasses are written (and events coalesce) like their base types."""
+    store = store_factory()
+    span = make_span()
+    store.record(AppSpan(**{f.name: getattr(span, f.name) for f in fields(span)}))
+    for _ in range(3):
+        store.record(AppEvent("app", Severity.LOW, "me", "subclassed", 1))
+    assert store.flush(10)
+    assert [s.span_id for s in store.spans()] == [span.span_id]
+    assert [(e.event_type, e.count) for e in store.events()] == [("app", 3)]
