@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -232,7 +233,11 @@ def _report_store(monitor: Any, where: str) -> None:
 # -- under servers -------------------------------------------------------------------------
 
 def serve(kind: str, variant: str, port: int, store_dir: str) -> None:
-    """Subprocess entry point: run one variant until SIGTERM."""
+    """Subprocess entry point: run one variant until the parent closes our stdin.
+
+    (Not SIGTERM: uvicorn re-raises it after shutting down, which would skip the store
+    report below.)
+    """
     app, monitor = (asgi_app if kind == "asgi" else wsgi_app)(variant, store_dir)
 
     def stop(signum: int, frame: Any) -> None:
@@ -242,14 +247,17 @@ def serve(kind: str, variant: str, port: int, store_dir: str) -> None:
         if kind == "asgi":
             import uvicorn
 
-            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning",
-                        access_log=False)
+            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                   log_level="warning", access_log=False))
+            _on_stdin_closed(lambda: setattr(server, "should_exit", True))
+            server.run()
         else:
             import waitress
 
             # wrk keeps more requests queued than threads: that is the point, not news.
             logging.getLogger("waitress.queue").setLevel(logging.ERROR)
             signal.signal(signal.SIGTERM, stop)
+            _on_stdin_closed(lambda: os.kill(os.getpid(), signal.SIGTERM))
             waitress.serve(app, host="127.0.0.1", port=port, threads=4, _quiet=True)
     finally:
         if monitor is not None:
@@ -257,6 +265,14 @@ def serve(kind: str, variant: str, port: int, store_dir: str) -> None:
             if variant == "ragtrail":
                 _report_store(monitor, f"{kind} server")
             monitor.shutdown()
+
+
+def _on_stdin_closed(action: Callable[[], object]) -> None:
+    def watch() -> None:
+        sys.stdin.buffer.read()
+        action()
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _free_port() -> int:
@@ -286,7 +302,8 @@ def servers(kind: str, variants: Sequence[str], store_dir: str
             port = _free_port()
             process = subprocess.Popen(
                 [sys.executable, __file__, "--serve", f"{kind}:{variant}", "--port", str(port),
-                 "--store-dir", str(Path(store_dir) / f"{kind}-{variant.replace(' ', '')}")])
+                 "--store-dir", str(Path(store_dir) / f"{kind}-{variant.replace(' ', '')}")],
+                stdin=subprocess.PIPE)
             processes.append(process)
             ports[variant] = (port, process.pid)
         for port, _pid in ports.values():
@@ -294,7 +311,8 @@ def servers(kind: str, variants: Sequence[str], store_dir: str
         yield ports
     finally:
         for process in processes:
-            process.terminate()
+            if process.stdin is not None:
+                process.stdin.close()  # the server's signal to stop and report
         for process in processes:
             try:
                 process.wait(timeout=30)
