@@ -29,7 +29,7 @@ from ragtrail.instrument._export import ExportPipeline
 from ragtrail.instrument._export_convert import SpanConverter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "instrument"))
-from otlp_receivers import RotelReceiver  # noqa: E402 - the test helper starts the collector
+from otlp_receivers import RotelReceiver
 
 
 class _NoOpExporter(SpanExporter):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 __all__ = [
     "MetricsSample",
@@ -152,4 +152,4 @@ class MetricsSample:
         return from_epoch_us(self.time_us)
 
 
-Record = Union[SecurityEvent, SpanRecord, MetricsSample]
+Record = SecurityEvent | SpanRecord | MetricsSample

@@ -186,7 +186,8 @@ class Settings:
         _require("slow_ms", self.slow_ms, self.slow_ms is None or self.slow_ms >= 0,
                  "a number of milliseconds >= 0, or unset")
         for metric in ("cpu", "memory", "disk"):
-            warn, fail = getattr(self, f"{metric}_warn_percent"), getattr(self, f"{metric}_fail_percent")
+            warn = getattr(self, f"{metric}_warn_percent")
+            fail = getattr(self, f"{metric}_fail_percent")
             _require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
                      f"percentages with 0 <= warn <= {metric}_fail_percent <= 100")
         for name in ("function_error_severity", "alert_min_severity",
