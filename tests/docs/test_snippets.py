@@ -1,0 +1,96 @@
+"""Every ```python block in README.md and docs/*.md runs as written (issue 5: "every code
+example in the docs is executed by the test suite").
+
+A block runs in a fresh namespace in an empty directory (see ``sandbox``). A block made of
+``>>>`` lines is a doctest and its outputs must match. A block that defines ``app`` must leave an
+ASGI or WSGI application there: servers are not started, the object a server would be given is
+checked. A block that cannot run here is marked by ``<!-- not-run: reason -->`` on the line
+before it; those are counted, must give a reason, and still have to compile.
+"""
+
+from __future__ import annotations
+
+import doctest
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._markdown import PAGES, Block, blocks
+
+PYTHON = [block for page in PAGES for block in blocks(page) if block.lang in {"python", "py"}]
+RUN = [block for block in PYTHON if block.not_run is None]
+NOT_RUN = [block for block in PYTHON if block.not_run is not None]
+
+MAX_NOT_RUN = 5
+"""Blocks exempt from running: each needs something this machine cannot have (the seed's own
+code, a Django project). Raise it only with a reason in the marker."""
+
+
+def _is_doctest(block: Block) -> bool:
+    return block.code.lstrip().startswith(">>>")
+
+
+def _run_doctest(block: Block) -> None:
+    test = doctest.DocTestParser().get_doctest(block.code, {}, block.where, block.where,
+                                                block.line - 1)
+    out: list[str] = []
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = runner.run(test, out=out.append)
+    assert result.attempted > 0
+    assert result.failed == 0, "".join(out)
+
+
+def _is_asgi(app: Any) -> bool:
+    call = app if inspect.isfunction(app) else getattr(app, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(call) and \
+        len(inspect.signature(call).parameters) == 3
+
+
+def _is_wsgi(app: Any) -> bool:
+    if not callable(app):
+        return False
+    try:
+        parameters = inspect.signature(app).parameters
+    except (TypeError, ValueError):
+        return False
+    return len(parameters) == 2
+
+
+@pytest.mark.parametrize("block", RUN, ids=[block.where for block in RUN])
+def test_python_block_runs(block: Block, sandbox: Path) -> None:
+    """The snippet runs without an error (doctests: their outputs match)."""
+    if _is_doctest(block):
+        _run_doctest(block)
+        return
+    namespace: dict[str, Any] = {"__name__": "__docs__"}
+    # dont_inherit: this module's ``from __future__ import annotations`` must not hide an
+    # undefined name in a snippet's annotations.
+    code = compile(block.code, block.where, "exec", dont_inherit=True)
+    exec(code, namespace)  # our own docs
+    if "app" in namespace:
+        app = namespace["app"]
+        # Flask keeps its WSGI callable at app.wsgi_app once wrapped; both are WSGI apps.
+        assert _is_asgi(app) or _is_wsgi(app) or _is_wsgi(getattr(app, "wsgi_app", None)), \
+            f"{block.where}: `app` is neither an ASGI nor a WSGI application: {app!r}"
+
+
+def test_not_run_blocks_are_few_and_explained() -> None:
+    """Few blocks are exempt, and each marker says why."""
+    assert len(NOT_RUN) <= MAX_NOT_RUN, [block.where for block in NOT_RUN]
+    for block in NOT_RUN:
+        reason = block.not_run or ""
+        assert len(reason.split()) >= 3, f"{block.where}: a not-run marker needs a reason"
+
+
+@pytest.mark.parametrize("block", NOT_RUN, ids=[block.where for block in NOT_RUN])
+def test_not_run_block_compiles(block: Block) -> None:
+    """Even a block that is not run is valid Python."""
+    compile(block.code, block.where, "exec", dont_inherit=True)
+
+
+def test_every_page_has_been_read() -> None:
+    """The extraction sees the pages and their Python blocks (a broken parser finds none)."""
+    assert len(PAGES) >= 10
+    assert len(PYTHON) >= 20
