@@ -48,6 +48,13 @@ _AS_STRING = (uuid.UUID, decimal.Decimal, PurePath, complex)
 _WALK, _HIDE, _HIDE_IF_RANDOM = 0, 1, 2  # what a key means for its value
 _KeyInfo = tuple[str, int, int]  # (shown name, its JSON cost, one of the three above)
 _JSON_KEYS: dict[Any, str] = {None: "null", True: "true", False: "false"}  # as json.dumps
+# Strings known to come out of the scan unchanged, with their JSON cost. Captured values repeat
+# (the documents of a corpus, prompt templates, ids), and a hit costs a hash lookup instead of
+# a dozen substring scans. Only clean text is kept, never a secret; bounded in entries and
+# characters, and cleared when full like the key caches.
+_CLEAN_MAX_LENGTH = 4096
+_CLEAN_MAX_ENTRIES = 4096
+_CLEAN_MAX_CHARS = 1 << 20
 
 
 def _cost(text: str) -> int:
@@ -75,6 +82,9 @@ class Redactor:
         self._scanner = TextScanner(settings.redact_keys)
         # key -> (shown name, its JSON cost, how its value is treated); one cache per ``escape``
         self._keys: tuple[dict[Any, _KeyInfo], dict[Any, _KeyInfo]] = ({}, {})
+        # clean text -> its JSON cost; one cache per ``escape`` (see _CLEAN_MAX_LENGTH)
+        self._clean: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        self._clean_chars = 0
 
     def redact(self, value: Any, *, max_bytes: int | None = None,
                escape: bool = False) -> Any:
@@ -85,6 +95,10 @@ class Redactor:
         Never raises: a value that cannot be represented becomes a marker string.
         """
         budget = max(max_bytes or self.max_bytes, _MIN_BUDGET)
+        if type(value) is str:  # a clean string seen before: no walk to set up
+            cost = self._clean[escape].get(value)
+            if cost is not None and cost <= budget:
+                return value
         try:
             return _Walk(self, escape).value(value, budget, 0)[0]
         except Exception:  # instrumentation never breaks the caller (a hostile __repr__...)
@@ -133,6 +147,18 @@ class Redactor:
             cache[key] = info
         return info
 
+    def _remember_clean(self, text: str, cost: int, escape: bool) -> None:
+        """Cache ``text`` (which the scan and escaping left unchanged) with its JSON cost."""
+        if len(text) > _CLEAN_MAX_LENGTH:
+            return
+        cache = self._clean[escape]
+        if len(cache) >= _CLEAN_MAX_ENTRIES or self._clean_chars >= _CLEAN_MAX_CHARS:
+            for each in self._clean:
+                each.clear()
+            self._clean_chars = 0
+        cache[text] = cost
+        self._clean_chars += len(text)
+
     def _cut_and_scan(self, text: str, limit: int) -> str:
         """The first ``limit`` characters, scanned with enough text after them that a secret
         crossing the cut is recognised, and with the window's unverifiable tail dropped (it
@@ -156,13 +182,14 @@ class Redactor:
 class _Walk:
     """One ``redact`` call: the container path (for cycles) and the options."""
 
-    __slots__ = ("escape", "keys", "max_depth", "max_items", "path", "redactor", "scan")
+    __slots__ = ("clean", "escape", "keys", "max_depth", "max_items", "path", "redactor", "scan")
 
     def __init__(self, redactor: Redactor, escape: bool) -> None:
         self.redactor = redactor
         self.scan = redactor._scanner.scan if redactor.enabled else None
         self.escape = escape
         self.keys = redactor._keys[escape]
+        self.clean = redactor._clean[escape]
         self.max_depth = redactor._max_depth
         self.max_items = redactor._max_items
         self.path: set[int] = set()
@@ -220,15 +247,23 @@ class _Walk:
         """A string within ``budget``, cut before scanning when it cannot fit anyway."""
         limit = budget - 2
         cut = len(text) > limit
+        original = text
         if cut:
             text = self.redactor._cut_and_scan(text, limit)
-        elif self.scan is not None:
-            text = self.scan(text)
+        else:
+            cost = self.clean.get(text)
+            if cost is not None and cost <= budget:
+                return text, cost
+            if self.scan is not None:
+                text = self.scan(text)
         if self.escape:
             text = escape_controls(text)
         cost = len(encode_basestring_ascii(text))
-        if cost <= budget and not cut:
-            return text, cost
+        if not cut:
+            if text is original:
+                self.redactor._remember_clean(text, cost, self.escape)
+            if cost <= budget:
+                return text, cost
         marker = f"...[truncated, {max(length, len(text))} chars]"
         room = budget - len(marker)
         text = text[:room]
@@ -271,7 +306,7 @@ class _Walk:
             total = size if size is not None else len(container)
             out: dict[str, Any] = {}
             cost = 2
-            keys, max_items, walk = self.keys, self.max_items, self.value
+            keys, clean, max_items, walk = self.keys, self.clean, self.max_items, self.value
             for key, item in items:  # the hot loop of capture: kept to plain local operations
                 count = len(out)
                 if count >= max_items:
@@ -289,6 +324,10 @@ class _Walk:
                     break
                 if action and (action == _HIDE or (isinstance(item, str) and looks_random(item))):
                     child, child_cost = REDACTED, _REDACTED_COST
+                elif type(item) is str and (hit := clean.get(item)) is not None and hit <= room:
+                    child, child_cost = item, hit
+                elif type(item) is float and item - item == 0:  # finite (NaN, inf: walk)
+                    child, child_cost = item, 24  # as real()
                 else:
                     child, child_cost = walk(item, room, depth + 1)
                 out[name] = child
@@ -308,7 +347,8 @@ class _Walk:
         try:
             out: list[Any] = []
             cost = 2
-            total, max_items, walk = len(container), self.max_items, self.value
+            total, max_items, walk, clean = len(container), self.max_items, self.value, self.clean
+            mapping = self.mapping
             for item in container:
                 count = len(out)
                 if count >= max_items:
@@ -317,7 +357,13 @@ class _Walk:
                 room = budget - cost - separator - (_RESERVE if count + 1 < total else 0)
                 if room < _MIN_CHILD:
                     break
-                child, child_cost = walk(item, room, depth + 1)
+                kind = type(item)
+                if kind is str and (hit := clean.get(item)) is not None and hit <= room:
+                    child, child_cost = item, hit
+                elif kind is dict:  # documents: straight to the mapping walk
+                    child, child_cost = mapping(item, item.items(), room, depth + 1)
+                else:
+                    child, child_cost = walk(item, room, depth + 1)
                 out.append(child)
                 cost += separator + child_cost
             if len(out) < total:

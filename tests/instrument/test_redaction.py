@@ -332,3 +332,45 @@ def test_redact_text_is_bounded_by_default() -> None:
     assert len(out) <= TEXT_LIMIT + 40
     assert out.endswith("...[truncated, 500000 chars]")
     assert make().redact_text("word " * 100_000, limit=None) == "word " * 100_000
+
+
+# -- the clean-text cache: repeats are cheap, results identical ------------------------------
+
+def test_repeated_values_redact_the_same_as_the_first_time() -> None:
+    """A value seen before (clean strings come from the cache) gives the same result and size."""
+    redactor = make(capture_max_bytes=600)
+    docs = [{"id": f"doc-{i}", "score": 0.5, "text": "Refunds take 14 days. " * 6}
+            for i in range(5)]
+    first = redactor.redact(docs)
+    again = redactor.redact(docs)
+    assert again == first == make(capture_max_bytes=600).redact(docs)
+    assert encoded_size(again) <= 600
+    assert redactor.redact("Refunds take 14 days. " * 6, max_bytes=64).endswith("chars]")
+
+
+@pytest.mark.parametrize("canary", CANARIES, ids=lambda c: c.kind)
+def test_secrets_are_redacted_on_every_repeat(canary: Canary) -> None:
+    """Text holding a secret is never remembered as clean: each call redacts it again."""
+    redactor = make()
+    for _ in range(3):
+        assert leaked(json.dumps(redactor.redact({"note": canary.text}))) == []
+        assert leaked(json.dumps(redactor.redact([canary.text]))) == []
+        assert leaked(json.dumps(redactor.redact(canary.text))) == []
+
+
+def test_escaping_is_not_skipped_for_text_first_seen_unescaped() -> None:
+    """A string cached by an unescaped call still has its control characters escaped later."""
+    redactor = make()
+    assert redactor.redact("line one\nFAKE ENTRY") == "line one\nFAKE ENTRY"
+    assert redactor.redact("line one\nFAKE ENTRY", escape=True) == "line one\\nFAKE ENTRY"
+    assert redactor.redact(["line one\nFAKE ENTRY"], escape=True) == ["line one\\nFAKE ENTRY"]
+
+
+def test_the_clean_text_cache_is_bounded() -> None:
+    """Ever-new strings (queries) never grow the cache past its bounds."""
+    redactor = make()
+    for i in range(10_000):
+        redactor.redact({"query": f"question number {i} " * 20})
+    cached = redactor._clean[False]
+    assert 0 < len(cached) <= 4096
+    assert sum(map(len, cached)) <= (1 << 20) + 4096
