@@ -305,6 +305,7 @@ class _Walk:
         try:
             total = size if size is not None else len(container)
             out: dict[str, Any] = {}
+            child: Any
             cost = 2
             keys, clean, max_items, walk = self.keys, self.clean, self.max_items, self.value
             for key, item in items:  # the hot loop of capture: kept to plain local operations
