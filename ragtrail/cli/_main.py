@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ragtrail.cli._export",
     "ragtrail.cli._quarantine",
     "ragtrail.cli._scan",
+    "ragtrail.cli._demo",
 )
 
 EXIT_OK = 0

@@ -6,14 +6,17 @@ in-memory corpus, and a template answer unless an Ollama server answers at ``oll
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+import threading
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from opentelemetry import trace
 
 from ragtrail import monitored
 from ragtrail.demo._corpus import CORPUS, Document
@@ -49,10 +52,25 @@ class Pipeline:
     corpus: Sequence[Document] = CORPUS
     ollama_url: str | None = None
     ollama_model: str = "llama3.2"
-    _vectors: list[list[float]] = field(init=False, repr=False)
+    ollama_timeout: float = 10.0
+    _index: list[tuple[list[float], Document]] = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self._vectors = embed([f"{doc.title}. {doc.text}" for doc in self.corpus])
+        vectors = embed([f"{doc.title}. {doc.text}" for doc in self.corpus])
+        self._index = list(zip(vectors, self.corpus, strict=True))
+
+    @property
+    def size(self) -> int:
+        """How many documents the index holds."""
+        return len(self._index)
+
+    @monitored(kind="function", capture_args=["document"])
+    def index_document(self, document: Document) -> None:
+        """Embed an accepted upload and make it retrievable."""
+        (vector,) = embed([f"{document.title}. {document.text}"])
+        with self._lock:  # copy-on-write: readers iterate the list they started with
+            self._index = [*self._index, (vector, document)]
 
     @monitored(kind="retriever", capture_args=["question", "k"])
     def retrieve(self, question: str, k: int = 5) -> list[dict[str, Any]]:
@@ -60,7 +78,7 @@ class Pipeline:
         (query,) = embed([question])
         scored = sorted(
             ((sum(q * d for q, d in zip(query, vector, strict=True)), doc)
-             for vector, doc in zip(self._vectors, self.corpus, strict=True)),
+             for vector, doc in self._index),
             key=lambda pair: pair[0], reverse=True)
         return [{"id": doc.id, "score": round(score, 4), "content": doc.text}
                 for score, doc in scored[:k]]
@@ -76,19 +94,29 @@ class Pipeline:
             for doc in documents]
         return sorted(rescored, key=lambda doc: doc["score"], reverse=True)[:top_n]
 
-    @monitored(kind="llm")
+    # slow_ms and record_errors: a degrading model server shows up as slow_call and
+    # function_error events, not only as long or failed spans.
+    @monitored(kind="llm", slow_ms=250, record_errors=True)
     def generate(self, question: str, documents: list[dict[str, Any]]) -> dict[str, Any]:
-        """Ask Ollama when one is configured; otherwise answer from a template."""
+        """Ask Ollama when one answers at ``ollama_url``; otherwise answer from a template.
+
+        An Ollama that cannot be reached at all means "no model server": the template answers.
+        One that answers with an error or times out raises ``requests.RequestException``.
+        """
         prompt = _prompt(question, documents)
         if self.ollama_url:
-            reply = requests.post(f"{self.ollama_url.rstrip('/')}/api/generate", timeout=10,
-                                  json={"model": self.ollama_model, "prompt": prompt,
-                                        "stream": False})
-            reply.raise_for_status()
-            body = reply.json()
-            return {"text": body.get("response", ""),
-                    "usage": {"input_tokens": body.get("prompt_eval_count", 0),
-                              "output_tokens": body.get("eval_count", 0)}}
+            try:
+                reply = requests.post(
+                    f"{self.ollama_url.rstrip('/')}/api/generate", timeout=self.ollama_timeout,
+                    json={"model": self.ollama_model, "prompt": prompt, "stream": False})
+            except requests.ConnectionError:
+                trace.get_current_span().set_attribute("ragtrail.demo.generator", "template")
+            else:
+                reply.raise_for_status()
+                body = reply.json()
+                return {"text": str(body.get("response", "")),
+                        "usage": {"input_tokens": body.get("prompt_eval_count", 0),
+                                  "output_tokens": body.get("eval_count", 0)}}
         text = _template_answer(documents)
         return {"text": text, "usage": {"input_tokens": len(_tokens(prompt)),
                                         "output_tokens": len(_tokens(text))}}
@@ -97,6 +125,7 @@ class Pipeline:
     async def stream(self, question: str, documents: list[dict[str, Any]]) -> AsyncIterator[str]:
         """The template answer, word by word, as a streaming LLM would send it."""
         for word in _template_answer(documents).split(" "):
+            await asyncio.sleep(0.002)  # a token's worth of work: the client sees chunks
             yield word + " "
 
     @monitored(kind="chain", capture_args=["question"])

@@ -1,0 +1,200 @@
+"""``run_demo``: the service under uvicorn, a fake Ollama, the scenario, the report, a clean stop.
+
+The server runs in a thread and the scenario in the main thread, so Ctrl-C (a
+``KeyboardInterrupt`` in the main thread) can arrive anywhere: the ``finally`` stops the server,
+then shuts the monitor down, which flushes every queued record to the store. A second Ctrl-C
+during that stop is ignored, so the flush cannot be cut short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import ragtrail
+from ragtrail.demo._fake_ollama import FakeOllama
+from ragtrail.demo._report import render_explore, render_report
+from ragtrail.demo._scenario import QUESTION_ID, Scenario, ScenarioError
+from ragtrail.demo.service import create_app
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["DemoError", "DemoOptions", "run_demo"]
+
+_START_TIMEOUT = 15.0
+# Fast checks, so readiness follows the fake Ollama within about a second (the defaults,
+# 15 s apart, suit production, not a 10-second demo).
+_DEMO_SETTINGS: dict[str, Any] = {
+    "service_name": "ragtrail-demo",
+    "health_check_interval": 1.0,
+    "health_check_timeout": 2.0,
+    "monitoring_interval": 2.0,
+}
+
+
+class DemoError(Exception):
+    """The demo cannot start (the port is taken, say); one line for the user."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``ragtrail demo`` was asked to do."""
+
+    store_url: str = "sqlite:///ragtrail.db"
+    data_dir: Path = Path("ragtrail-demo")
+    serve: bool = False
+    port: int = 0
+
+
+def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
+    """Run the demo, printing progress and the report to ``out``; returns the exit status.
+
+    0 when the scenario ran, 1 when the service misbehaved; Ctrl-C propagates as
+    ``KeyboardInterrupt`` after a clean stop (with ``serve``, Ctrl-C is the normal end: 0).
+    """
+    stream = out or sys.stdout
+
+    def say(line: str = "", end: str = "\n") -> None:
+        print(line, end=end, file=stream, flush=True)
+
+    started = time.perf_counter()
+    since_us = time.time_ns() // 1000
+    api_token = secrets.token_urlsafe(18)
+    fake = FakeOllama(slow_seconds=0.6).start()
+    server: _Server | None = None
+    status = 0
+    try:
+        app = create_app(store_url=options.store_url, ollama_url=fake.url,
+                         data_dir=options.data_dir, api_token=api_token, ollama_timeout=5.0,
+                         **_DEMO_SETTINGS)
+        server = _Server(app, options.port)
+        base_url = f"http://127.0.0.1:{server.port}"
+        say(f"ragtrail demo: the example RAG service is starting on {base_url}")
+        say(f"  audit store {_masked(options.store_url)}, uploads and quarantine in "
+            f"{options.data_dir}/, a stand-in Ollama on {fake.url}")
+        server.start()
+        scenario = Scenario(server.port, fake, api_token)
+        phases = list(scenario.phases())
+        try:
+            for number, (title, run) in enumerate(phases, 1):
+                say(f"[{number}/{len(phases)}] {title} ... ", end="")
+                phase_started = time.perf_counter()
+                summary = run()
+                say(f"{summary} ({time.perf_counter() - phase_started:.1f} s)")
+        except ScenarioError as exc:
+            say()
+            print(f"ragtrail: error: demo: {exc}", file=sys.stderr, flush=True)
+            status = 1
+        store = ragtrail.get_monitor().store
+        store.flush(timeout=10)
+        say()
+        for line in render_report(store, since_us=since_us, question_id=QUESTION_ID,
+                                  probes=scenario.probes):
+            say(line)
+        for line in render_explore(
+                db=_db_argument(options.store_url), question_id=QUESTION_ID,
+                quarantine_dir=shlex.quote(str(options.data_dir / "quarantine")),
+                base_url=base_url, api_token=api_token, serving=options.serve):
+            say(line)
+        say()
+        say(f"The scenario took {time.perf_counter() - started:.1f} s.")
+        if options.serve:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how --serve ends
+                server.wait()
+            say()
+    finally:
+        with _sigint_ignored():
+            if server is not None:
+                server.stop()
+            fake.stop()
+            monitor = ragtrail.get_monitor()
+            ragtrail.shutdown(timeout=10)
+            health = monitor.store.health()
+            say(f"Stopped. The audit store has everything: {health.written} records written "
+                f"this run, {health.dropped} dropped, {health.queue_depth} left in the queue.")
+    return status
+
+
+class _Server:
+    """uvicorn on a socket bound here (so the port is known before it starts), in a thread."""
+
+    def __init__(self, app: Starlette, port: int) -> None:
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind(("127.0.0.1", port))
+        except OSError as exc:
+            self._socket.close()
+            raise DemoError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+        self.port: int = self._socket.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on",
+            timeout_graceful_shutdown=3))
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._socket]},
+                                        name="ragtrail-demo-server", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ScenarioError("the service did not start (see the log above)")
+            time.sleep(0.02)
+
+    def wait(self) -> None:
+        """Until the server stops; a short join timeout keeps Ctrl-C responsive."""
+        while self._thread.is_alive():
+            self._thread.join(0.25)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self._socket.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: the store will say so itself
+        return url
+
+
+def _db_argument(url: str) -> str:
+    """``--db`` as the user should type it: a SQLite file as its path, no password ever."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return shlex.quote(parsed.database)
+    if parsed.password is not None:
+        return '"$RAGTRAIL_STORE_URL"'
+    return shlex.quote(url)
