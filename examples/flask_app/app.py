@@ -12,7 +12,8 @@ Run it (see README.md next to this file)::
     gunicorn --bind 127.0.0.1:8000 --threads 8 'app:create_app()'  # from examples/flask_app
 
 Configuration: every ``RAGTRAIL_*``/``OTEL_*`` variable (docs/configuration.md), plus this
-app's own ``OLLAMA_URL``, ``OLLAMA_MODEL``, ``UPLOAD_DIR`` and ``ADMIN_TOKEN``.
+app's own ``OLLAMA_URL``, ``OLLAMA_MODEL`` and ``UPLOAD_DIR``. ``RAGTRAIL_API_TOKEN`` guards
+``/admin/stats`` as well as ragtrail's detailed health routes.
 """
 
 from __future__ import annotations
@@ -91,25 +92,28 @@ def create_app(**settings: Any) -> Flask:
     upload_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     validator = FileValidator(max_bytes=MAX_UPLOAD_BYTES,
                               allowed_extensions=[".txt", ".md", ".pdf", ".docx", ".csv", ".json"])
-    admin_token = os.environ.get("ADMIN_TOKEN") or None
+    admin_token = monitor.settings.api_token
 
     app = Flask(__name__)
 
     def question() -> str:
-        body = request.get_json(silent=True)
-        text = body.get("question") if isinstance(body, dict) else None
+        """From a JSON body ``{"question": ...}`` (POST) or ``?q=`` (GET); else a 400."""
+        if request.method == "GET":
+            text: object = request.args.get("q")
+        else:
+            body = request.get_json(silent=True)
+            text = body.get("question") if isinstance(body, dict) else None
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_QUESTION_CHARS:
             abort(make_response(jsonify(
-                error=f"send JSON {{'question': '...'}} of 1 to {MAX_QUESTION_CHARS} characters"),
-                400))
+                error=f"expected a question of 1 to {MAX_QUESTION_CHARS} characters"), 400))
         return text
 
-    @app.post("/ask")
+    @app.route("/ask", methods=["GET", "POST"])
     def ask() -> Response:
         reply = pipeline.answer(question())
         return jsonify({**reply, "correlation_id": ragtrail.correlation_id()})
 
-    @app.post("/ask/stream")
+    @app.route("/ask/stream", methods=["GET", "POST"])
     def ask_stream() -> Response:
         text = question()
         passages = pipeline.rerank(text, pipeline.retrieve(text))
@@ -117,13 +121,16 @@ def create_app(**settings: Any) -> Flask:
         # iterates this body, after the view has returned.
         return Response(stream_answer(pipeline, text, passages), mimetype="text/plain")
 
+    @app.post("/documents")  # the name from Content-Disposition: attachment; filename=...
     @app.put("/documents/<name>")
-    def upload(name: str) -> tuple[Response, int]:
+    def upload(name: str | None = None) -> tuple[Response, int]:
         # The raw body goes to disk in chunks and is validated there; the name is sanitised.
         saved = save_upload_wsgi(request.environ, validator, upload_dir, filename=name)
         result = saved.result
         if not saved.accepted or saved.path is None:
-            return jsonify({"accepted": False, "reason": result.reason}), 422
+            status = 413 if result.size > validator.max_bytes else 422
+            return jsonify({"accepted": False, "reason": result.reason,
+                            "event": result.event_type}), status
         indexed = result.detected_type in INDEXED_TYPES
         if indexed:  # the validator has checked that it is UTF-8
             text = saved.path.read_text(encoding="utf-8")

@@ -55,7 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     ollama = FakeOllama().start()
     waitress = shutil.which("waitress-serve", path=os.path.dirname(sys.executable))
     assert waitress, "waitress-serve is installed with waitress (test extra)"
-    env = example_env(data, OLLAMA_URL=ollama.url, ADMIN_TOKEN=ADMIN_TOKEN,
+    env = example_env(data, OLLAMA_URL=ollama.url, RAGTRAIL_API_TOKEN=ADMIN_TOKEN,
                       UPLOAD_DIR=str(data / "uploads"),
                       RAGTRAIL_QUARANTINE_DIR=str(data / "quarantine"))
     app = RunningApp([waitress, "--host", "127.0.0.1", "--port", "0", "--call",
@@ -91,12 +91,21 @@ def test_ask_answers_and_echoes_the_correlation_id(served: Served) -> None:
         ("server", "retriever", "llm")
 
 
+def test_a_question_can_come_as_a_query_parameter(served: Served) -> None:
+    """GET /ask?q= answers like the JSON POST."""
+    with served.client() as client:
+        reply = client.get("/ask", params={"q": "How is a trace propagated across services?"})
+    assert reply.status_code == 200
+    assert "otel-context" in reply.json()["sources"]
+
+
 def test_a_bad_question_is_refused_with_400(served: Served) -> None:
     """A question that is not a non-empty string gets 400 and a JSON reason, not a 500."""
     with served.client() as client:
-        reply = client.post("/ask", json={"question": ""})
-    assert reply.status_code == 400
-    assert "question" in reply.json()["error"]
+        empty = client.post("/ask", json={"question": ""})
+        not_json = client.post("/ask", content=b"question?")
+    assert (empty.status_code, not_json.status_code) == (400, 400)
+    assert "question" in empty.json()["error"]
 
 
 def test_streamed_answer_arrives_and_its_span_covers_the_stream(served: Served) -> None:
@@ -135,12 +144,24 @@ def test_an_uploaded_document_is_kept_and_becomes_retrievable(served: Served) ->
          what="the upload's spans")
 
 
-def test_a_pdf_is_kept_but_not_indexed(served: Served) -> None:
-    """An accepted document that is not text is stored but not put into the text index."""
+def test_a_pdf_posted_with_a_disposition_is_kept_but_not_indexed(served: Served) -> None:
+    """POST /documents takes the name from Content-Disposition; an accepted document that is
+    not text is stored but not put into the text index."""
     with served.client() as client:
-        saved = client.put("/documents/report.pdf", content=PDF)
+        saved = client.post("/documents", content=PDF, headers={
+            "Content-Disposition": 'attachment; filename="Q3 report.pdf"'})
     assert saved.status_code == 201, saved.text
     assert (saved.json()["type"], saved.json()["indexed"]) == ("pdf", False)
+    assert (served.data / "uploads" / saved.json()["name"]).read_bytes() == PDF
+
+
+def test_an_oversized_upload_gets_413_before_it_is_stored(served: Served) -> None:
+    """A body over the example's 5 MiB upload limit is refused with 413 and never kept."""
+    with served.client() as client:
+        reply = client.put("/documents/huge.txt", content=b"a" * (5 * 1024 * 1024 + 1))
+    assert reply.status_code == 413
+    assert reply.json()["accepted"] is False
+    assert not list((served.data / "uploads").glob("huge*"))
 
 
 def test_a_disguised_executable_is_quarantined_and_recorded(served: Served) -> None:
