@@ -21,14 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import ragtrail
+from ragtrail._settings import ConfigurationError
 from ragtrail.demo._fake_ollama import FakeOllama
 from ragtrail.demo._report import render_explore, render_report
 from ragtrail.demo._scenario import QUESTION_ID, Scenario, ScenarioError
 from ragtrail.demo.service import create_app
+from ragtrail.store import StoreError
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.applications import Starlette
+
+    from ragtrail import Monitor
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 
@@ -71,19 +75,24 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     started = time.perf_counter()
     since_us = time.time_ns() // 1000
     api_token = secrets.token_urlsafe(18)
+    server = _Server(options.port)  # first: a port in use fails before anything is created
     fake = FakeOllama(slow_seconds=0.6).start()
-    server: _Server | None = None
     status = 0
+    monitor: Monitor | None = None
     try:
-        app = create_app(store_url=options.store_url, ollama_url=fake.url,
-                         data_dir=options.data_dir, api_token=api_token, ollama_timeout=5.0,
-                         **_DEMO_SETTINGS)
-        server = _Server(app, options.port)
         base_url = f"http://127.0.0.1:{server.port}"
         say(f"ragtrail demo: the example RAG service is starting on {base_url}")
         say(f"  audit store {_masked(options.store_url)}, uploads and quarantine in "
             f"{options.data_dir}/, a stand-in Ollama on {fake.url}")
-        server.start()
+        try:
+            app = create_app(
+                store_url=options.store_url, ollama_url=fake.url, data_dir=options.data_dir,
+                api_token=api_token, ollama_timeout=5.0, **_DEMO_SETTINGS)
+            monitor = app.state.monitor
+            monitor.store.events(limit=1)  # an unreachable database: say so now, not later
+        except (StoreError, ConfigurationError, OSError) as exc:
+            raise DemoError(str(exc)) from None
+        server.start(app)
         scenario = Scenario(server.port, fake, api_token)
         phases = list(scenario.phases())
         try:
@@ -96,7 +105,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             say()
             print(f"ragtrail: error: demo: {exc}", file=sys.stderr, flush=True)
             status = 1
-        store = ragtrail.get_monitor().store
+        store = monitor.store
         store.flush(timeout=10)
         say()
         for line in render_report(store, since_us=since_us, question_id=QUESTION_ID,
@@ -108,30 +117,31 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
                 base_url=base_url, api_token=api_token, serving=options.serve):
             say(line)
         say()
-        say(f"The scenario took {time.perf_counter() - started:.1f} s.")
+        say(f"The scenario and the report took {time.perf_counter() - started:.1f} s.")
         if options.serve:
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how --serve ends
                 server.wait()
             say()
+    except KeyboardInterrupt:
+        say()
+        say("Interrupted: stopping the service and flushing the audit store.")
+        raise
     finally:
         with _sigint_ignored():
-            if server is not None:
-                server.stop()
+            server.stop()
             fake.stop()
-            monitor = ragtrail.get_monitor()
-            ragtrail.shutdown(timeout=10)
-            health = monitor.store.health()
-            say(f"Stopped. The audit store has everything: {health.written} records written "
-                f"this run, {health.dropped} dropped, {health.queue_depth} left in the queue.")
+            if monitor is not None:
+                monitor.shutdown(timeout=10)
+                health = monitor.store.health()
+                say(f"Stopped. {health.written} records written to the audit store, "
+                    f"{health.dropped} dropped, {health.queue_depth} left in the queue.")
     return status
 
 
 class _Server:
     """uvicorn on a socket bound here (so the port is known before it starts), in a thread."""
 
-    def __init__(self, app: Starlette, port: int) -> None:
-        import uvicorn
-
+    def __init__(self, port: int) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,30 +150,41 @@ class _Server:
             self._socket.close()
             raise DemoError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
         self.port: int = self._socket.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(
+        self._server: uvicorn.Server | None = None
+        # An Event, not Thread.join: a join interrupted by Ctrl-C can leave the thread looking
+        # finished while it still runs (CPython gh-90882), and the stop would not wait for it.
+        self._done = threading.Event()
+
+    def _run(self, server: uvicorn.Server) -> None:
+        try:
+            server.run(sockets=[self._socket])
+        finally:
+            self._done.set()
+
+    def start(self, app: Starlette) -> None:
+        import uvicorn
+
+        server = self._server = uvicorn.Server(uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on",
             timeout_graceful_shutdown=3))
-        self._thread = threading.Thread(target=self._server.run,
-                                        kwargs={"sockets": [self._socket]},
+        self._thread = threading.Thread(target=self._run, args=(server,),
                                         name="ragtrail-demo-server", daemon=True)
-
-    def start(self) -> None:
         self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+        while not server.started:
+            if self._done.is_set() or time.monotonic() > deadline:
                 raise ScenarioError("the service did not start (see the log above)")
             time.sleep(0.02)
 
     def wait(self) -> None:
-        """Until the server stops; a short join timeout keeps Ctrl-C responsive."""
-        while self._thread.is_alive():
-            self._thread.join(0.25)
+        """Until the server stops; a short timeout keeps Ctrl-C responsive."""
+        while not self._done.wait(0.25):
+            pass
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.should_exit = True
+            self._done.wait(10)
         self._socket.close()
 
 
