@@ -32,6 +32,20 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true/false, 1/0, yes/no or on/off")
 
 
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -106,12 +120,12 @@ class Settings:
 
     # Audit store
     store_url: str = _setting("sqlite:///ragtrail.db", "RAGTRAIL_STORE_URL", secret=True)
-    events_capacity: int = _setting(100_000, "RAGTRAIL_EVENTS_CAPACITY", parse=int)
-    spans_capacity: int = _setting(100_000, "RAGTRAIL_SPANS_CAPACITY", parse=int)
-    metrics_capacity: int = _setting(10_000, "RAGTRAIL_METRICS_CAPACITY", parse=int)
-    queue_size: int = _setting(10_000, "RAGTRAIL_QUEUE_SIZE", parse=int)
-    batch_size: int = _setting(500, "RAGTRAIL_BATCH_SIZE", parse=int)
-    event_coalesce_seconds: float = _setting(60.0, "RAGTRAIL_EVENT_COALESCE_SECONDS", parse=float)
+    events_capacity: int = _setting(100_000, "RAGTRAIL_EVENTS_CAPACITY", parse=_int)
+    spans_capacity: int = _setting(100_000, "RAGTRAIL_SPANS_CAPACITY", parse=_int)
+    metrics_capacity: int = _setting(10_000, "RAGTRAIL_METRICS_CAPACITY", parse=_int)
+    queue_size: int = _setting(10_000, "RAGTRAIL_QUEUE_SIZE", parse=_int)
+    batch_size: int = _setting(500, "RAGTRAIL_BATCH_SIZE", parse=_int)
+    event_coalesce_seconds: float = _setting(60.0, "RAGTRAIL_EVENT_COALESCE_SECONDS", parse=_float)
 
     # OpenTelemetry export
     otlp_endpoint: str | None = _setting(
@@ -120,13 +134,15 @@ class Settings:
         "http/protobuf", "RAGTRAIL_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
     otlp_headers: dict[str, str] = _setting(
         {}, "OTEL_EXPORTER_OTLP_HEADERS", parse=_key_values, secret=True)
+    otlp_timeout_ms: int = _setting(
+        10_000, "RAGTRAIL_OTLP_TIMEOUT_MS", "OTEL_EXPORTER_OTLP_TIMEOUT", parse=_int)
     traces_sampler: str = _setting("parentbased_always_on", "OTEL_TRACES_SAMPLER")
-    traces_sampler_arg: float = _setting(1.0, "OTEL_TRACES_SAMPLER_ARG", parse=float)
+    traces_sampler_arg: float = _setting(1.0, "OTEL_TRACES_SAMPLER_ARG", parse=_float)
 
     # @monitored
-    capture_max_bytes: int = _setting(2048, "RAGTRAIL_CAPTURE_MAX_BYTES", parse=int)
+    capture_max_bytes: int = _setting(2048, "RAGTRAIL_CAPTURE_MAX_BYTES", parse=_int)
     slow_ms: float | None = _setting(
-        None, "RAGTRAIL_SLOW_MS", parse=lambda raw: float(raw) if raw.strip() else None)
+        None, "RAGTRAIL_SLOW_MS", parse=lambda raw: _float(raw) if raw.strip() else None)
     function_error_severity: Severity = _setting(
         Severity.MEDIUM, "RAGTRAIL_FUNCTION_ERROR_SEVERITY", parse=Severity.parse)
 
@@ -137,7 +153,7 @@ class Settings:
     # Alerts
     alert_min_severity: Severity = _setting(
         Severity.HIGH, "RAGTRAIL_ALERT_MIN_SEVERITY", parse=Severity.parse)
-    alert_coalesce_seconds: float = _setting(300.0, "RAGTRAIL_ALERT_COALESCE_SECONDS", parse=float)
+    alert_coalesce_seconds: float = _setting(300.0, "RAGTRAIL_ALERT_COALESCE_SECONDS", parse=_float)
     alert_webhook_url: str | None = _setting(
         None, "RAGTRAIL_ALERT_WEBHOOK_URL", parse=_optional_str, secret=True)
 
@@ -146,22 +162,22 @@ class Settings:
         ("X-Request-ID", "X-Correlation-ID"), "RAGTRAIL_CORRELATION_HEADERS", parse=_csv)
     trust_inbound: bool = _setting(True, "RAGTRAIL_TRUST_INBOUND", parse=_bool)
     trusted_proxies: tuple[str, ...] = _setting((), "RAGTRAIL_TRUSTED_PROXIES", parse=_csv)
-    max_body_bytes: int = _setting(10 * 1024 * 1024, "RAGTRAIL_MAX_BODY_BYTES", parse=int)
+    max_body_bytes: int = _setting(10 * 1024 * 1024, "RAGTRAIL_MAX_BODY_BYTES", parse=_int)
     reject_malicious: bool = _setting(False, "RAGTRAIL_REJECT_MALICIOUS", parse=_bool)
 
     # Health
     api_token: str | None = _setting(
         None, "RAGTRAIL_API_TOKEN", parse=_optional_str, secret=True)
     detailed_routes_open: bool = _setting(False, "RAGTRAIL_DETAILED_ROUTES_OPEN", parse=_bool)
-    health_check_interval: float = _setting(15.0, "RAGTRAIL_HEALTH_CHECK_INTERVAL", parse=float)
-    health_check_timeout: float = _setting(5.0, "RAGTRAIL_HEALTH_CHECK_TIMEOUT", parse=float)
-    monitoring_interval: float = _setting(30.0, "RAGTRAIL_MONITORING_INTERVAL", parse=float)
-    cpu_warn_percent: float = _setting(85.0, "RAGTRAIL_CPU_WARN_PERCENT", parse=float)
-    cpu_fail_percent: float = _setting(98.0, "RAGTRAIL_CPU_FAIL_PERCENT", parse=float)
-    memory_warn_percent: float = _setting(85.0, "RAGTRAIL_MEMORY_WARN_PERCENT", parse=float)
-    memory_fail_percent: float = _setting(95.0, "RAGTRAIL_MEMORY_FAIL_PERCENT", parse=float)
-    disk_warn_percent: float = _setting(85.0, "RAGTRAIL_DISK_WARN_PERCENT", parse=float)
-    disk_fail_percent: float = _setting(95.0, "RAGTRAIL_DISK_FAIL_PERCENT", parse=float)
+    health_check_interval: float = _setting(15.0, "RAGTRAIL_HEALTH_CHECK_INTERVAL", parse=_float)
+    health_check_timeout: float = _setting(5.0, "RAGTRAIL_HEALTH_CHECK_TIMEOUT", parse=_float)
+    monitoring_interval: float = _setting(30.0, "RAGTRAIL_MONITORING_INTERVAL", parse=_float)
+    cpu_warn_percent: float = _setting(85.0, "RAGTRAIL_CPU_WARN_PERCENT", parse=_float)
+    cpu_fail_percent: float = _setting(98.0, "RAGTRAIL_CPU_FAIL_PERCENT", parse=_float)
+    memory_warn_percent: float = _setting(85.0, "RAGTRAIL_MEMORY_WARN_PERCENT", parse=_float)
+    memory_fail_percent: float = _setting(95.0, "RAGTRAIL_MEMORY_FAIL_PERCENT", parse=_float)
+    disk_warn_percent: float = _setting(85.0, "RAGTRAIL_DISK_WARN_PERCENT", parse=_float)
+    disk_fail_percent: float = _setting(95.0, "RAGTRAIL_DISK_FAIL_PERCENT", parse=_float)
 
     # Security posture
     quarantine_dir: str = _setting("quarantine", "RAGTRAIL_QUARANTINE_DIR")
@@ -179,6 +195,12 @@ class Settings:
             _require(name, getattr(self, name), getattr(self, name) > 0, "a number > 0")
         _require("otlp_protocol", self.otlp_protocol, self.otlp_protocol in _PROTOCOLS,
                  " or ".join(_PROTOCOLS))
+        # The OTel specification gives OTEL_EXPORTER_OTLP_TIMEOUT in milliseconds; the Python SDK
+        # reads seconds (opentelemetry-python#4044). A value under 100 is almost surely meant as
+        # seconds, and as milliseconds it would fail every export: refuse it at start-up.
+        _require("otlp_timeout_ms", self.otlp_timeout_ms, self.otlp_timeout_ms >= 100,
+                 "a whole number of milliseconds >= 100 (OTEL_EXPORTER_OTLP_TIMEOUT is in "
+                 "milliseconds, as the OpenTelemetry specification says)")
         _require("traces_sampler", self.traces_sampler, self.traces_sampler in _SAMPLERS,
                  ", ".join(_SAMPLERS))
         _require("traces_sampler_arg", self.traces_sampler_arg,

@@ -62,6 +62,11 @@ def test_standard_otel_variables_are_honoured() -> None:
         ({"RAGTRAIL_EVENTS_CAPACITY": "0"}, ["events_capacity", ">= 1"]),
         ({"OTEL_TRACES_SAMPLER_ARG": "1.5"}, ["traces_sampler_arg", "0 to 1"]),
         ({"RAGTRAIL_CPU_WARN_PERCENT": "99"}, ["cpu_warn_percent", "warn"]),
+        ({"RAGTRAIL_HEALTH_CHECK_TIMEOUT": "soon"},
+         ["RAGTRAIL_HEALTH_CHECK_TIMEOUT", "health_check_timeout", "soon", "expected a number"]),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "5s"},
+         ["OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_timeout_ms", "5s", "expected a whole number"]),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "10"}, ["otlp_timeout_ms", "10", "milliseconds >= 100"]),
     ],
 )
 def test_invalid_values_name_setting_value_and_choices(
@@ -113,3 +118,52 @@ def test_every_setting_is_documented_with_its_variables() -> None:
         assert row is not None, f"{f.name} is not in docs/configuration.md"
         for variable in f.metadata["env"]:
             assert f"`{variable}`" in row.group(1), f"{variable} missing from {f.name}'s row"
+
+
+def test_otlp_timeout_is_read_in_milliseconds() -> None:
+    """OTEL_EXPORTER_OTLP_TIMEOUT is milliseconds (OTel specification); RAGTRAIL_ wins."""
+    assert Settings().otlp_timeout_ms == 10_000
+    assert Settings.from_env({"OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}).otlp_timeout_ms == 2500
+    assert Settings.from_env({"OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+                              "RAGTRAIL_OTLP_TIMEOUT_MS": "400"}).otlp_timeout_ms == 400
+
+
+# The seed's unprefixed variables (issue #3) and the documented ragtrail variable that replaces
+# each: (seed name, ragtrail variable, a value, the setting, the value it must give).
+SEED_NAMES = [
+    ("ENVIRONMENT", "RAGTRAIL_ENVIRONMENT", "production", "environment", "production"),
+    ("OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "otlp_endpoint",
+     "http://127.0.0.1:4318"),
+    ("MONITORING_INTERVAL", "RAGTRAIL_MONITORING_INTERVAL", "45", "monitoring_interval", 45.0),
+    ("HEALTH_CHECK_TIMEOUT", "RAGTRAIL_HEALTH_CHECK_TIMEOUT", "2.5", "health_check_timeout", 2.5),
+    ("SECURITY_ENABLED", "RAGTRAIL_SECURITY_ENABLED", "false", "security_enabled", False),
+    ("SECURITY_SCAN_ON_STARTUP", "RAGTRAIL_SECURITY_SCAN_ON_STARTUP", "true",
+     "security_scan_on_startup", True),
+    ("SECURITY_VULNERABILITY_THRESHOLD", "RAGTRAIL_SECURITY_VULNERABILITY_THRESHOLD", "high",
+     "security_vulnerability_threshold", Severity.HIGH),
+    ("API_TOKEN", "RAGTRAIL_API_TOKEN", "tok-seed", "api_token", "tok-seed"),
+    ("DEBUG", "RAGTRAIL_DEBUG", "true", "debug", True),
+]
+
+
+def _seed_table() -> dict[str, str]:
+    section = DOCS.read_text(encoding="utf-8").split("## Names from the seed system", 1)[1]
+    return dict(re.findall(r"^\| `([A-Z_]+)` \| (.*) \|$", section, flags=re.MULTILINE))
+
+
+def test_seed_names_table_documents_each_seed_variable() -> None:
+    """docs/configuration.md maps every seed variable to its ragtrail variable, and only those."""
+    table = _seed_table()
+    assert sorted(table) == sorted(seed for seed, *_ in SEED_NAMES)
+    for seed, variable, *_ in SEED_NAMES:
+        assert f"`{variable}`" in table[seed], f"{seed} should map to {variable}"
+
+
+@pytest.mark.parametrize(("seed", "variable", "raw", "name", "expected"), SEED_NAMES,
+                         ids=[row[0] for row in SEED_NAMES])
+def test_seed_variable_maps_to_its_ragtrail_variable(
+        seed: str, variable: str, raw: str, name: str, expected: object) -> None:
+    """The documented variable sets the setting; the bare seed name is never read (another
+    program's ENVIRONMENT or DEBUG must not change ragtrail)."""
+    assert getattr(Settings.from_env({variable: raw}), name) == expected
+    assert getattr(Settings.from_env({seed: raw}), name) == getattr(Settings(), name)

@@ -29,7 +29,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
-from ragtrail.instrument._export_convert import SAMPLED_KEY, SpanConverter
+from ragtrail.instrument._attributes import SAMPLED
+from ragtrail.instrument._export_convert import SpanConverter
 from ragtrail.instrument._export_otlp import safe_endpoint, span_exporter
 from ragtrail.instrument._export_sinks import ExporterSink, ProviderSink, Sink, app_tracer_provider
 from ragtrail.instrument._otel_metrics import OtelMetrics
@@ -116,7 +117,7 @@ class ExportPipeline:
         settings: Settings,
         *,
         redact: Callable[[str], str] | None = None,
-        export_timeout: float = 10.0,
+        export_timeout: float | None = None,
         schedule_delay: float = 0.5,
         metrics_interval: float = 60.0,
         rescue_max_spans: int = 10_000,
@@ -126,9 +127,11 @@ class ExportPipeline:
 
         None when ``sdk_disabled`` is set, or when no ``otlp_endpoint`` is configured and the
         app did not install an SDK TracerProvider. ``redact`` cleans error messages shown by
-        ``health()`` (without it only the error's type is shown). ``export_timeout`` bounds
-        every OTLP request, retries included.
+        ``health()`` (without it only the error's type is shown). ``export_timeout`` (seconds;
+        default: the ``otlp_timeout_ms`` setting) bounds every OTLP request, retries included.
         """
+        if export_timeout is None:
+            export_timeout = settings.otlp_timeout_ms / 1000
         if settings.sdk_disabled:
             return None
         provider = app_tracer_provider()
@@ -295,7 +298,7 @@ class ExportPipeline:
         try:
             if self._metrics is not None:
                 self._metrics.record_span(record)
-            sampled = record.attributes.get(SAMPLED_KEY)
+            sampled = record.attributes.get(SAMPLED)
             if sampled is None:
                 sampled = self._sampler.root(int(record.trace_id, 16))
             for ready in self._rescue.route(record, bool(sampled)):

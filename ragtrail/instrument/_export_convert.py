@@ -18,17 +18,13 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 from ragtrail._records import SpanRecord
+from ragtrail.instrument._attributes import CORRELATION_ID, SAMPLED
 
 __all__ = ["CORRELATION_ID_KEY", "SAMPLED_KEY", "SpanConverter"]
 
-CORRELATION_ID_KEY = "ragtrail.correlation_id"
-"""Span attribute carrying ``SpanRecord.correlation_id`` (the request's correlation ID)."""
-
-SAMPLED_KEY = "ragtrail.sampled"
-"""Reserved record attribute: the head-sampling decision made when the span started.
-
-Read by the export pipeline and never exported; absent means "decide from the trace ID".
-"""
+# The names other modules import from here (spans, tests); the keys live in _attributes.
+CORRELATION_ID_KEY = CORRELATION_ID
+SAMPLED_KEY = SAMPLED
 
 _SPAN_KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT}
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -81,9 +77,9 @@ class SpanConverter:
 def span_attributes(record: SpanRecord) -> dict[str, AttributeValue]:
     """The record's attributes as OTel values, plus correlation ID and ``error.type``."""
     attributes = otel_attributes(record.attributes)
-    attributes.pop(SAMPLED_KEY, None)
+    attributes.pop(SAMPLED, None)
     if record.correlation_id is not None:
-        attributes.setdefault(CORRELATION_ID_KEY, record.correlation_id)
+        attributes.setdefault(CORRELATION_ID, record.correlation_id)
     if record.status == "error" and record.error_type:
         # OTel semantic conventions: error.type on every span that ends with an error.
         attributes.setdefault("error.type", record.error_type)

@@ -7,6 +7,7 @@ exporter modules are imported only when chosen: grpcio alone takes ~100 ms to im
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics.export import MetricExporter
@@ -19,34 +20,28 @@ __all__ = ["metric_exporter", "safe_endpoint", "span_exporter"]
 
 def span_exporter(settings: Settings, timeout: float) -> SpanExporter:
     """An OTLP span exporter whose every export gives up after ``timeout`` seconds."""
-    endpoint = _endpoint(settings)
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
         )
-        return GrpcSpanExporter(endpoint=endpoint, insecure=_insecure(endpoint),
-                                headers=dict(settings.otlp_headers), timeout=timeout)
+        return GrpcSpanExporter(**_grpc_options(settings, timeout))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
-    return HttpSpanExporter(endpoint=_signal_url(endpoint, "traces"),
-                            headers=dict(settings.otlp_headers), timeout=timeout)
+    return HttpSpanExporter(**_http_options(settings, "traces", timeout))
 
 
 def metric_exporter(settings: Settings, timeout: float) -> MetricExporter:
     """An OTLP metric exporter with the same endpoint, protocol and headers as the spans."""
-    endpoint = _endpoint(settings)
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
         )
-        return GrpcMetricExporter(endpoint=endpoint, insecure=_insecure(endpoint),
-                                  headers=dict(settings.otlp_headers), timeout=timeout)
+        return GrpcMetricExporter(**_grpc_options(settings, timeout))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
-    return HttpMetricExporter(endpoint=_signal_url(endpoint, "metrics"),
-                              headers=dict(settings.otlp_headers), timeout=timeout)
+    return HttpMetricExporter(**_http_options(settings, "metrics", timeout))
 
 
 def safe_endpoint(endpoint: str | None) -> str | None:
@@ -62,16 +57,23 @@ def safe_endpoint(endpoint: str | None) -> str | None:
     return f"{scheme}{host}{port}"
 
 
+def _grpc_options(settings: Settings, timeout: float) -> dict[str, Any]:
+    endpoint = _endpoint(settings)
+    return {"endpoint": endpoint, "insecure": _insecure(endpoint),
+            "headers": dict(settings.otlp_headers), "timeout": timeout}
+
+
+def _http_options(settings: Settings, signal: str, timeout: float) -> dict[str, Any]:
+    # OTel exporter spec: OTEL_EXPORTER_OTLP_ENDPOINT is a base URL for OTLP/HTTP and the
+    # signal path (v1/traces, v1/metrics) is appended to it.
+    return {"endpoint": f"{_endpoint(settings).rstrip('/')}/v1/{signal}",
+            "headers": dict(settings.otlp_headers), "timeout": timeout}
+
+
 def _endpoint(settings: Settings) -> str:
     if not settings.otlp_endpoint:
         raise ValueError("otlp_endpoint is not set")
     return settings.otlp_endpoint
-
-
-def _signal_url(base: str, signal: str) -> str:
-    # OTel exporter spec: OTEL_EXPORTER_OTLP_ENDPOINT is a base URL for OTLP/HTTP and the
-    # signal path (v1/traces, v1/metrics) is appended to it.
-    return f"{base.rstrip('/')}/v1/{signal}"
 
 
 def _insecure(endpoint: str) -> bool | None:

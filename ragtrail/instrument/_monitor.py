@@ -19,6 +19,7 @@ from opentelemetry import trace
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.instrument._alerts import AlertCallback, AlertDispatcher
+from ragtrail.instrument._attributes import EVENT_DESCRIPTION, EVENT_SEVERITY, EVENT_SOURCE
 from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
 from ragtrail.instrument._events import build_security_event
 from ragtrail.instrument._export import ExportPipeline
@@ -33,10 +34,6 @@ __all__ = ["Monitor", "configure", "get_monitor", "on_alert", "security_event", 
 logger = logging.getLogger("ragtrail")
 
 _Callback = TypeVar("_Callback", bound=AlertCallback)
-
-EVENT_SEVERITY_KEY = "ragtrail.event.severity"
-"""On the span event of a security event; the export pipeline keeps traces that have a high
-or critical one even when head sampling dropped them."""
 
 
 class Monitor:
@@ -108,9 +105,9 @@ class Monitor:
             self.store.record(event)
             if current.is_recording():
                 current.add_event(event.event_type, {
-                    EVENT_SEVERITY_KEY: str(level),
-                    "ragtrail.event.source": event.source,
-                    "ragtrail.event.description": event.description,
+                    EVENT_SEVERITY: str(level),
+                    EVENT_SOURCE: event.source,
+                    EVENT_DESCRIPTION: event.description,
                 })
             if self._exporter is not None:
                 self._exporter.count_event(event)
@@ -272,7 +269,8 @@ def configure(
 
     Arguments win over ``RAGTRAIL_*``/``OTEL_*`` environment variables, which win over the
     defaults (see docs/configuration.md). A bad value raises ``ConfigurationError`` naming the
-    setting. A monitor configured before is shut down.
+    setting. A monitor configured before is shut down. With ``security_scan_on_startup`` (on
+    by default in production) the posture scan records its findings as security events.
 
     >>> monitor = ragtrail.configure(service_name="rag-api", store_url="sqlite:///audit.db")
     """
@@ -287,6 +285,8 @@ def configure(
         _default_unavailable = False
     if previous is not None:
         previous.shutdown()
+    if settings.scan_on_startup:
+        _scan_posture(monitor)
     return monitor
 
 
@@ -328,6 +328,18 @@ def on_alert(min_severity: Severity | str | None = None) -> Callable[[_Callback]
         return callback
 
     return register
+
+
+def _scan_posture(monitor: Monitor) -> None:
+    """The start-up security scan (issue #6); a failure is counted, never raised."""
+    try:
+        # Imported here: ragtrail.security imports ragtrail.instrument, never the reverse at
+        # module level (docs/architecture.md), and only configure() with the scan on needs it.
+        from ragtrail.security import run_startup_scan
+
+        run_startup_scan(monitor)
+    except Exception:
+        monitor.report_failure("startup_scan")
 
 
 def _install(monitor: Monitor) -> None:

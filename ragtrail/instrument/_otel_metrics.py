@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 
 from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
+from ragtrail.instrument._attributes import CALL_KIND, CALL_NAME, EVENT_SEVERITY, EVENT_TYPE
 from ragtrail.instrument._export_otlp import metric_exporter
 
 __all__ = ["CALL_DURATION", "SECURITY_EVENTS", "OtelMetrics"]
@@ -65,7 +66,7 @@ class OtelMetrics:
         """Add a ``@monitored`` call's duration to the histogram (other kinds are ignored)."""
         if record.kind in _NOT_CALLS:
             return
-        attributes = {"ragtrail.call.name": record.name, "ragtrail.call.kind": record.kind}
+        attributes = {CALL_NAME: record.name, CALL_KIND: record.kind}
         if record.status == "error":
             # OTel semantic conventions: duration metrics carry error.type for failed calls.
             attributes["error.type"] = record.error_type or "_OTHER"
@@ -74,8 +75,8 @@ class OtelMetrics:
     def count_event(self, event: SecurityEvent) -> None:
         """Count a security event (``count`` of them when it stands for coalesced repeats)."""
         self._events.add(max(event.count, 1), {
-            "ragtrail.event.type": event.event_type,
-            "ragtrail.event.severity": str(event.severity),
+            EVENT_TYPE: event.event_type,
+            EVENT_SEVERITY: str(event.severity),
         })
 
     def force_flush(self, timeout: float) -> bool:

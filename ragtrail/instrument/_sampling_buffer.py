@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
+from ragtrail.instrument._attributes import EVENT_SEVERITY
 
 __all__ = ["TraceRescue"]
 
-# The span event the monitor attaches for a security event carries its severity under this key.
-_SEVERITY_KEY = "ragtrail.event.severity"
 _SEVERE = frozenset({str(Severity.HIGH), str(Severity.CRITICAL)})
 
 
@@ -136,4 +135,4 @@ class TraceRescue:
 
 
 def _has_severe_event(record: SpanRecord) -> bool:
-    return any(event.attributes.get(_SEVERITY_KEY) in _SEVERE for event in record.events)
+    return any(event.attributes.get(EVENT_SEVERITY) in _SEVERE for event in record.events)
