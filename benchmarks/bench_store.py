@@ -279,6 +279,77 @@ def bench_record(root: Path, n: int) -> list[Row]:
 _EVENT = threading.Event()
 
 
+# -- 2b. the store's cost to the application's thread ---------------------------------------
+
+def request_work(rounds: int) -> int:
+    """Pure-Python stand-in for a request handler's own work (parsing, routing, a template)."""
+    total = 0
+    fields = {"path": "/api/chat", "method": "POST", "status": "200"}
+    for i in range(rounds):
+        total += len(fields) + (i % 7) * len(fields["status"])
+    return total
+
+
+def calibrate(target_us: float) -> int:
+    """The ``request_work`` rounds that take about ``target_us`` on this machine."""
+    rounds = 100
+    while True:
+        began = time.perf_counter_ns()
+        for _ in range(200):
+            request_work(rounds)
+        cost = (time.perf_counter_ns() - began) / 200 / 1000
+        if cost >= target_us / 2:
+            return max(1, round(rounds * target_us / cost))
+        rounds *= 2
+
+
+def app_loop_us(store: AuditStore | None, rounds: int, spans: list[SpanRecord],
+                pause_s: float) -> float:
+    """Mean wall time of one request (work + 2 records) over ``len(spans) // 2`` requests,
+    excluding the ``pause_s`` idle time between requests (a paced server)."""
+    busy = 0
+    record = store.record if store is not None else None
+    for i in range(0, len(spans), 2):
+        began = time.perf_counter_ns()
+        request_work(rounds)
+        if record is not None:
+            record(spans[i])
+            record(spans[i + 1])
+        busy += time.perf_counter_ns() - began
+        if pause_s:
+            time.sleep(pause_s)
+    return busy / (len(spans) // 2) / 1000
+
+
+def bench_app_cost(root: Path, chunks: int, per_chunk: int) -> list[Row]:
+    """Requests of ~20 us of Python work recording 2 spans each, with the store vs without
+    records, in interleaved chunks: the difference is what the store costs the app's thread
+    (record() itself plus the writer competing for the GIL)."""
+    rounds = calibrate(20.0)
+    rows = []
+    for label, pause in (("back to back", 0.0), ("paced, 0.5 ms idle between", 0.0005)):
+        store = AuditStore(sqlite_url(root / f"app-{pause}.db"), spans_capacity=100_000)
+        now = time.time_ns() // 1000
+        with_store: list[float] = []
+        without: list[float] = []
+        for chunk in range(chunks):
+            spans = [SpanRecord(f"{chunk:08x}{i:024x}", f"{i:016x}", "handler", "server",
+                                now + i, 1000) for i in range(2 * per_chunk)]
+            without.append(app_loop_us(None, rounds, spans, pause))
+            with_store.append(app_loop_us(store, rounds, spans, pause))
+        store.flush()
+        dropped = store.health().dropped
+        store.close()
+        base, ours = statistics.median(without), statistics.median(with_store)
+        note = f" ({dropped} dropped)" if dropped else ""
+        rows.append(Row(f"request ({label}): ~20 us work + 2 record(), with the store{note}",
+                        ours, "us/req", base, higher_is_better=False))
+        rows.append(Row("  baseline: the same requests without records", base, "us/req"))
+        rows.append(Row("  store's cost per request (median difference)", ours - base,
+                        "us/req", higher_is_better=False))
+    return rows
+
+
 # -- 3. latest 100 high+ events on a big store ------------------------------------------------
 
 def bench_query(big: Path, rows: int, repeats: int) -> list[Row]:
@@ -350,28 +421,42 @@ def print_table(rows: list[Row]) -> None:
         print(f"{r.what:<{width}}  {value:>12}  {r.unit:<8}  {r.ratio():>7}  {r.goal}")
 
 
+SECTIONS = ["ingest", "record", "app", "query", "trim"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--repeats", type=int, default=None, help="ingest repeats")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only these sections (repeatable; default: all)")
     args = parser.parse_args(argv)
     quick = args.quick
+    sections = args.only or SECTIONS
     big_rows = 100_000 if quick else 1_000_000
     repeats = args.repeats or (3 if quick else 5)
     print(f"ragtrail store benchmark: Python {sys.version.split()[0]}, SQLite "
           f"{sqlite3.sqlite_version}, {os.cpu_count()} CPUs, {'quick' if quick else 'full'}")
     rows: list[Row] = []
     with workdir() as root:
-        rows += bench_ingest(root, prefill=20_000 if quick else 100_000,
-                             n=20_000 if quick else 50_000, repeats=repeats)
-        rows += bench_record(root, 20_000 if quick else 200_000)
+        if "ingest" in sections:
+            rows += bench_ingest(root, prefill=20_000 if quick else 100_000,
+                                 n=20_000 if quick else 50_000, repeats=repeats)
+        if "record" in sections:
+            rows += bench_record(root, 20_000 if quick else 200_000)
+        if "app" in sections:
+            rows += bench_app_cost(root, chunks=9 if quick else 21,
+                                   per_chunk=1_000 if quick else 2_000)
         big = root / "big.db"
-        began = time.perf_counter()
-        bulk_load(big, big_rows, big_rows, RARE)
-        print(f"(built a {big_rows:,}-row store in {time.perf_counter() - began:.1f} s)")
-        rows += bench_query(big, big_rows, 50 if quick else 200)
-        sizes = [10_000, 100_000] + ([] if quick else [1_000_000])
-        rows += bench_trim(root, sizes, None if quick else big, 15 if quick else 40)
+        if "query" in sections or "trim" in sections:
+            began = time.perf_counter()
+            bulk_load(big, big_rows, big_rows, RARE)
+            print(f"(built a {big_rows:,}-row store in {time.perf_counter() - began:.1f} s)")
+        if "query" in sections:
+            rows += bench_query(big, big_rows, 50 if quick else 200)
+        if "trim" in sections:
+            sizes = [10_000, 100_000] + ([] if quick else [1_000_000])
+            rows += bench_trim(root, sizes, None if quick else big, 15 if quick else 40)
     print_table(rows)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import weakref
 from collections.abc import Callable, Mapping
@@ -38,6 +39,12 @@ log = logging.getLogger("ragtrail.store")
 EXIT_FLUSH_TIMEOUT_S = 5.0
 """How long interpreter exit waits for each open store to write what it holds."""
 
+DEFAULT_LINGER_S = 0.05
+"""How long the writer lets a batch fill after its first record (``batch_linger_seconds``)."""
+
+DEFAULT_CLOSE_TIMEOUT_S = 10.0
+"""How long ``close()`` without a timeout waits for a database that cannot be written."""
+
 T = TypeVar("T")
 _RING_OF = {SecurityEvent: "events", SpanRecord: "spans", MetricsSample: "metrics"}
 _open_stores: weakref.WeakSet[AuditStore] = weakref.WeakSet()
@@ -53,6 +60,12 @@ class AuditStore:
     >>> store = AuditStore("sqlite:///audit.db")            # doctest: +SKIP
     >>> store.record(event); store.flush(timeout=5)          # doctest: +SKIP
     >>> store.events(min_severity="high", limit=20)          # doctest: +SKIP
+
+    The writer commits once ``batch_size`` records are queued or ``batch_linger_seconds``
+    after the first one arrived, whichever comes first (``flush()`` does not wait for either).
+    ``close()`` without a timeout waits at most ``close_timeout`` seconds for a database that
+    cannot be written. A new SQLite file (and its ``-wal``/``-shm``) is readable by its owner
+    only (0600), in a directory created 0700 if missing.
 
     ``engine_options`` go to ``sqlalchemy.create_engine`` (``connect_args``, pool sizes, event
     hooks through ``store.engine``); SQLite's busy timeout is ``connect_args={"timeout": s}``
@@ -71,6 +84,8 @@ class AuditStore:
         event_coalesce_seconds: float = 60.0,
         read_only: bool = False,
         engine_options: Mapping[str, Any] | None = None,
+        batch_linger_seconds: float = DEFAULT_LINGER_S,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
     ) -> None:
         for name, value in (("events_capacity", events_capacity),
                             ("spans_capacity", spans_capacity),
@@ -81,6 +96,11 @@ class AuditStore:
         if event_coalesce_seconds < 0:
             raise ValueError("event_coalesce_seconds must be >= 0 (0 turns coalescing off); "
                              f"got {event_coalesce_seconds!r}")
+        for name, seconds in (("batch_linger_seconds", batch_linger_seconds),
+                              ("close_timeout", close_timeout)):
+            if not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0; "
+                                 f"got {seconds!r}")
         self.read_only = read_only
         self._target = parse_target(url)
         self._capacities = {"events": events_capacity, "spans": spans_capacity,
@@ -88,6 +108,8 @@ class AuditStore:
         self._queue_size = queue_size
         self._batch_size = batch_size
         self._coalesce_s = event_coalesce_seconds
+        self._linger_s = float(batch_linger_seconds)
+        self._close_timeout = float(close_timeout)
         self._closed = False
         try:
             self.engine: Engine = make_engine(self._target, read_only=read_only,
@@ -124,12 +146,15 @@ class AuditStore:
                 if item is None:
                     return  # a repeat inside its window: counted on the open slot
             queue = self._queue
-            if len(queue) < self._capacity:
+            depth = len(queue)
+            if depth < self._capacity:
                 queue.append(item)
                 if item is not rec:
                     self._coalescer.register(item)
                 if not self._wake.is_set():
                     self._wake.set()
+                if depth == self._hurry_at:  # a full batch: the writer stops lingering
+                    self._hurry.set()
             else:
                 self._counters.drop(_RING_OF.get(rec.__class__, "other"))
         except Exception:  # failsafe: instrumentation never breaks the caller
@@ -140,23 +165,28 @@ class AuditStore:
         return self._writer.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush (waiting up to ``timeout``; None: as long as it takes), then stop the writer
-        and release connections. What cannot be written by then is dropped and counted.
-        Idempotent; interpreter exit does it with ``EXIT_FLUSH_TIMEOUT_S``.
+        """Flush (waiting up to ``timeout``; None: the store's ``close_timeout``), then stop
+        the writer and release connections. Idempotent; interpreter exit does it with
+        ``EXIT_FLUSH_TIMEOUT_S``.
+
+        If the database still cannot be written when the time is up, the records still
+        queued are dropped and counted in ``health().dropped`` (not in the stored totals:
+        the database is what failed). A writer stuck inside a database call gets one more
+        second; the batch in its hands is counted when that call ends.
         """
         if self._closed:
             return
         self._closed = True
         _open_stores.discard(self)
         self._capacity = 0
-        self._writer.stop(timeout)
+        self._writer.stop(self._close_timeout if timeout is None else max(0.0, timeout))
         self.engine.dispose()
 
     def health(self) -> StoreHealth:
         """The writer's state in this process (no database access: cheap for health probes)."""
         writer, counters = self._writer, self._counters
         return StoreHealth(
-            status=writer.status(), queue_depth=len(writer.queue),
+            status=writer.status(), writer_alive=writer.alive, queue_depth=len(writer.queue),
             queue_capacity=self._queue_size, written=counters.written,
             dropped=counters.dropped, coalesced=self._coalescer.repeats,
             last_error=counters.last_error, last_error_time_us=counters.last_error_time_us,
@@ -252,11 +282,13 @@ class AuditStore:
         batches = BatchWriter(self.engine, self._target, self._capacities, self._coalescer)
         self._writer = Writer(
             batches, queue_size=self._queue_size, batch_size=self._batch_size,
-            coalescer=self._coalescer, counters=self._counters,
+            linger_s=self._linger_s, coalescer=self._coalescer, counters=self._counters,
             ensure_schema=self._ensure_schema, secrets=self._target.secrets,
             data_errors=_data_errors(dialect.loaded_dbapi, dialect.name))
         self._queue = self._writer.queue
         self._wake = self._writer.wake
+        self._hurry = self._writer.hurry
+        self._hurry_at = self._batch_size - 1  # the queue depth before a full batch's last
         if run:
             self._capacity = self._queue_size
             self._writer.start(schema_ready=schema_ready)

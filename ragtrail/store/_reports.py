@@ -33,7 +33,9 @@ class StoreHealth:
     ``failing``: the last write failed and the writer is retrying (records wait in the queue,
     and are dropped once it is full). ``degraded``: writing works, but the queue is filling up
     or records were dropped or a write failed within the last minute. ``ring_usage`` is as of
-    the last committed batch (empty until then).
+    the last committed batch (empty until then). ``writer_alive`` is False only when the
+    writer thread died and could not be started again (what liveness probes want to know); a
+    writer stopped by ``close()`` or never needed (``read_only``) counts as alive.
     """
 
     status: HealthStatus
@@ -45,6 +47,7 @@ class StoreHealth:
     last_error: str | None
     last_error_time_us: int | None
     ring_usage: dict[str, RingUsage] = field(default_factory=dict)
+    writer_alive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
