@@ -21,6 +21,8 @@ class FakeOllama:
     def __init__(self, *, slow_seconds: float = 3.0) -> None:
         self.mode: Mode = "ok"
         self.slow_seconds = slow_seconds
+        self.generated = 0
+        """How many ``/api/generate`` requests arrived."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -69,6 +71,7 @@ def _handler_for(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
             if self.path != "/api/generate":
                 self._reply(404, {"error": "not found"})
                 return
+            fake.generated += 1
             prompt = str(request.get("prompt", ""))
             context = prompt.split("Context:\n", 1)[-1].split("\nQuestion:", 1)[0]
             answer = context.splitlines()[0].lstrip("- ") if context.strip() else "I don't know."
