@@ -100,7 +100,7 @@ def test_probes_the_container_port_and_the_service_target_are_one_port() -> None
         assert _port_number(CONTAINER, CONTAINER[probe]["httpGet"]["port"]) == listen, probe
     service = MANIFESTS[("Service", "rag-service")]["spec"]
     assert [_port_number(CONTAINER, p["targetPort"]) for p in service["ports"]] == [listen]
-    labels = POD and DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
+    labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
     assert service["selector"].items() <= labels.items()
     assert DEPLOYMENT["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
@@ -250,10 +250,9 @@ def test_the_containers_command_serves_every_probe_path(
         command = list(CONTAINER["command"])
         command[command.index("--host") + 1] = "127.0.0.1"
         command[command.index("--port") + 1] = "0"  # the app prints the port it got
-        assert command[0] == "python"
-        app = start_app([sys.executable, *command[1:]], env=env,
-                        cwd=EXAMPLES / "flask_app" / Path(CONTAINER["workingDir"]).relative_to(
-                            "/srv/app"),
+        # The image holds examples/flask_app in /srv/app.
+        assert (command[:2], CONTAINER["workingDir"]) == (["python", "app.py"], "/srv/app")
+        app = start_app([sys.executable, *command[1:]], env=env, cwd=EXAMPLES / "flask_app",
                         listening=r"serving on (http://127\.0\.0\.1:\d+)")
         with httpx.Client(base_url=app.url) as client:
             for probe in PROBES:
