@@ -34,17 +34,23 @@ class Command:
 
 _PREFIX = re.compile(r"^(?:\$\s+)?(?:[A-Z][A-Z0-9_]*=\S*\s+)*(?:\S*/)?(?=ragtrail\s)")
 _PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]{1,}\b")
-_SHELL_END = re.compile(r"\s(?:\||>|&&|;|#)")  # a pipe, a redirection, a comment
+_SYNOPSIS = re.compile(r"[\[(]-|\s\[[A-Za-z]")  # [--flag X], (--a | --b), [filters]
+_SEGMENT = re.compile(r"\s(?:&&|;|\|)\s")  # commands chained or piped on one line
+_SHELL_END = re.compile(r"\s(?:>|#)")  # a redirection, a comment
 
 
 def _argv(line: str) -> tuple[str, ...] | None:
-    match = _PREFIX.match(line.strip())
-    if match is None or "[" in line:
+    """The arguments of the ``ragtrail`` command on a shell line, or None if it has none."""
+    if _SYNOPSIS.search(line):
         return None
-    command = line.strip()[match.end():]
-    command = _SHELL_END.split(command, maxsplit=1)[0]
-    words = shlex.split(command)
-    return tuple(words[1:]) if words and words[0] == "ragtrail" else None
+    for segment in _SEGMENT.split(line.strip()):
+        match = _PREFIX.match(segment)
+        if match is None:
+            continue
+        command = _SHELL_END.split(segment[match.end():], maxsplit=1)[0]
+        words = shlex.split(command)
+        return tuple(words[1:])
+    return None
 
 
 def _commands() -> list[Command]:
