@@ -20,7 +20,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 from ragtrail import AuditStore, SecurityEvent, SpanRecord, StoreError
 
@@ -110,6 +112,15 @@ def poll(read: Callable[[], T | None], timeout: float = 15.0, what: str = "a res
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not seen within {timeout} s")
         time.sleep(0.05)
+
+
+def get_when(client: httpx.Client, path: str, status: int = 200, *, timeout: float = 15.0,
+             **options: Any) -> httpx.Response:
+    """GET ``path`` until it answers ``status``, as a probe is retried; the final response."""
+    def attempt() -> httpx.Response | None:
+        reply = client.get(path, **options)
+        return reply if reply.status_code == status else None
+    return poll(attempt, timeout, what=f"GET {path} answering {status}")
 
 
 def read_spans(store_url: str, correlation_id: str) -> list[SpanRecord]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._support import EXAMPLES, RunningApp, example_env, poll, python, spans_named
+from ._support import EXAMPLES, RunningApp, example_env, get_when, poll, python, spans_named
 
 pytest.importorskip("fastapi")  # in the test extra; only a bare checkout lacks it
 
@@ -31,8 +31,7 @@ def test_fastapi_example_records_ids_spans_and_serves_probes(tmp_path: Path,
         reply = client.get("/search", params={"q": "readiness probe"},
                            headers={"X-Request-ID": "fastapi-0001"})
         live = client.get("/livez")
-        ready = poll(lambda: (r := client.get("/readyz")).status_code == 200 and r,
-                     what="readiness 200")
+        ready = get_when(client, "/readyz")
     assert reply.status_code == 200
     assert reply.headers["x-request-id"] == "fastapi-0001"
     assert reply.json()["correlation_id"] == "fastapi-0001"

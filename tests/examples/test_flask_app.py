@@ -18,12 +18,13 @@ import httpx
 import pytest
 
 from ragtrail import Severity
-from ragtrail.demo._fake_ollama import FakeOllama
+from ragtrail.demo import FakeOllama
 
 from ._support import (
     EXAMPLES,
     RunningApp,
     example_env,
+    get_when,
     poll,
     python,
     read_events,
@@ -201,8 +202,7 @@ def test_health_routes_answer_with_the_example_checks(served: Served) -> None:
     (fake) Ollama have reported; both carry a correlation ID."""
     with served.client() as client:
         live = client.get("/livez")
-        ready = poll(lambda: (r := client.get("/readyz?verbose")).status_code == 200 and r,
-                     what="readiness 200")
+        ready = get_when(client, "/readyz?verbose")
     assert live.status_code == 200
     assert live.json()["status"] == "pass"
     assert live.headers["x-request-id"]
@@ -211,18 +211,25 @@ def test_health_routes_answer_with_the_example_checks(served: Served) -> None:
     assert ready.json()["serviceId"] == "flask-rag"
 
 
-def test_readiness_fails_when_the_critical_ollama_fails(served: Served) -> None:
+def test_a_failing_ollama_fails_readiness_and_questions_get_502(served: Served) -> None:
     """The Ollama check is critical: while it answers 500, /readyz is 503 and /livez stays
-    200 (a dependency outage must not restart the pod); it recovers by itself."""
+    200 (a dependency outage must not restart the pod), questions get 502 with the request's
+    ID and a function_error event; readiness recovers by itself."""
     with served.client() as client:
-        poll(lambda: client.get("/readyz").status_code == 200, what="readiness 200")
+        get_when(client, "/readyz")
         served.ollama.mode = "failing"
         try:
-            poll(lambda: client.get("/readyz").status_code == 503, what="readiness 503")
+            get_when(client, "/readyz", 503)
             assert client.get("/livez").status_code == 200
+            reply = client.post("/ask", json={"question": "What is sampling?"},
+                                headers={"X-Request-ID": "flask-502-0001"})
+            assert reply.status_code == 502
+            assert reply.json()["correlation_id"] == "flask-502-0001"
+            poll(lambda: read_events(served.store_url, event_type="function_error",
+                                     correlation_id="flask-502-0001"), what="function_error")
         finally:
             served.ollama.mode = "ok"
-        poll(lambda: client.get("/readyz").status_code == 200, what="readiness back to 200")
+        get_when(client, "/readyz")  # recovered by itself
 
 
 def test_sigterm_drains_then_stops_and_flushes(tmp_path: Path,
@@ -233,9 +240,9 @@ def test_sigterm_drains_then_stops_and_flushes(tmp_path: Path,
     app = start_app(python(str(APP_DIR / "app.py"), "--port", "0", "--drain-seconds", "1.5"),
                     env=env, cwd=tmp_path, listening=r"serving on (http://127\.0\.0\.1:\d+)")
     with httpx.Client(base_url=app.url, timeout=10) as client:
-        poll(lambda: client.get("/readyz").status_code == 200, what="readiness 200")
+        get_when(client, "/readyz")
         app.process.send_signal(signal.SIGTERM)
-        poll(lambda: client.get("/readyz").status_code == 503, what="draining readiness")
+        get_when(client, "/readyz", 503)  # draining
         assert client.get("/livez").status_code == 200
         last = client.post("/ask", json={"question": "How do I drain a pod?"},
                            headers={"X-Request-ID": "flask-last-0001"})

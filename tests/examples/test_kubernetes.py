@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from ragtrail import Settings
-from ragtrail.demo._fake_ollama import FakeOllama
+from ragtrail.demo import FakeOllama
 from ragtrail.health import DEFAULT_PATHS
 
-from ._support import EXAMPLES, RunningApp, example_env, poll, read_spans
+from ._support import EXAMPLES, RunningApp, example_env, get_when, poll, read_spans
 
 K8S = EXAMPLES / "kubernetes"
 CONFIGURATION_DOC = EXAMPLES.parent / "docs" / "configuration.md"
@@ -254,21 +254,20 @@ def test_the_containers_command_serves_every_probe_path(
         assert (command[:2], CONTAINER["workingDir"]) == (["python", "app.py"], "/srv/app")
         app = start_app([sys.executable, *command[1:]], env=env, cwd=EXAMPLES / "flask_app",
                         listening=r"serving on (http://127\.0\.0\.1:\d+)")
-        with httpx.Client(base_url=app.url) as client:
+        with httpx.Client(base_url=app.url, timeout=10) as client:
             for probe in PROBES:
                 spec = CONTAINER[probe]
                 kind = "readiness" if probe == "readinessProbe" else "liveness"
                 # Readiness is 503 until the first check results are in; the kubelet retries.
-                reply = poll(lambda s=spec: (r := client.get(
-                    s["httpGet"]["path"], headers={"User-Agent": "kube-probe/1.31"},
-                    timeout=10)).status_code == 200 and r, timeout=20, what=f"{probe} 200")
+                reply = get_when(client, spec["httpGet"]["path"], timeout=20,
+                                 headers={"User-Agent": "kube-probe/1.31"})
                 assert reply.headers["content-type"] == "application/health+json"
                 assert reply.json()["description"] == f"{kind} of rag-service"
                 assert reply.elapsed.total_seconds() < spec["timeoutSeconds"], probe
             trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
             answer = client.get("/ask", params={"q": "What does a liveness probe check?"},
                                 headers={"X-Request-ID": "k8s-test-0001", "traceparent":
-                                         f"00-{trace_id}-00f067aa0ba902b7-01"}, timeout=10)
+                                         f"00-{trace_id}-00f067aa0ba902b7-01"})
         assert answer.status_code == 200
         assert poll(lambda: read_spans(postgres_db_url, "k8s-test-0001"), what="stored spans")
         from instrument.otlp_receivers import wait_for_spans
