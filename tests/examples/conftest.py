@@ -1,4 +1,4 @@
-"""Fixtures for the example smoke tests; the helpers they use are in ``_support``."""
+"""Fixtures for the example smoke tests; the helpers they use are in ``examples_support``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-
-from ._support import RunningApp
+from examples_support import RunningApp
 
 
 @pytest.fixture

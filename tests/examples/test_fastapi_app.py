@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from ._support import EXAMPLES, RunningApp, example_env, get_when, poll, python, spans_named
+from examples_support import EXAMPLES, RunningApp, example_env, get_when, poll, python, spans_named
 
 pytest.importorskip("fastapi")  # in the test extra; only a bare checkout lacks it
 

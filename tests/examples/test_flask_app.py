@@ -16,11 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from ragtrail import Severity
-from ragtrail.demo import FakeOllama
-
-from ._support import (
+from examples_support import (
     EXAMPLES,
     RunningApp,
     example_env,
@@ -31,6 +27,9 @@ from ._support import (
     read_spans,
     spans_named,
 )
+
+from ragtrail import Severity
+from ragtrail.demo import FakeOllama
 
 pytestmark = pytest.mark.network
 

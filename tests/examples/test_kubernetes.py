@@ -20,12 +20,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from examples_support import EXAMPLES, RunningApp, example_env, get_when, poll, read_spans
 
 from ragtrail import Settings
 from ragtrail.demo import FakeOllama
 from ragtrail.health import DEFAULT_PATHS
-
-from ._support import EXAMPLES, RunningApp, example_env, get_when, poll, read_spans
 
 K8S = EXAMPLES / "kubernetes"
 CONFIGURATION_DOC = EXAMPLES.parent / "docs" / "configuration.md"
@@ -236,6 +235,7 @@ def _pod_environment(tmp_path: Path, *, store_url: str, ollama_url: str,
     return env
 
 
+@pytest.mark.network
 def test_the_containers_command_serves_every_probe_path(
         tmp_path: Path, postgres_db_url: str, otlp_receiver: Any,
         start_app: Callable[..., RunningApp]) -> None:
