@@ -1,5 +1,7 @@
 """Health checks, the health routes' responder, and the psutil metrics sampler."""
 
+from typing import Any
+
 from ragtrail.health._check import (
     CheckResult,
     FunctionCheck,
@@ -10,7 +12,6 @@ from ragtrail.health._check import (
     unregister_check,
 )
 from ragtrail.health._database import DatabaseCheck
-from ragtrail.health._endpoints import create_health_endpoints
 from ragtrail.health._filesystem import FilesystemCheck
 from ragtrail.health._http import HTTPCheck
 from ragtrail.health._render import HealthResponse
@@ -35,9 +36,19 @@ __all__ = [
     "Status",
     "StoreCheck",
     "ThresholdCheck",
-    "create_health_endpoints",
     "health_check",
     "install_sigterm_handler",
     "registered_checks",
     "unregister_check",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # create_health_endpoints moved to ragtrail.middleware (health must not import the
+    # middleware). This lazy alias keeps ``from ragtrail.health import create_health_endpoints``
+    # working for code written before the move; it imports nothing until it is used.
+    if name == "create_health_endpoints":
+        from ragtrail.middleware._endpoints import create_health_endpoints
+
+        return create_health_endpoints
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,9 +6,12 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import urlsplit
@@ -88,6 +91,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@contextmanager
+def service_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``python *args`` with stdout piped for its handshake lines; killed if still running."""
+    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def kubelet_probe(url: str, timeout: float = 1.0) -> bool:

@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from ragtrail.health import FunctionCheck, create_health_endpoints, install_sigterm_handler
+from ragtrail.health import FunctionCheck, install_sigterm_handler
 from ragtrail.instrument import configure
+from ragtrail.middleware._endpoints import create_health_endpoints
 
 
 def main() -> None:

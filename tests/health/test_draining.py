@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -14,7 +12,7 @@ import pytest
 
 from ragtrail.health import FunctionCheck, install_sigterm_handler
 
-from ._servers import Prober, kubelet_probe, wait_until
+from ._servers import Prober, kubelet_probe, service_process, wait_until
 from .conftest import ServiceFactory
 
 DRAIN_APP = Path(__file__).with_name("_drain_app.py")
@@ -23,10 +21,7 @@ DRAIN_APP = Path(__file__).with_name("_drain_app.py")
 @pytest.mark.network
 def test_sigterm_to_a_real_service_drains_then_exits(tmp_path: Path) -> None:
     """A real SIGTERM: /ready fails at once, /health stays up, the process exits after the drain."""
-    process = subprocess.Popen(
-        [sys.executable, str(DRAIN_APP), f"sqlite:///{tmp_path / 'audit.db'}", "3"],
-        stdout=subprocess.PIPE, text=True)
-    try:
+    with service_process(str(DRAIN_APP), f"sqlite:///{tmp_path / 'audit.db'}", "3") as process:
         assert process.stdout is not None
         port = int(process.stdout.readline())
         base = f"http://127.0.0.1:{port}"
@@ -40,12 +35,6 @@ def test_sigterm_to_a_real_service_drains_then_exits(tmp_path: Path) -> None:
         assert not readiness.probe()
         assert process.wait(10) == -signal.SIGTERM
         assert time.monotonic() - signalled >= 2.9  # it kept serving through the drain
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def test_handler_chains_to_the_previous_one_after_the_drain(

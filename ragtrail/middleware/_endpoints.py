@@ -2,8 +2,9 @@
 
 The seed added health routes to the app itself; ragtrail serves them from its middleware so a
 probe never reaches the app. This helper adds that middleware to a Starlette/FastAPI app
-(``app.add_middleware``) or wraps a Flask app's ``wsgi_app``. The middleware is imported when
-called, as ``ragtrail.middleware`` itself imports this package.
+(``app.add_middleware``) or wraps a Flask app's ``wsgi_app``. It lives in the middleware
+package because it needs both parts, and the health package must not import the middleware
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ragtrail.health._check import HealthCheck
+from ragtrail.health import HealthCheck, HealthService
 from ragtrail.health._seams import MonitorLike
-from ragtrail.health._service import HealthService
+from ragtrail.middleware._asgi import ASGIMiddleware
+from ragtrail.middleware._wsgi import WSGIMiddleware
 
 __all__ = ["create_health_endpoints"]
 
@@ -34,8 +36,6 @@ def create_health_endpoints(
     >>> app = Starlette(routes=[...])  # doctest: +SKIP
     >>> create_health_endpoints(app, [HTTPCheck(OLLAMA + "/api/tags", name="ollama")])
     """
-    from ragtrail.middleware import ASGIMiddleware, WSGIMiddleware
-
     if health is None:
         health = HealthService(monitor, checks)
     elif checks:
