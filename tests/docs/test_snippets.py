@@ -6,12 +6,17 @@ A block runs in a fresh namespace in an empty directory (see ``sandbox``). A blo
 ASGI or WSGI application there: servers are not started, the object a server would be given is
 checked. A block that cannot run here is marked by ``<!-- not-run: reason -->`` on the line
 before it; those are counted, must give a reason, and still have to compile.
+
+What a block says it prints is checked too: after a top-level ``print(...)`` line, a comment
+line starting with ``# [``, ``# (`` or ``# '`` is the printed line, and a trailing comment
+starting with a number or a quoted string (``print(status)  # 200: ...``) is the printed value.
 """
 
 from __future__ import annotations
 
 import doctest
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,26 @@ def _run_doctest(block: Block) -> None:
     assert result.failed == 0, "".join(out)
 
 
+_TRAILING = re.compile(r"""^print\(.*\)\s+#\s+(?P<value>\d[\w.]*|"[^"]*"|'[^']*')""")
+_OUTPUT_LINE = re.compile(r"^#\s(?P<line>[\[('].*)$")
+
+
+def _expected_output(code: str) -> list[str]:
+    """The lines the block's comments say its top-level prints write, in order."""
+    expected: list[str] = []
+    after_print = False
+    for line in code.splitlines():
+        output = _OUTPUT_LINE.match(line)
+        if after_print and output:
+            expected.append(output["line"].strip())
+            continue
+        after_print = line.startswith("print(")
+        trailing = _TRAILING.match(line)
+        if trailing:
+            expected.append(trailing["value"].strip("\"'"))
+    return expected
+
+
 def _is_asgi(app: Any) -> bool:
     call = app if inspect.isfunction(app) else getattr(app, "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(call) and \
@@ -59,8 +84,9 @@ def _is_wsgi(app: Any) -> bool:
 
 
 @pytest.mark.parametrize("block", RUN, ids=[block.where for block in RUN])
-def test_python_block_runs(block: Block, sandbox: Path) -> None:
-    """The snippet runs without an error (doctests: their outputs match)."""
+def test_python_block_runs(block: Block, sandbox: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The snippet runs without an error and prints what it says (doctests: outputs match)."""
     if _is_doctest(block):
         _run_doctest(block)
         return
@@ -69,6 +95,11 @@ def test_python_block_runs(block: Block, sandbox: Path) -> None:
     # undefined name in a snippet's annotations.
     code = compile(block.code, block.where, "exec", dont_inherit=True)
     exec(code, namespace)  # our own docs
+    printed = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    expected = _expected_output(block.code)
+    remaining = iter(printed)  # each expected line, in order, among the printed ones
+    missing = [line for line in expected if line not in remaining]
+    assert missing == [], f"{block.where}: printed {printed}"
     if "app" in namespace:
         app = namespace["app"]
         # Flask keeps its WSGI callable at app.wsgi_app once wrapped; both are WSGI apps.
@@ -88,6 +119,13 @@ def test_not_run_blocks_are_few_and_explained() -> None:
 def test_not_run_block_compiles(block: Block) -> None:
     """Even a block that is not run is valid Python."""
     compile(block.code, block.where, "exec", dont_inherit=True)
+
+
+def test_expected_output_is_read_from_comments() -> None:
+    """Both comment forms are understood, and other comments are not taken for output."""
+    code = ('print(status)  # 200: fine\nprint(x)  # newest first\n'
+            "# ['a', 'b']\nx = 1\n# ['not output']\nprint(name)  # \"ok\"\n")
+    assert _expected_output(code) == ["200", "['a', 'b']", "ok"]
 
 
 def test_every_page_has_been_read() -> None:
