@@ -37,11 +37,11 @@ if TYPE_CHECKING:
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 
 _START_TIMEOUT = 15.0
-# Fast checks, so readiness follows the fake Ollama within about a second (the defaults,
+# Fast checks, so readiness follows the fake Ollama within a second (the defaults,
 # 15 s apart, suit production, not a 10-second demo).
 _DEMO_SETTINGS: dict[str, Any] = {
     "service_name": "ragtrail-demo",
-    "health_check_interval": 1.0,
+    "health_check_interval": 0.5,
     "health_check_timeout": 2.0,
     "monitoring_interval": 2.0,
 }
@@ -76,7 +76,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     since_us = time.time_ns() // 1000
     api_token = secrets.token_urlsafe(18)
     server = _Server(options.port)  # first: a port in use fails before anything is created
-    fake = FakeOllama(slow_seconds=0.6).start()
+    fake = FakeOllama(slow_seconds=0.4).start()
     status = 0
     monitor: Monitor | None = None
     try:
