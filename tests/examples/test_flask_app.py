@@ -210,6 +210,17 @@ def test_health_routes_answer_with_the_example_checks(served: Served) -> None:
     assert ready.json()["serviceId"] == "flask-rag"
 
 
+def test_the_api_token_guards_the_detailed_health_routes_too(served: Served) -> None:
+    """RAGTRAIL_API_TOKEN, the admin route's token, also opens /api/health/detailed."""
+    with served.client() as client:
+        anonymous = client.get("/api/health/detailed")
+        detailed = client.get("/api/health/detailed",
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert anonymous.status_code == 401
+    assert detailed.status_code == 200
+    assert "uploads:utilization" in detailed.json()["checks"]
+
+
 def test_a_failing_ollama_fails_readiness_and_questions_get_502(served: Served) -> None:
     """The Ollama check is critical: while it answers 500, /readyz is 503 and /livez stays
     200 (a dependency outage must not restart the pod), questions get 502 with the request's

@@ -9,6 +9,7 @@ and requests every probe path over HTTP as the kubelet would.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import signal
 import sys
@@ -21,7 +22,9 @@ import httpx
 import pytest
 import yaml
 from examples_support import EXAMPLES, RunningApp, example_env, get_when, poll, read_spans
+from waitress.task import ThreadedTaskDispatcher as TaskDispatcher
 
+import ragtrail
 from ragtrail import Settings
 from ragtrail.demo import FakeOllama
 from ragtrail.health import DEFAULT_PATHS
@@ -29,9 +32,9 @@ from ragtrail.health import DEFAULT_PATHS
 K8S = EXAMPLES / "kubernetes"
 CONFIGURATION_DOC = EXAMPLES.parent / "docs" / "configuration.md"
 # What the app's shutdown takes after the drain, at most: waitress gives its worker threads
-# 5 s (TaskDispatcher.shutdown's default), ragtrail.shutdown() flushes for up to 5 s.
-SERVER_STOP_SECONDS = 5
-STORE_FLUSH_SECONDS = 5
+# TaskDispatcher.shutdown's default timeout, then ragtrail.shutdown() flushes for its own.
+SERVER_STOP_SECONDS = inspect.signature(TaskDispatcher.shutdown).parameters["timeout"].default
+STORE_FLUSH_SECONDS = inspect.signature(ragtrail.shutdown).parameters["timeout"].default
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 Manifest = dict[str, Any]
 
