@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 from examples_support import EXAMPLES, RunningApp, example_env, get_when, poll, read_spans
-from waitress.task import ThreadedTaskDispatcher as TaskDispatcher
+from waitress.task import ThreadedTaskDispatcher as TaskDispatcher  # type: ignore[import-untyped]
 
 import ragtrail
 from ragtrail import Settings
