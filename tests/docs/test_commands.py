@@ -35,7 +35,8 @@ class Command:
 _PREFIX = re.compile(r"^(?:\$\s+)?(?:[A-Z][A-Z0-9_]*=\S*\s+)*(?:\S*/)?(?=ragtrail\s)")
 _PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]{1,}\b")
 _SYNOPSIS = re.compile(r"[\[(]-|\s\[[A-Za-z]")  # [--flag X], (--a | --b), [filters]
-_SEGMENT = re.compile(r"\s(?:&&|;|\|)\s")  # commands chained or piped on one line
+# Commands chained or piped on one line, or run by another (``kubectl exec POD -- ragtrail``).
+_SEGMENT = re.compile(r"\s(?:&&|;|\||--(?=\sragtrail\s))\s")
 _SHELL_END = re.compile(r"\s(?:>|#)")  # a redirection, a comment
 
 
