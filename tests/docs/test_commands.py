@@ -2,7 +2,8 @@
 every error the docs show is the error ragtrail prints.
 
 Commands come from code blocks (a line starting with ``ragtrail``, after an optional ``$``
-prompt, ``VAR=value`` assignments or a ``.venv/bin/`` path) and from inline code in the prose.
+prompt, ``VAR=value`` assignments or a ``.venv/bin/`` path; in a block with ``$`` prompts only
+the prompted lines) and from inline code in the prose.
 Synopses (``[--flag VALUE]``) and inline spans with placeholders (``COMMAND``, ``URL``) are
 usage patterns, not commands, and are left out. A command followed in its block by a
 ``ragtrail: error:`` line is documented as refused: it is run, in a directory holding the files
@@ -61,7 +62,11 @@ def _commands() -> list[Command]:
             if block.lang in {"python", "py", "json", "yaml"}:
                 continue
             lines = block.code.splitlines()
+            # In a transcript, the commands are the prompted lines; the rest is output.
+            prompted = any(line.startswith("$ ") for line in lines)
             for offset, line in enumerate(lines):
+                if prompted and not line.startswith("$ "):
+                    continue
                 argv = _argv(line)
                 if argv is None:
                     continue
