@@ -31,8 +31,8 @@ def render_report(store: AuditStore, *, since_us: int, question_id: str,
     stats = store.stats(since=since_us)
     occurrences = sum(event.count for event in events)
     yield (f"The audit store holds, for this run: {len(events)} event rows ({occurrences} "
-           f"occurrences; repeats from one source coalesce into one row), {stats.spans} spans, "
-           f"{stats.metrics} metrics samples.")
+           f"occurrences; repeats from one source coalesce into one row), spans: {stats.spans}, "
+           f"metrics samples: {stats.metrics}.")
     by_severity: Counter[Severity] = Counter()
     by_type: dict[str, Counter[Severity]] = defaultdict(Counter)
     for event in events:

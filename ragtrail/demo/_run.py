@@ -81,7 +81,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     monitor: Monitor | None = None
     try:
         base_url = f"http://127.0.0.1:{server.port}"
-        say(f"ragtrail demo: the example RAG service is starting on {base_url}")
+        say(f"Starting the example RAG service on {base_url}")
         say(f"  audit store {_masked(options.store_url)}, uploads and quarantine in "
             f"{options.data_dir}/, a stand-in Ollama on {fake.url}")
         try:

@@ -129,7 +129,8 @@ class Scenario:
         return f"/ready {view.ready_status} {view.ready}"
 
     def questions(self) -> str:
-        replies = [self.client.ask(q, QUESTION_ID if i == 0 else None)
+        # The traced question is the second: the first request also pays one-off warm-ups.
+        replies = [self.client.ask(q, QUESTION_ID if i == 1 else None)
                    for i, q in enumerate(_QUESTIONS)]
         ok = sum(r.status == 200 for r in replies)
         median_ms = statistics.median(r.seconds for r in replies) * 1000
@@ -151,14 +152,17 @@ class Scenario:
                 "right one")
 
     def probes_hostile(self) -> str:
-        statuses = [
-            self.client.request("GET", "/documents/..%2f..%2f..%2fetc%2fpasswd").status,
-            self.client.request("GET", "/ask?q=x&file=%252e%252e%252fetc%252fshadow").status,
-            self.client.request("GET", "/ask%0d%0aSet-Cookie:%20session=stolen").status,
-            self.client.request("GET", "/ask?q=hello",
-                                headers={"X-Request-ID": "not a valid id!"}).status,
-        ]
-        return "answered " + ", ".join(str(s) for s in statuses)
+        probes = {
+            "../ in the path": ("/documents/..%2f..%2f..%2fetc%2fpasswd", {}),
+            "double-encoded ../ in the query": (
+                "/ask?q=x&file=%252e%252e%252fetc%252fshadow", {}),
+            "CR LF in the path": ("/ask%0d%0aSet-Cookie:%20session=stolen", {}),
+            "a malformed X-Request-ID": ("/ask?q=hello", {"X-Request-ID": "not a valid id!"}),
+        }
+        answers = [f"{what} {self.client.request('GET', path, headers=headers).status}"
+                   for what, (path, headers) in probes.items()]
+        # Recorded, not blocked: the middleware's reject_malicious setting is off by default.
+        return ", ".join(answers)
 
     def uploads(self) -> str:
         notes = self._upload("probe-notes.md",

@@ -144,7 +144,7 @@ def test_demo_runs_the_scenario_and_reports_what_the_store_holds(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     out = result.stdout
-    assert re.search(r"starting on http://127\.0\.0\.1:\d+", out)
+    assert re.search(r"^Starting the example RAG service on http://127\.0\.0\.1:\d+$", out, re.M)
     assert "[9/9] the model server recovers ... /ready 200 pass" in out
     for section in REPORT_SECTIONS:
         assert section in out, section
