@@ -10,8 +10,10 @@ because a missing PostgreSQL in CI must never pass silently (issue 2).
 Fixtures:
 - ``postgres_url``: session-scoped SQLAlchemy URL of the server's ``postgres`` database.
 - ``postgres_db_url``: a new, empty database for one test (dropped afterwards).
-- ``postgres_server``: the running server with ``stop()``/``start()`` for outage tests; it is
-  started again after the test whatever happened.
+- ``postgres_server``: the running server with ``stop()``/``start()`` for outage tests and
+  ``freeze()``/``thaw()`` for a server that stops answering (its processes SIGSTOPped, so
+  connections hang instead of being refused); it is thawed and started again after the test
+  whatever happened.
 - ``store_factory``: ``store_factory(url=None, **kwargs)`` makes an ``AuditStore`` (default: a
   SQLite file in ``tmp_path``) and closes every store it made at teardown.
 """
@@ -23,6 +25,7 @@ import glob
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -92,6 +95,7 @@ class PostgresServer:
         self.port = _free_port()
         self.password = secrets.token_urlsafe(12)
         self.running = False
+        self.frozen: list[int] = []
         self._as_root = os.geteuid() == 0
 
     @property
@@ -139,7 +143,33 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         self.running = False
 
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (the backends serving connections)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat_file in glob.glob("/proc/[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(stat_file).read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:  # field 4 of proc(5): the parent's PID
+                    children.append(int(Path(stat_file).parent.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """Stop every server process (SIGSTOP): the server hangs like a dead host, connections
+        and queries wait instead of failing (Linux /proc; the test needs the right to signal
+        the postgres user's processes, which root has)."""
+        self.frozen = self._processes()
+        for pid in self.frozen:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.frozen = []
+
     def destroy(self) -> None:
+        self.thaw()
         if self.running:
             with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
                 self.stop()
@@ -191,6 +221,7 @@ def postgres_url(_postgres_cluster: PostgresServer) -> str:
 def postgres_server(_postgres_cluster: PostgresServer) -> Iterator[PostgresServer]:
     """The session server, for tests that stop and start it; always left running."""
     yield _postgres_cluster
+    _postgres_cluster.thaw()
     if not _postgres_cluster.running:
         _postgres_cluster.start()
 

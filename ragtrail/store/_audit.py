@@ -197,11 +197,16 @@ class AuditStore:
     def events(self, *, min_severity: Severity | str | int | None = None,
                event_type: str | None = None, source: str | None = None,
                correlation_id: str | None = None, since: Since = None, until: Since = None,
-               limit: int | None = 100) -> list[SecurityEvent]:
-        """Security events, newest first; ``until`` is exclusive, ``since`` inclusive."""
+               after_id: int | None = None, limit: int | None = 100) -> list[SecurityEvent]:
+        """Security events, newest first; ``until`` is exclusive, ``since`` inclusive.
+
+        ``after_id`` keeps events whose ``id`` is greater: IDs follow commit order across
+        every writing process, so following a store is "ask again with the highest ID seen"
+        (``ragtrail tail``). If more than ``limit`` arrived, the newest ``limit`` are returned.
+        """
         query = events_query(min_severity=min_severity, event_type=event_type, source=source,
                              correlation_id=correlation_id, since=since, until=until,
-                             limit=limit)
+                             after_id=after_id, limit=limit)
         return self._read(lambda conn: run(conn, query, event_from_row))
 
     def spans(self, *, trace_id: str | None = None, correlation_id: str | None = None,

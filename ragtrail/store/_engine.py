@@ -10,6 +10,7 @@ transaction on a process crash (only on power loss).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ WRITE = "ragtrail_write"
 """Execution option marking a writer's connection: its transactions begin IMMEDIATE."""
 
 _BUSY_TIMEOUT_S = 5.0
+_CONNECT_TIMEOUT_S = 10
+_LIBPQ_DRIVERS = ("psycopg", "psycopg2")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,12 @@ def make_engine(target: Target, *, read_only: bool,
     options: dict[str, Any] = dict(engine_options or {})
     if not target.is_sqlite:
         options.setdefault("pool_pre_ping", True)  # a restarted server left dead connections
+        if target.url.get_driver_name() in _LIBPQ_DRIVERS:
+            # libpq waits forever for a host that does not answer; the writer must get back
+            # to its retries (and close() to its deadline) instead.
+            connect_args = dict(options.get("connect_args", {}))
+            connect_args.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
+            options["connect_args"] = connect_args
         engine = create_engine(target.url, **options)
         if read_only and target.url.get_backend_name() == "postgresql":
             engine = engine.execution_options(postgresql_readonly=True)
@@ -92,6 +101,8 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         # URI mode=ro: SQLite itself refuses to create or write the file.
         uri = "file:" + quote(os.path.abspath(path))
         url = url.set(database=uri, query={"mode": "ro", "uri": "true"})
+    elif not url.query.get("uri") and not path.startswith("file:"):
+        _create_private(path)
     engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")
@@ -115,3 +126,22 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _create_private(path: str) -> None:
+    """Create a missing database file 0600 (its directory 0700) before SQLite does: SQLite
+    creates files 0644 less the umask and gives ``-wal`` and ``-shm`` the database file's
+    mode, so an audit trail would be world-readable. Existing files keep their mode. Errors
+    are left to SQLite's own open, which reports them like any other fault."""
+    missing: list[str] = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    try:
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+                os.mkdir(directory, 0o700)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # FileExistsError: the usual case
+        pass

@@ -65,6 +65,7 @@ _FILTERS: dict[str, Any] = {
     "events.correlation_id": EVENTS.c.correlation_id == bindparam("correlation_id"),
     "events.since": EVENTS.c.time_us >= bindparam("since"),
     "events.until": EVENTS.c.time_us < bindparam("until"),
+    "events.after_id": EVENTS.c.id > bindparam("after_id"),
     "spans.trace_id": SPANS.c.trace_id == bindparam("trace_id"),
     "spans.correlation_id": SPANS.c.correlation_id == bindparam("correlation_id"),
     "spans.name": SPANS.c.name == bindparam("name"),
@@ -99,13 +100,16 @@ def _query(ring: str, values: dict[str, Any], limit: int | None) -> Query:
 
 def events_query(*, min_severity: Severity | str | int | None, event_type: str | None,
                  source: str | None, correlation_id: str | None, since: Since, until: Since,
-                 limit: int | None) -> Query:
+                 after_id: int | None, limit: int | None) -> Query:
     level = None if min_severity is None else int(Severity.parse(min_severity))
+    if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
+        raise TypeError(f"after_id must be an int (an event's id); got {after_id!r}")
     return _query("events", {
         "at_least_high": True if level is not None and level >= HIGH_SEVERITY else None,
         "min_severity": level if level not in (None, HIGH_SEVERITY, min(Severity)) else None,
         "event_type": event_type, "source": source, "correlation_id": correlation_id,
         "since": epoch_us(since, "since"), "until": epoch_us(until, "until"),
+        "after_id": after_id,
     }, limit)
 
 

@@ -127,6 +127,7 @@ class BatchWriter:
         """
         dirty = self.coalescer.take_dirty()
         undo: list[tuple[Slot, int | None, int]] = []  # slots to restore if this fails
+        pool = self.engine.pool
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
@@ -138,6 +139,10 @@ class BatchWriter:
                     # socket, an aborted transaction) survives a fault.
                     conn.invalidate()
                     raise
+                if self.engine.pool is not pool:
+                    # close() disposed the pool while this write was stuck (a hung server):
+                    # the old pool would drop the connection unclosed, so close it here.
+                    conn.invalidate()
         except BaseException:
             for slot in batch.events:
                 slot.row_id, slot.applied = None, 0

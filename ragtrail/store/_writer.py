@@ -145,8 +145,10 @@ class Writer:
     # -- any thread ------------------------------------------------------------------------
 
     def flush(self, timeout: float | None) -> bool:
-        if not (self.alive and self.thread.is_alive()):
-            return not self.queue
+        if not self.alive:
+            return False  # died, and no new thread could be started
+        if not self.thread.is_alive():
+            return not self.queue  # stopped on purpose: nothing will be written any more
         marker = Flush()
         with self._flush_lock:
             self._flushes += 1

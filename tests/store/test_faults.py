@@ -162,6 +162,69 @@ def test_close_during_outage_gives_up_at_the_timeout(
         holder.close()
 
 
+def test_close_without_timeout_is_bounded_when_sqlite_stays_locked(
+        store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """close() with no timeout returns after close_timeout (+1 s for a writer waiting inside
+    SQLite's busy timeout): what was still queued is counted as dropped at once, the batch the
+    writer holds is written (or dropped) when its wait ends."""
+    path = tmp_path / "locked.db"
+    store = store_factory(f"sqlite:///{path}", batch_size=5, close_timeout=0.2,
+                          engine_options={"connect_args": {"timeout": 60}})
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for _ in range(10):
+            store.record(make_event())
+        wait_for(lambda: store.health().queue_depth <= 5)  # the writer holds a batch
+        began = time.monotonic()
+        store.close()
+        assert time.monotonic() - began < 15  # 1.2 s expected; the busy timeout is 60 s
+        assert store.health().dropped >= 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    wait_for(lambda: store.health().written + store.health().dropped == 10)
+
+
+def test_close_without_timeout_is_bounded_when_postgresql_is_down(
+        postgres_db_url: str, postgres_server: Any,
+        store_factory: Callable[..., AuditStore]) -> None:
+    """The server stops mid-run: close() gives up after close_timeout, counting the loss."""
+    store = store_factory(postgres_db_url, close_timeout=0.3)
+    store.record(make_event())
+    assert store.flush(10)
+    postgres_server.stop()
+    for _ in range(10):
+        store.record(make_event())
+    began = time.monotonic()
+    store.close()
+    assert time.monotonic() - began < 15  # 0.3 s expected
+    health = store.health()
+    assert (health.written, health.dropped) == (1, 10)
+
+
+def test_close_is_bounded_when_postgresql_hangs(
+        postgres_db_url: str, postgres_server: Any,
+        store_factory: Callable[..., AuditStore]) -> None:
+    """A server that stops answering (its processes frozen) leaves the writer stuck inside a
+    query: close() still returns, and every record ends up written or counted as dropped."""
+    store = store_factory(postgres_db_url, batch_size=5, close_timeout=0.2)
+    store.record(make_event())
+    assert store.flush(10)
+    postgres_server.freeze()
+    try:
+        for _ in range(10):
+            store.record(make_event())
+        wait_for(lambda: store.health().queue_depth <= 5)  # the writer holds a batch
+        began = time.monotonic()
+        store.close()
+        assert time.monotonic() - began < 15  # 1.2 s expected
+        assert store.health().dropped >= 5
+    finally:
+        postgres_server.thaw()
+    wait_for(lambda: store.health().written + store.health().dropped == 11)
+
+
 @contextlib.contextmanager
 def small_tmpfs(path: Path) -> Iterator[Path]:
     path.mkdir()

@@ -80,6 +80,20 @@ def test_event_filters(events_store: AuditStore, filters: dict[str, object],
     assert times(events_store.events(**filters)) == expected  # type: ignore[arg-type]
 
 
+def test_after_id_returns_only_newer_events(events_store: AuditStore) -> None:
+    """after_id keeps events with a greater ID (newest first, with the other filters and the
+    limit), so a follower asks again with the highest ID it has seen."""
+    ids = [e.id for e in events_store.events()]
+    third = ids[2]
+    assert third is not None
+    assert [e.id for e in events_store.events(after_id=third)] == ids[:2]
+    assert times(events_store.events(after_id=ids[-1], min_severity="high")) == [30, 20]
+    assert [e.id for e in events_store.events(after_id=ids[-1], limit=1)] == ids[:1]
+    assert events_store.events(after_id=ids[0]) == []
+    with pytest.raises(TypeError, match="after_id"):
+        events_store.events(after_id="3")  # type: ignore[arg-type]
+
+
 def test_since_accepts_aware_datetimes(events_store: AuditStore) -> None:
     """since/until accept aware datetimes in any zone, equal to their epoch microseconds."""
     plus_two = timezone(timedelta(hours=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,9 +169,36 @@ def test_bad_url_is_a_store_error() -> None:
 
 @pytest.mark.parametrize(("option", "value"), [
     ("events_capacity", 0), ("queue_size", -1), ("batch_size", 1.5),
-    ("event_coalesce_seconds", -1.0)])
+    ("event_coalesce_seconds", -1.0), ("batch_linger_seconds", -0.1),
+    ("batch_linger_seconds", float("nan")), ("close_timeout", float("inf"))])
 def test_bad_options_name_themselves(tmp_path: Path, option: str, value: object) -> None:
     """Invalid sizes are a ValueError naming the option, before anything is opened."""
     with pytest.raises(ValueError, match=option):
         AuditStore(f"sqlite:///{tmp_path / 'x.db'}", **{option: value})  # type: ignore[arg-type]
     assert not (tmp_path / "x.db").exists()
+
+
+def test_new_sqlite_files_are_private(tmp_path: Path) -> None:
+    """A new store's file, -wal and -shm are 0600 and missing directories are made 0700 (the
+    mode bits: CI runs as root, which reads anything)."""
+    path = tmp_path / "new" / "dir" / "audit.db"
+    store = AuditStore(f"sqlite:///{path}")
+    try:
+        store.record(make_event())
+        assert store.flush(10)
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode)
+                 for p in (path, path.with_name("audit.db-wal"), path.with_name("audit.db-shm"),
+                           path.parent, path.parent.parent)}
+    finally:
+        store.close()
+    assert modes == {"audit.db": 0o600, "audit.db-wal": 0o600, "audit.db-shm": 0o600,
+                     "dir": 0o700, "new": 0o700}
+
+
+def test_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    """A database file the user created keeps the mode they gave it."""
+    path = tmp_path / "shared.db"
+    path.touch()
+    path.chmod(0o640)
+    AuditStore(f"sqlite:///{path}").close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

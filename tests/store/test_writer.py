@@ -5,10 +5,15 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
+import pytest
+from sqlalchemy import event
 from store_helpers import make_event, make_sample, make_span
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
@@ -18,12 +23,20 @@ from ragtrail.store import AuditStore, RingUsage, StoreHealth
 CHILD = Path(__file__).with_name("store_child.py")
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
 def test_fresh_store_reports_ok(store_factory: Callable[..., AuditStore]) -> None:
     """A new store is healthy, empty, with the configured queue capacity."""
     health = store_factory(queue_size=123).health()
     assert health == StoreHealth(status="ok", queue_depth=0, queue_capacity=123, written=0,
                                  dropped=0, coalesced=0, last_error=None,
-                                 last_error_time_us=None, ring_usage={})
+                                 last_error_time_us=None, ring_usage={}, writer_alive=True)
 
 
 def test_from_settings_takes_every_store_setting(tmp_path: Path) -> None:
@@ -178,3 +191,69 @@ def test_subclasses_of_record_types_are_stored(store_factory: Callable[..., Audi
     assert store.flush(10)
     assert [s.span_id for s in store.spans()] == [span.span_id]
     assert [(e.event_type, e.count) for e in store.events()] == [("app", 3)]
+
+
+def commits_of(store: AuditStore) -> list[int]:
+    """A list that grows by one at each transaction the store's writer commits."""
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    return commits
+
+
+def test_writer_waits_for_a_full_batch(store_factory: Callable[..., AuditStore]) -> None:
+    """Records are written in full batches while the linger lasts; flush() writes the rest at
+    once instead of waiting for the linger to end."""
+    store = store_factory(batch_size=50, batch_linger_seconds=600)
+    commits = commits_of(store)
+    for _ in range(120):
+        store.record(make_span())
+    assert store.flush(timeout=60)  # far below the linger: flush cut it short
+    assert len(store.spans(limit=None)) == 120
+    # 50 + 50 + 20; one more only if a record() raced the writer's pop at a batch boundary.
+    assert 3 <= len(commits) <= 4
+
+
+def test_linger_ends_in_a_write_without_flush(store_factory: Callable[..., AuditStore]) -> None:
+    """A lone record is committed once the linger passes, without any flush."""
+    store = store_factory(batch_size=50, batch_linger_seconds=0.05)
+    store.record(make_event())
+    wait_for(lambda: store.health().written == 1)
+    assert len(store.events()) == 1
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_writer_thread_that_died_is_started_again(
+        store_factory: Callable[..., AuditStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer thread killed by an exception it cannot catch is restarted by health() and
+    flush(); writer_alive turns False when no new thread can be started."""
+    store = store_factory()
+    writer = store._writer
+    dying = writer.thread
+    real_write = writer.batches.write
+
+    def die_once(*args: Any) -> Any:  # a BaseException escapes the writer's restart loop
+        writer.batches.write = real_write  # type: ignore[method-assign]
+        raise SystemExit("injected")
+
+    writer.batches.write = die_once  # type: ignore[method-assign]
+    store.record(make_event("lost"))
+    assert store.flush(0.5) is False
+    wait_for(lambda: not dying.is_alive())
+    assert store.health().writer_alive is True  # restarted here
+    store.record(make_event("after"))
+    assert store.flush(10)
+    assert [e.event_type for e in store.events()] == ["after"]
+
+    # A process out of threads cannot be set up safely in a test: refuse the new thread.
+    def no_threads() -> threading.Thread:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(writer, "_new_thread", no_threads)
+    monkeypatch.setattr(writer, "_last_revival", 0.0)
+    writer.batches.write = die_once  # type: ignore[method-assign]
+    dying = writer.thread
+    store.record(make_event("lost"))
+    wait_for(lambda: not dying.is_alive())
+    health = store.health()
+    assert (health.writer_alive, health.status) == (False, "failing")
+    assert store.flush(0.1) is False
