@@ -148,10 +148,10 @@ class HealthService:
         components = [self._heartbeat()]
         # The store's writer thread is part of this process; its database is a dependency and
         # stays out of liveness (StoreCheck reports it to readiness).
-        writer_alive = getattr(self.monitor.store.health(), "writer_alive", None)
-        if writer_alive is not None:
-            components.append((_WRITER, "pass", "") if writer_alive
-                              else (_WRITER, "fail", "the audit store writer thread has died"))
+        if self.monitor.store.health().writer_alive:
+            components.append((_WRITER, "pass", ""))
+        else:
+            components.append((_WRITER, "fail", "the audit store writer thread has died"))
         return components
 
     def _heartbeat(self) -> Component:

@@ -10,12 +10,14 @@ package because it needs both parts, and the health package must not import the 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragtrail.health import HealthCheck, HealthService
-from ragtrail.health._seams import MonitorLike
 from ragtrail.middleware._asgi import ASGIMiddleware
 from ragtrail.middleware._wsgi import WSGIMiddleware
+
+if TYPE_CHECKING:
+    from ragtrail.instrument import Monitor
 
 __all__ = ["create_health_endpoints"]
 
@@ -24,7 +26,7 @@ def create_health_endpoints(
     app: Any,
     checks: Iterable[HealthCheck] = (),
     *,
-    monitor: MonitorLike | None = None,
+    monitor: Monitor | None = None,
     health: HealthService | None = None,
     **middleware_options: Any,
 ) -> HealthService:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 
 from ragtrail.health import CheckResult, FunctionCheck, HealthResponse, HealthService, health_check
+from ragtrail.store import AuditStore, StoreHealth
 
 from ._servers import wait_until
-from .conftest import ServiceFactory
+from .conftest import MonitorFactory, ServiceFactory
 
 
 def get(service: HealthService, path: str, query: str = "", method: str = "GET"
@@ -282,6 +284,47 @@ def test_liveness_fails_when_the_check_loop_is_blocked(make_service: ServiceFact
     wait_until(lambda: get(service, "/health").status == 503, timeout=5.0)
     assert "unresponsive" in document(get(service, "/health", "verbose"))["output"]
     wait_until(lambda: get(service, "/health").status == 200, timeout=5.0)
+
+
+class _WriterDiedStore:
+    """The monitor's real store, except that health() reports a writer thread that died and
+    could not be started again. A process out of threads (how that happens) cannot be set up
+    safely in a test; tests/store/test_writer.py covers how the store detects it."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def health(self) -> StoreHealth:
+        return dataclasses.replace(self._store.health(), writer_alive=False)
+
+
+def test_liveness_covers_the_store_writer_thread(make_service: ServiceFactory) -> None:
+    """A live writer is listed as a passing liveness component of /health?verbose."""
+    service = make_service(FunctionCheck(lambda: True, "ok"), store_check=False)
+    response = get(service, "/health", "verbose")
+    assert (response.status, document(response)["checks"]["store:writer"]) == (
+        200, [{"componentId": "store", "status": "pass"}])
+
+
+def test_liveness_fails_when_the_store_writer_is_dead(
+        make_monitor: MonitorFactory, make_service: ServiceFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead audit writer fails /health, /livez and HEAD with 503 (Kubernetes restarts the
+    pod: nothing else brings the audit trail back); readiness is not liveness's business."""
+    monitor = make_monitor()
+    monkeypatch.setattr(monitor, "store", _WriterDiedStore(monitor.store))
+    service = make_service(FunctionCheck(lambda: True, "ok"), store_check=False,
+                           monitor=monitor)
+    ready_once(service)
+    assert [get(service, path, method=method).status
+            for path in ("/health", "/livez") for method in ("GET", "HEAD")] == [503] * 4
+    verbose = document(get(service, "/health", "verbose"))
+    assert (verbose["status"], verbose["output"]) == (
+        "fail", "the audit store writer thread has died")
+    assert verbose["checks"]["store:writer"] == [{"componentId": "store", "status": "fail"}]
 
 
 def test_stopped_service_is_not_ready(make_service: ServiceFactory) -> None:
