@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gc
 import os
 import queue
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine
 
@@ -130,14 +132,20 @@ def workdir() -> Iterator[Path]:
 
 # -- 1. sustained ingest ------------------------------------------------------------------
 
+CPU_SECONDS: dict[str, list[float]] = collections.defaultdict(list)
+"""Process CPU time of the last ingest runs, by side: steadier than wall time on a shared
+machine (other processes' load does not count), and it includes the writer thread."""
+
+
 def ingest_ours(path: Path, batch: list[SecurityEvent], capacity: int) -> float:
     store = AuditStore(sqlite_url(path), events_capacity=capacity,
                        queue_size=len(batch) + 1, batch_size=BATCH)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for event in batch:
         store.record(event)
     store.flush()
     elapsed = time.perf_counter() - began
+    CPU_SECONDS["ours"].append(time.process_time() - cpu)
     store.close()
     return elapsed
 
@@ -147,12 +155,13 @@ def ingest_raw(path: Path, rows: list[tuple[object, ...]]) -> float:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     insert = f"INSERT INTO {EVENTS.name} VALUES ({', '.join('?' * len(EVENTS.columns))})"
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for start in range(0, len(rows), BATCH):
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(insert, rows[start:start + BATCH])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - began
+    CPU_SECONDS["raw"].append(time.process_time() - cpu)
     conn.close()
     return elapsed
 
@@ -214,6 +223,8 @@ def bench_ingest(root: Path, prefill: int, n: int, repeats: int) -> list[Row]:
             results[f"raw-{name}"].append(n / ingest_raw(raw_db, rows))
             capacity = prefill if full else n + 1
             results[f"ours-{name}"].append(n / ingest_ours(ours_db, batch, capacity))
+            results[f"cpu-ours-{name}"].append(n / CPU_SECONDS["ours"][-1])
+            results[f"cpu-raw-{name}"].append(n / CPU_SECONDS["raw"][-1])
             if full:
                 shutil.copyfile(template, raw_db)
                 results["raw-trim"].append(n / ingest_raw_trimming(raw_db, rows, prefill))
@@ -232,12 +243,16 @@ def bench_ingest(root: Path, prefill: int, n: int, repeats: int) -> list[Row]:
             med["raw-empty"], ">= 0.7x"),
         Row("  baseline: raw sqlite3 executemany into the empty schema", med["raw-empty"],
             "rows/s"),
+        Row("ingest, ring full, per CPU second (both threads; steadier on a busy machine)",
+            med["cpu-ours-full"], "rows/cpu-s", med["cpu-raw-full"]),
+        Row("ingest, empty ring, per CPU second", med["cpu-ours-empty"], "rows/cpu-s",
+            med["cpu-raw-empty"]),
     ]
 
 
 # -- 2. record() on the caller's thread -----------------------------------------------------
 
-def per_call_us(call: Callable[[object], object], items: list[object], chunk: int) -> float:
+def per_call_us(call: Callable[[Any], object], items: list[Any], chunk: int) -> float:
     """Median over chunks of the mean cost of one call (timer overhead amortised)."""
     costs = []
     for start in range(0, len(items), chunk):
@@ -268,7 +283,7 @@ def bench_record(root: Path, n: int) -> list[Row]:
     deque: collections.deque[object] = collections.deque()
     q: queue.Queue[object] = queue.Queue(maxsize=n + 1)
     results.append(Row("  for reference: deque.append + Event.is_set (ragtrail's queue)",
-                       per_call_us(lambda x: (deque.append(x), _EVENT.is_set()), spans, 1000),
+                       per_call_us(functools.partial(_append_and_check, deque), spans, 1000),
                        "us/call", higher_is_better=False))
     results.append(Row("  for reference: queue.Queue.put_nowait",
                        per_call_us(q.put_nowait, spans, 1000), "us/call",
@@ -277,6 +292,11 @@ def bench_record(root: Path, n: int) -> list[Row]:
 
 
 _EVENT = threading.Event()
+
+
+def _append_and_check(deque: collections.deque[object], item: object) -> None:
+    deque.append(item)
+    _EVENT.is_set()
 
 
 # -- 2b. the store's cost to the application's thread ---------------------------------------
@@ -324,29 +344,35 @@ def app_loop_us(store: AuditStore | None, rounds: int, spans: list[SpanRecord],
 def bench_app_cost(root: Path, chunks: int, per_chunk: int) -> list[Row]:
     """Requests of ~20 us of Python work recording 2 spans each, with the store vs without
     records, in interleaved chunks: the difference is what the store costs the app's thread
-    (record() itself plus the writer competing for the GIL)."""
+    (record() itself plus the writer competing for the GIL). A store whose writer does not
+    linger (``batch_linger_seconds=0``: a transaction whenever records are queued) shows what
+    batching saves."""
     rounds = calibrate(20.0)
     rows = []
     for label, pause in (("back to back", 0.0), ("paced, 0.5 ms idle between", 0.0005)):
-        store = AuditStore(sqlite_url(root / f"app-{pause}.db"), spans_capacity=100_000)
+        stores = {linger: AuditStore(sqlite_url(root / f"app-{pause}-{linger}.db"),
+                                     spans_capacity=100_000, batch_linger_seconds=linger)
+                  for linger in (0.05, 0.0)}
         now = time.time_ns() // 1000
-        with_store: list[float] = []
-        without: list[float] = []
+        times: dict[float | None, list[float]] = collections.defaultdict(list)
         for chunk in range(chunks):
             spans = [SpanRecord(f"{chunk:08x}{i:024x}", f"{i:016x}", "handler", "server",
                                 now + i, 1000) for i in range(2 * per_chunk)]
-            without.append(app_loop_us(None, rounds, spans, pause))
-            with_store.append(app_loop_us(store, rounds, spans, pause))
-        store.flush()
-        dropped = store.health().dropped
-        store.close()
-        base, ours = statistics.median(without), statistics.median(with_store)
-        note = f" ({dropped} dropped)" if dropped else ""
-        rows.append(Row(f"request ({label}): ~20 us work + 2 record(), with the store{note}",
-                        ours, "us/req", base, higher_is_better=False))
-        rows.append(Row("  baseline: the same requests without records", base, "us/req"))
-        rows.append(Row("  store's cost per request (median difference)", ours - base,
-                        "us/req", higher_is_better=False))
+            times[None].append(app_loop_us(None, rounds, spans, pause))
+            for linger, store in stores.items():
+                times[linger].append(app_loop_us(store, rounds, spans, pause))
+        base = statistics.median(times[None])
+        rows.append(Row(f"request ({label}): ~20 us Python work, no records", base, "us/req"))
+        for linger, store in stores.items():
+            store.flush()
+            dropped = store.health().dropped
+            store.close()
+            ours = statistics.median(times[linger])
+            note = f", {dropped} dropped" if dropped else ""
+            rows.append(Row(f"  + 2 record(), writer linger {linger * 1000:.0f} ms{note}", ours,
+                            "us/req", base, higher_is_better=False))
+            rows.append(Row("    store's cost per request (difference of medians)",
+                            ours - base, "us/req"))
     return rows
 
 
@@ -358,7 +384,7 @@ def bench_query(big: Path, rows: int, repeats: int) -> list[Row]:
     for label, level in (("high", "high"), ("critical", "critical")):
         if len(store.events(min_severity=level, limit=100)) != 100:
             raise RuntimeError(f"the big store has fewer than 100 events >= {level}")
-        seconds = median_time(lambda lv=level: store.events(min_severity=lv, limit=100),
+        seconds = median_time(functools.partial(store.events, min_severity=level, limit=100),
                               repeats)
         results.append(Row(f"latest 100 events >= {label} of {rows:,} (0.5% high+)",
                            seconds * 1000, "ms", goal="<= 1 ms" if label == "high" else "",
