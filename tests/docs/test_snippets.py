@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import doctest
 import inspect
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ._markdown import PAGES, Block, blocks
 
@@ -31,6 +33,9 @@ NOT_RUN = [block for block in PYTHON if block.not_run is not None]
 MAX_NOT_RUN = 3
 """Blocks exempt from running: each needs something the test machine cannot have (today: the
 seed system's own modules, in the migration guide). Raise it only with a reason in the marker."""
+
+
+DATA = [block for page in PAGES for block in blocks(page) if block.lang in {"json", "yaml"}]
 
 
 def _is_doctest(block: Block) -> bool:
@@ -119,6 +124,15 @@ def test_not_run_blocks_are_few_and_explained() -> None:
 def test_not_run_block_compiles(block: Block) -> None:
     """Even a block that is not run is valid Python."""
     compile(block.code, block.where, "exec", dont_inherit=True)
+
+
+@pytest.mark.parametrize("block", DATA, ids=[block.where for block in DATA])
+def test_data_block_parses(block: Block) -> None:
+    """JSON and YAML examples (health responses, manifests) are well-formed."""
+    if block.lang == "json":
+        json.loads(block.code)
+    else:
+        assert yaml.safe_load(block.code) is not None
 
 
 def test_expected_output_is_read_from_comments() -> None:
