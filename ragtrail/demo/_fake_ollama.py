@@ -38,7 +38,8 @@ class FakeOllama:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, forever if unstarted
+            self._server.shutdown()
         self._server.server_close()
 
 
