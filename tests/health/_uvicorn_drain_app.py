@@ -1,11 +1,14 @@
 """A Starlette app under uvicorn for the SIGTERM test, run as a subprocess.
 
-Usage: python _uvicorn_drain_app.py STORE_URL PORT DRAIN_SECONDS. The drain handler is
-installed in the lifespan startup, after uvicorn's own, as docs/health.md recommends.
+Usage: python _uvicorn_drain_app.py STORE_URL DRAIN_SECONDS. Prints the port it listens on
+(bound here, so no other process can take it first), then "started" and "stopped" from the
+lifespan. The drain handler is installed in the lifespan startup, after uvicorn's own, as
+docs/health.md recommends.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +25,7 @@ from ragtrail.middleware._endpoints import create_health_endpoints
 
 
 def main() -> None:
-    store_url, port, drain_seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    store_url, drain_seconds = sys.argv[1], float(sys.argv[2])
     configure(store_url=store_url, health_check_interval=0.2)
 
     async def home(request: Request) -> PlainTextResponse:
@@ -38,7 +41,11 @@ def main() -> None:
 
     app = Starlette(routes=[Route("/", home)], lifespan=lifespan)
     health = create_health_endpoints(app, [FunctionCheck(lambda: True, "index")])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
 
 
 if __name__ == "__main__":

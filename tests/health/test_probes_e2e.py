@@ -26,7 +26,7 @@ from ragtrail.instrument import Monitor
 from ragtrail.middleware import ASGIMiddleware
 from ragtrail.middleware._endpoints import create_health_endpoints
 
-from ._servers import FakeOllama, Prober, kubelet_probe, service_process, unused_port, wait_until
+from ._servers import FakeOllama, Prober, kubelet_probe, service_process, wait_until
 from .conftest import ServiceFactory
 
 pytestmark = pytest.mark.network
@@ -97,10 +97,9 @@ def test_kubelet_takes_the_pod_out_and_back_without_restarting_it(
 def test_sigterm_under_uvicorn_drains_then_shuts_down(tmp_path: Path) -> None:
     """The documented set-up: SIGTERM fails /ready at once, /health stays 200 and the app
     keeps serving for drain_seconds, then uvicorn's graceful shutdown runs."""
-    port = unused_port()
-    with service_process(str(UVICORN_APP), f"sqlite:///{tmp_path / 'audit.db'}", str(port),
-                         "3") as process:
+    with service_process(str(UVICORN_APP), f"sqlite:///{tmp_path / 'audit.db'}", "3") as process:
         assert process.stdout is not None
+        port = int(process.stdout.readline())
         assert process.stdout.readline().strip() == "started"
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
