@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -77,7 +77,6 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     api_token = secrets.token_urlsafe(18)
     server = _Server(options.port)  # first: a port in use fails before anything is created
     fake = FakeOllama(slow_seconds=0.4).start()
-    status = 0
     monitor: Monitor | None = None
     try:
         base_url = f"http://127.0.0.1:{server.port}"
@@ -90,25 +89,14 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
                 api_token=api_token, ollama_timeout=5.0, **_DEMO_SETTINGS)
             monitor = app.state.monitor
             monitor.store.events(limit=1)  # an unreachable database: say so now, not later
-        except (StoreError, ConfigurationError, OSError) as exc:
+            server.start(app)
+        except (StoreError, ConfigurationError, OSError, ScenarioError) as exc:
             raise DemoError(str(exc)) from None
-        server.start(app)
         scenario = Scenario(server.port, fake, api_token)
-        phases = list(scenario.phases())
-        try:
-            for number, (title, run) in enumerate(phases, 1):
-                say(f"[{number}/{len(phases)}] {title} ... ", end="")
-                phase_started = time.perf_counter()
-                summary = run()
-                say(f"{summary} ({time.perf_counter() - phase_started:.1f} s)")
-        except ScenarioError as exc:
-            say()
-            print(f"ragtrail: error: demo: {exc}", file=sys.stderr, flush=True)
-            status = 1
-        store = monitor.store
-        store.flush(timeout=10)
+        status = _run_phases(scenario, say)
+        monitor.store.flush(timeout=10)
         say()
-        for line in render_report(store, since_us=since_us, question_id=QUESTION_ID,
+        for line in render_report(monitor.store, since_us=since_us, question_id=QUESTION_ID,
                                   probes=scenario.probes):
             say(line)
         for line in render_explore(
@@ -136,6 +124,22 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
                 say(f"Stopped. {health.written} records written to the audit store, "
                     f"{health.dropped} dropped, {health.queue_depth} left in the queue.")
     return status
+
+
+def _run_phases(scenario: Scenario, say: Callable[..., None]) -> int:
+    """Each phase with its one-line outcome; 1 (and the reason on stderr) if one fails."""
+    phases = list(scenario.phases())
+    for number, (title, run) in enumerate(phases, 1):
+        say(f"[{number}/{len(phases)}] {title} ... ", end="")
+        started = time.perf_counter()
+        try:
+            summary = run()
+        except ScenarioError as exc:
+            say()
+            print(f"ragtrail: error: demo: {exc}", file=sys.stderr, flush=True)
+            return 1
+        say(f"{summary} ({time.perf_counter() - started:.1f} s)")
+    return 0
 
 
 class _Server:
