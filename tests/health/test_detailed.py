@@ -230,7 +230,8 @@ def test_refresh_never_blocks_an_event_loop(make_service: ServiceFactory) -> Non
         assert quick is not None
         assert awaited is not None
         cached = document(awaited)["checks"]["slow:status"][0]["cached"]
-        return quick.status, awaited.status, quick_seconds < 0.1 and not cached
+        # Blocking would take the check's 0.3 s; the margin is for a busy CI machine.
+        return quick.status, awaited.status, quick_seconds < 0.25 and not cached
 
     assert asyncio.run(scenario()) == (202, 200, True)
 
