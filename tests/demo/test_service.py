@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -17,16 +18,33 @@ from .conftest import TOKEN, Service
 pytestmark = pytest.mark.network
 
 StartService = Callable[..., Service]
+T = TypeVar("T")
 
 
-def _spans(service: Service, correlation_id: str) -> dict[str, SpanRecord]:
-    service.flush()
-    return {s.name: s for s in service.monitor.store.spans(correlation_id=correlation_id)}
+def _eventually(read: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
+    """``read()`` until ``done`` says yes: the server ends a request's span (and records its
+    events) just after the client has the last byte, so a flush alone can be too early."""
+    deadline = time.monotonic() + 10
+    while not done(value := read()):
+        assert time.monotonic() < deadline, f"{what} not stored: {value!r}"
+        time.sleep(0.02)
+    return value
 
 
-def _event_types(service: Service) -> list[str]:
-    service.flush()
-    return sorted(e.event_type for e in service.monitor.store.events(limit=None))
+def _spans(service: Service, correlation_id: str, *names: str) -> dict[str, SpanRecord]:
+    """The request's spans by name, once every one of ``names`` is stored."""
+    def read() -> dict[str, SpanRecord]:
+        service.flush()
+        return {s.name: s for s in service.monitor.store.spans(correlation_id=correlation_id)}
+    return _eventually(read, lambda spans: set(names) <= set(spans), f"spans {names}")
+
+
+def _event_types(service: Service, *expected: str) -> list[str]:
+    """Every stored event's type, once each of ``expected`` is among them."""
+    def read() -> list[str]:
+        service.flush()
+        return sorted(e.event_type for e in service.monitor.store.events(limit=None))
+    return _eventually(read, lambda types: set(expected) <= set(types), f"events {expected}")
 
 
 def _closed_port_url() -> str:
@@ -45,7 +63,7 @@ def test_ask_is_one_trace_of_nested_pipeline_steps(start_service: StartService) 
     assert reply.status_code == 200
     assert reply.json()["correlation_id"] == "svc-test-0001"
     assert "k8s-liveness" in reply.json()["sources"]
-    spans = _spans(service, "svc-test-0001")
+    spans = _spans(service, "svc-test-0001", "POST /ask")
     assert {name: s.kind for name, s in spans.items()} == {
         "POST /ask": "server", "Pipeline.answer": "chain", "Pipeline.retrieve": "retriever",
         "embed": "embedding", "Pipeline.rerank": "reranker", "Pipeline.generate": "llm"}
@@ -73,7 +91,7 @@ def test_generate_falls_back_to_the_template_when_no_ollama_listens(
                                 headers={"X-Request-ID": "svc-test-0002"})
     assert reply.status_code == 200
     assert reply.json()["answer"].startswith("A trace is a tree of spans")
-    generate = _spans(service, "svc-test-0002")["Pipeline.generate"]
+    generate = _spans(service, "svc-test-0002", "Pipeline.generate")["Pipeline.generate"]
     assert generate.attributes["ragtrail.demo.generator"] == "template"
 
 
@@ -86,10 +104,10 @@ def test_a_failing_ollama_gives_502_and_events(start_service: StartService,
                                 headers={"X-Request-ID": "svc-test-0003"})
     assert reply.status_code == 502
     assert reply.json()["correlation_id"] == "svc-test-0003"
-    types = _event_types(service)
-    assert "function_error" in types
-    assert "server_error" in types
-    assert _spans(service, "svc-test-0003")["Pipeline.generate"].status == "error"
+    _event_types(service, "function_error", "server_error")
+    spans = _spans(service, "svc-test-0003", "Pipeline.generate", "POST /ask")
+    assert spans["Pipeline.generate"].status == "error"
+    assert spans["POST /ask"].attributes["http.response.status_code"] == 502
 
 
 def test_readiness_follows_the_ollama_check(start_service: StartService,
@@ -141,7 +159,7 @@ def test_stream_sends_the_answer_in_chunks(start_service: StartService) -> None:
         chunks.extend(reply.iter_text())
     assert len(chunks) > 1
     assert "".join(chunks).strip() == whole
-    spans = _spans(service, "svc-test-0004")
+    spans = _spans(service, "svc-test-0004", "generate_stream", "POST /ask/stream")
     assert spans["generate_stream"].kind == "llm"
     assert spans["generate_stream"].trace_id == spans["POST /ask/stream"].trace_id
 
@@ -175,7 +193,7 @@ def test_a_disguised_executable_is_quarantined(start_service: StartService) -> N
                    if not p.name.endswith(".json")]
     assert len(quarantined) == 1
     assert list((service.data_dir / "uploads").iterdir()) == []
-    assert "malicious_file_upload" in _event_types(service)
+    _event_types(service, "malicious_file_upload")
 
 
 def test_an_oversized_upload_is_refused_unread(start_service: StartService) -> None:
@@ -185,7 +203,7 @@ def test_an_oversized_upload_is_refused_unread(start_service: StartService) -> N
     assert reply.status_code == 413
     assert reply.json()["quarantined"] is False
     assert list((service.data_dir / "quarantine").iterdir()) == []
-    assert "input_validation_fail" in _event_types(service)
+    _event_types(service, "input_validation_fail")
 
 
 @pytest.mark.parametrize("authorization", [None, f"Basic {TOKEN}", f"Bearer {TOKEN}x"])
@@ -197,7 +215,7 @@ def test_admin_refuses_without_the_token(start_service: StartService,
     reply = service.client.get("/admin/status", headers=headers)
     assert reply.status_code == 401
     assert reply.headers["www-authenticate"].startswith("Bearer")
-    assert _event_types(service).count("authn_login_fail") == 1
+    assert _event_types(service, "authn_login_fail").count("authn_login_fail") == 1
 
 
 def test_admin_answers_with_the_token(start_service: StartService) -> None:
