@@ -80,10 +80,13 @@ class Recipe:
     """Many small choices taken from one drawn integer: one cheap draw per case instead of
     dozens, and it still shrinks (towards 0: the first option, no fragments)."""
 
-    __slots__ = ("bits",)
+    __slots__ = ("bits", "seed")
 
     def __init__(self, bits: int) -> None:
-        self.bits = bits
+        self.bits = self.seed = bits
+
+    def __repr__(self) -> str:
+        return f"Recipe({self.seed})"
 
     def below(self, n: int) -> int:
         self.bits, choice = divmod(self.bits, n)
@@ -100,6 +103,10 @@ class Recipe:
         for _ in range(self.below(4)):
             parts.insert(self.below(len(parts) + 1), self.pick(fragments))
         return self.pick(_DELIMITERS).join(parts)
+
+    def long_text(self, piece: str, most: int) -> str:
+        """``text()`` repeated up to ``most`` times, spaced so repeats stay separate words."""
+        return " ".join([self.text(piece)] * (1 + self.below(most)))
 
 
 CASES = st.lists(st.tuples(st.text(max_size=12), st.integers(0, 2**256).map(Recipe)),
@@ -161,6 +168,7 @@ class Campaign:
                                 store_url=f"sqlite:///{database}", otlp_endpoint=endpoint,
                                 **settings)
             yield monitor
+            monitor.store.flush(30.0)
             health = monitor.store.health()
             failures = monitor.health()["failures"]
             shutdown(30.0)
@@ -180,7 +188,8 @@ class Campaign:
         """No secret in the file's bytes (WAL included); no raw control character in any
         stored text, JSON columns included; every event's decoded fields escaped too."""
         raw = b"".join(p.read_bytes() for p in (database, Path(f"{database}-wal")) if p.exists())
-        assert self._leaked(raw) == []
+        found = self._leaked(raw)
+        assert found == [], [_context(raw, secret) for secret in found]
         connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         connection.text_factory = bytes
         try:
@@ -212,7 +221,7 @@ class Campaign:
             spans = [r for r in _received(self.receiver)
                      if r["signal"] == "span"
                      and r.get("resource", {}).get("service.name") == service]
-            return spans if len(spans) >= expected else []
+            return spans if len(spans) >= max(1, expected) else []
 
         spans = wait_until(mine, timeout=20)
         assert self._leaked(json.dumps(spans)) == []
@@ -229,6 +238,12 @@ class Campaign:
         found = leaked(output)  # the shared canaries, and this surface's own secrets
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
         return found + [s for s in self.extra_secrets if s in text]
+
+
+def _context(raw: bytes, secret: str) -> bytes:
+    """The bytes around a leaked secret, for the failure message."""
+    at = raw.find(secret.encode())
+    return raw[max(0, at - 160):at + len(secret) + 40]
 
 
 def _received(receiver: RotelReceiver) -> list[dict[str, Any]]:

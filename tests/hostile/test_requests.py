@@ -135,7 +135,7 @@ def _header(piece: str, recipe: Recipe) -> tuple[str, str]:
     secrets = name.lower() not in _UNREDACTED
     shape = recipe.below(5)
     if shape == 0:  # up to ~60 KB: oversized
-        value = recipe.text(piece, secrets=secrets) * (1 + recipe.below(800))
+        value = " ".join([recipe.text(piece, secrets=secrets)] * (1 + recipe.below(800)))
     elif shape == 1:
         value = piece.encode("utf-8").decode("latin-1")  # raw UTF-8 bytes
     else:
