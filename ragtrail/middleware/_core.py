@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -116,9 +115,10 @@ class MiddlewareCore:
                 attributes = self._attributes(head, client)
                 if inbound is not None and not options.trust_inbound:
                     attributes["ragtrail.inbound_correlation_id"] = inbound
-                exchange.span = open_span(self.monitor, exchange.method_name, "server",
-                                          attributes, parent, cid)
-                exchange.span.attach()
+                span = exchange.span = open_span(self.monitor, exchange.method_name, "server",
+                                                 attributes, parent, cid)
+                span._own_attributes = True  # made for this span: no copy on the first write
+                span.attach()
             for header, value in rejected:
                 exchange.event(INVALID, Severity.LOW, "correlation ID header failed validation",
                                {"header": header, "value_sha256": id_digest(value),
@@ -298,8 +298,10 @@ class Exchange:
             if span is not None:
                 span.end()
             # Finished in another context than it began (ValueError): nothing there to undo.
-            with suppress(ValueError):
+            try:  # noqa: SIM105 (suppress() builds a context manager per request)
                 reset_correlation_id(self._token)
+            except ValueError:
+                pass
 
     def _access_failure(self, status: int) -> None:
         # OWASP logging vocabulary: authn_login_fail (401), authz_fail (403).
