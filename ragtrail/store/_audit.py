@@ -62,7 +62,7 @@ class AuditStore:
     >>> store.events(min_severity="high", limit=20)          # doctest: +SKIP
 
     The writer commits once ``batch_size`` records are queued or ``batch_linger_seconds``
-    after the first one arrived, whichever comes first (``flush()`` does not wait for either).
+    after it saw the first one, whichever comes first (``flush()`` waits for neither).
     ``close()`` without a timeout waits at most ``close_timeout`` seconds for a database that
     cannot be written. A new SQLite file (and its ``-wal``/``-shm``) is readable by its owner
     only (0600), in a directory created 0700 if missing.

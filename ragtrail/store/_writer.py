@@ -255,8 +255,11 @@ class Writer:
                 self.hurry.wait(self.linger_s)
         items: list[Any] = []
         records = 0
-        while queue and records < self.batch_size:
-            item = queue.popleft()
+        while records < self.batch_size:
+            try:
+                item = queue.popleft()
+            except IndexError:  # empty (close() may drain it too, from its own thread)
+                break
             items.append(item)
             if isinstance(item, Flush):
                 with self._flush_lock:
