@@ -36,7 +36,7 @@ from ragtrail.instrument import (
     shutdown,
     start_span,
 )
-from ragtrail.middleware import ASGIMiddleware, WSGIMiddleware
+from ragtrail.middleware import ASGIMiddleware, WSGIMiddleware, create_health_endpoints
 from ragtrail.security import FileValidator, ValidationResult
 from ragtrail.store import AuditStore, StoreError, StoreHealth, StoreStats
 
@@ -74,6 +74,7 @@ __all__ = [
     "configure",
     "correlation_id",
     "correlation_scope",
+    "create_health_endpoints",
     "get_monitor",
     "health_check",
     "monitored",

@@ -1,7 +1,5 @@
 """Health checks, the health routes' responder, and the psutil metrics sampler."""
 
-from typing import Any
-
 from ragtrail.health._check import (
     CheckResult,
     FunctionCheck,
@@ -42,13 +40,3 @@ __all__ = [
     "unregister_check",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # create_health_endpoints moved to ragtrail.middleware (health must not import the
-    # middleware). This lazy alias keeps ``from ragtrail.health import create_health_endpoints``
-    # working for code written before the move; it imports nothing until it is used.
-    if name == "create_health_endpoints":
-        from ragtrail.middleware._endpoints import create_health_endpoints
-
-        return create_health_endpoints
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ragtrail.health import FunctionCheck, install_sigterm_handler
 from ragtrail.instrument import configure
-from ragtrail.middleware._endpoints import create_health_endpoints
+from ragtrail.middleware import create_health_endpoints
 
 
 def main() -> None:

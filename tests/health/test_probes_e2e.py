@@ -23,8 +23,7 @@ from starlette.routing import Route
 
 from ragtrail.health import FunctionCheck, HealthService, HTTPCheck
 from ragtrail.instrument import Monitor
-from ragtrail.middleware import ASGIMiddleware
-from ragtrail.middleware._endpoints import create_health_endpoints
+from ragtrail.middleware import ASGIMiddleware, create_health_endpoints
 
 from ._servers import FakeOllama, Prober, kubelet_probe, service_process, wait_until
 from .conftest import ServiceFactory
@@ -154,11 +153,13 @@ def test_create_health_endpoints_on_flask_under_waitress(monitor: Monitor) -> No
         service.stop()
 
 
-def test_the_health_package_keeps_the_old_name() -> None:
-    """``from ragtrail.health import create_health_endpoints`` still gives the function."""
-    from ragtrail import health
+def test_create_health_endpoints_is_public() -> None:
+    """The seed's entry point is importable from ``ragtrail`` and ``ragtrail.middleware``."""
+    import ragtrail
+    import ragtrail.middleware
 
-    assert health.create_health_endpoints is create_health_endpoints
+    assert ragtrail.create_health_endpoints is create_health_endpoints
+    assert ragtrail.middleware.create_health_endpoints is create_health_endpoints
 
 
 def test_create_health_endpoints_refuses_other_objects(monitor: Monitor) -> None:
