@@ -199,14 +199,19 @@ def test_ctrl_c_ends_serve_and_flushes_requests_made_after_the_report(
         s.name for s in spans if s.correlation_id == "after-the-report-1"}
 
 
-def test_demo_stores_in_postgresql(tmp_path: Path, postgres_db_url: str) -> None:
-    """--db with a PostgreSQL URL: the run is stored there and the password never printed."""
-    result = subprocess.run(_demo("--db", postgres_db_url), cwd=tmp_path, env=_env(),
-                            capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_demo_stores_in_postgresql(tmp_path: Path, postgres_db_url: str,
+                                   monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--db with a PostgreSQL URL (in-process, through ``main``): the run is stored there,
+    the report reads it back, and the password is never printed."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--db", postgres_db_url]) == 0
+    captured = capsys.readouterr()
     password = postgres_db_url.split(":")[2].split("@")[0]
-    assert password not in result.stdout + result.stderr
-    assert 'ragtrail stats --db "$RAGTRAIL_STORE_URL"' in result.stdout
+    assert password not in captured.out + captured.err
+    for section in REPORT_SECTIONS:
+        assert section in captured.out, section
+    assert 'ragtrail stats --db "$RAGTRAIL_STORE_URL"' in captured.out
     events, _ = _read(postgres_db_url)
     assert {e.event_type for e in events} >= EXPECTED_EVENT_TYPES
     assert not (tmp_path / "ragtrail.db").exists()
