@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ragtrail._records import Severity
 from ragtrail.health._auth import DetailedAccess, Headers
@@ -74,7 +74,7 @@ class HealthService:
         checks: Iterable[HealthCheck] = (),
         *,
         paths: Mapping[str, str | Sequence[str]] | None = None,
-        sampler: MetricsSampler | None = None,
+        sampler: MetricsSampler | Literal[False] | None = None,
         include_registered: bool = True,
         store_check: bool = True,
         refresh_min_interval: float = 5.0,
@@ -87,7 +87,10 @@ class HealthService:
             monitor = get_monitor()
         self.monitor: MonitorLike = monitor
         self.settings = monitor.settings
-        self.sampler = sampler
+        # System metrics come with the health routes unless the app samples them itself
+        # (sampler=False), so a service gets them every monitoring_interval out of the box.
+        self.sampler: MetricsSampler | None = (
+            MetricsSampler(monitor) if sampler is None else sampler or None)
         self._routes = build_routes(paths or {})
         self.excluded_paths: frozenset[str] = frozenset(self._routes)
         """Every health path, for the middleware to leave out of spans (exact matches)."""
