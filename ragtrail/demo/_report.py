@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ragtrail._records import Severity, SpanRecord
-from ragtrail.cli._table import Column, render_table
+from ragtrail.cli._table import Column, printable, render_table
 from ragtrail.demo._scenario import ProbeView
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ _SLOWEST = 10
 _HIGH_EVENTS = 8
 
 
-def render_report(store: AuditStore, *, since_us: int, question_id: str,
+def render_report(store: AuditStore, *, since_us: int, question_id: str, question: str,
                   probes: Sequence[ProbeView]) -> Iterator[str]:
     """The audit store's view of this run (records since ``since_us``), as lines."""
     events = store.events(since=since_us, limit=None)
@@ -60,7 +60,7 @@ def render_report(store: AuditStore, *, since_us: int, question_id: str,
          Column("P95", right=True), Column("P99", right=True)],
         [[name, str(s.count), f"{s.p50_ms:.1f}", f"{s.p95_ms:.1f}", f"{s.p99_ms:.1f}"]
          for name, s in slowest[:_SLOWEST]])
-    yield from _trace_section(store, question_id)
+    yield from _trace_section(store, question_id, question)
     yield from _section(
         "Health and readiness, as a probe saw them",
         [Column("WHEN"), Column("/health", right=True), Column("/ready", right=True),
@@ -69,18 +69,27 @@ def render_report(store: AuditStore, *, since_us: int, question_id: str,
           " ".join(f"{name}={status}" for name, status in p.checks.items())] for p in probes])
 
 
-def _trace_section(store: AuditStore, question_id: str) -> Iterator[str]:
+def _trace_section(store: AuditStore, question_id: str, question: str) -> Iterator[str]:
     tagged = store.spans(correlation_id=question_id, limit=1000)
     if not tagged:
         return
     trace_id = min(tagged, key=lambda s: s.start_us).trace_id
-    spans = store.spans(trace_id=trace_id, limit=1000)
+    tree = list(span_tree(store.spans(trace_id=trace_id, limit=1000)))
     yield from _section(
         f"The trace of one question (X-Request-ID {question_id}, trace {trace_id})",
         [Column("SPAN"), Column("KIND"), Column("MS", right=True), Column("STATUS")],
         [[f"{'  ' * depth}{span.name}", span.kind, f"{span.duration_ms:.2f}",
           span.status if span.status == "ok" else f"{span.status}: {span.error_type}"]
-         for depth, span in span_tree(spans)])
+         for depth, span in tree])
+    for _, span in tree:
+        captured = span.attributes.get("input.value")
+        if isinstance(captured, dict) and "question" in captured:
+            yield ""
+            yield (f"  Its question as the client sent it, and as {span.name}'s span keeps it "
+                   "(capture_args, redacted):")
+            yield f"    sent    {printable(question)}"
+            yield f"    stored  {printable(str(captured['question']))}"
+            return
 
 
 def span_tree(spans: Iterable[SpanRecord]) -> Iterator[tuple[int, SpanRecord]]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ragtrail._settings import ConfigurationError
 from ragtrail.demo._fake_ollama import FakeOllama
 from ragtrail.demo._report import render_explore, render_report
-from ragtrail.demo._scenario import QUESTION_ID, Scenario, ScenarioError
+from ragtrail.demo._scenario import QUESTION, QUESTION_ID, Scenario, ScenarioError
 from ragtrail.demo.service import create_app
 from ragtrail.store import StoreError
 
@@ -97,7 +97,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         monitor.store.flush(timeout=10)
         say()
         for line in render_report(monitor.store, since_us=since_us, question_id=QUESTION_ID,
-                                  probes=scenario.probes):
+                                  question=QUESTION, probes=scenario.probes):
             say(line)
         for line in render_explore(
                 db=_db_argument(options.store_url), question_id=QUESTION_ID,

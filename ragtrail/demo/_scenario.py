@@ -16,18 +16,21 @@ from typing import Any
 
 from ragtrail.demo._fake_ollama import FakeOllama
 
-__all__ = ["QUESTION_ID", "ProbeView", "Scenario", "ScenarioError"]
+__all__ = ["QUESTION", "QUESTION_ID", "ProbeView", "Scenario", "ScenarioError"]
 
 QUESTION_ID = "demo-question-0001"
 """The X-Request-ID of the question whose trace the report draws."""
+QUESTION = ("I'm alice@example.com, card 4111 1111 1111 1111: which secrets must never reach "
+            "the logs?")
+"""That question: personal data in it shows what the store keeps of captured arguments."""
 
 _QUESTIONS = (
     "What does a readiness probe decide?",
+    QUESTION,  # second: the first request also pays one-off warm-ups
     "How is a trace propagated between services?",
     "Why stream the generated answer?",
     "What happens to uploaded documents that fail the checks?",
     "How does a hashing embedder work?",
-    "Which secrets must never reach the logs?",
 )
 _WAIT = 10.0  # seconds to wait for readiness to change; the demo's checks run twice a second
 
@@ -129,9 +132,8 @@ class Scenario:
         return f"/ready {view.ready_status} {view.ready}"
 
     def questions(self) -> str:
-        # The traced question is the second: the first request also pays one-off warm-ups.
-        replies = [self.client.ask(q, QUESTION_ID if i == 1 else None)
-                   for i, q in enumerate(_QUESTIONS)]
+        replies = [self.client.ask(q, QUESTION_ID if q == QUESTION else None)
+                   for q in _QUESTIONS]
         ok = sum(r.status == 200 for r in replies)
         median_ms = statistics.median(r.seconds for r in replies) * 1000
         return f"{ok}/{len(replies)} answered, median {median_ms:.0f} ms"

@@ -151,8 +151,13 @@ def test_demo_runs_the_scenario_and_reports_what_the_store_holds(tmp_path: Path)
     assert "ragtrail spans --db ragtrail.db --correlation-id demo-question-0001" in out
     events, spans = _read(f"sqlite:///{tmp_path / 'ragtrail.db'}")
     assert {e.event_type for e in events} >= EXPECTED_EVENT_TYPES
-    question = {s.name for s in spans if s.correlation_id == "demo-question-0001"}
-    assert {"POST /ask", "Pipeline.answer", "Pipeline.generate"} <= question
+    question = {s.name: s for s in spans if s.correlation_id == "demo-question-0001"}
+    assert {"POST /ask", "Pipeline.answer", "Pipeline.generate"} <= set(question)
+    # The personal data in the traced question is redacted in the store, as the report shows.
+    stored = question["Pipeline.answer"].attributes["input.value"]["question"]
+    assert stored == "I'm [REDACTED], card [REDACTED]: which secrets must never reach the logs?"
+    assert f"    stored  {stored}" in out
+    assert not any("4111 1111" in str(s.attributes) for s in spans)
     quarantined = [p for p in (tmp_path / "ragtrail-demo" / "quarantine").iterdir()
                    if p.suffix != ".json"]
     assert len(quarantined) == 1
