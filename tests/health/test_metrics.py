@@ -13,7 +13,7 @@ from ragtrail.health._thresholds import Hysteresis
 from ragtrail.instrument import Monitor
 
 from ._servers import wait_until
-from .conftest import MonitorFactory
+from .conftest import MonitorFactory, ServiceFactory
 
 
 def reading(cpu: float = 10.0, memory: float = 20.0, disk: float = 30.0) -> MetricsSample:
@@ -100,3 +100,17 @@ def test_background_sampling_writes_samples_to_the_store(monitor: Monitor) -> No
     finally:
         sampler.stop()
     assert monitor.store.metrics(limit=1)[0].process_rss_bytes > 0
+
+
+def test_a_health_service_samples_system_metrics_by_default(
+        monitor: Monitor, make_service: ServiceFactory) -> None:
+    """Without sampler=, the service (and so every middleware) writes MetricsSamples from start()
+    and stops sampling at stop(); sampler=False leaves sampling to someone else."""
+    service = make_service()
+    assert make_service(sampler=False).sampler is None
+    service.start()
+    wait_until(lambda: monitor.store.flush(1.0) and len(monitor.store.metrics(limit=1)) == 1)
+    assert monitor.store.metrics(limit=1)[0].memory_percent > 0
+    service.stop()
+    assert service.sampler is not None
+    assert service.sampler._thread is None
