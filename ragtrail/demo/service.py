@@ -27,7 +27,7 @@ import ragtrail
 from ragtrail import ASGIMiddleware, FilesystemCheck, FileValidator, HTTPCheck, correlation_id
 from ragtrail.demo._corpus import Document
 from ragtrail.demo.pipeline import Pipeline
-from ragtrail.health import HealthCheck, HealthService, MetricsSampler, install_sigterm_handler
+from ragtrail.health import HealthCheck, HealthService, install_sigterm_handler
 from ragtrail.security import Quarantine, save_upload_starlette
 
 __all__ = ["MAX_QUESTION_CHARS", "create_app"]
@@ -74,8 +74,8 @@ def create_app(
     if ollama_url:
         checks.insert(0, HTTPCheck(f"{ollama_url.rstrip('/')}/api/tags", name="ollama",
                                    critical=True, warn_after_ms=250))
-    # The store check joins by itself (HealthService's store_check=True): non-critical.
-    health = HealthService(monitor, checks, sampler=MetricsSampler(monitor))
+    # The store check (non-critical) and the system-metrics sampler join by default.
+    health = HealthService(monitor, checks)
     routes = _Routes(pipeline, validator, uploads, quarantine, monitor.settings.api_token)
 
     @asynccontextmanager
