@@ -6,8 +6,12 @@ Thin: the service, the scenario and the report live in ``ragtrail.demo``.
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from ragtrail.cli._args import CommandError, non_negative_int
 from ragtrail.cli._db import add_db_argument, store_url
@@ -50,7 +54,26 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(f"argument --port: expected a port from 0 to 65535; got {args.port}")
     options = DemoOptions(store_url=store_url(args.db), data_dir=args.data_dir,
                           serve=args.serve, port=args.port)
+    previous = _stop_on_sigterm()  # None: not the main thread, nothing to restore
     try:
         return run_demo(options)
     except DemoError as exc:
         raise CommandError(str(exc)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _stop_on_sigterm() -> _Handler:
+    """SIGTERM (``docker stop``, Kubernetes, ``kill``) stops the demo as Ctrl-C does, with the
+    store flushed, instead of ending the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)

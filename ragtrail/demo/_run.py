@@ -3,7 +3,7 @@
 The server runs in a thread and the scenario in the main thread, so Ctrl-C (a
 ``KeyboardInterrupt`` in the main thread) can arrive anywhere: the ``finally`` stops the server,
 then shuts the monitor down, which flushes every queued record to the store. A second Ctrl-C
-during that stop is ignored, so the flush cannot be cut short.
+(or a SIGTERM) during that stop is ignored, so the flush cannot be cut short.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         say("Interrupted: stopping the service and flushing the audit store.")
         raise
     finally:
-        with _sigint_ignored():
+        with _stop_signals_ignored():
             server.stop()
             fake.stop()
             if monitor is not None:
@@ -193,15 +193,17 @@ class _Server:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def _stop_signals_ignored() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {number: signal.signal(number, signal.SIG_IGN)
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _masked(url: str) -> str:

@@ -184,10 +184,11 @@ def test_ctrl_c_during_the_scenario_stops_cleanly_and_flushes(
     assert sum(e.count for e in logins) == 12
 
 
-def test_ctrl_c_ends_serve_and_flushes_requests_made_after_the_report(
-        tmp_path: Path, running: list[_Running]) -> None:
-    """--serve keeps answering after the report; Ctrl-C then exits 0 with the later
-    request's spans in the store."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_ends_serve_and_flushes_requests_made_after_the_report(
+        tmp_path: Path, running: list[_Running], stop: signal.Signals) -> None:
+    """--serve keeps answering after the report; Ctrl-C or SIGTERM then exits 0 with the
+    later request's spans in the store."""
     demo = _Running(_demo("--serve", "--db", "served.db"), tmp_path)
     running.append(demo)
     base_url = demo.wait_for(r"The service keeps running at (http://127\.0\.0\.1:\d+)")[1]
@@ -195,7 +196,7 @@ def test_ctrl_c_ends_serve_and_flushes_requests_made_after_the_report(
     reply = httpx.get(f"{base_url}/ask", params={"q": "What is a startup probe?"},
                       headers={"X-Request-ID": "after-the-report-1"}, timeout=10)
     assert reply.status_code == 200
-    demo.process.send_signal(signal.SIGINT)
+    demo.process.send_signal(stop)
     status, stderr = demo.finish()
     assert status == 0, demo.stdout + stderr
     assert "Traceback" not in stderr, stderr
