@@ -57,8 +57,12 @@ def _row(benchmark: str, metric: str, ours: float, baseline: float, unit: str, g
          *, higher_is_better: bool) -> Result:
     """A row comparing ``ours`` with ``baseline``; the ratio reads the way the goal does."""
     ratio = ours / baseline if baseline else float("nan")
-    return Result(benchmark, metric, f"{ours:,.2f} {unit}", f"{baseline:,.2f} {unit}",
+    return Result(benchmark, metric, f"{_number(ours)} {unit}", f"{_number(baseline)} {unit}",
                   f"{ratio:.2f}x", goal, _verdict(ratio, goal) if goal else "-")
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
 # -- bench_decorator.py ------------------------------------------------------------------------
@@ -75,6 +79,8 @@ def parse_decorator(output: str) -> Iterator[Result]:
          "<= 0.5x"),
         ("capture_args+capture_result (140-char query, 5 docs)", "capture: monitored",
          "capture: otel", "<= 1.0x"),
+        ("capture, text never seen before (redactor cache misses)",
+         "capture, new text: monitored", "capture, new text: otel", ""),
         ("generator (3 items) vs OTel", "generator: monitored", "generator: otel", ""),
         ("async generator (3 items) vs OTel", "async generator: monitored",
          "async generator: otel", ""),
@@ -142,9 +148,19 @@ def _middleware_tables(output: str) -> Iterator[tuple[str, dict[str, tuple[float
 
 _PROBE_ROW = re.compile(r"^(?P<app>\S+)\s+(?P<load>burst|paced)\s+(?P<n>\d+)\s+[\d.]+\s+[\d.]+"
                         r"\s+(?P<p99>[\d.]+)\s+[\d.]+\s+(?P<ok>\d+)")
+_PROBE_IN_PROCESS = re.compile(r"^(?P<case>\S.*?)\s+\d+\s+[\d.]+\s+[\d.]+\s+(?P<p99>[\d.]+)"
+                               r"\s+[\d.]+\s+(?:met|MISSED)$")
 
 
 def parse_probes(output: str) -> Iterator[Result]:
+    """In-process rows answer the goal for ragtrail's own code; loopback rows add a server,
+    TCP set-up and the load generator, so they are shown against a bare app's p99."""
+    for match in map(_PROBE_IN_PROCESS.match, output.splitlines()):
+        if match is not None:
+            p99_ms = float(match["p99"]) / 1000
+            yield Result("probes", f"/ready p99 in-process, {match['case'].strip()}",
+                         f"{p99_ms:.3f} ms", "-", "-", "p99 < 2 ms",
+                         "met" if p99_ms < 2 else "MISSED")
     rows = {(m["app"], m["load"]): m for m in map(_PROBE_ROW.match, output.splitlines())
             if m is not None}
     for load in ("burst", "paced"):
@@ -153,11 +169,13 @@ def parse_probes(output: str) -> Iterator[Result]:
             continue
         p99 = float(ours["p99"])
         answered = f", {ours['ok']}/{ours['n']} ok" if ours["ok"] != ours["n"] else ""
-        yield Result("probes", f"/ready p99, 200 probes, hanging dependency ({load}){answered}",
-                     f"{p99:.2f} ms", f"{bare['p99']} ms (bare app)" if bare else "-",
-                     f"{p99 / float(bare['p99']):.2f}x" if bare and float(bare["p99"]) else "-",
-                     "p99 < 2 ms",
-                     "met" if p99 < 2 and ours["ok"] == ours["n"] else "MISSED")
+        bare_p99 = float(bare["p99"]) if bare else None
+        met = "met" if p99 < 2 and ours["ok"] == ours["n"] else "MISSED"
+        if met == "MISSED" and bare_p99 is not None and bare_p99 >= 2:
+            met = "MISSED (bare too)"
+        yield Result("probes", f"/ready p99 under uvicorn, loopback ({load}){answered}",
+                     f"{p99:.2f} ms", f"{bare_p99:.2f} ms (bare app)" if bare_p99 else "-",
+                     f"{p99 / bare_p99:.2f}x" if bare_p99 else "-", "p99 < 2 ms", met)
 
 
 # -- bench_store.py ----------------------------------------------------------------------------

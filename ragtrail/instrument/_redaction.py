@@ -55,6 +55,7 @@ _JSON_KEYS: dict[Any, str] = {None: "null", True: "true", False: "false"}  # as 
 _CLEAN_MAX_LENGTH = 4096
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 1 << 20
+_SMALL_INT = 10**12  # integers this small are returned as they are (card numbers are longer)
 
 
 def _cost(text: str) -> int:
@@ -95,10 +96,14 @@ class Redactor:
         Never raises: a value that cannot be represented becomes a marker string.
         """
         budget = max(max_bytes or self.max_bytes, _MIN_BUDGET)
-        if type(value) is str:  # a clean string seen before: no walk to set up
+        kind = type(value)
+        if kind is str:  # a clean string seen before: no walk to set up
             cost = self._clean[escape].get(value)
             if cost is not None and cost <= budget:
                 return value
+        elif ((kind is int and -_SMALL_INT < value < _SMALL_INT) or value is None
+              or kind is bool or (kind is float and value - value == 0)):
+            return value  # as _Walk.value: a finite float, an int too short for a card
         try:
             return _Walk(self, escape).value(value, budget, 0)[0]
         except Exception:  # instrumentation never breaks the caller (a hostile __repr__...)
@@ -276,7 +281,7 @@ class _Walk:
     def integer(self, value: int, budget: int) -> tuple[Any, int]:
         if value.bit_length() > 64:  # str() of a huge int is slow, and refused past 4300 digits
             return self.text(f"[integer of {value.bit_length()} bits]", budget, 0)
-        if (self.redactor.enabled and 10**12 <= abs(value) < 10**19
+        if (self.redactor.enabled and _SMALL_INT <= abs(value) < 10**19
                 and is_card_number(str(abs(value)))):
             return REDACTED, _REDACTED_COST
         return value, 20  # the longest 64-bit integer; cheaper than str() on the hot path
