@@ -16,6 +16,7 @@ from typing import Any
 from middleware._support import Reply, WSGIReply, call_asgi, call_wsgi, http_scope, wsgi_environ
 
 from ragtrail import ASGIMiddleware, WSGIMiddleware, monitored
+from ragtrail.middleware._asgi import Receive, Scope, Send
 from ragtrail.middleware._core import is_valid_id
 
 __all__ = ["MIDDLEWARE_OPTIONS", "Driver", "asgi_app", "native", "retrieve", "wsgi_app"]
@@ -35,7 +36,7 @@ def retrieve(query: str, path: str, body: bytes) -> list[dict[str, Any]]:
              "score": 0.5}]
 
 
-async def _asgi_inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _asgi_inner(scope: Scope, receive: Receive, send: Send) -> None:
     body = b""
     more = True
     while more:

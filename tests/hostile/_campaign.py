@@ -9,8 +9,8 @@ real OTLP receiver, which gives one export batch per surface to scan.
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,15 +26,15 @@ from instrument.redaction_canaries import CANARIES, leaked
 from ragtrail.instrument import Monitor, configure, shutdown
 
 __all__ = [
-    "CONTROL_BYTES",
-    "FRAGMENTS",
-    "INJECTION_FRAGMENTS",
-    "SECRET_FRAGMENTS",
-    "GENERATED",
     "BATCH",
-    "Campaign",
     "CASES",
     "CASES_PER_SURFACE",
+    "CONTROL_BYTES",
+    "FRAGMENTS",
+    "GENERATED",
+    "INJECTION_FRAGMENTS",
+    "SECRET_FRAGMENTS",
+    "Campaign",
     "Recipe",
     "raw_controls",
 ]
@@ -196,7 +196,7 @@ class Campaign:
             self.spans_stored = connection.execute(
                 "SELECT count(*) FROM ragtrail_spans").fetchone()[0]
             for table in ("ragtrail_events", "ragtrail_spans"):
-                for row in connection.execute(f"SELECT * FROM {table}"):  # noqa: S608
+                for row in connection.execute(f"SELECT * FROM {table}"):
                     for value in row:
                         if isinstance(value, bytes):
                             assert CONTROL_BYTES.search(value) is None, (table, row)

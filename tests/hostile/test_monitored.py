@@ -87,8 +87,12 @@ def _call(loop: asyncio.AbstractEventLoop, piece: str, recipe: Recipe) -> None:
             returned = Pipeline().rerank(query, result=result)
             fail = False
     except NotFound as error:
-        assert fail, error
-        assert error.args == (f"no document for a {type(query).__name__}",)
+        raised: NotFound | None = error
+    else:
+        raised = None
+    if raised is not None:
+        assert fail, raised
+        assert raised.args == (f"no document for a {type(query).__name__}",)
         return
     assert not fail
     assert returned is result
@@ -144,9 +148,8 @@ def _echoing_step(query: str) -> str:
 def test_exception_message_is_stored_escaped(campaign: Callable[..., Campaign]) -> None:
     """An exception message carrying CR/LF/ESC is stored escaped in ragtrail_spans."""
     surface = campaign("defect-message")
-    with surface.generated():
-        with pytest.raises(ValueError, match="upstream refused"):
-            _echoing_step("ok\r\n2026-01-01 INFO forged line\x1b[2J")
+    with surface.generated(), pytest.raises(ValueError, match="upstream refused"):
+        _echoing_step("ok\r\n2026-01-01 INFO forged line\x1b[2J")
 
 
 @pytest.mark.xfail(strict=True, reason="a lone surrogate in a span's error_message cannot be "
@@ -156,9 +159,8 @@ def test_span_with_lone_surrogate_is_kept(campaign: Callable[..., Campaign]) -> 
     """An exception message holding a lone surrogate (os.fsdecode of bad bytes gives one)
     still leaves its span, and its function_error event, in the store."""
     surface = campaign("defect-surrogate")
-    with surface.generated():
-        with pytest.raises(ValueError, match="upstream refused"):
-            _echoing_step("report-\udcff.pdf")
+    with surface.generated(), pytest.raises(ValueError, match="upstream refused"):
+        _echoing_step("report-\udcff.pdf")
 
 
 @monitored(kind="retriever", record_errors=True)
@@ -172,6 +174,5 @@ def _reporting_step(query: str) -> str:
 def test_secret_after_an_escape_sequence_is_redacted(campaign: Callable[..., Campaign]) -> None:
     """A secret shown with !r after a newline (\\nsk_live_...) is still redacted."""
     surface = campaign("defect-repr")
-    with surface.generated():
-        with pytest.raises(LookupError):
-            _reporting_step("two lines\nsk_live_STRIPEcanary0123456789ab")
+    with surface.generated(), pytest.raises(LookupError):
+        _reporting_step("two lines\nsk_live_STRIPEcanary0123456789ab")

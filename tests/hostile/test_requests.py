@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -60,7 +60,7 @@ def _query(piece: str, recipe: Recipe) -> bytes:
         return b"q=" + quote(recipe.text(piece, secrets=False)).encode()
     if shape == 2:
         return ("q=" + recipe.text(piece)).encode("utf-8")
-    return ("file=" + recipe.pick(_TRAVERSALS) * 3 + recipe.text(piece)).encode("utf-8")
+    return ("file=" + recipe.pick(_TRAVERSALS) * 3 + "&note=" + recipe.text(piece)).encode()
 
 
 def _decoded(raw: bytes) -> str:
@@ -74,10 +74,10 @@ def _send_target(driver: Driver, raw: bytes, query: bytes, method: str, adapter:
         driver.check_asgi(driver.send_asgi(_decoded(raw), raw_path=raw, query=query,
                                            method=method), allowed)
     else:
-        text = raw.decode("latin-1")
+        text, query_text = raw.decode("latin-1"), query.decode("latin-1")
         reply = driver.send_wsgi(native(_decoded(raw)), method=native(method),
-                                 QUERY_STRING=query.decode("latin-1"),
-                                 REQUEST_URI=text + ("?" + query.decode("latin-1") if query else ""))
+                                 QUERY_STRING=query_text,
+                                 REQUEST_URI=text + ("?" + query_text if query else ""))
         driver.check_wsgi(reply, allowed)
 
 
@@ -200,7 +200,7 @@ def test_curated_headers(campaign: Callable[..., Campaign]) -> None:
 
 def _body(piece: str, recipe: Recipe) -> tuple[list[bytes], str | None, bool]:
     """Chunks, the declared Content-Length (or None), and whether it is chunked."""
-    unit = recipe.text(piece).encode("utf-8") or b"x"
+    unit = recipe.text(piece).encode("utf-8") + b" "  # repeats stay separate words
     size = recipe.pick((0, 1, 100, MAX_BODY - 1, MAX_BODY, MAX_BODY + 1, 3 * MAX_BODY,
                         recipe.below(6 * MAX_BODY)))
     data = (unit * (size // len(unit) + 1))[:size]
@@ -275,12 +275,12 @@ async def _slow_upload(driver: Driver, chunks: list[bytes]) -> int | None:
     status: list[int] = []
     pending = list(chunks)
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         await asyncio.sleep(0.001)
         chunk = pending.pop(0) if pending else b""
         return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status.append(message["status"])
             echoed = dict(message["headers"]).get(b"x-request-id", b"").decode()
