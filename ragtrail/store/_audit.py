@@ -166,13 +166,13 @@ class AuditStore:
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (waiting up to ``timeout``; None: the store's ``close_timeout``), then stop
-        the writer and release connections. Idempotent; interpreter exit does it with
-        ``EXIT_FLUSH_TIMEOUT_S``.
+        the writer and release connections. Idempotent; interpreter exit does it too.
 
         If the database still cannot be written when the time is up, the records still
         queued are dropped and counted in ``health().dropped`` (not in the stored totals:
         the database is what failed). A writer stuck inside a database call gets one more
-        second; the batch in its hands is counted when that call ends.
+        second; the batch in its hands is counted when that call ends. Interpreter exit waits
+        ``EXIT_FLUSH_TIMEOUT_S`` or ``close_timeout``, whichever is shorter.
         """
         if self._closed:
             return
@@ -335,7 +335,7 @@ def _after_fork_in_child() -> None:
 
 def _close_at_exit() -> None:
     for store in list(_open_stores):
-        store.close(EXIT_FLUSH_TIMEOUT_S)
+        store.close(min(EXIT_FLUSH_TIMEOUT_S, store._close_timeout))
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

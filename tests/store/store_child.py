@@ -3,7 +3,9 @@
 Records N events (type ``w<WORKER>``, description = sequence number) and N spans, then:
 - ``close``: closes the store (flushes);
 - ``exit``: returns without closing, so only the interpreter-exit flush can save the records;
-- ``flush-then-hang``: flushes, prints ``flushed`` and sleeps until killed.
+- ``flush-then-hang``: flushes, prints ``flushed`` and sleeps until killed;
+- ``ready-then-exit``: prints ``ready`` once the store is open, records after reading a line
+  from stdin, then exits like ``exit``.
 Options go as JSON in ``$STORE_CHILD_OPTIONS`` (AuditStore keyword arguments).
 """
 
@@ -21,6 +23,9 @@ from ragtrail.store import AuditStore
 def main(url: str, worker: int, n: int, mode: str) -> None:
     options = json.loads(os.environ.get("STORE_CHILD_OPTIONS", "{}"))
     store = AuditStore(url, **options)
+    if mode == "ready-then-exit":
+        print("ready", flush=True)
+        sys.stdin.readline()
     for seq in range(n):
         now = time.time_ns() // 1000
         store.record(SecurityEvent(event_type=f"w{worker}", severity=Severity.LOW,
@@ -38,7 +43,7 @@ def main(url: str, worker: int, n: int, mode: str) -> None:
             store.record(SecurityEvent(event_type="after-flush", severity=Severity.LOW,
                                        source="x", description="", time_us=0))
             time.sleep(0.001)
-    elif mode != "exit":
+    elif mode not in ("exit", "ready-then-exit"):
         sys.exit(f"unknown mode {mode}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,6 +29,34 @@ def test_interpreter_exit_flushes_what_was_recorded(backend_url: str,
     reader = store_factory(backend_url, read_only=True)
     assert sorted(int(e.description) for e in reader.events(limit=None)) == list(range(2000))
     assert len(reader.spans(limit=None)) == 2000
+
+
+def test_interpreter_exit_is_bounded_when_the_database_stays_locked(tmp_path: Path) -> None:
+    """A child whose store cannot be written exits anyway: at exit a store waits at most its
+    close_timeout (here 0.2 s, +1 s for a writer inside SQLite's 60 s busy wait)."""
+    path = tmp_path / "locked.db"
+    AuditStore(f"sqlite:///{path}").close()
+    options = {"close_timeout": 0.2, "engine_options": {"connect_args": {"timeout": 60}}}
+    env = {**os.environ, "STORE_CHILD_OPTIONS": json.dumps(options)}
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        with subprocess.Popen([sys.executable, str(CHILD), f"sqlite:///{path}", "1", "100",
+                               "ready-then-exit"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env) as child:
+            assert child.stdout is not None
+            assert child.stdin is not None
+            assert child.stdout.readline().strip() == "ready"
+            holder.execute("BEGIN EXCLUSIVE")
+            child.stdin.write("go\n")
+            child.stdin.close()
+            assert child.wait(timeout=30) == 0  # 1.2 s expected; the busy wait alone is 60 s
+    finally:
+        holder.close()
+    reader = AuditStore(f"sqlite:///{path}", read_only=True)
+    try:
+        assert reader.events(event_type="w1") == []  # nothing got through the lock
+    finally:
+        reader.close()
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
