@@ -237,7 +237,7 @@ def test_writer_thread_that_died_is_started_again(
 
     writer.batches.write = die_once  # type: ignore[method-assign]
     store.record(make_event("lost"))
-    assert store.flush(0.5) is False
+    assert store.flush(0.2) is False
     wait_for(lambda: not dying.is_alive())
     assert store.health().writer_alive is True  # restarted here
     store.record(make_event("after"))
