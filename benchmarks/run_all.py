@@ -269,8 +269,9 @@ def run(benchmark: Benchmark, full: bool, extra: list[str]) -> tuple[list[Result
     process = subprocess.run(command, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
     print(process.stdout, end="")
+    if process.stderr:  # notes such as the store's drop counts, or the error
+        print(process.stderr[-3000:], end="", file=sys.stderr, flush=True)
     if process.returncode != 0:
-        print(process.stderr[-3000:], end="", file=sys.stderr)
         return [], f"{benchmark.name}: FAILED (exit {process.returncode}) after {elapsed:.0f} s"
     results = list(benchmark.parse(process.stdout))
     return results, f"{benchmark.name}: {len(results)} rows in {elapsed:.0f} s"
