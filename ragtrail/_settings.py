@@ -126,6 +126,9 @@ class Settings:
     queue_size: int = _setting(10_000, "RAGTRAIL_QUEUE_SIZE", parse=_int)
     batch_size: int = _setting(500, "RAGTRAIL_BATCH_SIZE", parse=_int)
     event_coalesce_seconds: float = _setting(60.0, "RAGTRAIL_EVENT_COALESCE_SECONDS", parse=_float)
+    batch_linger_seconds: float = _setting(
+        0.05, "RAGTRAIL_BATCH_LINGER_SECONDS", parse=_float)
+    store_close_timeout: float = _setting(10.0, "RAGTRAIL_STORE_CLOSE_TIMEOUT", parse=_float)
 
     # OpenTelemetry export
     otlp_endpoint: str | None = _setting(
@@ -193,6 +196,10 @@ class Settings:
         for name in ("health_check_interval", "health_check_timeout", "monitoring_interval",
                      "event_coalesce_seconds", "alert_coalesce_seconds"):
             _require(name, getattr(self, name), getattr(self, name) > 0, "a number > 0")
+        _require("batch_linger_seconds", self.batch_linger_seconds,
+                 0 <= self.batch_linger_seconds <= 5, "a number of seconds from 0 to 5")
+        _require("store_close_timeout", self.store_close_timeout,
+                 self.store_close_timeout > 0, "a number of seconds > 0")
         _require("otlp_protocol", self.otlp_protocol, self.otlp_protocol in _PROTOCOLS,
                  " or ".join(_PROTOCOLS))
         # The OTel specification gives OTEL_EXPORTER_OTLP_TIMEOUT in milliseconds; the Python SDK

@@ -173,8 +173,7 @@ class Monitor:
                 self._exporter.shutdown(10.0 if timeout is None else timeout)
             except Exception:
                 self.report_failure("exporter_shutdown")
-        try:
-            self.store.flush(timeout)
+        try:  # close() flushes, bounded by store_close_timeout when timeout is None
             self.store.close(timeout)
         except Exception:
             self.report_failure("store_close")

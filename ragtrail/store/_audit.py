@@ -133,7 +133,9 @@ class AuditStore:
                    spans_capacity=settings.spans_capacity,
                    metrics_capacity=settings.metrics_capacity, queue_size=settings.queue_size,
                    batch_size=settings.batch_size,
-                   event_coalesce_seconds=settings.event_coalesce_seconds, **kwargs)
+                   event_coalesce_seconds=settings.event_coalesce_seconds,
+                   batch_linger_seconds=settings.batch_linger_seconds,
+                   close_timeout=settings.store_close_timeout, **kwargs)
 
     # -- writing ---------------------------------------------------------------------------
 
