@@ -5,7 +5,8 @@
 Baseline: ``tracer.start_as_current_span`` used as a decorator, with the SDK TracerProvider
 and a BatchSpanProcessor whose exporter does nothing (so the SDK's own span cost is measured,
 not a network). ragtrail: ``@monitored`` with its SQLite audit store attached (a temporary
-file; the background writer really writes). The "capture" rows pass the same query and
+file; the background writer really writes; the "no store" rows swap it for a no-op afterwards, to
+show the caller's share). The "capture" rows pass the same query and
 documents on every call, as a popular query or a corpus's recurring chunks do (the redactor
 remembers text it found clean); the "capture, new text" rows pass text never seen before on
 every call, so the redactor scans everything. Each row is the median over rounds of the mean
@@ -172,6 +173,34 @@ def _time_async(fn: Callable[[], Any], calls: int) -> float:
     return asyncio.run(run())
 
 
+class _NoStore:
+    """Stands in for the audit store in the "no store" rows: what the caller's thread pays,
+    without the writer thread that shares the interpreter lock with it."""
+
+    def record(self, record: Any) -> None:
+        pass
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def _without_store(monitor: rt.Monitor, suite: dict[str, Callable[[], object]], calls: int,
+                   rounds: int, flush: Callable[[], None]) -> dict[str, list[float]]:
+    """The OTel and ragtrail rows of ``suite`` again, with the store swapped for a no-op."""
+    store, monitor.store = monitor.store, _NoStore()  # type: ignore[assignment]
+    try:
+        chosen = {name: fn for name, fn in suite.items()
+                  if name in ("otel", "monitored", "capture: otel", "capture: monitored")}
+        results: dict[str, list[float]] = {f"no store, {name}": [] for name in chosen}
+        for _ in range(rounds):
+            for name, fn in chosen.items():
+                flush()
+                results[f"no store, {name}"].append(_time_sync(fn, calls))
+        return results
+    finally:
+        monitor.store = store
+
+
 def _kill_switch(calls: int, rounds: int, flush: Callable[[], None]) -> dict[str, list[float]]:
     """Decorated while enabled, then switched off: the per-call check; and off at decoration."""
     @rt.monitored
@@ -224,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush()
                 samples[name].append(_time_async(fn, options.calls))
         written = monitor.store.health()
+        samples.update(_without_store(monitor, sync_suite, options.calls, options.rounds, flush))
         samples.update(_kill_switch(options.calls, options.rounds, flush))
         rt.shutdown()
         provider.shutdown()
@@ -240,7 +270,12 @@ def _print_table(samples: dict[str, list[float]], options: argparse.Namespace) -
     print(f"{'case':36} {'us/call':>9} {'min':>9} {'max':>9} {'x OTel':>8}")
     for name, median in medians.items():
         group = name.rsplit(": ", 1)[0] if ": " in name else ""
-        baseline = medians.get(f"{group}: otel" if group else "otel")
+        if name.startswith("no store, "):
+            group = group.removeprefix("no store, ")
+            baseline = medians.get(f"no store, {group}: otel" if ": " in name
+                                   else "no store, otel")
+        else:
+            baseline = medians.get(f"{group}: otel" if group else "otel")
         if name.startswith("kill switch"):
             baseline = medians["otel"]
         ratio = f"{median / baseline:.2f}" if baseline else ""

@@ -79,6 +79,8 @@ def parse_decorator(output: str) -> Iterator[Result]:
          "<= 0.5x"),
         ("capture_args+capture_result (140-char query, 5 docs)", "capture: monitored",
          "capture: otel", "<= 1.0x"),
+        ("capture, store replaced by a no-op (the caller's share)", "no store, capture: monitored",
+         "no store, capture: otel", ""),
         ("capture, text never seen before (redactor cache misses)",
          "capture, new text: monitored", "capture, new text: otel", ""),
         ("generator (3 items) vs OTel", "generator: monitored", "generator: otel", ""),
