@@ -5,11 +5,11 @@
 Baseline: ``tracer.start_as_current_span`` used as a decorator, with the SDK TracerProvider
 and a BatchSpanProcessor whose exporter does nothing (so the SDK's own span cost is measured,
 not a network). ragtrail: ``@monitored`` with its SQLite audit store attached (a temporary
-file; the background writer really writes; the "no store" rows swap it for a no-op afterwards, to
-show the caller's share). The "capture" rows pass the same query and
-documents on every call, as a popular query or a corpus's recurring chunks do (the redactor
-remembers text it found clean); the "capture, new text" rows pass text never seen before on
-every call, so the redactor scans everything. Each row is the median over rounds of the mean
+file; the background writer really writes; the "no store" rows swap it for a no-op
+afterwards, to show the caller's share). The "capture" rows pass the same query and documents
+on every call, as a popular query or a corpus's recurring chunks do (the redactor remembers
+text it found clean); the "capture, new text" rows pass text never seen before on every call,
+so the redactor scans everything. Each row is the median over rounds of the mean
 per-call time of ``--calls`` calls; the store is flushed between rounds so its queue never
 fills (a full queue drops records, which would flatter the numbers).
 """
