@@ -78,7 +78,9 @@ _CARD_RUN = re.compile(r"[0-9][0-9 -]{11,}[0-9]")
 _DIGIT_GROUP = re.compile(r"[0-9]{3,}")  # shorter groups never belong to a card
 _DIGITS = b"0123456789"
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0, DEL, C1, the Unicode line separators, and lone surrogates (from os.fsdecode or a JSON
+# "\udcff"), which no UTF-8 store, log or OTLP payload can encode.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED_CONTROLS = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 
 Span = tuple[int, int]

@@ -23,6 +23,7 @@ from opentelemetry.util import types
 from ragtrail._records import SpanEvent, SpanRecord, SpanStatus
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._export_convert import SAMPLED_KEY
+from ragtrail.instrument._secrets import escape_controls
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -176,7 +177,7 @@ class LiveSpan(trace.Span):
         if status is StatusCode.ERROR:
             self._status = "error"
             if description is not None:
-                self._error_message = self._monitor.redactor.redact_text(description)
+                self._error_message = self._safe_message(description)
         elif status is StatusCode.OK:
             self._status = "ok"
 
@@ -216,7 +217,11 @@ class LiveSpan(trace.Span):
         self._status = "error"
         self._error_type = error_type
         if message is not None:
-            self._error_message = self._monitor.redactor.redact_text(message)
+            self._error_message = self._safe_message(message)
+
+    def _safe_message(self, message: str) -> str:
+        # A one-line column read by people and log shippers: redacted, controls escaped.
+        return escape_controls(self._monitor.redactor.redact_text(message))
 
     # -- context --------------------------------------------------------------------------
 

@@ -143,8 +143,6 @@ def _echoing_step(query: str) -> str:
     raise ValueError(f"upstream refused: {query}")  # the query itself, not its repr
 
 
-@pytest.mark.xfail(strict=True, reason="instrument/_spans.py set_error/set_status: the span's "
-                   "error_message is redacted but not escaped, so CR/LF/ESC are stored raw")
 def test_exception_message_is_stored_escaped(campaign: Callable[..., Campaign]) -> None:
     """An exception message carrying CR/LF/ESC is stored escaped in ragtrail_spans."""
     surface = campaign("defect-message")
@@ -152,9 +150,6 @@ def test_exception_message_is_stored_escaped(campaign: Callable[..., Campaign]) 
         _echoing_step("ok\r\n2026-01-01 INFO forged line\x1b[2J")
 
 
-@pytest.mark.xfail(strict=True, reason="a lone surrogate in a span's error_message cannot be "
-                   "encoded for SQLite: the writer drops the span (store/_rows.py, "
-                   "instrument/_spans.py); escape surrogates like control characters")
 def test_span_with_lone_surrogate_is_kept(campaign: Callable[..., Campaign]) -> None:
     """An exception message holding a lone surrogate (os.fsdecode of bad bytes gives one)
     still leaves its span, and its function_error event, in the store."""

@@ -267,6 +267,13 @@ def test_escape_controls_covers_c0_c1_del_and_unicode_line_separators() -> None:
     assert escape_controls("plain text") == "plain text"
 
 
+def test_escape_controls_escapes_lone_surrogates() -> None:
+    """A lone surrogate (os.fsdecode of bad bytes) becomes text UTF-8 can encode."""
+    escaped = escape_controls("report-\udcff.pdf")
+    assert escaped == "report-\\udcff.pdf"
+    escaped.encode("utf-8")
+
+
 # Each hostile pattern is (unit, repeats): repeated, it makes about a megabyte.
 ADVERSARIAL = {
     "letters": ("a", 1_000_000),
