@@ -333,12 +333,17 @@ def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> Reques
     captured = {name: [headers[name]] for name in capture if name in headers} if capture else None
     findings: list[Finding] = []
     if options.security:
-        for key, value in environ.items():
-            if key[:5] == "HTTP_" and (len(value) > MAX_HEADER_BYTES
-                                       or unsafe_header_text(value)):
-                finding = header_finding(key[5:].lower().replace("_", "-"), value)
-                if finding is not None:
-                    findings.append(finding)
+        # One search over the header values joined by a space (never a finding) instead of
+        # one per header; only a hit, or a large header block, is looked at header by header.
+        values = [value for key, value in environ.items() if key.startswith("HTTP_")]
+        joined = " ".join(values)
+        if len(joined) > MAX_HEADER_BYTES or unsafe_header_text(joined):
+            for key, value in environ.items():
+                if key.startswith("HTTP_") and (len(value) > MAX_HEADER_BYTES
+                                                or unsafe_header_text(value)):
+                    finding = header_finding(key[5:].lower().replace("_", "-"), value)
+                    if finding is not None:
+                        findings.append(finding)
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
     # The undecoded target when the server gives it (waitress, gunicorn, werkzeug);
@@ -347,18 +352,18 @@ def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> Reques
         "latin-1", "replace")
     server = environ.get("SERVER_NAME")
     port = environ.get("SERVER_PORT", "")
-    return RequestHead(
-        method=environ.get("REQUEST_METHOD", "GET"),
-        path=_text(path) or "/",
-        raw_path=raw_path,
-        query=environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
-        scheme=environ.get("wsgi.url_scheme", "http"),
-        protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
-        peer=environ.get("REMOTE_ADDR") or None,
-        server=(server, ascii_int(port)) if server else None,
-        headers=headers,
-        findings=findings,
-        captured=captured,
+    return RequestHead(  # positional: this runs for every request
+        environ.get("REQUEST_METHOD", "GET"),
+        _text(path) or "/",
+        raw_path,
+        environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
+        environ.get("wsgi.url_scheme", "http"),
+        environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
+        environ.get("REMOTE_ADDR") or None,
+        (server, ascii_int(port)) if server else None,
+        headers,
+        findings,
+        captured,
     )
 
 

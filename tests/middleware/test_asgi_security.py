@@ -139,6 +139,14 @@ def test_hostile_header_values_are_recorded(monitor: Monitor, value: bytes,
     assert "xxxxxxxx" not in repr(event)
 
 
+def test_headers_large_only_together_are_not_findings(monitor: Monitor) -> None:
+    """Many headers under the per-header limit add up past it: nothing is recorded."""
+    headers = [(f"x-part-{i}".encode(), b"v" * 4000) for i in range(4)]
+    reply = request(_wrap(_Recorder(), monitor), "/", headers=headers)
+    assert reply.status == 200
+    assert stored_events(monitor) == []
+
+
 def test_a_declared_body_over_the_limit_gets_413_unread(monitor: Monitor) -> None:
     """Content-Length above max_body_bytes: 413 before the app or receive() is called."""
     recorder = _Recorder()

@@ -217,6 +217,29 @@ def test_hostile_targets_are_seen_through_the_decoded_environ(monitor: Monitor) 
     assert [e.event_type for e in stored_events(monitor)] == ["malicious_path_traversal"]
 
 
+@pytest.mark.parametrize(("value", "event_type"), [
+    ("en\r\nSet-Cookie: admin=1", "malicious_header_injection"),
+    ("abc\x00def", "input_validation_fail"),
+    ("x" * 9000, "input_validation_fail"),
+])
+def test_hostile_header_values_are_recorded(monitor: Monitor, value: str,
+                                            event_type: str) -> None:
+    """CR/LF, NUL and oversized header values in the environ; the value is not stored."""
+    environ = wsgi_environ("/items/1", HTTP_ACCEPT_LANGUAGE=value, HTTP_X_OTHER="fine")
+    call_wsgi(_flask(monitor), environ)
+    [event] = stored_events(monitor)
+    assert (event.event_type, event.metadata["location"]) == (event_type,
+                                                              "header:accept-language")
+    assert "Set-Cookie" not in repr(event)
+
+
+def test_headers_large_only_together_are_not_findings(monitor: Monitor) -> None:
+    """Many headers under the per-header limit add up past it: nothing is recorded."""
+    headers = {f"HTTP_X_PART_{i}": "v" * 4000 for i in range(4)}
+    call_wsgi(_flask(monitor), wsgi_environ("/items/1", **headers))
+    assert stored_events(monitor) == []
+
+
 # -- under waitress -------------------------------------------------------------------------
 
 @pytest.mark.network
