@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from typing import Literal
+from urllib.parse import unquote
 
 __all__ = ["REDACTED", "KeyKind", "TextScanner", "escape_controls", "is_card_number"]
 
@@ -32,6 +33,11 @@ _LINE_KEYS = ("authorization", "cookie")
 _WEAK_KEYS = ("key", "sig", "signature", "hmac")
 
 _SUSPICIOUS = re.compile(r"[-_@:=0-9]")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# An escape right before a key is a word boundary, not letters the key is glued to: URL
+# encoding (RFC 3986 "%20") and the backslash escapes of repr() and JSON ("\\n", "\\x1b").
+_ESCAPE_BEFORE = re.compile(
+    r"(?:%[0-9A-Fa-f]{2}|\\(?:[a-z]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}))\Z")
 
 _PEM = re.compile(
     r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----"
@@ -40,8 +46,11 @@ _PEM = re.compile(
 )
 _URL_PASSWORD = re.compile(r"://[^\s:/@]{0,256}:([^\s/@]{1,256})@")
 # The signature segment is optional so a JWT cut by truncation is still caught.
+# Not inside a longer word (that lookbehind also keeps "eyJeyJeyJ..." linear), unless right
+# after an escape ("%20eyJ...", "\\neyJ...").
 _JWT = re.compile(
-    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
+    r"(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[a-z]))"
+    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
 _BEARER = re.compile(r"(?i:bearer)[ \t]{1,8}([A-Za-z0-9._~+/=-]{8,})")
 _API_KEY = re.compile(
     r"sk-[A-Za-z0-9_-]{20,}"                   # OpenAI, Anthropic (sk-ant-...)
@@ -155,6 +164,21 @@ class TextScanner:
     def scan(self, text: str) -> str:
         """``text`` with every secret-looking part replaced by ``[REDACTED]``.
 
+        Percent-encoded text (a query string, a path) is also scanned decoded, so an encoded
+        separator cannot hide ``password%3Dhunter2``; the decoded, redacted text is returned
+        only when that finds something (control characters escaped).
+        """
+        scanned = self._scan(text)
+        if "%" not in scanned or _PERCENT_ESCAPE.search(scanned) is None:
+            return scanned
+        decoded = unquote(scanned, errors="backslashreplace")
+        redacted = self._scan(decoded)
+        # Decoding may have produced controls (%0A) the encoded text did not show: escape them.
+        return scanned if redacted == decoded else escape_controls(redacted)
+
+    def _scan(self, text: str) -> str:
+        """One pass of every rule over ``text`` as it is.
+
         Each rule runs only if a substring test says it might match (straight-line tests:
         this runs on the caller's thread for captured arguments).
         """
@@ -247,9 +271,16 @@ def _group_one(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
     yield match.span(1)
 
 
+def _glued_to_a_word(text: str, start: int) -> bool:
+    """Whether the match at ``start`` continues a word ("risk-based-..." is prose, not a key)
+    rather than following a boundary or an escape ("%20ghp_...", "\\nsk_live_...")."""
+    if not start or not text[start - 1].isalnum():
+        return False
+    return _ESCAPE_BEFORE.search(text, max(0, start - 10), start) is None
+
+
 def _api_key(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
-    start = match.start()
-    if start and text[start - 1].isalnum():  # "risk-based-..." is prose, not a key
+    if _glued_to_a_word(text, match.start()):
         return
     key = match.group()
     if key.startswith("sk-") and not any(c.isdigit() for c in key):

@@ -95,7 +95,8 @@ class MiddlewareCore:
         """Choose the correlation ID, make it current, start the server span, inspect."""
         options = self.options
         headers = head.headers
-        inbound, rejected = _inbound_id(options.id_headers, headers)
+        inbound, rejected = _inbound_id(options.id_headers, headers,
+                                        self.monitor.redactor.redact_text)
         excluded = options.excluded(head.path)
         parent = None
         if options.trust_inbound and not excluded and "traceparent" in headers:
@@ -163,11 +164,13 @@ class MiddlewareCore:
     def _attributes(self, head: RequestHead, client: str | None) -> dict[str, Any]:
         # OTel semantic conventions for HTTP server spans (semconv 1.26+ attribute names).
         # Client-controlled text is escaped (printable); the common clean case skips the call.
-        method, path = head.method, head.path
+        # Paths, agents and hosts repeat, so the redactor's memory of clean strings makes
+        # redacting them cheap; a secret in any of them must still not reach the store.
+        method = head.method
+        redact = self.monitor.redactor.redact
         attributes: dict[str, Any] = {
             "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
-            "url.path": (path if len(path) <= _PATH_LIMIT and path.isprintable()
-                         else printable(path, _PATH_LIMIT)),
+            "url.path": _clean_text(redact, head.path, _PATH_LIMIT),
             "url.scheme": head.scheme,
             "network.protocol.version": head.protocol,
         }
@@ -180,13 +183,11 @@ class MiddlewareCore:
         headers = head.headers
         agent = headers.get("user-agent")
         if agent:
-            attributes["user_agent.original"] = (
-                agent if len(agent) <= _VALUE_LIMIT and agent.isprintable()
-                else printable(agent, _VALUE_LIMIT))
+            attributes["user_agent.original"] = _clean_text(redact, agent, _VALUE_LIMIT)
         host = headers.get("host")
         server = head.server if host is None else _HOSTS.get(host) or _split_host(host)
         if server is not None:
-            attributes["server.address"] = server[0]
+            attributes["server.address"] = _clean_text(redact, server[0], _VALUE_LIMIT)
             if server[1] is not None:
                 attributes["server.port"] = server[1]
         if head.captured:
@@ -323,15 +324,27 @@ def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[st
             else [printable(redact_text(value), _VALUE_LIMIT) for value in values])
 
 
-def _inbound_id(names: tuple[str, ...], headers: dict[str, str]
+def _clean_text(redact: Callable[..., Any], text: str, limit: int) -> str:
+    """``text`` printable, cut to ``limit`` characters and redacted, for a span attribute."""
+    if len(text) > limit or not text.isprintable():
+        text = printable(text, limit)
+    redacted = redact(text, max_bytes=4 * limit + 64)  # never cut again by the byte budget
+    return redacted if isinstance(redacted, str) else str(redacted)
+
+
+def _inbound_id(names: tuple[str, ...], headers: dict[str, str],
+                redact_text: Callable[[str], str],
                 ) -> tuple[str | None, Sequence[tuple[str, str]]]:
-    """The first valid ID among the configured headers, and the invalid values seen."""
+    """The first valid ID among the configured headers, and the invalid values seen.
+
+    An ID the redactor would change (``AKIA...``, ``password=...``) is invalid too: an ID is
+    stored verbatim on every span and event of its request, so it must hold no secret."""
     rejected: list[tuple[str, str]] | None = None
     for name in names:
         value = headers.get(name)
         if value is None:
             continue
-        if is_valid_id(value):
+        if is_valid_id(value) and redact_text(value) == value:
             return value, rejected or ()
         if rejected is None:
             rejected = []

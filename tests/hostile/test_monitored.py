@@ -163,9 +163,6 @@ def _reporting_step(query: str) -> str:
     raise LookupError(f"no document for {query!r}")
 
 
-@pytest.mark.xfail(strict=True, reason="instrument/_secrets.py TextScanner: in repr() or "
-                   "escaped text a secret after \\n or \\t is glued to the escape's letter "
-                   "and missed (sk_live_, ghp_, AKIA, xoxb- ...)")
 def test_secret_after_an_escape_sequence_is_redacted(campaign: Callable[..., Campaign]) -> None:
     """A secret shown with !r after a newline (\\nsk_live_...) is still redacted."""
     surface = campaign("defect-repr")

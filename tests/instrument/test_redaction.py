@@ -280,6 +280,8 @@ ADVERSARIAL = {
     "digits and spaces": ("1 ", 500_000),
     "card-like groups": ("4111 1111 1111 1112 ", 50_000),
     "jwt starts": ("eyJ", 333_333),
+    "escaped jwt starts": ("%20eyJ\\neyJx", 90_000),
+    "escaped key starts": ("%3Dsk_live_\\tghp_", 55_000),
     "at signs": ("a" * 70 + "@", 14_000),
     "separators": ("=", 1_000_000),
     "weak keys": ("key:" + "a" * 20, 41_000),
@@ -381,3 +383,17 @@ def test_the_clean_text_cache_is_bounded() -> None:
     cached = redactor._clean[False]
     assert 0 < len(cached) <= 4096
     assert sum(map(len, cached)) <= (1 << 20) + 4096
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("q=my%20key%20ghp_" + "a1" * 18, "q=my%20key%20[REDACTED]"),
+    ("login=x%26password%3Dhunter2-secret", "login=x&password=[REDACTED]"),
+    (repr("two lines\nsk_live_" + "b2" * 10), "'two lines\\n[REDACTED]'"),
+    ("a%20b%2Fc", "a%20b%2Fc"),
+    ("risk-based-sk-" + "c3" * 12, "risk-based-sk-" + "c3" * 12),
+])
+def test_escapes_are_word_boundaries_and_encoded_text_is_scanned_decoded(
+        text: str, expected: str) -> None:
+    """A key after %20 or \\n is not glued to a word; %3D cannot hide a key=value; clean
+    encoded text comes back unchanged and prose with a key-like tail stays prose."""
+    assert make().redact_text(text) == expected
