@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 
@@ -15,7 +16,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from ragtrail import SpanRecord
 from ragtrail.instrument import LiveSpan, Monitor, correlation_scope, monitored, start_span
+from ragtrail.instrument._spans import _span_record
 
 REMOTE_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 REMOTE_PARENT = "00f067aa0ba902b7"
@@ -152,3 +155,19 @@ def test_span_takes_the_current_correlation_id(monitor: Monitor) -> None:
     with correlation_scope("5e1ec7ed5e1ec7ed5e1ec7ed5e1ec7ed"):
         start_span("scoped", "function").end()
     assert only_span(monitor, "scoped").correlation_id == "5e1ec7ed5e1ec7ed5e1ec7ed5e1ec7ed"
+
+
+def test_ended_spans_are_ordinary_frozen_span_records(monitor: Monitor) -> None:
+    """The record an ended span stores equals one built by SpanRecord() and stays frozen."""
+    assert _span_record is not SpanRecord  # the fast path is active for today's SpanRecord
+    span = start_span("load index", "function", attributes={"docs": 3})
+    span.set_error("IndexError", "no shard")
+    span.end()
+    stored = only_span(monitor, "load index")
+    values = tuple(getattr(stored, f.name) for f in dataclasses.fields(SpanRecord))
+    built = _span_record(*values)
+    assert type(built) is SpanRecord
+    assert built == SpanRecord(*values) == stored
+    assert (built.name, built.status, built.error_type) == ("load index", "error", "IndexError")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.name = "changed"  # type: ignore[misc]
