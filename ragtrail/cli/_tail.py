@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["add_parser"]
 
 _FILTERS = (MIN_SEVERITY, EVENT_TYPE, SOURCE, CORRELATION_ID)
-_FIRST_POLL = 100
 _MAX_POLL = 10_000
 _WIDTHS = [column.stream_width for column in EVENTS.columns]
 
@@ -87,18 +86,11 @@ def _follow(store: AuditStore, args: argparse.Namespace) -> None:
 def _new_events(
     store: AuditStore, filters: dict[str, Any], last_id: int,
 ) -> tuple[list[SecurityEvent], bool]:
-    """Matching events with an ID above ``last_id``, oldest first, and whether that is all.
-
-    Asks for a few and widens the window only while every event returned is new.
-    """
-    limit = _FIRST_POLL
-    while True:
-        batch = store.events(**filters, limit=limit)
-        fresh = [event for event in batch if (event.id or 0) > last_id]
-        if len(fresh) < len(batch) or len(batch) < limit or limit >= _MAX_POLL:
-            fresh.sort(key=lambda event: event.id or 0)
-            return fresh, len(fresh) < limit
-        limit *= 10
+    """Matching events with an ID above ``last_id``, oldest first, and whether that is all
+    (at most ``_MAX_POLL`` per poll, in one query)."""
+    fresh = store.events(**filters, after_id=last_id, limit=_MAX_POLL)
+    fresh.reverse()
+    return fresh, len(fresh) < _MAX_POLL
 
 
 def _print(events: Sequence[SecurityEvent], as_json: bool) -> None:
