@@ -16,11 +16,14 @@ def now_us() -> int:
 
 
 def make_event(event_type: str | None = None, severity: Severity = Severity.LOW,
-               source: str = "tests", **fields: Any) -> SecurityEvent:
-    """A distinct event (unique type unless given), so it never coalesces by accident."""
+               source: str | None = None, **fields: Any) -> SecurityEvent:
+    """A distinct event (unique type and source unless given), so it never coalesces by
+    accident, nor counts against one source's cap on distinct types."""
     fields.setdefault("time_us", now_us())
-    return SecurityEvent(event_type=event_type or f"type-{next(_serial)}", severity=severity,
-                         source=source, description=fields.pop("description", "a test event"),
+    serial = next(_serial)
+    return SecurityEvent(event_type=event_type or f"type-{serial}", severity=severity,
+                         source=source or f"tests-{serial}",
+                         description=fields.pop("description", "a test event"),
                          **fields)
 
 

@@ -9,6 +9,7 @@ from store_helpers import make_event, now_us
 
 from ragtrail._records import Severity
 from ragtrail.store import AuditStore
+from ragtrail.store._coalesce import MAX_TYPES_PER_SOURCE
 
 S = 1_000_000
 T0 = 1_700_000_000_000_000
@@ -111,3 +112,23 @@ def test_flood_from_one_source_keeps_other_events(
     assert {e.event_type for e in kept} == {"junk"} | {e.event_type for e in others}
     assert [e.count for e in kept if e.event_type == "junk"] == [100_000]
     assert store.health().dropped == 0
+
+
+def test_one_source_gets_a_bounded_number_of_rows_per_window(
+        store_factory: Callable[..., AuditStore]) -> None:
+    """Past MAX_TYPES_PER_SOURCE distinct types from one source and severity, new types share
+    one overflow row that says so and counts them; other sources and severities are untouched."""
+    store = store_factory(event_coalesce_seconds=60)
+    extra = 500
+    for i in range(MAX_TYPES_PER_SOURCE + extra):
+        store.record(make_event(f"probe_{i}", Severity.HIGH, source="203.0.113.9"))
+    store.record(make_event("authz_fail", Severity.HIGH, source="10.0.0.1"))
+    store.record(make_event("probe_x", Severity.LOW, source="203.0.113.9"))
+    assert store.flush(timeout=30)
+    attacker = store.events(source="203.0.113.9", limit=None)
+    assert len(attacker) == MAX_TYPES_PER_SOURCE + 2  # the capped types, overflow, the low one
+    overflow = [e for e in attacker if e.description.startswith("more than")]
+    assert len(overflow) == 1
+    assert overflow[0].count == extra
+    assert overflow[0].event_type == f"probe_{MAX_TYPES_PER_SOURCE}"
+    assert [e.event_type for e in store.events(source="10.0.0.1")] == ["authz_fail"]
