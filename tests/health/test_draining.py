@@ -21,7 +21,8 @@ DRAIN_APP = Path(__file__).with_name("_drain_app.py")
 @pytest.mark.network
 def test_sigterm_to_a_real_service_drains_then_exits(tmp_path: Path) -> None:
     """A real SIGTERM: /ready fails at once, /health stays up, the process exits after the drain."""
-    with service_process(str(DRAIN_APP), f"sqlite:///{tmp_path / 'audit.db'}", "3") as process:
+    # A drain long enough that a loaded CI machine (coverage on) still sees it from outside.
+    with service_process(str(DRAIN_APP), f"sqlite:///{tmp_path / 'audit.db'}", "6") as process:
         assert process.stdout is not None
         port = int(process.stdout.readline())
         base = f"http://127.0.0.1:{port}"
@@ -30,11 +31,11 @@ def test_sigterm_to_a_real_service_drains_then_exits(tmp_path: Path) -> None:
         liveness = Prober(f"{base}/health", failure_threshold=1)
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        wait_until(lambda: not readiness.probe(), timeout=2.0)
+        wait_until(lambda: not readiness.probe(), timeout=4.0)
         assert liveness.probe()
         assert not readiness.probe()
-        assert process.wait(10) == -signal.SIGTERM
-        assert time.monotonic() - signalled >= 2.9  # it kept serving through the drain
+        assert process.wait(15) == -signal.SIGTERM
+        assert time.monotonic() - signalled >= 5.9  # it kept serving through the drain
 
 
 def test_handler_chains_to_the_previous_one_after_the_drain(
