@@ -1,78 +1,16 @@
-"""Real HTTP on 127.0.0.1 for the health tests: a dependency we can make misbehave, and a
-probe client that judges like the kubelet."""
+"""Real HTTP on 127.0.0.1 for the health tests: a probe client that judges like the kubelet.
+The dependency they make misbehave is ``ragtrail.demo.FakeOllama``."""
 
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
 from urllib.parse import urlsplit
-
-Mode = Literal["fast", "slow", "failing", "hang"]
-
-
-class FakeOllama:
-    """``GET /api/tags`` like Ollama's, switchable between fast, slow, failing and hanging.
-
-    ``hang`` holds each request until ``release()`` (or ``stop()``), like a dependency whose
-    process is wedged; ``slow`` answers after ``slow_seconds``.
-    """
-
-    def __init__(self, *, slow_seconds: float = 0.5) -> None:
-        self.mode: Mode = "fast"
-        self.slow_seconds = slow_seconds
-        self.requests = 0
-        self._released = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/api/tags"
-
-    def release(self) -> None:
-        self._released.set()
-
-    def stop(self) -> None:
-        self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet."""
-
-        def do_GET(self) -> None:
-            fake.requests += 1
-            if fake.mode == "hang":
-                fake._released.wait(30)
-                return
-            if fake.mode == "slow":
-                time.sleep(fake.slow_seconds)
-            status, body = (500, {"error": "model runner crashed"}) if fake.mode == "failing" \
-                else (200, {"models": [{"name": "llama3:8b"}]})
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    return Handler
 
 
 def unused_port() -> int:

@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from ragtrail import Settings
+from ragtrail.demo import FakeOllama
 from ragtrail.health import HealthService, registered_checks, unregister_check
 from ragtrail.instrument import Monitor
-
-from ._servers import FakeOllama
 
 MonitorFactory = Callable[..., Monitor]
 ServiceFactory = Callable[..., HealthService]
@@ -72,6 +71,6 @@ def make_service(monitor: Monitor) -> Iterator[ServiceFactory]:
 
 @pytest.fixture
 def ollama() -> Iterator[FakeOllama]:
-    fake = FakeOllama()
+    fake = FakeOllama(slow_seconds=0.5).start()
     yield fake
     fake.stop()

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from ragtrail.demo import FakeOllama
 from ragtrail.health import CheckResult, DatabaseCheck, FilesystemCheck, HTTPCheck
 
-from ._servers import FakeOllama, unused_port, wait_until
+from ._servers import unused_port, wait_until
 from .conftest import ServiceFactory
 
 
@@ -23,7 +24,7 @@ def run(check: HTTPCheck) -> CheckResult:
 
 def test_http_check_passes_with_response_time(ollama: FakeOllama) -> None:
     """A 200 from /api/tags passes; the observed value is the response time in ms."""
-    result = run(HTTPCheck(ollama.url, name="ollama"))
+    result = run(HTTPCheck(ollama.tags_url, name="ollama"))
     assert (result.status, result.observed_unit, result.output) == ("pass", "ms", "")
     assert isinstance(result.observed_value, float)
     assert 0 <= result.observed_value < 1000
@@ -33,20 +34,20 @@ def test_http_check_passes_with_response_time(ollama: FakeOllama) -> None:
 def test_http_check_fails_on_unexpected_status(ollama: FakeOllama) -> None:
     """A 500 is a failure naming the status and what was expected."""
     ollama.mode = "failing"
-    result = run(HTTPCheck(ollama.url, name="ollama"))
+    result = run(HTTPCheck(ollama.tags_url, name="ollama"))
     assert (result.status, result.output) == ("fail", "HTTP 500, expected 200")
 
 
 def test_http_check_accepts_a_set_of_statuses(ollama: FakeOllama) -> None:
     """expect_status may list several codes."""
     ollama.mode = "failing"
-    assert run(HTTPCheck(ollama.url, expect_status={200, 500})).status == "pass"
+    assert run(HTTPCheck(ollama.tags_url, expect_status={200, 500})).status == "pass"
 
 
 def test_http_check_warns_when_slow(ollama: FakeOllama) -> None:
     """warn_after_ms turns a slow but correct answer into a warning."""
     ollama.mode, ollama.slow_seconds = "slow", 0.15
-    result = run(HTTPCheck(ollama.url, warn_after_ms=50))
+    result = run(HTTPCheck(ollama.tags_url, warn_after_ms=50))
     assert result.status == "warn"
     assert result.output.startswith("slow: ")
 
@@ -128,11 +129,11 @@ def test_header_injection_in_configured_headers_is_refused() -> None:
         HTTPCheck("http://127.0.0.1/", headers={"X-A": "1\r\nX-B: 2"})
 
 
-@pytest.mark.parametrize("mode", ["hang", "absent", "failing", "fast"])
+@pytest.mark.parametrize("mode", ["hang", "absent", "failing", "ok"])
 def test_ollama_modes_through_the_service(make_service: ServiceFactory, ollama: FakeOllama,
                                           mode: str) -> None:
     """Through the service: hanging -> timed out, absent/failing -> fail, fast -> ready."""
-    url = f"http://127.0.0.1:{unused_port()}/api/tags" if mode == "absent" else ollama.url
+    url = f"http://127.0.0.1:{unused_port()}/api/tags" if mode == "absent" else ollama.tags_url
     if mode in ("hang", "failing"):
         ollama.mode = mode  # type: ignore[assignment]
     service = make_service(HTTPCheck(url, name="ollama"), store_check=False)
@@ -142,9 +143,9 @@ def test_ollama_modes_through_the_service(make_service: ServiceFactory, ollama: 
     assert response is not None
     entry = json.loads(response.body)["checks"]["ollama:responseTime"][0]
     expected = {"hang": ("fail", True), "absent": ("fail", False), "failing": ("fail", False),
-                "fast": ("pass", False)}[mode]
+                "ok": ("pass", False)}[mode]
     assert (entry["status"], entry["timedOut"]) == expected
-    assert response.status == (200 if mode == "fast" else 503)
+    assert response.status == (200 if mode == "ok" else 503)
 
 
 def test_filesystem_check_writes_reads_and_cleans_up(tmp_path: Path) -> None:

@@ -21,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from ragtrail.demo import FakeOllama
 from ragtrail.health import FunctionCheck, HealthService, HTTPCheck
 from ragtrail.instrument import Monitor
 from ragtrail.middleware import ASGIMiddleware, create_health_endpoints
 
-from ._servers import FakeOllama, Prober, kubelet_probe, service_process, wait_until
+from ._servers import Prober, kubelet_probe, service_process, wait_until
 from .conftest import ServiceFactory
 
 pytestmark = pytest.mark.network
@@ -49,7 +50,7 @@ def serve() -> Iterator[Callable[[Any], str]]:
 def test_200_concurrent_probes_answer_while_a_dependency_hangs(
         make_service: ServiceFactory, ollama: FakeOllama, serve: Any) -> None:
     """With Ollama wedged, 200 simultaneous kubelet probes all succeed within their 1 s."""
-    service = make_service(HTTPCheck(ollama.url, name="ollama", critical=False),
+    service = make_service(HTTPCheck(ollama.tags_url, name="ollama", critical=False),
                            FunctionCheck(lambda: True, "index"))
     base = serve(ASGIMiddleware(starlette_app(), monitor=service.monitor, health=service))
     wait_until(lambda: kubelet_probe(f"{base}/ready"), timeout=10)
@@ -73,7 +74,7 @@ def test_kubelet_takes_the_pod_out_and_back_without_restarting_it(
         make_service: ServiceFactory, ollama: FakeOllama, serve: Any) -> None:
     """A critical dependency hanging fails readiness (failureThreshold reached), never
     liveness; when it recovers readiness passes again."""
-    service = make_service(HTTPCheck(ollama.url, name="ollama"))
+    service = make_service(HTTPCheck(ollama.tags_url, name="ollama"))
     base = serve(ASGIMiddleware(starlette_app(), monitor=service.monitor, health=service))
     readiness = Prober(f"{base}/ready", failure_threshold=3)
     liveness = Prober(f"{base}/health", failure_threshold=1)
@@ -86,7 +87,7 @@ def test_kubelet_takes_the_pod_out_and_back_without_restarting_it(
         return not readiness.probe()
 
     wait_until(out_of_rotation, timeout=5, interval=0.05)
-    ollama.mode = "fast"
+    ollama.mode = "ok"
     ollama.release()
     wait_until(readiness.probe, timeout=5, interval=0.05)
     assert all(live_history)
