@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ from ragtrail._records import Severity
 from ragtrail.cli._db import add_db_argument, open_store
 from ragtrail.cli._filters import SINCE, add_filters, query_kwargs
 from ragtrail.cli._serialize import write_json
-from ragtrail.cli._table import Column, render_table
+from ragtrail.cli._table import COUNT, Column, titled_table
 from ragtrail.cli._views import format_datetime
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "render_stats"]
 
-_COUNT = Column("COUNT", right=True)
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -53,18 +52,11 @@ def _by_count(counts: dict[str, int]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _section(title: str, columns: Sequence[Column],
-             rows: Iterable[Sequence[str]]) -> Iterator[str]:
-    yield ""
-    yield title
-    yield from render_table(columns, rows)
-
-
 def render_stats(stats: StoreStats, *, since: datetime | None = None) -> Iterator[str]:
     """The summary as lines: totals, then one table per breakdown (empty ones left out)."""
     yield (f"Lifetime, all writers: written {stats.written}, dropped {stats.dropped}, "
            f"coalesced {stats.coalesced}")
-    yield from _section(
+    yield from titled_table(
         "Ring usage",
         [Column("TABLE"), Column("ROWS", right=True), Column("CAPACITY", right=True),
          Column("USED", right=True)],
@@ -75,18 +67,18 @@ def render_stats(stats: StoreStats, *, since: datetime | None = None) -> Iterato
     yield (f"Records {scope}: events {stats.events} ({stats.event_occurrences} occurrences), "
            f"spans {stats.spans}, metrics {stats.metrics}")
     if stats.events:
-        yield from _section(
-            "Events by severity", [Column("SEVERITY"), _COUNT],
+        yield from titled_table(
+            "Events by severity", [Column("SEVERITY"), COUNT],
             [[str(level), str(stats.events_by_severity.get(str(level), 0))]
              for level in sorted(Severity, reverse=True)])
-        yield from _section(
-            "Events by type", [Column("TYPE", max_width=60), _COUNT],
+        yield from titled_table(
+            "Events by type", [Column("TYPE", max_width=60), COUNT],
             [[name, str(count)] for name, count in _by_count(stats.events_by_type)])
     if stats.span_latency:
         latency = sorted(stats.span_latency.items(), key=lambda item: (-item[1].count, item[0]))
-        yield from _section(
+        yield from titled_table(
             "Span latency (ms)",
-            [Column("NAME", max_width=60), _COUNT, Column("P50", right=True),
+            [Column("NAME", max_width=60), COUNT, Column("P50", right=True),
              Column("P95", right=True), Column("P99", right=True)],
             [[name, str(s.count), f"{s.p50_ms:.3f}", f"{s.p95_ms:.3f}", f"{s.p99_ms:.3f}"]
              for name, s in latency])

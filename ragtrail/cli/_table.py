@@ -11,7 +11,10 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ELLIPSIS", "Column", "format_row", "printable", "render_table", "truncate"]
+__all__ = [
+    "COUNT", "ELLIPSIS", "Column", "format_row", "printable", "render_table", "titled_table",
+    "truncate",
+]
 
 ELLIPSIS = "…"
 _GAP = "  "
@@ -29,6 +32,9 @@ class Column:
     max_width: int | None = None
     right: bool = False
     stream_width: int = 0
+
+
+COUNT = Column("COUNT", right=True)
 
 
 def printable(text: str) -> str:
@@ -100,3 +106,12 @@ def render_table(columns: Sequence[Column], rows: Iterable[Sequence[str]]) -> It
     yield format_row(columns, widths, [column.header for column in columns])
     for row in cleaned:
         yield format_row(columns, widths, row)
+
+
+def titled_table(title: str, columns: Sequence[Column], rows: Iterable[Sequence[str]],
+                 *, indent: str = "") -> Iterator[str]:
+    """A blank line, ``title``, then the table (each line after ``indent``): one report
+    section, as ``ragtrail stats`` and the demo's report print them."""
+    yield ""
+    yield title
+    yield from (indent + line for line in render_table(columns, rows))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ragtrail._records import Severity, SpanRecord
-from ragtrail.cli._table import Column, printable, render_table
+from ragtrail.cli._table import COUNT, Column, printable, titled_table
 from ragtrail.demo._scenario import ProbeView
 
 if TYPE_CHECKING:
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["render_report"]
 
-_COUNT = Column("COUNT", right=True)
 _SLOWEST = 10
+_section = partial(titled_table, indent="  ")  # the report's tables sit under their titles
 _HIGH_EVENTS = 8
 
 
@@ -38,11 +39,11 @@ def render_report(store: AuditStore, *, since_us: int, question_id: str, questio
     for event in events:
         by_severity[event.severity] += event.count
         by_type[event.event_type][event.severity] += event.count
-    yield from _section("Events by severity", [Column("SEVERITY"), _COUNT],
+    yield from _section("Events by severity", [Column("SEVERITY"), COUNT],
                         [[str(level), str(by_severity[level])]
                          for level in sorted(Severity, reverse=True)])
     yield from _section(
-        "Events by type", [Column("TYPE", max_width=40), Column("SEVERITIES"), _COUNT],
+        "Events by type", [Column("TYPE", max_width=40), Column("SEVERITIES"), COUNT],
         [[name, " ".join(f"{level}:{n}" for level, n in sorted(counts.items(), reverse=True)),
           str(sum(counts.values()))]
          for name, counts in sorted(by_type.items(), key=lambda i: -sum(i[1].values()))])
@@ -50,13 +51,13 @@ def render_report(store: AuditStore, *, since_us: int, question_id: str, questio
     if high:
         yield from _section(
             "Latest high and critical events",
-            [Column("SEVERITY"), Column("TYPE", max_width=28), _COUNT,
+            [Column("SEVERITY"), Column("TYPE", max_width=28), COUNT,
              Column("DESCRIPTION", max_width=72)],
             [[str(e.severity), e.event_type, str(e.count), e.description] for e in high])
     slowest = sorted(stats.span_latency.items(), key=lambda i: (-i[1].p95_ms, i[0]))
     yield from _section(
         "Slowest spans by name (ms)",
-        [Column("NAME", max_width=40), _COUNT, Column("P50", right=True),
+        [Column("NAME", max_width=40), COUNT, Column("P50", right=True),
          Column("P95", right=True), Column("P99", right=True)],
         [[name, str(s.count), f"{s.p50_ms:.1f}", f"{s.p95_ms:.1f}", f"{s.p99_ms:.1f}"]
          for name, s in slowest[:_SLOWEST]])
@@ -108,13 +109,6 @@ def span_tree(spans: Iterable[SpanRecord]) -> Iterator[tuple[int, SpanRecord]]:
         depth, span = stack.pop()
         yield depth, span
         stack.extend((depth + 1, child) for child in reversed(children[span.span_id]))
-
-
-def _section(title: str, columns: Sequence[Column],
-             rows: Iterable[Sequence[str]]) -> Iterator[str]:
-    yield ""
-    yield title
-    yield from ("  " + line for line in render_table(columns, rows))
 
 
 def render_explore(*, db: str, question_id: str, quarantine_dir: str, base_url: str,
