@@ -255,3 +255,23 @@ def store_factory(tmp_path: Path) -> Iterator[Callable[..., AuditStore]]:
     yield make
     for store in reversed(made):
         store.close(timeout=10)
+
+
+@pytest.fixture
+def isolated_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No process-wide monitor and no ``RAGTRAIL_*``/``OTEL_*`` settings from the outer shell;
+    a default monitor stores in ``tmp_path``; whatever monitor the test configured is shut down
+    afterwards. Test packages that need it make it autouse in their own conftest."""
+    from ragtrail.instrument import _monitor
+
+    for name in list(os.environ):
+        if name.startswith(("RAGTRAIL_", "OTEL_")) and name != "RAGTRAIL_REQUIRE_POSTGRES":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("RAGTRAIL_STORE_URL", f"sqlite:///{tmp_path / 'default.db'}")
+    monkeypatch.setattr(_monitor, "_active", None)
+    monkeypatch.setattr(_monitor, "_enabled_from_environment", None)
+    monkeypatch.setattr(_monitor, "_default_unavailable", False)
+    monkeypatch.setattr(_monitor, "_alert_callbacks", [])
+    yield
+    if _monitor._active is not None:
+        _monitor._active.shutdown(timeout=10)

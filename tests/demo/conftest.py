@@ -3,7 +3,6 @@ demo service under a real uvicorn on 127.0.0.1 with its store in ``tmp_path``.""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,23 +14,13 @@ import pytest
 from ragtrail import Monitor
 from ragtrail.demo import FakeOllama, create_app
 from ragtrail.demo._run import _Server
-from ragtrail.instrument import _monitor
 
 TOKEN = "demo-test-token-0123456789"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``create_app`` configures the process-wide monitor: reset it around each test, with
-    no ``RAGTRAIL_*``/``OTEL_*`` variables from the outer shell."""
-    for name in list(os.environ):
-        if name.startswith(("RAGTRAIL_", "OTEL_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("RAGTRAIL_STORE_URL", f"sqlite:///{tmp_path / 'default.db'}")
-    monkeypatch.setattr(_monitor, "_active", None)
-    yield
-    if _monitor._active is not None:
-        _monitor._active.shutdown(timeout=10)
+def _isolated_monitor(isolated_monitor: None) -> None:
+    """Every test here runs with the shared ``isolated_monitor`` (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -8,30 +8,20 @@ directory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ragtrail.instrument import Monitor, _monitor, configure
+from ragtrail.instrument import Monitor, configure
 
 MonitorFactory = Callable[..., Monitor]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("RAGTRAIL_STORE_URL", f"sqlite:///{tmp_path / 'default.db'}")
-    for variable in ("RAGTRAIL_ENABLED", "OTEL_EXPORTER_OTLP_ENDPOINT", "RAGTRAIL_OTLP_ENDPOINT",
-                     "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "RAGTRAIL_SLOW_MS"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(_monitor, "_active", None)
-    monkeypatch.setattr(_monitor, "_enabled_from_environment", None)
-    monkeypatch.setattr(_monitor, "_default_unavailable", False)
-    monkeypatch.setattr(_monitor, "_alert_callbacks", [])
-    yield
-    if _monitor._active is not None:
-        _monitor._active.shutdown(timeout=10)
+def _isolated_monitor(isolated_monitor: None) -> None:
+    """Every test here runs with the shared ``isolated_monitor`` (tests/conftest.py)."""
 
 
 @pytest.fixture

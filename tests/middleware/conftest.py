@@ -13,18 +13,14 @@ from typing import Any
 import pytest
 
 from ragtrail import Settings
-from ragtrail.instrument import Monitor, _monitor
+from ragtrail.instrument import Monitor
 
 MonitorFactory = Callable[..., Monitor]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("RAGTRAIL_STORE_URL", f"sqlite:///{tmp_path / 'default.db'}")
-    monkeypatch.setattr(_monitor, "_active", None)
-    yield
-    if _monitor._active is not None:
-        _monitor._active.shutdown(timeout=10)
+def _isolated_monitor(isolated_monitor: None) -> None:
+    """Every test here runs with the shared ``isolated_monitor`` (tests/conftest.py)."""
 
 
 @pytest.fixture
