@@ -5,10 +5,13 @@ and goes to the writer inside a ``Slot``; repeats inside the window only bump th
 counter on the caller's thread. The writer inserts the first event with ``count = 1 + repeats
 so far`` and later adds the repeats seen since with ``UPDATE ... SET count = count + n``.
 
-A source that varies its event types to escape coalescing gets ``MAX_TYPES_PER_SOURCE`` keys
-per severity and window; every further new type from it joins one overflow row for that
-(source, severity), whose description says so. So one source adds a bounded number of rows
-per window whatever it sends, and cannot push other sources' events out of the ring.
+A source that varies its high or critical event types to escape coalescing gets
+``MAX_TYPES_PER_SOURCE`` keys per severity and window; every further new type from it joins one
+overflow row for that (source, severity), whose description says so. So one source adds a
+bounded number of high and critical rows per window whatever it sends, and cannot push other
+sources' out of the ring's reserves for them. Low and medium events are not counted (it would
+cost every new event on the caller's thread): their floods only compete with each other, as
+the ring's per-severity reserves keep them from evicting anything more severe.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from ragtrail._records import SecurityEvent
+from ragtrail._records import SecurityEvent, Severity
 
 __all__ = ["MAX_TYPES_PER_SOURCE", "Coalescer", "Slot"]
 
 MAX_TYPES_PER_SOURCE = 32  # the middleware emits about ten types: room for honest sources
+_CAPPED_FROM = int(Severity.HIGH)
 _OVERFLOW = "\x00overflow"  # the overflow key's type: no real event type contains NUL
 
 _Key = tuple[str, str, int]
@@ -64,7 +68,8 @@ class Coalescer:
         key = (event.event_type, event.source, event.severity)
         if self._counted_as_repeat(key, event.time_us):
             return None
-        if self.window_us > 0 and self._one_type_too_many(event):
+        if (event.severity >= _CAPPED_FROM and self.window_us > 0
+                and self._one_type_too_many(event)):
             key = (_OVERFLOW, event.source, event.severity)
             if self._counted_as_repeat(key, event.time_us):
                 return None
@@ -87,10 +92,11 @@ class Coalescer:
         return True
 
     def _one_type_too_many(self, event: SecurityEvent) -> bool:
-        """Count a new key for the event's (source, severity); True past the cap.
+        """Count a new high or critical key for the event's (source, severity); True past
+        the cap.
 
         Unlocked: racing callers may miscount by one or two, which only moves the cap."""
-        source = (event.source, int(event.severity))
+        source = (event.source, event.severity)
         opened, until_us = self._types.get(source, (0, 0))
         if event.time_us >= until_us:
             opened, until_us = 0, event.time_us + self.window_us

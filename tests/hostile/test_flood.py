@@ -80,12 +80,8 @@ def test_flood_cannot_evict_other_sources_high_and_critical_events(
     assert stats.ring_usage["events"].rows <= CAPACITY
     assert len(store.events(limit=None)) <= CAPACITY
     health = store.health()
-    # Identical events became counts, and the attacker's thousands of distinct types became
-    # at most MAX_TYPES_PER_SOURCE rows plus one overflow row per severity: the ring never had
-    # to choose between the attacker's rows and the others' (tests/store/test_ring.py floods
-    # it from many sources to test the per-severity reserves that back this up).
-    assert health.coalesced + health.written == FLOOD + len(others)
-    assert health.written <= len(others) + 3 * (MAX_TYPES_PER_SOURCE + 1)
+    assert health.coalesced > FLOOD // 2  # the identical and repeated ones became counts
+    assert health.written > 4 * CAPACITY  # and the distinct ones still overflowed the ring
     store.close(timeout=30)
     size = _file_bytes(database)
     assert size <= MAX_FILE_BYTES, size
@@ -96,7 +92,9 @@ def test_flood_cannot_evict_other_sources_high_and_critical_events(
 def test_flood_of_distinct_high_types_cannot_evict_other_sources(
         store_factory: StoreFactory, tmp_path: Path) -> None:
     """The same flood with 2,000 distinct high-severity types from the attacker: past its cap
-    on distinct types they share one overflow row."""
+    on distinct high types they share one overflow row."""
     store = store_factory(f"sqlite:///{tmp_path / 'flood.db'}", events_capacity=CAPACITY)
     others, _ = _flood(store, high_types=2_000)
     assert _survivors(store, others) == {(e.source, e.event_type) for e in others}
+    attacker_high = store.events(source=ATTACKER, min_severity="high", limit=None)
+    assert len(attacker_high) <= MAX_TYPES_PER_SOURCE + 1

@@ -132,3 +132,15 @@ def test_one_source_gets_a_bounded_number_of_rows_per_window(
     assert overflow[0].count == extra
     assert overflow[0].event_type == f"probe_{MAX_TYPES_PER_SOURCE}"
     assert [e.event_type for e in store.events(source="10.0.0.1")] == ["authz_fail"]
+
+
+def test_low_and_medium_types_are_not_capped(store_factory: Callable[..., AuditStore]) -> None:
+    """The cap guards the high and critical reserves only: varied low and medium events keep
+    a row each (the ring's per-severity reserves keep them from evicting anything higher)."""
+    store = store_factory(event_coalesce_seconds=60)
+    for i in range(MAX_TYPES_PER_SOURCE + 10):
+        store.record(make_event(f"noise_{i}", Severity.MEDIUM, source="203.0.113.9"))
+    assert store.flush(timeout=30)
+    rows = store.events(source="203.0.113.9", limit=None)
+    assert len(rows) == MAX_TYPES_PER_SOURCE + 10
+    assert not any(e.description.startswith("more than") for e in rows)
