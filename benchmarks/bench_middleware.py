@@ -58,6 +58,13 @@ class _NoStore:
     def close(self, timeout: float | None = None) -> None:
         pass
 
+    def health(self) -> Any:  # the metrics sampler reads the queue depth every interval
+        from ragtrail import StoreHealth
+
+        return StoreHealth(status="ok", writer_alive=True, queue_depth=0, queue_capacity=0,
+                           written=0, dropped=0, coalesced=0, last_error=None,
+                           last_error_time_us=None, ring_usage={})
+
 
 # -- the apps ------------------------------------------------------------------------------
 

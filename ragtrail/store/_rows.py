@@ -25,7 +25,7 @@ Row = tuple[Any, ...]
 
 
 
-def _json_encoder() -> Callable[[Any], str]:
+def _standard_encoder() -> Callable[[Any], str]:
     """``json.dumps`` without its per-call set-up: the C encoder built once (about 2.5x faster
     for the small mappings records carry), else the standard encoder. Unknown types become
     ``str(value)``; a self-referencing mapping raises (and its record is dropped)."""
@@ -45,6 +45,34 @@ def _json_encoder() -> Callable[[Any], str]:
 
     probe = {"s": "\u00e9\n", "n": [1, 2.5, None, True], "o": object}
     return fast if fast(probe) == standard(probe) else standard
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """orjson when installed (``ragtrail[speedups]``), else the standard library's encoder.
+
+    The writer thread shares the GIL with the application, so its JSON time is the app's
+    time: a captured retrieval (about 2 KB of query and documents) took 15.7 us to encode
+    with the standard C encoder and 0.8 us with orjson. Anything orjson refuses (integers
+    beyond 64 bits, lone surrogates, keys of other types) goes to the standard encoder, so
+    both accept the same values; datetimes and dataclasses become ``str(value)`` either way.
+    Non-ASCII text is stored as UTF-8 by orjson and as ``\\u`` escapes by the standard
+    encoder, a NaN as ``null`` and ``NaN``: readers get the same values otherwise.
+    """
+    standard = _standard_encoder()
+    try:
+        import orjson
+    except ImportError:
+        return standard
+    dumps, refused = orjson.dumps, orjson.JSONEncodeError
+    options = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+    def encode(value: Any) -> str:
+        try:
+            return dumps(value, default=str, option=options).decode()
+        except refused:
+            return standard(value)
+
+    return encode
 
 
 _encode = _json_encoder()
@@ -138,7 +166,30 @@ class RowBuilder:
 
 
 _SEVERITY = {int(level): level for level in Severity}
-_loads = json.loads
+
+
+def _json_decoder() -> Callable[[str], Any]:
+    """orjson's parser when installed (about 4x faster on metadata), else ``json.loads``.
+
+    Both give the same values for what the encoders above write; orjson refuses the ``NaN``
+    the standard encoder may have written (an older row), so that falls back too.
+    """
+    try:
+        import orjson
+    except ImportError:
+        return json.loads
+    parse, refused = orjson.loads, orjson.JSONDecodeError
+
+    def decode(text: str) -> Any:
+        try:
+            return parse(text)
+        except refused:
+            return json.loads(text)
+
+    return decode
+
+
+_loads = _json_decoder()
 
 
 def _mapping(text: str) -> Any:

@@ -1,0 +1,90 @@
+"""Row JSON: orjson (``ragtrail[speedups]``) and the standard encoder store the same values."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from ragtrail.store import _rows
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class Opaque:
+    def __str__(self) -> str:
+        return "opaque!"
+
+
+# Values records carry, hostile ones included: non-ASCII, controls, nesting, odd numbers.
+VALUES: list[Any] = [
+    {},
+    {"query": "refund policy", "top_k": 5, "score": 0.25, "ok": True, "none": None},
+    {"text": "ключ \u202e\U0001f4a5 \x00 \x1b[2J \r\n \t \"quoted\" \\ back"},
+    {"documents": [{"id": "doc-1", "score": 0.9, "tags": ["a", "b"]}, [1, [2, [3]]]]},
+    {"when": datetime.datetime(2026, 11, 27, 8, 0, tzinfo=datetime.timezone.utc),
+     "point": Point(1), "opaque": Opaque()},
+    {"big": 2**70, "negative": -(2**64), "max": 2**63 - 1},
+    {"surrogate": "\udc80 lone"},
+    {1: "int key", 2.5: "float key", False: "bool key", None: "none key"},
+]
+
+
+def orjson_encoder() -> Any:
+    pytest.importorskip("orjson")
+    return _rows._json_encoder()
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_both_encoders_store_the_same_value(value: Any) -> None:
+    """Whichever encoder wrote a row, readers decode the same value."""
+    standard = _rows._standard_encoder()(value)
+    fast = orjson_encoder()(value)
+    assert json.loads(fast) == json.loads(standard)
+    assert _rows._loads(fast) == _rows._loads(standard) == json.loads(standard)
+
+
+def test_objects_become_their_str_with_either_encoder() -> None:
+    """Datetimes, dataclasses and unknown objects are stored as ``str(value)``: a dataclass
+    is not expanded into fields by one encoder and shown as its repr by the other."""
+    value = VALUES[4]
+    for encode in (_rows._standard_encoder(), orjson_encoder()):
+        assert json.loads(encode(value)) == {"when": "2026-11-27 08:00:00+00:00",
+                                             "point": "Point(x=1)", "opaque": "opaque!"}
+
+
+def test_what_orjson_refuses_goes_to_the_standard_encoder() -> None:
+    """Integers beyond 64 bits and lone surrogates, which orjson refuses, are still stored."""
+    encode = orjson_encoder()
+    assert encode({"big": 2**70}) == '{"big":1180591620717411303424}'
+    assert encode({"s": "\udc80"}) == '{"s":"\\udc80"}'
+
+
+def test_unencodable_keys_still_raise() -> None:
+    """A tuple key is refused by both: the record is dropped (and counted) by the writer."""
+    for encode in (_rows._standard_encoder(), orjson_encoder()):
+        with pytest.raises(TypeError):
+            encode({(1, 2): "tuple key"})
+
+
+def test_without_orjson_the_standard_library_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pip install ragtrail`` alone works: no orjson, the standard encoder and parser."""
+    monkeypatch.setitem(sys.modules, "orjson", None)  # makes ``import orjson`` fail
+    encode, decode = _rows._json_encoder(), _rows._json_decoder()
+    assert decode is json.loads
+    assert encode({"text": "é"}) == '{"text":"\\u00e9"}'
+
+
+def test_rows_written_by_the_standard_encoder_are_read_back() -> None:
+    """A store written without orjson (``NaN`` included) reads the same with it."""
+    written = _rows._standard_encoder()({"ratio": float("nan"), "text": "é"})
+    decoded = _rows._loads(written)
+    assert decoded["text"] == "é"
+    assert decoded["ratio"] != decoded["ratio"]  # NaN
