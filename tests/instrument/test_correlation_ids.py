@@ -110,3 +110,17 @@ def test_forked_workers_do_not_repeat_the_parents_ids() -> None:
     assert len(child) == 5
     assert not set(child) & set(parent)
     assert all(UUID4_HEX.fullmatch(i) for i in child)
+
+
+def test_threads_drawing_ids_at_once_never_share_one() -> None:
+    """IDs come from a pool of random bytes refilled every 256 IDs: threads drawing from it
+    at the same time, across many refills, still get distinct IDs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def draw(_: int) -> list[str]:
+        return [new_correlation_id() for _ in range(2000)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = [i for batch in pool.map(draw, range(8)) for i in batch]
+    assert len(set(ids)) == len(ids) == 16_000
+    assert all(UUID4_HEX.fullmatch(i) for i in ids)
