@@ -30,8 +30,8 @@ _UUID4_KEEP = ~(0xF << 76) & ~(0xC << 60)
 _UUID4_SET = (0x4 << 76) | (0x8 << 60)
 
 # Random bytes for 256 IDs per ``os.urandom`` call. One system call per request cost 3-7 us
-# inside a request loop on a KVM guest (0.5 us in a tight loop: the mitigations' cost lands
-# on the code around the call) and released the GIL to any thread waiting for it. The pool is
+# inside a request loop on the project's KVM machine (0.5 us in a tight loop) and released
+# the GIL to any thread waiting for it (the store's writer). The pool is
 # a C iterator, so taking the next 16 bytes is atomic under the GIL; two threads refilling it
 # at once only waste bytes. A forked child starts a pool of its own.
 _IDS_PER_POOL = 256

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -171,20 +172,25 @@ _SEVERITY = {int(level): level for level in Severity}
 def _json_decoder() -> Callable[[str], Any]:
     """orjson's parser when installed (about 4x faster on metadata), else ``json.loads``.
 
-    Both give the same values for what the encoders above write; orjson refuses the ``NaN``
-    the standard encoder may have written (an older row), so that falls back too.
+    orjson turns an integer beyond 64 bits into a float, so text holding a run of 19 or more
+    digits (a number that may not fit, or digits inside a string: a false alarm costs only
+    speed) goes to ``json.loads``, as does what orjson refuses (the ``NaN`` or ``1e400`` the
+    standard encoder may have written, escaped lone surrogates).
     """
     try:
         import orjson
     except ImportError:
         return json.loads
     parse, refused = orjson.loads, orjson.JSONDecodeError
+    long_number = re.compile(r"\d{19}").search
 
     def decode(text: str) -> Any:
-        try:
-            return parse(text)
-        except refused:
-            return json.loads(text)
+        if long_number(text) is None:
+            try:
+                return parse(text)
+            except refused:
+                pass
+        return json.loads(text)
 
     return decode
 
