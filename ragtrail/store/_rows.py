@@ -57,7 +57,8 @@ def _json_encoder() -> Callable[[Any], str]:
     beyond 64 bits, lone surrogates, keys of other types) goes to the standard encoder, so
     both accept the same values; datetimes and dataclasses become ``str(value)`` either way.
     Non-ASCII text is stored as UTF-8 by orjson and as ``\\u`` escapes by the standard
-    encoder, a NaN as ``null`` and ``NaN``: readers get the same values otherwise.
+    encoder, a NaN as ``null`` and ``NaN``, an ``Enum`` member as its value and as its
+    ``str()``: readers get the same values otherwise.
     """
     standard = _standard_encoder()
     try:
@@ -69,11 +70,22 @@ def _json_encoder() -> Callable[[Any], str]:
 
     def encode(value: Any) -> str:
         try:
-            return dumps(value, default=str, option=options).decode()
+            return dumps(value, default=_as_standard, option=options).decode()
         except refused:
             return standard(value)
 
     return encode
+
+
+def _as_standard(value: Any) -> Any:
+    """What ``json`` makes of a value orjson does not serialise itself: a float subclass
+    (``numpy.float64``) stays a number and a tuple subclass (a named tuple) a list, as the
+    standard encoder has them; anything else becomes ``str(value)``."""
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, tuple | list):
+        return list(value)
+    return str(value)
 
 
 _encode = _json_encoder()

@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import json
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -16,6 +16,15 @@ from ragtrail.store import _rows
 @dataclasses.dataclass
 class Point:
     x: int
+
+
+class Score(float):
+    """Like ``numpy.float64``: a float subclass orjson does not serialise by itself."""
+
+
+class Pair(NamedTuple):
+    doc_id: str
+    score: float
 
 
 class Opaque:
@@ -34,6 +43,7 @@ VALUES: list[Any] = [
     {"big": 2**70 + 1, "negative": -(10**19 - 1), "u64": 2**64 - 1, "max": 2**63 - 1},
     {"surrogate": "\udc80 lone"},
     {1: "int key", 2.5: "float key", False: "bool key", None: "none key"},
+    {"score": Score(0.25), "pair": Pair("doc-1", 0.5), "pairs": [Pair("doc-2", Score(0.75))]},
 ]
 
 
