@@ -111,24 +111,22 @@ def bulk_load(path: Path, n: int, capacity: int, mix: list[Severity] = MIX) -> N
     engine.dispose()
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """For runs of many batches: a full collection first, so no earlier garbage is timed."""
+def median_time(fn: Callable[[], object], repeats: int, *, collect_first: bool = True,
+                ) -> float:
+    """Median seconds of ``repeats`` calls.
+
+    ``collect_first`` (runs of many batches): a full collection before each call, so no
+    earlier garbage is timed. Without it (sub-millisecond calls), as ``timeit`` does: the
+    collector paused during the call, not forced before it; a full collection empties the
+    interpreter's free lists, so the call after it pays for fresh allocations (about 2x for
+    the query below).
+    """
     times = []
     for _ in range(repeats):
-        gc.collect()
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
-def median_call_time(fn: Callable[[], object], repeats: int) -> float:
-    """For sub-millisecond calls, as ``timeit`` does: the collector paused during each call,
-    not forced before it (a full collection empties the interpreter's free lists, so the
-    call after it pays for fresh allocations: about 2x for the query below)."""
-    times = []
-    for _ in range(repeats):
-        gc.disable()
+        if collect_first:
+            gc.collect()
+        else:
+            gc.disable()
         try:
             began = time.perf_counter()
             fn()
@@ -409,8 +407,8 @@ def bench_query(big: Path, rows: int, repeats: int) -> list[Row]:
     for label, level in (("high", "high"), ("critical", "critical")):
         if len(store.events(min_severity=level, limit=100)) != 100:
             raise RuntimeError(f"the big store has fewer than 100 events >= {level}")
-        seconds = median_call_time(functools.partial(store.events, min_severity=level, limit=100),
-                              repeats)
+        seconds = median_time(functools.partial(store.events, min_severity=level, limit=100),
+                              repeats, collect_first=False)
         results.append(Row(f"latest 100 events >= {label} of {rows:,} (0.5% high+)",
                            seconds * 1000, "ms", goal="<= 1 ms" if label == "high" else "",
                            higher_is_better=False))
@@ -421,8 +419,8 @@ def bench_query(big: Path, rows: int, repeats: int) -> list[Row]:
     conn.execute("DROP INDEX ix_ragtrail_events_high_id")
     conn.close()
     store = AuditStore(sqlite_url(copy), read_only=True)
-    seconds = median_call_time(lambda: store.events(min_severity="high", limit=100),
-                          max(3, repeats // 10))
+    seconds = median_time(lambda: store.events(min_severity="high", limit=100),
+                          max(3, repeats // 10), collect_first=False)
     results.append(Row("  same query >= high without the partial index", seconds * 1000, "ms",
                        higher_is_better=False))
     store.close()

@@ -11,84 +11,19 @@ wrong type like a fault, not a data error) and for those one-by-one retries.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanEvent, SpanRecord
+from ragtrail.store._json import decode as _loads
+from ragtrail.store._json import encode as _encode
 
 __all__ = ["Row", "RowBuilder", "event_from_row", "metrics_from_row", "span_from_row"]
 
 Row = tuple[Any, ...]
 
-
-
-def _standard_encoder() -> Callable[[Any], str]:
-    """``json.dumps`` without its per-call set-up: the C encoder built once (about 2.5x faster
-    for the small mappings records carry), else the standard encoder. Unknown types become
-    ``str(value)``; a self-referencing mapping raises (and its record is dropped)."""
-    standard = json.JSONEncoder(separators=(",", ":"), default=str,
-                                check_circular=False).encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return standard
-    try:
-        chunks = make(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False,
-                      False, True)
-    except TypeError:  # another signature on another Python
-        return standard
-
-    def fast(value: Any) -> str:
-        return "".join(chunks(value, 0))
-
-    probe = {"s": "\u00e9\n", "n": [1, 2.5, None, True], "o": object}
-    return fast if fast(probe) == standard(probe) else standard
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    """orjson when installed (``ragtrail[speedups]``), else the standard library's encoder.
-
-    The writer thread shares the GIL with the application, so its JSON time is the app's
-    time: a captured retrieval (about 2 KB of query and documents) took 15.7 us to encode
-    with the standard C encoder and 0.8 us with orjson. Anything orjson refuses (integers
-    beyond 64 bits, lone surrogates, keys of other types) goes to the standard encoder, so
-    both accept the same values; datetimes and dataclasses become ``str(value)`` either way.
-    Non-ASCII text is stored as UTF-8 by orjson and as ``\\u`` escapes by the standard
-    encoder, a NaN as ``null`` and ``NaN``, an ``Enum`` member as its value and as its
-    ``str()``: readers get the same values otherwise.
-    """
-    standard = _standard_encoder()
-    try:
-        import orjson
-    except ImportError:
-        return standard
-    dumps, refused = orjson.dumps, orjson.JSONEncodeError
-    options = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-
-    def encode(value: Any) -> str:
-        try:
-            return dumps(value, default=_as_standard, option=options).decode()
-        except refused:
-            return standard(value)
-
-    return encode
-
-
-def _as_standard(value: Any) -> Any:
-    """What ``json`` makes of a value orjson does not serialise itself: a float subclass
-    (``numpy.float64``) stays a number and a tuple subclass (a named tuple) a list, as the
-    standard encoder has them; anything else becomes ``str(value)``."""
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, tuple | list):
-        return list(value)
-    return str(value)
-
-
-_encode = _json_encoder()
 _LEVEL = {int(level): int(level) for level in Severity}  # a dict lookup: Severity() is slow
 
 
@@ -181,33 +116,6 @@ class RowBuilder:
 _SEVERITY = {int(level): level for level in Severity}
 
 
-def _json_decoder() -> Callable[[str], Any]:
-    """orjson's parser when installed (about 4x faster on metadata), else ``json.loads``.
-
-    orjson turns an integer beyond 64 bits into a float, so text holding a run of 19 or more
-    digits (a number that may not fit, or digits inside a string: a false alarm costs only
-    speed) goes to ``json.loads``, as does what orjson refuses (the ``NaN`` or ``1e400`` the
-    standard encoder may have written, escaped lone surrogates).
-    """
-    try:
-        import orjson
-    except ImportError:
-        return json.loads
-    parse, refused = orjson.loads, orjson.JSONDecodeError
-    long_number = re.compile(r"\d{19}").search
-
-    def decode(text: str) -> Any:
-        if long_number(text) is None:
-            try:
-                return parse(text)
-            except refused:
-                pass
-        return json.loads(text)
-
-    return decode
-
-
-_loads = _json_decoder()
 
 
 def _mapping(text: str) -> Any:

@@ -1,4 +1,4 @@
-"""Row JSON: orjson (``ragtrail[speedups]``) and the standard encoder store the same values."""
+"""The JSON columns: orjson (``ragtrail[speedups]``) and the standard encoder agree."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from ragtrail.store import _rows
+from ragtrail.store import _json
 
 
 @dataclasses.dataclass
@@ -49,18 +49,18 @@ VALUES: list[Any] = [
 
 def orjson_encoder() -> Any:
     pytest.importorskip("orjson")
-    return _rows._json_encoder()
+    return _json.codec()[0]
 
 
 @pytest.mark.parametrize("value", VALUES)
 def test_both_encoders_store_the_same_value(value: Any) -> None:
     """Whichever encoder wrote a row, readers decode the same value, of the same types
     (orjson's parser alone would read an integer beyond 64 bits as a float)."""
-    standard = _rows._standard_encoder()(value)
+    standard = _json._standard_encoder()(value)
     fast = orjson_encoder()(value)
     expected = json.loads(standard)
     assert json.loads(fast) == expected
-    for decoded in (_rows._loads(fast), _rows._loads(standard)):
+    for decoded in (_json.decode(fast), _json.decode(standard)):
         assert decoded == expected
         assert repr(decoded) == repr(expected)
 
@@ -69,7 +69,7 @@ def test_objects_become_their_str_with_either_encoder() -> None:
     """Datetimes, dataclasses and unknown objects are stored as ``str(value)``: a dataclass
     is not expanded into fields by one encoder and shown as its repr by the other."""
     value = VALUES[4]
-    for encode in (_rows._standard_encoder(), orjson_encoder()):
+    for encode in (_json._standard_encoder(), orjson_encoder()):
         assert json.loads(encode(value)) == {"when": "2026-11-27 08:00:00+00:00",
                                              "point": "Point(x=1)", "opaque": "opaque!"}
 
@@ -83,7 +83,7 @@ def test_what_orjson_refuses_goes_to_the_standard_encoder() -> None:
 
 def test_unencodable_keys_still_raise() -> None:
     """A tuple key is refused by both: the record is dropped (and counted) by the writer."""
-    for encode in (_rows._standard_encoder(), orjson_encoder()):
+    for encode in (_json._standard_encoder(), orjson_encoder()):
         with pytest.raises(TypeError):
             encode({(1, 2): "tuple key"})
 
@@ -91,14 +91,14 @@ def test_unencodable_keys_still_raise() -> None:
 def test_without_orjson_the_standard_library_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """``pip install ragtrail`` alone works: no orjson, the standard encoder and parser."""
     monkeypatch.setitem(sys.modules, "orjson", None)  # makes ``import orjson`` fail
-    encode, decode = _rows._json_encoder(), _rows._json_decoder()
+    encode, decode = _json.codec()
     assert decode is json.loads
     assert encode({"text": "é"}) == '{"text":"\\u00e9"}'
 
 
 def test_rows_written_by_the_standard_encoder_are_read_back() -> None:
     """A store written without orjson (``NaN`` included) reads the same with it."""
-    written = _rows._standard_encoder()({"ratio": float("nan"), "text": "é"})
-    decoded = _rows._loads(written)
+    written = _json._standard_encoder()({"ratio": float("nan"), "text": "é"})
+    decoded = _json.decode(written)
     assert decoded["text"] == "é"
     assert decoded["ratio"] != decoded["ratio"]  # NaN
