@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from ragtrail._threads import start_quietly
 from ragtrail.health._check import CheckResult, HealthCheck, normalise_outcome
 
 __all__ = ["CheckRunner", "run_in_thread"]
@@ -80,7 +81,7 @@ class CheckRunner:
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._main, name="ragtrail-health", daemon=True)
-        self._thread.start()
+        start_quietly(self._thread)
         self._ready.wait(5.0)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -208,7 +209,7 @@ def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
         except BaseException as exc:  # handed to whoever waits on the future
             future.set_exception(exc)
 
-    threading.Thread(target=work, name="ragtrail-health-work", daemon=True).start()
+    start_quietly(threading.Thread(target=work, name="ragtrail-health-work", daemon=True))
     return future
 
 

@@ -13,6 +13,7 @@ import time
 import psutil
 
 from ragtrail._records import MetricsSample, Severity
+from ragtrail._threads import start_quietly
 from ragtrail.health._seams import MonitorLike
 from ragtrail.health._thresholds import METRICS, Hysteresis, Metric
 
@@ -67,7 +68,7 @@ class MetricsSampler:
         self._stop.clear()
         psutil.cpu_percent(interval=None)  # the first call only primes psutil's counter
         self._thread = threading.Thread(target=self._run, name="ragtrail-metrics", daemon=True)
-        self._thread.start()
+        start_quietly(self._thread)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

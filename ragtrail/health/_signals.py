@@ -15,6 +15,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
+from ragtrail._threads import start_quietly
+
 __all__ = ["install_sigterm_handler"]
 
 _Handler = Callable[[int, "FrameType | None"], Any]
@@ -41,6 +43,7 @@ def install_sigterm_handler(
     if drain_seconds < 0:
         raise ValueError(f"drain_seconds must be >= 0; got {drain_seconds}")
     previous = signal.getsignal(signum)
+    main_thread = threading.main_thread().ident or 0
     state = {"signalled": False, "chain_now": False}
     timers: list[threading.Timer] = []
 
@@ -54,15 +57,16 @@ def install_sigterm_handler(
         service.begin_draining()
 
         def resend() -> None:
-            # Re-deliver the signal so the chaining runs on the main thread, where Python
-            # runs signal handlers and where signal.signal() may be called.
+            # Re-deliver the signal to the main thread, where Python runs signal handlers and
+            # where signal.signal() may be called; aimed at it, the signal also interrupts a
+            # main thread blocked in join() or Event.wait().
             state["chain_now"] = True
-            os.kill(os.getpid(), sig)
+            signal.pthread_kill(main_thread, sig)
 
         timer = threading.Timer(drain_seconds, resend)
         timer.daemon = True
         timers.append(timer)
-        timer.start()
+        start_quietly(timer)
 
     signal.signal(signum, handler)
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail._settings import Settings
+from ragtrail._threads import start_quietly
 from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
 from ragtrail.instrument._redaction import Redactor, escape_controls
 
@@ -198,13 +199,13 @@ class AlertDispatcher:
         self._started = True
         for _ in range(self._pool_size):
             self._add_worker()
-        threading.Thread(target=self._supervise, name="ragtrail-alerts-supervisor",
-                         daemon=True).start()
+        start_quietly(threading.Thread(target=self._supervise, name="ragtrail-alerts-supervisor",
+                                       daemon=True))
 
     def _add_worker(self) -> None:
         worker = _Worker(self)
         self._workers.append(worker)
-        worker.thread.start()
+        start_quietly(worker.thread)
 
     def _task_done_locked(self) -> None:
         self._outstanding -= 1

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
+from ragtrail._threads import start_quietly
 from ragtrail.instrument._attributes import SAMPLED
 from ragtrail.instrument._export_convert import SpanConverter
 from ragtrail.instrument._export_otlp import safe_endpoint, span_exporter
@@ -109,7 +110,7 @@ class ExportPipeline:
         self._last_error: str | None = None
         self._last_error_time_us: int | None = None
         self._thread = threading.Thread(target=self._run, name="ragtrail-export", daemon=True)
-        self._thread.start()
+        start_quietly(self._thread)
 
     @classmethod
     def create(

@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 
 from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
+from ragtrail._threads import control_signals_blocked
 from ragtrail.instrument._attributes import CALL_KIND, CALL_NAME, EVENT_SEVERITY, EVENT_TYPE
 from ragtrail.instrument._export_otlp import metric_exporter
 
@@ -52,9 +53,10 @@ class OtelMetrics:
             return cls(app_provider.get_meter("ragtrail", version), None)
         if not settings.otlp_endpoint:
             return None
-        reader = PeriodicExportingMetricReader(
-            metric_exporter(settings, timeout),
-            export_interval_millis=interval * 1000, export_timeout_millis=timeout * 1000)
+        with control_signals_blocked():  # the reader starts its export thread at once
+            reader = PeriodicExportingMetricReader(
+                metric_exporter(settings, timeout),
+                export_interval_millis=interval * 1000, export_timeout_millis=timeout * 1000)
         owned = MeterProvider(resource=resource, metric_readers=[reader])
         return cls(owned.get_meter("ragtrail", version), owned)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from ragtrail._threads import start_quietly
 from ragtrail.store._coalesce import Coalescer
 from ragtrail.store._errors import StoreError, describe_error
 from ragtrail.store._reports import HealthStatus, RingUsage
@@ -117,7 +118,7 @@ class Writer:
 
     def start(self, *, schema_ready: bool) -> None:
         self._schema_ready = schema_ready
-        self.thread.start()
+        start_quietly(self.thread)
 
     @property
     def alive(self) -> bool:
@@ -134,7 +135,7 @@ class Writer:
             self._last_revival = now
             log.error("ragtrail audit store writer thread has died; starting a new one")
             thread = self._new_thread()
-            thread.start()
+            start_quietly(thread)
             self.thread = thread
             return True
         except Exception:  # RuntimeError: can't start new thread

@@ -5,6 +5,7 @@ Usage: python _drain_app.py STORE_URL DRAIN_SECONDS. Prints the port once it lis
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +41,11 @@ def main() -> None:
     service.start()
     # The default action of SIGTERM is the "previous handler": after the drain, the process ends.
     install_sigterm_handler(service, drain_seconds=drain_seconds)
+    # The main thread below only waits, so the server's thread must leave SIGTERM to it
+    # (docs/health.md, "Draining on SIGTERM"); ragtrail's own threads already do.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     print(server.server_address[1], flush=True)
     threading.Event().wait()  # the main thread only waits, and runs the signal handler
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import pytest
 
+from ragtrail._threads import CONTROL_SIGNALS
 from ragtrail.health import FunctionCheck, install_sigterm_handler
+from ragtrail.instrument import Monitor
 
-from ._servers import Prober, kubelet_probe, service_process, wait_until
+from ._servers import Prober, kubelet_probe, service_process, unused_port, wait_until
 from .conftest import ServiceFactory
 
 DRAIN_APP = Path(__file__).with_name("_drain_app.py")
@@ -83,3 +87,55 @@ def test_negative_drain_is_refused(make_service: ServiceFactory) -> None:
     """drain_seconds < 0 is a configuration mistake."""
     with pytest.raises(ValueError, match="drain_seconds"):
         install_sigterm_handler(make_service(store_check=False), drain_seconds=-1)
+
+
+def _blocked_signals(native_id: int) -> set[int]:
+    """The signals a thread of this process blocks, from /proc (Linux)."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    mask = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1],
+               16)
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads signal masks from /proc")
+def test_ragtrail_threads_leave_the_control_signals_to_the_main_thread(
+        make_monitor: Callable[..., Monitor], make_service: ServiceFactory) -> None:
+    """Every thread ragtrail starts blocks SIGTERM and friends, so the kernel never hands the
+    kubelet's SIGTERM to a thread where Python cannot run the drain; the caller's mask is kept."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    monitor = make_monitor(otlp_endpoint=f"http://127.0.0.1:{unused_port()}",
+                           otlp_timeout_ms=200)
+    alerted = threading.Event()
+    monitor.register_alert_callback(lambda event: alerted.set())
+    service = make_service(FunctionCheck(lambda: True, "ok"), monitor=monitor)
+    service.start()
+    monitor.security_event("probe", "high", "test", "starts the alert workers")
+    monitor.store.flush(5)
+    wait_until(alerted.is_set)
+    ours = {t.name: t.native_id for t in threading.enumerate() if t.name.startswith("ragtrail-")}
+    assert {"ragtrail-store-writer", "ragtrail-health", "ragtrail-metrics", "ragtrail-alerts",
+            "ragtrail-alerts-supervisor", "ragtrail-export"} <= set(ours)
+    wanted = {int(s) for s in CONTROL_SIGNALS}
+    for name, native_id in ours.items():
+        assert native_id is not None
+        assert wanted <= _blocked_signals(native_id), name
+    assert signal.SIGTERM not in _blocked_signals(threading.get_native_id())
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
+
+
+def test_the_chained_handler_runs_while_the_main_thread_waits(
+        make_service: ServiceFactory) -> None:
+    """The drain timer re-sends the signal to the main thread by name: a main thread blocked in
+    a long wait runs the chained handler when the drain ends, not when its wait times out."""
+    service = make_service(store_check=False)
+    chained = threading.Event()
+    original = signal.signal(signal.SIGTERM, lambda sig, frame: chained.set())
+    try:
+        uninstall = install_sigterm_handler(service, drain_seconds=0.05)
+        started = time.monotonic()
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        assert chained.wait(20)  # the handler runs inside this wait and ends it
+        assert time.monotonic() - started < 5
+        uninstall()
+    finally:
+        signal.signal(signal.SIGTERM, original)

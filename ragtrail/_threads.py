@@ -1,0 +1,46 @@
+"""Background threads that leave the process's signals to the main thread.
+
+Python runs signal handlers on the main thread only. When the kernel hands a process-directed
+signal (the kubelet's SIGTERM) to some other thread, the main thread learns of it the next time
+it runs bytecode; a main thread blocked in ``join()`` or ``Event.wait()`` never does, so the
+drain and the server's shutdown never start. A thread started with :func:`start_quietly`
+inherits a signal mask without the control signals, so the kernel delivers those to a thread
+that takes them: the main thread, or one of the app's own.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["CONTROL_SIGNALS", "control_signals_blocked", "start_quietly"]
+
+CONTROL_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
+                 "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name)
+)
+
+
+@contextmanager
+def control_signals_blocked() -> Iterator[None]:
+    """Threads started inside (by ragtrail or by a library it calls) never take the control
+    signals; the calling thread's mask is restored on exit. A no-op where POSIX masks do not
+    exist (Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def start_quietly(thread: threading.Thread) -> None:
+    """``thread.start()``, the new thread's mask without the control signals."""
+    with control_signals_blocked():
+        thread.start()
