@@ -56,9 +56,9 @@ def test_handler_chains_to_the_previous_one_after_the_drain(
         uninstall = install_sigterm_handler(service, drain_seconds=0.3)
         sent = time.monotonic()
         os.kill(os.getpid(), signal.SIGTERM)
-        wait_until(lambda: service.draining, timeout=1.0)
+        wait_until(lambda: service.draining, timeout=5.0)
         assert chained == []
-        wait_until(lambda: chained, timeout=2.0)
+        wait_until(lambda: chained, timeout=5.0)
         assert chained[0] - sent >= 0.29
         uninstall()
         assert signal.getsignal(signal.SIGTERM) is previous
@@ -74,9 +74,9 @@ def test_a_second_signal_chains_at_once(make_service: ServiceFactory) -> None:
     try:
         uninstall = install_sigterm_handler(service, drain_seconds=30)
         os.kill(os.getpid(), signal.SIGTERM)
-        wait_until(lambda: service.draining, timeout=1.0)
+        wait_until(lambda: service.draining, timeout=5.0)
         os.kill(os.getpid(), signal.SIGTERM)
-        wait_until(lambda: chained, timeout=1.0)
+        wait_until(lambda: chained, timeout=5.0)
         assert chained == [signal.SIGTERM]
         uninstall()
     finally:

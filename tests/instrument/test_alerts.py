@@ -232,13 +232,13 @@ def test_hanging_callback_is_abandoned_and_does_not_block_others(
         calls.append(event.source)
         release.wait(DEADLINE)
 
-    dispatcher = dispatcher_factory(callback_timeout=0.2, releases=[release])
+    dispatcher = dispatcher_factory(callback_timeout=1.0, releases=[release])
     dispatcher.register(hangs)
     recorder = dispatcher.register(Recorder())  # after the hanging one, same event
 
     started = time.perf_counter()
     dispatcher.submit(event(source="first"))
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.5  # waiting on the callback would take 1 s
     recorder.wait_for(1)  # delivered once the hung call was abandoned
     poll(lambda: dispatcher.health()["timed_out"] == 1, "the timeout to be counted")
     assert dispatcher.health()["hung_callbacks"] == 1
@@ -268,7 +268,7 @@ def test_submit_stays_fast_with_a_hung_pool_and_a_full_queue(dispatcher_factory:
         dispatcher.submit(e)
         durations.append(time.perf_counter() - started)
     assert statistics.median(durations) < 50e-6
-    assert max(durations) < 0.05
+    assert max(durations) < 1.0  # a blocked submit would wait on the 60 s callback timeout
     assert dispatcher.health()["dropped"] >= 2000 - 8 - 2
 
 
