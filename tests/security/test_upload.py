@@ -6,7 +6,6 @@ import asyncio
 import io
 import os
 import stat
-import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import flask
 import httpx
 import pytest
+from middleware._support import waitress_server
 from security_corpus import ELF, PDF
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -362,22 +362,13 @@ def test_flask_accepts_and_quarantines(validator: FileValidator, dest: Path,
 @pytest.mark.network
 def test_chunked_upload_through_waitress(validator: FileValidator, dest: Path) -> None:
     """A real WSGI server on 127.0.0.1 and a chunked request (wsgi.input_terminated)."""
-    from waitress.server import create_server
+    def body() -> Iterator[bytes]:
+        yield PDF[:20]
+        yield PDF[20:]
 
-    server = create_server(_flask_app(validator, dest), host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        port = server.socket.getsockname()[1]
-
-        def body() -> Iterator[bytes]:
-            yield PDF[:20]
-            yield PDF[20:]
-
-        response = httpx.put(f"http://127.0.0.1:{port}/docs/streamed.pdf", content=body(),
-                             timeout=10)
-    finally:
-        server.close()
-        thread.join(timeout=10)
+    # The helper stops waitress without racing its select() (server.close() from this
+    # thread could close a socket under it: EBADF in the server's thread).
+    with waitress_server(_flask_app(validator, dest)) as base:
+        response = httpx.put(f"{base}/docs/streamed.pdf", content=body(), timeout=10)
     assert response.status_code == 201, response.text
     assert (dest / "streamed.pdf").read_bytes() == PDF
