@@ -6,6 +6,10 @@ it runs bytecode; a main thread blocked in ``join()`` or ``Event.wait()`` never 
 drain and the server's shutdown never start. A thread started with :func:`start_quietly`
 inherits a signal mask without the control signals, so the kernel delivers those to a thread
 that takes them: the main thread, or one of the app's own.
+
+A child process inherits the mask of the thread that starts it, and a child with SIGTERM
+blocked cannot be stopped by it; the app's own code that ragtrail calls on its threads (alert
+callbacks) runs inside :func:`control_signals_unblocked`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["CONTROL_SIGNALS", "control_signals_blocked", "start_quietly"]
+__all__ = ["CONTROL_SIGNALS", "control_signals_blocked", "control_signals_unblocked",
+           "start_quietly"]
 
 CONTROL_SIGNALS = frozenset(
     getattr(signal, name)
@@ -34,6 +39,20 @@ def control_signals_blocked() -> Iterator[None]:
         yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def control_signals_unblocked() -> Iterator[None]:
+    """The calling thread takes the control signals again until the block ends (for the
+    app's code, which may start child processes)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ragtrail._threads import start_quietly
+from ragtrail._threads import control_signals_unblocked, start_quietly
 from ragtrail.health._check import CheckResult, HealthCheck, normalise_outcome
 
 __all__ = ["CheckRunner", "run_in_thread"]
@@ -205,7 +205,9 @@ def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
         if not future.set_running_or_notify_cancel():
             return
         try:
-            future.set_result(function())
+            with control_signals_unblocked():  # a child process the check starts gets them
+                result = function()
+            future.set_result(result)
         except BaseException as exc:  # handed to whoever waits on the future
             future.set_exception(exc)
 

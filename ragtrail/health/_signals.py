@@ -61,7 +61,10 @@ def install_sigterm_handler(
             # where signal.signal() may be called; aimed at it, the signal also interrupts a
             # main thread blocked in join() or Event.wait().
             state["chain_now"] = True
-            signal.pthread_kill(main_thread, sig)
+            if hasattr(signal, "pthread_kill"):
+                signal.pthread_kill(main_thread, sig)
+            else:  # Windows: no threads to choose between for a signal
+                os.kill(os.getpid(), sig)
 
         timer = threading.Timer(drain_seconds, resend)
         timer.daemon = True

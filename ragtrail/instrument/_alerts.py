@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail._settings import Settings
-from ragtrail._threads import start_quietly
+from ragtrail._threads import control_signals_unblocked, start_quietly
 from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
 from ragtrail.instrument._redaction import Redactor, escape_controls
 
@@ -331,7 +331,8 @@ class _Worker:
                 self.busy_since = d._clock()
             error: BaseException | None = None
             try:
-                subscription.callback(event)
+                with control_signals_unblocked():  # a child process it starts gets them too
+                    subscription.callback(event)
             except BaseException as exc:  # a callback's failure, even SystemExit, stays here
                 error = exc
             with self.lock:

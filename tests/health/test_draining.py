@@ -139,3 +139,31 @@ def test_the_chained_handler_runs_while_the_main_thread_waits(
         uninstall()
     finally:
         signal.signal(signal.SIGTERM, original)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads signal masks from /proc")
+def test_the_apps_code_runs_with_the_signals_a_child_process_needs(
+        make_monitor: Callable[..., Monitor], make_service: ServiceFactory) -> None:
+    """Alert callbacks and sync checks (the app's code, which may start child processes that
+    inherit the mask) run with SIGTERM unblocked; the alert thread blocks it again after."""
+    monitor = make_monitor()
+    seen: dict[str, set[int]] = {}
+
+    def alert(event: object) -> None:
+        seen["alert"] = _blocked_signals(threading.get_native_id())
+
+    def check() -> bool:
+        seen["check"] = _blocked_signals(threading.get_native_id())
+        return True
+
+    monitor.register_alert_callback(alert)
+    make_service(FunctionCheck(check, "sync"), monitor=monitor, store_check=False).start()
+    monitor.security_event("probe", "high", "test", "runs the alert callback")
+    wait_until(lambda: {"alert", "check"} <= set(seen))
+    assert signal.SIGTERM not in seen["alert"]
+    assert signal.SIGTERM not in seen["check"]
+    workers = [t for t in threading.enumerate() if t.name == "ragtrail-alerts"]
+    assert workers
+    for worker in workers:
+        assert worker.native_id is not None
+        wait_until(lambda: signal.SIGTERM in _blocked_signals(worker.native_id))  # noqa: B023
