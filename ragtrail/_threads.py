@@ -9,7 +9,7 @@ that takes them: the main thread, or one of the app's own.
 
 A child process inherits the mask of the thread that starts it, and a child with SIGTERM
 blocked cannot be stopped by it; the app's own code that ragtrail calls on its threads (alert
-callbacks) runs inside :func:`control_signals_unblocked`.
+callbacks, sync health checks) runs inside :func:`control_signals_unblocked`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 __all__ = ["CONTROL_SIGNALS", "control_signals_blocked", "control_signals_unblocked",
            "start_quietly"]
@@ -31,32 +31,28 @@ CONTROL_SIGNALS = frozenset(
 
 
 @contextmanager
-def control_signals_blocked() -> Iterator[None]:
-    """Threads started inside (by ragtrail or by a library it calls) never take the control
-    signals; the calling thread's mask is restored on exit. A no-op where POSIX masks do not
-    exist (Windows)."""
-    if not hasattr(signal, "pthread_sigmask"):
+def _control_signals(blocked: bool) -> Iterator[None]:
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no POSIX signal masks
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, CONTROL_SIGNALS)
+    how = signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK
+    previous = signal.pthread_sigmask(how, CONTROL_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-@contextmanager
-def control_signals_unblocked() -> Iterator[None]:
+def control_signals_blocked() -> AbstractContextManager[None]:
+    """Threads started inside (by ragtrail or by a library it calls) never take the control
+    signals; the calling thread's mask is restored on exit."""
+    return _control_signals(blocked=True)
+
+
+def control_signals_unblocked() -> AbstractContextManager[None]:
     """The calling thread takes the control signals again until the block ends (for the
     app's code, which may start child processes)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, CONTROL_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return _control_signals(blocked=False)
 
 
 def start_quietly(thread: threading.Thread) -> None:
