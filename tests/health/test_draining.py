@@ -112,13 +112,16 @@ def test_ragtrail_threads_leave_the_control_signals_to_the_main_thread(
     monitor.security_event("probe", "high", "test", "starts the alert workers")
     monitor.store.flush(5)
     wait_until(alerted.is_set)
-    ours = {t.name: t.native_id for t in threading.enumerate() if t.name.startswith("ragtrail-")}
-    assert {"ragtrail-store-writer", "ragtrail-health", "ragtrail-metrics", "ragtrail-alerts",
-            "ragtrail-alerts-supervisor", "ragtrail-export"} <= set(ours)
+    # The long-lived threads; a check's short-lived worker may come and go meanwhile.
+    names = {"ragtrail-store-writer", "ragtrail-health", "ragtrail-metrics", "ragtrail-alerts",
+             "ragtrail-alerts-supervisor", "ragtrail-export"}
+    ours = [t for t in threading.enumerate() if t.name in names]
+    assert {t.name for t in ours} == names
     wanted = {int(s) for s in CONTROL_SIGNALS}
-    for name, native_id in ours.items():
-        assert native_id is not None
-        assert wanted <= _blocked_signals(native_id), name
+    for thread in ours:
+        wait_until(lambda: thread.native_id is not None)  # noqa: B023
+        assert thread.native_id is not None
+        assert wanted <= _blocked_signals(thread.native_id), thread.name
     assert signal.SIGTERM not in _blocked_signals(threading.get_native_id())
     assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
 
@@ -165,5 +168,6 @@ def test_the_apps_code_runs_with_the_signals_a_child_process_needs(
     workers = [t for t in threading.enumerate() if t.name == "ragtrail-alerts"]
     assert workers
     for worker in workers:
+        wait_until(lambda: worker.native_id is not None)  # noqa: B023
         assert worker.native_id is not None
         wait_until(lambda: signal.SIGTERM in _blocked_signals(worker.native_id))  # noqa: B023
