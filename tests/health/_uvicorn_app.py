@@ -2,10 +2,9 @@
 
 Usage: python _uvicorn_app.py STORE_URL DRAIN_SECONDS [DEPENDENCY_URL]. With a dependency URL,
 a non-critical ``HTTPCheck`` named ``ollama`` (0.5 s timeout) joins the critical ``index``
-check. Prints the port it listens on
-(bound here, so no other process can take it first), then "started" and "stopped" from the
-lifespan. The drain handler is installed in the lifespan startup, after uvicorn's own, as
-docs/health.md recommends.
+check. Prints the port it listens on (bound here, so no other process can take it first),
+then "started" and "stopped" from the lifespan. The drain handler is installed in the lifespan
+startup, after uvicorn's own, as docs/health.md recommends.
 """
 
 from __future__ import annotations
