@@ -133,6 +133,10 @@ class Settings:
     # OpenTelemetry export
     otlp_endpoint: str | None = _setting(
         None, "RAGTRAIL_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", parse=_optional_str)
+    otlp_traces_endpoint: str | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", parse=_optional_str)
+    otlp_metrics_endpoint: str | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", parse=_optional_str)
     otlp_protocol: str = _setting(
         "http/protobuf", "RAGTRAIL_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
     otlp_headers: dict[str, str] = _setting(

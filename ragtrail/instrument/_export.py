@@ -32,7 +32,7 @@ from ragtrail._settings import Settings
 from ragtrail._threads import start_quietly
 from ragtrail.instrument._attributes import SAMPLED
 from ragtrail.instrument._export_convert import SpanConverter
-from ragtrail.instrument._export_otlp import safe_endpoint, span_exporter
+from ragtrail.instrument._export_otlp import safe_endpoint, signal_endpoint, span_exporter
 from ragtrail.instrument._export_sinks import ExporterSink, ProviderSink, Sink, app_tracer_provider
 from ragtrail.instrument._otel_metrics import OtelMetrics
 from ragtrail.instrument._resource import build_resource
@@ -126,8 +126,8 @@ class ExportPipeline:
     ) -> ExportPipeline | None:
         """The pipeline for ``settings``, or None when there is nowhere to export.
 
-        None when ``sdk_disabled`` is set, or when no ``otlp_endpoint`` is configured and the
-        app did not install an SDK TracerProvider. ``redact`` cleans error messages shown by
+        None when ``sdk_disabled`` is set, or when no endpoint for traces is configured and
+        the app did not install an SDK TracerProvider. ``redact`` cleans error messages shown by
         ``health()`` (without it only the error's type is shown). ``export_timeout`` (seconds;
         default: the ``otlp_timeout_ms`` setting) bounds every OTLP request, retries included.
         """
@@ -140,7 +140,7 @@ class ExportPipeline:
         if provider is not None:
             resource = provider.resource
             make_sink = partial(ProviderSink, provider)
-        elif settings.otlp_endpoint:
+        elif signal_endpoint(settings, "traces"):
             resource = build_resource(settings)
             make_sink = partial(_own_sink, settings, export_timeout, resource)
         else:
@@ -158,7 +158,7 @@ class ExportPipeline:
             rescue_max_age=rescue_max_age,
             redact=redact,
             protocol=None if provider is not None else settings.otlp_protocol,
-            endpoint=None if provider is not None else settings.otlp_endpoint,
+            endpoint=None if provider is not None else signal_endpoint(settings, "traces"),
         )
 
     # -- caller's thread: O(1), never blocks, never raises ------------------------------------

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from ragtrail._settings import Settings
 
-__all__ = ["metric_exporter", "safe_endpoint", "span_exporter"]
+__all__ = ["metric_exporter", "safe_endpoint", "signal_endpoint", "span_exporter"]
 
 
 def span_exporter(settings: Settings, timeout: float) -> SpanExporter:
@@ -24,7 +24,7 @@ def span_exporter(settings: Settings, timeout: float) -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
         )
-        return GrpcSpanExporter(**_grpc_options(settings, timeout))
+        return GrpcSpanExporter(**_grpc_options(settings, "traces", timeout))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
@@ -32,12 +32,12 @@ def span_exporter(settings: Settings, timeout: float) -> SpanExporter:
 
 
 def metric_exporter(settings: Settings, timeout: float) -> MetricExporter:
-    """An OTLP metric exporter with the same endpoint, protocol and headers as the spans."""
+    """An OTLP metric exporter with the same protocol and headers as the spans."""
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
         )
-        return GrpcMetricExporter(**_grpc_options(settings, timeout))
+        return GrpcMetricExporter(**_grpc_options(settings, "metrics", timeout))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
@@ -57,23 +57,38 @@ def safe_endpoint(endpoint: str | None) -> str | None:
     return f"{scheme}{host}{port}"
 
 
-def _grpc_options(settings: Settings, timeout: float) -> dict[str, Any]:
-    endpoint = _endpoint(settings)
+def signal_endpoint(settings: Settings, signal: str) -> str | None:
+    """Where ``signal`` ("traces" or "metrics") is sent, or None when nowhere.
+
+    OTel exporter spec: a signal's own endpoint (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is
+    used as given and wins over the shared one; the shared ``OTEL_EXPORTER_OTLP_ENDPOINT`` is
+    a base URL to which OTLP/HTTP appends the signal's path (v1/traces, v1/metrics).
+    """
+    own = settings.otlp_traces_endpoint if signal == "traces" else settings.otlp_metrics_endpoint
+    if own:
+        return own
+    shared = settings.otlp_endpoint
+    if not shared or settings.otlp_protocol == "grpc":
+        return shared
+    return f"{shared.rstrip('/')}/v1/{signal}"
+
+
+def _grpc_options(settings: Settings, signal: str, timeout: float) -> dict[str, Any]:
+    endpoint = _endpoint(settings, signal)
     return {"endpoint": endpoint, "insecure": _insecure(endpoint),
             "headers": dict(settings.otlp_headers), "timeout": timeout}
 
 
 def _http_options(settings: Settings, signal: str, timeout: float) -> dict[str, Any]:
-    # OTel exporter spec: OTEL_EXPORTER_OTLP_ENDPOINT is a base URL for OTLP/HTTP and the
-    # signal path (v1/traces, v1/metrics) is appended to it.
-    return {"endpoint": f"{_endpoint(settings).rstrip('/')}/v1/{signal}",
-            "headers": dict(settings.otlp_headers), "timeout": timeout}
+    return {"endpoint": _endpoint(settings, signal), "headers": dict(settings.otlp_headers),
+            "timeout": timeout}
 
 
-def _endpoint(settings: Settings) -> str:
-    if not settings.otlp_endpoint:
-        raise ValueError("otlp_endpoint is not set")
-    return settings.otlp_endpoint
+def _endpoint(settings: Settings, signal: str) -> str:
+    endpoint = signal_endpoint(settings, signal)
+    if not endpoint:
+        raise ValueError(f"no OTLP endpoint for {signal} is set")
+    return endpoint
 
 
 def _insecure(endpoint: str) -> bool | None:

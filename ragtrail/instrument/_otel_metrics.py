@@ -17,7 +17,7 @@ from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail._threads import control_signals_blocked
 from ragtrail.instrument._attributes import CALL_KIND, CALL_NAME, EVENT_SEVERITY, EVENT_TYPE
-from ragtrail.instrument._export_otlp import metric_exporter
+from ragtrail.instrument._export_otlp import metric_exporter, signal_endpoint
 
 __all__ = ["CALL_DURATION", "SECURITY_EVENTS", "OtelMetrics"]
 
@@ -47,11 +47,11 @@ class OtelMetrics:
     @classmethod
     def create(cls, settings: Settings, resource: Resource, version: str, *,
                interval: float, timeout: float) -> OtelMetrics | None:
-        """Join the app's SDK MeterProvider, else push to ``settings.otlp_endpoint``, else None."""
+        """Join the app's SDK MeterProvider, else push to the metrics endpoint, else None."""
         app_provider = metrics.get_meter_provider()
         if isinstance(app_provider, MeterProvider):
             return cls(app_provider.get_meter("ragtrail", version), None)
-        if not settings.otlp_endpoint:
+        if not signal_endpoint(settings, "metrics"):
             return None
         with control_signals_blocked():  # the reader starts its export thread at once
             reader = PeriodicExportingMetricReader(

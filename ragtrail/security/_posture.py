@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ragtrail._records import Severity
 from ragtrail._settings import Settings
+from ragtrail.instrument._export_otlp import signal_endpoint
 from ragtrail.security._events import EventSink, record_event
 
 __all__ = ["SecurityFinding", "run_startup_scan", "scan_posture"]
@@ -125,9 +126,12 @@ def _quarantine_directory(settings: Settings) -> Iterator[SecurityFinding]:
 
 
 def _otlp_transport(settings: Settings) -> Iterator[SecurityFinding]:
-    endpoint = settings.otlp_endpoint
-    if endpoint is None or not _plaintext_remote(endpoint):
+    plaintext = [endpoint for endpoint in (signal_endpoint(settings, "traces"),
+                                           signal_endpoint(settings, "metrics"))
+                 if endpoint and _plaintext_remote(endpoint)]
+    if not plaintext:
         return
+    endpoint = plaintext[0]
     if settings.otlp_headers:
         yield SecurityFinding(
             "otlp-plaintext-credentials", Severity.HIGH,

@@ -149,6 +149,14 @@ def test_otlp_transport(base: Settings, endpoint: str, headers: dict[str, str],
     assert _without_root(_ids(settings)) == expected
 
 
+@pytest.mark.parametrize("signal", ["otlp_traces_endpoint", "otlp_metrics_endpoint"])
+def test_otlp_transport_of_a_signals_own_endpoint(base: Settings, signal: str) -> None:
+    """A plain-http signal endpoint is judged like the shared one, even behind a safe one."""
+    settings = base.replace(otlp_endpoint="https://collector.example:4318",
+                            **{signal: "http://collector.example:4318/v1/x"})
+    assert _without_root(_ids(settings)) == {"otlp-plaintext": Severity.MEDIUM}
+
+
 def test_alert_webhook_transport(base: Settings) -> None:
     """An alert webhook over plain http to a remote host is a finding."""
     settings = base.replace(alert_webhook_url="http://hooks.example/T000/B000")
