@@ -136,11 +136,12 @@ class ExportPipeline:
         if settings.sdk_disabled:
             return None
         provider = app_tracer_provider()
+        endpoint = None if provider is not None else signal_endpoint(settings, "traces")
         make_sink: Callable[[], Sink]
         if provider is not None:
             resource = provider.resource
             make_sink = partial(ProviderSink, provider)
-        elif signal_endpoint(settings, "traces"):
+        elif endpoint:
             resource = build_resource(settings)
             make_sink = partial(_own_sink, settings, export_timeout, resource)
         else:
@@ -158,7 +159,7 @@ class ExportPipeline:
             rescue_max_age=rescue_max_age,
             redact=redact,
             protocol=None if provider is not None else settings.otlp_protocol,
-            endpoint=None if provider is not None else signal_endpoint(settings, "traces"),
+            endpoint=endpoint,
         )
 
     # -- caller's thread: O(1), never blocks, never raises ------------------------------------

@@ -116,8 +116,6 @@ class RowBuilder:
 _SEVERITY = {int(level): level for level in Severity}
 
 
-
-
 def _mapping(text: str) -> Any:
     return {} if text == "{}" else _loads(text)
 

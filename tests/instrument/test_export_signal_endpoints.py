@@ -4,13 +4,12 @@ resolved as the OTel exporter specification says, and honoured by real receivers
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 from export_support import Pipelines, new_trace, span_record
-from otlp_receivers import RotelReceiver, isolated_otel_globals
+from otlp_receivers import RotelReceiver, free_port, isolated_otel_globals
 
 from ragtrail import SecurityEvent, Settings, Severity
 from ragtrail.instrument._export import ExportPipeline
@@ -60,9 +59,7 @@ def make_pipeline() -> Iterator[Pipelines]:
 
 
 def _nothing_listens() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.mark.network
