@@ -65,8 +65,9 @@ def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
-def _optional_severity(raw: str) -> Severity | None:
-    return Severity.parse(raw) if raw.strip() else None
+def _unset_when_blank(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, except that an empty value means unset, as the OTel specification says."""
+    return lambda raw: parse(raw) if raw.strip() else None
 
 
 _SAMPLERS = (
@@ -143,13 +144,28 @@ class Settings:
         {}, "OTEL_EXPORTER_OTLP_HEADERS", parse=_key_values, secret=True)
     otlp_timeout_ms: int = _setting(
         10_000, "RAGTRAIL_OTLP_TIMEOUT_MS", "OTEL_EXPORTER_OTLP_TIMEOUT", parse=_int)
+    # Per signal, as the OTel exporter specification allows: unset means the shared value.
+    otlp_traces_protocol: str | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", parse=_optional_str)
+    otlp_metrics_protocol: str | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", parse=_optional_str)
+    otlp_traces_headers: dict[str, str] | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", parse=_unset_when_blank(_key_values),
+        secret=True)
+    otlp_metrics_headers: dict[str, str] | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_METRICS_HEADERS", parse=_unset_when_blank(_key_values),
+        secret=True)
+    otlp_traces_timeout_ms: int | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", parse=_unset_when_blank(_int))
+    otlp_metrics_timeout_ms: int | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", parse=_unset_when_blank(_int))
     traces_sampler: str = _setting("parentbased_always_on", "OTEL_TRACES_SAMPLER")
     traces_sampler_arg: float = _setting(1.0, "OTEL_TRACES_SAMPLER_ARG", parse=_float)
 
     # @monitored
     capture_max_bytes: int = _setting(2048, "RAGTRAIL_CAPTURE_MAX_BYTES", parse=_int)
     slow_ms: float | None = _setting(
-        None, "RAGTRAIL_SLOW_MS", parse=lambda raw: _float(raw) if raw.strip() else None)
+        None, "RAGTRAIL_SLOW_MS", parse=_unset_when_blank(_float))
     function_error_severity: Severity = _setting(
         Severity.MEDIUM, "RAGTRAIL_FUNCTION_ERROR_SEVERITY", parse=Severity.parse)
 
@@ -204,14 +220,19 @@ class Settings:
                  0 <= self.batch_linger_seconds <= 5, "a number of seconds from 0 to 5")
         _require("store_close_timeout", self.store_close_timeout,
                  self.store_close_timeout > 0, "a number of seconds > 0")
-        _require("otlp_protocol", self.otlp_protocol, self.otlp_protocol in _PROTOCOLS,
-                 " or ".join(_PROTOCOLS))
+        for name in ("otlp_protocol", "otlp_traces_protocol", "otlp_metrics_protocol"):
+            protocol = getattr(self, name)
+            _require(name, protocol, protocol in _PROTOCOLS or (
+                protocol is None and name != "otlp_protocol"), " or ".join(_PROTOCOLS))
         # The OTel specification gives OTEL_EXPORTER_OTLP_TIMEOUT in milliseconds; the Python SDK
         # reads seconds (opentelemetry-python#4044). A value under 100 is almost surely meant as
         # seconds, and as milliseconds it would fail every export: refuse it at start-up.
-        _require("otlp_timeout_ms", self.otlp_timeout_ms, self.otlp_timeout_ms >= 100,
-                 "a whole number of milliseconds >= 100 (OTEL_EXPORTER_OTLP_TIMEOUT is in "
-                 "milliseconds, as the OpenTelemetry specification says)")
+        for name in ("otlp_timeout_ms", "otlp_traces_timeout_ms", "otlp_metrics_timeout_ms"):
+            timeout = getattr(self, name)
+            _require(name, timeout, (timeout is None and name != "otlp_timeout_ms") or (
+                timeout is not None and timeout >= 100),
+                "a whole number of milliseconds >= 100 (OTEL_EXPORTER_OTLP_TIMEOUT and its "
+                "per-signal forms are in milliseconds, as the OpenTelemetry specification says)")
         _require("traces_sampler", self.traces_sampler, self.traces_sampler in _SAMPLERS,
                  ", ".join(_SAMPLERS))
         _require("traces_sampler_arg", self.traces_sampler_arg,

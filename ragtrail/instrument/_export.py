@@ -32,7 +32,7 @@ from ragtrail._settings import Settings
 from ragtrail._threads import start_quietly
 from ragtrail.instrument._attributes import SAMPLED
 from ragtrail.instrument._export_convert import SpanConverter
-from ragtrail.instrument._export_otlp import safe_endpoint, signal_endpoint, span_exporter
+from ragtrail.instrument._export_otlp import safe_endpoint, signal_target, span_exporter
 from ragtrail.instrument._export_sinks import ExporterSink, ProviderSink, Sink, app_tracer_provider
 from ragtrail.instrument._otel_metrics import OtelMetrics
 from ragtrail.instrument._resource import build_resource
@@ -129,14 +129,13 @@ class ExportPipeline:
         None when ``sdk_disabled`` is set, or when no endpoint for traces is configured and
         the app did not install an SDK TracerProvider. ``redact`` cleans error messages shown by
         ``health()`` (without it only the error's type is shown). ``export_timeout`` (seconds;
-        default: the ``otlp_timeout_ms`` setting) bounds every OTLP request, retries included.
+        default: each signal's timeout setting) bounds every OTLP request, retries included.
         """
-        if export_timeout is None:
-            export_timeout = settings.otlp_timeout_ms / 1000
         if settings.sdk_disabled:
             return None
         provider = app_tracer_provider()
-        endpoint = None if provider is not None else signal_endpoint(settings, "traces")
+        traces = signal_target(settings, "traces")
+        endpoint = None if provider is not None else traces.endpoint
         make_sink: Callable[[], Sink]
         if provider is not None:
             resource = provider.resource
@@ -158,7 +157,7 @@ class ExportPipeline:
             rescue_max_spans=rescue_max_spans,
             rescue_max_age=rescue_max_age,
             redact=redact,
-            protocol=None if provider is not None else settings.otlp_protocol,
+            protocol=None if provider is not None else traces.protocol,
             endpoint=endpoint,
         )
 
@@ -348,7 +347,7 @@ class ExportPipeline:
             return name
 
 
-def _own_sink(settings: Settings, timeout: float, resource: Resource) -> Sink:
+def _own_sink(settings: Settings, timeout: float | None, resource: Resource) -> Sink:
     return ExporterSink(span_exporter(settings, timeout), resource)
 
 

@@ -1,13 +1,17 @@
 """OTLP span and metric exporters built from ragtrail's settings, for either protocol.
 
-Endpoint, protocol and headers are passed explicitly so ragtrail's precedence (argument, then
-environment, then default) decides them, not the exporters' own environment lookups. The
-exporter modules are imported only when chosen: grpcio alone takes ~100 ms to import.
+Endpoint, protocol, headers and timeout are resolved here per signal, as the OTel exporter
+specification says (a signal's own variable wins over the shared one), and passed to the
+exporters explicitly, so ragtrail's precedence (argument, then environment, then default)
+decides them, not the exporters' own environment lookups. The exporter modules are imported
+only when chosen: grpcio alone takes ~100 ms to import.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics.export import MetricExporter
@@ -15,33 +19,70 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from ragtrail._settings import Settings
 
-__all__ = ["metric_exporter", "safe_endpoint", "signal_endpoint", "span_exporter"]
+__all__ = ["SignalTarget", "metric_exporter", "safe_endpoint", "signal_target",
+           "span_exporter"]
+
+Signal = Literal["traces", "metrics"]
 
 
-def span_exporter(settings: Settings, timeout: float) -> SpanExporter:
-    """An OTLP span exporter whose every export gives up after ``timeout`` seconds."""
-    if settings.otlp_protocol == "grpc":
+@dataclass(frozen=True)
+class SignalTarget:
+    """Where and how one signal is exported."""
+
+    endpoint: str | None  # None: nowhere
+    protocol: str
+    headers: Mapping[str, str]
+    timeout: float  # seconds, for one export, retries included
+
+
+def signal_target(settings: Settings, signal: Signal) -> SignalTarget:
+    """The signal's own endpoint, protocol, headers and timeout where set, else the shared ones.
+
+    A signal's own endpoint (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is used as given; the
+    shared ``OTEL_EXPORTER_OTLP_ENDPOINT`` is a base URL to which OTLP/HTTP appends the
+    signal's path (v1/traces, v1/metrics).
+    """
+    if signal == "traces":
+        own_endpoint, protocol = settings.otlp_traces_endpoint, settings.otlp_traces_protocol
+        headers, timeout_ms = settings.otlp_traces_headers, settings.otlp_traces_timeout_ms
+    else:
+        own_endpoint, protocol = settings.otlp_metrics_endpoint, settings.otlp_metrics_protocol
+        headers, timeout_ms = settings.otlp_metrics_headers, settings.otlp_metrics_timeout_ms
+    protocol = protocol or settings.otlp_protocol
+    endpoint = own_endpoint or settings.otlp_endpoint
+    if endpoint and not own_endpoint and protocol != "grpc":
+        endpoint = f"{endpoint.rstrip('/')}/v1/{signal}"
+    return SignalTarget(
+        endpoint, protocol, settings.otlp_headers if headers is None else headers,
+        (settings.otlp_timeout_ms if timeout_ms is None else timeout_ms) / 1000)
+
+
+def span_exporter(settings: Settings, timeout: float | None = None) -> SpanExporter:
+    """An OTLP span exporter; ``timeout`` (seconds) overrides the traces timeout setting."""
+    target = signal_target(settings, "traces")
+    if target.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
         )
-        return GrpcSpanExporter(**_grpc_options(settings, "traces", timeout))
+        return GrpcSpanExporter(**_options(target, timeout, grpc=True))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
-    return HttpSpanExporter(**_http_options(settings, "traces", timeout))
+    return HttpSpanExporter(**_options(target, timeout, grpc=False))
 
 
-def metric_exporter(settings: Settings, timeout: float) -> MetricExporter:
-    """An OTLP metric exporter with the same protocol and headers as the spans."""
-    if settings.otlp_protocol == "grpc":
+def metric_exporter(settings: Settings, timeout: float | None = None) -> MetricExporter:
+    """An OTLP metric exporter; ``timeout`` (seconds) overrides the metrics timeout setting."""
+    target = signal_target(settings, "metrics")
+    if target.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
         )
-        return GrpcMetricExporter(**_grpc_options(settings, "metrics", timeout))
+        return GrpcMetricExporter(**_options(target, timeout, grpc=True))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
-    return HttpMetricExporter(**_http_options(settings, "metrics", timeout))
+    return HttpMetricExporter(**_options(target, timeout, grpc=False))
 
 
 def safe_endpoint(endpoint: str | None) -> str | None:
@@ -57,38 +98,15 @@ def safe_endpoint(endpoint: str | None) -> str | None:
     return f"{scheme}{host}{port}"
 
 
-def signal_endpoint(settings: Settings, signal: str) -> str | None:
-    """Where ``signal`` ("traces" or "metrics") is sent, or None when nowhere.
-
-    OTel exporter spec: a signal's own endpoint (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is
-    used as given and wins over the shared one; the shared ``OTEL_EXPORTER_OTLP_ENDPOINT`` is
-    a base URL to which OTLP/HTTP appends the signal's path (v1/traces, v1/metrics).
-    """
-    own = settings.otlp_traces_endpoint if signal == "traces" else settings.otlp_metrics_endpoint
-    if own:
-        return own
-    shared = settings.otlp_endpoint
-    if not shared or settings.otlp_protocol == "grpc":
-        return shared
-    return f"{shared.rstrip('/')}/v1/{signal}"
-
-
-def _grpc_options(settings: Settings, signal: str, timeout: float) -> dict[str, Any]:
-    endpoint = _endpoint(settings, signal)
-    return {"endpoint": endpoint, "insecure": _insecure(endpoint),
-            "headers": dict(settings.otlp_headers), "timeout": timeout}
-
-
-def _http_options(settings: Settings, signal: str, timeout: float) -> dict[str, Any]:
-    return {"endpoint": _endpoint(settings, signal), "headers": dict(settings.otlp_headers),
-            "timeout": timeout}
-
-
-def _endpoint(settings: Settings, signal: str) -> str:
-    endpoint = signal_endpoint(settings, signal)
+def _options(target: SignalTarget, timeout: float | None, *, grpc: bool) -> dict[str, Any]:
+    endpoint = target.endpoint
     if not endpoint:
-        raise ValueError(f"no OTLP endpoint for {signal} is set")
-    return endpoint
+        raise ValueError("no OTLP endpoint is set for this signal")
+    options = {"endpoint": endpoint, "headers": dict(target.headers),
+               "timeout": target.timeout if timeout is None else timeout}
+    if grpc:
+        options["insecure"] = _insecure(endpoint)
+    return options
 
 
 def _insecure(endpoint: str) -> bool | None:

@@ -17,7 +17,7 @@ from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail._threads import control_signals_blocked
 from ragtrail.instrument._attributes import CALL_KIND, CALL_NAME, EVENT_SEVERITY, EVENT_TYPE
-from ragtrail.instrument._export_otlp import metric_exporter, signal_endpoint
+from ragtrail.instrument._export_otlp import metric_exporter, signal_target
 
 __all__ = ["CALL_DURATION", "SECURITY_EVENTS", "OtelMetrics"]
 
@@ -46,13 +46,18 @@ class OtelMetrics:
 
     @classmethod
     def create(cls, settings: Settings, resource: Resource, version: str, *,
-               interval: float, timeout: float) -> OtelMetrics | None:
-        """Join the app's SDK MeterProvider, else push to the metrics endpoint, else None."""
+               interval: float, timeout: float | None = None) -> OtelMetrics | None:
+        """Join the app's SDK MeterProvider, else push to the metrics endpoint, else None.
+
+        ``timeout`` (seconds) overrides the metrics export timeout of the settings."""
         app_provider = metrics.get_meter_provider()
         if isinstance(app_provider, MeterProvider):
             return cls(app_provider.get_meter("ragtrail", version), None)
-        if not signal_endpoint(settings, "metrics"):
+        target = signal_target(settings, "metrics")
+        if not target.endpoint:
             return None
+        if timeout is None:
+            timeout = target.timeout
         with control_signals_blocked():  # the reader starts its export thread at once
             reader = PeriodicExportingMetricReader(
                 metric_exporter(settings, timeout),

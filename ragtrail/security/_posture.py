@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ragtrail._records import Severity
 from ragtrail._settings import Settings
-from ragtrail.instrument._export_otlp import signal_endpoint
+from ragtrail.instrument._export_otlp import signal_target
 from ragtrail.security._events import EventSink, record_event
 
 __all__ = ["SecurityFinding", "run_startup_scan", "scan_posture"]
@@ -126,23 +126,24 @@ def _quarantine_directory(settings: Settings) -> Iterator[SecurityFinding]:
 
 
 def _otlp_transport(settings: Settings) -> Iterator[SecurityFinding]:
-    plaintext = [endpoint for endpoint in (signal_endpoint(settings, "traces"),
-                                           signal_endpoint(settings, "metrics"))
-                 if endpoint and _plaintext_remote(endpoint)]
+    plaintext = [target for target in (signal_target(settings, "traces"),
+                                       signal_target(settings, "metrics"))
+                 if target.endpoint and _plaintext_remote(target.endpoint)]
     if not plaintext:
         return
-    endpoint = plaintext[0]
-    if settings.otlp_headers:
+    with_headers = [target for target in plaintext if target.headers]
+    if with_headers:
         yield SecurityFinding(
             "otlp-plaintext-credentials", Severity.HIGH,
             "OTLP headers are sent over plain HTTP to a remote host",
-            f"{_host(endpoint)} receives telemetry and the OTEL_EXPORTER_OTLP_HEADERS "
-            "(often an API key) unencrypted.",
+            f"{_host(with_headers[0].endpoint or '')} receives telemetry and the OTLP headers "
+            "(OTEL_EXPORTER_OTLP_HEADERS or a per-signal form; often an API key) unencrypted.",
             "Use an https:// endpoint, or a collector on the same host or pod.")
     else:
         yield SecurityFinding(
             "otlp-plaintext", Severity.MEDIUM, "OTLP export over plain HTTP to a remote host",
-            f"Spans and events sent to {_host(endpoint)} can be read or altered on the way.",
+            f"Spans and events sent to {_host(plaintext[0].endpoint or '')} can be read or "
+            "altered on the way.",
             "Use an https:// endpoint, or a collector on the same host or pod.")
 
 

@@ -157,6 +157,23 @@ def test_otlp_transport_of_a_signals_own_endpoint(base: Settings, signal: str) -
     assert _without_root(_ids(settings)) == {"otlp-plaintext": Severity.MEDIUM}
 
 
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"otlp_metrics_headers": {"api-key": "k"}}, {"otlp-plaintext-credentials": Severity.HIGH}),
+    # The plain-http signal's own headers replace the shared ones: none go out in the clear.
+    ({"otlp_headers": {"api-key": "k"}, "otlp_metrics_headers": {}},
+     {"otlp-plaintext": Severity.MEDIUM}),
+    ({"otlp_traces_headers": {"api-key": "k"}}, {"otlp-plaintext": Severity.MEDIUM}),
+])
+def test_otlp_transport_judges_the_headers_of_the_plaintext_signal(
+        base: Settings, headers: dict[str, dict[str, str]], expected: dict[str, Severity]
+        ) -> None:
+    """Credentials are a finding when the signal that travels in the clear carries them."""
+    settings = base.replace(otlp_traces_endpoint="https://collector.example:4318/v1/traces",
+                            otlp_metrics_endpoint="http://collector.example:4318/v1/metrics",
+                            **headers)
+    assert _without_root(_ids(settings)) == expected
+
+
 def test_alert_webhook_transport(base: Settings) -> None:
     """An alert webhook over plain http to a remote host is a finding."""
     settings = base.replace(alert_webhook_url="http://hooks.example/T000/B000")

@@ -1,0 +1,250 @@
+"""The signal-specific OTLP settings (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, ..._PROTOCOL,
+..._HEADERS, ..._TIMEOUT and their METRICS forms): resolved as the OTel exporter
+specification says, and honoured by real receivers."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from export_support import Pipelines, new_trace, span_record
+from otlp_receivers import (
+    HangingCollector,
+    RotelReceiver,
+    free_port,
+    isolated_otel_globals,
+    wait_until,
+)
+
+from ragtrail import ConfigurationError, SecurityEvent, Settings, Severity
+from ragtrail.instrument._export import ExportPipeline
+from ragtrail.instrument._export_otlp import signal_target
+
+SHARED = "http://collector:4318"
+
+
+def _endpoints(settings: Settings) -> tuple[str | None, str | None]:
+    return signal_target(settings, "traces").endpoint, signal_target(settings, "metrics").endpoint
+
+
+@pytest.mark.parametrize(("settings", "traces", "metrics"), [
+    ({"otlp_endpoint": SHARED}, f"{SHARED}/v1/traces", f"{SHARED}/v1/metrics"),
+    ({"otlp_endpoint": f"{SHARED}/"}, f"{SHARED}/v1/traces", f"{SHARED}/v1/metrics"),
+    ({"otlp_endpoint": "http://collector:4317", "otlp_protocol": "grpc"},
+     "http://collector:4317", "http://collector:4317"),
+    ({"otlp_endpoint": SHARED, "otlp_traces_endpoint": "https://t.example/otlp/spans"},
+     "https://t.example/otlp/spans", f"{SHARED}/v1/metrics"),
+    ({"otlp_metrics_endpoint": "https://m.example/in"}, None, "https://m.example/in"),
+    # A signal's own protocol decides whether the shared base URL gets a signal path.
+    ({"otlp_endpoint": SHARED, "otlp_traces_protocol": "grpc"},
+     SHARED, f"{SHARED}/v1/metrics"),
+    ({"otlp_endpoint": SHARED, "otlp_protocol": "grpc", "otlp_metrics_protocol": "http/protobuf"},
+     SHARED, f"{SHARED}/v1/metrics"),
+    ({}, None, None),
+])
+def test_a_signals_own_endpoint_is_used_as_given_and_wins(
+        settings: dict[str, str], traces: str | None, metrics: str | None) -> None:
+    assert _endpoints(Settings(**settings)) == (traces, metrics)
+
+
+def test_a_signals_own_protocol_headers_and_timeout_win_over_the_shared_ones() -> None:
+    settings = Settings(otlp_endpoint=SHARED, otlp_headers={"api-key": "shared"},
+                        otlp_timeout_ms=10_000, otlp_traces_protocol="grpc",
+                        otlp_traces_headers={"x-traces": "t"}, otlp_metrics_timeout_ms=250)
+    traces, metrics = signal_target(settings, "traces"), signal_target(settings, "metrics")
+    assert (traces.protocol, dict(traces.headers), traces.timeout) == (
+        "grpc", {"x-traces": "t"}, 10.0)  # replaced, not merged, as the specification says
+    assert (metrics.protocol, dict(metrics.headers), metrics.timeout) == (
+        "http/protobuf", {"api-key": "shared"}, 0.25)
+
+
+def test_the_signal_settings_come_from_the_standard_variables() -> None:
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317",
+           "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:4318/v1/metrics",
+           "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+           "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+           "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=a%20b,api-key=k1",
+           "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "api-key=k2",
+           "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2500",
+           "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "700"}
+    settings = Settings.from_env(env)
+    assert (settings.otlp_traces_endpoint, settings.otlp_metrics_endpoint) == (
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"])
+    assert (settings.otlp_traces_protocol, settings.otlp_metrics_protocol) == (
+        "grpc", "http/protobuf")
+    assert settings.otlp_traces_headers == {"x-tenant": "a b", "api-key": "k1"}
+    assert settings.otlp_metrics_headers == {"api-key": "k2"}
+    assert (settings.otlp_traces_timeout_ms, settings.otlp_metrics_timeout_ms) == (2500, 700)
+    assert settings.otlp_endpoint is None
+    assert "k1" not in repr(settings)  # headers are secrets
+    assert "k2" not in repr(settings)
+
+
+def test_empty_signal_variables_count_as_unset() -> None:
+    """The OTel specification: an empty value is treated as if the variable were unset."""
+    settings = Settings.from_env({
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "", "OTEL_EXPORTER_OTLP_METRICS_HEADERS": " ",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=shared"})
+    assert (settings.otlp_traces_protocol, settings.otlp_metrics_headers,
+            settings.otlp_traces_timeout_ms) == (None, None, None)
+    assert signal_target(settings, "traces").protocol == "grpc"
+    assert dict(signal_target(settings, "metrics").headers) == {"api-key": "shared"}
+
+
+@pytest.mark.parametrize(("variable", "value", "setting"), [
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", "otlp_traces_protocol"),
+    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "GRPC ", "otlp_metrics_protocol"),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "5", "otlp_traces_timeout_ms"),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1.5s", "otlp_metrics_timeout_ms"),
+    ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "no-value", "otlp_metrics_headers"),
+])
+def test_a_bad_signal_value_fails_at_start_naming_the_setting(
+        variable: str, value: str, setting: str) -> None:
+    with pytest.raises(ConfigurationError, match=setting) as caught:
+        Settings.from_env({variable: value})
+    if "HEADERS" in variable:
+        assert value not in str(caught.value)  # headers are secrets, even malformed ones
+
+
+@pytest.fixture(scope="module")
+def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
+    with RotelReceiver(tmp_path_factory.mktemp("rotel")) as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def make_pipeline() -> Iterator[Pipelines]:
+    with isolated_otel_globals():
+        pipelines = Pipelines()
+        yield pipelines
+        pipelines.close()
+
+
+def _nothing_listens() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_spans_and_metrics_reach_their_own_endpoints(
+        rotel: RotelReceiver, make_pipeline: Pipelines, protocol: str) -> None:
+    """Only the signal endpoints set, the shared one pointing nowhere: everything arrives."""
+    if protocol == "grpc":
+        traces = metrics = rotel.grpc_endpoint
+    else:
+        traces, metrics = f"{rotel.http_endpoint}/v1/traces", f"{rotel.http_endpoint}/v1/metrics"
+    pipeline = make_pipeline(otlp_endpoint=_nothing_listens(), otlp_protocol=protocol,
+                             otlp_traces_endpoint=traces, otlp_metrics_endpoint=metrics)
+    trace_id = new_trace()
+    pipeline.submit(span_record(trace_id, "retrieve", "retriever"))
+    kind = f"authz_fail_{secrets.token_hex(4)}"
+    pipeline.count_event(SecurityEvent(kind, Severity.MEDIUM, "guard", "seen",
+                                       time.time_ns() // 1000))
+    assert pipeline.force_flush(10)
+    (span,) = rotel.wait_for_spans(lambda s: s.trace_id == trace_id)
+    assert span.name == "retrieve"
+    assert rotel.wait_for_points(lambda p: p.attributes.get("ragtrail.event.type") == kind)
+    assert pipeline.health()["failed"] == 0
+
+
+class _HeaderRecorder:
+    """A real OTLP/HTTP receiver on 127.0.0.1 that only remembers each request's path and
+    headers (and answers 200 with an empty, valid protobuf body)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        recorded = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                recorded.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _HeaderRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.network
+def test_each_signal_sends_its_own_headers(make_pipeline: Pipelines) -> None:
+    with _HeaderRecorder() as receiver:
+        pipeline = make_pipeline(
+            otlp_endpoint=receiver.endpoint, otlp_headers={"api-key": "shared"},
+            otlp_traces_headers={"api-key": "traces-only", "x-tenant": "t1"})
+        pipeline.submit(span_record(new_trace(), "generate", "llm"))
+        pipeline.count_event(SecurityEvent("authz_fail", Severity.MEDIUM, "guard", "seen",
+                                           time.time_ns() // 1000))
+        assert pipeline.force_flush(10)
+        seen = wait_until(lambda: dict(receiver.requests)
+                          if {"/v1/traces", "/v1/metrics"} <= {p for p, _ in receiver.requests}
+                          else None)
+    assert seen["/v1/traces"]["api-key"] == "traces-only"
+    assert seen["/v1/traces"]["x-tenant"] == "t1"
+    assert seen["/v1/metrics"]["api-key"] == "shared"
+    assert "x-tenant" not in seen["/v1/metrics"]
+
+
+@pytest.mark.network
+def test_a_traces_timeout_bounds_span_exports_only(make_pipeline: Pipelines) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=300 with the shared timeout at its 10 s default: the
+    span export to a collector that never answers fails within seconds."""
+    with HangingCollector() as collector:
+        pipeline = make_pipeline(otlp_endpoint=collector.endpoint, otlp_traces_timeout_ms=300)
+        pipeline.submit(span_record(new_trace(), "retrieve", "retriever"))
+        started = time.monotonic()
+        # 5 s: the 300 ms timeout plus slack for a busy machine, half the shared 10 s.
+        health = wait_until(lambda: (h := pipeline.health())["failed"] and h, timeout=5.0)
+        assert time.monotonic() - started < 5.0
+        assert health["status"] == "failing"
+
+
+@pytest.mark.network
+def test_spans_over_grpc_and_metrics_over_http_by_their_own_protocols(
+        rotel: RotelReceiver, make_pipeline: Pipelines) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc beside a shared http/protobuf: a collector
+    that takes spans on its gRPC port and metrics on its HTTP port gets both."""
+    pipeline = make_pipeline(
+        otlp_protocol="http/protobuf", otlp_traces_protocol="grpc",
+        otlp_traces_endpoint=rotel.grpc_endpoint,
+        otlp_metrics_endpoint=f"{rotel.http_endpoint}/v1/metrics")
+    trace_id = new_trace()
+    pipeline.submit(span_record(trace_id, "rerank", "reranker"))
+    kind = f"authz_fail_{secrets.token_hex(4)}"
+    pipeline.count_event(SecurityEvent(kind, Severity.MEDIUM, "guard", "seen",
+                                       time.time_ns() // 1000))
+    assert pipeline.force_flush(10)
+    (span,) = rotel.wait_for_spans(lambda s: s.trace_id == trace_id)
+    assert span.name == "rerank"
+    assert rotel.wait_for_points(lambda p: p.attributes.get("ragtrail.event.type") == kind)
+    assert pipeline.health()["failed"] == 0
+    assert pipeline.health()["protocol"] == "grpc"
+
+
+def test_a_traces_endpoint_alone_turns_export_on() -> None:
+    """Without OTEL_EXPORTER_OTLP_ENDPOINT, the traces endpoint is enough for a pipeline."""
+    with isolated_otel_globals():
+        pipeline = ExportPipeline.create(Settings(otlp_traces_endpoint=_nothing_listens()))
+        assert pipeline is not None
+        pipeline.shutdown(2.0)
+        assert ExportPipeline.create(Settings(otlp_metrics_endpoint=_nothing_listens())) is None
