@@ -130,6 +130,10 @@ class Settings:
     batch_linger_seconds: float = _setting(
         0.05, "RAGTRAIL_BATCH_LINGER_SECONDS", parse=_float)
     store_close_timeout: float = _setting(10.0, "RAGTRAIL_STORE_CLOSE_TIMEOUT", parse=_float)
+    # Argument only (pool classes, driver options): for PgBouncer, e.g. {"poolclass": NullPool,
+    # "connect_args": {"prepare_threshold": None}}. Hidden from repr: connect_args may hold
+    # a password.
+    store_engine_options: dict[str, Any] = _setting({}, secret=True)
 
     # OpenTelemetry export
     otlp_endpoint: str | None = _setting(

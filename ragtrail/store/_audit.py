@@ -128,7 +128,8 @@ class AuditStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> AuditStore:
-        """The store ``settings`` describe; ``kwargs`` (e.g. ``engine_options``) pass through."""
+        """The store ``settings`` describe; ``kwargs`` win over them."""
+        kwargs.setdefault("engine_options", settings.store_engine_options)
         return cls(settings.store_url, events_capacity=settings.events_capacity,
                    spans_capacity=settings.spans_capacity,
                    metrics_capacity=settings.metrics_capacity, queue_size=settings.queue_size,
