@@ -1,4 +1,5 @@
-"""Audit store benchmarks: ingest vs raw sqlite3, record() cost, queries and trimming at scale.
+"""Audit store benchmarks: ingest vs raw sqlite3, a full spans ring, record() cost, queries and
+trimming at scale.
 
     python benchmarks/bench_store.py            # full run (builds a 1,000,000-row store)
     python benchmarks/bench_store.py --quick    # smaller sizes, fewer repeats
@@ -32,6 +33,7 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
+from ragtrail.instrument._spans import new_trace_id
 from ragtrail.store import AuditStore
 from ragtrail.store._ring import evictions
 from ragtrail.store._rows import RowBuilder
@@ -265,6 +267,78 @@ def bench_ingest(root: Path, prefill: int, n: int, repeats: int) -> list[Row]:
     ]
 
 
+def request_spans(n: int, *, upstream_ids: bool = False) -> list[SpanRecord]:
+    """Server spans as the middleware stores them. Without inbound IDs the new trace's
+    (time-ordered) ID is also the correlation ID; IDs from upstream (an ingress's
+    X-Request-ID, a caller's traceparent) are random."""
+    now = time.time_ns() // 1000
+    spans = []
+    for i in range(n):
+        if upstream_ids:
+            trace_id, correlation_id = os.urandom(16).hex(), os.urandom(16).hex()
+        else:
+            trace_id = correlation_id = new_trace_id().to_bytes(16, "big").hex()
+        spans.append(SpanRecord(
+            trace_id, os.urandom(8).hex(), "GET /items/{id}", "server", now + i, 1234, None,
+            "ok", None, None, correlation_id,
+            {"http.request.method": "GET", "url.path": f"/items/{i}", "url.scheme": "http",
+             "http.response.status_code": 200, "client.address": "10.0.0.7",
+             "user_agent.original": "curl/8.5.0"}))
+    return spans
+
+
+def ingest_spans(path: Path, batch: list[SpanRecord], capacity: int) -> tuple[float, float]:
+    """(rows per second, CPU microseconds per row) of ``record()`` + ``flush()``."""
+    store = AuditStore(sqlite_url(path), spans_capacity=capacity,
+                       queue_size=len(batch) + 1, batch_size=BATCH)
+    gc.collect()
+    began, cpu = time.perf_counter(), time.process_time()
+    for span in batch:
+        store.record(span)
+    store.flush()
+    elapsed, used = time.perf_counter() - began, time.process_time() - cpu
+    store.close()
+    return len(batch) / elapsed, used / len(batch) * 1e6
+
+
+def bench_span_ring(root: Path, capacity: int, n: int, repeats: int) -> list[Row]:
+    """Request spans into a full ring (a busy service's steady state: every batch trims, and
+    the trace and correlation indexes are at their largest) and into an empty one,
+    alternating; with ragtrail's own IDs and with random IDs from upstream."""
+    templates = {}
+    for ids in ("own", "upstream"):
+        templates[ids] = root / f"spans-full-{ids}.db"
+        filler = AuditStore(sqlite_url(templates[ids]), spans_capacity=capacity,
+                            queue_size=capacity + 1, batch_size=5_000)
+        for span in request_spans(capacity, upstream_ids=ids == "upstream"):
+            filler.record(span)
+        filler.flush()
+        filler.close()
+    batches = {ids: request_spans(n, upstream_ids=ids == "upstream") for ids in templates}
+    results: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for attempt in range(repeats):
+        for case, ids in (("full", "own"), ("full-upstream", "upstream"), ("empty", "own")):
+            path = root / f"spans-{case}-{attempt}.db"
+            if case != "empty":
+                shutil.copyfile(templates[ids], path)
+            results[case].append(ingest_spans(path, batches[ids], capacity))
+            path.unlink()
+    med = {case: (statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs))
+           for case, runs in results.items()}
+    return [
+        Row(f"request spans into a full ring ({capacity:,} rows), record()+flush()",
+            med["full"][0], "rows/s", med["empty"][0], "(report)"),
+        Row("  the same with random IDs from upstream (X-Request-ID, traceparent)",
+            med["full-upstream"][0], "rows/s", med["empty"][0], "(report)"),
+        Row("  the same into an empty ring", med["empty"][0], "rows/s"),
+        Row("  CPU per span row: full ring, own IDs (both threads)", med["full"][1], "us",
+            med["empty"][1], "(report)", higher_is_better=False),
+        Row("  CPU per span row: full ring, IDs from upstream", med["full-upstream"][1], "us",
+            med["empty"][1], "(report)", higher_is_better=False),
+        Row("  CPU per span row: empty ring", med["empty"][1], "us"),
+    ]
+
+
 # -- 2. record() on the caller's thread -----------------------------------------------------
 
 def per_call_us(call: Callable[[Any], object], items: list[Any], chunk: int) -> float:
@@ -470,7 +544,7 @@ def print_table(rows: list[Row]) -> None:
         print(f"{r.what:<{width}}  {value:>12}  {r.unit:<8}  {r.ratio():>7}  {r.goal}")
 
 
-SECTIONS = ["ingest", "record", "app", "query", "trim"]
+SECTIONS = ["ingest", "spans", "record", "app", "query", "trim"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -491,6 +565,9 @@ def main(argv: list[str] | None = None) -> None:
         if "ingest" in sections:
             rows += bench_ingest(root, prefill=20_000 if quick else 100_000,
                                  n=20_000 if quick else 50_000, repeats=repeats)
+        if "spans" in sections:
+            rows += bench_span_ring(root, capacity=20_000 if quick else 100_000,
+                                    n=10_000 if quick else 20_000, repeats=repeats)
         if "record" in sections:
             rows += bench_record(root, 20_000 if quick else 200_000)
         if "app" in sections:

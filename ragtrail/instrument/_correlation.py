@@ -19,6 +19,7 @@ __all__ = [
     "new_correlation_id",
     "reset_correlation_id",
     "set_correlation_id",
+    "unpredictable_bits",
 ]
 
 _correlation_id: ContextVar[str | None] = ContextVar("ragtrail_correlation_id", default=None)
@@ -54,14 +55,20 @@ def correlation_id() -> str | None:
 
 def new_correlation_id() -> str:
     """A fresh ID: a uuid4 as 32 lowercase hex characters (``uuid.uuid4().hex``)."""
+    bits = (unpredictable_bits() & _UUID4_KEEP) | _UUID4_SET
+    return bits.to_bytes(16, "big").hex()
+
+
+def unpredictable_bits() -> int:
+    """128 bits from the operating system's random source (pooled), for IDs a client sees:
+    ``random.getrandbits`` is fast but its future output can be derived from its past."""
     global _pool
     try:
         (raw,) = next(_pool)
     except StopIteration:
         _pool = struct.iter_unpack("16s", os.urandom(16 * _IDS_PER_POOL))
         (raw,) = next(_pool)
-    bits = (int.from_bytes(raw, "big") & _UUID4_KEEP) | _UUID4_SET
-    return bits.to_bytes(16, "big").hex()
+    return int.from_bytes(raw, "big")
 
 
 def set_correlation_id(value: str | None) -> Token[str | None]:

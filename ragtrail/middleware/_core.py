@@ -20,10 +20,13 @@ from opentelemetry.trace import StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragtrail._records import Severity
-from ragtrail.instrument import new_correlation_id
-from ragtrail.instrument._correlation import reset_correlation_id, set_correlation_id
+from ragtrail.instrument._correlation import (
+    reset_correlation_id,
+    set_correlation_id,
+    unpredictable_bits,
+)
 from ragtrail.instrument._redaction import REDACTED
-from ragtrail.instrument._spans import open_span
+from ragtrail.instrument._spans import new_trace_id, open_span
 from ragtrail.middleware._bursts import FailureBursts
 from ragtrail.middleware._inspection import (
     INVALID,
@@ -101,12 +104,14 @@ class MiddlewareCore:
         parent = None
         if options.trust_inbound and not excluded and "traceparent" in headers:
             parent = _remote_parent(headers)
+        trace_int = None
         if inbound is not None and options.trust_inbound:
             cid = inbound
         elif parent is not None:  # no ID of its own: the trace ID it came with correlates
             cid = f"{trace.get_current_span(parent).get_span_context().trace_id:032x}"
-        else:
-            cid = new_correlation_id()
+        else:  # the new trace's ID correlates: one ID for the store and the trace backend
+            trace_int = new_trace_id(unpredictable_bits())  # clients see it: not getrandbits
+            cid = trace_int.to_bytes(16, "big").hex()
         proxies = options.proxies
         client = (head.peer if proxies is None
                   else proxies.client_address(head.peer, headers.get("x-forwarded-for")))
@@ -117,7 +122,7 @@ class MiddlewareCore:
                 if inbound is not None and not options.trust_inbound:
                     attributes["ragtrail.inbound_correlation_id"] = inbound
                 span = exchange.span = open_span(self.monitor, exchange.method_name, "server",
-                                                 attributes, parent, cid)
+                                                 attributes, parent, cid, trace_int)
                 span._own_attributes = True  # made for this span: no copy on the first write
                 span.attach()
             for header, value in rejected:

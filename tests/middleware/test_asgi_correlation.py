@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import random
+import re
 from typing import Any
 
 from starlette.applications import Starlette
@@ -46,17 +48,32 @@ def test_the_second_configured_header_is_read_when_the_first_is_absent(monitor: 
     assert reply.header("x-correlation-id") is None
 
 
-def test_a_missing_id_is_generated(monitor: Monitor) -> None:
-    """Without an ID or a traceparent, a fresh 32-hex ID is made, echoed and stored."""
+def test_a_missing_id_is_the_new_traces_id(monitor: Monitor) -> None:
+    """Without an ID or a traceparent, the new trace's 32-hex ID is the correlation ID: echoed,
+    current in the app, stored, and the ID to look the trace up by in a tracing backend."""
     first = request(_app(monitor))
     second = request(_app(monitor))
     generated = first.header("x-request-id")
     assert generated is not None
-    assert len(generated) == 32
-    assert int(generated, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", generated)
     assert generated != second.header("x-request-id")
     assert first.body.decode() == generated
-    assert stored_spans(monitor)[0].correlation_id == generated
+    span = next(s for s in stored_spans(monitor) if s.correlation_id == generated)
+    assert span.trace_id == generated
+
+
+def test_generated_ids_do_not_come_from_the_random_module(monitor: Monitor) -> None:
+    """Clients see generated IDs, so their random part comes from the OS, not from
+    ``random`` (whose future output can be derived from its past): reseeding ``random``
+    alike before two requests does not repeat it."""
+    app = _app(monitor)
+    random_parts = []
+    for _ in range(2):
+        random.seed(7)
+        generated = request(app).header("x-request-id")
+        assert generated is not None
+        random_parts.append(int(generated, 16) & ((1 << 80) - 1))
+    assert random_parts[0] != random_parts[1]
 
 
 def test_an_invalid_id_is_replaced_and_recorded_by_hash_only(monitor: Monitor) -> None:
@@ -104,7 +121,7 @@ def test_untrusted_inbound_ids_are_kept_as_an_attribute_only(monitor: Monitor) -
                     headers=[(b"x-request-id", b"client-chosen-id")])
     assert reply.header("x-request-id") != "client-chosen-id"
     span = only_span(monitor)
-    assert span.correlation_id == reply.header("x-request-id")
+    assert span.correlation_id == reply.header("x-request-id") == span.trace_id
     assert span.attributes["ragtrail.inbound_correlation_id"] == "client-chosen-id"
 
 

@@ -170,6 +170,19 @@ def test_sqlite_store_uses_wal(store_factory: Callable[..., AuditStore], tmp_pat
     assert mode == "wal"
 
 
+def test_sqlite_writer_connections_keep_a_larger_cache_and_checkpoint_less_often(
+        store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """The settings that keep a full ring's writes cheap (docs/scaling.md): a 16 MiB page cache
+    and a checkpoint every 10,000 WAL pages, on the store's own connections."""
+    store = store_factory(f"sqlite:///{tmp_path / 'tuned.db'}")
+    store.record(make_event())
+    assert store.flush(10)
+    with store.engine.connect() as conn:
+        cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+        checkpoint = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert (cache, checkpoint) == (-16384, 10000)
+
+
 @dataclass(frozen=True, slots=True)
 class AppSpan(SpanRecord):
     """An application's own subclass of a record type."""
