@@ -8,9 +8,13 @@ import time
 from instrument_support import only_span
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
+from ragtrail import Settings
 from ragtrail.instrument import Monitor, monitored
+from ragtrail.instrument._correlation import unpredictable_bits
+from ragtrail.instrument._redaction import Redactor
 from ragtrail.instrument._sampling import HeadSampler
 from ragtrail.instrument._spans import new_trace_id
+from ragtrail.middleware._core import is_valid_id
 
 _LOW_64 = (1 << 64) - 1
 
@@ -57,3 +61,13 @@ def test_a_monitored_root_span_gets_a_time_ordered_trace_id(monitor: Monitor) ->
     retrieve()
     span = only_span(monitor, "retrieve")
     assert before <= int(span.trace_id, 16) >> 80 <= time.time_ns() // 1_000_000
+
+
+def test_a_forwarded_id_is_accepted_downstream() -> None:
+    """A service behind this one gets the ID in X-Request-ID: it must pass the inbound check
+    (format, and nothing the redactor would take for a secret) so both log the same ID."""
+    redactor = Redactor(Settings())
+    for _ in range(2_000):
+        forwarded = new_trace_id(unpredictable_bits()).to_bytes(16, "big").hex()
+        assert is_valid_id(forwarded)
+        assert redactor.redact_text(forwarded) == forwarded
