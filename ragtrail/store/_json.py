@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["codec", "decode", "encode"]
+__all__ = ["codec", "decode", "encode", "encode_utf8"]
 
 Encoder = Callable[[Any], str]
 Decoder = Callable[[str], Any]
@@ -91,4 +91,19 @@ def _as_standard(value: Any) -> Any:
     return str(value)
 
 
+def _utf8_encoder() -> Encoder:
+    """Compact JSON that keeps non-ASCII text as it is (no ``\\u`` escapes) and refuses what
+    JSON cannot hold exactly (NaN, and with orjson lone surrogates and integers beyond 64
+    bits): for values SQLite's JSON functions read back, which turn an escaped lone surrogate
+    into invalid UTF-8."""
+    try:
+        import orjson
+    except ImportError:
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False,
+                                separators=(",", ":")).encode
+    dumps = orjson.dumps
+    return lambda value: dumps(value).decode()
+
+
 encode, decode = codec()
+encode_utf8 = _utf8_encoder()

@@ -1,0 +1,120 @@
+"""Spans go into SQLite as one JSON array per batch (``json_each``): what is read back is
+exactly what was recorded, and what JSON cannot carry still fails alone, as a bound value
+would. Real SQLite files; the one stand-in is a SQLite without JSON functions."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_helpers import make_span
+
+from ragtrail._records import SpanEvent, SpanRecord
+from ragtrail.store import AuditStore
+from ragtrail.store._rows import RowBuilder
+from ragtrail.store._schema import SPANS
+from ragtrail.store._write import _SqliteInsert
+
+TRICKY_TEXT = [
+    "plain", "", "123", "-7", "1e400", "null", "true", "[1, 2]", '{"a": 1}', 'quote " in',
+    "back\\slash", "line\nbreak", "tab\tend", "caf\u00e9 \u4e2d\u6587 \U0001f600",
+    "\u2028\u2029", "x" * 5_000, "nul\x00inside",
+]
+
+
+def _spans(texts: list[str]) -> list[SpanRecord]:
+    return [make_span(name=text, kind="llm", correlation_id=text or None,
+                      error_type=text, error_message=text or None, status="error",
+                      start_us=2**62 + i, duration_us=i,
+                      attributes={"text": text, "n": i, "f": 0.5, "list": [text, None]},
+                      events=(SpanEvent("e", 1, {"t": text}),))
+            for i, text in enumerate(texts)]
+
+
+def test_a_batch_reads_back_exactly_as_recorded(store_factory: Callable[..., AuditStore],
+                                                tmp_path: Path) -> None:
+    store = store_factory(f"sqlite:///{tmp_path / 'spans.db'}", batch_size=500)
+    recorded = _spans(TRICKY_TEXT)
+    for span in recorded:
+        store.record(span)
+    assert store.flush(10)
+    stored = {span.span_id: span for span in store.spans(limit=None)}
+    assert len(stored) == len(recorded)
+    for span in recorded:
+        back = stored[span.span_id]
+        assert back == span, span.name[:40]
+        assert type(back.name) is str  # "123" stays text, "null" is not NULL
+    assert store.health().dropped == 0
+
+
+def test_a_record_json_cannot_carry_fails_alone(store_factory: Callable[..., AuditStore],
+                                                tmp_path: Path) -> None:
+    """A lone surrogate (from bytes decoded with surrogateescape, say) fails its batch as it
+    would bound as a value; the one-by-one retry stores the rest and counts the one."""
+    path = tmp_path / "surrogate.db"
+    store = store_factory(f"sqlite:///{path}", batch_size=500)
+    spans = _spans(["before", "lone \udcff surrogate", "after"])
+    for span in spans:
+        store.record(span)
+    assert store.flush(10)
+    names = sorted(span.name for span in store.spans(limit=None))
+    assert names == ["after", "before"]
+    assert store.health().dropped == 1
+    with sqlite3.connect(path) as conn:  # nothing in the file that is not valid UTF-8
+        conn.execute("SELECT name, error_message FROM ragtrail_spans").fetchall()
+    conn.close()
+
+
+class _NoJsonSqlite:
+    """Stand-in for a SQLite built without JSON functions (not available here): every other
+    statement goes to a real in-memory SQLite connection."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+        self.json_calls = 0
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if "json_" in sql:
+            self.json_calls += 1
+            raise sqlite3.OperationalError("no such table: json_each")
+        return self.real.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        return self.real.executemany(sql, rows)
+
+
+class _Conn:
+    def __init__(self, driver: Any) -> None:
+        self.connection = type("Pooled", (), {"driver_connection": driver})()
+
+
+def test_without_json_functions_rows_go_one_by_one(tmp_path: Path) -> None:
+    AuditStore(f"sqlite:///{tmp_path / 'schema.db'}").close()
+    real = sqlite3.connect(tmp_path / "schema.db", isolation_level=None)
+    driver = _NoJsonSqlite(real)
+    insert = _SqliteInsert()
+    builder = RowBuilder(strict=False, strip_nul=False)
+    for batch in range(2):
+        rows = [builder.span(span, batch * 10 + i + 1)
+                for i, span in enumerate(_spans(["a", "b", "c"]))]
+        insert(_Conn(driver), SPANS, rows)  # type: ignore[arg-type]
+    assert real.execute("SELECT count(*) FROM ragtrail_spans").fetchone() == (6,)
+    assert driver.json_calls == 1  # asked once, then never again
+    real.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_takes_the_same_batch(postgres_db_url: str,
+                                         store_factory: Callable[..., AuditStore]) -> None:
+    """The other backend, for comparison: the same spans, read back the same (NUL, which
+    PostgreSQL text cannot hold, becomes U+FFFD there)."""
+    store = store_factory(postgres_db_url)
+    recorded = _spans([text for text in TRICKY_TEXT if "\x00" not in text])
+    for span in recorded:
+        store.record(span)
+    assert store.flush(20)
+    stored = {span.span_id: span for span in store.spans(limit=None)}
+    assert all(stored[span.span_id] == span for span in recorded)
