@@ -26,11 +26,12 @@ _correlation_id: ContextVar[str | None] = ContextVar("ragtrail_correlation_id", 
 
 # RFC 9562 section 5.4: a version 4 UUID is 122 random bits with version 4 and variant 10.
 # Setting those bits on 16 random bytes gives what uuid.uuid4().hex does, at a third of its
-# cost (no UUID object): this runs for every request without an inbound ID.
+# cost (no UUID object).
 _UUID4_KEEP = ~(0xF << 76) & ~(0xC << 60)
 _UUID4_SET = (0x4 << 76) | (0x8 << 60)
 
-# Random bytes for 256 IDs per ``os.urandom`` call. One system call per request cost 3-7 us
+# Random bytes for 256 IDs per ``os.urandom`` call (the middleware draws one per request
+# without an inbound ID, for the new trace's ID). One system call per request cost 3-7 us
 # inside a request loop on the project's KVM machine (0.5 us in a tight loop) and released
 # the GIL to any thread waiting for it (the store's writer). The pool is
 # a C iterator, so taking the next 16 bytes is atomic under the GIL; two threads refilling it
