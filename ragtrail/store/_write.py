@@ -78,8 +78,8 @@ class _SqliteInsert:
     SQLite's ``json_each`` in one step: 0.2 switches per request, 26% more requests per
     second and 22% less CPU per request (BENCHMARKS.md). It costs more CPU per row when
     nothing else wants the GIL (a bulk load: 10 against 6.5 us), so events and metrics, which
-    come in bursts or rarely, stay row by row, and so do batches of large spans (captured
-    values) and SQLite without JSON functions.
+    come in bursts or rarely, stay row by row, and so do large spans (captured values) and
+    SQLite without JSON functions.
     """
 
     def __init__(self) -> None:
@@ -89,12 +89,15 @@ class _SqliteInsert:
         driver = conn.connection.driver_connection
         json_insert = _SQLITE_JSON_INSERTS.get(table.name)
         if json_insert is not None and len(rows) > 1 and self._has_json(driver):
-            payload = _encode_rows(rows)
-            # SQLite 3.40 parses a row's JSON once per column: rows with large captured
+            # SQLite 3.40 parses a row's JSON once per column: spans with large captured
             # values (2 KB: 37-43 against 16-18 us each) are cheaper one by one.
-            if payload is not None and len(payload) <= _MAX_JSON_BYTES_PER_ROW * len(rows):
+            small = [row for row in rows if _span_json_chars(row) <= _MAX_SPAN_JSON_CHARS]
+            payload = _encode_rows(small) if len(small) > 1 else None
+            if payload is not None:
                 driver.execute(json_insert, (payload,))  # type: ignore[union-attr]
-                return
+                if len(small) == len(rows):
+                    return
+                rows = [row for row in rows if _span_json_chars(row) > _MAX_SPAN_JSON_CHARS]
         driver.executemany(_SQLITE_INSERTS[table.name], rows)  # type: ignore[union-attr]
 
     def _has_json(self, driver: Any) -> bool:
@@ -107,7 +110,12 @@ class _SqliteInsert:
         return self._json_ok
 
 
-_MAX_JSON_BYTES_PER_ROW = 1024  # a request span is 300-500 bytes, a captured retrieval 2-3 KB
+_MAX_SPAN_JSON_CHARS = 768  # a request span's attributes: 200-400; a captured retrieval: 2-3 K
+
+
+def _span_json_chars(row: Row) -> int:
+    """The length of a span row's JSON-text columns (attributes, events), its bulk."""
+    return len(row[_SPAN_ATTRIBUTES]) + len(row[_SPAN_EVENTS])
 
 
 def _encode_rows(rows: list[Row]) -> str | None:
@@ -139,6 +147,8 @@ def _json_each_insert(table: Table) -> str:
 
 
 _SQLITE_JSON_INSERTS = {RINGS["spans"].name: _json_each_insert(RINGS["spans"])}
+_SPAN_ATTRIBUTES, _SPAN_EVENTS = (list(RINGS["spans"].columns.keys()).index(name)
+                                  for name in ("attributes", "events"))
 
 
 def _core_insert(conn: Connection, table: Table, rows: list[Row]) -> None:

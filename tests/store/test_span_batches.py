@@ -74,21 +74,24 @@ def test_a_batch_reads_back_exactly_as_recorded(
     assert _one_statement_per_batch(statements) == one_statement
 
 
-def test_large_rows_go_row_by_row_and_read_back_exactly(
+def test_large_spans_go_row_by_row_beside_the_small_ones_batch(
         store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
-    """Captured values of kilobytes: SQLite parses a JSON row once per column, so such
-    batches are inserted row by row."""
+    """Spans with kilobytes of captured values: SQLite parses a JSON row once per column, so
+    they are inserted row by row, while the batch's small spans still go in together."""
     store = store_factory(f"sqlite:///{tmp_path / 'large.db'}", batch_size=500)
     assert store.flush(10)
     statements = _statements(store)
-    recorded = _spans(["y" * 3_000, "z" * 3_000, "small"])
+    recorded = _spans(["y" * 3_000, "small 1", "z" * 3_000, "small 2", "small 3"])
     for span in recorded:
         store.record(span)
     assert store.flush(10)
     stored = {span.span_id: span for span in store.spans(limit=None)}
     assert all(stored[span.span_id] == span for span in recorded)
-    assert not _one_statement_per_batch(statements)
-    assert any("INSERT INTO ragtrail_spans" in sql for sql in statements)
+    assert _one_statement_per_batch(statements)
+    row_by_row = [sql for sql in statements
+                  if sql.startswith("INSERT INTO ragtrail_spans") and "VALUES" in sql]
+    assert len(row_by_row) == 2
+    assert all("y" * 3_000 in sql or "z" * 3_000 in sql for sql in row_by_row)
 
 
 def test_a_record_json_cannot_carry_fails_alone(store_factory: Callable[..., AuditStore],
