@@ -103,7 +103,8 @@ class _SqliteInsert:
     def _has_json(self, driver: Any) -> bool:
         if self._json_ok is None:
             try:
-                driver.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')")
+                driver.execute(
+                    "SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')").fetchall()
                 self._json_ok = True
             except sqlite3.OperationalError:  # built without JSON functions (before 3.38)
                 self._json_ok = False
