@@ -126,6 +126,21 @@ def make_pipeline() -> Iterator[Pipelines]:
         pipelines.close()
 
 
+def _a_span_and_a_metric_arrive(pipeline: ExportPipeline, rotel: RotelReceiver,
+                                name: str) -> None:
+    """Export one span and one security-event count; rotel receives both, nothing fails."""
+    trace_id = new_trace()
+    pipeline.submit(span_record(trace_id, name, "retriever"))
+    kind = f"authz_fail_{secrets.token_hex(4)}"
+    pipeline.count_event(SecurityEvent(kind, Severity.MEDIUM, "guard", "seen",
+                                       time.time_ns() // 1000))
+    assert pipeline.force_flush(10)
+    (span,) = rotel.wait_for_spans(lambda s: s.trace_id == trace_id)
+    assert span.name == name
+    assert rotel.wait_for_points(lambda p: p.attributes.get("ragtrail.event.type") == kind)
+    assert pipeline.health()["failed"] == 0
+
+
 def _nothing_listens() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
@@ -141,16 +156,7 @@ def test_spans_and_metrics_reach_their_own_endpoints(
         traces, metrics = f"{rotel.http_endpoint}/v1/traces", f"{rotel.http_endpoint}/v1/metrics"
     pipeline = make_pipeline(otlp_endpoint=_nothing_listens(), otlp_protocol=protocol,
                              otlp_traces_endpoint=traces, otlp_metrics_endpoint=metrics)
-    trace_id = new_trace()
-    pipeline.submit(span_record(trace_id, "retrieve", "retriever"))
-    kind = f"authz_fail_{secrets.token_hex(4)}"
-    pipeline.count_event(SecurityEvent(kind, Severity.MEDIUM, "guard", "seen",
-                                       time.time_ns() // 1000))
-    assert pipeline.force_flush(10)
-    (span,) = rotel.wait_for_spans(lambda s: s.trace_id == trace_id)
-    assert span.name == "retrieve"
-    assert rotel.wait_for_points(lambda p: p.attributes.get("ragtrail.event.type") == kind)
-    assert pipeline.health()["failed"] == 0
+    _a_span_and_a_metric_arrive(pipeline, rotel, "retrieve")
 
 
 class _HeaderRecorder:
@@ -228,16 +234,7 @@ def test_spans_over_grpc_and_metrics_over_http_by_their_own_protocols(
         otlp_protocol="http/protobuf", otlp_traces_protocol="grpc",
         otlp_traces_endpoint=rotel.grpc_endpoint,
         otlp_metrics_endpoint=f"{rotel.http_endpoint}/v1/metrics")
-    trace_id = new_trace()
-    pipeline.submit(span_record(trace_id, "rerank", "reranker"))
-    kind = f"authz_fail_{secrets.token_hex(4)}"
-    pipeline.count_event(SecurityEvent(kind, Severity.MEDIUM, "guard", "seen",
-                                       time.time_ns() // 1000))
-    assert pipeline.force_flush(10)
-    (span,) = rotel.wait_for_spans(lambda s: s.trace_id == trace_id)
-    assert span.name == "rerank"
-    assert rotel.wait_for_points(lambda p: p.attributes.get("ragtrail.event.type") == kind)
-    assert pipeline.health()["failed"] == 0
+    _a_span_and_a_metric_arrive(pipeline, rotel, "rerank")
     assert pipeline.health()["protocol"] == "grpc"
 
 

@@ -35,6 +35,14 @@ def _spans(texts: list[str]) -> list[SpanRecord]:
             for i, text in enumerate(texts)]
 
 
+def _stored(store: AuditStore, spans: list[SpanRecord]) -> dict[str, SpanRecord]:
+    """Record ``spans``, flush, and read every stored span back, by span ID."""
+    for span in spans:
+        store.record(span)
+    assert store.flush(20)
+    return {span.span_id: span for span in store.spans(limit=None)}
+
+
 def _statements(store: AuditStore) -> list[str]:
     """The SQL the store's connections run from now on (SQLite's own trace callback)."""
     seen: list[str] = []
@@ -61,10 +69,7 @@ def test_a_batch_reads_back_exactly_as_recorded(
     assert store.flush(10)
     statements = _statements(store)
     recorded = _spans(texts)
-    for span in recorded:
-        store.record(span)
-    assert store.flush(10)
-    stored = {span.span_id: span for span in store.spans(limit=None)}
+    stored = _stored(store, recorded)
     assert len(stored) == len(recorded)
     for span in recorded:
         back = stored[span.span_id]
@@ -82,10 +87,7 @@ def test_large_spans_go_row_by_row_beside_the_small_ones_batch(
     assert store.flush(10)
     statements = _statements(store)
     recorded = _spans(["y" * 3_000, "small 1", "z" * 3_000, "small 2", "small 3"])
-    for span in recorded:
-        store.record(span)
-    assert store.flush(10)
-    stored = {span.span_id: span for span in store.spans(limit=None)}
+    stored = _stored(store, recorded)
     assert all(stored[span.span_id] == span for span in recorded)
     assert _one_statement_per_batch(statements)
     row_by_row = [sql for sql in statements
@@ -156,8 +158,5 @@ def test_postgresql_takes_the_same_batch(postgres_db_url: str,
     """The other backend, for comparison: the same spans read back the same."""
     store = store_factory(postgres_db_url)
     recorded = _spans(TRICKY_TEXT)
-    for span in recorded:
-        store.record(span)
-    assert store.flush(20)
-    stored = {span.span_id: span for span in store.spans(limit=None)}
+    stored = _stored(store, recorded)
     assert all(stored[span.span_id] == span for span in recorded)
