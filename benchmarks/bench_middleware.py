@@ -15,6 +15,13 @@ temporary directory, health routes served but not hit); ``otel`` (OpenTelemetry'
 ``OpenTelemetryMiddleware`` with an SDK TracerProvider, a BatchSpanProcessor and an exporter
 that does nothing); ``asgi-correlation-id`` (ASGI only). The ragtrail store is flushed between
 rounds, and its drop count is printed: a full queue drops spans, which would flatter ragtrail.
+
+A hello world is ragtrail's worst case: the app does almost nothing, so everything the
+middleware does shows. The last server table is a RAG-shaped endpoint instead (embed,
+retrieve with captured arguments and 5 documents, rerank, generate; plain functions for bare,
+``@monitored`` steps for ragtrail's variants): the cost of instrumenting a pipeline of five
+steps per request. The steps themselves do no work here (no model, no vector search), so this
+is still a worst case: a real RAG request spends milliseconds to seconds in its model.
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from typing import Any
 
 ASGI_VARIANTS = ("bare", "ragtrail", "ragtrail, no store", "otel", "asgi-correlation-id")
 WSGI_VARIANTS = ("bare", "ragtrail", "ragtrail, no store", "otel")
+RAG_VARIANTS = ("bare", "ragtrail", "ragtrail, no store")
+VARIANTS = {"asgi": ASGI_VARIANTS, "wsgi": WSGI_VARIANTS, "rag": RAG_VARIANTS}
 # Concurrent connections of the load generator. waitress (4 threads) falls into a state where
 # its CPU per request quadruples when far more connections than threads wait: 8 keeps it sane.
-CONNECTIONS = {"asgi": 32, "wsgi": 8}
+CONNECTIONS = {"asgi": 32, "wsgi": 8, "rag": 32}
 
 
 class _NoStore:
@@ -126,6 +135,57 @@ def asgi_app(variant: str, store_dir: str) -> tuple[Any, Any]:
     return app, monitor
 
 
+def rag_app(variant: str, store_dir: str) -> tuple[Any, Any]:
+    """A RAG-shaped Starlette endpoint: embed, retrieve (capturing its query and 5 documents
+    of about 380 characters), rerank and generate, as ``@monitored`` steps for ragtrail's
+    variants and plain functions for bare: 5 spans per request, one of them large."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    documents = [{"id": f"doc-{k}", "score": 0.9 - k / 10,
+                  "text": "lorem ipsum dolor sit amet " * 14} for k in range(5)]
+
+    def embed(text: str) -> list[float]:
+        return [0.1] * 8
+
+    def retrieve(query: str) -> list[dict[str, Any]]:
+        embed(query)
+        return documents
+
+    def rerank(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return found[:3]
+
+    def generate(query: str, context: list[dict[str, Any]]) -> str:
+        return "an answer"
+
+    monitor = None
+    if variant.startswith("ragtrail"):
+        import ragtrail
+        from ragtrail.middleware import ASGIMiddleware
+
+        monitor = ragtrail.configure(
+            store_url=f"sqlite:///{Path(store_dir) / 'rag'}.db", service_name="bench-rag")
+        if variant == "ragtrail, no store":
+            monitor.store.close()
+            monitor.store = _NoStore()
+        monitored = ragtrail.monitored
+        embed = monitored(kind="embedding")(embed)
+        retrieve = monitored(kind="retriever", capture_args=True, capture_result=True)(retrieve)
+        rerank = monitored(kind="reranker")(rerank)
+        generate = monitored(kind="llm")(generate)
+
+    async def ask(request: Request) -> JSONResponse:
+        query = request.query_params.get("q", "which secrets must never reach the logs?")
+        return JSONResponse({"answer": generate(query, rerank(retrieve(query)))})
+
+    app = Starlette(routes=[Route("/", ask)])
+    if monitor is not None:
+        app.add_middleware(ASGIMiddleware, monitor=monitor)
+    return app, monitor
+
+
 def wsgi_app(variant: str, store_dir: str) -> tuple[Any, Any]:
     """(app, ragtrail monitor or None) for one variant of the Flask hello world."""
     from flask import Flask
@@ -204,7 +264,7 @@ Sample = tuple[float, float]  # (requests per second of wall time, CPU microseco
 
 
 def in_process(kind: str, rounds: int, requests: int, store_dir: str) -> dict[str, list[Sample]]:
-    variants = ASGI_VARIANTS if kind == "asgi" else WSGI_VARIANTS
+    variants = VARIANTS[kind]
     build = asgi_app if kind == "asgi" else wsgi_app
     apps = {v: build(v, store_dir) for v in variants}
     results: dict[str, list[Sample]] = {v: [] for v in variants}
@@ -245,13 +305,13 @@ def serve(kind: str, variant: str, port: int, store_dir: str) -> None:
     (Not SIGTERM: uvicorn re-raises it after shutting down, which would skip the store
     report below.)
     """
-    app, monitor = (asgi_app if kind == "asgi" else wsgi_app)(variant, store_dir)
+    app, monitor = {"asgi": asgi_app, "wsgi": wsgi_app, "rag": rag_app}[kind](variant, store_dir)
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)
 
     try:
-        if kind == "asgi":
+        if kind != "wsgi":
             import uvicorn
 
             server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
@@ -374,7 +434,7 @@ def under_servers(kind: str, rounds: int, seconds: float, store_dir: str
                   ) -> dict[str, list[Sample]]:
     import psutil
 
-    variants = ASGI_VARIANTS if kind == "asgi" else WSGI_VARIANTS
+    variants = VARIANTS[kind]
     connections = CONNECTIONS[kind]
     results: dict[str, list[Sample]] = {v: [] for v in variants}
     with servers(kind, variants, store_dir) as ports:
@@ -447,6 +507,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             table(f"WSGI under waitress (4 threads), {CONNECTIONS['wsgi']} connections, "
                   f"{args.seconds:g} s x {server_rounds} rounds",
                   under_servers("wsgi", server_rounds, args.seconds, store_dir))
+            table(f"RAG-shaped endpoint under uvicorn (5 spans per request, one capturing "
+                  f"5 documents), {CONNECTIONS['rag']} connections, {args.seconds:g} s x "
+                  f"{server_rounds} rounds",
+                  under_servers("rag", server_rounds, args.seconds, store_dir))
 
 
 if __name__ == "__main__":

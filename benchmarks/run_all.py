@@ -104,6 +104,7 @@ _SECTIONS = {  # table title prefix -> (label, goal against bare from issue 4)
     "WSGI in-process": ("WSGI in-process (Flask)", ">= 0.8x"),
     "ASGI under uvicorn": ("ASGI under uvicorn", ">= 0.9x"),
     "WSGI under waitress": ("WSGI under waitress", ">= 0.8x"),
+    "RAG-shaped endpoint under uvicorn": ("RAG-shaped endpoint under uvicorn", ""),
 }
 
 
