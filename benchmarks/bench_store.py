@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import create_engine
 
-from ragtrail._records import SecurityEvent, Severity, SpanRecord
+from ragtrail._records import Record, SecurityEvent, Severity, SpanRecord
 from ragtrail.instrument._spans import new_trace_id
 from ragtrail.store import AuditStore
 from ragtrail.store._ring import evictions
@@ -154,15 +154,20 @@ CPU_SECONDS: dict[str, list[float]] = collections.defaultdict(list)
 machine (other processes' load does not count), and it includes the writer thread."""
 
 
+def record_and_flush(store: AuditStore, records: Sequence[Record]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of every thread) to ``record()`` each one and ``flush()``."""
+    began, cpu = time.perf_counter(), time.process_time()
+    for record in records:
+        store.record(record)
+    store.flush()
+    return time.perf_counter() - began, time.process_time() - cpu
+
+
 def ingest_ours(path: Path, batch: list[SecurityEvent], capacity: int) -> float:
     store = AuditStore(sqlite_url(path), events_capacity=capacity,
                        queue_size=len(batch) + 1, batch_size=BATCH)
-    began, cpu = time.perf_counter(), time.process_time()
-    for event in batch:
-        store.record(event)
-    store.flush()
-    elapsed = time.perf_counter() - began
-    CPU_SECONDS["ours"].append(time.process_time() - cpu)
+    elapsed, used = record_and_flush(store, batch)
+    CPU_SECONDS["ours"].append(used)
     store.close()
     return elapsed
 
@@ -292,11 +297,7 @@ def ingest_spans(path: Path, batch: list[SpanRecord], capacity: int) -> tuple[fl
     store = AuditStore(sqlite_url(path), spans_capacity=capacity,
                        queue_size=len(batch) + 1, batch_size=BATCH)
     gc.collect()
-    began, cpu = time.perf_counter(), time.process_time()
-    for span in batch:
-        store.record(span)
-    store.flush()
-    elapsed, used = time.perf_counter() - began, time.process_time() - cpu
+    elapsed, used = record_and_flush(store, batch)
     store.close()
     return len(batch) / elapsed, used / len(batch) * 1e6
 

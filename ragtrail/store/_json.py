@@ -29,14 +29,23 @@ Encoder = Callable[[Any], str]
 Decoder = Callable[[str], Any]
 
 
-def codec() -> tuple[Encoder, Decoder]:
-    """(encode, decode) with orjson if it can be imported, else the standard library's."""
-    standard = _standard_encoder()
+def _orjson() -> Any:
+    """The orjson module (the ``speedups`` extra), or None when it cannot be imported."""
     try:
         import orjson
     except ImportError:
+        return None
+    return orjson
+
+
+def codec() -> tuple[Encoder, Decoder]:
+    """(encode, decode) with orjson if it can be imported, else the standard library's."""
+    standard = _standard_encoder()
+    orjson = _orjson()
+    if orjson is None:
         return standard, json.loads
-    dumps, refused_value = orjson.dumps, orjson.JSONEncodeError
+    dumps: Callable[..., bytes] = orjson.dumps
+    refused_value = orjson.JSONEncodeError
     parse, refused_text = orjson.loads, orjson.JSONDecodeError
     options = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
     long_number = re.compile(r"\d{19}").search
@@ -92,17 +101,17 @@ def _as_standard(value: Any) -> Any:
 
 
 def _utf8_encoder() -> Encoder:
-    """Compact JSON that keeps non-ASCII text as it is (no ``\\u`` escapes) and refuses what
-    JSON cannot hold exactly (NaN, and with orjson lone surrogates and integers beyond 64
-    bits): for values SQLite's JSON functions read back, which turn an escaped lone surrogate
-    into invalid UTF-8."""
-    try:
-        import orjson
-    except ImportError:
+    """Compact JSON that keeps non-ASCII text as it is (no ``\\u`` escapes), for values
+    SQLite's JSON functions read back (they turn an escaped lone surrogate into invalid
+    UTF-8). orjson refuses lone surrogates and integers beyond 64 bits (and writes a NaN as
+    null); the standard encoder refuses a NaN and leaves a lone surrogate for the driver to
+    refuse."""
+    orjson = _orjson()
+    if orjson is None:
         return json.JSONEncoder(ensure_ascii=False, allow_nan=False,
                                 separators=(",", ":")).encode
-    dumps = orjson.dumps
-    return lambda value: dumps(value).decode()
+    plain_dumps: Callable[[Any], bytes] = orjson.dumps
+    return lambda value: plain_dumps(value).decode()
 
 
 encode, decode = codec()
