@@ -7,9 +7,9 @@ condition on every call (benchmarks/bench_store.py). Once woken, the writer ling
 woke for every few records ran a transaction each time, taking the GIL from the application
 (paced requests recording 2 spans each: 370 us of CPU and 11.6 us of request time per request
 without lingering, 33 us and 4 us with 50 ms; benchmarks/bench_store.py). It writes up to
-``batch_size`` records per transaction. When the database cannot be written it
-keeps the failed batch, retries with capped exponential backoff, and lets the queue fill;
-beyond the bound records are dropped and counted. Nothing here ever raises into the application.
+``batch_size`` records per transaction, or eight times that to work off a backlog. When the
+database cannot be written it keeps the failed batch, retries with capped exponential
+backoff, and lets the queue fill; beyond the bound records are dropped and counted. Nothing here ever raises into the application.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ _REVIVE_EVERY_S = 1.0
 _JOIN_GRACE_S = 1.0  # close() waits this long past its timeout for a writer mid-call
 _RECENT_S = 60.0  # a drop or error this recent makes health() "degraded"
 _DEGRADED_FILL = 0.8
+# A backlog (more than ``batch_size`` records waiting) is written in transactions of up to this
+# many batches: a writer starved of the GIL by a busy thread waits for it at every SQLite
+# statement, so fewer, larger transactions are what lets it catch up (in-process Starlette:
+# 15,808 of 80,000 request spans dropped with 500-record transactions, none with 4,000).
+_BACKLOG_BATCHES = 8
 
 
 class Counters:
@@ -257,7 +262,10 @@ class Writer:
                 self.hurry.wait(self.linger_s)
         items: list[Any] = []
         records = 0
-        while records < self.batch_size:
+        limit = self.batch_size
+        if len(queue) > limit:  # a backlog: fewer, larger transactions catch up
+            limit = min(len(queue), limit * _BACKLOG_BATCHES)
+        while records < limit:
             try:
                 item = queue.popleft()
             except IndexError:  # empty (close() may drain it too, from its own thread)
@@ -277,6 +285,12 @@ class Writer:
         if not self._schema_ready:
             self._ensure_schema()
             self._schema_ready = True
+        if not batch.records and not self.counters.has_unsaved \
+                and not self.coalescer.has_dirty:
+            # Only flush markers (a flush right after a full batch): nothing to commit.
+            for marker in batch.flushes:
+                marker.finish(True)
+            return
         unsaved = self.counters.take_unsaved()
         try:
             usage = self.batches.write(batch, unsaved)
