@@ -9,7 +9,8 @@ woke for every few records ran a transaction each time, taking the GIL from the 
 without lingering, 33 us and 4 us with 50 ms; benchmarks/bench_store.py). It writes up to
 ``batch_size`` records per transaction, or eight times that to work off a backlog. When the
 database cannot be written it keeps the failed batch, retries with capped exponential
-backoff, and lets the queue fill; beyond the bound records are dropped and counted. Nothing here ever raises into the application.
+backoff, and lets the queue fill; beyond the bound records are dropped and counted. Nothing
+here ever raises into the application.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Spans go into SQLite as one JSON array per batch (``json_each``): what is read back is
-exactly what was recorded, and what JSON cannot carry still fails alone, as a bound value
-would. Real SQLite files; the one stand-in is a SQLite without JSON functions."""
+"""Spans go into SQLite as one JSON array per batch (``json_each``), large ones 16 to a
+statement: what is read back is exactly what was recorded, and what JSON cannot carry still
+fails alone, as a bound value would. Real SQLite files; the one stand-in is a SQLite without
+JSON functions."""
 
 from __future__ import annotations
 
@@ -79,21 +80,26 @@ def test_a_batch_reads_back_exactly_as_recorded(
     assert _one_statement_per_batch(statements) == one_statement
 
 
-def test_large_spans_go_row_by_row_beside_the_small_ones_batch(
+def test_large_spans_go_16_to_a_statement_beside_the_small_ones_batch(
         store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
     """Spans with kilobytes of captured values: SQLite parses a JSON row once per column, so
-    they are inserted row by row, while the batch's small spans still go in together."""
+    they go 16 to a multi-row INSERT (the rest of them row by row), while the batch's small
+    spans still go in together; everything reads back exactly."""
     store = store_factory(f"sqlite:///{tmp_path / 'large.db'}", batch_size=500)
     assert store.flush(10)
     statements = _statements(store)
-    recorded = _spans(["y" * 3_000, "small 1", "z" * 3_000, "small 2", "small 3"])
+    large = [f"{i:03d}" + "y" * 3_000 for i in range(35)]  # 2 statements of 16, then 3 alone
+    recorded = _spans([*large[:20], "small 1", "small 2", *large[20:], "small 3"])
     stored = _stored(store, recorded)
+    assert len(stored) == len(recorded)
     assert all(stored[span.span_id] == span for span in recorded)
     assert _one_statement_per_batch(statements)
-    row_by_row = [sql for sql in statements
-                  if sql.startswith("INSERT INTO ragtrail_spans") and "VALUES" in sql]
-    assert len(row_by_row) == 2
-    assert all("y" * 3_000 in sql or "z" * 3_000 in sql for sql in row_by_row)
+    inserts = [sql for sql in statements
+               if sql.startswith("INSERT INTO ragtrail_spans") and "json_each" not in sql]
+    rows_per_insert = sorted(sql.count("y" * 3_000) for sql in inserts)
+    # A span's text appears 7 times in its row (_spans puts it in 7 places).
+    assert rows_per_insert == [7, 7, 7, 16 * 7, 16 * 7]
+    assert all("small" not in sql for sql in inserts)
 
 
 def test_a_record_json_cannot_carry_fails_alone(store_factory: Callable[..., AuditStore],
