@@ -133,6 +133,31 @@ def test_custom_exclusions_replace_the_defaults(monitor: Monitor) -> None:
     assert [s.attributes["url.path"] for s in stored_spans(monitor)] == ["/health"]
 
 
+
+def test_repeated_requests_share_attributes_but_not_their_client(monitor: Monitor) -> None:
+    """The attributes a path, agent and host make are built once and reused: a repeat from
+    another client still gets its own address, a secret in the path stays redacted on the
+    repeat, and a flood of distinct paths keeps the reused set bounded."""
+    app = _app(monitor)
+    secret_path = "/plain/token=ghp_" + "a1B2c3D4e5" * 4
+    for client in (("10.0.0.1", 1), ("10.0.0.2", 2), ("10.0.0.1", 3)):
+        request(app, secret_path, client=client, headers=[(b"user-agent", b"probe/1")])
+    spans = stored_spans(monitor)
+    assert [s.attributes["client.address"] for s in spans] == [
+        "10.0.0.1", "10.0.0.2", "10.0.0.1"]
+    for span in spans:
+        assert "ghp_" not in str(span.attributes)
+        assert "[REDACTED]" in span.attributes["url.path"]
+        assert span.attributes["user_agent.original"] == "probe/1"
+    core = app.middleware_stack
+    while not isinstance(core, ASGIMiddleware):
+        core = core.app
+    shared = core._binding.current()._shared_attributes
+    assert len(shared) == 1
+    for n in range(1100):
+        request(app, f"/items/{n}")
+    assert 0 < len(shared) <= 1024
+
 def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor) -> None:
     """Only allowlisted headers are kept; secret-named ones are always [REDACTED]."""
     app = _app(monitor, capture_headers=["Content-Type", "Authorization", "Cookie",
