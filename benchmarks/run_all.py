@@ -81,6 +81,8 @@ def parse_decorator(output: str) -> Iterator[Result]:
          "capture: otel", "<= 1.0x"),
         ("capture, store replaced by a no-op (the caller's share)", "no store, capture: monitored",
          "no store, capture: otel", ""),
+        ("capture, sustained: the flush timed too (the writer's work on the burst)",
+         "sustained, capture: monitored", "sustained, capture: otel", ""),
         ("capture, text never seen before (redactor cache misses)",
          "capture, new text: monitored", "capture, new text: otel", ""),
         ("generator (3 items) vs OTel", "generator: monitored", "generator: otel", ""),
