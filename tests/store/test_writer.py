@@ -172,15 +172,42 @@ def test_sqlite_store_uses_wal(store_factory: Callable[..., AuditStore], tmp_pat
 
 def test_sqlite_writer_connections_keep_a_larger_cache_and_checkpoint_less_often(
         store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
-    """The settings that keep a full ring's writes cheap (docs/scaling.md): a 16 MiB page cache
-    and a checkpoint every 10,000 WAL pages, on the store's own connections."""
-    store = store_factory(f"sqlite:///{tmp_path / 'tuned.db'}")
+    """The settings that keep a full ring's writes cheap (docs/scaling.md): 8 KiB pages in a
+    new file, a 16 MiB page cache and a checkpoint every 5,000 WAL pages (40 MB)."""
+    path = tmp_path / "tuned.db"
+    store = store_factory(f"sqlite:///{path}")
     store.record(make_event())
     assert store.flush(10)
     with store.engine.connect() as conn:
         cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
         checkpoint = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
-    assert (cache, checkpoint) == (-16384, 10000)
+    assert (cache, checkpoint) == (-16384, 5000)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA page_size").fetchone() == (8192,)
+    raw.close()
+
+
+def test_a_store_with_4_kib_pages_keeps_them(store_factory: Callable[..., AuditStore],
+                                             tmp_path: Path) -> None:
+    """A store created with SQLite's default page size (an earlier ragtrail) is written as it
+    is, with the checkpoint interval in pages doubled to keep the WAL at 40 MB."""
+    path = tmp_path / "old.db"
+    AuditStore(f"sqlite:///{path}").close()  # ragtrail's schema, rewritten with 4 KiB pages:
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode = DELETE")  # WAL mode cannot change the page size
+    old.execute("PRAGMA page_size = 4096")
+    old.execute("VACUUM")
+    assert old.execute("PRAGMA page_size").fetchone() == (4096,)
+    old.close()
+    store = store_factory(f"sqlite:///{path}")
+    store.record(make_event())
+    assert store.flush(10)
+    assert len(store.events()) == 1
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_000
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA page_size").fetchone() == (4096,)
+    raw.close()
 
 
 @dataclass(frozen=True, slots=True)
