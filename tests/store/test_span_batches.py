@@ -120,6 +120,18 @@ def test_a_record_json_cannot_carry_fails_alone(store_factory: Callable[..., Aud
     conn.close()
 
 
+
+def test_a_large_record_sqlite_refuses_fails_alone(store_factory: Callable[..., AuditStore],
+                                                   tmp_path: Path) -> None:
+    """In a 16-row statement too: the one-by-one retry stores the other large spans."""
+    store = store_factory(f"sqlite:///{tmp_path / 'large-bad.db'}", batch_size=500)
+    texts = [f"{i:03d}" + "y" * 3_000 for i in range(20)]
+    texts[7] = "lone \udcff surrogate " + "y" * 3_000
+    stored = _stored(store, _spans(texts))
+    assert sorted(span.name for span in stored.values()) == sorted(
+        text for i, text in enumerate(texts) if i != 7)
+    assert store.health().dropped == 1
+
 class _NoJsonSqlite:
     """Stand-in for a SQLite built without JSON functions (not available here): every other
     statement goes to a real in-memory SQLite connection."""
