@@ -83,7 +83,7 @@ class _SqliteInsert:
     spans (captured values) go 16 to a multi-row ``VALUES`` statement: the same CPU as row by
     row in a bulk load, but 16 times fewer GIL hand-offs, which let the writer keep up with a
     RAG-shaped endpoint under uvicorn (BENCHMARKS.md). For events a multi-row statement cost
-    half the bulk throughput, so they stay with ``executemany``.
+    a third of the bulk throughput, so they stay with ``executemany``.
     """
 
     def __init__(self) -> None:
