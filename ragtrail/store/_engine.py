@@ -36,7 +36,7 @@ _BUSY_TIMEOUT_S = 5.0
 # span row into a full 100,000-row ring against 20 us into an empty one. A 16 MiB cache holds
 # the indexes of the default rings, and checkpoints every 10,000 pages of 4 KiB (a WAL of up
 # to 40 MiB) write each hot page once for many batches: 31-36 us full, 10-11 us empty.
-_WRITER_PRAGMAS = ("PRAGMA cache_size = -16384",)
+_CACHE_KIB = 16384
 _CHECKPOINT_BYTES = 10_000 * 4096  # 5,000 pages of 8 KiB
 # New files get 8 KiB pages (SQLite's default is 4 KiB): a span with captured values (2-3 KB)
 # left most of a 4 KiB page empty, and every page goes through the WAL and a checkpoint.
@@ -133,8 +133,7 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
                 cursor.execute(f"PRAGMA page_size = {_PAGE_SIZE}")  # an empty file only
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
-                for pragma in _WRITER_PRAGMAS:
-                    cursor.execute(pragma)
+                cursor.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")  # negative: KiB, not pages
                 (page_size,) = cursor.execute("PRAGMA page_size").fetchone()
                 cursor.execute(
                     f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_BYTES // int(page_size)}")

@@ -286,12 +286,13 @@ class Writer:
         if not self._schema_ready:
             self._ensure_schema()
             self._schema_ready = True
-        if not batch.records and not self.counters.has_unsaved \
-                and not self.coalescer.has_dirty:
-            # Only flush markers (a flush right after a full batch): nothing to commit.
-            for marker in batch.flushes:
-                marker.finish(True)
-            return
+        # Flush markers alone (a flush right after a full batch) need no transaction.
+        if batch.records or self.counters.has_unsaved or self.coalescer.has_dirty:
+            self._write_batch(batch)
+        for marker in batch.flushes:
+            marker.finish(True)
+
+    def _write_batch(self, batch: Batch) -> None:
         unsaved = self.counters.take_unsaved()
         try:
             usage = self.batches.write(batch, unsaved)
@@ -301,8 +302,6 @@ class Writer:
         self.ring_usage = {**self.ring_usage, **usage}
         with self.counters.lock:
             self.counters.written += batch.records
-        for marker in batch.flushes:
-            marker.finish(True)
 
     def _retryable(self, exc: Exception) -> bool:
         """Faults of the database (locked, full, read-only, down) are retried; a batch the

@@ -233,38 +233,47 @@ def test_subclasses_of_record_types_are_stored(store_factory: Callable[..., Audi
     assert [(e.event_type, e.count) for e in store.events()] == [("app", 3)]
 
 
-def commits_of(store: AuditStore) -> list[int]:
-    """A list that grows by one at each transaction the store's writer commits."""
-    commits: list[int] = []
-    event.listen(store.engine, "commit", lambda conn: commits.append(1))
-    return commits
+def spans_at_commits(store: AuditStore) -> list[int]:
+    """A list that grows at each commit on the store's connections by the spans table's size
+    then. Readers commit too: copy it before reading the store."""
+    counts: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: counts.append(
+        conn.exec_driver_sql("SELECT count(*) FROM ragtrail_spans").scalar()))
+    return counts
+
+
+def rows_per_commit(counts: list[int]) -> list[int]:
+    """The spans each commit added, from ``spans_at_commits`` (starting from none)."""
+    return [after - before for before, after in zip([0, *counts[:-1]], counts, strict=True)]
 
 
 def test_writer_waits_for_a_full_batch(store_factory: Callable[..., AuditStore]) -> None:
     """Records are written in full batches while the linger lasts; flush() writes the rest at
     once instead of waiting for the linger to end."""
     store = store_factory(batch_size=50, batch_linger_seconds=600)
-    commits = commits_of(store)
+    counts = spans_at_commits(store)
     for _ in range(120):
         store.record(make_span())
     assert store.flush(timeout=60)  # far below the linger: flush cut it short
+    sizes = rows_per_commit(list(counts))
     assert len(store.spans(limit=None)) == 120
-    # 50 + 50 + 20, or fewer when the writer found a backlog (more than one batch queued)
-    # and took up to 8 batches at once; one more if a record() raced a pop at a boundary.
-    assert 1 <= len(commits) <= 4
-
+    # Full batches of 50, or of up to 8 x 50 when the writer found more than one batch
+    # queued; only the last, which flush() cut short, may be smaller.
+    assert sum(sizes) == 120
+    assert all(50 <= size <= 400 for size in sizes[:-1])
+    assert 1 <= sizes[-1] <= 400
 
 
 def test_a_backlog_is_written_in_larger_transactions(
         store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
     """Records that piled up while the writer waited (here on a lock; under load, for the
     GIL) go in with up to 8 batches per transaction, so the writer catches up: 1,000 records
-    at batch_size 50 take 3-4 commits, not 20, and never more than 400 records each."""
+    at batch_size 50 take 3-4 commits, not 20, of at most 400 records each."""
     path = tmp_path / "backlog.db"
     store = store_factory(f"sqlite:///{path}", batch_size=50,
                           engine_options={"connect_args": {"timeout": 60}})
     assert store.flush(10)  # the schema exists before the lock is taken
-    commits = commits_of(store)
+    counts = spans_at_commits(store)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -278,8 +287,12 @@ def test_a_backlog_is_written_in_larger_transactions(
         holder.execute("ROLLBACK")
         holder.close()
     assert store.flush(timeout=60)
+    sizes = rows_per_commit(list(counts))
     assert len(store.spans(limit=None)) == 1000
-    assert 3 <= len(commits) <= 4
+    assert sum(sizes) == 1000
+    assert all(1 <= size <= 400 for size in sizes)
+    assert 3 <= len(sizes) <= 4
+
 
 def test_linger_ends_in_a_write_without_flush(store_factory: Callable[..., AuditStore]) -> None:
     """A lone record is committed once the linger passes, without any flush."""
