@@ -6,10 +6,13 @@ Baseline: ``tracer.start_as_current_span`` used as a decorator, with the SDK Tra
 and a BatchSpanProcessor whose exporter does nothing (so the SDK's own span cost is measured,
 not a network). ragtrail: ``@monitored`` with its SQLite audit store attached (a temporary
 file; the background writer really writes; the "no store" rows swap it for a no-op
-afterwards, to show the caller's share). The "capture" rows pass the same query and documents
-on every call, as a popular query or a corpus's recurring chunks do (the redactor remembers
-text it found clean); the "capture, new text" rows pass text never seen before on every call,
-so the redactor scans everything. Each row is the median over rounds of the mean
+afterwards, to show the caller's share). The "capture args" rows are issue 3's goal: a
+retriever decorated with ``capture_args=True``, called with a 140-character query, returning
+5 documents (their ids and scores become span attributes). The "capture all" rows capture
+and redact the 5 documents too (``capture_result=True``). Both pass the same query and
+documents on every call, as a popular query or a corpus's recurring chunks do (the redactor
+remembers text it found clean); the "capture all, new text" rows pass text never seen before
+on every call, so the redactor scans everything. Each row is the median over rounds of the mean
 per-call time of ``--calls`` calls; the store is flushed between rounds so its queue never
 fills (a full queue drops records, which would flatter the numbers), and outside the timing.
 The "sustained" rows time the flush too: what the burst left the writer to do.
@@ -42,6 +45,8 @@ DOCUMENTS = [
     for i in range(5)
 ]
 ITEMS = 3  # per generator run
+_CAPTURE_ROWS = ("capture args: otel", "capture args: monitored", "capture all: otel",
+                 "capture all: monitored")  # rerun without a store, and with the flush timed
 
 
 def _fresh_calls() -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -79,6 +84,8 @@ def _sync_suite(tracer: Any) -> dict[str, Callable[[], object]]:
         return DOCUMENTS
 
     otel_search = tracer.start_as_current_span("search")(search)
+    # Issue 3's goal row: capture_args=True; the "capture all" rows capture the result too.
+    monitored_args = rt.monitored(kind="retriever", capture_args=True)(search)
     monitored_search = rt.monitored(kind="retriever", capture_args=True,
                                     capture_result=True)(search)
 
@@ -109,12 +116,15 @@ def _sync_suite(tracer: Any) -> dict[str, Callable[[], object]]:
         "plain": plain,
         "otel": otel,
         "monitored": monitored,
-        "capture: plain": lambda: search(QUERY),
-        "capture: otel": lambda: otel_search(QUERY),
-        "capture: monitored": lambda: monitored_search(QUERY),
-        "capture, new text: plain": fresh_call(search_fresh),
-        "capture, new text: otel": fresh_call(otel_fresh),
-        "capture, new text: monitored": fresh_call(monitored_fresh),
+        "capture args: plain": lambda: search(QUERY),
+        "capture args: otel": lambda: otel_search(QUERY),
+        "capture args: monitored": lambda: monitored_args(QUERY),
+        "capture all: plain": lambda: search(QUERY),
+        "capture all: otel": lambda: otel_search(QUERY),
+        "capture all: monitored": lambda: monitored_search(QUERY),
+        "capture all, new text: plain": fresh_call(search_fresh),
+        "capture all, new text: otel": fresh_call(otel_fresh),
+        "capture all, new text: monitored": fresh_call(monitored_fresh),
         "generator: plain": lambda: sum(numbers()),
         "generator: otel": lambda: sum(otel_numbers()),
         "generator: monitored": lambda: sum(monitored_numbers()),
@@ -192,7 +202,7 @@ def _without_store(monitor: rt.Monitor, suite: dict[str, Callable[[], object]], 
     store, monitor.store = monitor.store, _NoStore()  # type: ignore[assignment]
     try:
         chosen = {name: fn for name, fn in suite.items()
-                  if name in ("otel", "monitored", "capture: otel", "capture: monitored")}
+                  if name in ("otel", "monitored", *_CAPTURE_ROWS)}
         results: dict[str, list[float]] = {f"no store, {name}": [] for name in chosen}
         for _ in range(rounds):
             for name, fn in chosen.items():
@@ -211,7 +221,7 @@ def _sustained(suite: dict[str, Callable[[], object]], calls: int, rounds: int,
     """
     results: dict[str, list[float]] = {}
     for _ in range(rounds):
-        for name in ("capture: otel", "capture: monitored"):
+        for name in _CAPTURE_ROWS:
             flush()
             fn = suite[name]
             start = time.perf_counter_ns()
@@ -293,7 +303,7 @@ def _print_table(samples: dict[str, list[float]], options: argparse.Namespace) -
     medians = {name: statistics.median(values) for name, values in samples.items()}
     print(f"median of {options.rounds} rounds x {options.calls} calls; "
           f"Python {sys.version.split()[0]}\n")
-    print(f"{'case':36} {'us/call':>9} {'min':>9} {'max':>9} {'x OTel':>8}")
+    print(f"{'case':42} {'us/call':>9} {'min':>9} {'max':>9} {'x OTel':>8}")
     for name, median in medians.items():
         group = name.rsplit(": ", 1)[0] if ": " in name else ""
         if name.startswith("no store, "):
@@ -306,7 +316,7 @@ def _print_table(samples: dict[str, list[float]], options: argparse.Namespace) -
             baseline = medians["otel"]
         ratio = f"{median / baseline:.2f}" if baseline else ""
         values = samples[name]
-        print(f"{name:36} {median:9.2f} {min(values):9.2f} {max(values):9.2f} {ratio:>8}")
+        print(f"{name:42} {median:9.2f} {min(values):9.2f} {max(values):9.2f} {ratio:>8}")
     print("\nratios compare each row with the OTel row of its group (same function shape)")
 
 
