@@ -60,7 +60,8 @@ class ArgumentCapture:
     """Which arguments of one decorated callable to capture, worked out at decoration time.
 
     ``self``/``cls`` are never captured: when wrapt reports an instance (a method or a
-    classmethod), the first parameter is dropped from the signature.
+    classmethod), the first parameter is dropped from the signature, unless the callable was
+    bound before it was decorated (``monitored(obj.method)``): its signature has none.
     """
 
     __slots__ = ("_for_function", "_for_method", "_order")
@@ -79,7 +80,8 @@ class ArgumentCapture:
                     f"capture_args names {', '.join(unknown)} are not parameters of {func!r}")
         self._order = tuple(p.name for p in parameters if wanted is None or p.name in wanted)
         self._for_function = _Binder(parameters, wanted)
-        self._for_method = _Binder(parameters[1:], wanted)
+        self._for_method = self._for_function if inspect.ismethod(target) \
+            else _Binder(parameters[1:], wanted)
 
     def values(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                ) -> dict[str, Any]:

@@ -62,6 +62,25 @@ def test_self_and_cls_are_never_captured(kind: str, monitor: Monitor) -> None:
     assert only_span(monitor, "step").attributes["input.value"] == {"x": 21}
 
 
+def test_methods_bound_before_decoration_keep_their_argument_names(monitor: Monitor) -> None:
+    """``monitored(obj.method)``: the bound method's signature has no ``self`` to skip, so the
+    names must not shift (a shift once stored a password under the next parameter's name)."""
+    class Auth:
+        def login(self, password: str, user: str) -> None:
+            pass
+
+        @classmethod
+        def build(cls, path: str, fast: bool = True) -> None:
+            pass
+
+    auth = Auth()
+    monitored(name="login", capture_args=True)(auth.login)(API_KEY, "ana")
+    monitored(name="build", capture_args=["path"])(Auth.build)("cfg.toml")
+    assert only_span(monitor, "login").attributes["input.value"] == {
+        "password": "[REDACTED]", "user": "ana"}
+    assert only_span(monitor, "build").attributes["input.value"] == {"path": "cfg.toml"}
+
+
 def test_capture_result_records_the_return_value(monitor: Monitor) -> None:
     """``capture_result=True``: the result, structured, with a JSON mime type."""
     @monitored(name="rank", capture_result=True)
