@@ -71,7 +71,7 @@ class CallPlan:
         if self.capture is not None:
             captured = self.captured_arguments(monitor, instance, args, kwargs)
             if captured:
-                span.set_attributes(captured)
+                span._update(captured)
         span.attach()
         return span
 
@@ -98,12 +98,12 @@ class CallPlan:
         try:
             end_ns = time_ns()
             if self.extractor is not None:
-                found = self.extractor(result)
+                found = self.extractor(result, monitor.redactor.redact)
                 if found:
-                    span.set_attributes(found)
+                    span._update(found)
             if self.capture_result:
                 output = monitor.redactor.redact(result)
-                span.set_attributes({OUTPUT_VALUE: output, OUTPUT_MIME_TYPE:
+                span._update({OUTPUT_VALUE: output, OUTPUT_MIME_TYPE:
                                      _TEXT if type(output) is str else _JSON})
             self.check_slow(monitor, span, end_ns)
             span.end(end_ns)
@@ -135,7 +135,7 @@ class CallPlan:
             else:
                 # Cancellation, KeyboardInterrupt, GeneratorExit: the call was stopped from
                 # outside, it did not fail, so the span keeps an ok status.
-                span.set_attribute(INTERRUPTED, type(error).__name__)
+                span._set(INTERRUPTED, type(error).__name__)
             self.check_slow(monitor, span, end_ns)
             span.end(end_ns)
         except Exception:

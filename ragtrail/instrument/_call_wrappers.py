@@ -111,12 +111,12 @@ class _StreamStart:
         span = open_span(self.monitor, plan.name, plan.kind, plan.attributes, self.parent,
                          self.correlation_id)
         if self.captured:
-            span.set_attributes(self.captured)
+            span._update(self.captured)
         return span
 
 
 def _first_item(span: LiveSpan) -> None:
-    span.set_attribute(TIME_TO_FIRST_ITEM, (time_ns() - span.start_ns) / 1e6)
+    span._set(TIME_TO_FIRST_ITEM, (time_ns() - span.start_ns) / 1e6)
 
 
 def _traced_generator(plan: CallPlan, start: _StreamStart,
@@ -137,12 +137,12 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
         try:
             item = inner.send(sent) if thrown is None else inner.throw(thrown)
         except StopIteration as stop:
-            span.set_attribute(ITEMS, items)
+            span._set(ITEMS, items)
             plan.finish_stream(monitor, span)  # still current: a slow_call event attaches
             detach(token)
             return stop.value
         except BaseException as error:
-            span.set_attribute(ITEMS, items)
+            span._set(ITEMS, items)
             plan.fail(monitor, span, error)
             detach(token)
             raise
@@ -170,7 +170,7 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
 
 
 def _closed_early(plan: CallPlan, monitor: _monitor.Monitor, span: LiveSpan, items: int) -> None:
-    span.set_attributes({ITEMS: items, CLOSED_EARLY: True})
+    span._update({ITEMS: items, CLOSED_EARLY: True})
     plan.finish_stream(monitor, span)
 
 
@@ -194,12 +194,12 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
         try:
             item = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
         except StopAsyncIteration:
-            span.set_attribute(ITEMS, items)
+            span._set(ITEMS, items)
             plan.finish_stream(monitor, span)  # still current: a slow_call event attaches
             detach(token)
             return
         except BaseException as error:
-            span.set_attribute(ITEMS, items)
+            span._set(ITEMS, items)
             plan.fail(monitor, span, error)
             detach(token)
             raise

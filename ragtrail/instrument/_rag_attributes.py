@@ -4,7 +4,8 @@ Attribute names follow OpenInference (``openinference.span.kind``, ``retrieval.d
 ``reranker.output_documents.*``, ``llm.token_count.*``) and the OpenTelemetry GenAI semantic
 conventions (``gen_ai.usage.*``); ragtrail's own additions live under ``ragtrail.*``.
 Extraction only looks at shapes documented in docs/decorator.md and never raises: a result
-it does not recognise adds nothing.
+it does not recognise adds nothing. The text it takes (document ids, model names) is the app's
+data, recorded without any capture opt-in, so it passes the redactor it is given.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ _DOCUMENTS_COUNT = "ragtrail.documents.count"
 _EMBEDDING_COUNT = "ragtrail.embedding.vector_count"
 _EMBEDDING_DIMENSION = "ragtrail.embedding.dimension"
 
-Extractor = Callable[[Any], dict[str, Any]]
+Redact = Callable[[str], Any]
+Extractor = Callable[[Any, Redact], dict[str, Any]]
 
 
 def kind_attributes(kind: str) -> dict[str, Any]:
@@ -61,15 +63,16 @@ _RETRIEVAL_KEYS = _document_keys("retrieval.documents")
 _RERANKER_KEYS = _document_keys("reranker.output_documents")
 
 
-def _retrieval(result: Any) -> dict[str, Any]:
-    return _documents(result, _RETRIEVAL_KEYS)
+def _retrieval(result: Any, redact: Redact) -> dict[str, Any]:
+    return _documents(result, _RETRIEVAL_KEYS, redact)
 
 
-def _reranking(result: Any) -> dict[str, Any]:
-    return _documents(result, _RERANKER_KEYS)
+def _reranking(result: Any, redact: Redact) -> dict[str, Any]:
+    return _documents(result, _RERANKER_KEYS, redact)
 
 
-def _documents(result: Any, keys: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+def _documents(result: Any, keys: tuple[tuple[str, str], ...], redact: Redact,
+               ) -> dict[str, Any]:
     """A list of documents: mappings or objects with ``id``/``score``, or (document, score)."""
     if not _is_list(result):
         return {}
@@ -82,15 +85,15 @@ def _documents(result: Any, keys: tuple[tuple[str, str], ...]) -> dict[str, Any]
         else:
             doc_id, score = _field(item, "id"), _field(item, "score")
         if type(doc_id) is str:
-            attributes[id_key] = doc_id
+            attributes[id_key] = redact(doc_id)
         elif isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool):
-            attributes[id_key] = str(doc_id)
+            attributes[id_key] = redact(str(doc_id))
         if _is_number(score):
             attributes[score_key] = float(score)
     return attributes
 
 
-def _llm(result: Any) -> dict[str, Any]:
+def _llm(result: Any, redact: Redact) -> dict[str, Any]:
     """Token usage from a ``usage`` mapping or attribute (OpenAI and Anthropic spellings)."""
     usage = _field(result, "usage")
     if usage is None:
@@ -108,11 +111,11 @@ def _llm(result: Any) -> dict[str, Any]:
         attributes["llm.token_count.total"] = input_tokens + output_tokens
     model = _field(result, "model")
     if isinstance(model, str):
-        attributes["gen_ai.response.model"] = model
+        attributes["gen_ai.response.model"] = redact(model)
     return attributes
 
 
-def _embedding(result: Any) -> dict[str, Any]:
+def _embedding(result: Any, redact: Redact) -> dict[str, Any]:
     """One vector (numbers) or a batch (a list of vectors), or anything with a 1-D/2-D shape."""
     shape = getattr(result, "shape", None)  # numpy arrays and tensors
     if isinstance(shape, tuple) and 1 <= len(shape) <= 2:

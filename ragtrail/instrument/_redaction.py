@@ -55,6 +55,7 @@ _JSON_KEYS: dict[Any, str] = {None: "null", True: "true", False: "false"}  # as 
 _CLEAN_MAX_LENGTH = 4096
 _CLEAN_MAX_ENTRIES = 4096
 _CLEAN_MAX_CHARS = 1 << 20
+_KEYS_CACHED = 4096  # attribute names remembered as secret or not (code chooses them, mostly)
 _SMALL_INT = 10**12  # integers this small are returned as they are (card numbers are longer)
 
 
@@ -86,6 +87,7 @@ class Redactor:
         # clean text -> its JSON cost; one cache per ``escape`` (see _CLEAN_MAX_LENGTH)
         self._clean: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self._clean_chars = 0
+        self._hidden_keys: dict[str, bool] = {}  # attribute name -> key_is_secret(name)
 
     def redact(self, value: Any, *, max_bytes: int | None = None,
                escape: bool = False) -> Any:
@@ -118,6 +120,35 @@ class Redactor:
         if limit is None or len(text) <= limit:
             return self._scanner.scan(text) if self.enabled else text
         return self._cut_and_scan(text, limit) + f"...[truncated, {len(text)} chars]"
+
+    def redact_attribute(self, key: str, value: Any) -> Any:
+        """A span attribute's value: hidden under a secret key (``api_key``), else redacted."""
+        return REDACTED if self.key_is_secret(key) else self.redact(value)
+
+    def redact_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        """Span or event attributes, each value with the whole per-value budget.
+
+        ``redact_attribute`` for each, with its common cases (a name seen before, clean text
+        seen before, a finite float) inline: app code may annotate every span it makes.
+        """
+        out: dict[str, Any] = {}
+        hidden_keys, clean, budget = self._hidden_keys, self._clean[False], self.max_bytes
+        for key, value in attributes.items():
+            hidden = hidden_keys.get(key)
+            if hidden is None:
+                hidden = self.key_is_secret(key)
+                if len(hidden_keys) >= _KEYS_CACHED:
+                    hidden_keys.clear()
+                hidden_keys[key] = hidden
+            kind = type(value)
+            if hidden:
+                out[key] = REDACTED
+            elif (kind is float and value - value == 0) or (
+                    kind is str and clean.get(value, budget + 1) <= budget):
+                out[key] = value
+            else:
+                out[key] = self.redact(value)
+        return out
 
     def key_is_secret(self, key: str) -> bool:
         """Whether values under ``key`` are always redacted (for callers building attributes)."""

@@ -70,7 +70,7 @@ def _traced_send(wrapped: Any, instance: Any, args: tuple[Any, ...],
         raise
     try:
         status = response.status_code
-        span.set_attribute("http.response.status_code", status)
+        span._set("http.response.status_code", status)
         if status >= 400:
             # OTel HTTP semantic conventions: 4xx and 5xx are errors for a client span.
             span.set_error(str(status))

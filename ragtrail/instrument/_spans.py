@@ -179,22 +179,34 @@ class LiveSpan(trace.Span):
         return not self._ended
 
     # -- annotations ----------------------------------------------------------------------
+    # The OTel API methods are how application code annotates ragtrail's spans
+    # (``trace.get_current_span().set_attribute(...)``), so their values pass the redactor
+    # like everything else stored or exported. ragtrail's own code, whose values are
+    # redacted already or are its own numbers and templates, uses the underscored twins.
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
-        if self._ended:
-            return
-        if not self._own_attributes:
-            self._attributes = dict(self._attributes)
-            self._own_attributes = True
-        self._attributes[key] = value
+        if not self._ended:
+            self._set(key, self._monitor.redactor.redact_attribute(key, value))
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        if self._ended:
-            return
-        if not self._own_attributes:
+        if not self._ended:
+            self._update(self._monitor.redactor.redact_attributes(attributes))
+
+    def _set(self, key: str, value: Any) -> None:
+        """Set an attribute as it is: a value ragtrail made or redacted itself."""
+        if not self._ended:
+            self._writable()[key] = value
+
+    def _update(self, attributes: Mapping[str, Any]) -> None:
+        """Set attributes as they are: values ragtrail made or redacted itself."""
+        if not self._ended:
+            self._writable().update(attributes)
+
+    def _writable(self) -> dict[str, Any]:
+        if not self._own_attributes:  # the decorator's shared dict: copy on the first write
             self._attributes = dict(self._attributes)
             self._own_attributes = True
-        self._attributes.update(attributes)
+        return self._attributes
 
     def add_event(
         self,
@@ -202,6 +214,13 @@ class LiveSpan(trace.Span):
         attributes: types.Attributes = None,
         timestamp: int | None = None,
     ) -> None:
+        if not self._ended:
+            self._add_event(name, self._monitor.redactor.redact_attributes(attributes)
+                            if attributes else None, timestamp)
+
+    def _add_event(self, name: str, attributes: Mapping[str, Any] | None,
+                   timestamp: int | None = None) -> None:
+        """Add an event whose attributes ragtrail made or redacted itself."""
         if self._ended:
             return
         event = SpanEvent(name, (timestamp if timestamp is not None else time_ns()) // 1000,
@@ -240,15 +259,15 @@ class LiveSpan(trace.Span):
             return
         redact_text = self._monitor.redactor.redact_text
         stack = "".join(traceback.format_exception(exception))[-_STACKTRACE_MAX_CHARS:]
-        event_attributes: dict[str, types.AttributeValue] = {
+        event_attributes: dict[str, Any] = {
             "exception.type": _qualified_name(type(exception)),
             "exception.message": redact_text(str(exception)),
             "exception.stacktrace": redact_text(stack),
             "exception.escaped": escaped,
         }
         if attributes:
-            event_attributes.update(attributes)
-        self.add_event("exception", event_attributes, timestamp)
+            event_attributes.update(self._monitor.redactor.redact_attributes(attributes))
+        self._add_event("exception", event_attributes, timestamp)
 
     def fail(self, exception: BaseException) -> None:
         """Mark the span failed by ``exception``: error status, type, redacted message, event."""
@@ -392,7 +411,9 @@ def start_span(
     """
     from ragtrail.instrument._monitor import get_monitor  # _monitor imports this module
 
-    span = open_span(get_monitor(), name, kind, dict(attributes) if attributes else {},
+    monitor = get_monitor()
+    span = open_span(monitor, name, kind,
+                     monitor.redactor.redact_attributes(attributes) if attributes else {},
                      parent, correlation_id)
     span._own_attributes = True
     span.attach()

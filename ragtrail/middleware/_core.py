@@ -269,7 +269,7 @@ class Exchange:
         attributes: dict[str, Any] = {}
         _capture(attributes, "http.response.header.", captured,
                  self.core.monitor.redactor.redact_text)
-        self.span.set_attributes(attributes)
+        self.span._update(attributes)
 
     def cut_body(self) -> None:
         """The streamed body passed ``max_body_bytes``: record it once; the adapter answers 413."""
@@ -294,10 +294,10 @@ class Exchange:
             status = self.status
             if span is not None:
                 if status is not None:
-                    span.set_attribute("http.response.status_code", status)
+                    span._set("http.response.status_code", status)
                 route = self.route  # a template from the app's code, not from the client
                 if route:
-                    span.set_attribute("http.route", route)
+                    span._set("http.route", route)
                     span.update_name(f"{self.method_name} {route}")
             # A health route's 503 is not a server error, and health records its own 401s.
             if self.health_answered:
@@ -310,7 +310,7 @@ class Exchange:
             elif status is not None and status >= 500:
                 if span is not None:
                     span.set_status(StatusCode.ERROR)
-                    span.set_attribute("error.type", str(status))
+                    span._set("error.type", str(status))
                 self.event("server_error", Severity.HIGH, f"the app answered {status}",
                            {"status": status})
             elif status == 401 or status == 403:

@@ -105,6 +105,27 @@ def test_attributes_events_and_status_reach_the_store(monitor: Monitor) -> None:
     assert stored.correlation_id == "c0ffee00c0ffee00c0ffee00c0ffee00"
 
 
+def test_application_annotations_pass_the_redactor(monitor: Monitor) -> None:
+    """What app code sets through the OTel span API on a ragtrail span is redacted like
+    everything else stored or exported: by value, and by a secret-looking key."""
+    email, key = "ana.canary@example.org", "AKIAIOSFODNN7CANARY9"
+    with correlation_scope():
+        span = start_span("request", "server", attributes={"user.note": f"mail {email}"})
+        trace.get_current_span().set_attribute("user.contact", email)
+        span.set_attributes({"upload.url": f"s3://b/k?X-Amz-Credential={key}",
+                             "service.api_key": "plain-looking-value", "retries": 2})
+        span.add_event("login", {"user.email": email})
+        span.record_exception(ValueError("bad"), attributes={"user.email": email})
+        span.end()
+    stored = only_span(monitor, "request")
+    assert stored.attributes["user.note"] == "mail [REDACTED]"
+    assert stored.attributes["user.contact"] == "[REDACTED]"
+    assert key not in stored.attributes["upload.url"]
+    assert stored.attributes["service.api_key"] == "[REDACTED]"
+    assert stored.attributes["retries"] == 2
+    assert [e.attributes["user.email"] for e in stored.events] == ["[REDACTED]"] * 2
+
+
 def test_record_exception_redacts_the_message(monitor: Monitor) -> None:
     """``record_exception`` adds the OTel exception event with a redacted message."""
     span = start_span("request", "server")

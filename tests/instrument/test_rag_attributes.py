@@ -62,6 +62,21 @@ def test_retriever_records_document_ids_and_scores(documents: list[Any],
     assert attributes["retrieval.documents.1.document.score"] == 0.5
 
 
+def test_document_ids_are_redacted(monitor: Monitor) -> None:
+    """Read off results without any capture opt-in, so they pass the redactor too."""
+    documents = [{"id": "tickets/ana.canary@example.org/42", "score": 0.9},
+                 {"id": "s3://b/k?X-Amz-Credential=AKIAIOSFODNN7CANARY9", "score": 0.5}]
+    attributes = record(monitor, "retriever", documents)
+    assert attributes["retrieval.documents.0.document.id"] == "tickets/[REDACTED]/42"
+    assert "AKIA" not in attributes["retrieval.documents.1.document.id"]
+    assert attributes["retrieval.documents.1.document.score"] == 0.5
+
+
+def test_model_names_are_redacted(monitor: Monitor) -> None:
+    llm = {"model": "m-ana.canary@example.org", "usage": {"input_tokens": 3}}
+    assert "canary" not in record(monitor, "llm", llm)["gen_ai.response.model"]
+
+
 def test_documents_are_bounded_but_counted(monitor: Monitor) -> None:
     """Only the first 10 documents are described; the count says how many there were."""
     attributes = record(monitor, "retriever", [{"id": i, "score": 1.0} for i in range(25)])
