@@ -263,6 +263,11 @@ class _Walk:
             return self.text(raw.decode("utf-8", "replace"), budget, len(value))
         if isinstance(value, Mapping):
             return self.mapping(value, value.items(), budget, depth)
+        fields = getattr(type(value), "_fields", None)
+        if isinstance(value, tuple) and isinstance(fields, tuple):  # a namedtuple: its names
+            # matter (``DbConfig(host, password)``), as a dataclass's do
+            return self.mapping(value, zip(fields, value, strict=False), budget, depth,
+                                len(value))
         if isinstance(value, _SEQUENCES):
             return self.sequence(value, budget, depth)
         if isinstance(value, (datetime.date, datetime.time)):

@@ -7,8 +7,8 @@ import json
 import math
 import time
 import uuid
-from collections import deque
-from typing import Any
+from collections import deque, namedtuple
+from typing import Any, NamedTuple
 
 import pytest
 from redaction_canaries import CANARIES, Canary, leaked
@@ -198,6 +198,11 @@ class Opaque:
         return "Opaque(token=abcdef0123456789abcdef)"
 
 
+class DbConfig(NamedTuple):
+    host: str
+    password: str
+
+
 class Hostile:
     def __repr__(self) -> str:
         raise RuntimeError("no repr for you")
@@ -214,6 +219,8 @@ class Hostile:
     (Document("d1", "t", "sk-abc"), {"id": "d1", "text": "t", "api_key": REDACTED}),
     (Chunk(), {"page_content": "mail me at [REDACTED]", "score": 0.5}),
     (Opaque(), "Opaque(token=[REDACTED])"),
+    (DbConfig("db.internal", "hunter2-canary"), {"host": "db.internal", "password": REDACTED}),
+    (namedtuple("Pair", "user token")("ana", "t0k"), {"user": "ana", "token": REDACTED}),
     (2**200, "[integer of 201 bits]"),
 ])
 def test_values_of_every_type_become_json(value: Any, expected: Any) -> None:
