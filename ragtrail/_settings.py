@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from ragtrail._records import Severity
 
@@ -214,6 +214,7 @@ class Settings:
         Severity.MEDIUM, "RAGTRAIL_SECURITY_VULNERABILITY_THRESHOLD", parse=Severity.parse)
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in ("events_capacity", "spans_capacity", "metrics_capacity", "queue_size",
                      "batch_size", "capture_max_bytes", "max_body_bytes"):
             _require(name, getattr(self, name), getattr(self, name) >= 1, "an integer >= 1")
@@ -248,9 +249,36 @@ class Settings:
             fail = getattr(self, f"{metric}_fail_percent")
             _require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
                      f"percentages with 0 <= warn <= {metric}_fail_percent <= 100")
-        for name in ("function_error_severity", "alert_min_severity",
-                     "security_vulnerability_threshold"):
-            object.__setattr__(self, name, Severity.parse(getattr(self, name)))
+        for name in ("otlp_endpoint", "otlp_traces_endpoint", "otlp_metrics_endpoint"):
+            endpoint = getattr(self, name)
+            _require(name, endpoint, endpoint is None or _is_http_url(endpoint),
+                     "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318 "
+                     "(as the OpenTelemetry specification asks of OTLP endpoints)")
+
+    def _check_types(self) -> None:
+        """Arguments skip the environment's parsers: check their types here, so that
+        ``queue_size="100"`` or ``enabled="false"`` fails naming the setting, not later."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = str(f.type)
+            optional = kind.endswith(" | None")
+            if value is None and optional:
+                continue
+            kind = kind.removesuffix(" | None")
+            if kind == "Severity":
+                try:
+                    value = Severity.parse(value)
+                except ValueError as exc:
+                    raise ConfigurationError(f"setting {f.name}={value!r} is not valid; "
+                                             f"{exc}") from None
+            else:
+                accepts, accepted = _TYPES[kind]
+                _require(f.name, value if f.repr else "[REDACTED]", accepts(value), accepted)
+                if kind == "float":
+                    value = float(value)
+                elif kind.startswith("tuple"):
+                    value = tuple(value)
+            object.__setattr__(self, f.name, value)
 
     @property
     def is_production(self) -> bool:
@@ -297,6 +325,29 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed, validated again."""
         return dataclasses.replace(self, **changes)
+
+
+def _is_http_url(endpoint: str) -> bool:
+    parts = urlsplit(endpoint)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {  # a field's type -> check, description
+    "str": (lambda value: isinstance(value, str), "text"),
+    "int": (_is_int, "a whole number"),
+    "float": (lambda value: _is_int(value) or isinstance(value, float), "a number"),
+    "bool": (lambda value: isinstance(value, bool), "True or False"),
+    "tuple[str, ...]": (lambda value: isinstance(value, (tuple, list)) and all(
+        isinstance(item, str) for item in value), "a list or tuple of strings"),
+    "dict[str, str]": (lambda value: isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()),
+        "a mapping of strings to strings"),
+    "dict[str, Any]": (lambda value: isinstance(value, Mapping), "a mapping"),
+}
 
 
 def _shown(f: dataclasses.Field[Any], raw: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,42 @@ def test_invalid_values_name_setting_value_and_choices(
         Settings.from_env(env)
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragments"),
+    [
+        ({"queue_size": "100"}, ["queue_size", "'100'", "a whole number"]),
+        ({"capture_max_bytes": "2k"}, ["capture_max_bytes", "a whole number"]),
+        ({"enabled": "false"}, ["enabled", "'false'", "True or False"]),
+        ({"redact_keys": "ssn"}, ["redact_keys", "list or tuple of strings"]),
+        ({"alert_min_severity": "urgent"}, ["alert_min_severity", "urgent", "critical"]),
+        ({"otlp_endpoint": "127.0.0.1:4318"}, ["otlp_endpoint", "127.0.0.1:4318", "http://"]),
+        ({"otlp_traces_endpoint": "ftp://collector"}, ["otlp_traces_endpoint", "https://"]),
+        ({"api_token": 12345}, ["api_token", "[REDACTED]", "text"]),
+    ],
+)
+def test_invalid_arguments_name_setting_value_and_choices(
+    arguments: dict[str, Any], fragments: list[str]
+) -> None:
+    """Arguments skip the environment's parsers; a wrong type still fails at configure()."""
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({}, **arguments)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert "12345" not in str(info.value)
+
+
+def test_invalid_endpoint_variable_fails_at_start_up() -> None:
+    with pytest.raises(ConfigurationError, match="otlp_endpoint"):
+        Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
+
+
+def test_arguments_of_close_enough_types_are_normalised() -> None:
+    """A list where a tuple is kept, an int where a float is: converted, not refused."""
+    s = Settings.from_env({}, redact_keys=["ssn"], slow_ms=5, batch_linger_seconds=0)
+    assert (s.redact_keys, s.slow_ms, s.batch_linger_seconds) == (("ssn",), 5.0, 0.0)
+    assert type(s.slow_ms) is float
 
 
 def test_unknown_argument_is_refused() -> None:
