@@ -10,10 +10,11 @@ it run unrecorded; they never reach the caller.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Generator
+from contextvars import Token
 from time import time_ns
 from typing import Any
 
-from opentelemetry.context import attach, detach, get_current
+from opentelemetry.context import Context, attach, detach, get_current
 
 from ragtrail.instrument import _monitor
 from ragtrail.instrument._call_plan import CLOSED_EARLY, ITEMS, TIME_TO_FIRST_ITEM, CallPlan
@@ -115,6 +116,17 @@ class _StreamStart:
         return span
 
 
+def _enter(context: Context, correlation_id: str | None) -> tuple[Token[Context], Token[str | None]]:
+    """Make the generator's span and correlation ID current for one step of its body: the
+    consumer may iterate from another task, thread or ``correlation_scope``."""
+    return attach(context), _correlation_id.set(correlation_id)
+
+
+def _leave(tokens: tuple[Token[Context], Token[str | None]]) -> None:
+    _correlation_id.reset(tokens[1])
+    detach(tokens[0])
+
+
 def _first_item(span: LiveSpan) -> None:
     span._set(TIME_TO_FIRST_ITEM, (time_ns() - span.start_ns) / 1e6)
 
@@ -128,25 +140,25 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
     except Exception:
         monitor.report_failure("monitored")
         return (yield from inner)
-    context = span.context
+    context, correlation_id = span.context, start.correlation_id
     items = 0
     sent: Any = None
     thrown: BaseException | None = None
     while True:
-        token = attach(context)
+        token = _enter(context, correlation_id)
         try:
             item = inner.send(sent) if thrown is None else inner.throw(thrown)
         except StopIteration as stop:
             span._set(ITEMS, items)
             plan.finish_stream(monitor, span)  # still current: a slow_call event attaches
-            detach(token)
+            _leave(token)
             return stop.value
         except BaseException as error:
             span._set(ITEMS, items)
             plan.fail(monitor, span, error)
-            detach(token)
+            _leave(token)
             raise
-        detach(token)
+        _leave(token)
         if items == 0:
             _first_item(span)
         items += 1
@@ -155,7 +167,7 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
             sent = yield item
         except GeneratorExit:
             # close(), or the consumer dropped the generator and it is being collected.
-            token = attach(context)
+            token = _enter(context, correlation_id)
             try:
                 inner.close()
             except Exception as error:
@@ -163,7 +175,7 @@ def _traced_generator(plan: CallPlan, start: _StreamStart,
                 raise
             finally:
                 _closed_early(plan, monitor, span, items)
-                detach(token)
+                _leave(token)
             raise
         except BaseException as error:
             thrown, sent = error, None
@@ -185,25 +197,25 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
         async for item in inner:  # unrecorded, and without asend/athrow: a last resort
             yield item
         return
-    context = span.context
+    context, correlation_id = span.context, start.correlation_id
     items = 0
     sent: Any = None
     thrown: BaseException | None = None
     while True:
-        token = attach(context)
+        token = _enter(context, correlation_id)
         try:
             item = await (inner.asend(sent) if thrown is None else inner.athrow(thrown))
         except StopAsyncIteration:
             span._set(ITEMS, items)
             plan.finish_stream(monitor, span)  # still current: a slow_call event attaches
-            detach(token)
+            _leave(token)
             return
         except BaseException as error:
             span._set(ITEMS, items)
             plan.fail(monitor, span, error)
-            detach(token)
+            _leave(token)
             raise
-        detach(token)
+        _leave(token)
         if items == 0:
             _first_item(span)
         items += 1
@@ -211,7 +223,7 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
         try:
             sent = yield item
         except GeneratorExit:
-            token = attach(context)
+            token = _enter(context, correlation_id)
             try:
                 await inner.aclose()
             except Exception as error:
@@ -219,7 +231,7 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
                 raise
             finally:
                 _closed_early(plan, monitor, span, items)
-                detach(token)
+                _leave(token)
             raise
         except BaseException as error:
             thrown, sent = error, None

@@ -11,7 +11,13 @@ import pytest
 from instrument_support import only_span, stored_spans
 from opentelemetry import trace
 
-from ragtrail.instrument import Monitor, monitored, start_span
+from ragtrail.instrument import (
+    Monitor,
+    correlation_id,
+    correlation_scope,
+    monitored,
+    start_span,
+)
 
 SYNC_AND_ASYNC = ["sync", "async"]
 
@@ -216,3 +222,40 @@ def test_generator_span_parent_is_where_it_was_created(flavour: str, monitor: Mo
 
         assert asyncio.run(drain()) == [0, 1]
     assert only_span(monitor, "stream").parent_span_id == only_span(monitor, "creator").span_id
+
+
+@pytest.mark.parametrize("flavour", SYNC_AND_ASYNC)
+def test_body_keeps_the_correlation_id_it_was_created_with(flavour: str,
+                                                           monitor: Monitor) -> None:
+    """Consumed outside its ``correlation_scope`` (another thread, a later task), each step
+    of the body still sees the creator's ID, and so do the spans it makes."""
+    seen: list[str | None] = []
+
+    @monitored(name="stream")
+    def ids(n: int) -> Iterator[int]:
+        for i in range(n):
+            seen.append(correlation_id())
+            child()
+            yield i
+
+    @monitored(name="stream")
+    async def async_ids(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            seen.append(correlation_id())
+            child()
+            yield i
+
+    with correlation_scope("c" * 32):
+        made: Any = ids(2) if flavour == "sync" else async_ids(2)
+    assert correlation_id() is None
+    if flavour == "sync":
+        assert list(made) == [0, 1]
+    else:
+        async def drain() -> list[int]:
+            return [i async for i in made]
+
+        assert asyncio.run(drain()) == [0, 1]
+    assert correlation_id() is None
+    assert seen == ["c" * 32] * 2
+    spans = stored_spans(monitor)
+    assert [s.correlation_id for s in spans] == ["c" * 32] * 3, spans
