@@ -148,8 +148,12 @@ class _Responder:
                 if response is not None:
                     await self._answer_health(response)
                     return
-            # A declared Content-Length was checked already; only an undeclared body is counted.
-            counted = not websocket and "content-length" not in exchange.head.headers
+            # A declared Content-Length was checked already; only a body of undeclared length
+            # is counted, which includes a chunked one that also declares a length (servers
+            # follow Transfer-Encoding then, RFC 9112 6.1).
+            headers = exchange.head.headers
+            counted = not websocket and ("content-length" not in headers
+                                         or "transfer-encoding" in headers)
             receive = self.receive if counted else self._receive
             await app(self.scope, receive, self.send_websocket if websocket else self.send)
             if exchange.body_cut and not self.started:

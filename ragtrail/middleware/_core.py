@@ -154,6 +154,10 @@ class MiddlewareCore:
             else:
                 head.findings.append(
                     Finding(INVALID, "Content-Length is not a number", "header:content-length"))
+            if "transfer-encoding" in head.headers:  # RFC 9112 6.1: the length is ignored
+                head.findings.append(Finding(
+                    INVALID, "Content-Length and Transfer-Encoding both sent (a request "
+                    "smuggling pattern)", "header:transfer-encoding"))
         if not options.security:
             return
         findings = target_findings(head.raw_path, head.query)

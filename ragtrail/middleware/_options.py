@@ -33,7 +33,7 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Headers read for the span and the client address, besides the correlation headers.
 _TRACEPARENT, _TRACESTATE = "traceparent", "tracestate"
 _USER_AGENT, _HOST, _FORWARDED_FOR = "user-agent", "host", "x-forwarded-for"
-_CONTENT_LENGTH = "content-length"
+_CONTENT_LENGTH, _TRANSFER_ENCODING = "content-length", "transfer-encoding"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class MiddlewareOptions:
         proxies = TrustedProxies(
             settings.trusted_proxies if trusted_proxies is None else trusted_proxies)
         wanted = {*headers, _TRACEPARENT, _TRACESTATE, _USER_AGENT, _HOST, _CONTENT_LENGTH,
-                  *captured}
+                  _TRANSFER_ENCODING, *captured}
         if proxies:
             wanted.add(_FORWARDED_FOR)
         echo = (settings.correlation_headers if correlation_headers is None

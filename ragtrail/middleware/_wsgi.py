@@ -130,7 +130,7 @@ class _Responder:
             response = responder._health(health)
             if response is not None:
                 return response
-        if "content-length" not in head.headers and "HTTP_TRANSFER_ENCODING" in environ:
+        if "transfer-encoding" in head.headers:  # a body of undeclared length
             environ["wsgi.input"] = _LimitedInput(environ["wsgi.input"],
                                                   options.max_body_bytes, exchange)
         try:

@@ -200,6 +200,21 @@ def test_a_streamed_body_is_cut_at_the_limit_with_413(monitor: Monitor) -> None:
     assert only_span(monitor).attributes["http.response.status_code"] == 413
 
 
+def test_a_chunked_body_declaring_a_small_length_is_still_cut(monitor: Monitor) -> None:
+    """Content-Length and Transfer-Encoding together: servers follow the chunks (RFC 9112
+    6.1), so the declared length proves nothing; the body is counted, and the pair recorded."""
+    recorder = _Recorder()
+    reply = request(_wrap(recorder, monitor), "/upload", method="POST",
+                    headers=[(b"content-length", b"10"), (b"transfer-encoding", b"chunked")],
+                    body=[b"x" * 400] * 10)
+    assert reply.status == 413
+    assert recorder.read <= LIMIT
+    events = {e.event_type: e for e in stored_events(monitor)}
+    assert set(events) == {"request_too_large", "input_validation_fail"}
+    assert events["input_validation_fail"].severity == Severity.HIGH
+    assert "smuggling" in events["input_validation_fail"].description
+
+
 def test_an_app_that_swallows_the_cut_still_answers_413(monitor: Monitor) -> None:
     """The app catches the error and answers 500; the client gets the 413 instead."""
     recorder = _Recorder()

@@ -208,6 +208,21 @@ def test_a_chunked_body_is_cut_at_the_limit(monitor: Monitor) -> None:
     assert only_span(monitor).attributes["http.response.status_code"] == 413
 
 
+def test_a_chunked_body_declaring_a_small_length_is_counted_too(monitor: Monitor) -> None:
+    """A server that passes both headers on and follows the chunks (it says so with
+    ``wsgi.input_terminated``) gets the body counted, and the pair recorded."""
+    environ = wsgi_environ("/upload", method="POST", HTTP_TRANSFER_ENCODING="chunked",
+                           CONTENT_LENGTH="10")
+    environ["wsgi.input"].write(b"y" * 5000)
+    environ["wsgi.input"].seek(0)
+    environ["wsgi.input_terminated"] = True
+    reply = call_wsgi(_flask(monitor), environ)
+    assert (reply.status or "")[:4] == "413 "
+    assert environ["wsgi.input"]._input.tell() <= LIMIT + 1
+    assert sorted(e.event_type for e in stored_events(monitor)) == [
+        "input_validation_fail", "request_too_large"]
+
+
 def test_hostile_targets_are_seen_through_the_decoded_environ(monitor: Monitor) -> None:
     """PATH_INFO is decoded once by the server; the double encoding underneath still shows."""
     environ = wsgi_environ("/static/%2e%2e/%2e%2e/etc/passwd",
