@@ -64,12 +64,17 @@ class CoreBinding:
         return core
 
     def _build(self, monitor: Monitor) -> MiddlewareCore:
-        options = MiddlewareOptions.build(monitor.settings, **self._overrides)
         health = self._health
         if health is None:
             health = HealthService(monitor, self._checks)
         if health is False:
+            options = MiddlewareOptions.build(monitor.settings, **self._overrides)
             return MiddlewareCore(monitor, options, None)
+        # The routes this service answers never get a span, whatever their paths; the
+        # app's exclude_paths adds to them (docs/middleware.md).
+        overrides = {**self._overrides, "exclude_paths": [
+            *health.excluded_paths, *(self._overrides["exclude_paths"] or ())]}
+        options = MiddlewareOptions.build(monitor.settings, **overrides)
         try:  # checks start with the app, not at the first probe (which would say "starting")
             health.start()
         except Exception:

@@ -101,6 +101,23 @@ def test_a_given_health_service_is_used(monitor: Monitor) -> None:
     assert reply.status == 200
 
 
+def test_the_routes_the_service_answers_get_no_span_whatever_their_paths(
+        monitor: Monitor) -> None:
+    """Moved health routes are left out of spans where they are; the app's own /health,
+    no longer a health route, gets its span; exclude_paths adds to them, never replaces."""
+    counting = _CountingApp()
+    service = HealthService(monitor, [], paths={"live": "/alive"})
+    try:
+        app = ASGIMiddleware(counting.app, monitor=monitor, health=service,
+                             exclude_paths=["/"])
+        for path in ("/alive", "/ready", "/health", "/"):
+            assert request(app, path).status in (200, 503)
+    finally:
+        service.stop()
+    assert counting.calls == 2
+    assert [s.attributes["url.path"] for s in stored_spans(monitor)] == ["/health"]
+
+
 def test_health_and_checks_together_are_refused(monitor: Monitor) -> None:
     service = HealthService(monitor, [])
     with pytest.raises(ValueError, match="checks"):
