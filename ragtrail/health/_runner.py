@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 _HEARTBEAT_SECONDS = 1.0
 _OUTPUT_MAX_CHARS = 1024
+_STALE_GRACE_S = 2.0  # beyond interval + timeout before a result counts as never renewed
 
 
 @dataclass(eq=False)
@@ -61,7 +62,7 @@ class CheckRunner:
         self._failure_interval = failure_interval
         self._redact = redact
         self._on_result = on_result
-        self.results: Mapping[str, CheckResult] = {}
+        self._results: Mapping[str, CheckResult] = {}
         self.version = 0  # bumped on every new result; lets readers cache what they render
         self.heartbeat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,6 +73,30 @@ class CheckRunner:
     @property
     def checks(self) -> tuple[HealthCheck, ...]:
         return tuple(e.check for e in self._entries.values())
+
+    @property
+    def results(self) -> Mapping[str, CheckResult]:
+        """The latest result of each check that has reported, by check name.
+
+        A result older than its check's next run plus that run's timeout means the loop
+        never got to report the run (a check blocked it, or the runner died): it reads as
+        failed and timed out, so readiness cannot keep serving a pass nobody is renewing.
+        """
+        results = self._results
+        now_us = time.time_ns() // 1000
+        stale: dict[str, CheckResult] | None = None
+        for name, result in results.items():
+            entry = self._entries.get(name)
+            if entry is None:
+                continue
+            due = self._interval if result.status != "fail" else self._failure_interval
+            age_s = (now_us - result.time_us) / 1e6
+            if age_s > due + entry.timeout + _STALE_GRACE_S:
+                stale = dict(results) if stale is None else stale
+                stale[name] = replace(result, status="fail", timed_out=True, output=(
+                    f"timed out: no result for {age_s:.0f} s (the health check loop is "
+                    "blocked, or stopped)"))
+        return results if stale is None else stale
 
     @property
     def alive(self) -> bool:
@@ -164,8 +189,8 @@ class CheckRunner:
             time_us=time.time_ns() // 1000,
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
-        previous = self.results.get(entry.check.name)
-        self.results = {**self.results, entry.check.name: result}
+        previous = self._results.get(entry.check.name)
+        self._results = {**self._results, entry.check.name: result}
         self.version += 1
         try:
             self._on_result(entry.check, previous, result)

@@ -165,7 +165,9 @@ class HealthService:
             return _HEARTBEAT, "fail", "the health check loop has stopped"
         age = time.monotonic() - runner.heartbeat
         if age > self._stale_after:
-            return _HEARTBEAT, "fail", f"the health check loop is unresponsive ({age:.0f} s)"
+            # A check blocking the loop (a blocking client inside ``async def``) is waiting on
+            # a dependency: a warning, not a restart. Readiness fails the checks it stalls.
+            return _HEARTBEAT, "warn", f"the health check loop is unresponsive ({age:.0f} s)"
         return _HEARTBEAT, "pass", ""
 
     # -- lifecycle ------------------------------------------------------------------------

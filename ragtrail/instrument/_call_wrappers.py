@@ -116,13 +116,16 @@ class _StreamStart:
         return span
 
 
-def _enter(context: Context, correlation_id: str | None) -> tuple[Token[Context], Token[str | None]]:
+_Tokens = tuple[Token[Context], Token[str | None]]
+
+
+def _enter(context: Context, correlation_id: str | None) -> _Tokens:
     """Make the generator's span and correlation ID current for one step of its body: the
     consumer may iterate from another task, thread or ``correlation_scope``."""
     return attach(context), _correlation_id.set(correlation_id)
 
 
-def _leave(tokens: tuple[Token[Context], Token[str | None]]) -> None:
+def _leave(tokens: _Tokens) -> None:
     _correlation_id.reset(tokens[1])
     detach(tokens[0])
 

@@ -278,17 +278,36 @@ def test_draining_fails_readiness_but_not_liveness(make_service: ServiceFactory)
     assert service.draining
 
 
-def test_liveness_fails_when_the_check_loop_is_blocked(make_service: ServiceFactory) -> None:
-    """Liveness covers the process itself: a blocked check loop stops the heartbeat."""
-    async def blocks_the_loop() -> None:
-        time.sleep(1.5)  # deliberately wrong: a blocking call inside an async check
+def test_a_blocked_check_loop_fails_readiness_not_liveness(make_service: ServiceFactory,
+                                                            make_monitor: Any) -> None:
+    """A blocking call inside an async check, waiting on a hung dependency, stalls the loop:
+    liveness warns but stays 200 (a restart would not fix the dependency), and readiness
+    stops serving the last pass and fails the check as timed out."""
+    hang = threading.Event()
 
-    service = make_service(FunctionCheck(blocks_the_loop, "bad_async", critical=False),
-                           store_check=False, liveness_stale_after=0.5)
-    get(service, "/health")
-    wait_until(lambda: get(service, "/health").status == 503, timeout=5.0)
-    assert "unresponsive" in document(get(service, "/health", "verbose"))["output"]
-    wait_until(lambda: get(service, "/health").status == 200, timeout=5.0)
+    async def blocks_the_loop() -> bool:
+        if hang.is_set():
+            time.sleep(4.0)  # deliberately wrong: a blocking call inside an async check
+        return True
+
+    service = make_service(FunctionCheck(blocks_the_loop, "bad_async", timeout=0.5),
+                           store_check=False, liveness_stale_after=0.5,
+                           monitor=make_monitor(health_check_interval=0.5))
+    ready_once(service)
+    assert get(service, "/ready").status == 200
+    hang.set()
+    seen: dict[str, HealthResponse] = {}
+
+    def stalled() -> bool:  # both probes together: the loop unblocks between runs
+        seen["ready"], seen["live"] = get(service, "/ready"), get(service, "/health", "verbose")
+        return seen["ready"].status == 503
+
+    wait_until(stalled, timeout=8.0)
+    assert "bad_async" in document(seen["ready"])["output"]
+    assert seen["live"].status == 200
+    assert "unresponsive" in document(seen["live"])["output"]
+    hang.clear()
+    wait_until(lambda: get(service, "/ready").status == 200, timeout=10.0)
 
 
 class _WriterDiedStore:
