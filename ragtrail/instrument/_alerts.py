@@ -1,10 +1,12 @@
 """Alert callbacks: run off the application's threads, coalesced, isolated from failure.
 
 ``submit`` runs on the caller's thread, so it only filters by severity, checks a coalescing
-window and enqueues (never blocks, never raises). A small pool of daemon workers calls the
-callbacks; a supervisor thread abandons a worker stuck in a callback past its timeout and starts
-a fresh one, so one hanging pager integration cannot stop the others. A callback that is still
-hung is skipped (and counted) until it returns, which bounds the threads a hang can pin.
+window and enqueues one delivery per callback (never blocks, never raises). A small pool of
+daemon workers makes the deliveries. One callback runs on one worker at a time, in order: a
+delivery for a callback that is busy waits in that callback's backlog for the worker already
+calling it, so a slow or hanging pager pins one worker and the others keep serving the rest.
+A supervisor thread abandons a worker stuck in a callback past its timeout and starts a fresh
+one; the hung callback's backlog is dropped, and it is skipped (and counted) until it returns.
 
 Coalescing: after an alert for one (event_type, source), further events for it inside
 ``alert_coalesce_seconds`` are not alerted but counted; the next alert for that key (the next
@@ -15,6 +17,7 @@ severity is therefore either alerted or counted in a later alert.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -46,7 +49,11 @@ class _Subscription:
     callback: AlertCallback
     min_severity: Severity
     name: str
+    # Under the dispatcher's lock:
     hung: bool = False  # a call timed out and has not returned yet
+    running: bool = False  # a worker is calling it, and delivers its backlog next
+    backlog: collections.deque[SecurityEvent] = dataclasses.field(
+        default_factory=collections.deque)
 
 
 @dataclasses.dataclass(eq=False)
@@ -56,7 +63,7 @@ class _Window:
     latest: SecurityEvent | None = None
 
 
-_Task = tuple[SecurityEvent, "tuple[_Subscription, ...] | None"]  # None: every matching one
+_Task = tuple[SecurityEvent, _Subscription]  # one delivery
 
 
 class AlertDispatcher:
@@ -86,10 +93,11 @@ class AlertDispatcher:
         self._on_failure = on_failure
         self._poll = min(0.25, callback_timeout / 4)  # how soon workers notice shutdown
         self._tick = supervise_interval or min(1.0, callback_timeout / 4)
-        self._queue: queue.Queue[_Task] = queue.Queue(queue_size)
+        self._capacity = queue_size
+        self._queue: queue.Queue[_Task] = queue.Queue()  # bounded by _capacity, below
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._outstanding = 0  # tasks enqueued and not finished
+        self._outstanding = 0  # deliveries queued, in backlogs or running: at most _capacity
         self._subscriptions: tuple[_Subscription, ...] = ()
         self._floor = int(Severity.CRITICAL) + 1  # no callback: nothing passes
         self._windows: dict[tuple[str, str], _Window] = {}
@@ -153,24 +161,28 @@ class AlertDispatcher:
                     return
                 self._windows[key] = _Window(now)
                 suppressed = window.suppressed if window is not None else 0
-                self._enqueue_locked(_with_suppressed(event, suppressed), None)
+                self._enqueue_locked(_with_suppressed(event, suppressed))
         except Exception:  # never into the application
             self._counts["dropped"] += 1
 
-    def _enqueue_locked(self, event: SecurityEvent,
-                        subscriptions: tuple[_Subscription, ...] | None) -> None:
-        try:
-            self._queue.put_nowait((event, subscriptions))
+    def _enqueue_locked(self, event: SecurityEvent) -> None:
+        """One delivery per callback that wants ``event``; a hung callback's are dropped."""
+        for subscription in self._subscriptions:
+            if event.severity < subscription.min_severity:
+                continue
+            if subscription.hung or self._outstanding >= self._capacity:
+                self._counts["dropped"] += 1
+                continue
+            self._queue.put_nowait((event, subscription))
             self._outstanding += 1
-        except queue.Full:
-            self._counts["dropped"] += 1
 
     # -- state ----------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         """Counters for the detailed health routes."""
         with self._lock:
-            return {**self._counts, "queued": self._queue.qsize(),
+            return {**self._counts, "queued": self._queue.qsize() + sum(
+                        len(s.backlog) for s in self._subscriptions),
                     "callbacks": len(self._subscriptions),
                     "hung_callbacks": sum(s.hung for s in self._subscriptions),
                     "workers": sum(w.thread.is_alive() for w in self._workers)}
@@ -212,20 +224,6 @@ class AlertDispatcher:
         if self._outstanding == 0:
             self._idle.notify_all()
 
-    def _targets(self, event: SecurityEvent, chosen: tuple[_Subscription, ...] | None
-                 ) -> list[_Subscription]:
-        candidates = self._subscriptions if chosen is None else chosen
-        targets = []
-        for subscription in candidates:
-            if event.severity < subscription.min_severity:
-                continue
-            if subscription.hung:  # its last call has not come back; do not pin another thread
-                with self._lock:
-                    self._counts["dropped"] += 1
-                continue
-            targets.append(subscription)
-        return targets
-
     def _failed(self, subscription: _Subscription, reason: str, event: SecurityEvent,
                 error: BaseException | None) -> None:
         detail = "" if error is None else (
@@ -257,16 +255,18 @@ class AlertDispatcher:
                         or event is None or now - started <= self._timeout):
                     continue
                 worker.abandoned = True
-                subscription.hung = True
-                rest, worker.pending = tuple(worker.pending), []
+                with self._lock:  # in the worker's lock: its return must find it hung
+                    subscription.hung = True
             with self._lock:
                 self._counts["timed_out"] += 1
                 self._workers.remove(worker)
                 if not self._stop.is_set():
                     self._add_worker()
-                if rest:  # the other callbacks of that event still get it
-                    self._enqueue_locked(event, rest)
-                self._task_done_locked()
+                self._task_done_locked()  # the hung delivery
+                while subscription.backlog:  # waiting behind it: dropped, as while it hangs
+                    subscription.backlog.popleft()
+                    self._counts["dropped"] += 1
+                    self._task_done_locked()
             self._failed(subscription, "timeout", event, None)
 
     def _sweep(self, *, force: bool) -> None:
@@ -279,7 +279,7 @@ class AlertDispatcher:
                 if window.suppressed and window.latest is not None:
                     summary = _with_suppressed(window.latest, window.suppressed - 1)
                     self._windows[key] = _Window(now)
-                    self._enqueue_locked(summary, None)
+                    self._enqueue_locked(summary)
                 else:
                     del self._windows[key]
 
@@ -301,34 +301,33 @@ class _Worker:
         self.busy_since: float | None = None
         self.current: _Subscription | None = None
         self.event: SecurityEvent | None = None
-        self.pending: list[_Subscription] = []
         self.thread = threading.Thread(target=self.run, name="ragtrail-alerts", daemon=True)
 
     def run(self) -> None:
         d = self.dispatcher
         while not d._stop.is_set():
             try:
-                event, chosen = d._queue.get(timeout=d._poll)
+                event, subscription = d._queue.get(timeout=d._poll)
             except queue.Empty:
                 continue
-            targets = d._targets(event, chosen)
-            with self.lock:
-                self.event = event
-                self.pending = targets
-            if not self._deliver(event):
-                return  # abandoned: the supervisor finished this task and replaced us
             with d._lock:
-                d._task_done_locked()
+                if subscription.hung:  # hung since this was queued
+                    d._counts["dropped"] += 1
+                    d._task_done_locked()
+                    continue
+                if subscription.running:  # the worker calling it delivers this next
+                    subscription.backlog.append(event)
+                    continue
+                subscription.running = True
+            if not self._serve(subscription, event):
+                return  # abandoned: the supervisor finished this delivery and replaced us
 
-    def _deliver(self, event: SecurityEvent) -> bool:
+    def _serve(self, subscription: _Subscription, event: SecurityEvent) -> bool:
+        """Deliver ``event``, then the callback's backlog; False once abandoned."""
         d = self.dispatcher
         while True:
             with self.lock:
-                if not self.pending:
-                    self.current = self.busy_since = self.event = None
-                    return True
-                subscription = self.current = self.pending.pop(0)
-                self.busy_since = d._clock()
+                self.current, self.event, self.busy_since = subscription, event, d._clock()
             error: BaseException | None = None
             try:
                 with control_signals_unblocked():  # a child process it starts gets them too
@@ -337,12 +336,21 @@ class _Worker:
                 error = exc
             with self.lock:
                 if self.abandoned:  # came back after its timeout: counted already
-                    subscription.hung = False
+                    with d._lock:
+                        subscription.hung = subscription.running = False
                     return False
+                self.current = self.event = self.busy_since = None
             with d._lock:
                 d._counts["failed" if error is not None else "delivered"] += 1
+                d._task_done_locked()
+                following = subscription.backlog.popleft() if subscription.backlog else None
+                if following is None:
+                    subscription.running = False
             if error is not None:
                 d._failed(subscription, "error", event, error)
+            if following is None:
+                return True
+            event = following
 
 
 def _with_suppressed(event: SecurityEvent, suppressed: int) -> SecurityEvent:

@@ -255,6 +255,31 @@ def test_hanging_callback_is_abandoned_and_does_not_block_others(
     poll(lambda: calls == ["first", "third"], "the callback to be used again")
 
 
+def test_a_hanging_callback_pins_one_worker_and_delays_no_other(
+        dispatcher_factory: Any) -> None:
+    """Well before the hung call's timeout, every alert reaches the other callbacks, in
+    order: the hanging one's deliveries wait in its own backlog, not on another worker."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hangs(event: SecurityEvent) -> None:
+        calls.append(event.source)
+        release.wait(DEADLINE)
+
+    dispatcher = dispatcher_factory(callback_timeout=30.0, releases=[release])
+    dispatcher.register(hangs)
+    recorders = [dispatcher.register(Recorder()), dispatcher.register(Recorder())]
+    for i in range(20):
+        dispatcher.submit(event(source=f"s{i}"))
+    for recorder in recorders:
+        assert [e.source for e in recorder.wait_for(20)] == [f"s{i}" for i in range(20)]
+    assert calls == ["s0"]
+    assert dispatcher.health()["queued"] == 19  # the hung callback's backlog
+    release.set()
+    assert dispatcher.flush(DEADLINE)
+    assert calls == [f"s{i}" for i in range(20)]
+
+
 def test_submit_stays_fast_with_a_hung_pool_and_a_full_queue(dispatcher_factory: Any) -> None:
     """submit is O(1) and never blocks: microseconds even when nothing is being delivered."""
     release = threading.Event()
