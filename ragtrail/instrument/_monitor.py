@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from opentelemetry import trace
 
@@ -310,8 +310,18 @@ def security_event(
     return get_monitor().security_event(event_type, severity, source, description, metadata)
 
 
-def on_alert(min_severity: Severity | str | None = None) -> Callable[[_Callback], _Callback]:
-    """Decorator: call the function with every event at or above ``min_severity``.
+@overload
+def on_alert(min_severity: _Callback, /) -> _Callback: ...
+
+
+@overload
+def on_alert(min_severity: Severity | str | None = None) -> Callable[[_Callback], _Callback]: ...
+
+
+def on_alert(min_severity: Severity | str | _Callback | None = None,
+             ) -> Callable[[_Callback], _Callback] | _Callback:
+    """Decorator: call the function with every event at or above ``min_severity``
+    (``@on_alert`` alone: the configured ``alert_min_severity``).
 
     Registered for this process, not one monitor: it keeps working after ``configure()``
     replaces the monitor, and decorating at import time starts nothing.
@@ -319,14 +329,18 @@ def on_alert(min_severity: Severity | str | None = None) -> Callable[[_Callback]
     >>> @ragtrail.on_alert(min_severity="critical")
     ... def page(event: ragtrail.SecurityEvent) -> None: ...
     """
-    def register(callback: _Callback) -> _Callback:
-        with _lock:
-            _alert_callbacks.append((callback, min_severity))
-            if _active is not None:
-                _active.register_alert_callback(callback, min_severity)
-        return callback
+    if callable(min_severity):  # used bare, without parentheses
+        return _register_alert(min_severity, None)
+    severity = Severity.parse(min_severity) if min_severity is not None else None
+    return lambda callback: _register_alert(callback, severity)
 
-    return register
+
+def _register_alert(callback: _Callback, min_severity: Severity | None) -> _Callback:
+    with _lock:
+        _alert_callbacks.append((callback, min_severity))
+        if _active is not None:
+            _active.register_alert_callback(callback, min_severity)
+    return callback
 
 
 def _scan_posture(monitor: Monitor) -> None:

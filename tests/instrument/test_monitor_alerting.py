@@ -60,6 +60,23 @@ def test_on_alert_survives_reconfiguration(monitor_factory: Any) -> None:
     assert [e.source for e in inbox.events] == ["upload", "upload-2"]
 
 
+def test_on_alert_works_without_parentheses(monitor_factory: Any) -> None:
+    """``@on_alert`` alone registers the function at the configured minimum (high) and
+    returns it unchanged."""
+    received: list[str] = []
+
+    @on_alert
+    def page(event: Any) -> None:
+        received.append(event.source)
+
+    assert page.__name__ == "page"
+    monitor = monitor_factory()
+    security_event("authz_fail", "medium", "quiet", "below the minimum")
+    security_event("authz_fail", "high", "bare", "denied")
+    assert monitor._alerts.flush(timeout=10)
+    assert received == ["bare"]
+
+
 def test_on_alert_at_import_time_starts_no_monitor() -> None:
     """Decorating with ``@on_alert`` before any monitor exists creates none."""
     on_alert()(Inbox())
