@@ -70,7 +70,10 @@ class DetailedAccess:
             metadata["client"] = client
         try:
             self._monitor.security_event(
-                "authn_login_fail", Severity.HIGH if burst else Severity.MEDIUM, _SOURCE,
+                # The client as the source, as the middleware's events have it: failures
+                # coalesce per client, so one guesser cannot hide the others.
+                "authn_login_fail", Severity.HIGH if burst else Severity.MEDIUM,
+                client or _SOURCE,
                 f"{reason} bearer token for {path}" + (" (repeated failures)" if burst else ""),
                 metadata)
         except Exception:  # recording must never turn a 401 into a 500

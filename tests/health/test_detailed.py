@@ -101,6 +101,19 @@ def test_failed_attempts_are_recorded_and_a_burst_escalates(
     assert {e.metadata["path"] for e in recorded} == {"/api/monitoring"}
 
 
+def test_failures_are_recorded_per_client(make_monitor: MonitorFactory,
+                                          make_service: ServiceFactory) -> None:
+    """The client is the events' source, as for the middleware's: each client's failures
+    coalesce into its own row, so the first guesser's address does not stand for all."""
+    monitor = make_monitor(api_token=TOKEN)
+    service = make_service(monitor=monitor, store_check=False)
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.1"):
+        service.respond("GET", "/api/monitoring", "", {"Authorization": "Bearer nope"},
+                        client=client)
+    recorded = events(monitor, "authn_login_fail")
+    assert sorted((e.source, e.count) for e in recorded) == [("10.0.0.1", 2), ("10.0.0.2", 1)]
+
+
 @pytest.mark.parametrize("path", DETAILED)
 def test_production_without_token_hides_detailed_routes(
         make_monitor: MonitorFactory, make_service: ServiceFactory, path: str) -> None:
