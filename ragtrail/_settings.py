@@ -249,11 +249,14 @@ class Settings:
             fail = getattr(self, f"{metric}_fail_percent")
             _require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
                      f"percentages with 0 <= warn <= {metric}_fail_percent <= 100")
-        for name in ("otlp_endpoint", "otlp_traces_endpoint", "otlp_metrics_endpoint"):
+        for name, protocol in (
+                ("otlp_endpoint", self.otlp_protocol),
+                ("otlp_traces_endpoint", self.otlp_traces_protocol or self.otlp_protocol),
+                ("otlp_metrics_endpoint", self.otlp_metrics_protocol or self.otlp_protocol)):
             endpoint = getattr(self, name)
-            _require(name, endpoint, endpoint is None or _is_http_url(endpoint),
-                     "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318 "
-                     "(as the OpenTelemetry specification asks of OTLP endpoints)")
+            _require(name, endpoint, endpoint is None or _is_endpoint(endpoint, protocol),
+                     "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318"
+                     + (", or host:port for gRPC" if protocol == "grpc" else ""))
 
     def _check_types(self) -> None:
         """Arguments skip the environment's parsers: check their types here, so that
@@ -327,9 +330,17 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _is_http_url(endpoint: str) -> bool:
-    parts = urlsplit(endpoint)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+def _is_endpoint(endpoint: str, protocol: str) -> bool:
+    """An OTLP endpoint: an http(s) URL with a host, as the OTel specification asks; gRPC
+    exporters also take a bare ``host:port`` (TLS unless told otherwise)."""
+    try:
+        if "://" in endpoint:
+            parts = urlsplit(endpoint)
+            return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        parts = urlsplit(f"//{endpoint}")
+        return protocol == "grpc" and bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a port out of range, a malformed IPv6 address
+        return False
 
 
 def _is_int(value: Any) -> bool:

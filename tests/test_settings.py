@@ -90,6 +90,8 @@ def test_invalid_values_name_setting_value_and_choices(
         ({"alert_min_severity": "urgent"}, ["alert_min_severity", "urgent", "critical"]),
         ({"otlp_endpoint": "127.0.0.1:4318"}, ["otlp_endpoint", "127.0.0.1:4318", "http://"]),
         ({"otlp_traces_endpoint": "ftp://collector"}, ["otlp_traces_endpoint", "https://"]),
+        ({"otlp_endpoint": "collector:99999", "otlp_protocol": "grpc"},
+         ["otlp_endpoint", "host:port for gRPC"]),
         ({"api_token": 12345}, ["api_token", "[REDACTED]", "text"]),
     ],
 )
@@ -107,6 +109,9 @@ def test_invalid_arguments_name_setting_value_and_choices(
 def test_invalid_endpoint_variable_fails_at_start_up() -> None:
     with pytest.raises(ConfigurationError, match="otlp_endpoint"):
         Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"})
+    grpc = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317",
+                              "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert grpc.otlp_endpoint == "collector:4317"  # gRPC exporters take host:port
 
 
 def test_arguments_of_close_enough_types_are_normalised() -> None:

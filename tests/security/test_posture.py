@@ -145,7 +145,8 @@ def test_quarantine_directory_mode(base: Settings, mode: int,
 def test_otlp_transport(base: Settings, endpoint: str, headers: dict[str, str],
                         expected: dict[str, Severity]) -> None:
     """OTLP over plain http to a non-loopback host is a finding; with credentials, high."""
-    settings = base.replace(otlp_endpoint=endpoint, otlp_headers=headers)
+    protocol = "http/protobuf" if "://" in endpoint else "grpc"  # only gRPC takes host:port
+    settings = base.replace(otlp_endpoint=endpoint, otlp_headers=headers, otlp_protocol=protocol)
     assert _without_root(_ids(settings)) == expected
 
 
