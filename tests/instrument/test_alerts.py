@@ -55,6 +55,18 @@ class Recorder:
         return list(self.events)
 
 
+class Hanging:
+    """An alert callback that blocks until ``release`` is set; remembers who called."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[str] = []
+
+    def __call__(self, event: SecurityEvent) -> None:
+        self.calls.append(event.source)
+        self.release.wait(DEADLINE)
+
+
 def poll(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
     end = time.monotonic() + deadline
     while not condition():
@@ -225,13 +237,8 @@ def test_failing_callback_is_logged_redacted_counted_and_isolated(
 def test_hanging_callback_is_abandoned_and_does_not_block_others(
         dispatcher_factory: Any) -> None:
     """After its timeout a hung callback is counted, skipped while hung, and resumes after."""
-    release = threading.Event()
-    calls: list[str] = []
-
-    def hangs(event: SecurityEvent) -> None:
-        calls.append(event.source)
-        release.wait(DEADLINE)
-
+    hangs = Hanging()
+    release, calls = hangs.release, hangs.calls
     dispatcher = dispatcher_factory(callback_timeout=1.0, releases=[release])
     dispatcher.register(hangs)
     recorder = dispatcher.register(Recorder())  # after the hanging one, same event
@@ -259,13 +266,8 @@ def test_a_hanging_callback_pins_one_worker_and_delays_no_other(
         dispatcher_factory: Any) -> None:
     """Well before the hung call's timeout, every alert reaches the other callbacks, in
     order: the hanging one's deliveries wait in its own backlog, not on another worker."""
-    release = threading.Event()
-    calls: list[str] = []
-
-    def hangs(event: SecurityEvent) -> None:
-        calls.append(event.source)
-        release.wait(DEADLINE)
-
+    hangs = Hanging()
+    release, calls = hangs.release, hangs.calls
     dispatcher = dispatcher_factory(callback_timeout=30.0, releases=[release])
     dispatcher.register(hangs)
     recorders = [dispatcher.register(Recorder()), dispatcher.register(Recorder())]
