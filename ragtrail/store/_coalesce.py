@@ -65,12 +65,17 @@ class Coalescer:
 
         Caller's thread: a dict lookup, and a lock only for repeats (``+=`` is not atomic).
         """
-        key = (event.event_type, event.source, event.severity)
+        # A plain int, not the Severity member: the garbage collector tracks enum members,
+        # and so every key tuple holding one for as long as its window stays open; with ints
+        # the tuples are untracked at their first collection and never reach the old
+        # generation, whose growth is what triggers full collections.
+        level = int(event.severity)
+        key = (event.event_type, event.source, level)
         if self._counted_as_repeat(key, event.time_us):
             return None
-        if (event.severity >= _CAPPED_FROM and self.window_us > 0
-                and self._one_type_too_many(event)):
-            key = (_OVERFLOW, event.source, event.severity)
+        if (level >= _CAPPED_FROM and self.window_us > 0
+                and self._one_type_too_many(event.source, level, event.time_us)):
+            key = (_OVERFLOW, event.source, level)
             if self._counted_as_repeat(key, event.time_us):
                 return None
             event = dataclasses.replace(event, description=(
@@ -91,15 +96,15 @@ class Coalescer:
                 self._dirty.append(slot)
         return True
 
-    def _one_type_too_many(self, event: SecurityEvent) -> bool:
+    def _one_type_too_many(self, source_name: str, level: int, time_us: int) -> bool:
         """Count a new high or critical key for the event's (source, severity); True past
         the cap.
 
         Unlocked: racing callers may miscount by one or two, which only moves the cap."""
-        source = (event.source, event.severity)
+        source = (source_name, level)
         opened, until_us = self._types.get(source, (0, 0))
-        if event.time_us >= until_us:
-            opened, until_us = 0, event.time_us + self.window_us
+        if time_us >= until_us:
+            opened, until_us = 0, time_us + self.window_us
         opened += 1
         if source in self._types or len(self._types) < self.max_keys:
             self._types[source] = (opened, until_us)

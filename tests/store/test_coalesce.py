@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ from store_helpers import make_event, now_us
 
 from ragtrail._records import Severity
 from ragtrail.store import AuditStore
-from ragtrail.store._coalesce import MAX_TYPES_PER_SOURCE
+from ragtrail.store._coalesce import MAX_TYPES_PER_SOURCE, Coalescer
 
 S = 1_000_000
 T0 = 1_700_000_000_000_000
@@ -144,3 +145,17 @@ def test_low_and_medium_types_are_not_capped(store_factory: Callable[..., AuditS
     rows = store.events(source="203.0.113.9", limit=None)
     assert len(rows) == MAX_TYPES_PER_SOURCE + 10
     assert not any(e.description.startswith("more than") for e in rows)
+
+
+def test_window_keys_hold_nothing_the_garbage_collector_tracks() -> None:
+    """A window's key (and the per-source type count's) holds plain strings and integers,
+    never the Severity member, which the collector tracks: untracked keys never reach the
+    oldest generation, whose growth triggers full collections (a flood of new events into a
+    full ring ran 0.63x of raw sqlite3 with tracked keys, 0.71x without, medians of 5)."""
+    coalescer = Coalescer(window_s=60.0, max_keys=100)
+    slot = coalescer.admit(make_event(severity=Severity.HIGH, source="10.0.0.9"))
+    assert slot is not None
+    coalescer.register(slot)
+    gc.collect()
+    assert not gc.is_tracked(slot.key)
+    assert not any(gc.is_tracked(key) for key in [*coalescer.open, *coalescer._types])
