@@ -54,6 +54,15 @@ class Severity(enum.IntEnum):
         choices = ", ".join(m.name.lower() for m in cls)
         raise ValueError(f"severity must be one of {choices}; got {value!r}")
 
+    @classmethod
+    def from_name(cls, value: Severity | str) -> Severity:
+        """The enum or its name in any case, nothing else: what ``security_event`` takes
+        (issue 3), so a stray integer or ``None`` is a programming error, not a severity."""
+        if isinstance(value, (cls, str)):
+            return cls.parse(value)
+        choices = ", ".join(m.name.lower() for m in cls)
+        raise ValueError(f"severity must be one of {choices}; got {value!r}")
+
     def __str__(self) -> str:
         return self.name.lower()
 

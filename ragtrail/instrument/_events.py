@@ -45,7 +45,7 @@ def build_security_event(
     settings: Settings,
     redactor: Redactor,
     event_type: str,
-    severity: Severity | str | int,
+    severity: Severity | str,
     source: str,
     description: str,
     metadata: Mapping[str, Any] | None = None,
@@ -65,7 +65,7 @@ def build_security_event(
     >>> event.severity, event.description, event.metadata
     (<Severity.HIGH: 30>, 'denied\\\\r\\\\nFAKE LINE', {'token': '[REDACTED]'})
     """
-    level = Severity.parse(severity)
+    level = Severity.from_name(severity)
     name = event_type_name(event_type, redactor)
     if correlation_id is None:
         correlation_id = _correlation_id.get()

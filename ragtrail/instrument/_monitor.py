@@ -93,7 +93,7 @@ class Monitor:
         exporter's counters and to the alerts. An unknown severity raises ``ValueError``
         naming the choices (a programming error); everything after validation is failsafe.
         """
-        level = Severity.parse(severity)
+        level = Severity.from_name(severity)
         if not (self.enabled and self.settings.security_enabled):
             return None
         current = trace.get_current_span()
