@@ -144,15 +144,16 @@ class AuditStore:
         """Queue ``rec`` for the writer; never blocks, never raises (a full queue drops it)."""
         try:
             item: Any = rec
-            if isinstance(rec, SecurityEvent):
-                item = self._coalescer.admit(rec)
+            event = isinstance(rec, SecurityEvent)
+            if event:
+                item = self._coalescer.admit(rec)  # type: ignore[arg-type]
                 if item is None:
-                    return  # a repeat inside its window: counted on the open slot
+                    return  # a repeat inside its window: counted there
             queue = self._queue
             depth = len(queue)
             if depth < self._capacity:
                 queue.append(item)
-                if item is not rec:
+                if event:
                     self._coalescer.register(item)
                 if not self._wake.is_set():
                     self._wake.set()

@@ -12,12 +12,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam
 from sqlalchemy.dialects import sqlite
 
-from ragtrail._records import MetricsSample, SpanRecord
+from ragtrail._records import MetricsSample, SecurityEvent, SpanRecord
 from ragtrail.store._coalesce import Coalescer, Slot
 from ragtrail.store._engine import WRITE, Target
 from ragtrail.store._json import encode_utf8
@@ -52,7 +52,7 @@ class Batch:
     writer retries the batch one record at a time with ``strict`` rows to find it.
     """
 
-    events: list[Slot] = field(default_factory=list)
+    events: list[SecurityEvent | Slot] = field(default_factory=list)  # Slot: an overflow row
     spans: list[SpanRecord] = field(default_factory=list)
     metrics: list[MetricsSample] = field(default_factory=list)
     flushes: list[Flush] = field(default_factory=list)
@@ -202,8 +202,9 @@ class BatchWriter:
 
     def sort(self, items: Iterable[object]) -> Batch:
         batch = Batch()
-        kinds: dict[type, list[Any]] = {Slot: batch.events, SpanRecord: batch.spans,
-                                        MetricsSample: batch.metrics, Flush: batch.flushes}
+        kinds: dict[type, list[Any]] = {SecurityEvent: batch.events, Slot: batch.events,
+                                        SpanRecord: batch.spans, MetricsSample: batch.metrics,
+                                        Flush: batch.flushes}
         for item in items:
             kind = kinds.get(type(item))
             if kind is None:  # a subclass of a record type, or not a record at all
@@ -231,13 +232,16 @@ class BatchWriter:
         """
         dirty = self.coalescer.take_dirty()
         undo: list[tuple[Slot, int | None, int]] = []  # slots to restore if this fails
+        # Events whose windows learn their rows once committed, and those rows: two lists, as
+        # (event, row) pairs would be tracked objects outliving young collections by thousands.
+        fresh: tuple[list[SecurityEvent], list[int]] = ([], [])
         pool = self.engine.pool
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
                 try:
                     with conn.begin():
-                        usage = self._write(conn, batch, dirty, dropped, undo)
+                        usage = self._write(conn, batch, dirty, dropped, undo, fresh)
                 except BaseException:
                     # The retry gets a new connection: no session state (a pragma, a broken
                     # socket, an aborted transaction) survives a fault.
@@ -248,17 +252,16 @@ class BatchWriter:
                     # the old pool would drop the connection unclosed, so close it here.
                     conn.invalidate()
         except BaseException:
-            for slot in batch.events:
-                slot.row_id, slot.applied = None, 0
             for slot, row_id, applied in reversed(undo):
                 slot.row_id, slot.applied = row_id, applied
             self.coalescer.restore_dirty(dirty)
             raise
+        self.coalescer.written(*fresh)
         return usage
 
     def _write(self, conn: Connection, batch: Batch, dirty: list[Slot],
                dropped: Mapping[str, int], undo: list[tuple[Slot, int | None, int]],
-               ) -> dict[str, RingUsage]:
+               fresh: tuple[list[SecurityEvent], list[int]]) -> dict[str, RingUsage]:
         builder = self.strict if batch.strict else self.builder
         usage: dict[str, RingUsage] = {}
         updates, repeats, later = self._repeats(dirty, undo)
@@ -266,12 +269,26 @@ class BatchWriter:
         if batch.events or updates or dropped.get("events"):
             row_id, counts = events.open(conn, bool(batch.events))
             rows: list[Row] = []
-            build = builder.event
-            for slot in batch.events:  # new slots: write() resets them if this fails
-                hits = slot.hits  # repeats so far go into the inserted row's count
-                slot.row_id, slot.applied = row_id, hits
-                rows.append(build(slot.event, row_id, 1 + hits))
-                repeats += hits
+            build, promoted = builder.event, self.coalescer.promoted
+            fresh_events, fresh_rows = fresh
+            for item in batch.events:
+                if type(item) is Slot:  # an overflow row, with its own window
+                    slot: Slot | None = item
+                    event = cast(SecurityEvent, item.event)
+                else:
+                    event = cast(SecurityEvent, item)
+                    slot = promoted(event)  # repeats came before the event was written
+                if type(item) is not Slot:
+                    fresh_events.append(event)
+                    fresh_rows.append(row_id)
+                if slot is None:
+                    rows.append(build(event, row_id, 1))
+                else:
+                    hits = slot.hits  # repeats so far go into the inserted row's count
+                    undo.append((slot, slot.row_id, slot.applied))
+                    slot.row_id, slot.applied = row_id, hits
+                    rows.append(build(event, row_id, 1 + hits))
+                    repeats += hits
                 row_id += 1
             if rows:
                 self.insert(conn, events.table, rows)
