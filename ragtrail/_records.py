@@ -51,8 +51,7 @@ class Severity(enum.IntEnum):
                 return cls(value)
             except ValueError:
                 pass
-        choices = ", ".join(m.name.lower() for m in cls)
-        raise ValueError(f"severity must be one of {choices}; got {value!r}")
+        raise cls._invalid(value)
 
     @classmethod
     def from_name(cls, value: Severity | str) -> Severity:
@@ -60,8 +59,12 @@ class Severity(enum.IntEnum):
         (issue 3), so a stray integer or ``None`` is a programming error, not a severity."""
         if isinstance(value, (cls, str)):
             return cls.parse(value)
+        raise cls._invalid(value)
+
+    @classmethod
+    def _invalid(cls, value: object) -> ValueError:
         choices = ", ".join(m.name.lower() for m in cls)
-        raise ValueError(f"severity must be one of {choices}; got {value!r}")
+        return ValueError(f"severity must be one of {choices}; got {value!r}")
 
     def __str__(self) -> str:
         return self.name.lower()

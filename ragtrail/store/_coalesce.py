@@ -105,7 +105,7 @@ class Coalescer:
         window = self.open.get(key)
         if window is None:
             return False
-        if type(window) is Slot:
+        if isinstance(window, Slot):
             if time_us >= window.until_us or window.row_id == -1:
                 return False
             with self.lock:
@@ -115,16 +115,16 @@ class Coalescer:
                     window.dirty = True
                     self._dirty.append(window)
             return True
-        until_us = window if type(window) is int else window[0]  # type: ignore[index]
+        until_us = _until(window)
         if time_us >= until_us:
             return False
         with self.lock:
             if self.open.get(key) is window:  # the first repeat: the window gets a Slot
                 slot = Slot(None, until_us, key)
-                if type(window) is int:  # its event is queued: the writer will look for it
+                if isinstance(window, int):  # its event is queued: the writer will look for it
                     self._unwritten[(key, until_us)] = slot
                 else:
-                    slot.row_id = window[1]  # type: ignore[index]
+                    slot.row_id = window[1]
                 slot.hits, slot.dirty = 1, True
                 self._dirty.append(slot)
                 self.repeats += 1
@@ -150,7 +150,7 @@ class Coalescer:
         """Open the window of a queued event (or overflow slot); beyond ``max_keys`` it stays
         closed (that event is stored alone) so distinct keys cannot grow memory unbounded."""
         if self.window_us > 0 and len(self.open) < self.max_keys:
-            if type(item) is Slot:
+            if type(item) is Slot:  # type() rather than isinstance(): record()'s path
                 self.open[item.key] = item
             else:
                 event: SecurityEvent = item  # type: ignore[assignment]
@@ -196,14 +196,13 @@ class Coalescer:
 
     def discard(self, item: SecurityEvent | Slot) -> None:
         """``item``'s event was rejected: later repeats open a new window instead."""
-        if type(item) is Slot:
+        if isinstance(item, Slot):
             item.row_id = -1
             with self.lock:
                 if self.open.get(item.key) is item:
                     del self.open[item.key]
             return
-        event: SecurityEvent = item  # type: ignore[assignment]
-        key, until_us = key_of(event), event.time_us + self.window_us
+        key, until_us = key_of(item), item.time_us + self.window_us
         with self.lock:
             slot = self._unwritten.pop((key, until_us), None)
             if slot is not None:
@@ -223,8 +222,8 @@ class Coalescer:
 
 
 def _until(window: _Window) -> int:
-    if type(window) is int:
+    if isinstance(window, int):
         return window
-    if type(window) is Slot:
+    if isinstance(window, Slot):
         return window.until_us
-    return window[0]  # type: ignore[index]
+    return window[0]

@@ -278,7 +278,6 @@ class BatchWriter:
                 else:
                     event = cast(SecurityEvent, item)
                     slot = promoted(event)  # repeats came before the event was written
-                if type(item) is not Slot:
                     fresh_events.append(event)
                     fresh_rows.append(row_id)
                 if slot is None:
