@@ -51,8 +51,12 @@ class Monitor:
         self.slow_ns = None if settings.slow_ms is None else int(settings.slow_ms * 1_000_000)
         """The default ``slow_call`` threshold of ``@monitored`` in nanoseconds, or None."""
         self.redactor = Redactor(settings)
-        self.store = AuditStore.from_settings(settings)
-        self._exporter = ExportPipeline.create(settings, redact=self.redactor.redact_text)
+        # Switched off from the start, a monitor never records: no database file, no writer
+        # or export thread; the store opens only if something asks for it (a query).
+        self._store: AuditStore | None = (
+            AuditStore.from_settings(settings) if settings.enabled else None)
+        self._exporter = (ExportPipeline.create(settings, redact=self.redactor.redact_text)
+                          if settings.enabled else None)
         self._alerts = AlertDispatcher(settings, redactor=self.redactor,
                                        on_failure=self._alert_failed)
         if settings.alert_webhook_url:
@@ -65,12 +69,29 @@ class Monitor:
         self._lock = threading.Lock()
         self._closed = False
 
+    @property
+    def store(self) -> AuditStore:
+        """The audit store (opened on first use when the monitor was created switched off)."""
+        store = self._store
+        if store is None:
+            with self._lock:
+                store = self._store
+                if store is None:
+                    store = self._store = AuditStore.from_settings(self.settings)
+        return store
+
+    @store.setter
+    def store(self, store: AuditStore) -> None:
+        self._store = store
+
     # -- the hot path ---------------------------------------------------------------------
 
     def record_span(self, record: SpanRecord) -> None:
         """Hand a finished span to the store's queue and the exporter's buffer; never raises."""
         try:
-            self.store.record(record)
+            store = self._store  # None only in a monitor created switched off
+            if store is not None:
+                store.record(record)
             exporter = self._exporter
             if exporter is not None:
                 exporter.submit(record)
@@ -174,7 +195,8 @@ class Monitor:
             except Exception:
                 self.report_failure("exporter_shutdown")
         try:  # close() flushes, bounded by store_close_timeout when timeout is None
-            self.store.close(timeout)
+            if self._store is not None:
+                self._store.close(timeout)
         except Exception:
             self.report_failure("store_close")
 

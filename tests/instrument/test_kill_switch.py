@@ -72,3 +72,28 @@ def test_bad_environment_never_breaks_decorated_calls(monkeypatch: pytest.Monkey
     assert [r.levelname for r in caplog.records if r.name == "ragtrail"] == ["ERROR"]
     with pytest.raises(ValueError, match="RAGTRAIL_QUEUE_SIZE"):
         configure()
+
+
+def _ragtrail_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("ragtrail")]
+
+
+def test_switched_off_from_the_start_opens_no_store(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Any) -> None:
+    """A monitor created switched off (an event, a span via the API, a decorated call) writes
+    no database file and starts no thread; its store opens only when queried."""
+    from ragtrail.instrument import security_event, start_span
+
+    before = _ragtrail_threads()
+    monkeypatch.setenv("RAGTRAIL_ENABLED", "false")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")
+    assert security_event("authz_fail", "high", "10.0.0.1", "denied") is None
+    start_span("by hand", "internal").end()
+    monitor = get_monitor()
+    assert monitor.enabled is False
+    assert not (tmp_path / "default.db").exists()
+    assert _ragtrail_threads() == before
+    assert monitor.store.spans() == []  # asked for: the store opens, and holds nothing
+    assert (tmp_path / "default.db").exists()

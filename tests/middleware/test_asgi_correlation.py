@@ -175,11 +175,13 @@ def test_without_a_monitor_argument_the_current_monitor_is_followed(
     assert only_span(configured).correlation_id == "after-configure"
 
 
-def test_a_disabled_monitor_makes_the_middleware_a_pass_through(make_monitor: Any) -> None:
-    """enabled=False: no header, no span, the app still answers."""
-    monitor = make_monitor(enabled=False)
+def test_a_disabled_monitor_makes_the_middleware_a_pass_through(make_monitor: Any,
+                                                                 tmp_path: Any) -> None:
+    """enabled=False: no header, no span, no database file, the app still answers."""
+    monitor = make_monitor(enabled=False, store_url=f"sqlite:///{tmp_path / 'off.db'}")
     reply = request(_app(monitor), headers=[(b"x-request-id", b"abcdefgh1")])
     assert reply.status == 200
     assert reply.header("x-request-id") is None
     assert reply.body == b"none"
+    assert not (tmp_path / "off.db").exists()
     assert stored_spans(monitor) == []
