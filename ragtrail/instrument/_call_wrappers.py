@@ -14,11 +14,12 @@ from contextvars import Token
 from time import time_ns
 from typing import Any
 
-from opentelemetry.context import Context, attach, detach, get_current
+from opentelemetry.context import Context
 
 from ragtrail.instrument import _monitor
 from ragtrail.instrument._call_plan import CLOSED_EARLY, ITEMS, TIME_TO_FIRST_ITEM, CallPlan
 from ragtrail.instrument._correlation import _correlation_id
+from ragtrail.instrument._otel_context import attach, detach, get_current
 from ragtrail.instrument._spans import LiveSpan, open_span
 
 __all__ = ["wrapper_for"]

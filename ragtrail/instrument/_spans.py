@@ -18,13 +18,14 @@ from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context, attach, detach, get_current
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
 from ragtrail._records import SpanEvent, SpanRecord, SpanStatus
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._export_convert import SAMPLED_KEY
+from ragtrail.instrument._otel_context import attach, detach, get_current
 from ragtrail.instrument._secrets import escape_controls
 
 if TYPE_CHECKING:
@@ -348,12 +349,14 @@ def open_span(
     parent: Context | None = None,
     correlation_id: str | None = None,
     trace_int: int | None = None,
+    trace_hex: str | None = None,
 ) -> LiveSpan:
     """Create a span under ``parent`` (default: the current context); ``attach()`` it next.
 
     ``attributes`` is shared, not copied, until the span's first write: pass a dict nobody
     changes afterwards (``@monitored`` passes its precomputed one). ``trace_int`` is the
-    trace ID to use if the span starts a trace (from ``new_trace_id()``; default: a new one).
+    trace ID to use if the span starts a trace (from ``new_trace_id()``; default: a new one),
+    ``trace_hex`` its hex if the caller made it already.
     The hot path of ``@monitored``: IDs from ``random.getrandbits``, the sampling decision
     only at the root of a trace (children follow their parent, as W3C Trace Context says).
     """
@@ -366,9 +369,9 @@ def open_span(
         sampled = sampler.child(trace_int, parent_span._sampled)
     elif parent_span is None or not (parent_context := _valid_context(parent_span)):
         if trace_int is None:
-            trace_int = new_trace_id()
+            trace_int, trace_hex = new_trace_id(), None
         # to_bytes().hex() is the cheapest way from an int to fixed-width lowercase hex.
-        trace_id, parent_id = trace_int.to_bytes(16, "big").hex(), None
+        trace_id, parent_id = trace_hex or trace_int.to_bytes(16, "big").hex(), None
         sampled = sampler.root(trace_int)
     else:  # another instrumentation's span, or a remote parent
         trace_int = parent_context.trace_id

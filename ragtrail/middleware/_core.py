@@ -20,11 +20,7 @@ from opentelemetry.trace import StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragtrail._records import Severity
-from ragtrail.instrument._correlation import (
-    reset_correlation_id,
-    set_correlation_id,
-    unpredictable_bits,
-)
+from ragtrail.instrument._correlation import _correlation_id, unpredictable_bits
 from ragtrail.instrument._redaction import REDACTED
 from ragtrail.instrument._spans import new_trace_id, open_span
 from ragtrail.middleware._bursts import FailureBursts
@@ -103,20 +99,25 @@ class MiddlewareCore:
         """Choose the correlation ID, make it current, start the server span, inspect."""
         options = self.options
         headers = head.headers
-        inbound, rejected = _inbound_id(options.id_headers, headers,
-                                        self.monitor.redactor.redact_text)
+        inbound: str | None = None
+        rejected: Sequence[tuple[str, str]] = ()
+        for name in options.id_headers:
+            if name in headers:  # most requests carry none: no call then
+                inbound, rejected = _inbound_id(options.id_headers, headers,
+                                                self.monitor.redactor.redact_text)
+                break
         excluded = options.excluded(head.path)
         parent = None
         if options.trust_inbound and not excluded and "traceparent" in headers:
             parent = _remote_parent(headers)
-        trace_int = None
+        trace_int = trace_hex = None
         if inbound is not None and options.trust_inbound:
             cid = inbound
         elif parent is not None:  # no ID of its own: the trace ID it came with correlates
             cid = f"{trace.get_current_span(parent).get_span_context().trace_id:032x}"
         else:  # the new trace's ID correlates: one ID for the store and the trace backend
             trace_int = new_trace_id(unpredictable_bits())  # clients see it: not getrandbits
-            cid = trace_int.to_bytes(16, "big").hex()
+            cid = trace_hex = trace_int.to_bytes(16, "big").hex()
         proxies = options.proxies
         client = (head.peer if proxies is None
                   else proxies.client_address(head.peer, headers.get("x-forwarded-for")))
@@ -127,7 +128,7 @@ class MiddlewareCore:
                 if inbound is not None and not options.trust_inbound:
                     attributes["ragtrail.inbound_correlation_id"] = inbound
                 span = exchange.span = open_span(self.monitor, exchange.method_name, "server",
-                                                 attributes, parent, cid, trace_int)
+                                                 attributes, parent, cid, trace_int, trace_hex)
                 span._own_attributes = True  # made for this span: no copy on the first write
                 span.attach()
             for header, value in rejected:
@@ -257,7 +258,7 @@ class Exchange:
         self.route: str | None = None
         self.body_cut = False  # the body outgrew max_body_bytes while the app read it
         self.health_answered = False  # a health route: its statuses are not the app's
-        self._token = set_correlation_id(cid)
+        self._token = _correlation_id.set(cid)
 
     def response_started(self, status: int, headers: Iterable[tuple[str, str]] | None) -> None:
         """The app (or the middleware) started the response: remember status and headers."""
@@ -326,7 +327,7 @@ class Exchange:
                 span.end()
             # Finished in another context than it began (ValueError): nothing there to undo.
             try:  # noqa: SIM105 (suppress() builds a context manager per request)
-                reset_correlation_id(self._token)
+                _correlation_id.reset(self._token)
             except ValueError:
                 pass
 

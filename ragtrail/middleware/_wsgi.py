@@ -153,8 +153,10 @@ class _Responder:
             # swallow that answer; serve() sends 413 in its place.
             self.replaced = True
             return _discard
-        code = ascii_int(status[:3])
-        if code is not None:
+        code = _STATUS_CODES.get(status)
+        if code is None:
+            code = _status_code(status)
+        if code:
             exchange.response_started(
                 code, headers if exchange.core.options.capture_headers else None)
         exchange.route = _flask_route(self.environ)
@@ -273,11 +275,7 @@ class _Body:
 
     def close(self) -> None:
         """PEP 3333: the server calls this once done, even when the client went away."""
-        responder = self._responder
-        try:
-            responder._context.run(_close, self._result)
-        finally:
-            responder._context.run(responder.finish, None)
+        self._responder._context.run(_close_and_finish, self._result, self._responder)
 
 
 class _LimitedInput:
@@ -324,47 +322,70 @@ def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> Reques
 
     PEP 3333 gives header values as str (a server joins repeated headers with commas).
     """
+    get = environ.get
     headers: dict[str, str] = {}
     for key, name in options.wanted_wsgi.items():
-        value = environ.get(key)
+        value = get(key)
         if value:
             headers[name] = value
     capture = options.capture_headers
     captured = {name: [headers[name]] for name in capture if name in headers} if capture else None
     findings: list[Finding] = []
     if options.security:
-        # One search over the header values joined by a space (never a finding) instead of
-        # one per header; only a hit, or a large header block, is looked at header by header.
-        values = [value for key, value in environ.items() if key.startswith("HTTP_")]
-        joined = " ".join(values)
+        # One search over every text value of the environ, joined by a space (never a
+        # finding): a C-level pass, where picking the HTTP_ keys out costs twice as much.
+        # Only a hit or a large environ is looked at header by header.
+        joined = " ".join(filter(str.__instancecheck__, environ.values()))
         if len(joined) > MAX_HEADER_BYTES or unsafe_header_text(joined):
-            for key, value in environ.items():
-                if key.startswith("HTTP_") and (len(value) > MAX_HEADER_BYTES
-                                                or unsafe_header_text(value)):
-                    finding = header_finding(key[5:].lower().replace("_", "-"), value)
-                    if finding is not None:
-                        findings.append(finding)
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    uri = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
+            findings = _header_findings(environ)
+    path: str = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
+    uri: str = get("REQUEST_URI") or get("RAW_URI") or ""
     # The undecoded target when the server gives it (waitress, gunicorn, werkzeug);
     # PATH_INFO is decoded once already, which the inspection's decoding rounds allow for.
     raw_path = (uri.partition("?")[0] if uri.startswith("/") else path).encode(
         "latin-1", "replace")
-    server = environ.get("SERVER_NAME")
-    port = environ.get("SERVER_PORT", "")
     return RequestHead(  # positional: this runs for every request
-        environ.get("REQUEST_METHOD", "GET"),
-        _text(path) or "/",
+        get("REQUEST_METHOD", "GET"),
+        (path if path.isascii() else _text(path)) or "/",
         raw_path,
-        environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
-        environ.get("wsgi.url_scheme", "http"),
-        environ.get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
-        environ.get("REMOTE_ADDR") or None,
-        (server, ascii_int(port)) if server else None,
+        get("QUERY_STRING", "").encode("latin-1", "replace"),
+        get("wsgi.url_scheme", "http"),
+        get("SERVER_PROTOCOL", "HTTP/1.1").removeprefix("HTTP/"),
+        get("REMOTE_ADDR") or None,
+        _server(get("SERVER_NAME"), get("SERVER_PORT", "")),
         headers,
         findings,
         captured,
     )
+
+
+def _header_findings(environ: dict[str, Any]) -> list[Finding]:
+    """CR, LF, NUL or oversized values among the request headers, one by one."""
+    findings: list[Finding] = []
+    for key, value in environ.items():
+        if (key.startswith("HTTP_") and isinstance(value, str)
+                and (len(value) > MAX_HEADER_BYTES or unsafe_header_text(value))):
+            finding = header_finding(key[5:].lower().replace("_", "-"), value)
+            if finding is not None:
+                findings.append(finding)
+    return findings
+
+
+_SERVERS: dict[tuple[str, str], tuple[str, int | None]] = {}
+_SERVERS_CACHED = 64  # a server answers to a few names (gunicorn takes them from Host)
+
+
+def _server(name: str | None, port: str) -> tuple[str, int | None] | None:
+    """(SERVER_NAME, SERVER_PORT as an int), remembered: every request repeats them."""
+    if not name:
+        return None
+    key = (name, port)
+    server = _SERVERS.get(key)
+    if server is None:
+        server = (name, ascii_int(port))
+        if len(_SERVERS) < _SERVERS_CACHED:
+            _SERVERS[key] = server
+    return server
 
 
 def _status_line(status: int) -> str:
@@ -376,8 +397,6 @@ def _status_line(status: int) -> str:
 
 def _text(value: str) -> str:
     """A PEP 3333 "native string" (bytes as latin-1) as the UTF-8 text it carries."""
-    if value.isascii():
-        return value
     return value.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
@@ -395,6 +414,25 @@ def _close(result: Iterable[bytes]) -> None:
     close = getattr(result, "close", None)
     if close is not None:
         close()
+
+
+def _close_and_finish(result: Iterable[bytes], responder: _Responder) -> None:
+    try:
+        _close(result)
+    finally:
+        responder.finish(None)
+
+
+_STATUS_CODES: dict[str, int] = {}
+_STATUS_CODES_CACHED = 256  # apps answer with a few dozen status lines
+
+
+def _status_code(status: str) -> int:
+    """The code of a WSGI status line ("200 OK"), 0 if it has none; remembered."""
+    code = ascii_int(status[:3]) or 0
+    if len(_STATUS_CODES) < _STATUS_CODES_CACHED:
+        _STATUS_CODES[status] = code
+    return code
 
 
 def _then_raise(body: bytes, error: BaseException) -> Iterator[bytes]:
