@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["codec", "decode", "encode", "encode_utf8"]
+__all__ = ["codec", "decode", "encode"]
 
 Encoder = Callable[[Any], str]
 Decoder = Callable[[str], Any]
@@ -100,19 +100,4 @@ def _as_standard(value: Any) -> Any:
     return str(value)
 
 
-def _utf8_encoder() -> Encoder:
-    """Compact JSON that keeps non-ASCII text as it is (no ``\\u`` escapes), for values
-    SQLite's JSON functions read back (they turn an escaped lone surrogate into invalid
-    UTF-8). orjson refuses lone surrogates and integers beyond 64 bits (and writes a NaN as
-    null); the standard encoder refuses a NaN and leaves a lone surrogate for the driver to
-    refuse."""
-    orjson = _orjson()
-    if orjson is None:
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False,
-                                separators=(",", ":")).encode
-    plain_dumps: Callable[[Any], bytes] = orjson.dumps
-    return lambda value: plain_dumps(value).decode()
-
-
 encode, decode = codec()
-encode_utf8 = _utf8_encoder()

@@ -20,11 +20,10 @@ from sqlalchemy.dialects import sqlite
 from ragtrail._records import MetricsSample, SecurityEvent, SpanRecord
 from ragtrail.store._coalesce import Coalescer, Slot
 from ragtrail.store._engine import WRITE, Target
-from ragtrail.store._json import encode_utf8
 from ragtrail.store._reports import RingUsage
 from ragtrail.store._ring import RingTable
 from ragtrail.store._rows import Row, RowBuilder
-from ragtrail.store._schema import EVENTS, RINGS
+from ragtrail.store._schema import EVENTS, RINGS, SPANS
 
 __all__ = ["Batch", "BatchWriter", "Flush"]
 
@@ -70,114 +69,72 @@ class Batch:
 
 
 class _SqliteInsert:
-    """Rows into SQLite by the driver: spans as one statement per batch, the rest row by row.
+    """Rows into SQLite by the driver: spans many rows to a statement, the rest row by row.
 
-    ``sqlite3`` releases the GIL around every row it steps. Under a server the event loop
-    takes it each time, and the writer then waits for the loop's next socket call to get it
-    back: 2.3-2.9 context switches and 50-110 us of CPU per request under uvicorn, for 6.5 us
-    of SQLite work. Spans, one or more per request, go in as one JSON array expanded by
-    SQLite's ``json_each`` in one step: 0.2 switches per request, 26% more requests per
-    second and 22% less CPU per request (BENCHMARKS.md). It costs more CPU per row when
-    nothing else wants the GIL (a bulk load: 10 against 6.5 us), so events and metrics, which
-    come in bursts or rarely, stay row by row, and so do SQLite without JSON functions. Large
-    spans (captured values) go 16 to a multi-row ``VALUES`` statement: the same CPU as row by
-    row in a bulk load, but 16 times fewer GIL hand-offs, which let the writer keep up with a
-    RAG-shaped endpoint under uvicorn (BENCHMARKS.md). For events a multi-row statement cost
-    a third of the bulk throughput, so they stay with ``executemany``.
+    ``sqlite3`` releases the GIL around every statement it steps, and a writer that wants it
+    back waits for the app's next pause, up to the interpreter's 5 ms switch interval behind
+    a busy thread: per row, that was 2.3-2.9 context switches and 50-110 us of CPU per request
+    under uvicorn, for 6.5 us of SQLite work. Spans, one or more per request, therefore go in
+    as multi-row ``INSERT ... VALUES`` statements of up to 2,048 rows, in power-of-two sizes
+    so that a dozen prepared statements (cached by the driver) serve every batch: a batch of
+    500 is six statements, a backlog of 4,000 seven. Bound values cost SQLite half the CPU
+    per row of a JSON array expanded by ``json_each`` (5 against 10 us here; SQLite 3.40
+    parses a JSON row once per column), which spans used before. Events stay with
+    ``executemany``: a multi-row statement cut their bulk ingest by a third.
     """
 
+    __slots__ = ("_chunks",)
+
     def __init__(self) -> None:
-        self._json_ok: bool | None = None  # does this SQLite have json_each? asked once
+        self._chunks: list[int] | None = None  # the sizes this SQLite accepts, asked once
 
     def __call__(self, conn: Connection, table: Table, rows: list[Row]) -> None:
         driver = conn.connection.driver_connection
-        json_insert = _SQLITE_JSON_INSERTS.get(table.name)
-        if json_insert is not None and len(rows) > 1 and self._has_json(driver):
-            # SQLite 3.40 parses a row's JSON once per column: spans with large captured
-            # values (2 KB: 37-43 against 16-18 us each) are cheaper as bound values.
-            small: list[Row] = []
-            large: list[Row] = []
-            for row in rows:
-                (small if _span_json_chars(row) <= _MAX_SPAN_JSON_CHARS else large).append(row)
-            payload = _encode_rows(small) if len(small) > 1 else None
-            if payload is not None:
-                driver.execute(json_insert, (payload,))  # type: ignore[union-attr]
-                rows = large
-            rows = _insert_whole_chunks(driver, table, rows)
+        if table is SPANS and len(rows) > 1:
+            rows = self._insert_chunks(driver, rows)
         if rows:
             driver.executemany(_SQLITE_INSERTS[table.name], rows)  # type: ignore[union-attr]
 
-    def _has_json(self, driver: Any) -> bool:
-        if self._json_ok is None:
-            try:
-                driver.execute(
-                    "SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')").fetchall()
-                self._json_ok = True
-            except sqlite3.OperationalError:  # built without JSON functions (before 3.38)
-                self._json_ok = False
-        return self._json_ok
+    def _insert_chunks(self, driver: Any, rows: list[Row]) -> list[Row]:
+        """Insert ``rows`` in chunks of the largest sizes that fit; returns the last row if
+        one is left over (it goes alone)."""
+        if self._chunks is None:
+            most = _variable_limit(driver) // len(SPANS.columns)
+            self._chunks = [size for size in _CHUNK_SIZES if size <= most]
+        start, left = 0, len(rows)
+        for size in self._chunks:
+            statement = _SPAN_MULTI_ROW_INSERTS[size]
+            while left >= size:
+                driver.execute(statement, tuple(chain.from_iterable(rows[start:start + size])))
+                start += size
+                left -= size
+        return rows[start:]
 
 
-_MAX_SPAN_JSON_CHARS = 768  # a request span's attributes: 200-400; a captured retrieval: 2-3 K
-_ROWS_PER_STATEMENT = 16  # x 14 span columns: far below SQLite's oldest limit of 999 variables
-
-
-def _insert_whole_chunks(driver: Any, table: Table, rows: list[Row]) -> list[Row]:
-    """Insert ``rows`` 16 to a statement; returns the remainder (fewer than 16) not inserted."""
-    whole = len(rows) - len(rows) % _ROWS_PER_STATEMENT
-    if whole:
-        statement = _SQLITE_MULTI_ROW_INSERTS[table.name]
-        for start in range(0, whole, _ROWS_PER_STATEMENT):
-            driver.execute(statement,
-                           tuple(chain.from_iterable(rows[start:start + _ROWS_PER_STATEMENT])))
-    return rows[whole:]
-
-
-def _span_json_chars(row: Row) -> int:
-    """The length of a span row's JSON-text columns (attributes, events), its bulk."""
-    return len(row[_SPAN_ATTRIBUTES]) + len(row[_SPAN_EVENTS])
-
-
-def _encode_rows(rows: list[Row]) -> str | None:
-    """Span rows (text, integers, None) as a JSON array of arrays, or None if JSON would not
-    carry them as they are (a NUL, a lone surrogate): those go as bound values.
-
-    Never ``\\u`` escapes for what is not ASCII: SQLite would turn an escaped lone surrogate
-    into invalid UTF-8 in the file. Unescaped, it fails the statement as a bound value does,
-    and the writer's one-by-one retry finds the record."""
-    try:
-        text = encode_utf8(rows)
-    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
-        return None
-    # SQLite's JSON functions cut text at an escaped NUL; a bound value keeps it.
-    return None if "\\u0000" in text else text
+def _variable_limit(driver: Any) -> int:
+    """How many values one statement may bind: 999 before SQLite 3.32, 32,766 after (by
+    default; Debian builds 250,000). ``getlimit`` is Python 3.11+."""
+    getlimit = getattr(driver, "getlimit", None)
+    which = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+    if getlimit is not None and which is not None:
+        return int(getlimit(which))
+    return 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 # Compiled once by SQLAlchemy for SQLite: "INSERT INTO t (every column) VALUES (?, ...)".
 _SQLITE_INSERTS = {table.name: str(table.insert().compile(dialect=sqlite.dialect()))
                    for table in RINGS.values()}
+_CHUNK_SIZES = tuple(2**k for k in range(11, 0, -1))  # 2048 rows x 14 columns: 28,672 values
 
 
-def _json_each_insert(table: Table) -> str:
-    """INSERT ... SELECT from a JSON array of row arrays; json_extract (SQLite 3.9+ with JSON1,
-    built in since 3.38) rather than ``->>`` (3.38+). Names come from the schema only."""
-    columns = ", ".join(c.name for c in table.columns)
-    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(table.columns)))
-    return f"INSERT INTO {table.name} ({columns}) SELECT {values} FROM json_each(?)"  # noqa: S608
-
-
-def _multi_row_insert(single_row: str) -> str:
-    """A single-row ``INSERT ... VALUES (?, ...)`` with its row of placeholders repeated
-    ``_ROWS_PER_STATEMENT`` times."""
+def _multi_row_insert(single_row: str, rows: int) -> str:
+    """A single-row ``INSERT ... VALUES (?, ...)`` with its row of placeholders ``rows`` times."""
     head, _, row = single_row.partition(" VALUES ")
-    return f"{head} VALUES " + ", ".join([row] * _ROWS_PER_STATEMENT)
+    return f"{head} VALUES " + ", ".join([row] * rows)
 
 
-_SQLITE_JSON_INSERTS = {RINGS["spans"].name: _json_each_insert(RINGS["spans"])}
-_SQLITE_MULTI_ROW_INSERTS = {name: _multi_row_insert(_SQLITE_INSERTS[name])
-                             for name in _SQLITE_JSON_INSERTS}
-_SPAN_ATTRIBUTES, _SPAN_EVENTS = (list(RINGS["spans"].columns.keys()).index(name)
-                                  for name in ("attributes", "events"))
+_SPAN_MULTI_ROW_INSERTS = {size: _multi_row_insert(_SQLITE_INSERTS[SPANS.name], size)
+                           for size in _CHUNK_SIZES}
 
 
 def _core_insert(conn: Connection, table: Table, rows: list[Row]) -> None:

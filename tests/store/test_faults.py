@@ -50,8 +50,8 @@ def ride_out_fault(store: AuditStore, start: Callable[[], None], stop: Callable[
     wait_for(lambda: store.health().status == "failing")
     health = store.health()
     # The writer holds one failed batch besides the queue: batch_size records, or from a
-    # backlog up to 8 batches, never more than the queue held.
-    held = min(QUEUE, 8 * store._batch_size)
+    # backlog up to 20 batches, never more than the queue held.
+    held = min(QUEUE, 20 * store._batch_size)
     assert health.dropped >= recorded - QUEUE - held
     assert error_text in (health.last_error or "")
     assert health.last_error_time_us is not None
@@ -176,20 +176,20 @@ def test_close_without_timeout_is_bounded_when_sqlite_stays_locked(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        for _ in range(100):
+        for _ in range(200):
             store.record(make_event())
-        # The writer holds a batch (up to 8 x 5 records: a backlog) and waits on the lock.
-        wait_for(lambda: store.health().queue_depth <= 95)
+        # The writer holds a batch (up to 20 x 5 records: a backlog) and waits on the lock.
+        wait_for(lambda: store.health().queue_depth <= 195)
         queued = store.health().queue_depth
         began = time.monotonic()
         store.close()
         assert time.monotonic() - began < 15  # 1.2 s expected; the busy timeout is 60 s
-        assert queued >= 60
+        assert queued >= 100
         assert store.health().dropped >= queued
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    wait_for(lambda: store.health().written + store.health().dropped == 100)
+    wait_for(lambda: store.health().written + store.health().dropped == 200)
 
 
 def test_close_without_timeout_is_bounded_when_postgresql_is_down(
@@ -219,19 +219,19 @@ def test_close_is_bounded_when_postgresql_hangs(
     assert store.flush(10)
     postgres_server.freeze()
     try:
-        for _ in range(100):
+        for _ in range(200):
             store.record(make_event())
-        # The writer holds a batch (up to 8 x 5 records: a backlog) and waits on the server.
-        wait_for(lambda: store.health().queue_depth <= 95)
+        # The writer holds a batch (up to 20 x 5 records: a backlog) and waits on the server.
+        wait_for(lambda: store.health().queue_depth <= 195)
         queued = store.health().queue_depth
         began = time.monotonic()
         store.close()
         assert time.monotonic() - began < 15  # 1.2 s expected
-        assert queued >= 60
+        assert queued >= 100
         assert store.health().dropped >= queued
     finally:
         postgres_server.thaw()
-    wait_for(lambda: store.health().written + store.health().dropped == 101)
+    wait_for(lambda: store.health().written + store.health().dropped == 201)
 
 
 @contextlib.contextmanager

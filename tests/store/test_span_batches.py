@@ -1,14 +1,13 @@
-"""Spans go into SQLite as one JSON array per batch (``json_each``), large ones 16 to a
-statement: what is read back is exactly what was recorded, and what JSON cannot carry still
-fails alone, as a bound value would. Real SQLite files; the one stand-in is a SQLite without
-JSON functions."""
+"""Spans go into SQLite many rows to a statement (multi-row ``INSERT ... VALUES`` in
+power-of-two sizes): what is read back is exactly what was recorded, and a record SQLite
+refuses still fails alone. Real SQLite files and connections."""
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -54,18 +53,14 @@ def _statements(store: AuditStore) -> list[str]:
     return seen
 
 
-def _one_statement_per_batch(statements: list[str]) -> bool:
-    return any("json_each" in sql and "INSERT INTO ragtrail_spans" in sql
-               for sql in statements)
+def _span_inserts(statements: list[str]) -> list[str]:
+    return [sql for sql in statements if sql.startswith("INSERT INTO ragtrail_spans")]
 
 
-@pytest.mark.parametrize(("texts", "one_statement"), [
-    (TRICKY_TEXT, True),
-    (["a", "nul\x00inside", "b"], False),  # SQLite's JSON functions would cut at the NUL
-], ids=["tricky", "with-nul"])
+@pytest.mark.parametrize("texts", [TRICKY_TEXT, ["a", "nul\x00inside", "b"]],
+                         ids=["tricky", "with-nul"])
 def test_a_batch_reads_back_exactly_as_recorded(
-        store_factory: Callable[..., AuditStore], tmp_path: Path, texts: list[str],
-        one_statement: bool) -> None:
+        store_factory: Callable[..., AuditStore], tmp_path: Path, texts: list[str]) -> None:
     store = store_factory(f"sqlite:///{tmp_path / 'spans.db'}", batch_size=500)
     assert store.flush(10)
     statements = _statements(store)
@@ -77,35 +72,53 @@ def test_a_batch_reads_back_exactly_as_recorded(
         assert back == span, span.name[:40]
         assert type(back.name) is str  # "123" stays text, "null" is not NULL
     assert store.health().dropped == 0
-    assert _one_statement_per_batch(statements) == one_statement
+    # 16 spans: one statement; 3: one of 2 rows and the last alone.
+    assert len(_span_inserts(statements)) == (1 if len(texts) == 16 else 2)
 
 
-def test_large_spans_go_16_to_a_statement_beside_the_small_ones_batch(
-        store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
-    """Spans with kilobytes of captured values: SQLite parses a JSON row once per column, so
-    they go 16 to a multi-row INSERT (the rest of them row by row), while the batch's small
-    spans still go in together; everything reads back exactly."""
-    store = store_factory(f"sqlite:///{tmp_path / 'large.db'}", batch_size=500)
+def test_a_batch_goes_in_chunks_of_powers_of_two(store_factory: Callable[..., AuditStore],
+                                                 tmp_path: Path) -> None:
+    """39 spans, large and small: statements of 32, 4 and 2 rows, and the last row alone."""
+    store = store_factory(f"sqlite:///{tmp_path / 'chunks.db'}", batch_size=500)
     assert store.flush(10)
     statements = _statements(store)
-    large = [f"{i:03d}" + "y" * 3_000 for i in range(35)]  # 2 statements of 16, then 3 alone
-    recorded = _spans([*large[:20], "small 1", "small 2", *large[20:], "small 3"])
+    texts = [f"marker-{i:03d}" + ("y" * 3_000 if i % 3 else "") for i in range(39)]
+    recorded = _spans(texts)
     stored = _stored(store, recorded)
-    assert len(stored) == len(recorded)
     assert all(stored[span.span_id] == span for span in recorded)
-    assert _one_statement_per_batch(statements)
-    inserts = [sql for sql in statements
-               if sql.startswith("INSERT INTO ragtrail_spans") and "json_each" not in sql]
-    rows_per_insert = sorted(sql.count("y" * 3_000) for sql in inserts)
     # A span's text appears 7 times in its row (_spans puts it in 7 places).
-    assert rows_per_insert == [7, 7, 7, 16 * 7, 16 * 7]
-    assert all("small" not in sql for sql in inserts)
+    rows_per_insert = sorted(sql.count("marker-") // 7 for sql in _span_inserts(statements))
+    assert rows_per_insert == [1, 2, 4, 32]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is Python 3.11+")
+def test_chunks_respect_the_connection_s_limit_on_bound_values(tmp_path: Path) -> None:
+    """SQLite before 3.32 binds at most 999 values per statement: 64 rows of 14 columns."""
+    AuditStore(f"sqlite:///{tmp_path / 'schema.db'}").close()
+    real = sqlite3.connect(tmp_path / "schema.db", isolation_level=None)
+    real.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[attr-defined]
+    sizes: list[int] = []
+    real.set_trace_callback(lambda sql: sizes.append(sql.count("marker-") // 7))
+    builder = RowBuilder(strict=False, strip_nul=False)
+    rows = [builder.span(span, i + 1)
+            for i, span in enumerate(_spans([f"marker-{i:03d}" for i in range(200)]))]
+
+    class Pooled:
+        driver_connection = real
+
+    class Conn:
+        connection = Pooled()
+
+    _SqliteInsert()(Conn(), SPANS, rows)  # type: ignore[arg-type]
+    assert real.execute("SELECT count(*) FROM ragtrail_spans").fetchone() == (200,)
+    assert sorted(size for size in sizes if size) == [8, 64, 64, 64]
+    real.close()
 
 
 def test_a_record_json_cannot_carry_fails_alone(store_factory: Callable[..., AuditStore],
                                                 tmp_path: Path) -> None:
-    """A lone surrogate (from bytes decoded with surrogateescape, say) fails its batch as it
-    would bound as a value; the one-by-one retry stores the rest and counts the one."""
+    """A lone surrogate (from bytes decoded with surrogateescape, say) fails its statement;
+    the one-by-one retry stores the rest and counts the one."""
     path = tmp_path / "surrogate.db"
     store = store_factory(f"sqlite:///{path}", batch_size=500)
     spans = _spans(["before", "lone \udcff surrogate", "after"])
@@ -123,7 +136,7 @@ def test_a_record_json_cannot_carry_fails_alone(store_factory: Callable[..., Aud
 
 def test_a_large_record_sqlite_refuses_fails_alone(store_factory: Callable[..., AuditStore],
                                                    tmp_path: Path) -> None:
-    """In a 16-row statement too: the one-by-one retry stores the other large spans."""
+    """Large spans too: the one-by-one retry stores the other 19 of their statement."""
     store = store_factory(f"sqlite:///{tmp_path / 'large-bad.db'}", batch_size=500)
     texts = [f"{i:03d}" + "y" * 3_000 for i in range(20)]
     texts[7] = "lone \udcff surrogate " + "y" * 3_000
@@ -131,44 +144,6 @@ def test_a_large_record_sqlite_refuses_fails_alone(store_factory: Callable[..., 
     assert sorted(span.name for span in stored.values()) == sorted(
         text for i, text in enumerate(texts) if i != 7)
     assert store.health().dropped == 1
-
-class _NoJsonSqlite:
-    """Stand-in for a SQLite built without JSON functions (not available here): every other
-    statement goes to a real in-memory SQLite connection."""
-
-    def __init__(self, real: sqlite3.Connection) -> None:
-        self.real = real
-        self.json_calls = 0
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        if "json_" in sql:
-            self.json_calls += 1
-            raise sqlite3.OperationalError("no such table: json_each")
-        return self.real.execute(sql, *args)
-
-    def executemany(self, sql: str, rows: Any) -> Any:
-        return self.real.executemany(sql, rows)
-
-
-class _Conn:
-    def __init__(self, driver: Any) -> None:
-        self.connection = type("Pooled", (), {"driver_connection": driver})()
-
-
-def test_without_json_functions_rows_go_one_by_one(tmp_path: Path) -> None:
-    AuditStore(f"sqlite:///{tmp_path / 'schema.db'}").close()
-    real = sqlite3.connect(tmp_path / "schema.db", isolation_level=None)
-    driver = _NoJsonSqlite(real)
-    insert = _SqliteInsert()
-    builder = RowBuilder(strict=False, strip_nul=False)
-    for batch in range(2):
-        rows = [builder.span(span, batch * 10 + i + 1)
-                for i, span in enumerate(_spans(["a", "b", "c"]))]
-        insert(_Conn(driver), SPANS, rows)  # type: ignore[arg-type]
-    assert real.execute("SELECT count(*) FROM ragtrail_spans").fetchone() == (6,)
-    assert driver.json_calls == 1  # asked once, then never again
-    real.close()
-
 
 @pytest.mark.postgres
 def test_postgresql_takes_the_same_batch(postgres_db_url: str,

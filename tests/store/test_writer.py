@@ -267,8 +267,8 @@ def test_writer_waits_for_a_full_batch(store_factory: Callable[..., AuditStore])
 def test_a_backlog_is_written_in_larger_transactions(
         store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
     """Records that piled up while the writer waited (here on a lock; under load, for the
-    GIL) go in with up to 8 batches per transaction, so the writer catches up: 1,000 records
-    at batch_size 50 take 3-4 commits, not 20, of at most 400 records each."""
+    GIL) go in with up to 20 batches per transaction, so the writer catches up: 1,000 records
+    at batch_size 50 take 1-3 commits, not 20."""
     path = tmp_path / "backlog.db"
     store = store_factory(f"sqlite:///{path}", batch_size=50,
                           engine_options={"connect_args": {"timeout": 60}})
@@ -290,8 +290,8 @@ def test_a_backlog_is_written_in_larger_transactions(
     sizes = rows_per_commit(list(counts))
     assert len(store.spans(limit=None)) == 1000
     assert sum(sizes) == 1000
-    assert all(1 <= size <= 400 for size in sizes)
-    assert 3 <= len(sizes) <= 4
+    assert all(1 <= size <= 20 * 50 for size in sizes)
+    assert 1 <= len(sizes) <= 3
 
 
 def test_linger_ends_in_a_write_without_flush(store_factory: Callable[..., AuditStore]) -> None:
