@@ -52,7 +52,7 @@ class Monitor:
         """The default ``slow_call`` threshold of ``@monitored`` in nanoseconds, or None."""
         self.redactor = Redactor(settings)
         # Switched off from the start, a monitor never records: no database file, no writer
-        # or export thread; the store opens only if something asks for it (a query).
+        # or export thread; the store opens read-only if something queries it.
         self._store: AuditStore | None = (
             AuditStore.from_settings(settings) if settings.enabled else None)
         self._exporter = (ExportPipeline.create(settings, redact=self.redactor.redact_text)
@@ -71,13 +71,15 @@ class Monitor:
 
     @property
     def store(self) -> AuditStore:
-        """The audit store (opened on first use when the monitor was created switched off)."""
+        """The audit store. A monitor created switched off opens the existing one read-only
+        when first asked (``StoreError`` if there is none): it never writes."""
         store = self._store
         if store is None:
             with self._lock:
                 store = self._store
                 if store is None:
-                    store = self._store = AuditStore.from_settings(self.settings)
+                    store = self._store = AuditStore.from_settings(self.settings,
+                                                                   read_only=True)
         return store
 
     @store.setter
@@ -88,8 +90,10 @@ class Monitor:
 
     def record_span(self, record: SpanRecord) -> None:
         """Hand a finished span to the store's queue and the exporter's buffer; never raises."""
+        if not self.settings.enabled:
+            return  # a monitor created switched off records nothing (spans of start_span())
         try:
-            store = self._store  # None only in a monitor created switched off
+            store = self._store  # set at creation when enabled
             if store is not None:
                 store.record(record)
             exporter = self._exporter
@@ -163,7 +167,8 @@ class Monitor:
         """Store, exporter and event counters, for the detailed health routes."""
         return {
             "enabled": self.enabled,
-            "store": dataclasses.asdict(self.store.health()),
+            # A monitor created switched off has no store to report unless one was queried.
+            "store": None if self._store is None else dataclasses.asdict(self._store.health()),
             "exporter": None if self._exporter is None else self._exporter.health(),
             "alerts": self._alerts.health(),
             "security_events": {
@@ -194,9 +199,11 @@ class Monitor:
                 self._exporter.shutdown(10.0 if timeout is None else timeout)
             except Exception:
                 self.report_failure("exporter_shutdown")
+        with self._lock:  # a store opened for a query at this moment is closed too
+            store = self._store
         try:  # close() flushes, bounded by store_close_timeout when timeout is None
-            if self._store is not None:
-                self._store.close(timeout)
+            if store is not None:
+                store.close(timeout)
         except Exception:
             self.report_failure("store_close")
 

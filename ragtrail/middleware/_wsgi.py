@@ -360,11 +360,20 @@ def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> Reques
 
 
 def _header_findings(environ: dict[str, Any]) -> list[Finding]:
-    """CR, LF, NUL or oversized values among the request headers, one by one."""
+    """CR, LF, NUL or oversized values among the request headers.
+
+    Reached when the environ's text as a whole looked hostile or large, which may be the
+    server's own variables (wsgiref copies the process environment into every request, a
+    multi-line certificate included): the headers' values alone are searched first, then
+    looked at one by one only if they hit."""
+    headers = [(key, value) for key, value in environ.items()
+               if key.startswith("HTTP_") and isinstance(value, str)]
+    joined = " ".join([value for _, value in headers])
+    if len(joined) <= MAX_HEADER_BYTES and not unsafe_header_text(joined):
+        return []
     findings: list[Finding] = []
-    for key, value in environ.items():
-        if (key.startswith("HTTP_") and isinstance(value, str)
-                and (len(value) > MAX_HEADER_BYTES or unsafe_header_text(value))):
+    for key, value in headers:
+        if len(value) > MAX_HEADER_BYTES or unsafe_header_text(value):
             finding = header_finding(key[5:].lower().replace("_", "-"), value)
             if finding is not None:
                 findings.append(finding)

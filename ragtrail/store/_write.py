@@ -77,7 +77,7 @@ class _SqliteInsert:
     under uvicorn, for 6.5 us of SQLite work. Spans, one or more per request, therefore go in
     as multi-row ``INSERT ... VALUES`` statements of up to 2,048 rows, in power-of-two sizes
     so that a dozen prepared statements (cached by the driver) serve every batch: a batch of
-    500 is six statements, a backlog of 4,000 seven. Bound values cost SQLite half the CPU
+    500 or a backlog of 4,000 is six statements. Bound values cost SQLite half the CPU
     per row of a JSON array expanded by ``json_each`` (5 against 10 us here; SQLite 3.40
     parses a JSON row once per column), which spans used before. Events stay with
     ``executemany``: a multi-row statement cut their bulk ingest by a third.
@@ -112,13 +112,14 @@ class _SqliteInsert:
 
 
 def _variable_limit(driver: Any) -> int:
-    """How many values one statement may bind: 999 before SQLite 3.32, 32,766 after (by
-    default; Debian builds 250,000). ``getlimit`` is Python 3.11+."""
+    """How many values one statement may bind, as the connection says (Python 3.11+: 32,766
+    by default since SQLite 3.32, 250,000 in Debian's build); without ``getlimit`` (Python
+    3.10, other drivers), 999: SQLite's lowest default, which a build may also have kept."""
     getlimit = getattr(driver, "getlimit", None)
     which = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
     if getlimit is not None and which is not None:
         return int(getlimit(which))
-    return 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+    return 999
 
 
 # Compiled once by SQLAlchemy for SQLite: "INSERT INTO t (every column) VALUES (?, ...)".
@@ -172,6 +173,15 @@ class BatchWriter:
             else:
                 kind.append(item)
         return batch
+
+    @staticmethod
+    def pieces(batch: Batch, size: int) -> list[Batch]:
+        """``batch``'s records in batches of at most ``size`` (its flushes stay with it)."""
+        return ([Batch(events=batch.events[i:i + size])
+                 for i in range(0, len(batch.events), size)]
+                + [Batch(spans=batch.spans[i:i + size]) for i in range(0, len(batch.spans), size)]
+                + [Batch(metrics=batch.metrics[i:i + size])
+                   for i in range(0, len(batch.metrics), size)])
 
     @staticmethod
     def singles(batch: Batch) -> list[Batch]:

@@ -46,9 +46,9 @@ def test_switching_off_later_makes_calls_pass_through(monitor_factory: Any) -> N
     decorated = monitored(plain)
     assert decorated(1) == 2
     assert len(stored_spans(first)) == 1
-    second = monitor_factory(enabled=False)
+    second = monitor_factory(enabled=False, store_url=first.settings.store_url)
     assert decorated(1) == 2
-    assert stored_spans(second) == []
+    assert len(stored_spans(second)) == 1  # the same store, read-only: nothing new
 
 
 def test_after_shutdown_calls_pass_through(monitor_factory: Any) -> None:
@@ -82,9 +82,10 @@ def _ragtrail_threads() -> list[str]:
 
 def test_switched_off_from_the_start_opens_no_store(monkeypatch: pytest.MonkeyPatch,
                                                     tmp_path: Any) -> None:
-    """A monitor created switched off (an event, a span via the API, a decorated call) writes
-    no database file and starts no thread; its store opens only when queried."""
+    """A monitor created switched off (an event, a span via the API, health) writes no
+    database file and starts no thread; asked for its store, it has none to read."""
     from ragtrail.instrument import security_event, start_span
+    from ragtrail.store import StoreError
 
     before = _ragtrail_threads()
     monkeypatch.setenv("RAGTRAIL_ENABLED", "false")
@@ -93,7 +94,27 @@ def test_switched_off_from_the_start_opens_no_store(monkeypatch: pytest.MonkeyPa
     start_span("by hand", "internal").end()
     monitor = get_monitor()
     assert monitor.enabled is False
+    assert monitor.health()["store"] is None
+    with pytest.raises(StoreError):
+        monitor.store.spans()
     assert not (tmp_path / "default.db").exists()
     assert _ragtrail_threads() == before
-    assert monitor.store.spans() == []  # asked for: the store opens, and holds nothing
-    assert (tmp_path / "default.db").exists()
+
+
+def test_switched_off_reads_an_existing_store_and_never_writes(
+        monitor_factory: Any, tmp_path: Any) -> None:
+    """Queries on a switched-off monitor read the store read-only; API spans after such a
+    query are still not recorded, and shutdown closes the store it opened."""
+    from ragtrail.instrument import start_span
+
+    url = f"sqlite:///{tmp_path / 'earlier.db'}"
+    earlier = monitor_factory(store_url=url)
+    start_span("while on", "internal").end()
+    earlier.shutdown()
+    off = monitor_factory(store_url=url, enabled=False)
+    assert [span.name for span in off.store.spans()] == ["while on"]
+    start_span("while off", "internal").end()
+    assert [span.name for span in off.store.spans()] == ["while on"]
+    assert off.health()["store"] is not None
+    off.shutdown()
+    assert _ragtrail_threads() == []

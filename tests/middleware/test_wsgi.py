@@ -255,6 +255,20 @@ def test_headers_large_only_together_are_not_findings(monitor: Monitor) -> None:
     assert stored_events(monitor) == []
 
 
+def test_server_variables_are_never_header_findings(monitor: Monitor) -> None:
+    """wsgiref copies the process environment into every request: a multi-line variable (a
+    certificate) and a long one are not headers. A hostile header beside them still is."""
+    server_variables = {"TLS_CERT": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END-----",
+                        "LONG_PATH": "/opt/bin:" * 2000}
+    call_wsgi(_flask(monitor), wsgi_environ("/items/1", **server_variables))
+    assert stored_events(monitor) == []
+    call_wsgi(_flask(monitor), wsgi_environ("/items/1", HTTP_X_NOTE="a\r\nb",
+                                            **server_variables))
+    [event] = stored_events(monitor)
+    assert (event.event_type, event.metadata["location"]) == ("malicious_header_injection",
+                                                              "header:x-note")
+
+
 # -- under waitress -------------------------------------------------------------------------
 
 @pytest.mark.network
