@@ -367,19 +367,22 @@ def _header_findings(environ: dict[str, Any]) -> list[Finding]:
     multi-line certificate included): the headers' values alone are searched first, then
     looked at one by one only if they hit."""
     headers = [(key, value) for key, value in environ.items()
-               if key.startswith("HTTP_") and isinstance(value, str)]
+               if (key.startswith("HTTP_") or key in _UNPREFIXED_HEADERS)
+               and isinstance(value, str)]
     joined = " ".join([value for _, value in headers])
     if len(joined) <= MAX_HEADER_BYTES and not unsafe_header_text(joined):
         return []
     findings: list[Finding] = []
     for key, value in headers:
         if len(value) > MAX_HEADER_BYTES or unsafe_header_text(value):
-            finding = header_finding(key[5:].lower().replace("_", "-"), value)
+            finding = header_finding(key.removeprefix("HTTP_").lower().replace("_", "-"), value)
             if finding is not None:
                 findings.append(finding)
     return findings
 
 
+# PEP 3333: the two request headers CGI names without the HTTP_ prefix.
+_UNPREFIXED_HEADERS = frozenset(("CONTENT_TYPE", "CONTENT_LENGTH"))
 _SERVERS: dict[tuple[str, str], tuple[str, int | None]] = {}
 _SERVERS_CACHED = 64  # a server answers to a few names (gunicorn takes them from Host)
 

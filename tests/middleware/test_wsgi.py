@@ -248,6 +248,15 @@ def test_hostile_header_values_are_recorded(monitor: Monitor, value: str,
     assert "Set-Cookie" not in repr(event)
 
 
+def test_content_type_is_inspected_like_any_header(monitor: Monitor) -> None:
+    """CGI names Content-Type and Content-Length without HTTP_; they are headers all the same
+    (the ASGI side sees them among the rest)."""
+    call_wsgi(_flask(monitor), wsgi_environ("/items/1", CONTENT_TYPE="text/plain\x00x"))
+    [event] = stored_events(monitor)
+    assert (event.event_type, event.metadata["location"]) == ("input_validation_fail",
+                                                              "header:content-type")
+
+
 def test_headers_large_only_together_are_not_findings(monitor: Monitor) -> None:
     """Many headers under the per-header limit add up past it: nothing is recorded."""
     headers = {f"HTTP_X_PART_{i}": "v" * 4000 for i in range(4)}
