@@ -177,17 +177,21 @@ class Coalescer:
     def has_dirty(self) -> bool:
         return bool(self._dirty)
 
+    def _window_of(self, event: SecurityEvent) -> tuple[_Key, int]:
+        """The (key, window end) a queued ``event`` opened: how the writer finds its window."""
+        return key_of(event), event.time_us + self.window_us
+
     def promoted(self, event: SecurityEvent) -> Slot | None:
         """The Slot a queued ``event``'s window got from repeats before it was written (kept
         apart from ``open``, which may have dropped or replaced the window meanwhile)."""
-        return self._unwritten.get((key_of(event), event.time_us + self.window_us))
+        return self._unwritten.get(self._window_of(event))
 
     def written(self, events: list[SecurityEvent], row_ids: list[int]) -> None:
         """Committed: each window opened by one of these events learns its row ID."""
         with self.lock:
             for event, row_id in zip(events, row_ids, strict=True):
-                key, until_us = key_of(event), event.time_us + self.window_us
-                slot = self._unwritten.pop((key, until_us), None)
+                key, until_us = queued = self._window_of(event)
+                slot = self._unwritten.pop(queued, None)
                 if slot is not None:
                     if slot.row_id is None:  # got its Slot after the row was built
                         slot.row_id = row_id  # its repeats go in by UPDATE
@@ -202,9 +206,9 @@ class Coalescer:
                 if self.open.get(item.key) is item:
                     del self.open[item.key]
             return
-        key, until_us = key_of(item), item.time_us + self.window_us
+        key, until_us = queued = self._window_of(item)
         with self.lock:
-            slot = self._unwritten.pop((key, until_us), None)
+            slot = self._unwritten.pop(queued, None)
             if slot is not None:
                 slot.row_id = -1
             window = self.open.get(key)

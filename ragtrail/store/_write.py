@@ -175,20 +175,15 @@ class BatchWriter:
         return batch
 
     @staticmethod
-    def pieces(batch: Batch, size: int) -> list[Batch]:
-        """``batch``'s records in batches of at most ``size`` (its flushes stay with it)."""
-        return ([Batch(events=batch.events[i:i + size])
+    def pieces(batch: Batch, size: int, *, strict: bool = False) -> list[Batch]:
+        """``batch``'s records in batches of at most ``size`` (its flushes stay with it);
+        size 1 and ``strict`` find the records a database refuses."""
+        return ([Batch(events=batch.events[i:i + size], strict=strict)
                  for i in range(0, len(batch.events), size)]
-                + [Batch(spans=batch.spans[i:i + size]) for i in range(0, len(batch.spans), size)]
-                + [Batch(metrics=batch.metrics[i:i + size])
+                + [Batch(spans=batch.spans[i:i + size], strict=strict)
+                   for i in range(0, len(batch.spans), size)]
+                + [Batch(metrics=batch.metrics[i:i + size], strict=strict)
                    for i in range(0, len(batch.metrics), size)])
-
-    @staticmethod
-    def singles(batch: Batch) -> list[Batch]:
-        """One strict batch per record, for finding the records a database refuses."""
-        return ([Batch(events=[slot], strict=True) for slot in batch.events]
-                + [Batch(spans=[rec], strict=True) for rec in batch.spans]
-                + [Batch(metrics=[rec], strict=True) for rec in batch.metrics])
 
     def write(self, batch: Batch, dropped: Mapping[str, int]) -> dict[str, RingUsage]:
         """Commit ``batch`` plus pending coalesced repeats; returns the rings' usage after it.

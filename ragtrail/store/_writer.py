@@ -333,7 +333,7 @@ class Writer:
                 except Exception as exc:
                     if self._retryable(exc):
                         return _rest(batch, pieces[index:])
-            singles = self.batches.singles(piece)
+            singles = self.batches.pieces(piece, 1, strict=True)
             for at, single in enumerate(singles):
                 try:
                     self._commit(single)
