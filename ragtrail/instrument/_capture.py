@@ -61,7 +61,10 @@ class ArgumentCapture:
 
     ``self``/``cls`` are never captured: when wrapt reports an instance (a method or a
     classmethod), the first parameter is dropped from the signature, unless the callable was
-    bound before it was decorated (``monitored(obj.method)``): its signature has none.
+    bound before it was decorated (``monitored(obj.method)``): its signature has none. Under
+    ``@classmethod`` on Python 3.13+, which no longer binds what it wraps, wrapt reports no
+    instance and ``cls`` arrives as the first argument: a method's leading ``self`` or
+    ``cls`` parameter is therefore left out by name too.
     """
 
     __slots__ = ("_for_function", "_for_method", "_order")
@@ -78,7 +81,9 @@ class ArgumentCapture:
             if unknown:
                 raise ValueError(
                     f"capture_args names {', '.join(unknown)} are not parameters of {func!r}")
-        self._order = tuple(p.name for p in parameters if wanted is None or p.name in wanted)
+        receiver = _receiver(target, parameters)
+        self._order = tuple(p.name for p in parameters
+                            if (wanted is None or p.name in wanted) and p.name != receiver)
         self._for_function = _Binder(parameters, wanted)
         self._for_method = self._for_function if inspect.ismethod(target) \
             else _Binder(parameters[1:], wanted)
@@ -88,3 +93,13 @@ class ArgumentCapture:
         binder = self._for_function if instance is None else self._for_method
         bound = binder.bind(args, kwargs)
         return {name: bound[name] for name in self._order if name in bound}
+
+
+def _receiver(target: Any, parameters: Sequence[inspect.Parameter]) -> str | None:
+    """``self`` or ``cls`` when it is the first parameter of a function defined in a class."""
+    if not parameters or parameters[0].kind not in _POSITIONAL or inspect.ismethod(target):
+        return None
+    scopes = getattr(target, "__qualname__", "").split(".")
+    defined_in_class = len(scopes) > 1 and scopes[-2] != "<locals>"
+    name = parameters[0].name
+    return name if defined_in_class and name in ("self", "cls") else None

@@ -62,6 +62,26 @@ def test_self_and_cls_are_never_captured(kind: str, monitor: Monitor) -> None:
     assert only_span(monitor, "step").attributes["input.value"] == {"x": 21}
 
 
+def test_only_a_methods_receiver_is_left_out_by_name(monitor: Monitor) -> None:
+    """A leading ``self``/``cls`` is skipped by name only in functions defined in a class
+    (Python 3.13's ``@classmethod`` hands ``cls`` over as an argument); anywhere else a
+    parameter called ``cls`` is an argument like any other."""
+    @monitored(name="make", capture_args=True)
+    def make(cls: type, size: int) -> None:
+        pass
+
+    class Factory:
+        @monitored(name="build", capture_args=True)
+        def build(self: Any, size: int) -> None:
+            pass
+
+    make(int, 3)
+    Factory.__dict__["build"](Factory(), 4)  # unbound, as 3.13's classmethod calls it
+    assert only_span(monitor, "make").attributes["input.value"] == {
+        "cls": "<class 'int'>", "size": 3}
+    assert only_span(monitor, "build").attributes["input.value"] == {"size": 4}
+
+
 def test_methods_bound_before_decoration_keep_their_argument_names(monitor: Monitor) -> None:
     """``monitored(obj.method)``: the bound method's signature has no ``self`` to skip, so the
     names must not shift (a shift once stored a password under the next parameter's name)."""
@@ -197,4 +217,5 @@ def test_captured_rows_are_json_in_sqlite(monitor: Monitor) -> None:
     with sqlite3.connect(path) as connection:
         (attributes,) = connection.execute(
             "SELECT attributes FROM ragtrail_spans WHERE name = 'search'").fetchone()
+    connection.close()
     assert json.loads(attributes)["input.value"] == {"query": "refund policy"}
