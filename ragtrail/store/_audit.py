@@ -240,6 +240,9 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"{self._target.shown}: "
                              f"{describe_error(exc, self._target.secrets)}") from None
+        finally:
+            if self._closed:  # reading a closed store works, and leaves no connection open
+                self.engine.dispose()
 
     # -- lifecycle -------------------------------------------------------------------------
 

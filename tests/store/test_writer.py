@@ -126,6 +126,18 @@ def test_close_is_idempotent_and_later_records_are_dropped(
     assert store.health().dropped == 1
 
 
+def test_a_closed_store_can_be_read_and_keeps_no_connection_open(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """Reading after close() works (what was written is still there) and closes its
+    connection again: a pooled one would outlive the store (Python 3.13 warns at exit)."""
+    store = backend_store()
+    store.record(make_event())
+    store.close()
+    assert len(store.events()) == 1
+    assert store.stats().ring_usage["events"].rows == 1
+    assert store.engine.pool.checkedin() == 0
+
+
 def test_flush_covers_coalesced_repeats_only(backend_store: Callable[..., AuditStore]) -> None:
     """A flush with nothing queued but coalesced repeats still commits those counts."""
     store = backend_store()
