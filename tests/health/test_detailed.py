@@ -258,7 +258,8 @@ def test_monitoring_returns_events_metrics_store_and_counters(
         active_connections=3, queue_depth=0, process_rss_bytes=50_000_000))
     monitor.security_event("authz_fail", "medium", "app.documents", "user 7 denied doc 9")
     monitor.store.flush(5.0)
-    service = make_service(FunctionCheck(lambda: True, "ok"))
+    # No sampler of its own: the latest sample is the store's (another process may sample).
+    service = make_service(FunctionCheck(lambda: True, "ok"), sampler=False)
     response = call(service, "/api/monitoring")
     body = document(response)
     assert (response.status, dict(response.headers)["content-type"]) == (200, "application/json")
@@ -269,3 +270,21 @@ def test_monitoring_returns_events_metrics_store_and_counters(
     assert "dropped" in body["store"]
     assert "security_events" in body["monitor"]
     assert set(body["status"]) == {"live", "ready", "draining"}
+
+
+def test_monitoring_prefers_its_own_samplers_latest_reading(
+        make_service: ServiceFactory, monitor: Monitor) -> None:
+    """With a sampler, /api/monitoring shows the sampler's newest reading, not the store's."""
+    monitor.store.record(MetricsSample(
+        time_us=1_700_000_000_000_000, cpu_percent=12.5, memory_percent=40.0,
+        disk_usage_percent=55.0, net_sent_bytes_per_s=0.0, net_recv_bytes_per_s=0.0,
+        active_connections=0, queue_depth=0, process_rss_bytes=1))
+    monitor.store.flush(5.0)
+    sampler = MetricsSampler(monitor, interval=3600)
+    service = make_service(FunctionCheck(lambda: True, "ok"), sampler=sampler)
+    service.start()  # the sampler takes its first reading at once
+    wait_until(lambda: sampler.latest is not None)
+    latest = sampler.latest
+    assert latest is not None
+    metrics = document(call(service, "/api/monitoring"))["metrics"]
+    assert metrics["process_rss_bytes"] == latest.process_rss_bytes > 1
