@@ -13,7 +13,6 @@ import dataclasses
 import traceback
 import types as pytypes
 from collections.abc import Callable, Mapping
-from random import getrandbits
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
 from ragtrail._records import SpanEvent, SpanRecord, SpanStatus
+from ragtrail._rng import getrandbits
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._export_convert import SAMPLED_KEY
 from ragtrail.instrument._otel_context import attach, detach, get_current
@@ -330,7 +330,8 @@ _LOW_80_BITS = (1 << 80) - 1
 
 def new_trace_id(random_bits: int | None = None) -> int:
     """A new trace's ID: the Unix time in milliseconds in the top 48 bits, 80 random below
-    (``random_bits``' low 80, default ``random.getrandbits``, as the OTel SDK draws its IDs).
+    (``random_bits``' low 80, default ragtrail's own ``getrandbits``, as the OTel SDK draws
+    its IDs, but never from the app's ``random`` generator).
 
     Time-ordered, so the audit store's trace and correlation indexes take their new keys at
     one end and trim them at the other instead of dirtying pages all over (a full 100,000-span
@@ -357,8 +358,9 @@ def open_span(
     changes afterwards (``@monitored`` passes its precomputed one). ``trace_int`` is the
     trace ID to use if the span starts a trace (from ``new_trace_id()``; default: a new one),
     ``trace_hex`` its hex if the caller made it already.
-    The hot path of ``@monitored``: IDs from ``random.getrandbits``, the sampling decision
-    only at the root of a trace (children follow their parent, as W3C Trace Context says).
+    The hot path of ``@monitored``: IDs from ragtrail's own ``getrandbits``, the sampling
+    decision only at the root of a trace (children follow their parent, as W3C Trace Context
+    says).
     """
     base = get_current() if parent is None else parent
     parent_span = base.get(_SPAN_KEY)

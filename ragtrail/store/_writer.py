@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from ragtrail._rng import uniform
 from ragtrail._threads import start_quietly
 from ragtrail.store._coalesce import Coalescer
 from ragtrail.store._errors import StoreError, describe_error
@@ -231,7 +231,7 @@ class Writer:
                     self._abandon(batch)
                     return
                 # Jitter spreads retries of several processes sharing one database.
-                pause = min(delay * random.uniform(0.75, 1.0),
+                pause = min(delay * uniform(0.75, 1.0),
                             max(0.0, self._deadline - time.monotonic()))
                 if self._stop.is_set():
                     time.sleep(pause)  # closing: keep trying until the deadline

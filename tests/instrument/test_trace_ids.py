@@ -3,7 +3,12 @@ low 64 (for ratio sampling and W3C Trace Context), and what ``@monitored`` roots
 
 from __future__ import annotations
 
+import os
+import random
 import time
+import warnings
+
+import pytest
 
 from instrument_support import only_span
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
@@ -71,3 +76,42 @@ def test_a_forwarded_id_is_accepted_downstream() -> None:
         forwarded = new_trace_id(unpredictable_bits()).to_bytes(16, "big").hex()
         assert is_valid_id(forwarded)
         assert redactor.redact_text(forwarded) == forwarded
+
+
+def test_the_apps_seeded_random_sequence_is_untouched(monitor: Monitor) -> None:
+    """Spans draw their IDs from ragtrail's own generator: an app that seeds ``random`` for a
+    reproducible run gets the same numbers with ragtrail installed."""
+    @monitored(name="step")
+    def step() -> None:
+        pass
+
+    random.seed(1234)
+    expected = [random.random() for _ in range(3)]
+    random.seed(1234)
+    drawn = [random.random()]
+    for _ in range(50):
+        step()
+    new_trace_id()
+    drawn += [random.random() for _ in range(2)]
+    assert drawn == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_workers_do_not_repeat_the_parents_span_ids() -> None:
+    """ragtrail's generator is reseeded in a forked child (gunicorn ``--preload``), as the
+    ``random`` module's own is: parent and child draw different IDs."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # 3.12+: fork() in a process with threads (the store's)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report its next IDs and leave without cleanup
+        os.close(read)
+        os.write(write, " ".join(str(new_trace_id() & _LOW_64) for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    parent = {new_trace_id() & _LOW_64 for _ in range(5)}
+    with os.fdopen(read) as pipe:
+        child = {int(text) for text in pipe.read().split()}
+    os.waitpid(pid, 0)
+    assert len(child) == 5
+    assert not child & parent

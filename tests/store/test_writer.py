@@ -105,7 +105,9 @@ def test_full_queue_drops_and_counts(store_factory: Callable[..., AuditStore],
         assert store.flush(timeout=0.3) is False
         health = store.health()
         assert health.queue_depth <= 10 + 1  # the bound (the flush marker rides on top)
-        assert 85 <= health.dropped <= 90  # 100 - queue (10) - the batch in hand (<= 5)
+        # 100 - the queue (10) - the batch in the writer's hand: up to the whole queue, as
+        # a backlog (more than batch_size waiting) is taken in one go.
+        assert 80 <= health.dropped <= 90
     finally:
         holder.execute("ROLLBACK")
         holder.close()
