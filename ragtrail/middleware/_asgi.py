@@ -22,6 +22,7 @@ from ragtrail.middleware._inspection import (
     unsafe_header_value,
 )
 from ragtrail.middleware._options import MiddlewareOptions
+from ragtrail.middleware._routes import route_by_endpoint
 
 if TYPE_CHECKING:
     from ragtrail.health import HealthCheck, HealthResponse, HealthService
@@ -252,7 +253,9 @@ class _Responder:
         scope = self.scope
         route = scope.get("route")
         if route is None:
-            return None
+            route = route_by_endpoint(scope)  # Starlette before 1.7 names no route
+            if route is None:
+                return None
         template = getattr(route, "path", None)
         if not isinstance(template, str):
             return None

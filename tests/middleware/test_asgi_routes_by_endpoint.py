@@ -1,0 +1,86 @@
+"""``http.route`` under Starlette releases before 1.7, which leave no ``scope["route"]``.
+
+The installed Starlette names the route, so each endpoint here removes it from the scope it
+shares with the middleware, as an older release would have left it: only ``scope["endpoint"]``
+and ``scope["router"]``. (tox's ``py310-compat`` environment runs the whole middleware suite
+on Starlette 0.37 as well.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from ragtrail.instrument import Monitor
+from ragtrail.middleware import ASGIMiddleware
+
+from ._support import only_span, request, stored_spans
+
+
+async def _unnamed(request: Request) -> PlainTextResponse:
+    request.scope.pop("route", None)  # what Starlette < 1.7 leaves
+    return PlainTextResponse("ok")
+
+
+async def _other(request: Request) -> PlainTextResponse:
+    request.scope.pop("route", None)
+    return PlainTextResponse("other")
+
+
+async def _files(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    scope.pop("route", None)
+    await PlainTextResponse("file")(scope, receive, send)
+
+
+def _app(monitor: Monitor) -> Starlette:
+    api = Starlette(routes=[Route("/items/{item_id:int}", _unnamed)])
+    app = Starlette(routes=[
+        Route("/items/{item_id:int}", _unnamed),
+        Route("/status", _other),
+        Route("/ping", _other),
+        Route("/a/{x}", _unnamed, methods=["POST"]),
+        Route("/{y}/b", _unnamed, methods=["POST"]),
+        Mount("/v2", app=api),
+        Mount("/static", app=_files),
+    ])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+    return app
+
+
+@pytest.mark.parametrize(("path", "route"), [
+    ("/items/7", "/items/{item_id:int}"),
+    ("/status", "/status"),  # one endpoint, two routes: told apart by the path
+    ("/ping", "/ping"),
+    ("/v2/items/7", "/v2/items/{item_id:int}"),  # the same endpoint inside a mount
+    ("/static/css/site.css", "/static/{path:path}"),  # a mounted plain app
+])
+def test_the_route_is_found_by_its_endpoint(monitor: Monitor, path: str, route: str) -> None:
+    reply = request(_app(monitor), path)
+    assert reply.status == 200
+    span = only_span(monitor)
+    assert span.attributes["http.route"] == route
+    assert span.name == f"GET {route}"
+
+
+def test_routes_an_endpoint_shares_that_both_match_name_none(monitor: Monitor) -> None:
+    """``/a/b`` matches ``/a/{x}`` and ``/{y}/b``, both calling one endpoint: rather no route
+    than a wrong one."""
+    reply = request(_app(monitor), "/a/b", method="POST")
+    assert reply.status == 200
+    span = only_span(monitor)
+    assert "http.route" not in span.attributes
+    assert span.name == "POST"
+
+
+def test_a_route_added_after_the_first_request_is_found(monitor: Monitor) -> None:
+    app = _app(monitor)
+    request(app, "/items/1")
+    app.router.routes.append(Route("/late", _other))
+    request(app, "/late")
+    assert sorted(span.attributes.get("http.route") for span in stored_spans(monitor)) == [
+        "/items/{item_id:int}", "/late"]
