@@ -321,8 +321,11 @@ class ExportPipeline:
         try:
             ok = self._sink.export(batch)
             error = None if ok else f"{self._sink.mode} export of {len(batch)} spans failed"
-        except Exception as exc:  # an app span processor or exporter raising
-            ok, error = False, self._describe(exc)
+        except Exception as exc:  # an app span processor, or an exporter that raises
+            # (older OTel HTTP exporters, 1.38 say, raise on a read timeout instead of failing)
+            ok = False
+            error = (f"{self._sink.mode} export of {len(batch)} spans failed: "
+                     f"{self._describe(exc)}")
         if ok:
             self._exported += len(batch)
             self._last_ok = True

@@ -271,7 +271,8 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
         health = wait_until(lambda: (h := pipeline.health())["failed"] > 0 and h, timeout=15)
         assert health["status"] == "failing"
         assert health["dropped"] >= len(records) - 1000 - 100
-        assert health["last_error"] == "otlp export of 100 spans failed"
+        # "... failed", or "... failed: ReadTimeout" where the exporter raises (OTel < 1.39)
+        assert health["last_error"].startswith("otlp export of 100 spans failed")
         assert collector.connections >= 1
         started = time.monotonic()
         pipeline.shutdown(1.0)

@@ -9,7 +9,6 @@ import time
 import warnings
 
 import pytest
-
 from instrument_support import only_span
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
