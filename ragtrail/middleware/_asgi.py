@@ -171,7 +171,10 @@ class _Responder:
                 await self._answer_failsafe(413 if exchange.body_cut else 500)
             raise
         finally:
-            exchange.route = self._route()
+            try:
+                exchange.route = self._route()
+            except Exception:  # an odd router or scope: no route, but the span still ends
+                log.warning("ragtrail could not read the matched route", exc_info=True)
             exchange.finish(error)
 
     async def receive(self) -> Message:

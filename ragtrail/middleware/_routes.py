@@ -3,10 +3,10 @@
 Starlette 1.7 and later (and FastAPI, all along) put the matched route in ``scope["route"]``.
 Earlier releases leave only ``scope["endpoint"]``, the function or app the route called, and
 ``scope["router"]``, the outermost router. The route is found again by its endpoint in a table
-made once per router. The request's path is matched against the routes of its endpoint alone, which
-tells apart the routes one endpoint serves (``/health`` and ``/healthz``) and notices a route
-added since; if different templates match, no route is named (a wrong ``http.route`` would be
-worse than none).
+made once per router. The request's path is matched against that endpoint's routes alone,
+which tells apart the routes one endpoint serves (``/health`` and ``/healthz``) and notices a
+route added since; if different templates match, no route is named (a wrong ``http.route``
+would be worse than none). Routes of other kinds (no ``path_regex``) are never named.
 """
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ def _matching(routes: list[Any], scope: MutableMapping[str, Any]) -> list[Any]:
     """The routes that match the request's path (a mounted app matched already: its
     endpoint is the app itself, whose path lies below the mount)."""
     path = _route_path(scope)
-    return [route for route in routes if isinstance(route, Mount) or route.path_regex.match(path)]
+    return [route for route in routes
+            if isinstance(route, Mount)
+            or ((regex := getattr(route, "path_regex", None)) is not None and regex.match(path))]
 
 
 def _single(routes: list[Any]) -> Any:
     """The route, when the candidates agree on one template."""
-    if not routes or len({route.path for route in routes}) > 1:
+    if not routes or len({getattr(route, "path", None) for route in routes}) > 1:
         return None
     return routes[0]
 

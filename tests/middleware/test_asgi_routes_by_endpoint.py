@@ -14,7 +14,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 
 from ragtrail.instrument import Monitor
 from ragtrail.middleware import ASGIMiddleware
@@ -84,3 +84,55 @@ def test_a_route_added_after_the_first_request_is_found(monitor: Monitor) -> Non
     request(app, "/late")
     assert sorted(span.attributes.get("http.route") for span in stored_spans(monitor)) == [
         "/items/{item_id:int}", "/late"]
+
+
+class _PathlessRoute(BaseRoute):
+    """A route of the app's own kind: an endpoint, but no path template or regex."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.endpoint = _other
+
+    def matches(self, scope: Any) -> tuple[Match, dict[str, Any]]:
+        if scope["path"].startswith(self.prefix):
+            return Match.FULL, {"endpoint": self.endpoint}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        scope.pop("route", None)
+        await PlainTextResponse("custom")(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NotImplementedError
+
+
+def test_a_route_without_a_path_template_names_none(monitor: Monitor) -> None:
+    """A custom route class sharing an endpoint with a real route: the request is answered
+    and traced, the custom route is never named, the real one still is."""
+    app = Starlette(routes=[_PathlessRoute("/custom"), Route("/status", _other)])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+    assert request(app, "/custom/x").status == 200
+    assert request(app, "/status").status == 200
+    routes = sorted(str(span.attributes.get("http.route")) for span in stored_spans(monitor))
+    assert routes == ["/status", "None"]
+
+
+class _ExplodingRoute:
+    @property
+    def path(self) -> str:
+        raise RuntimeError("a route object that fails when asked")
+
+
+async def _odd(request: Request) -> PlainTextResponse:
+    request.scope["route"] = _ExplodingRoute()
+    return PlainTextResponse("odd")
+
+
+def test_a_route_that_cannot_be_read_still_ends_the_span(monitor: Monitor) -> None:
+    """Reading the route runs after the app; if it fails, the request and its span do not."""
+    app = Starlette(routes=[Route("/odd", _odd)])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+    assert request(app, "/odd").status == 200
+    span = only_span(monitor)
+    assert (span.name, "http.route" in span.attributes) == ("GET", False)
+    assert span.attributes["http.response.status_code"] == 200
