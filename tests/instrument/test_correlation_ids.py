@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import warnings
 
 import pytest
-from instrument_support import stored_spans
+from instrument_support import drawn_in_forked_child, stored_spans
 
 from ragtrail.instrument import (
     Monitor,
@@ -94,19 +93,8 @@ def test_concurrent_tasks_keep_their_own_ids(monitor: Monitor) -> None:
 def test_forked_workers_do_not_repeat_the_parents_ids() -> None:
     """A forked child (a gunicorn worker after ``--preload``) never hands out the parent's
     sequence of IDs: no generator state is shared across fork."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():  # 3.12+: fork() in a process with threads (the store's)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: report its next IDs and leave without cleanup
-        os.close(read)
-        os.write(write, " ".join(new_correlation_id() for _ in range(5)).encode())
-        os._exit(0)
-    os.close(write)
+    child = drawn_in_forked_child(new_correlation_id)
     parent = [new_correlation_id() for _ in range(5)]
-    with os.fdopen(read) as pipe:
-        child = pipe.read().split()
-    os.waitpid(pid, 0)
     assert len(child) == 5
     assert not set(child) & set(parent)
     assert all(UUID4_HEX.fullmatch(i) for i in child)

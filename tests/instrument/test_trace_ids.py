@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import random
 import time
-import warnings
 
 import pytest
-from instrument_support import only_span
+from instrument_support import drawn_in_forked_child, only_span
 from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
 from ragtrail import Settings
@@ -99,18 +98,7 @@ def test_the_apps_seeded_random_sequence_is_untouched(monitor: Monitor) -> None:
 def test_forked_workers_do_not_repeat_the_parents_span_ids() -> None:
     """ragtrail's generator is reseeded in a forked child (gunicorn ``--preload``), as the
     ``random`` module's own is: parent and child draw different IDs."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():  # 3.12+: fork() in a process with threads (the store's)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: report its next IDs and leave without cleanup
-        os.close(read)
-        os.write(write, " ".join(str(new_trace_id() & _LOW_64) for _ in range(5)).encode())
-        os._exit(0)
-    os.close(write)
+    child = drawn_in_forked_child(lambda: str(new_trace_id() & _LOW_64))
     parent = {new_trace_id() & _LOW_64 for _ in range(5)}
-    with os.fdopen(read) as pipe:
-        child = {int(text) for text in pipe.read().split()}
-    os.waitpid(pid, 0)
     assert len(child) == 5
-    assert not child & parent
+    assert not {int(text) for text in child} & parent
