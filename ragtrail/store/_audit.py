@@ -6,6 +6,7 @@ import atexit
 import logging
 import math
 import os
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -335,7 +336,33 @@ def _data_errors(dbapi: Any, dialect: str) -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_FORK_WAIT_S = 10.0
+_held_across_fork: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    """Let every writer finish its transaction before the process forks, and hold it there.
+
+    SQLite keeps the locks of all of a process's connections to a file in one table in
+    memory. A child forked while a writer held the file's write lock inherits that table
+    with the lock still marked held, by a connection the child can never use: every write
+    of the child then waits for it, forever (seen as one gunicorn ``--preload`` worker whose
+    spans never reached the store). A transaction stuck longer than ``_FORK_WAIT_S`` (a
+    hung server) does not hold up the fork.
+    """
+    for store in list(_open_stores):
+        lock = store._writer.batches.transaction
+        if lock.acquire(timeout=_FORK_WAIT_S):
+            _held_across_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_across_fork:
+        _held_across_fork.pop().release()
+
+
 def _after_fork_in_child() -> None:
+    _held_across_fork.clear()  # the child's writers start with locks of their own
     for store in list(_open_stores):
         store._restart_after_fork()
 
@@ -345,5 +372,6 @@ def _close_at_exit() -> None:
         store.close(min(EXIT_FLUSH_TIMEOUT_S, store._close_timeout))
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 atexit.register(_close_at_exit)

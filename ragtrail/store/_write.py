@@ -155,6 +155,9 @@ class BatchWriter:
         self.builder = RowBuilder(strict=False, strip_nul=False) if target.is_sqlite \
             else self.strict
         self.insert = _SqliteInsert() if target.is_sqlite else _core_insert
+        # Held for each transaction; os.fork() waits for it (AuditStore): a child forked
+        # while this process held SQLite's write lock could never write the file again.
+        self.transaction = threading.Lock()
         self._add_count = EVENTS.update().where(EVENTS.c.id == bindparam("row_id")).values(
             count=EVENTS.c.count + bindparam("n"))
 
@@ -199,7 +202,7 @@ class BatchWriter:
         fresh: tuple[list[SecurityEvent], list[int]] = ([], [])
         pool = self.engine.pool
         try:
-            with self.engine.connect() as conn:
+            with self.transaction, self.engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
                 try:
                     with conn.begin():
