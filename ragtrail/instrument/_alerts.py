@@ -340,14 +340,14 @@ class _Worker:
                         subscription.hung = subscription.running = False
                     return False
                 self.current = self.event = self.busy_since = None
+            if error is not None:  # recorded before the delivery counts as done: flush()
+                d._failed(subscription, "error", event, error)  # then covers the event
             with d._lock:
                 d._counts["failed" if error is not None else "delivered"] += 1
                 d._task_done_locked()
                 following = subscription.backlog.popleft() if subscription.backlog else None
                 if following is None:
                     subscription.running = False
-            if error is not None:
-                d._failed(subscription, "error", event, error)
             if following is None:
                 return True
             event = following
