@@ -3,6 +3,7 @@ only when it is marked critical."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,3 +49,11 @@ def test_store_that_cannot_write_fails(store_factory: Callable[..., AuditStore],
     assert output.startswith("store failing; queue ")
     assert "last error: " in output
     assert postgres_server.password not in output
+    # Closing with the database still gone takes the timeout given, not the default, and
+    # counts what it could not write (a new event: a repeat of the first only coalesces).
+    store.record(SecurityEvent(event_type="authn_login_fail", severity=Severity.MEDIUM,
+                               source="test", description="bad password", time_us=1))
+    started = time.monotonic()
+    store.close(timeout=0.2)
+    assert time.monotonic() - started < 3.0
+    assert store.health().dropped >= 1
