@@ -1,7 +1,8 @@
 """examples/flask_app: the RAG service under WSGI, run as its README says, over real HTTP.
 
 One server (``waitress-serve --call app:create_app``, with a fake Ollama on 127.0.0.1) serves
-the module's request tests; the shutdown test starts ``python app.py`` itself.
+the module's request tests; the shutdown test starts ``python app.py`` itself, the gunicorn
+tests ``gunicorn --workers 2 'app:create_app()'``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +30,14 @@ from examples_support import (
     spans_named,
 )
 
-from ragtrail import Severity
+from ragtrail import AuditStore, Severity
 from ragtrail.demo import FakeOllama
 
 pytestmark = pytest.mark.network
 
 APP_DIR = EXAMPLES / "flask_app"
 ADMIN_TOKEN = "admin-token-for-the-flask-example"
+BUSY_MASTER = Path(__file__).with_name("gunicorn_busy_master.py")
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
@@ -262,3 +265,45 @@ def test_sigterm_drains_then_stops_and_flushes(tmp_path: Path,
     # The process is gone: whatever the store holds now was flushed at shutdown.
     names = {s.name for s in read_spans(env["RAGTRAIL_STORE_URL"], "flask-last-0001")}
     assert {"POST /ask", "Pipeline.answer"} <= names
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fork-then-configure", "preload"])
+def test_gunicorn_workers_each_record_and_flush_at_sigterm(
+        tmp_path: Path, start_app: Callable[..., RunningApp], preload: bool) -> None:
+    """The README's ``gunicorn --workers 2 --threads ... 'app:create_app()'``: concurrent
+    requests spread over both workers all reach the store by the time gunicorn has stopped.
+
+    With ``--preload`` ragtrail is configured in gunicorn's master and its store's writer
+    runs there while the workers are forked, here busy with a burst of spans: each worker
+    must start its own writer and be able to write (a fork in the middle of a SQLite
+    transaction once left a worker's store locked for good)."""
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
+    assert gunicorn, "gunicorn is installed with the test extra"
+    env = example_env(tmp_path, UPLOAD_DIR=str(tmp_path / "uploads"))
+    app = start_app([gunicorn, "--bind", "127.0.0.1:0", "--workers", "2", "--threads", "4",
+                     "--no-control-socket", "--graceful-timeout", "10",
+                     *(["--preload", "--config", str(BUSY_MASTER)] if preload else []),
+                     "app:create_app()"],
+                    env=env, cwd=APP_DIR, listening=r"Listening at: (http://127\.0\.0\.1:\d+)")
+    ids = [f"gunicorn-{int(preload)}-{n:04d}" for n in range(24)]
+
+    def ask(cid: str) -> httpx.Response:
+        with httpx.Client(base_url=app.url, timeout=10) as client:  # a connection each
+            return client.get("/ask", params={"q": "What does liveness check?"},
+                              headers={"X-Request-ID": cid})
+
+    with httpx.Client(base_url=app.url, timeout=10) as client:
+        get_when(client, "/readyz")
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(ask, ids))
+    assert [(r.status_code, r.headers["x-request-id"]) for r in replies] == \
+        [(200, cid) for cid in ids]
+    assert app.stop(signal.SIGTERM) == 0, app.output
+    assert "Shutting down: Master" in app.output
+    # Every worker has exited: what the store holds now is all it will ever hold.
+    store = AuditStore(env["RAGTRAIL_STORE_URL"], read_only=True)
+    try:
+        stored = {s.correlation_id for s in store.spans(name="GET /ask", limit=None)}
+    finally:
+        store.close()
+    assert sorted(set(ids) - stored) == []
