@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,9 +51,10 @@ class RunningApp:
         self._lines: list[str] = []
         self._ready = threading.Event()
         self.url = ""
+        # A session of its own: a server's worker processes can be killed with it.
         self.process = subprocess.Popen(
             list(args), env=dict(env), cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
         # Read continuously, so a chatty server never blocks on a full pipe.
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -73,6 +75,10 @@ class RunningApp:
 
     def _finish(self) -> None:
         self.process.wait(5)
+        # Workers that outlived their parent keep the output pipe open: the reader would wait
+        # for its end forever.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
@@ -88,7 +94,7 @@ class RunningApp:
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self._finish()
             raise AssertionError(
                 f"no exit within {timeout} s of {sig!r}:\n{self.output}") from None
@@ -143,3 +149,24 @@ def spans_named(store_url: str, correlation_id: str, *names: str) -> list[SpanRe
     """The request's spans once every one of ``names`` is among them, else None."""
     spans = read_spans(store_url, correlation_id)
     return spans if set(names) <= {s.name for s in spans} else None
+
+
+def request_each(url: str, ids: Sequence[str], method: str, path: str,
+                 **options: Any) -> list[httpx.Response]:
+    """One request per correlation ID, 8 at a time, each on a connection of its own so that
+    the server's worker processes share them; the responses in the order of ``ids``."""
+    def send(cid: str) -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            return client.request(method, path, headers={"X-Request-ID": cid}, **options)
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(send, ids))
+
+
+def correlation_ids_of_spans(store_url: str, name: str) -> set[str | None]:
+    """The correlation IDs of every stored span called ``name``."""
+    store = AuditStore(store_url, read_only=True)
+    try:
+        return {s.correlation_id for s in store.spans(name=name, limit=None)}
+    finally:
+        store.close()

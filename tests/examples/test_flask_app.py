@@ -12,7 +12,6 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +20,18 @@ import pytest
 from examples_support import (
     EXAMPLES,
     RunningApp,
+    correlation_ids_of_spans,
     example_env,
     get_when,
     poll,
     python,
     read_events,
     read_spans,
+    request_each,
     spans_named,
 )
 
-from ragtrail import AuditStore, Severity
+from ragtrail import Severity
 from ragtrail.demo import FakeOllama
 
 pytestmark = pytest.mark.network
@@ -286,24 +287,12 @@ def test_gunicorn_workers_each_record_and_flush_at_sigterm(
                      "app:create_app()"],
                     env=env, cwd=APP_DIR, listening=r"Listening at: (http://127\.0\.0\.1:\d+)")
     ids = [f"gunicorn-{int(preload)}-{n:04d}" for n in range(24)]
-
-    def ask(cid: str) -> httpx.Response:
-        with httpx.Client(base_url=app.url, timeout=10) as client:  # a connection each
-            return client.get("/ask", params={"q": "What does liveness check?"},
-                              headers={"X-Request-ID": cid})
-
     with httpx.Client(base_url=app.url, timeout=10) as client:
         get_when(client, "/readyz")
-    with ThreadPoolExecutor(8) as pool:
-        replies = list(pool.map(ask, ids))
+    replies = request_each(app.url, ids, "GET", "/ask", params={"q": "What does liveness check?"})
     assert [(r.status_code, r.headers["x-request-id"]) for r in replies] == \
         [(200, cid) for cid in ids]
     assert app.stop(signal.SIGTERM) == 0, app.output
     assert "Shutting down: Master" in app.output
     # Every worker has exited: what the store holds now is all it will ever hold.
-    store = AuditStore(env["RAGTRAIL_STORE_URL"], read_only=True)
-    try:
-        stored = {s.correlation_id for s in store.spans(name="GET /ask", limit=None)}
-    finally:
-        store.close()
-    assert sorted(set(ids) - stored) == []
+    assert set(ids) - correlation_ids_of_spans(env["RAGTRAIL_STORE_URL"], "GET /ask") == set()

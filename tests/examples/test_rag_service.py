@@ -11,11 +11,13 @@ import pytest
 from examples_support import (
     EXAMPLES,
     RunningApp,
+    correlation_ids_of_spans,
     example_env,
     get_when,
     poll,
     python,
     read_events,
+    request_each,
     spans_named,
 )
 
@@ -87,3 +89,25 @@ def test_uvicorn_module_path_with_ollama_url(tmp_path: Path, fake_ollama: FakeOl
     assert answer.status_code == 200
     assert fake_ollama.generated == 1
     assert app.stop(signal.SIGTERM) in (0, -signal.SIGTERM), app.output
+
+
+def test_uvicorn_workers_share_one_sqlite_store(tmp_path: Path,
+                                                start_app: Callable[..., RunningApp]) -> None:
+    """``uvicorn ... --workers 2`` (docs/scaling.md: processes on one host can share the SQLite
+    file): concurrent requests over both workers all reach the one store by the time the
+    parent, sent SIGTERM, has stopped its workers."""
+    env = example_env(tmp_path, RAG_DATA_DIR=str(tmp_path / "data"))
+    app = start_app(python("-m", "uvicorn", "examples.rag_service.app:app", "--workers", "2",
+                           "--host", "127.0.0.1", "--port", "0"),
+                    env=env, cwd=EXAMPLES.parent, listening=LISTENING)
+    ids = [f"uvicorn-workers-{n:04d}" for n in range(24)]
+    # The parent prints its address first; the socket listens once a worker has started.
+    poll(lambda: app.output.count("Application startup complete") == 2, what="both workers")
+    with httpx.Client(base_url=app.url, timeout=10) as client:
+        get_when(client, "/ready")
+    replies = request_each(app.url, ids, "POST", "/ask", json={"question": "What is a span?"})
+    assert [(r.status_code, r.headers["x-request-id"]) for r in replies] == \
+        [(200, cid) for cid in ids]
+    assert app.stop(signal.SIGTERM) == 0, app.output
+    assert app.output.count("Application shutdown complete") == 2
+    assert set(ids) - correlation_ids_of_spans(env["RAGTRAIL_STORE_URL"], "POST /ask") == set()
