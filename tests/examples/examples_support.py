@@ -151,16 +151,17 @@ def spans_named(store_url: str, correlation_id: str, *names: str) -> list[SpanRe
     return spans if set(names) <= {s.name for s in spans} else None
 
 
-def request_each(url: str, ids: Sequence[str], method: str, path: str,
-                 **options: Any) -> list[httpx.Response]:
-    """One request per correlation ID, 8 at a time, each on a connection of its own so that
-    the server's worker processes share them; the responses in the order of ``ids``."""
-    def send(cid: str) -> httpx.Response:
+def answered_each(url: str, ids: Sequence[str], method: str, path: str,
+                  **options: Any) -> None:
+    """Send one request per correlation ID, 8 at a time, each on a connection of its own so
+    that the server's worker processes share them; each must answer 200 with its ID."""
+    def send(cid: str) -> tuple[int, str | None]:
         with httpx.Client(base_url=url, timeout=10) as client:
-            return client.request(method, path, headers={"X-Request-ID": cid}, **options)
+            reply = client.request(method, path, headers={"X-Request-ID": cid}, **options)
+            return reply.status_code, reply.headers.get("x-request-id")
 
     with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(send, ids))
+        assert list(pool.map(send, ids)) == [(200, cid) for cid in ids]
 
 
 def correlation_ids_of_spans(store_url: str, name: str) -> set[str | None]:

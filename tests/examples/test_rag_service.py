@@ -11,13 +11,13 @@ import pytest
 from examples_support import (
     EXAMPLES,
     RunningApp,
+    answered_each,
     correlation_ids_of_spans,
     example_env,
     get_when,
     poll,
     python,
     read_events,
-    request_each,
     spans_named,
 )
 
@@ -105,9 +105,7 @@ def test_uvicorn_workers_share_one_sqlite_store(tmp_path: Path,
     poll(lambda: app.output.count("Application startup complete") == 2, what="both workers")
     with httpx.Client(base_url=app.url, timeout=10) as client:
         get_when(client, "/ready")
-    replies = request_each(app.url, ids, "POST", "/ask", json={"question": "What is a span?"})
-    assert [(r.status_code, r.headers["x-request-id"]) for r in replies] == \
-        [(200, cid) for cid in ids]
+    answered_each(app.url, ids, "POST", "/ask", json={"question": "What is a span?"})
     assert app.stop(signal.SIGTERM) == 0, app.output
     assert app.output.count("Application shutdown complete") == 2
     assert set(ids) - correlation_ids_of_spans(env["RAGTRAIL_STORE_URL"], "POST /ask") == set()
