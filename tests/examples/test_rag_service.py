@@ -1,9 +1,11 @@
-"""examples/rag_service: both ways its README starts it, configured only from the environment."""
+"""examples/rag_service: both ways its README starts it, configured only from the environment,
+and under two multi-worker servers."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -91,21 +93,46 @@ def test_uvicorn_module_path_with_ollama_url(tmp_path: Path, fake_ollama: FakeOl
     assert app.stop(signal.SIGTERM) in (0, -signal.SIGTERM), app.output
 
 
-def test_uvicorn_workers_share_one_sqlite_store(tmp_path: Path,
-                                                start_app: Callable[..., RunningApp]) -> None:
-    """``uvicorn ... --workers 2`` (docs/scaling.md: processes on one host can share the SQLite
-    file): concurrent requests over both workers all reach the one store by the time the
-    parent, sent SIGTERM, has stopped its workers."""
+@dataclass(frozen=True)
+class _Server:
+    """A multi-process server command and the lines it prints: where it listens, each
+    worker started, each worker stopped."""
+
+    args: tuple[str, ...]
+    listening: str
+    started: str
+    stopped: str
+
+
+_MULTI_WORKER = {
+    "uvicorn": _Server(
+        ("-m", "uvicorn", "examples.rag_service.app:app", "--workers", "2",
+         "--host", "127.0.0.1", "--port", "0"),
+        LISTENING, "Application startup complete", "Application shutdown complete"),
+    # gunicorn 27's own ASGI worker class.
+    "gunicorn-asgi": _Server(
+        ("-m", "gunicorn", "-k", "asgi", "--workers", "2", "--bind", "127.0.0.1:0",
+         "--no-control-socket", "examples.rag_service.app:app"),
+        r"Listening at: (http://127\.0\.0\.1:\d+)", "ASGI server listening", "Worker exiting"),
+}
+
+
+@pytest.mark.parametrize("server", _MULTI_WORKER)
+def test_two_workers_share_one_sqlite_store(tmp_path: Path, server: str,
+                                            start_app: Callable[..., RunningApp]) -> None:
+    """``uvicorn ... --workers 2`` and ``gunicorn -k asgi --workers 2`` (docs/scaling.md:
+    processes on one host can share the SQLite file): concurrent requests over both workers
+    all reach the one store by the time the parent, sent SIGTERM, has stopped its workers."""
+    command = _MULTI_WORKER[server]
     env = example_env(tmp_path, RAG_DATA_DIR=str(tmp_path / "data"))
-    app = start_app(python("-m", "uvicorn", "examples.rag_service.app:app", "--workers", "2",
-                           "--host", "127.0.0.1", "--port", "0"),
-                    env=env, cwd=EXAMPLES.parent, listening=LISTENING)
-    ids = [f"uvicorn-workers-{n:04d}" for n in range(24)]
+    app = start_app(python(*command.args), env=env, cwd=EXAMPLES.parent,
+                    listening=command.listening)
+    ids = [f"{server}-workers-{n:04d}" for n in range(24)]
     # The parent prints its address first; the socket listens once a worker has started.
-    poll(lambda: app.output.count("Application startup complete") == 2, what="both workers")
+    poll(lambda: app.output.count(command.started) == 2, what="both workers")
     with httpx.Client(base_url=app.url, timeout=10) as client:
         get_when(client, "/ready")
     answered_each(app.url, ids, "POST", "/ask", json={"question": "What is a span?"})
     assert app.stop(signal.SIGTERM) == 0, app.output
-    assert app.output.count("Application shutdown complete") == 2
+    assert app.output.count(command.stopped) == 2
     assert set(ids) - correlation_ids_of_spans(env["RAGTRAIL_STORE_URL"], "POST /ask") == set()
