@@ -18,9 +18,10 @@ from starlette.routing import Mount
 
 __all__ = ["route_by_endpoint"]
 
-# id(router) -> (the router, id(endpoint) -> the routes calling it). Routers and Mount apps
-# compare by content (unhashable), hence ids, kept valid by holding the router itself.
-_TABLES: dict[int, tuple[Any, dict[int, list[Any]]]] = {}
+# id(router) -> (the router, id(endpoint) -> the routes calling it, the endpoints whose
+# request matched none of their routes right after a rebuild). Routers and Mount apps compare
+# by content (unhashable), hence ids, kept valid by holding the router itself.
+_TABLES: dict[int, tuple[Any, dict[int, list[Any]], set[int]]] = {}
 _TABLES_KEPT = 8  # an app has one router; tests and reloaders make a few
 
 
@@ -29,18 +30,25 @@ def route_by_endpoint(scope: MutableMapping[str, Any]) -> Any:
     endpoint, router = scope.get("endpoint"), scope.get("router")
     if endpoint is None or router is None:
         return None
+    key = id(endpoint)
     held = _TABLES.get(id(router))
-    if held is not None and held[0] is router and id(endpoint) in held[1]:
-        routes = _matching(held[1][id(endpoint)], scope)
-        if routes:
+    if held is not None and held[0] is router:
+        routes = _matching(held[1].get(key, []), scope)
+        if routes or key in held[2]:
             return _single(routes)
-    # First request, or a route added since: routes are few, a rebuild is cheap. An
-    # endpoint found nowhere is remembered as such until the next rebuild.
+    # First request, or a route added since: routes are few, a rebuild is cheap. An endpoint
+    # that matches nothing even then (a route of another kind, no path template) is not
+    # rebuilt for again while the routes stay the same: not on every request.
     if len(_TABLES) >= _TABLES_KEPT:
         _TABLES.clear()
     table = _table(getattr(router, "routes", ()))
-    _TABLES[id(router)] = (router, table)
-    return _single(_matching(table.setdefault(id(endpoint), []), scope))
+    unmatched = held[2] if held is not None and held[0] is router and held[1] == table \
+        else set()
+    routes = _matching(table.get(key, []), scope)
+    if not routes:
+        unmatched.add(key)
+    _TABLES[id(router)] = (router, table, unmatched)
+    return _single(routes)
 
 
 def _matching(routes: list[Any], scope: MutableMapping[str, Any]) -> list[Any]:

@@ -3,9 +3,9 @@ a forked child."""
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable
+
+from forking import output_of_forked_child
 
 from ragtrail import SecurityEvent, SpanRecord
 from ragtrail.instrument import Monitor
@@ -16,19 +16,7 @@ __all__ = ["drawn_in_forked_child", "only_span", "stored_events", "stored_spans"
 def drawn_in_forked_child(draw: Callable[[], str], count: int = 5) -> list[str]:
     """``count`` values ``draw()`` returns in a child forked now (as a gunicorn worker after
     ``--preload`` is), for comparing with what the parent draws next."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():  # 3.12+: fork() in a process with threads (the store's)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: report its values and leave without cleanup
-        os.close(read)
-        os.write(write, " ".join(draw() for _ in range(count)).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        drawn = pipe.read().split()
-    os.waitpid(pid, 0)
-    return drawn
+    return output_of_forked_child(lambda: " ".join(draw() for _ in range(count))).split()
 
 
 def stored_spans(monitor: Monitor) -> list[SpanRecord]:

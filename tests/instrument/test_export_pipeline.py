@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import secrets
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from export_support import Pipelines, new_trace
 from export_support import span_record as record
+from forking import output_of_forked_child
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -289,19 +289,12 @@ def test_forked_worker_exports_on_its_own_thread(rotel: RotelReceiver,
     pipeline.submit(record(new_trace(), "in-parent"))
     assert pipeline.force_flush(10)
     child_trace = new_trace()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork with threads
-        pid = os.fork()
-    if pid == 0:  # the child: report through the exit code only, never return into pytest
-        code = 1
-        try:
-            pipeline.submit(record(child_trace, "in-child"))
-            flushed = pipeline.force_flush(10)
-            code = 0 if flushed and pipeline.health()["exported"] == 1 else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> str:
+        pipeline.submit(record(child_trace, "in-child"))
+        return f"flushed={pipeline.force_flush(10)} exported={pipeline.health()['exported']}"
+
+    assert output_of_forked_child(child) == "flushed=True exported=1"
     (span,) = rotel.wait_for_spans(of_trace(child_trace))
     assert span.name == "in-child"
     assert pipeline.health()["exported"] == 1  # the parent's counters are its own

@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Match, Mount, Route
 
 from ragtrail.instrument import Monitor
-from ragtrail.middleware import ASGIMiddleware
+from ragtrail.middleware import ASGIMiddleware, _routes
 
 from ._support import only_span, request, stored_spans
 
@@ -109,12 +109,18 @@ class _PathlessRoute(BaseRoute):
 def test_a_route_without_a_path_template_names_none(monitor: Monitor) -> None:
     """A custom route class sharing an endpoint with a real route: the request is answered
     and traced, the custom route is never named, the real one still is."""
-    app = Starlette(routes=[_PathlessRoute("/custom"), Route("/status", _other)])
+    app = Starlette(routes=[_PathlessRoute("/custom"), Route("/status", _other),
+                            _PathlessRoute("/other")])
     app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
     assert request(app, "/custom/x").status == 200
     assert request(app, "/status").status == 200
     routes = sorted(str(span.attributes.get("http.route")) for span in stored_spans(monitor))
     assert routes == ["/status", "None"]
+    # Such requests keep matching nothing: the endpoint's routes are not rebuilt for each.
+    table = _routes._TABLES[id(app.router)][1]
+    assert request(app, "/custom/y").status == 200
+    assert request(app, "/other/z").status == 200
+    assert _routes._TABLES[id(app.router)][1] is table
 
 
 class _ExplodingRoute:

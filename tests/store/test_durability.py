@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from forking import output_of_forked_child
 from store_helpers import make_event, make_span
 
 from ragtrail.store import AuditStore
@@ -78,8 +79,6 @@ def test_sigkill_keeps_everything_flushed_before_it(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
-# Python 3.12+ warns that forking a threaded process may deadlock; surviving it is the point.
-@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 def test_forked_child_gets_its_own_writer(backend_url: str,
                                           store_factory: Callable[..., AuditStore]) -> None:
     """After os.fork() the child records and flushes through a new writer and connections;
@@ -88,18 +87,14 @@ def test_forked_child_gets_its_own_writer(backend_url: str,
     store.record(make_event("before-fork"))
     assert store.flush(10)
     store.record(make_event("queued-in-parent"))  # the parent's to write, not the child's
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through its exit status only
-        code = 1
-        try:
-            for i in range(50):
-                store.record(make_event("child", source=f"s{i}"))
-                store.record(make_span("child"))
-            code = 0 if store.flush(30) and store.health().written == 100 else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> str:
+        for i in range(50):
+            store.record(make_event("child", source=f"s{i}"))
+            store.record(make_span("child"))
+        return f"flushed={store.flush(30)} written={store.health().written}"
+
+    assert output_of_forked_child(child) == "flushed=True written=100"
     store.record(make_event("parent-after-fork"))
     assert store.flush(10)
     types = [e.event_type for e in store.events(limit=None)]

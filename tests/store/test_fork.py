@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from forking import output_of_forked_child
 from store_helpers import make_span
 
 from ragtrail.store import AuditStore
@@ -25,22 +25,10 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 CHILDREN = 8
 
 
-def _flushed_in_forked_child(store: AuditStore) -> bool:
-    """Fork; the child records a span and reports whether its writer committed it."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():  # 3.12+: fork() in a process with threads
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        store.record(make_span())
-        os.write(write, b"1" if store.flush(5.0) else b"0")
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        answer = pipe.read()
-    os.waitpid(pid, 0)
-    return answer == "1"
+def _record_and_flush(store: AuditStore) -> str:
+    """In the child: record a span and say whether its own writer committed it."""
+    store.record(make_span())
+    return "flushed" if store.flush(5.0) else "not flushed"
 
 
 def test_children_forked_while_the_writer_is_busy_can_write(
@@ -58,9 +46,10 @@ def test_children_forked_while_the_writer_is_busy_can_write(
     flood = threading.Thread(target=keep_the_writer_busy, daemon=True)
     flood.start()
     try:
-        results = [_flushed_in_forked_child(store) for _ in range(CHILDREN)]
+        results = [output_of_forked_child(lambda: _record_and_flush(store))
+                   for _ in range(CHILDREN)]
     finally:
         stop.set()
         flood.join(5)
-    assert results == [True] * CHILDREN
+    assert results == ["flushed"] * CHILDREN
     assert store.flush(10)
