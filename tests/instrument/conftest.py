@@ -8,11 +8,13 @@ directory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from export_support import Pipelines
+from otlp_receivers import OteltapReceiver, RotelReceiver, isolated_otel_globals
 
 from ragtrail.instrument import Monitor, configure
 
@@ -43,3 +45,32 @@ def monitor_factory(tmp_path: Path) -> MonitorFactory:
 def monitor(monitor_factory: MonitorFactory) -> Monitor:
     """The process-wide monitor for this test, with default settings and its own store."""
     return monitor_factory()
+
+
+@pytest.fixture(scope="module")
+def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
+    """A real rotel collector (OTLP over HTTP and gRPC), shared by one test module."""
+    with RotelReceiver(tmp_path_factory.mktemp("rotel")) as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def oteltap() -> Iterator[OteltapReceiver]:
+    """A real oteltap receiver (OTLP over HTTP), shared by one test module."""
+    with OteltapReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def no_app_otel_providers() -> Iterator[None]:
+    """No global Tracer/MeterProvider during the test, as in an app that never set one."""
+    with isolated_otel_globals():
+        yield
+
+
+@pytest.fixture
+def make_pipeline(no_app_otel_providers: None) -> Iterator[Pipelines]:
+    """``make_pipeline(**settings)``: export pipelines, all shut down after the test."""
+    pipelines = Pipelines()
+    yield pipelines
+    pipelines.close()

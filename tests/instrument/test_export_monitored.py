@@ -26,12 +26,6 @@ from ragtrail.instrument import configure, correlation_scope, get_monitor, monit
 pytestmark = pytest.mark.network
 
 
-@pytest.fixture(scope="module")
-def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
-    with RotelReceiver(tmp_path_factory.mktemp("rotel")) as receiver:
-        yield receiver
-
-
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> Iterator[None]:
     """No app provider at the start; the process-wide monitor stopped at the end."""

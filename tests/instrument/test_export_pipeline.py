@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,44 +28,16 @@ from otlp_receivers import (
     STATUS_ERROR,
     STATUS_UNSET,
     HangingCollector,
-    OteltapReceiver,
     ReceivedSpan,
     RotelReceiver,
     free_port,
-    isolated_otel_globals,
     wait_until,
 )
 
 from ragtrail import SecurityEvent, Settings, Severity, SpanEvent, SpanRecord
 from ragtrail.instrument._export import ExportPipeline
 
-pytestmark = pytest.mark.network
-
-@pytest.fixture(scope="module")
-def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
-    with RotelReceiver(tmp_path_factory.mktemp("rotel")) as receiver:
-        yield receiver
-
-
-@pytest.fixture(scope="module")
-def oteltap() -> Iterator[OteltapReceiver]:
-    with OteltapReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture(autouse=True)
-def _no_app_provider() -> Iterator[None]:
-    """Each test starts with no global TracerProvider, as an app that never set one."""
-    with isolated_otel_globals():
-        yield
-
-
-@pytest.fixture
-def make_pipeline() -> Iterator[Pipelines]:
-    pipelines = Pipelines()
-    yield pipelines
-    pipelines.close()
-
+pytestmark = [pytest.mark.network, pytest.mark.usefixtures("no_app_otel_providers")]
 
 def of_trace(trace_id: str) -> Callable[[ReceivedSpan], bool]:
     return lambda span: span.trace_id == trace_id

@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -110,20 +109,6 @@ def test_a_bad_signal_value_fails_at_start_naming_the_setting(
         Settings.from_env({variable: value})
     if "HEADERS" in variable:
         assert value not in str(caught.value)  # headers are secrets, even malformed ones
-
-
-@pytest.fixture(scope="module")
-def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
-    with RotelReceiver(tmp_path_factory.mktemp("rotel")) as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def make_pipeline() -> Iterator[Pipelines]:
-    with isolated_otel_globals():
-        pipelines = Pipelines()
-        yield pipelines
-        pipelines.close()
 
 
 def _a_span_and_a_metric_arrive(pipeline: ExportPipeline, rotel: RotelReceiver,

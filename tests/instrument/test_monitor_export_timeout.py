@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from otlp_receivers import HangingCollector, isolated_otel_globals, wait_until
+from otlp_receivers import HangingCollector, wait_until
 
 from ragtrail.instrument import configure, monitored
 
-pytestmark = pytest.mark.network
-
-
-@pytest.fixture(autouse=True)
-def _no_app_provider() -> Iterator[None]:
-    with isolated_otel_globals():
-        yield
+pytestmark = [pytest.mark.network, pytest.mark.usefixtures("no_app_otel_providers")]
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,42 +12,15 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otlp_receivers import (
-    OteltapReceiver,
     ReceivedPoint,
     RotelReceiver,
-    isolated_otel_globals,
     wait_until,
 )
 
 from ragtrail import SecurityEvent, Settings, Severity
 from ragtrail.instrument._export import ExportPipeline
 
-pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="module")
-def rotel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RotelReceiver]:
-    with RotelReceiver(tmp_path_factory.mktemp("rotel")) as receiver:
-        yield receiver
-
-
-@pytest.fixture(scope="module")
-def oteltap() -> Iterator[OteltapReceiver]:
-    with OteltapReceiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture(autouse=True)
-def _no_app_providers() -> Iterator[None]:
-    with isolated_otel_globals():
-        yield
-
-
-@pytest.fixture
-def make_pipeline() -> Iterator[Pipelines]:
-    pipelines = Pipelines()
-    yield pipelines
-    pipelines.close()
+pytestmark = [pytest.mark.network, pytest.mark.usefixtures("no_app_otel_providers")]
 
 
 @pytest.fixture(params=["rotel-http", "rotel-grpc", "oteltap-http"])
