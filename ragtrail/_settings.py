@@ -281,6 +281,10 @@ class Settings:
                     value = float(value)
                 elif kind.startswith("tuple"):
                     value = tuple(value)
+                elif f.metadata["parse"] is _optional_str:
+                    # As from the environment: a blank api_token="" or endpoint means unset,
+                    # never an empty token that some checks read as set and others not.
+                    value = _optional_str(value)
             object.__setattr__(self, f.name, value)
 
     @property

@@ -121,6 +121,14 @@ def test_arguments_of_close_enough_types_are_normalised() -> None:
     assert type(s.slow_ms) is float
 
 
+def test_blank_optional_arguments_mean_unset_as_in_the_environment() -> None:
+    """api_token="" (a missing variable read with a default of "") is no token, as
+    RAGTRAIL_API_TOKEN="" is; the same for the endpoints and the webhook."""
+    s = Settings.from_env({}, api_token="", otlp_endpoint=" ", alert_webhook_url="\t")
+    assert (s.api_token, s.otlp_endpoint, s.alert_webhook_url) == (None, None, None)
+    assert Settings.from_env({}, api_token=" t0ken ").api_token == "t0ken"
+
+
 def test_unknown_argument_is_refused() -> None:
     """A typo in a setting name fails loudly instead of being ignored."""
     with pytest.raises(ConfigurationError, match="servce_name"):

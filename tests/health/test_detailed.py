@@ -122,6 +122,17 @@ def test_production_without_token_hides_detailed_routes(
     assert (call(service, path).status, call(service, "/health").status) == (404, 200)
 
 
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_production_with_a_blank_token_hides_detailed_routes(
+        make_monitor: MonitorFactory, make_service: ServiceFactory, blank: str) -> None:
+    """api_token=os.environ.get("TOKEN", "") with the variable missing is no token at all:
+    404 in production, as the start-up posture scan says, never routes open to anyone."""
+    monitor = make_monitor(environment="production", api_token=blank)
+    service = make_service(monitor=monitor, store_check=False)
+    assert monitor.settings.api_token is None
+    assert [call(service, path).status for path in DETAILED] == [404] * len(DETAILED)
+
+
 def test_production_routes_can_be_opened_explicitly(
         make_monitor: MonitorFactory, make_service: ServiceFactory) -> None:
     """detailed_routes_open=True serves them in production without a token."""
