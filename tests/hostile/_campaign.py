@@ -218,7 +218,7 @@ class Campaign:
         """What the collector received for ``service``: no secret, no raw control character
         (the OTel stack trace is multi-line by definition and is only checked for secrets)."""
         def mine() -> list[dict[str, Any]]:
-            spans = [r for r in _received(self.receiver)
+            spans = [r for r in self.receiver.records()
                      if r["signal"] == "span"
                      and r.get("resource", {}).get("service.name") == service]
             return spans if len(spans) >= max(1, expected) else []
@@ -244,10 +244,6 @@ def _context(raw: bytes, secret: str) -> bytes:
     """The bytes around a leaked secret, for the failure message."""
     at = raw.find(secret.encode())
     return raw[max(0, at - 160):at + len(secret) + 40]
-
-
-def _received(receiver: RotelReceiver) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in receiver.raw_text().splitlines() if line]
 
 
 def _strings(value: Any) -> list[str]:

@@ -298,7 +298,8 @@ class RotelReceiver:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
+        """Every record received so far (spans and metric points), as the capture holds them."""
         with self._lock:
             with open(self._capture, "rb") as capture:
                 capture.seek(self._read_offset)
@@ -320,7 +321,7 @@ class RotelReceiver:
             status_code=r["status_code"], status_message=r["status_message"],
             scope=r["scope"], start_ns=r["start_ns"], end_ns=r["end_ns"],
             resource=r["resource"],
-        ) for r in self._records() if r["signal"] == "span"]
+        ) for r in self.records() if r["signal"] == "span"]
 
     def points(self) -> list[ReceivedPoint]:
         return [ReceivedPoint(
@@ -328,7 +329,7 @@ class RotelReceiver:
             value=r.get("value"), count=r.get("count"), sum=r.get("sum"),
             bucket_counts=r.get("bucket_counts", []), explicit_bounds=r.get("explicit_bounds", []),
             resource=r["resource"],
-        ) for r in self._records() if r["signal"] == "point"]
+        ) for r in self.records() if r["signal"] == "point"]
 
     wait_for_spans = wait_for_spans
     wait_for_points = wait_for_points
