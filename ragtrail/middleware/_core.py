@@ -21,7 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ragtrail._records import Severity
 from ragtrail.instrument._correlation import _correlation_id, unpredictable_bits
-from ragtrail.instrument._redaction import REDACTED
+from ragtrail.instrument._redaction import REDACTED, Redactor
 from ragtrail.instrument._spans import new_trace_id, open_span
 from ragtrail.middleware._bursts import FailureBursts
 from ragtrail.middleware._inspection import (
@@ -204,20 +204,20 @@ class MiddlewareCore:
         # Client-controlled text is escaped (printable); the common clean case skips the call.
         # A secret in a path, agent or host must not reach the store: each is redacted.
         method = head.method
-        redact = self.monitor.redactor.redact
+        redactor = self.monitor.redactor
         attributes: dict[str, Any] = {
             "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
-            "url.path": _clean_text(redact, head.path, _PATH_LIMIT),
+            "url.path": _clean_text(redactor, head.path, _PATH_LIMIT),
             "url.scheme": head.scheme,
             "network.protocol.version": head.protocol,
         }
         if method not in _KNOWN_METHODS:
             attributes["http.request.method_original"] = printable(method, 64)
         if agent:
-            attributes["user_agent.original"] = _clean_text(redact, agent, _VALUE_LIMIT)
+            attributes["user_agent.original"] = _clean_text(redactor, agent, _VALUE_LIMIT)
         server = head.server if host is None else _HOSTS.get(host) or _split_host(host)
         if server is not None:
-            attributes["server.address"] = _clean_text(redact, server[0], _VALUE_LIMIT)
+            attributes["server.address"] = _clean_text(redactor, server[0], _VALUE_LIMIT)
             if server[1] is not None:
                 attributes["server.port"] = server[1]
         return attributes
@@ -288,7 +288,8 @@ class Exchange:
               details: dict[str, Any]) -> None:
         head = self.head
         metadata = {"method": printable(head.method, 64),
-                    "path": printable(head.path, _META_PATH_LIMIT), **details}
+                    "path": _clean_text(self.core.monitor.redactor, head.path, _META_PATH_LIMIT),
+                    **details}
         self.core.monitor.security_event(event_type, severity, self.client or SOURCE_UNKNOWN,
                                          description, metadata)
 
@@ -351,12 +352,14 @@ def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[st
             else [printable(redact_text(value), _VALUE_LIMIT) for value in values])
 
 
-def _clean_text(redact: Callable[..., Any], text: str, limit: int) -> str:
-    """``text`` printable, cut to ``limit`` characters and redacted, for a span attribute."""
-    if len(text) > limit or not text.isprintable():
-        text = printable(text, limit)
-    redacted = redact(text, max_bytes=4 * limit + 64)  # never cut again by the byte budget
-    return redacted if isinstance(redacted, str) else str(redacted)
+def _clean_text(redactor: Redactor, text: str, limit: int) -> str:
+    """``text`` printable, redacted and cut to ``limit`` characters, for the store."""
+    if len(text) <= limit and text.isprintable():
+        redacted = redactor.redact(text, max_bytes=4 * limit + 64)  # never cut by the budget
+        return redacted if isinstance(redacted, str) else str(redacted)
+    # Escaped with room to spare, then redacted before it is cut (redact_text scans past the
+    # cut), so a secret crossing the cut is replaced whole, never half kept.
+    return redactor.redact_text(printable(text, 2 * limit), limit=limit)
 
 
 def _inbound_id(names: tuple[str, ...], headers: dict[str, str],

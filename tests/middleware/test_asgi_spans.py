@@ -158,6 +158,31 @@ def test_repeated_requests_share_attributes_but_not_their_client(monitor: Monito
         request(app, f"/items/{n}")
     assert 0 < len(shared) <= 1024
 
+_TOKEN = "ghp_" + "Zq8Xw3Vb7Nm2Lk5Jh9Gf4Dd6Ss1Aa0Pp3Oo"  # a GitHub token, 40 characters
+
+
+@pytest.mark.parametrize(("where", "cut_at"), [
+    ("url.path", 2048), ("user_agent.original", 512), ("event path", 256)])
+def test_a_secret_crossing_a_cut_is_redacted_whole(monitor: Monitor, where: str,
+                                                    cut_at: int) -> None:
+    """Long client text is cut before the store, and redacted before the cut: a token that
+    starts 10 characters before the cut leaves no part of itself (the pattern would no
+    longer match the 10 characters, or even 30, left after a cut made first)."""
+    padded = "a" * (cut_at - 10 - 4) + "/" + _TOKEN
+    if where == "url.path":
+        request(_app(monitor), "/x" + padded)
+        stored = str(only_span(monitor).attributes["url.path"])
+    elif where == "user_agent.original":
+        request(_app(monitor), "/plain", headers=[(b"user-agent", padded[1:].encode())])
+        stored = str(only_span(monitor).attributes["user_agent.original"])
+    else:  # a traversal makes an event whose metadata holds the path
+        request(_app(monitor), "/../" + padded[4:])
+        stored = str(stored_events(monitor)[0].metadata["path"])
+    assert "[REDACTED]" in stored
+    assert "ghp_" not in stored
+    assert len(stored) <= cut_at + 40  # the cut and its marker
+
+
 def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor) -> None:
     """Only allowlisted headers are kept; secret-named ones are always [REDACTED]."""
     app = _app(monitor, capture_headers=["Content-Type", "Authorization", "Cookie",
