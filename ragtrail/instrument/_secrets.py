@@ -70,11 +70,13 @@ _KEY_FRAGMENTS = ("pass", "secret", "token", "key", "auth", "cookie", "session",
                   "pwd", "sig", "hmac")
 # Matched on the reversed text before a separator: optional spaces, quote, then the key.
 _KEY_BEFORE = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+# A quoted value runs to its closing quote, past escaped ones ("a\"b" is one value): a value
+# cut at an escaped quote would leave the rest of a password in the clear.
+_QUOTED = r"\"((?:[^\"\\\r\n]|\\.){1,4096})|'((?:[^'\\\r\n]|\\.){1,4096})"
 _VALUE = re.compile(
-    r"[ \t]{0,3}(?:\"([^\"\r\n]{1,4096})|'([^'\r\n]{1,4096})"
+    r"[ \t]{0,3}(?:" + _QUOTED +
     r"|((?:(?i:bearer|basic|digest|token)[ \t]{1,8})?[^\s\"'&,;<>()\[\]{}]{1,4096}))")
-_LINE_VALUE = re.compile(
-    r"[ \t]{0,3}(?:\"([^\"\r\n]{1,4096})|'([^'\r\n]{1,4096})|([^\r\n\"']{1,4096}))")
+_LINE_VALUE = re.compile(r"[ \t]{0,3}(?:" + _QUOTED + r"|([^\r\n\"']{1,4096}))")
 # A weak key's value never contains ":" or "=" (bar base64 padding), so a value that is not
 # redacted ends before the next separator and no text is scanned twice.
 _WEAK_VALUE = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9+/_.-]{16,1024}={0,2})")

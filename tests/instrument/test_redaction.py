@@ -104,6 +104,19 @@ def test_authorization_header_value_is_redacted_to_end_of_line() -> None:
         "Authorization: [REDACTED]\nCookie: [REDACTED]\nAccept: */*")
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"password": "ab\\"Canary-rest"}', '{"password": "[REDACTED]"}'),
+    ("secret: 'it\\'s Canary-rest'", "secret: '[REDACTED]'"),
+    ('{"password": "ends in \\\\", "user": "bob"}', '{"password": "[REDACTED]", "user": "bob"}'),
+    ("Authorization: 'Basic a\\'Canary-rest'", "Authorization: '[REDACTED]'"),
+])
+def test_a_quoted_secret_runs_past_escaped_quotes(text: str, expected: str) -> None:
+    """JSON and repr() escape a quote inside a value: the value ends at its closing quote,
+    not at the escaped one, or the rest of the password would be kept; an escaped backslash
+    before the closing quote ends it there (the next field survives)."""
+    assert make().redact_text(text) == expected
+
+
 def test_luhn_valid_integer_is_redacted() -> None:
     """A card number passed as an int is redacted; other big ints are kept."""
     assert make().redact([4111111111111111, 4111111111111112]) == [REDACTED, 4111111111111112]
