@@ -14,7 +14,6 @@ from ragtrail._records import Severity
 from ragtrail.instrument._capture import ArgumentCapture
 from ragtrail.instrument._monitor import Monitor
 from ragtrail.instrument._rag_attributes import Extractor
-from ragtrail.instrument._redaction import REDACTED
 from ragtrail.instrument._spans import LiveSpan, open_span
 
 __all__ = ["CallPlan"]
@@ -82,11 +81,10 @@ class CallPlan:
             return None
         try:
             redactor = monitor.redactor
-            redact, secret = redactor.redact, redactor.key_is_secret
             values = self.capture.values(instance, args, kwargs)
             # One by one, so each argument gets the whole per-value size budget; the name is
             # checked like a mapping key, so ``password="hunter2"`` is redacted by its name.
-            return {INPUT_VALUE: {name: REDACTED if secret(name) else redact(value)
+            return {INPUT_VALUE: {name: redactor.redact_attribute(name, value)
                                   for name, value in values.items()},
                     INPUT_MIME_TYPE: _JSON}
         except Exception:

@@ -87,7 +87,7 @@ class Redactor:
         # clean text -> its JSON cost; one cache per ``escape`` (see _CLEAN_MAX_LENGTH)
         self._clean: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self._clean_chars = 0
-        self._hidden_keys: dict[str, bool] = {}  # attribute name -> key_is_secret(name)
+        self._name_actions: dict[str, int] = {}  # attribute name -> _name_action(name)
 
     def redact(self, value: Any, *, max_bytes: int | None = None,
                escape: bool = False) -> Any:
@@ -122,8 +122,13 @@ class Redactor:
         return self._cut_and_scan(text, limit) + f"...[truncated, {len(text)} chars]"
 
     def redact_attribute(self, key: str, value: Any) -> Any:
-        """A span attribute's value: hidden under a secret key (``api_key``), else redacted."""
-        return REDACTED if self.key_is_secret(key) else self.redact(value)
+        """A value under a name (a span attribute, a captured argument), treated as a mapping
+        key's: always hidden under ``api_key``, hidden under ``signing_key`` when it looks
+        random, else redacted."""
+        action = self._name_action(key)
+        if action == _HIDE or (action == _HIDE_IF_RANDOM and _random_text(value)):
+            return REDACTED
+        return self.redact(value)
 
     def redact_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
         """Span or event attributes, each value with the whole per-value budget.
@@ -132,16 +137,16 @@ class Redactor:
         seen before, a finite float) inline: app code may annotate every span it makes.
         """
         out: dict[str, Any] = {}
-        hidden_keys, clean, budget = self._hidden_keys, self._clean[False], self.max_bytes
+        actions, clean, budget = self._name_actions, self._clean[False], self.max_bytes
         for key, value in attributes.items():
-            hidden = hidden_keys.get(key)
-            if hidden is None:
-                hidden = self.key_is_secret(key)
-                if len(hidden_keys) >= _KEYS_CACHED:
-                    hidden_keys.clear()
-                hidden_keys[key] = hidden
+            action = actions.get(key)
+            if action is None:
+                action = self._name_action(key)
+                if len(actions) >= _KEYS_CACHED:
+                    actions.clear()
+                actions[key] = action
             kind = type(value)
-            if hidden:
+            if action and (action == _HIDE or _random_text(value)):
                 out[key] = REDACTED
             elif (kind is float and value - value == 0) or (
                     kind is str and clean.get(value, budget + 1) <= budget):
@@ -150,9 +155,12 @@ class Redactor:
                 out[key] = self.redact(value)
         return out
 
-    def key_is_secret(self, key: str) -> bool:
-        """Whether values under ``key`` are always redacted (for callers building attributes)."""
-        return self.enabled and self._scanner.key_kind(key) in ("any", "line")
+    def _name_action(self, name: str) -> int:
+        """What a key or attribute name means for its value: _WALK, _HIDE or _HIDE_IF_RANDOM."""
+        if not self.enabled:
+            return _WALK
+        kind = self._scanner.key_kind(name)
+        return _HIDE if kind in ("any", "line") else _HIDE_IF_RANDOM if kind == "weak" else _WALK
 
     def _key_info(self, key: Any, escape: bool) -> _KeyInfo:
         """How a mapping key is shown and treated, memoised: keys repeat from call to call."""
@@ -168,11 +176,8 @@ class Redactor:
             name = str(key)
         if len(name) > 128:
             name = name[:128] + "..."
-        action = _WALK
+        action = self._name_action(name)
         if self.enabled:
-            kind = self._scanner.key_kind(name)
-            action = _HIDE if kind in ("any", "line") else (
-                _HIDE_IF_RANDOM if kind == "weak" else _WALK)
             name = self._scanner.scan(name)
         if escape:
             name = escape_controls(name)
@@ -364,7 +369,7 @@ class _Walk:
                 room = budget - cost - key_cost - (_RESERVE if count + 1 < total else 0)
                 if room < _MIN_CHILD:
                     break
-                if action and (action == _HIDE or (isinstance(item, str) and looks_random(item))):
+                if action and (action == _HIDE or _random_text(item)):
                     child, child_cost = REDACTED, _REDACTED_COST
                 elif type(item) is str and (hit := clean.get(item)) is not None and hit <= room:
                     child, child_cost = item, hit
@@ -415,3 +420,8 @@ class _Walk:
             return out, cost
         finally:
             self.path.discard(id(container))
+
+
+def _random_text(value: Any) -> bool:
+    """A string that looks like a key (what a weak name such as ``signing_key`` hides)."""
+    return isinstance(value, str) and looks_random(value)

@@ -52,9 +52,10 @@ _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
 _PROPAGATOR = TraceContextTextMapPropagator()
 _PATH_LIMIT, _VALUE_LIMIT, _META_PATH_LIMIT = 2048, 512, 256
-# Header names whose values are secrets whatever the allowlist says.
+# Header names whose values are secrets whatever the allowlist says (X-Functions-Key,
+# Ocp-Apim-Subscription-Key, X-Shopify-Hmac-Sha256 as well as Authorization).
 _SECRET_HEADER = re.compile(
-    r"auth|cookie|token|secret|passw|api[-_]?key|session|signature|credential",
+    r"auth|cookie|token|secret|passw|api[-_]?key|[-_]key$|hmac|session|signature|credential",
     re.IGNORECASE)
 _HOSTS: dict[str, tuple[str, int | None]] = {}
 _HOSTS_CACHED = 256

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from callable_kinds import BUILDERS, nothing
 from instrument_support import only_span, stored_spans
+from opentelemetry import trace
 
 from ragtrail.instrument import Monitor, monitored
 
@@ -150,6 +151,24 @@ def test_objects_are_captured_by_their_public_fields(monitor: Monitor) -> None:
     index(Document("d1", "text"))
     assert only_span(monitor, "index").attributes["input.value"] == {
         "document": {"id": "d1", "content": "text"}}
+
+
+def test_weak_names_hide_random_values_as_mapping_keys_do(monitor: Monitor) -> None:
+    """An argument or attribute named like ``signing_key`` or ``webhook.signature`` hides a
+    random-looking value, as the same name does as a dict key; a readable one stays."""
+    random_value = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
+
+    @monitored(name="verify", capture_args=True)
+    def verify(body: str, signing_key: str, cache_key: str) -> None:
+        trace.get_current_span().set_attribute("webhook.signature", random_value)
+        trace.get_current_span().set_attribute("webhook.hmac", "sha256")
+
+    verify("payload", random_value, "user:42:profile")
+    attributes = only_span(monitor, "verify").attributes
+    assert attributes["input.value"] == {
+        "body": "payload", "signing_key": "[REDACTED]", "cache_key": "user:42:profile"}
+    assert attributes["webhook.signature"] == "[REDACTED]"
+    assert attributes["webhook.hmac"] == "sha256"
 
 
 def test_captured_values_are_redacted_everywhere(monitor: Monitor, tmp_path: Path) -> None:

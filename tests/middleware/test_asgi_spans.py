@@ -186,13 +186,16 @@ def test_a_secret_crossing_a_cut_is_redacted_whole(monitor: Monitor, where: str,
 def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor) -> None:
     """Only allowlisted headers are kept; secret-named ones are always [REDACTED]."""
     app = _app(monitor, capture_headers=["Content-Type", "Authorization", "Cookie",
-                                         "X-Api-Token", "Set-Cookie", "X-Note"])
+                                         "X-Api-Token", "Set-Cookie", "X-Note",
+                                         "X-Functions-Key", "X-Shopify-Hmac-Sha256"])
     request(app, "/cookies", headers=[
         (b"content-type", b"text/plain"),
         (b"authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"),
         (b"cookie", b"session=abc123"),
         (b"x-api-token", b"tok_live_51HxyzABCDEF0123456789"),
         (b"x-note", b"hello"),
+        (b"x-functions-key", b"fk-plain"),
+        (b"x-shopify-hmac-sha256", b"c2hvcGlmeQ=="),
         (b"x-unlisted", b"not captured"),
     ])
     attributes = only_span(monitor).attributes
@@ -201,6 +204,8 @@ def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor)
     assert attributes["http.request.header.cookie"] == ["[REDACTED]"]
     assert attributes["http.request.header.x-api-token"] == ["[REDACTED]"]
     assert attributes["http.request.header.x-note"] == ["hello"]
+    assert attributes["http.request.header.x-functions-key"] == ["[REDACTED]"]
+    assert attributes["http.request.header.x-shopify-hmac-sha256"] == ["[REDACTED]"]
     assert attributes["http.response.header.set-cookie"] == ["[REDACTED]", "[REDACTED]"]
     assert not any("x-unlisted" in key for key in attributes)
     assert "abc123" not in repr(attributes)
