@@ -14,6 +14,7 @@ import datetime
 import decimal
 import enum
 import math
+import re
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -46,6 +47,8 @@ _SEQUENCES: tuple[type[Any], ...] = (
 _AS_STRING = (uuid.UUID, decimal.Decimal, PurePath, complex)
 
 _WALK, _HIDE, _HIDE_IF_RANDOM = 0, 1, 2  # what a key means for its value
+# The first of a pair that names its second (a header, a form field), not prose with a score.
+_PAIR_NAME = re.compile(r"-{0,2}[A-Za-z0-9_.-]{1,64}")
 _KeyInfo = tuple[str, int, int]  # (shown name, its JSON cost, one of the three above)
 _JSON_KEYS: dict[Any, str] = {None: "null", True: "true", False: "false"}  # as json.dumps
 # Strings known to come out of the scan unchanged, with their JSON cost. Captured values repeat
@@ -409,6 +412,9 @@ class _Walk:
                     child, child_cost = item, hit
                 elif kind is dict:  # documents: straight to the mapping walk
                     child, child_cost = mapping(item, item.items(), room, depth + 1)
+                elif (kind is tuple or kind is list) and len(item) == 2 and (
+                        hidden := self.hidden_pair(item, room)) is not None:
+                    child, child_cost = hidden
                 else:
                     child, child_cost = walk(item, room, depth + 1)
                 out.append(child)
@@ -420,6 +426,23 @@ class _Walk:
             return out, cost
         finally:
             self.path.discard(id(container))
+
+
+    def hidden_pair(self, pair: Any, budget: int) -> tuple[list[Any], int] | None:
+        """A (name, value) pair such as a header, ``[name, "[REDACTED]"]`` when its name hides
+        its value as a mapping key would; None when it does not (or does not look like one)."""
+        name, value = pair
+        if type(name) is bytes:
+            name = name.decode("latin-1")
+        if type(name) is not str or not _PAIR_NAME.fullmatch(name):
+            return None
+        action = self.redactor._name_action(name)
+        if type(value) is bytes:
+            value = value.decode("latin-1")
+        if not action or (action == _HIDE_IF_RANDOM and not _random_text(value)):
+            return None
+        shown, cost = self.text(name, budget - _REDACTED_COST - 4, len(name))
+        return [shown, REDACTED], cost + _REDACTED_COST + 4
 
 
 def _random_text(value: Any) -> bool:

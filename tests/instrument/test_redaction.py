@@ -117,6 +117,20 @@ def test_a_quoted_secret_runs_past_escaped_quotes(text: str, expected: str) -> N
     assert make().redact_text(text) == expected
 
 
+def test_name_value_pairs_hide_their_values_by_name() -> None:
+    """Header lists (ASGI's raw bytes pairs, requests' tuples) keep the name-to-value link a
+    mapping has: a secret name hides its value; a question paired with a score is not a name."""
+    redactor = make()
+    assert redactor.redact([(b"authorization", b"Basic dXNlcjpwYXNz"), (b"host", b"a")]) == [
+        ["authorization", REDACTED], ["host", "a"]]
+    assert redactor.redact([["X-Api-Key", "plain"], ["signing_key", "9f86d081884c7d65a2fe"],
+                            ["cache_key", "user:42"], ["max_tokens", 5]]) == [
+        ["X-Api-Key", REDACTED], ["signing_key", REDACTED], ["cache_key", "user:42"],
+        ["max_tokens", 5]]
+    question = "What does the password policy say?"
+    assert redactor.redact([(question, 0.82)]) == [[question, 0.82]]
+
+
 def test_luhn_valid_integer_is_redacted() -> None:
     """A card number passed as an int is redacted; other big ints are kept."""
     assert make().redact([4111111111111111, 4111111111111112]) == [REDACTED, 4111111111111112]
