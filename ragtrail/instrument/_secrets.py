@@ -28,6 +28,7 @@ secret only if it looks random (``key=9f8e...``)."""
 _SENSITIVE_KEY_WORDS = (
     r"passw(?:or)?d|passphrase|secret|credential|apikey|privatekey|authorization|cookie"
     r"|session|token(?!s|iz|count|usage|limit|type|budget|len)|auth$|^pwd$"
+    r"|(?:access|refresh|bearer|^id|^api|^auth)tokens"  # lists of secrets, not counts
 )
 _LINE_KEYS = ("authorization", "cookie")
 _WEAK_KEYS = ("key", "sig", "signature", "hmac")
@@ -44,7 +45,9 @@ _PEM = re.compile(
     r".*?(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----|\Z)",
     re.DOTALL,
 )
-_URL_PASSWORD = re.compile(r"://[^\s:/@]{0,256}:([^\s/@]{1,256})@")
+# The userinfo ends at the authority's last "@" (as WHATWG URL parsers read it), so a raw "@"
+# in a password is redacted with the rest of it.
+_URL_PASSWORD = re.compile(r"://[^\s:/@]{0,256}:([^\s/]{1,256})@")
 # The signature segment is optional so a JWT cut by truncation is still caught.
 # Not inside a longer word (that lookbehind also keeps "eyJeyJeyJ..." linear), unless right
 # after an escape ("%20eyJ...", "\\neyJ...").

@@ -131,6 +131,17 @@ def test_name_value_pairs_hide_their_values_by_name() -> None:
     assert redactor.redact([(question, 0.82)]) == [[question, 0.82]]
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("postgresql://app:p@ss@db.internal/rag", "postgresql://app:[REDACTED]@db.internal/rag"),
+    ("refresh_tokens=rt1 access_tokens=at1", "refresh_tokens=[REDACTED] access_tokens=[REDACTED]"),
+    ("max_tokens=5 prompt_tokens=3 valid_tokens=2", "max_tokens=5 prompt_tokens=3 valid_tokens=2"),
+])
+def test_raw_at_signs_in_url_passwords_and_lists_of_tokens(text: str, expected: str) -> None:
+    """A URL's userinfo ends at its last "@"; ``refresh_tokens`` holds secrets, the LLM
+    counters ending in ``tokens`` do not."""
+    assert make().redact_text(text) == expected
+
+
 def test_luhn_valid_integer_is_redacted() -> None:
     """A card number passed as an int is redacted; other big ints are kept."""
     assert make().redact([4111111111111111, 4111111111111112]) == [REDACTED, 4111111111111112]
