@@ -2,7 +2,7 @@
 
 Run it::
 
-    pip install ragtrail fastapi uvicorn
+    pip install . fastapi uvicorn                        # from the repository root
     uvicorn fastapi_app:app --app-dir examples --port 8000
     curl -H 'X-Request-ID: my-request-0001' 'http://127.0.0.1:8000/search?q=readiness'
     curl http://127.0.0.1:8000/readyz

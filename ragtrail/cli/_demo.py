@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["INSTALL_HINT", "add_parser"]
 
-INSTALL_HINT = "the demo needs uvicorn: pip install 'ragtrail[demo]'"
+INSTALL_HINT = "the demo needs uvicorn: pip install uvicorn"
 
 
 def add_parser(subparsers: Subparsers) -> None:

@@ -89,7 +89,7 @@ def test_unencodable_keys_still_raise() -> None:
 
 
 def test_without_orjson_the_standard_library_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``pip install ragtrail`` alone works: no orjson, the standard encoder and parser."""
+    """ragtrail without the speedups extra works: no orjson, the standard encoder and parser."""
     monkeypatch.setitem(sys.modules, "orjson", None)  # makes ``import orjson`` fail
     encode, decode = _json.codec()
     assert decode is json.loads
