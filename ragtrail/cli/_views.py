@@ -113,10 +113,10 @@ EVENTS: View[SecurityEvent] = View(
         Column("ID", right=True, stream_width=6),
         Column("TIME", stream_width=24),
         Column("SEVERITY", stream_width=8),
-        Column("TYPE", max_width=32, stream_width=20),
+        Column("TYPE", max_width=32, stream_width=26),  # the longest built-in type
         Column("SOURCE", max_width=32, stream_width=20),
         Column("COUNT", right=True, stream_width=5),
-        Column("CORRELATION ID", max_width=40, stream_width=14),
+        Column("CORRELATION ID", stream_width=32),  # never cut: it is pasted into filters
         Column("DESCRIPTION", max_width=80, stream_width=80),
     ),
     cells=_event_cells,
@@ -130,7 +130,7 @@ SPANS: View[SpanRecord] = View(
         Column("KIND", max_width=16),
         Column("NAME", max_width=40),
         Column("TRACE ID"),
-        Column("CORRELATION ID", max_width=40),
+        Column("CORRELATION ID"),
         Column("ERROR", max_width=60),
     ),
     cells=_span_cells,

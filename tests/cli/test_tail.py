@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import signal
@@ -72,14 +73,29 @@ def test_tail_prints_the_latest_then_follows_new_events(store_url: str) -> None:
         assert child.next_line().split() == [
             "ID", "TIME", "SEVERITY", "TYPE", "SOURCE", "COUNT", "CORRELATION", "ID",
             "DESCRIPTION"]
-        assert child.next_line() == ("     2  2024-05-01T12:00:02.000Z  high      type-2      "
-                                     "          tail-test                 1  -               "
-                                     "event 2")
+        assert child.next_line() == (
+            "     2  2024-05-01T12:00:02.000Z  high      " + "type-2".ljust(26) + "  "
+            + "tail-test".ljust(20) + "      1  " + "-".ljust(32) + "  event 2")
         assert child.next_line().startswith("     3  2024-05-01T12:00:03.000Z  high")
         write_store(store_url, _event(4))
         assert child.next_line().startswith("     4  2024-05-01T12:00:04.000Z  high")
         status, err = child.interrupt()
     assert (status, err) == (0, "")
+
+
+def test_tail_never_cuts_a_correlation_id(store_url: str) -> None:
+    """IDs are pasted into --correlation-id: a generated one and the longest valid inbound
+    one are printed whole, and the longest built-in event type is not cut either."""
+    generated, inbound = "0" * 31 + "1", "client-" + "x" * 121
+    write_store(store_url, *(dataclasses.replace(
+        _event(n), event_type="malicious_header_injection", correlation_id=cid)
+        for n, cid in enumerate((generated, inbound), 1)))
+    with tail("--db", store_url, "--limit", "2") as child:
+        child.next_line()  # the header
+        lines = [child.next_line(), child.next_line()]
+        child.interrupt()
+    assert [line.split()[6] for line in lines] == [generated, inbound]
+    assert all(line.split()[3] == "malicious_header_injection" for line in lines)
 
 
 def test_tail_json_prints_json_lines(store_url: str) -> None:
