@@ -215,6 +215,11 @@ class Settings:
 
     def __post_init__(self) -> None:
         self._check_types()
+        named = self.resource_attributes.get("service.name", "").strip()
+        if self.service_name == "unknown_service" and named:
+            # As the OTel SDK reads it: OTEL_RESOURCE_ATTRIBUTES=service.name=... alone names
+            # the service, for the store, the health routes and the export alike.
+            object.__setattr__(self, "service_name", named)
         for name in ("events_capacity", "spans_capacity", "metrics_capacity", "queue_size",
                      "batch_size", "capture_max_bytes", "max_body_bytes"):
             _require(name, getattr(self, name), getattr(self, name) >= 1, "an integer >= 1")

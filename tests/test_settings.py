@@ -129,6 +129,15 @@ def test_blank_optional_arguments_mean_unset_as_in_the_environment() -> None:
     assert Settings.from_env({}, api_token=" t0ken ").api_token == "t0ken"
 
 
+def test_service_name_in_resource_attributes_names_the_service() -> None:
+    """OTEL_RESOURCE_ATTRIBUTES=service.name=... alone names the service everywhere (the
+    store's events, the health routes' serviceId), as for the export; a setting wins."""
+    env = {"OTEL_RESOURCE_ATTRIBUTES": "service.name=rag-api,team=search"}
+    assert Settings.from_env(env).service_name == "rag-api"
+    assert Settings.from_env({**env, "OTEL_SERVICE_NAME": "svc"}).service_name == "svc"
+    assert Settings.from_env(env, service_name="mine").service_name == "mine"
+
+
 def test_unknown_argument_is_refused() -> None:
     """A typo in a setting name fails loudly instead of being ignored."""
     with pytest.raises(ConfigurationError, match="servce_name"):
