@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "render_stats"]
 
+_ROWS, _OCCURRENCES = Column("ROWS", right=True), Column("OCCURRENCES", right=True)
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -67,13 +68,16 @@ def render_stats(stats: StoreStats, *, since: datetime | None = None) -> Iterato
     yield (f"Records {scope}: events {stats.events} ({stats.event_occurrences} occurrences), "
            f"spans {stats.spans}, metrics {stats.metrics}")
     if stats.events:
+        # Rows and occurrences: a burst of failed logins coalesces into one row.
         yield from titled_table(
-            "Events by severity", [Column("SEVERITY"), COUNT],
-            [[str(level), str(stats.events_by_severity.get(str(level), 0))]
+            "Events by severity", [Column("SEVERITY"), _ROWS, _OCCURRENCES],
+            [[str(level), str(stats.events_by_severity.get(str(level), 0)),
+              str(stats.occurrences_by_severity.get(str(level), 0))]
              for level in sorted(Severity, reverse=True)])
         yield from titled_table(
-            "Events by type", [Column("TYPE", max_width=60), COUNT],
-            [[name, str(count)] for name, count in _by_count(stats.events_by_type)])
+            "Events by type", [Column("TYPE", max_width=60), _ROWS, _OCCURRENCES],
+            [[name, str(count), str(stats.occurrences_by_type.get(name, 0))]
+             for name, count in _by_count(stats.events_by_type)])
     if stats.span_latency:
         latency = sorted(stats.span_latency.items(), key=lambda item: (-item[1].count, item[0]))
         yield from titled_table(

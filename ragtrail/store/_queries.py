@@ -156,13 +156,14 @@ def read_stats(conn: Connection, since: Since) -> StoreStats:
         metrics = metrics.where(METRICS.c.time_us >= start)
     by_severity = {str(level): 0 for level in Severity}
     by_type: dict[str, int] = {}
-    rows = occurrences = 0
+    seen_by_severity = dict(by_severity)
+    seen_by_type: dict[str, int] = {}
     for level, event_type, n, total in conn.execute(grouped):
         name = str(Severity(level)) if level in Severity._value2member_map_ else str(level)
         by_severity[name] = by_severity.get(name, 0) + n
         by_type[event_type] = by_type.get(event_type, 0) + n
-        rows += n
-        occurrences += int(total or 0)
+        seen_by_severity[name] = seen_by_severity.get(name, 0) + int(total or 0)
+        seen_by_type[event_type] = seen_by_type.get(event_type, 0) + int(total or 0)
     per_name: dict[str, list[int]] = {}
     for name, duration in conn.execute(durations):
         per_name.setdefault(name, []).append(duration)
@@ -173,8 +174,10 @@ def read_stats(conn: Connection, since: Since) -> StoreStats:
                                 RING.c.written, RING.c.dropped, RING.c.coalesced)
                          .where(RING.c.bucket == 0)).all()
     return StoreStats(
-        events=rows, event_occurrences=occurrences, events_by_severity=by_severity,
+        events=sum(by_type.values()), event_occurrences=sum(seen_by_type.values()),
+        events_by_severity=by_severity,
         events_by_type=dict(sorted(by_type.items(), key=lambda item: (-item[1], item[0]))),
+        occurrences_by_severity=seen_by_severity, occurrences_by_type=seen_by_type,
         spans=sum(len(values) for values in per_name.values()), span_latency=latency,
         metrics=int(conn.execute(metrics).scalar() or 0),
         written=sum(r.written for r in rings), dropped=sum(r.dropped for r in rings),

@@ -64,15 +64,18 @@ class SpanLatency:
 class StoreStats:
     """What the store holds, over the rows still in the ring (``since`` narrows it).
 
-    Event counts are rows by severity name and by type; ``event_occurrences`` adds up the
-    coalesced ``count`` of those rows. ``written``, ``dropped`` and ``coalesced`` are totals
-    over the store's life across every process that wrote to it.
+    Event counts are rows by severity name and by type; ``event_occurrences`` and the
+    ``occurrences_by_*`` maps add up the coalesced ``count`` of those rows (nine failed logins
+    coalesced into one row are one row, nine occurrences). ``written``, ``dropped`` and
+    ``coalesced`` are totals over the store's life across every process that wrote to it.
     """
 
     events: int
     event_occurrences: int
     events_by_severity: dict[str, int]
     events_by_type: dict[str, int]
+    occurrences_by_severity: dict[str, int]
+    occurrences_by_type: dict[str, int]
     spans: int
     span_latency: dict[str, SpanLatency]
     metrics: int

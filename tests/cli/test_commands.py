@@ -46,18 +46,18 @@ metrics     2     10000  0.0%
 Records in the rings: events 4 (4 occurrences), spans 3, metrics 2
 
 Events by severity
-SEVERITY  COUNT
-critical      1
-high          1
-medium        1
-low           1
+SEVERITY  ROWS  OCCURRENCES
+critical     1            1
+high         1            1
+medium       1            1
+low          1            1
 
 Events by type
-TYPE              COUNT
-login_failure         1
-pii_detected          1
-prompt_injection      1
-rate_limited          1
+TYPE              ROWS  OCCURRENCES
+login_failure        1            1
+pii_detected         1            1
+prompt_injection     1            1
+rate_limited         1            1
 
 Span latency (ms)
 NAME         COUNT       P50       P95       P99
@@ -89,7 +89,7 @@ def test_stats_since_counts_only_newer_records(known_store: str, run_inprocess: 
     out = run_inprocess("stats", "--db", known_store, "--since", "2024-05-01T12:00:01Z").out
     assert ("Records since 2024-05-01T12:00:01.000Z: events 3 (3 occurrences), spans 2, "
             "metrics 1") in out
-    assert "low           0" in out
+    assert "low          0            0" in out
     assert "search" not in out
 
 

@@ -172,11 +172,14 @@ def test_metrics_round_trip_newest_first(backend_store: Callable[..., AuditStore
 
 
 def test_stats_counts_latencies_and_rings(backend_store: Callable[..., AuditStore]) -> None:
-    """stats() counts events by severity and type, span latency percentiles by name, usage."""
+    """stats() counts events (rows and occurrences) by severity and type, span latency
+    percentiles by name, usage."""
     store = backend_store(events_capacity=50, spans_capacity=500, metrics_capacity=5)
     for i in range(3):
         store.record(make_event("scan", Severity.HIGH, source=f"s{i}", time_us=T0))
-    store.record(make_event("login_failed", Severity.LOW, time_us=T0 + 100 * S))
+    for _ in range(3):  # one client's burst: coalesced into one row of three occurrences
+        store.record(make_event("login_failed", Severity.LOW, source="10.0.0.9",
+                                time_us=T0 + 100 * S))
     for ms in range(1, 101):
         store.record(make_span("rerank", start_us=T0, duration_us=ms * 1000))
     store.record(make_span("embed", start_us=T0 + 100 * S, duration_us=7_000))
@@ -185,7 +188,9 @@ def test_stats_counts_latencies_and_rings(backend_store: Callable[..., AuditStor
     stats = store.stats()
     assert stats.events_by_severity == {"low": 1, "medium": 0, "high": 3, "critical": 0}
     assert stats.events_by_type == {"scan": 3, "login_failed": 1}
-    assert (stats.events, stats.event_occurrences, stats.spans, stats.metrics) == (4, 4, 101, 1)
+    assert stats.occurrences_by_severity == {"low": 3, "medium": 0, "high": 3, "critical": 0}
+    assert stats.occurrences_by_type == {"scan": 3, "login_failed": 3}
+    assert (stats.events, stats.event_occurrences, stats.spans, stats.metrics) == (4, 6, 101, 1)
     assert stats.span_latency["rerank"] == SpanLatency(100, 50.0, 95.0, 99.0)
     assert stats.span_latency["embed"] == SpanLatency(1, 7.0, 7.0, 7.0)
     assert stats.ring_usage == {"events": RingUsage(4, 50), "spans": RingUsage(101, 500),
