@@ -10,6 +10,7 @@ import atexit
 import dataclasses
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
@@ -176,6 +177,32 @@ class Monitor:
                 for (event_type, severity), count in sorted(self._event_counts.items())},
             "failures": dict(self._failures),
         }
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what is queued for the alerts, the store and the export without stopping,
+        all within ``timeout`` (default ``store_close_timeout``); False if time ran out.
+
+        For servers that end the process without running exit handlers: uvicorn re-raises
+        SIGTERM after its lifespan shutdown, where the ASGI middleware calls this.
+        """
+        budget = self.settings.store_close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        try:
+            done = self._alerts.flush(left())  # a failed alert is an event for the store
+            with self._lock:
+                store = self._store
+            if store is not None:
+                done = store.flush(left()) and done
+            if self._exporter is not None:
+                done = self._exporter.force_flush(left()) and done
+        except Exception:
+            self.report_failure("flush")
+            return False
+        return done
 
     def shutdown(self, timeout: float | None = 5.0) -> None:
         """Stop recording, run shutdown hooks, drain the exporter, flush and close the store."""

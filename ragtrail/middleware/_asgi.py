@@ -7,6 +7,7 @@ made for that request; the middleware instance holds only configuration.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,6 +41,7 @@ log = logging.getLogger("ragtrail.middleware")
 
 _BODIES = {400: b"Bad Request", 413: b"Request body too large", 500: b"Internal Server Error"}
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+_SHUTDOWN_DONE = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
 
 
 class _BodyTooLarge(Exception):
@@ -84,7 +86,9 @@ class ASGIMiddleware:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             if kind == "lifespan":  # start the health checks with the app; messages untouched
-                self._binding.current()
+                core = self._binding.current()
+                if core is not None:
+                    send = _flushing_at_shutdown(core.monitor, send)
             await self.app(scope, receive, send)
             return
         core = self._binding.current()
@@ -102,6 +106,21 @@ class ASGIMiddleware:
         if health is not None and exchange.head.path not in health.excluded_paths:
             health = None
         await _Responder(exchange, scope, receive, send, core.options).run(self.app, health)
+
+
+def _flushing_at_shutdown(monitor: Monitor, send: Send) -> Send:
+    """``send`` for the lifespan, writing out ragtrail's queues before the app reports its
+    shutdown done: uvicorn then re-raises SIGTERM, which ends the process without the exit
+    handlers that would flush them (a pod stopped by Kubernetes lost its last records)."""
+    async def send_after_flush(message: Message) -> None:
+        if message["type"] in _SHUTDOWN_DONE:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, monitor.flush)
+            except Exception:  # a closed executor at exit: the message still goes out
+                log.warning("ragtrail could not flush at lifespan shutdown", exc_info=True)
+        await send(message)
+
+    return send_after_flush
 
 
 class _Responder:

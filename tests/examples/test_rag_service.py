@@ -93,6 +93,26 @@ def test_uvicorn_module_path_with_ollama_url(tmp_path: Path, fake_ollama: FakeOl
     assert app.stop(signal.SIGTERM) in (0, -signal.SIGTERM), app.output
 
 
+def test_sigterm_to_uvicorn_keeps_every_queued_record(
+        tmp_path: Path, start_app: Callable[..., RunningApp]) -> None:
+    """uvicorn re-raises SIGTERM after its lifespan shutdown, so the process dies by the
+    signal and exit handlers never run: the middleware writes ragtrail's queues out during
+    the lifespan shutdown instead. The writer lingers 5 s for a batch here, so every span of
+    these requests is still queued when Kubernetes' SIGTERM arrives (without the flush the
+    store held none of them)."""
+    env = example_env(tmp_path, RAG_DATA_DIR=str(tmp_path / "data"),
+                      RAGTRAIL_BATCH_LINGER_SECONDS="5")
+    app = start_app(python("-m", "uvicorn", "examples.rag_service.app:app",
+                           "--host", "127.0.0.1", "--port", "0"),
+                    env=env, cwd=EXAMPLES.parent, listening=LISTENING)
+    ids = [f"sigterm-flush-{n:04d}" for n in range(12)]
+    with httpx.Client(base_url=app.url, timeout=10) as client:
+        get_when(client, "/ready")
+    answered_each(app.url, ids, "POST", "/ask", json={"question": "What is a span?"})
+    assert app.stop(signal.SIGTERM) in (0, -signal.SIGTERM), app.output
+    assert set(ids) - correlation_ids_of_spans(env["RAGTRAIL_STORE_URL"], "POST /ask") == set()
+
+
 @dataclass(frozen=True)
 class _Server:
     """A multi-process server command and the lines it prints: where it listens, each

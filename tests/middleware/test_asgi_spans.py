@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -264,23 +265,55 @@ def test_an_exception_after_the_response_started_only_propagates(monitor: Monito
 
 
 def test_lifespan_passes_through_untouched(monitor: Monitor) -> None:
-    """The app gets the very scope, receive and send of a lifespan call."""
+    """The app gets the very scope and receive of a lifespan call, and every message it sends
+    reaches the server unchanged; no span is made."""
     seen: list[Any] = []
+    messages = [{"type": "lifespan.startup.complete"},
+                {"type": "lifespan.shutdown.failed", "message": "boom"}]
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        seen.extend((scope, receive, send))
+        seen.extend((scope, receive))
+        for message in messages:
+            await send(message)
 
     async def receive() -> dict[str, Any]:
         return {"type": "lifespan.startup"}
 
     async def send(message: dict[str, Any]) -> None:
-        pass
+        sent.append(message)
 
+    sent: list[dict[str, Any]] = []
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
     asyncio.run(ASGIMiddleware(app, monitor=monitor, health=False)(scope, receive, send))
-    assert seen == [scope, receive, send]
+    assert seen == [scope, receive]
+    assert sent == messages
+    assert sent[1] is messages[1]
     assert scope == {"type": "lifespan", "asgi": {"version": "3.0"}}
     assert stored_spans(monitor) == []
+
+
+def test_the_lifespan_shutdown_writes_out_the_queues_first(
+        make_monitor: Callable[..., Monitor]) -> None:
+    """uvicorn re-raises SIGTERM once the app reports its shutdown done, and exit handlers
+    never run: what ragtrail still queues is written before that message reaches the server
+    (the writer here would wait 5 s for a batch to fill)."""
+    monitor = make_monitor(batch_linger_seconds=5)
+    committed_when_done: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        monitor.security_event("authz_fail", "medium", "10.0.0.1", "left in the queue")
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: dict[str, Any]) -> None:
+        committed_when_done.append(len(monitor.store.events(event_type="authz_fail")))
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    asyncio.run(ASGIMiddleware(app, monitor=monitor, health=False)(
+        scope, receive, send))
+    assert committed_when_done == [1]
 
 
 def test_unknown_scope_types_pass_through(monitor: Monitor) -> None:
