@@ -19,6 +19,7 @@ from ragtrail._settings import Settings
 from ragtrail.store._coalesce import Coalescer
 from ragtrail.store._engine import WRITE, make_engine, parse_target
 from ragtrail.store._errors import StoreError, describe_error
+from ragtrail.store._file_guard import FileGuard
 from ragtrail.store._queries import (
     Since,
     events_query,
@@ -283,6 +284,13 @@ class AuditStore:
             return False
         return True
 
+    def _file_guard(self) -> FileGuard | None:
+        """A guard for a SQLite file opened by its path (not in memory, not a URI)."""
+        path = self._target.sqlite_path
+        if path is None or self._target.url.query.get("uri") or path.startswith("file:"):
+            return None
+        return FileGuard(path, self.engine)
+
     def _start(self, schema_ready: bool, *, run: bool = True) -> None:
         """A fresh queue, coalescer, counters and writer thread (at start and after fork).
 
@@ -293,11 +301,13 @@ class AuditStore:
         self._counters = Counters()
         dialect = self.engine.dialect
         batches = BatchWriter(self.engine, self._target, self._capacities, self._coalescer)
+        guard = self._file_guard() if run else None
         self._writer = Writer(
             batches, queue_size=self._queue_size, batch_size=self._batch_size,
             linger_s=self._linger_s, coalescer=self._coalescer, counters=self._counters,
             ensure_schema=self._ensure_schema, secrets=self._target.secrets,
-            data_errors=_data_errors(dialect.loaded_dbapi, dialect.name))
+            data_errors=_data_errors(dialect.loaded_dbapi, dialect.name),
+            check_file=guard.check if guard is not None else None)
         self._queue = self._writer.queue
         self._wake = self._writer.wake
         self._hurry = self._writer.hurry

@@ -23,7 +23,7 @@ from sqlalchemy.pool import StaticPool
 
 from ragtrail.store._errors import StoreError
 
-__all__ = ["WRITE", "Target", "make_engine", "parse_target"]
+__all__ = ["WRITE", "Target", "create_private", "make_engine", "parse_target"]
 
 WRITE = "ragtrail_write"
 """Execution option marking a writer's connection: its transactions begin IMMEDIATE."""
@@ -117,7 +117,7 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         uri = "file:" + quote(os.path.abspath(path))
         url = url.set(database=uri, query={"mode": "ro", "uri": "true"})
     elif not url.query.get("uri") and not path.startswith("file:"):
-        _create_private(path)
+        create_private(path)
     engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")
@@ -148,7 +148,7 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
     return engine
 
 
-def _create_private(path: str) -> None:
+def create_private(path: str) -> None:
     """Create a missing database file 0600 (its directory 0700) before SQLite does: SQLite
     creates files 0644 less the umask and gives ``-wal`` and ``-shm`` the database file's
     mode, so an audit trail would be world-readable. Existing files keep their mode. Errors

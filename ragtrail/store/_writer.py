@@ -96,7 +96,8 @@ class Writer:
     def __init__(self, batches: BatchWriter, *, queue_size: int, batch_size: int,
                  linger_s: float, coalescer: Coalescer, counters: Counters,
                  ensure_schema: Callable[[], None], secrets: tuple[str, ...],
-                 data_errors: tuple[type[BaseException], ...]) -> None:
+                 data_errors: tuple[type[BaseException], ...],
+                 check_file: Callable[[], None] | None = None) -> None:
         self.queue: deque[Any] = deque()
         self.wake = threading.Event()  # set by record() when the writer sleeps
         self.hurry = threading.Event()  # set: write now (a full batch, a flush, stop)
@@ -112,6 +113,7 @@ class Writer:
         self.failing = False
         self._ensure_schema = ensure_schema
         self._schema_ready = False
+        self._check_file = check_file  # a SQLite file's FileGuard.check
         self._secrets = secrets
         self._data_errors = data_errors
         self._stop = threading.Event()
@@ -238,9 +240,6 @@ class Writer:
                 else:
                     self._stop.wait(pause)  # close() interrupts the pause
                 continue
-            if self.failing:
-                log.warning("ragtrail audit store writable again; writing resumed")
-            self.failing = False
             delay = 0.0
             batch = None
 
@@ -284,12 +283,21 @@ class Writer:
         return batch
 
     def _commit(self, batch: Batch) -> None:
+        if self._check_file is not None:
+            try:
+                self._check_file()
+            except StoreError:
+                self._schema_ready = False  # a new file: the schema goes in first
+                raise
         if not self._schema_ready:
             self._ensure_schema()
             self._schema_ready = True
         # Flush markers alone (a flush right after a full batch) need no transaction.
         if batch.records or self.counters.has_unsaved or self.coalescer.has_dirty:
             self._write_batch(batch)
+        if self.failing:  # before the flushes return: health agrees with a flush that worked
+            log.warning("ragtrail audit store writable again; writing resumed")
+            self.failing = False
         for marker in batch.flushes:
             marker.finish(True)
 

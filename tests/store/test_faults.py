@@ -263,3 +263,31 @@ def test_disk_full(store_factory: Callable[..., AuditStore], tmp_path: Path) -> 
             ride_out_fault(store, fill, filler.unlink, "full")
         finally:
             store.close(timeout=5)
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved away"])
+def test_a_database_file_removed_under_the_store(
+        store_factory: Callable[..., AuditStore], tmp_path: Path, how: str) -> None:
+    """SQLite writes on into a file unlinked under it, unseen: the writer notices the path
+    no longer holds the file it opened, creates a new one (0600, as at start) for the next
+    batch, and health says what happened instead of staying "ok"."""
+    path = tmp_path / "audit.db"
+    store = store_factory(f"sqlite:///{path}")
+    store.record(make_event("before"))
+    assert store.flush(10)
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if how == "deleted":
+            old.unlink(missing_ok=True)
+        elif old.exists():
+            old.rename(tmp_path / f"moved{suffix}")
+    store.record(make_event("after"))
+    assert store.flush(10)
+    assert [e.event_type for e in store.events()] == ["after"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    health = store.health()
+    assert health.status == "degraded"
+    assert "deleted or replaced" in (health.last_error or "")
+    with sqlite3.connect(path) as reader:  # what a new reader (the CLI) finds at the path
+        assert reader.execute("SELECT event_type FROM ragtrail_events").fetchall() == [
+            ("after",)]
