@@ -332,7 +332,9 @@ class HealthService:
         if result.status == "fail" and (previous is None or previous.status != "fail"):
             self.monitor.security_event(
                 "dependency_unhealthy", Severity.HIGH if check.critical else Severity.MEDIUM,
-                _SOURCE, f"health check {check.name} failed: {result.output}",
+                # One source per check: events coalesce (and alerts group) by type and source,
+                # so a second dependency going down must not fold into the first one's row.
+                f"{_SOURCE}:{check.name}", f"health check {check.name} failed: {result.output}",
                 {"check": check.name, "critical": check.critical, "timed_out": result.timed_out})
         elif previous is not None and previous.status == "fail" and result.status != "fail":
             log.info("ragtrail health check %s recovered (%s)", check.name, result.status)

@@ -211,6 +211,19 @@ def test_transition_to_fail_records_one_event(make_service: ServiceFactory,
     assert recorded == {("critical_dep", Severity.HIGH): 2, ("optional_dep", Severity.MEDIUM): 1}
 
 
+def test_each_failing_dependency_gets_its_own_event(make_service: ServiceFactory,
+                                                   monitor: Monitor) -> None:
+    """Two critical checks failing are two events (and so two alerts), not one row whose
+    count says 2 under the first check's name: the source names the check."""
+    service = make_service(FunctionCheck(lambda: False, "ollama"),
+                           FunctionCheck(lambda: False, "vectordb"), store_check=False)
+    call(service, "/ready")
+    wait_until(lambda: len(events(monitor, "dependency_unhealthy")) == 2)
+    assert sorted((e.source, e.metadata["check"], e.count)
+                  for e in events(monitor, "dependency_unhealthy")) == [
+        ("ragtrail.health:ollama", "ollama", 1), ("ragtrail.health:vectordb", "vectordb", 1)]
+
+
 def test_dependencies_route_filters_and_refreshes(make_service: ServiceFactory) -> None:
     """?check=name shows one check; &refresh=1 runs it now (cached: false), then 429s."""
     runs = {"n": 0}
