@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragtrail._records import Severity
@@ -315,8 +314,8 @@ class Exchange:
                 self.event("server_error", Severity.HIGH, "unhandled exception in the app",
                            {"exception_type": type(error).__qualname__})
             elif status is not None and status >= 500:
-                if span is not None:
-                    span.set_status(StatusCode.ERROR)
+                if span is not None:  # the status code is the error type (HTTP semconv)
+                    span.set_error(str(status), f"the app answered {status}")
                     span._set("error.type", str(status))
                 self.event("server_error", Severity.HIGH, f"the app answered {status}",
                            {"status": status})

@@ -243,6 +243,8 @@ def test_a_5xx_answer_is_a_server_error(monitor: Monitor) -> None:
     span = only_span(monitor)
     assert span.status == "error"
     assert span.attributes["error.type"] == "503"
+    # The span's own error columns too: `ragtrail spans --errors-only` shows "503: ..."
+    assert (span.error_type, span.error_message) == ("503", "the app answered 503")
     [event] = stored_events(monitor)
     assert (event.event_type, event.severity, event.metadata["status"]) == (
         "server_error", Severity.HIGH, 503)
