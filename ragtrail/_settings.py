@@ -22,6 +22,10 @@ __all__ = ["ConfigurationError", "Settings"]
 class ConfigurationError(ValueError):
     """A setting has a value ragtrail cannot use; the message names the setting and the choices."""
 
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
 
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
@@ -317,6 +321,7 @@ class Settings:
             raise ConfigurationError(
                 f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
         values: dict[str, Any] = {}
+        variables: dict[str, str] = {}  # setting -> the variable its value came from
         for f in dataclasses.fields(cls):
             if overrides.get(f.name) is not None:  # None means "not given": fall through
                 values[f.name] = overrides[f.name]
@@ -329,10 +334,17 @@ class Settings:
                     values[f.name] = f.metadata["parse"](raw)
                 except ValueError as exc:
                     raise ConfigurationError(
-                        f"{variable}={_shown(f, raw)!r} is not valid for setting {f.name}: {exc}"
-                    ) from None
+                        f"{variable}={_shown(f, raw)!r} is not valid for setting {f.name}: {exc}",
+                        setting=f.name) from None
+                variables[f.name] = variable
                 break
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigurationError as exc:  # a parsed value out of range: name its variable too
+            variable = variables.get(exc.setting or "")
+            if variable is None:
+                raise
+            raise ConfigurationError(f"{exc} (from {variable})", setting=exc.setting) from None
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed, validated again."""
@@ -376,4 +388,5 @@ def _shown(f: dataclasses.Field[Any], raw: str) -> str:
 
 def _require(name: str, value: Any, ok: bool, accepted: str) -> None:
     if not ok:
-        raise ConfigurationError(f"setting {name}={value!r} is not valid; expected {accepted}")
+        raise ConfigurationError(f"setting {name}={value!r} is not valid; expected {accepted}",
+                                 setting=name)
