@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from ragtrail.health._check import CheckResult, HealthCheck
+from ragtrail.store._engine import missing_driver
 
 __all__ = ["DatabaseCheck"]
 
@@ -82,6 +83,8 @@ class DatabaseCheck(HealthCheck):
         cause = (exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
         text = (str(cause).strip().splitlines() or [""])[0]
         message = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+        if isinstance(cause, ImportError):
+            message = missing_driver(cause)
         if self.url.password:
             message = message.replace(str(self.url.password), "[REDACTED]")
         return message

@@ -23,7 +23,7 @@ from sqlalchemy.pool import StaticPool
 
 from ragtrail.store._errors import StoreError
 
-__all__ = ["WRITE", "Target", "create_private", "make_engine", "parse_target"]
+__all__ = ["WRITE", "Target", "create_private", "make_engine", "missing_driver", "parse_target"]
 
 WRITE = "ragtrail_write"
 """Execution option marking a writer's connection: its transactions begin IMMEDIATE."""
@@ -94,7 +94,10 @@ def make_engine(target: Target, *, read_only: bool,
             connect_args = dict(options.get("connect_args", {}))
             connect_args.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
             options["connect_args"] = connect_args
-        engine = create_engine(target.url, **options)
+        try:
+            engine = create_engine(target.url, **options)
+        except ImportError as exc:  # ModuleNotFoundError: No module named 'psycopg'
+            raise StoreError(f"{target.shown}: {missing_driver(exc)}") from None
         if read_only and target.url.get_backend_name() == "postgresql":
             engine = engine.execution_options(postgresql_readonly=True)
         return engine
@@ -146,6 +149,12 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def missing_driver(exc: ImportError) -> str:
+    """What to say when SQLAlchemy cannot import the database's driver."""
+    return (f"its database driver is not installed ({type(exc).__name__}: {exc}); for "
+            "PostgreSQL install ragtrail's postgres extra, which brings psycopg")
 
 
 def create_private(path: str) -> None:

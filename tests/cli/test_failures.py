@@ -89,6 +89,17 @@ def test_unreachable_server_is_one_line_without_the_password(run_inprocess: Runn
     assert result.err.startswith("ragtrail: error: postgresql+psycopg://u:***@127.0.0.1:9/x")
 
 
+def test_a_missing_driver_says_what_to_install(run_inprocess: Runner) -> None:
+    """A URL whose driver is not installed (pg8000 never is here): one line naming the
+    missing module and the extra to install, not a traceback or a bare import error."""
+    result = run_inprocess("stats", "--db", "postgresql+pg8000://u:hunter2@127.0.0.1:9/x")
+    assert result.status == 2
+    assert result.err.count("\n") == 1
+    assert "hunter2" not in result.err
+    assert "No module named 'pg8000'" in result.err
+    assert "postgres extra" in result.err
+
+
 def _digest(directory: Path) -> dict[str, str]:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
             for path in directory.iterdir()}

@@ -193,3 +193,11 @@ def test_database_check_fails_without_leaking_the_password() -> None:
     assert result.output.startswith("OperationalError: ")
     assert "Sup3rS3cret" not in result.output + repr(check) + json.dumps(result.output)
     assert check.name == "postgres"
+
+
+def test_database_check_without_its_driver_says_what_to_install() -> None:
+    """pg8000 is never installed here: the check fails naming the module and the extra."""
+    result = DatabaseCheck("postgresql+pg8000://rag:pw@127.0.0.1:9/rag").check()
+    assert result.status == "fail"
+    assert "No module named 'pg8000'" in result.output
+    assert "postgres extra" in result.output
