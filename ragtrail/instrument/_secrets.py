@@ -27,7 +27,7 @@ secret only if it looks random (``key=9f8e...``)."""
 # "token" spares the LLM accounting keys (max_tokens, token_count, tokenizer, token_usage...).
 _SENSITIVE_KEY_WORDS = (
     r"passw(?:or)?d|passphrase|secret|credential|apikey|privatekey|authorization|cookie"
-    r"|session|token(?!s|iz|count|usage|limit|type|budget|len)|auth$|^pwd$"
+    r"|session|token(?!s|iz|count|usage|limit|type|budget|len)|auth$|(?<!by)(?<!com)pass$|pwd?$"
     r"|(?:access|refresh|bearer|^id|^api|^auth)tokens"  # lists of secrets, not counts
 )
 _LINE_KEYS = ("authorization", "cookie")
@@ -70,7 +70,7 @@ _API_KEY = re.compile(
 _SEPARATOR = re.compile(r"[A-Za-z0-9_.\"'-][ \t]{0,3}[:=]")
 # Lowercase fragments every sensitive key contains; text without any skips the key=value rule.
 _KEY_FRAGMENTS = ("pass", "secret", "token", "key", "auth", "cookie", "session", "credential",
-                  "pwd", "sig", "hmac")
+                  "pw", "sig", "hmac")
 # Matched on the reversed text before a separator: optional spaces, quote, then the key.
 _KEY_BEFORE = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
 # A quoted value runs to its closing quote, past escaped ones ("a\"b" is one value): a value

@@ -54,7 +54,11 @@ _PATH_LIMIT, _VALUE_LIMIT, _META_PATH_LIMIT = 2048, 512, 256
 # Header names whose values are secrets whatever the allowlist says (X-Functions-Key,
 # Ocp-Apim-Subscription-Key, X-Shopify-Hmac-Sha256 as well as Authorization).
 _SECRET_HEADER = re.compile(
-    r"auth|cookie|token|secret|passw|api[-_]?key|[-_]key$|hmac|session|signature|credential",
+    r"auth|cookie|token|secret|passw|pwd|api[-_]?key|[-_]key$|hmac|session|signature|credential",
+    re.IGNORECASE)
+# A credential in an ID's own alphabet, which allows ":" and "=": "Bearer:abc", "pass=abc".
+_CREDENTIAL_IN_ID = re.compile(
+    r"(?:bearer|basic|digest|pass|pwd?|secret|token|key|auth\w*|session|cookie|sig|hmac)[:=]",
     re.IGNORECASE)
 _HOSTS: dict[str, tuple[str, int | None]] = {}
 _HOSTS_CACHED = 256
@@ -194,8 +198,7 @@ class MiddlewareCore:
             if head.peer and client != head.peer:
                 attributes["network.peer.address"] = printable(head.peer, 64)
         if head.captured:
-            _capture(attributes, "http.request.header.", head.captured,
-                     self.monitor.redactor.redact_text)
+            _capture(attributes, "http.request.header.", head.captured, self.monitor.redactor)
         return attributes
 
     def _request_attributes(self, head: RequestHead, agent: str | None,
@@ -272,8 +275,7 @@ class Exchange:
             if lowered in capture:
                 captured.setdefault(lowered, []).append(value)
         attributes: dict[str, Any] = {}
-        _capture(attributes, "http.response.header.", captured,
-                 self.core.monitor.redactor.redact_text)
+        _capture(attributes, "http.response.header.", captured, self.core.monitor.redactor)
         self.span._update(attributes)
 
     def cut_body(self) -> None:
@@ -344,12 +346,14 @@ class Exchange:
 
 
 def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[str]],
-             redact_text: Callable[[str], str]) -> None:
-    """Allowlisted headers, secrets redacted by name and, for the rest, by value."""
+             redactor: Redactor) -> None:
+    """Allowlisted headers, secrets redacted by name (the header words above, then the
+    redactor's rule for keys: X-Private-Key, Passphrase, X-Sig) and, for the rest, by value."""
     for name, values in headers.items():
         attributes[prefix + name] = (
             [REDACTED] * len(values) if _SECRET_HEADER.search(name)
-            else [printable(redact_text(value), _VALUE_LIMIT) for value in values])
+            else [printable(str(redactor.redact_attribute(name, value)), _VALUE_LIMIT)
+                  for value in values])
 
 
 def _clean_text(redactor: Redactor, text: str, limit: int) -> str:
@@ -367,14 +371,16 @@ def _inbound_id(names: tuple[str, ...], headers: dict[str, str],
                 ) -> tuple[str | None, Sequence[tuple[str, str]]]:
     """The first valid ID among the configured headers, and the invalid values seen.
 
-    An ID the redactor would change (``AKIA...``, ``password=...``) is invalid too: an ID is
-    stored verbatim on every span and event of its request, so it must hold no secret."""
+    An ID the redactor would change (``AKIA...``, ``password=...``), or shaped like a scheme
+    or key and its value (``Bearer:...``, ``db_pass=...``), is invalid too: an ID is stored
+    verbatim on every span and event of its request, so it must hold no secret."""
     rejected: list[tuple[str, str]] | None = None
     for name in names:
         value = headers.get(name)
         if value is None:
             continue
-        if is_valid_id(value) and redact_text(value) == value:
+        if is_valid_id(value) and redact_text(value) == value and \
+                not _CREDENTIAL_IN_ID.search(value):
             return value, rejected or ()
         if rejected is None:
             rejected = []

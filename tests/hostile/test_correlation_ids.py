@@ -9,7 +9,7 @@ from hypothesis import given
 
 from ragtrail import Settings
 from ragtrail.instrument._redaction import Redactor
-from ragtrail.middleware._core import is_valid_id
+from ragtrail.middleware._core import _CREDENTIAL_IN_ID, is_valid_id
 
 from ._apps import Driver, event_loop, native
 from ._campaign import CASES, CASES_PER_SURFACE, GENERATED, Campaign, Recipe
@@ -63,7 +63,8 @@ CURATED = [
 
 def _accepted(cid: str) -> bool:
     """The middleware keeps an inbound ID in the documented format that holds no secret."""
-    return is_valid_id(cid) is not None and _REDACTOR.redact_text(cid) == cid
+    return (is_valid_id(cid) is not None and _REDACTOR.redact_text(cid) == cid
+            and not _CREDENTIAL_IN_ID.search(cid))
 
 
 def _send(driver: Driver, name: str, cid: str, second: str | None,
@@ -124,10 +125,13 @@ def test_curated_correlation_ids(campaign: Callable[..., Campaign]) -> None:
 
 
 @pytest.mark.parametrize("cid", ["AKIACANARY0123456789",
-                                 "sk-ant-api03-CANARY9z8y7x6w5v4u3t2s1r0q-AA"])
+                                 "sk-ant-api03-CANARY9z8y7x6w5v4u3t2s1r0q-AA",
+                                 "Bearer:CANARYCIDBEARER5", "db_pass=CANARYPW1x",
+                                 "Basic:dXNlcjpDQU5BUllQVw=="])
 def test_secret_looking_ids_are_not_stored(campaign: Callable[..., Campaign], cid: str) -> None:
-    """An inbound ID that the redactor would hide is replaced, not stored as sent."""
-    surface = campaign("defect-id")
+    """An inbound ID that the redactor would hide, or a scheme or key with its value in the
+    ID's own alphabet (":" and "=" are allowed), is replaced, not stored as sent."""
+    surface = campaign("defect-id", extra_secrets=(cid,))
     with event_loop() as loop, surface.generated():
         driver = Driver(loop)
         for adapter in ("asgi", "wsgi"):

@@ -135,6 +135,9 @@ def test_name_value_pairs_hide_their_values_by_name() -> None:
     ("postgresql://app:p@ss@db.internal/rag", "postgresql://app:[REDACTED]@db.internal/rag"),
     ("refresh_tokens=rt1 access_tokens=at1", "refresh_tokens=[REDACTED] access_tokens=[REDACTED]"),
     ("max_tokens=5 prompt_tokens=3 valid_tokens=2", "max_tokens=5 prompt_tokens=3 valid_tokens=2"),
+    ("pass=Canary1 db_pass=Canary2 pw=Canary3 x-pwd=Canary4",
+     "pass=[REDACTED] db_pass=[REDACTED] pw=[REDACTED] x-pwd=[REDACTED]"),
+    ("bypass=true compass=north passage=intro", "bypass=true compass=north passage=intro"),
 ])
 def test_raw_at_signs_in_url_passwords_and_lists_of_tokens(text: str, expected: str) -> None:
     """A URL's userinfo ends at its last "@"; ``refresh_tokens`` holds secrets, the LLM

@@ -188,7 +188,8 @@ def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor)
     """Only allowlisted headers are kept; secret-named ones are always [REDACTED]."""
     app = _app(monitor, capture_headers=["Content-Type", "Authorization", "Cookie",
                                          "X-Api-Token", "Set-Cookie", "X-Note",
-                                         "X-Functions-Key", "X-Shopify-Hmac-Sha256"])
+                                         "X-Functions-Key", "X-Shopify-Hmac-Sha256",
+                                         "X-Private-Key", "Passphrase", "X-Sig", "X-Pwd"])
     request(app, "/cookies", headers=[
         (b"content-type", b"text/plain"),
         (b"authorization", b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"),
@@ -197,6 +198,10 @@ def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor)
         (b"x-note", b"hello"),
         (b"x-functions-key", b"fk-plain"),
         (b"x-shopify-hmac-sha256", b"c2hvcGlmeQ=="),
+        (b"x-private-key", b"correct horse battery"),
+        (b"passphrase", b"correct horse battery"),
+        (b"x-sig", b"9f86d081884c7d659a2feaa0c55ad015"),
+        (b"x-pwd", b"hunter2"),
         (b"x-unlisted", b"not captured"),
     ])
     attributes = only_span(monitor).attributes
@@ -207,6 +212,8 @@ def test_allowlisted_headers_are_captured_and_secrets_redacted(monitor: Monitor)
     assert attributes["http.request.header.x-note"] == ["hello"]
     assert attributes["http.request.header.x-functions-key"] == ["[REDACTED]"]
     assert attributes["http.request.header.x-shopify-hmac-sha256"] == ["[REDACTED]"]
+    for name in ("x-private-key", "passphrase", "x-sig", "x-pwd"):  # the redactor's key rule
+        assert attributes[f"http.request.header.{name}"] == ["[REDACTED]"], name
     assert attributes["http.response.header.set-cookie"] == ["[REDACTED]", "[REDACTED]"]
     assert not any("x-unlisted" in key for key in attributes)
     assert "abc123" not in repr(attributes)
