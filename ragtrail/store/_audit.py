@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -191,11 +192,17 @@ class AuditStore:
     def health(self) -> StoreHealth:
         """The writer's state in this process (no database access: cheap for health probes)."""
         writer, counters = self._writer, self._counters
+        last_error, last_error_time_us = counters.last_error, counters.last_error_time_us
+        stalled = writer.stalled(time.monotonic())
+        if stalled is not None:
+            last_error = (f"a database call has not returned for {stalled:.0f} s (a hung "
+                          "server?); records wait in the queue")
+            last_error_time_us = time.time_ns() // 1000
         return StoreHealth(
             status=writer.status(), writer_alive=writer.alive, queue_depth=len(writer.queue),
             queue_capacity=self._queue_size, written=counters.written,
             dropped=counters.dropped, coalesced=self._coalescer.repeats,
-            last_error=counters.last_error, last_error_time_us=counters.last_error_time_us,
+            last_error=last_error, last_error_time_us=last_error_time_us,
             ring_usage=dict(writer.ring_usage))
 
     # -- reading ---------------------------------------------------------------------------

@@ -42,6 +42,9 @@ _IDLE_WAKE_S = 1.0  # apply coalesced repeats and close expired windows this oft
 _REVIVE_EVERY_S = 1.0
 _JOIN_GRACE_S = 1.0  # close() waits this long past its timeout for a writer mid-call
 _RECENT_S = 60.0  # a drop or error this recent makes health() "degraded"
+# A database call in progress this long makes health() "failing": a hung server (or a stopped
+# process holding it) raises nothing, so only the time spent waiting shows it.
+STALLED_S = 10.0
 _DEGRADED_FILL = 0.8
 # A backlog (more than ``batch_size`` records waiting) is written in transactions of up to this
 # many batches: a writer starved of the GIL by a busy thread waits for it at every SQLite
@@ -114,6 +117,8 @@ class Writer:
         self._ensure_schema = ensure_schema
         self._schema_ready = False
         self._check_file = check_file  # a SQLite file's FileGuard.check
+        self._call_started: float | None = None  # monotonic start of the commit in progress
+        self.stalled_after_s = STALLED_S
         self._secrets = secrets
         self._data_errors = data_errors
         self._stop = threading.Event()
@@ -189,7 +194,7 @@ class Writer:
     def status(self) -> HealthStatus:
         now = time.monotonic()
         counters = self.counters
-        if self.failing or not self.alive:
+        if self.failing or not self.alive or self.stalled(now) is not None:
             return "failing"
         recent_drop = counters.last_drop is not None and now - counters.last_drop < _RECENT_S
         recent_error = (counters.last_error_at is not None
@@ -197,6 +202,14 @@ class Writer:
         if recent_drop or recent_error or len(self.queue) >= _DEGRADED_FILL * self.queue_size:
             return "degraded"
         return "ok"
+
+    def stalled(self, now: float) -> float | None:
+        """Seconds the commit in progress has waited on the database, once that is more than
+        ``stalled_after_s``; else None."""
+        started = self._call_started
+        if started is None or now - started < self.stalled_after_s:
+            return None
+        return now - started
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -283,6 +296,13 @@ class Writer:
         return batch
 
     def _commit(self, batch: Batch) -> None:
+        self._call_started = time.monotonic()
+        try:
+            self._commit_now(batch)
+        finally:
+            self._call_started = None
+
+    def _commit_now(self, batch: Batch) -> None:
         if self._check_file is not None:
             try:
                 self._check_file()

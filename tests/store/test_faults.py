@@ -234,6 +234,28 @@ def test_close_is_bounded_when_postgresql_hangs(
     wait_for(lambda: store.health().written + store.health().dropped == 201)
 
 
+def test_a_hung_postgresql_shows_in_health(
+        postgres_db_url: str, postgres_server: Any,
+        store_factory: Callable[..., AuditStore]) -> None:
+    """A frozen server raises nothing: the writer just waits inside a query. Health says
+    "failing" once that wait passes the stall threshold (10 s; 0.5 s here), and "ok" again
+    after the server answers; the records then all arrive."""
+    store = store_factory(postgres_db_url, close_timeout=5)
+    store._writer.stalled_after_s = 0.5  # the threshold, without waiting 10 s
+    store.record(make_event())
+    assert store.flush(10)
+    postgres_server.freeze()
+    try:
+        store.record(make_event())
+        wait_for(lambda: store.health().status == "failing")
+        assert "has not returned" in (store.health().last_error or "")
+    finally:
+        postgres_server.thaw()
+    assert store.flush(20)
+    assert store.health().status != "failing"
+    assert store.health().written == 2
+
+
 @contextlib.contextmanager
 def small_tmpfs(path: Path) -> Iterator[Path]:
     path.mkdir()
