@@ -310,6 +310,6 @@ def test_a_database_file_removed_under_the_store(
     health = store.health()
     assert health.status == "degraded"
     assert "deleted or replaced" in (health.last_error or "")
-    with sqlite3.connect(path) as reader:  # what a new reader (the CLI) finds at the path
+    with contextlib.closing(sqlite3.connect(path)) as reader:  # what a new reader finds
         assert reader.execute("SELECT event_type FROM ragtrail_events").fetchall() == [
             ("after",)]
