@@ -205,7 +205,9 @@ class Monitor:
         return done
 
     def shutdown(self, timeout: float | None = 5.0) -> None:
-        """Stop recording, run shutdown hooks, drain the exporter, flush and close the store."""
+        """Stop recording, run shutdown hooks, deliver the alerts, flush and close the store,
+        drain the exporter: all within one ``timeout`` (None: each part's own bound), so a
+        hung database and a hung collector together still fit a pod's grace period."""
         with self._lock:
             if self._closed:
                 return
@@ -217,22 +219,27 @@ class Monitor:
                 hook()
             except Exception:
                 self.report_failure("shutdown_hook")
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left(unbounded: float | None) -> float | None:
+            return unbounded if deadline is None else max(0.0, deadline - time.monotonic())
+
         try:
-            self._alerts.shutdown(timeout)
+            self._alerts.shutdown(left(None))
         except Exception:
             self.report_failure("alerts_shutdown")
-        if self._exporter is not None:
-            try:
-                self._exporter.shutdown(10.0 if timeout is None else timeout)
-            except Exception:
-                self.report_failure("exporter_shutdown")
         with self._lock:  # a store opened for a query at this moment is closed too
             store = self._store
-        try:  # close() flushes, bounded by store_close_timeout when timeout is None
+        try:  # the audit trail before the export; bounded by store_close_timeout for None
             if store is not None:
-                store.close(timeout)
+                store.close(left(None))
         except Exception:
             self.report_failure("store_close")
+        if self._exporter is not None:
+            try:
+                self._exporter.shutdown(left(10.0))
+            except Exception:
+                self.report_failure("exporter_shutdown")
 
     def report_failure(self, where: str) -> None:
         """Count and log a failure inside ragtrail (call from an ``except`` block)."""

@@ -24,6 +24,7 @@ from ragtrail.middleware._inspection import (
 )
 from ragtrail.middleware._options import MiddlewareOptions
 from ragtrail.middleware._routes import route_by_endpoint
+from ragtrail.store import EXIT_FLUSH_TIMEOUT_S
 
 if TYPE_CHECKING:
     from ragtrail.health import HealthCheck, HealthResponse, HealthService
@@ -115,7 +116,9 @@ def _flushing_at_shutdown(monitor: Monitor, send: Send) -> Send:
     async def send_after_flush(message: Message) -> None:
         if message["type"] in _SHUTDOWN_DONE:
             try:
-                await asyncio.get_running_loop().run_in_executor(None, monitor.flush)
+                # The exit budget: what exit handlers would have spent, not more.
+                budget = min(EXIT_FLUSH_TIMEOUT_S, monitor.settings.store_close_timeout)
+                await asyncio.get_running_loop().run_in_executor(None, monitor.flush, budget)
             except Exception:  # a closed executor at exit: the message still goes out
                 log.warning("ragtrail could not flush at lifespan shutdown", exc_info=True)
         await send(message)

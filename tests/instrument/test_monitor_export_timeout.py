@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -35,3 +37,34 @@ def test_environment_timeout_bounds_an_export_to_a_hanging_collector(
         assert exporter["status"] == "failing"
         assert collector.connections >= 1
         monitor.shutdown(timeout=2.0)
+
+
+def test_shutdown_shares_one_timeout_between_a_hung_store_and_a_hung_collector(
+        tmp_path: Any) -> None:
+    """SQLite locked by another process and a collector that never answers: shutdown(2)
+    takes about 2 s (plus the store's 1 s grace for a writer inside a call), not a timeout
+    for each part one after the other (about 4-5 s before), and the records it could not
+    write in time are counted (as dropped, or written by the call the writer was inside)."""
+    path = tmp_path / "audit.db"
+    with HangingCollector() as collector:
+        monitor = configure(store_url=f"sqlite:///{path}", otlp_endpoint=collector.endpoint)
+
+        @monitored(name="exported")
+        def step() -> None:
+            return None
+
+        step()
+        store = monitor.store
+        assert store.flush(5)
+        locker = sqlite3.connect(path, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            for _ in range(50):
+                step()
+            began = time.monotonic()
+            monitor.shutdown(2.0)
+            elapsed = time.monotonic() - began
+        finally:
+            locker.close()
+    assert elapsed < 3.8, elapsed
+    wait_until(lambda: store.health().written + store.health().dropped == 51, timeout=15)
