@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from ragtrail.store._errors import StoreError
 
@@ -45,6 +45,7 @@ _CHECKPOINT_BYTES = 10_000 * 4096  # 5,000 pages of 8 KiB
 # keeps its page size (WAL mode cannot change it).
 _PAGE_SIZE = 8192
 _CONNECT_TIMEOUT_S = 10
+_SQLITE_READONLY = 8  # the primary result code of every SQLITE_READONLY_* extended code
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")
 
 
@@ -148,7 +149,47 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         immediate = conn.get_execution_options().get(WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    if path is not None and not read_only:
+        _ReopenAfterReadOnly(engine)
     return engine
+
+
+class _ReopenAfterReadOnly:
+    """Closes every connection of the engine after SQLite refused a write as read-only.
+
+    SQLite opens a file it may not write (a volume mounted read-only, a file without write
+    permission) read-only instead of failing, and while any connection of the process that
+    was opened so stays open, new connections to that file come out read-only too (seen on
+    a read-only bind mount made writable again): pooled, they refused every later batch for
+    good. After a refusal, idle connections are closed at once, and those in use (a reader
+    mid-query) when they come back, so the writer's next attempt opens the file afresh.
+    """
+
+    _GENERATION = "ragtrail_generation"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._generation = 0
+        event.listen(engine, "connect", self._stamp)
+        event.listen(engine, "checkin", self._close_if_stale)
+        event.listen(engine, "handle_error", self._after_error)
+
+    def _stamp(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[self._GENERATION] = self._generation
+
+    def _close_if_stale(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None and \
+                record.info.get(self._GENERATION) != self._generation:
+            record.invalidate()
+
+    def _after_error(self, context: ExceptionContext) -> None:
+        original = context.original_exception
+        code = getattr(original, "sqlite_errorcode", None)  # Python 3.11 and later
+        refused = ("readonly database" in str(original) if code is None
+                   else code & 0xFF == _SQLITE_READONLY)
+        if refused:
+            self._generation += 1
+            self._engine.dispose()
 
 
 def missing_driver(exc: ImportError) -> str:

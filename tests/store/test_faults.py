@@ -11,6 +11,9 @@ import contextlib
 import os
 import sqlite3
 import subprocess
+import sys
+import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,6 +93,74 @@ def test_read_only_database(store_factory: Callable[..., AuditStore], tmp_path: 
         store_factory, tmp_path,
         lambda conn, on: conn.exec_driver_sql(f"PRAGMA query_only = {int(on)}"))
     ride_out_fault(store, lambda: fault(True), lambda: fault(False), "readonly")
+
+
+@contextlib.contextmanager
+def bind_mount(source: Path, target: Path) -> Iterator[Callable[[str], None]]:
+    """``target`` shows ``source``; yields ``remount("ro" | "rw")``."""
+    source.mkdir()
+    target.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(source), str(target)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot bind-mount here (needs root with CAP_SYS_ADMIN)")
+
+    def remount(mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,bind,{mode}", str(target)], check=True)
+
+    try:
+        yield remount
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_a_volume_that_comes_up_read_only(store_factory: Callable[..., AuditStore],
+                                          tmp_path: Path) -> None:
+    """A real read-only bind mount: a pod restarts onto its volume while it is read-only,
+    with the WAL a killed process left behind, and readers poll the store meanwhile (as
+    ``/api/monitoring`` does). Every connection of the process then shares SQLite's
+    read-only view of the WAL index; once the volume is writable again, writing resumes."""
+    with bind_mount(tmp_path / "volume", tmp_path / "mnt") as remount:
+        path = tmp_path / "mnt" / "audit.db"
+        subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import os
+            from ragtrail.store import AuditStore
+            from ragtrail._records import SecurityEvent, Severity
+            store = AuditStore({f"sqlite:///{path}"!r})
+            store.record(SecurityEvent(event_type="earlier", severity=Severity.LOW,
+                                       source="s", description="d", time_us=1))
+            assert store.flush(10)
+            os._exit(0)  # killed: the -wal and -shm files stay
+            """)], check=True, timeout=60)
+        assert Path(f"{path}-shm").exists()
+        remount("ro")
+        store = store_factory(f"sqlite:///{path}", queue_size=QUEUE, batch_size=50)
+        polling = threading.Event()
+        polls = []
+
+        def poll() -> None:
+            while not polling.is_set():
+                polls.append([e.event_type for e in store.events(limit=5)])
+                polling.wait(0.02)
+
+        reader = threading.Thread(target=poll)
+        reader.start()
+        try:
+            store.record(make_event("during"))
+            wait_for(lambda: store.health().status == "failing")
+            assert "readonly" in (store.health().last_error or "")
+            remount("rw")
+            assert store.flush(30)
+            assert store.health().status == "degraded"
+        finally:
+            polling.set()
+            reader.join(10)
+            store.close(timeout=5)
+        assert ["earlier"] in polls  # the readers read on through the fault
+        with contextlib.closing(sqlite3.connect(path)) as check:
+            assert check.execute("SELECT event_type FROM ragtrail_events ORDER BY id"
+                                 ).fetchall() == [("earlier",), ("during",)]
 
 
 def test_full_database(store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
