@@ -13,6 +13,7 @@ app stays free to install a provider later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -222,6 +223,8 @@ class ExportPipeline:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abandon_queue(timeout)
         try:
             self._sink.shutdown(max(deadline - time.monotonic(), 0.0))
             if self._metrics is not None:
@@ -229,6 +232,20 @@ class ExportPipeline:
         except Exception:
             _logger.warning("ragtrail could not shut its OpenTelemetry export down cleanly",
                             exc_info=True)
+
+    def _abandon_queue(self, timeout: float) -> None:
+        """Shutdown ran out of time (a hanging collector): what the export thread never took
+        is lost, and counted as dropped; the batch in its hands counts when its call ends."""
+        lost = 0
+        with contextlib.suppress(IndexError):  # the export thread may still take one
+            while True:
+                if isinstance(self._queue.popleft(), SpanRecord):
+                    lost += 1
+        if lost:
+            self._dropped += lost
+            self._last_drop = time.monotonic()
+            _logger.warning("ragtrail dropped %d span(s) at shutdown: the export did not "
+                            "finish within %.1f s", lost, timeout)
 
     def health(self) -> dict[str, Any]:
         """Counters and state for the health routes; ``last_error`` is already redacted."""
