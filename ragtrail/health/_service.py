@@ -31,6 +31,7 @@ from ragtrail.health._check import (
     worst,
 )
 from ragtrail.health._detailed import DetailedRoutes
+from ragtrail.health._own_checks import ExportCheck, StoreCheck
 from ragtrail.health._render import (
     HEALTH_JSON,
     TEXT,
@@ -45,7 +46,6 @@ from ragtrail.health._routes import build_routes, probe_options
 from ragtrail.health._runner import CheckRunner
 from ragtrail.health._sampler import MetricsSampler
 from ragtrail.health._seams import MonitorLike
-from ragtrail.health._store_check import StoreCheck
 
 __all__ = ["HealthService"]
 
@@ -62,6 +62,11 @@ Component = tuple[str, Status, str]  # key, status, output
 class HealthService:
     """Serves the liveness, readiness and detailed health routes from background checks.
 
+    Besides ``checks`` (and those registered with ``@health_check``), ragtrail's own pipelines
+    are checked, non-critical: the audit store (``StoreCheck``, unless ``store_check=False``)
+    and, when the monitor exports spans, the export (``ExportCheck``, unless
+    ``export_check=False``).
+
     >>> service = HealthService(checks=[HTTPCheck("http://127.0.0.1:11434/api/tags",
     ...                                           name="ollama")])  # doctest: +SKIP
     >>> service.respond("GET", "/ready", b"", {}).status  # doctest: +SKIP
@@ -77,6 +82,7 @@ class HealthService:
         sampler: MetricsSampler | Literal[False] | None = None,
         include_registered: bool = True,
         store_check: bool = True,
+        export_check: bool = True,
         refresh_min_interval: float = 5.0,
         liveness_stale_after: float = 10.0,
         events_limit: int = 50,
@@ -97,6 +103,7 @@ class HealthService:
         self._explicit = tuple(checks)
         self._include_registered = include_registered
         self._store_check = store_check
+        self._export_check = export_check
         self._stale_after = liveness_stale_after
         self._access = DetailedAccess(self.settings, monitor)
         self._detailed = DetailedRoutes(self, refresh_min_interval=refresh_min_interval,
@@ -312,6 +319,9 @@ class HealthService:
             checks += registered_checks()
         if self._store_check and not any(c.name == "store" for c in checks):
             checks.append(StoreCheck(self.monitor.store))
+        if self._export_check and not any(c.name == "export" for c in checks) and \
+                self.monitor.health().get("exporter") is not None:
+            checks.append(ExportCheck(self.monitor))
         seen: set[str] = set()
         for check in checks:
             if check.name in seen:

@@ -1,0 +1,69 @@
+"""ragtrail's own pipelines as checks: the audit store's writer and the OTLP export.
+
+Their health says ok, degraded or failing; as checks: pass, warn, fail. Both are
+non-critical by default: neither ever blocks the app, so losing them should warn (and page
+someone) rather than take every pod out of service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ragtrail.health._check import CheckResult, HealthCheck, Status
+from ragtrail.health._seams import MonitorLike, StoreLike
+
+__all__ = ["ExportCheck", "StoreCheck"]
+
+_STATUS: dict[str, Status] = {"ok": "pass", "degraded": "warn", "failing": "fail"}
+
+
+class StoreCheck(HealthCheck):
+    """Reports ``AuditStore.health()``; observed value is the writer's queue depth.
+
+    Pass ``critical=True`` where losing the audit trail must stop traffic.
+    """
+
+    def __init__(self, store: StoreLike, *, name: str = "store", critical: bool = False,
+                 timeout: float | None = None) -> None:
+        super().__init__(name, critical=critical, timeout=timeout, measurement="queue",
+                         component_type="datastore")
+        self.store = store
+
+    def check(self) -> CheckResult:
+        health = self.store.health()
+        status = _STATUS.get(health.status, "fail")
+        details = [f"store {health.status}", f"queue {health.queue_depth}/{health.queue_capacity}",
+                   f"written {health.written}", f"dropped {health.dropped}"]
+        if health.last_error:
+            details.append(f"last error: {health.last_error}")
+        return CheckResult(status, "; ".join(details) if status != "pass" else "",
+                           observed_value=health.queue_depth, observed_unit="records")
+
+
+class ExportCheck(HealthCheck):
+    """Reports the monitor's OpenTelemetry span export (a collector down, hanging or
+    refusing); observed value is the export queue's depth. ``HealthService`` adds one when
+    the monitor exports."""
+
+    def __init__(self, monitor: MonitorLike, *, name: str = "export", critical: bool = False,
+                 timeout: float | None = None) -> None:
+        super().__init__(name, critical=critical, timeout=timeout, measurement="queue",
+                         component_type="component")
+        self.monitor = monitor
+
+    def check(self) -> CheckResult:
+        health: Mapping[str, Any] | None = self.monitor.health().get("exporter")
+        if health is None:
+            return CheckResult("pass", "no export configured")
+        status = _STATUS.get(health["status"], "fail")
+        target = " ".join(str(part) for part in (health["mode"], health["protocol"],
+                                                 health["endpoint"]) if part)
+        details = [f"export {health['status']} ({target})",
+                   f"queue {health['queue_depth']}/{health['queue_capacity']}",
+                   f"exported {health['exported']}", f"failed {health['failed']}",
+                   f"dropped {health['dropped']}"]
+        if health["last_error"]:
+            details.append(f"last error: {health['last_error']}")
+        return CheckResult(status, "; ".join(details) if status != "pass" else "",
+                           observed_value=health["queue_depth"], observed_unit="spans")
