@@ -2,7 +2,8 @@
 
 A clean target costs one regex search; only a target holding ``%``, ``..``, ``\\``, CR, LF,
 NUL or non-ASCII bytes is decoded, up to three times so double and triple percent-encoding
-(``%252e%252e%252f``) are seen through, as the OWASP path traversal guide describes.
+(``%252e%252e%252f``) are seen through, as the OWASP path traversal guide describes; overlong
+UTF-8 and fullwidth lookalikes of ``.`` and ``/`` count as traversal too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ _QUERY_DOTDOT = re.compile(rb"(?:^|[/\\=&])\.\.(?:[/\\&]|$)")
 _U_ESCAPE = re.compile(rb"%u(?:002e|002f|005c|2215|2216|ff0e|ff0f|ff3c)", re.IGNORECASE)
 # Overlong UTF-8 (RFC 3629 section 3 forbids them): C0/C1 leads, E0 80-9F, F0 80-8F.
 _OVERLONG = re.compile(rb"[\xc0\xc1][\x80-\xbf]|\xe0[\x80-\x9f][\x80-\xbf]|\xf0[\x80-\x8f]")
+# The UTF-8 of the fullwidth and mathematical lookalikes of ".", "/" and "\\" (U+FF0E, U+FF0F,
+# U+FF3C, U+2215, U+2216), which a server or file system normalising to NFKC (Windows, some
+# Unicode-aware routers) reads as the ASCII ones: a traversal that no ASCII test sees.
+_LOOKALIKE = re.compile(rb"\xef\xbc[\x8e\x8f\xbc]|\xe2\x88[\x95\x96]")
+_ASCII_OF = {b"\xef\xbc\x8e": b".", b"\xef\xbc\x8f": b"/", b"\xef\xbc\xbc": b"\\",
+             b"\xe2\x88\x95": b"/", b"\xe2\x88\x96": b"\\"}
 _DECODE_ROUNDS = 3
 # One regex search is several times cheaper than three ``in`` tests on this hot path.
 _SUSPICIOUS = re.compile(rb"[%\\\x00\r\n\x80-\xff]|\.\.").search
@@ -94,7 +101,8 @@ def _decoded_findings(data: bytes, location: str, dotdot: re.Pattern[bytes], *,
     found: dict[str, Finding] = {}
     for decoded_times in range(_DECODE_ROUNDS + 1):
         if TRAVERSAL not in found and (dotdot.search(data) or _U_ESCAPE.search(data)
-                                       or _OVERLONG.search(data)):
+                                       or _OVERLONG.search(data)
+                                       or _lookalike_traversal(data, dotdot)):
             found[TRAVERSAL] = Finding(TRAVERSAL, f"path traversal sequence in the {location}",
                                        location)
         if INVALID not in found and b"\x00" in data:
@@ -108,6 +116,12 @@ def _decoded_findings(data: bytes, location: str, dotdot: re.Pattern[bytes], *,
             break
         data = decoded
     return list(found.values())
+
+
+def _lookalike_traversal(data: bytes, dotdot: re.Pattern[bytes]) -> bool:
+    if (b"\xef" not in data and b"\xe2" not in data) or _LOOKALIKE.search(data) is None:
+        return False
+    return dotdot.search(_LOOKALIKE.sub(lambda m: _ASCII_OF[m.group()], data)) is not None
 
 
 def printable(text: str, limit: int) -> str:

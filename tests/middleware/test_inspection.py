@@ -37,6 +37,10 @@ def _types(raw_path: bytes, query: bytes = b"") -> set[str]:
     b"/static/%e0%80%ae%e0%80%ae/x",  # three-byte overlong "."
     b"/static/%u002e%u002e/x",  # IIS %u escapes
     b"/static/\xc0\xae\xc0\xae/x",  # raw overlong bytes
+    b"/static/%EF%BC%8E%EF%BC%8E%EF%BC%8Fetc%EF%BC%8Fpasswd",  # fullwidth "../"
+    b"/static/\xef\xbc\x8e\xef\xbc\x8e/x",  # raw fullwidth ".."
+    b"/static/..%E2%88%95etc",  # U+2215 DIVISION SLASH
+    b"/static/%25EF%25BC%258E%25EF%25BC%258E%25EF%25BC%25BC",  # double-encoded fullwidth
 ])
 def test_traversal_in_the_path_is_recognised(raw_path: bytes) -> None:
     """Plain, Windows, path-parameter, encoded, double/triple-encoded and overlong traversal."""
@@ -52,6 +56,8 @@ def test_traversal_in_the_path_is_recognised(raw_path: bytes) -> None:
     b"/caf\xc3\xa9",  # raw UTF-8
     b"/a%20b/c%2Fd",
     b"/%e0%a4%85",  # a valid three-byte character (not overlong)
+    b"/files/%EF%BC%8Enotes",  # a fullwidth full stop in a name, not a ".." segment
+    b"/math/a%E2%88%95b",  # a division slash between two names
 ])
 def test_ordinary_paths_are_clean(raw_path: bytes) -> None:
     """No false positives on names with dots, encoded spaces or non-ASCII text."""
