@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,12 @@ _BUSY_TIMEOUT_S = 5.0
 # to 40 MiB) write each hot page once for many batches: 31-36 us full, 10-11 us empty.
 _CACHE_KIB = 16384
 _CHECKPOINT_BYTES = 10_000 * 4096  # 5,000 pages of 8 KiB
+# On a small volume a 40 MiB WAL fills the disk before its first checkpoint, and a full disk
+# leaves no room for the checkpoint that would empty it: a 30 MiB tmpfs failed for good with
+# an 8 KiB database and a 30 MiB WAL. So the WAL gets at most a quarter of the room on its
+# volume (free space plus its own size), measured at each connect, and no less than 1 MiB.
+_WAL_SHARE = 4
+_MIN_CHECKPOINT_BYTES = 1 << 20
 # New files get 8 KiB pages (SQLite's default is 4 KiB): a span with captured values (2-3 KB)
 # left most of a 4 KiB page empty, and every page goes through the WAL and a checkpoint.
 # Into a full ring: 22-23 against 38-46 us per captured span, events ingest 89,500-93,000
@@ -45,7 +52,9 @@ _CHECKPOINT_BYTES = 10_000 * 4096  # 5,000 pages of 8 KiB
 # keeps its page size (WAL mode cannot change it).
 _PAGE_SIZE = 8192
 _CONNECT_TIMEOUT_S = 10
-_SQLITE_READONLY = 8  # the primary result code of every SQLITE_READONLY_* extended code
+# Primary result codes (those of the extended codes too) that reopening may cure, with the
+# message that shows them where sqlite3 has no ``sqlite_errorcode`` (Python 3.10).
+_REFUSALS = {8: "readonly database", 13: "database or disk is full"}  # READONLY, FULL
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")
 
 
@@ -139,8 +148,7 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
                 cursor.execute("PRAGMA synchronous = NORMAL")
                 cursor.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")  # negative: KiB, not pages
                 (page_size,) = cursor.execute("PRAGMA page_size").fetchone()
-                cursor.execute(
-                    f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_BYTES // int(page_size)}")
+                _fit_wal_to_volume(cursor, str(path), int(page_size))
         finally:
             cursor.close()
 
@@ -150,19 +158,37 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     if path is not None and not read_only:
-        _ReopenAfterReadOnly(engine)
+        _ReopenAfterFault(engine)
     return engine
 
 
-class _ReopenAfterReadOnly:
-    """Closes every connection of the engine after SQLite refused a write as read-only.
+def _fit_wal_to_volume(cursor: Any, path: str, page_size: int) -> None:
+    """Checkpoint before the WAL outgrows its share of the volume; empty it now if it has."""
+    try:
+        volume = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    except OSError:
+        budget, wal = _CHECKPOINT_BYTES, 0
+    else:
+        room = volume.f_bavail * volume.f_frsize + wal
+        budget = max(_MIN_CHECKPOINT_BYTES, min(_CHECKPOINT_BYTES, room // _WAL_SHARE))
+    cursor.execute(f"PRAGMA wal_autocheckpoint = {max(1, budget // page_size)}")
+    if wal > budget + budget // 2:  # a WAL left this large by a fuller volume, or an older run
+        with contextlib.suppress(sqlite3.Error):  # busy or full: the next connect tries again
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+class _ReopenAfterFault:
+    """Closes every connection of the engine after SQLite refused a write as read-only or
+    as full, so the writer's next attempt opens the file afresh.
 
     SQLite opens a file it may not write (a volume mounted read-only, a file without write
     permission) read-only instead of failing, and while any connection of the process that
     was opened so stays open, new connections to that file come out read-only too (seen on
     a read-only bind mount made writable again): pooled, they refused every later batch for
-    good. After a refusal, idle connections are closed at once, and those in use (a reader
-    mid-query) when they come back, so the writer's next attempt opens the file afresh.
+    good. A full volume: new connections size the WAL to the room left and empty it
+    (``_fit_wal_to_volume``). Idle connections are closed at once, those in use (a reader
+    mid-query) when they come back.
     """
 
     _GENERATION = "ragtrail_generation"
@@ -185,8 +211,10 @@ class _ReopenAfterReadOnly:
     def _after_error(self, context: ExceptionContext) -> None:
         original = context.original_exception
         code = getattr(original, "sqlite_errorcode", None)  # Python 3.11 and later
-        refused = ("readonly database" in str(original) if code is None
-                   else code & 0xFF == _SQLITE_READONLY)
+        if code is None:
+            refused = any(text in str(original) for text in _REFUSALS.values())
+        else:
+            refused = code & 0xFF in _REFUSALS
         if refused:
             self._generation += 1
             self._engine.dispose()

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from store_helpers import make_event
+from store_helpers import make_event, make_span
 
 from ragtrail.store import AuditStore
 
@@ -328,9 +328,9 @@ def test_a_hung_postgresql_shows_in_health(
 
 
 @contextlib.contextmanager
-def small_tmpfs(path: Path) -> Iterator[Path]:
+def small_tmpfs(path: Path, size: str = "8m") -> Iterator[Path]:
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                              capture_output=True, check=False)
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
@@ -354,6 +354,27 @@ def test_disk_full(store_factory: Callable[..., AuditStore], tmp_path: Path) -> 
 
         try:
             ride_out_fault(store, fill, filler.unlink, "full")
+        finally:
+            store.close(timeout=5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_the_wal_fits_a_small_volume(store_factory: Callable[..., AuditStore],
+                                     tmp_path: Path) -> None:
+    """A 12 MiB volume and small rings: several times the volume's size goes through the
+    WAL, which must be checkpointed before it fills the disk (with SQLite's 40 MiB budget
+    it filled the volume and the store failed for good: no room left to checkpoint)."""
+    with small_tmpfs(tmp_path / "mnt", size="12m") as mnt:
+        store = store_factory(f"sqlite:///{mnt / 'audit.db'}", spans_capacity=2000,
+                              events_capacity=100, metrics_capacity=100, queue_size=4000)
+        try:
+            for _ in range(12):
+                for _ in range(2000):
+                    store.record(make_span("retrieve", attributes={"query": "q" * 400}))
+                assert store.flush(30), store.health().last_error
+            health = store.health()
+            assert (health.status, health.dropped, health.written) == ("ok", 0, 24_000)
+            assert os.path.getsize(mnt / "audit.db-wal") < 6 << 20
         finally:
             store.close(timeout=5)
 
