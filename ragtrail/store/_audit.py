@@ -364,12 +364,16 @@ def _before_fork() -> None:
     memory. A child forked while a writer held the file's write lock inherits that table
     with the lock still marked held, by a connection the child can never use: every write
     of the child then waits for it, forever (seen as one gunicorn ``--preload`` worker whose
-    spans never reached the store). A transaction stuck longer than ``_FORK_WAIT_S`` (a
-    hung server) does not hold up the fork.
+    spans never reached the store). Only SQLite files need this: a server's locks belong to
+    the session, and a hung PostgreSQL held up every fork for the whole wait. All stores
+    share one ``_FORK_WAIT_S``: a transaction stuck longer does not hold up the fork.
     """
+    deadline = time.monotonic() + _FORK_WAIT_S
     for store in list(_open_stores):
+        if store._target.sqlite_path is None:
+            continue
         lock = store._writer.batches.transaction
-        if lock.acquire(timeout=_FORK_WAIT_S):
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             _held_across_fork.append(lock)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanRecord
@@ -44,3 +45,12 @@ def make_sample(**fields: Any) -> MetricsSample:
         "active_connections": 6, "queue_depth": 7, "process_rss_bytes": 8}
     values.update(fields)
     return MetricsSample(**values)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)

@@ -21,20 +21,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from store_helpers import make_event, make_span
+from store_helpers import make_event, make_span, wait_for
 
 from ragtrail.store import AuditStore
 
 QUEUE = 200
 MAX_RECORD_SECONDS = 0.05  # far below any busy timeout or connect timeout: never waits on I/O
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def ride_out_fault(store: AuditStore, start: Callable[[], None], stop: Callable[[], None],

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from forking import output_of_forked_child
-from store_helpers import make_span
+from store_helpers import make_span, wait_for
 
 from ragtrail.store import AuditStore
 
@@ -52,4 +54,26 @@ def test_children_forked_while_the_writer_is_busy_can_write(
         stop.set()
         flood.join(5)
     assert results == ["flushed"] * CHILDREN
+    assert store.flush(10)
+
+
+@pytest.mark.postgres
+def test_a_hung_postgresql_does_not_hold_up_forks(
+        postgres_db_url: str, postgres_server: Any,
+        store_factory: Callable[..., AuditStore]) -> None:
+    """Only SQLite files need a fork to wait for the transaction in progress: with the
+    server frozen and the writer stuck in a query, a fork went ahead only after the whole
+    wait (10 s each: gunicorn forking four workers took 40 s)."""
+    store = store_factory(postgres_db_url, batch_size=5, close_timeout=0.2)
+    store.record(make_span())
+    assert store.flush(10)
+    postgres_server.freeze()
+    try:
+        store.record(make_span())
+        wait_for(lambda: store.health().queue_depth == 0)  # the writer took it: stuck
+        began = time.monotonic()
+        assert output_of_forked_child(lambda: "forked") == "forked"
+        assert time.monotonic() - began < 3  # about 10 ms; the wait is 10 s
+    finally:
+        postgres_server.thaw()
     assert store.flush(10)

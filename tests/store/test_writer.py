@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from store_helpers import make_event, make_sample, make_span
+from store_helpers import make_event, make_sample, make_span, wait_for
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import Settings
@@ -22,13 +22,6 @@ from ragtrail.store import AuditStore, RingUsage, StoreHealth
 
 CHILD = Path(__file__).with_name("store_child.py")
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def test_fresh_store_reports_ok(store_factory: Callable[..., AuditStore]) -> None:
