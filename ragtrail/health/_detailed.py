@@ -8,11 +8,11 @@ import concurrent.futures
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from ragtrail.health._check import HealthCheck, Status, aggregate, worst
-from ragtrail.health._monitoring import collect
+from ragtrail.health._monitoring import collect, collect_live, metrics_document
 from ragtrail.health._render import (
     HEALTH_JSON,
     TEXT,
@@ -35,6 +35,14 @@ __all__ = ["DetailedRoutes"]
 _MONITORING_MAX_AGE = 2.0  # seconds a collection is reused: the store is not queried per hit
 
 
+class _Snapshot(NamedTuple):
+    """One ``/api/monitoring`` collection: when (monotonic, and wall clock in us), and what."""
+
+    at: float
+    collected_us: int | None
+    parts: dict[str, Any]
+
+
 class DetailedRoutes:
     """Renders the detailed routes of one HealthService; holds their rate limit and cache."""
 
@@ -45,8 +53,9 @@ class DetailedRoutes:
         self._events_limit = events_limit
         self._lock = threading.Lock()
         self._refreshed_at: dict[str, float] = {}
-        self._snapshot: tuple[float, dict[str, Any]] | None = None
-        self._collecting: concurrent.futures.Future[dict[str, Any]] | None = None
+        self._snapshot: _Snapshot | None = None
+        self._collecting: concurrent.futures.Future[_Snapshot] | None = None
+        self._collecting_since = 0.0
 
     def detailed(self, head: bool) -> HealthResponse:
         service = self._service
@@ -86,18 +95,32 @@ class DetailedRoutes:
 
     def monitoring(self, head: bool) -> HealthResponse | Deferred:
         snapshot = self._snapshot
-        if snapshot is not None and time.monotonic() - snapshot[0] < _MONITORING_MAX_AGE:
-            return self._monitoring_document(snapshot[1], head)
+        if snapshot is not None and time.monotonic() - snapshot.at < _MONITORING_MAX_AGE:
+            return self._monitoring_document(snapshot, head)
         service = self._service
         with self._lock:  # single flight: one collection at a time, shared by all waiters
             future = self._collecting
             if future is None or future.done():
-                future = run_in_thread(
-                    lambda: collect(service.monitor, service.sampler, self._events_limit))
+                future = run_in_thread(self._collect)
                 future.add_done_callback(self._keep)
                 self._collecting = future
-        return Deferred(future, service.settings.health_check_timeout,
-                        lambda done: self._monitoring_fallback(head))
+                self._collecting_since = time.monotonic()
+            waited = time.monotonic() - self._collecting_since
+        timeout = service.settings.health_check_timeout
+        if waited >= timeout:  # stuck on a hung database: every caller would wait in vain
+            return self._monitoring_fallback(head, waited)
+
+        def finish(done: bool) -> HealthResponse:
+            if done and future.exception() is None:
+                return self._monitoring_document(future.result(), head)
+            return self._monitoring_fallback(head, time.monotonic() - self._collecting_since)
+
+        return Deferred(future, timeout - waited, finish)
+
+    def _collect(self) -> _Snapshot:
+        service = self._service
+        return _Snapshot(time.monotonic(), time.time_ns() // 1000,
+                         collect(service.monitor, service.sampler, self._events_limit))
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -122,17 +145,29 @@ class DetailedRoutes:
             code = 503 if status == "fail" else 200
         return respond_with(code, dumps(document), HEALTH_JSON, head=head)
 
-    def _monitoring_fallback(self, head: bool) -> HealthResponse:
-        snapshot = self._snapshot
-        if snapshot is None:
-            return respond_with(503, b"monitoring data is being collected", TEXT, head=head,
-                                extra=[("retry-after", "1")])
-        return self._monitoring_document(snapshot[1], head)
+    def _monitoring_fallback(self, head: bool, waited: float) -> HealthResponse:
+        """The store's database has not answered: the last collection's events (or none),
+        with everything that lives in memory current, and saying so."""
+        service = self._service
+        last = self._snapshot
+        parts = dict(last.parts) if last is not None else {
+            "events": {"error": "unavailable (the store has not answered yet)"},
+            "metrics": None}
+        if service.sampler is not None and service.sampler.latest is not None:
+            parts["metrics"] = metrics_document(service.sampler.latest)
+        parts.update(collect_live(service.monitor))
+        fallback = _Snapshot(time.monotonic(), last.collected_us if last is not None else None,
+                             parts)
+        return self._monitoring_document(
+            fallback, head, stale=f"the audit store has not answered for {waited:.1f} s; "
+                                  "events are from the last collection, counters are current")
 
-    def _monitoring_document(self, snapshot: dict[str, Any], head: bool) -> HealthResponse:
+    def _monitoring_document(self, snapshot: _Snapshot, head: bool, *,
+                             stale: str | None = None) -> HealthResponse:
         service = self._service
         settings = service.settings
         results = service.results
+        collected = snapshot.collected_us
         document = {
             "serviceId": settings.service_name,
             "version": settings.service_version,
@@ -142,7 +177,9 @@ class DetailedRoutes:
                        "ready": service.readiness()[0], "draining": service.draining},
             "checks": {c.name: (results[c.name].status if c.name in results else None)
                        for c in service.checks},
-            **snapshot,
+            "collected": None if collected is None else iso_time(collected),
+            "stale": stale,
+            **snapshot.parts,
         }
         return respond_with(200, dumps(document), "application/json", head=head)
 
@@ -158,6 +195,6 @@ class DetailedRoutes:
             self._refreshed_at[name] = now
         return 0.0
 
-    def _keep(self, future: concurrent.futures.Future[dict[str, Any]]) -> None:
+    def _keep(self, future: concurrent.futures.Future[_Snapshot]) -> None:
         if not future.cancelled() and future.exception() is None:
-            self._snapshot = (time.monotonic(), future.result())
+            self._snapshot = future.result()

@@ -16,25 +16,34 @@ from ragtrail.health._render import iso_time
 from ragtrail.health._sampler import MetricsSampler
 from ragtrail.health._seams import MonitorLike
 
-__all__ = ["collect"]
+__all__ = ["collect", "collect_live", "metrics_document"]
 
 log = logging.getLogger("ragtrail.health")
 
 
 def collect(monitor: MonitorLike, sampler: MetricsSampler | None, events_limit: int
             ) -> dict[str, Any]:
+    """Everything, the store's database queried: for a worker thread."""
     store = monitor.store
 
     def latest_metrics() -> dict[str, Any] | None:
         latest = sampler.latest if sampler is not None else None
         if latest is None:
             latest = next(iter(store.metrics(limit=1)), None)
-        return None if latest is None else _metrics(latest)
+        return None if latest is None else metrics_document(latest)
 
     return {
         "events": _part("events", lambda: [_event(e) for e in store.events(limit=events_limit)]),
         "metrics": _part("metrics", latest_metrics),
-        "store": _part("store", lambda: _plain(store.health())),
+        **collect_live(monitor),
+    }
+
+
+def collect_live(monitor: MonitorLike) -> dict[str, Any]:
+    """The store's and the monitor's own counters, from memory: never waits on a database,
+    so it stays current while the database hangs, when it matters most."""
+    return {
+        "store": _part("store", lambda: _plain(monitor.store.health())),
         "monitor": _part("monitor", lambda: dict(monitor.health())),
     }
 
@@ -63,7 +72,7 @@ def _event(event: SecurityEvent) -> dict[str, Any]:
     }
 
 
-def _metrics(sample: MetricsSample) -> dict[str, Any]:
+def metrics_document(sample: MetricsSample) -> dict[str, Any]:
     document = dataclasses.asdict(sample)
     document["time"] = iso_time(document.pop("time_us"))
     return document

@@ -312,3 +312,42 @@ def test_monitoring_prefers_its_own_samplers_latest_reading(
     assert latest is not None
     metrics = document(call(service, "/api/monitoring"))["metrics"]
     assert metrics["process_rss_bytes"] == latest.process_rss_bytes > 1
+
+
+@pytest.mark.postgres
+def test_monitoring_answers_at_once_with_current_counters_while_the_store_hangs(
+        make_monitor: MonitorFactory, make_service: ServiceFactory, postgres_server: Any,
+        postgres_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL frozen: the collection hangs in the events query. The first caller waits
+    the check timeout, later ones not at all (they used to wait it too, each); all get the
+    last collection's events marked stale, with the store's health read now (failing), not
+    the "ok" of before the hang."""
+    monkeypatch.setattr("ragtrail.health._detailed._MONITORING_MAX_AGE", 0.0)
+    monitor = make_monitor(store_url=postgres_db_url)  # health_check_timeout 0.5 s
+    monitor.security_event("authz_fail", "medium", "app.documents", "user 7 denied doc 9")
+    assert monitor.store.flush(10)
+    service = make_service(FunctionCheck(lambda: True, "ok"), monitor=monitor, sampler=False)
+    before = document(call(service, "/api/monitoring"))
+    assert (before["stale"], before["store"]["status"]) == (None, "ok")
+    assert [e["event_type"] for e in before["events"]] == ["authz_fail"]
+    monitor.store._writer.stalled_after_s = 0.3  # "failing" without waiting 10 s
+    postgres_server.freeze()
+    try:
+        monitor.security_event("authn_login_fail", "medium", "1.2.3.4", "bad password")
+        wait_until(lambda: monitor.store.health().status == "failing", timeout=10)
+        first = call(service, "/api/monitoring")
+        began = time.monotonic()
+        second = call(service, "/api/monitoring")
+        assert time.monotonic() - began < 0.3
+        for response in (first, second):
+            body = document(response)
+            assert response.status == 200
+            assert body["stale"].startswith("the audit store has not answered for ")
+            assert body["collected"] == before["collected"]
+            assert [e["event_type"] for e in body["events"]] == ["authz_fail"]
+            assert body["store"]["status"] == "failing"
+    finally:
+        postgres_server.thaw()
+    wait_until(lambda: document(call(service, "/api/monitoring"))["stale"] is None, timeout=15)
+    assert [e["event_type"] for e in document(call(service, "/api/monitoring"))["events"]] == [
+        "authn_login_fail", "authz_fail"]
