@@ -3,8 +3,10 @@
 Every pattern is linear-time: quantifiers are never nested, each unbounded run is either the
 last element of its pattern or delimited by a character its class excludes, and patterns that
 could restart inside a long run either start at a rare literal (``@``, ``://``, ``:``/``=``)
-or forbid starting mid-run. Each rule runs only when a cheap substring test says it might
-match, so ordinary prose pays for two C-level scans and nothing else.
+or forbid starting mid-run. The one loop in Python (a list value's closing bracket) reads each
+character of the text it then redacts at most a bounded number of times. Each rule runs only
+when a cheap substring test says it might match, so ordinary prose pays for two C-level scans
+and nothing else.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _WEAK_KEYS = ("key", "sig", "signature", "hmac")
 
 _SUSPICIOUS = re.compile(r"[-_@:=0-9]")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_DECODE_ROUNDS = 3  # "%25253D" is "=" encoded three times (as the middleware's path checks)
 # An escape right before a key is a word boundary, not letters the key is glued to: URL
 # encoding (RFC 3986 "%20") and the backslash escapes of repr() and JSON ("\\n", "\\x1b").
 _ESCAPE_BEFORE = re.compile(
@@ -80,6 +83,19 @@ _VALUE = re.compile(
     r"[ \t]{0,3}(?:" + _QUOTED +
     r"|((?:(?i:bearer|basic|digest|token)[ \t]{1,8})?[^\s\"'&,;<>()\[\]{}]{1,4096}))")
 _LINE_VALUE = re.compile(r"[ \t]{0,3}(?:" + _QUOTED + r"|([^\r\n\"']{1,4096}))")
+# A key ending its line ("password:" in YAML, a config dump, an error message) may have its
+# value alone on the next, indented line.
+_NEXT_LINE = re.compile(r"[ \t]{0,3}\r?\n[ \t]{1,32}")
+# What may follow a value that is alone on its line: its closing quote and blanks.
+_LINE_END = re.compile(r"[\"']?[ \t]{0,8}(?:[\r\n]|\Z)")
+# A list value (Python repr, JSON): "password=[a, b]", '"api_keys": ["k1", "k2"]'.
+_LIST_START = re.compile(r"[ \t]{0,3}\[")
+_LIST_EVENT = re.compile(r"[\[\]\"']")
+_MAX_LIST = 4096  # characters a list value may span, as a single value
+# The rest of a quoted list item, through its closing quote (never past its line).
+_ITEM_REST = {quote: re.compile(rf"(?:[^{quote}\\\r\n]|\\.){{0,{_MAX_LIST}}}{quote}")
+              for quote in "\"'"}
+_LINE_BREAK = re.compile(r"[\r\n]")
 # A weak key's value never contains ":" or "=" (bar base64 padding), so a value that is not
 # redacted ends before the next separator and no text is scanned twice.
 _WEAK_VALUE = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9+/_.-]{16,1024}={0,2})")
@@ -169,17 +185,28 @@ class TextScanner:
     def scan(self, text: str) -> str:
         """``text`` with every secret-looking part replaced by ``[REDACTED]``.
 
-        Percent-encoded text (a query string, a path) is also scanned decoded, so an encoded
-        separator cannot hide ``password%3Dhunter2``; the decoded, redacted text is returned
-        only when that finds something (control characters escaped).
+        Percent-encoded text (a query string, a path) is also scanned decoded, up to three
+        times while escapes remain, so an encoded separator cannot hide ``password%3Dhunter2``
+        nor a doubly encoded one ``password%253Dhunter2``. Each round decodes the previous
+        round's redacted text; the text of the last round that found something is returned
+        (control characters escaped), or ``text`` scanned as it is if none did.
         """
         scanned = self._scan(text)
         if "%" not in scanned or _PERCENT_ESCAPE.search(scanned) is None:
-            return scanned
-        decoded = unquote(scanned, errors="backslashreplace")
-        redacted = self._scan(decoded)
-        # Decoding may have produced controls (%0A) the encoded text did not show: escape them.
-        return scanned if redacted == decoded else escape_controls(redacted)
+            return scanned  # inline: most text has no escape, and this path is the hot one
+        return self._scan_decoded(scanned)
+
+    def _scan_decoded(self, scanned: str) -> str:
+        result = current = scanned
+        for _ in range(_DECODE_ROUNDS):
+            decoded = unquote(current, errors="backslashreplace")
+            current = self._scan(decoded)
+            if current != decoded:
+                # Decoding may have produced controls (%0A) the encoded text did not show.
+                result = escape_controls(current)
+            if "%" not in current or _PERCENT_ESCAPE.search(current) is None:
+                break
+        return result
 
     def _scan(self, text: str) -> str:
         """One pass of every rule over ``text`` as it is.
@@ -216,23 +243,84 @@ class TextScanner:
         return any(fragment in lowered for fragment in self._key_fragments)
 
     def _key_value(self, text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
-        """``password=...``, ``"api_key": "..."``, ``Authorization: Basic ...``."""
-        at = match.end() - 1
-        before = text[max(floor, at - 72):at][::-1]
-        key_match = _KEY_BEFORE.match(before)
-        if key_match is None:
-            return
-        kind = self.key_kind(key_match.group(1)[::-1])
+        """``password=...``, ``"api_key": "..."``, ``Authorization: Basic ...``,
+        ``tokens=[...]``, and ``password:`` with its value alone on the next line."""
+        at = match.end()
+        kind = self._kind_before(text, at - 1, floor)
         if not kind:
             return
-        pattern = {"line": _LINE_VALUE, "weak": _WEAK_VALUE}.get(kind, _VALUE)
-        value = pattern.match(text, at + 1)
-        if value is None:
+        next_line = _NEXT_LINE.match(text, at)
+        start = at if next_line is None else next_line.end()
+        opening = _LIST_START.match(text, start) if kind == "any" else None
+        if opening is not None:  # redacted wherever it stands: no list is read twice
+            yield opening.end() - 1, _list_end(text, opening.end() - 1)
             return
-        group = value.lastindex or 0
-        if kind == "weak" and not looks_random(value.group(group)):
-            return
-        yield value.start(group), value.end(group)
+        span = _value(text, start, kind, same_line=next_line is None)
+        if span is not None and (next_line is None or _alone_on_its_line(text, span[1])):
+            yield span
+
+    def _kind_before(self, text: str, separator: int, floor: int) -> KeyKind:
+        """The kind of the key (if any) right before the separator at ``separator``."""
+        before = text[max(floor, separator - 72):separator][::-1]
+        key_match = _KEY_BEFORE.match(before)
+        return "" if key_match is None else self.key_kind(key_match.group(1)[::-1])
+
+
+def _value(text: str, start: int, kind: KeyKind, *, same_line: bool) -> Span | None:
+    """The value of a ``kind`` key starting at ``start`` (after up to three blanks), if any.
+
+    A ``line`` key's value runs to the end of its own line; on the next line it is one token,
+    like any key's, so that code under ``if cookie:`` is not taken whole.
+    """
+    if kind == "weak":
+        pattern = _WEAK_VALUE
+    elif kind == "line" and same_line:
+        pattern = _LINE_VALUE
+    else:
+        pattern = _VALUE
+    value = pattern.match(text, start)
+    if value is None:
+        return None
+    group = value.lastindex or 0
+    if kind == "weak" and not looks_random(value.group(group)):
+        return None
+    return value.span(group)
+
+
+def _alone_on_its_line(text: str, end: int) -> bool:
+    """Whether a value ending at ``end``, found on the line after its key, is all that line
+    holds: not a nested ``key:``, nor the first word of code under ``with ... as session:``."""
+    return text[end - 1] != ":" and _LINE_END.match(text, end) is not None
+
+
+def _list_end(text: str, start: int) -> int:
+    """Where the list opening at ``start`` closes, past nested lists and quoted items (a "]"
+    inside a quoted item is part of a secret). A list left open (cut text) runs to the end of
+    the text, at most ``_MAX_LIST`` characters.
+
+    A quote not closed on its line is an ordinary character, and so are the same quotes up to
+    that line's end (all escaped): the line is scanned once, not once per quote.
+    """
+    limit = min(len(text), start + _MAX_LIST)
+    depth = 0
+    plain_until = {'"': start, "'": start}
+    at = start
+    while (event := _LIST_EVENT.search(text, at, limit)) is not None:
+        char, at = event.group(), event.end()
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+            if not depth:
+                return at
+        elif at > plain_until[char]:
+            item = _ITEM_REST[char].match(text, at, limit)
+            if item is not None:
+                at = item.end()
+            else:
+                line_break = _LINE_BREAK.search(text, at, limit)
+                plain_until[char] = limit if line_break is None else line_break.start()
+    return limit
 
 
 def normalise_key(key: str) -> str:

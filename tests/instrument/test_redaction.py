@@ -338,6 +338,10 @@ ADVERSARIAL = {
     "url": ("://a:", 200_000),
     "pem without end": ("-----BEGIN RSA PRIVATE KEY-----", 32_000),
     "mixed punctuation": ("x-1_2:3=4@5 ", 83_000),
+    "list openings": ("password=[", 100_000),
+    "escaped quotes in lists": ('password=["' + '\\"' * 2043 + "\n", 244),
+    "keys ending their lines": ("secret:\r\n  ", 91_000),
+    "encoded keys": ("token%25253D", 83_000),
 }
 
 
@@ -445,3 +449,70 @@ def test_escapes_are_word_boundaries_and_encoded_text_is_scanned_decoded(
     """A key after %20 or \\n is not glued to a word; %3D cannot hide a key=value; clean
     encoded text comes back unchanged and prose with a key-like tail stays prose."""
     assert make().redact_text(text) == expected
+
+
+# -- values in lists, on the next line, behind several rounds of percent-encoding ------------
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("password: [hunter2xyz]", "password: [REDACTED]"),
+    ("password=[a, b] user=bob", "password=[REDACTED] user=bob"),
+    ('{"api_key": ["k1"], "n": 1}', '{"api_key": [REDACTED], "n": 1}'),
+    (repr({"tokens": 3, "secrets": ["a]b", "it's"], "user": "bob"}),
+     "{'tokens': 3, 'secrets': [REDACTED], 'user': 'bob'}"),
+    ("password=[[a, b], [c]] ok", "password=[REDACTED] ok"),
+    ("password: [it's, x] ok", "password: [REDACTED] ok"),
+    ('{"api_keys": [\n  "k1",\n  "k2"\n], "n": 1}', '{"api_keys": [REDACTED], "n": 1}'),
+    ("cut text password=[abc, de", "cut text password=[REDACTED]"),
+])
+def test_a_list_after_a_sensitive_key_is_redacted_whole(text: str, expected: str) -> None:
+    """A list value (repr, JSON) is one value: it ends at its own closing bracket, past nested
+    lists and a "]" or lone apostrophe inside an item; a list left open runs to the end."""
+    assert make().redact_text(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("password:\n  hunter2xyz", "password:\n  [REDACTED]"),
+    ("secret:\r\n    abc", "secret:\r\n    [REDACTED]"),
+    ('db:\n  password: \n    "hunter 2"\n  user: bob',
+     'db:\n  password: \n    "[REDACTED]"\n  user: bob'),
+    ("api_keys:\n  [k1, k2]\nn: 1", "api_keys:\n  [REDACTED]\nn: 1"),
+    ("Authorization:\r\n  Basic dXNlcjpwYXNz\r\nHost: a",
+     "Authorization:\r\n  [REDACTED]\r\nHost: a"),
+    ("signing_key:\n\t9f86d081884c7d659a2feaa0c55ad015", "signing_key:\n\t[REDACTED]"),
+])
+def test_a_value_alone_on_the_line_after_its_key_is_redacted(text: str, expected: str) -> None:
+    """YAML, config dumps and error messages put a value on the line after ``password:``."""
+    assert make().redact_text(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("url?token%253Dabcdef123456", "url?token=[REDACTED]"),
+    ("u?password%25253Dabcdef&x=1", "u?password=[REDACTED]&x=1"),
+    ("a?password%3Dx1&token%253Dy2", "a?password=[REDACTED]&token=[REDACTED]"),
+    ("q?next%3D%252Fhome%2526secret%253Ds3", "q?next=/home&secret=[REDACTED]"),
+])
+def test_separators_encoded_several_times_are_seen_through(text: str, expected: str) -> None:
+    """Up to three rounds of decoding, each on the previous round's redacted text, so a secret
+    encoded twice next to one encoded once is not left behind."""
+    assert make().redact_text(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "max_tokens: [1, 2]",
+    "token_count: 3",
+    "keys: [a, b]",
+    '{"tokens": ["the", "cat"], "stop": ["]"]}',
+    "password:\n\nuser: bob",
+    "password:\nuser: bob",
+    "password:\n  user: bob",
+    "secret:\n  min_length: 8\n  rotate: true",
+    "with aiohttp.ClientSession() as session:\n    resp = await session.get(url)",
+    "if not password:\n    raise ValueError(password_help)",
+    "signature:\n  hello",
+    "50%25 off",
+    "a%2520b%252Fc",
+])
+def test_lists_next_lines_and_encodings_in_ordinary_text_are_kept(text: str) -> None:
+    """Lists under ordinary keys, a key followed by a blank line or a nested ``key:``, code
+    under ``as session:`` and clean multiply-encoded text stay as they are."""
+    assert make().redact_text(text) == text

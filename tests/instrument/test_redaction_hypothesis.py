@@ -17,8 +17,21 @@ SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 # Text biased towards the characters the patterns care about, plus anything at all.
-TRICKY = st.text(alphabet=st.sampled_from(list("aAeyJ0149 -_.:=@/\"'\n\r\t\x00é\u2028+%&;"))
-                 | st.characters(), max_size=300)
+CHARS = st.sampled_from(list("aAeyJ0149 -_.:=@/\"'\n\r\t\x00é\u2028+%&;[]\\")) | st.characters()
+TRICKY = st.text(alphabet=CHARS, max_size=300)
+# List items: short, so a whole list (JSON escapes a character into up to 12) stays within
+# the 4,096 characters a list value may span.
+ITEMS = st.recursive(st.text(alphabet=CHARS, max_size=10),
+                     lambda items: st.lists(items, max_size=3), max_leaves=4)
+SECRET = "CanaryHypoSecret42"
+# Values only the surrounding shape marks as secret: a list, the line after "password:", and
+# an encoding repeated to hide the separator. (Kept out of the shared canaries: the hostile
+# campaign draws its derandomized cases from those, and every entry added reshuffles them.)
+SHAPES = (
+    ('{"api_keys": ["Canary]ListKey7", "k2"], "n": 1}', "Canary]ListKey7"),
+    ("db:\n  password:\n    CanaryYamlPassw0rd\n  user: app", "CanaryYamlPassw0rd"),
+    ("GET /cb?next=%2Fhome%26token%253DCanaryEncodedTok42 200", "CanaryEncodedTok42"),
+)
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats()
            | TRICKY | st.binary(max_size=200))
 NESTED = st.recursive(
@@ -74,3 +87,37 @@ def test_canary_between_arbitrary_text_never_survives(prefix: str, suffix: str, 
     text = f"{prefix} {CANARIES[index].text} {suffix}"
     assert leaked(REDACTOR.redact_text(text)) == []
     assert leaked(json.dumps(REDACTOR.redact({"v": [text]}, escape=escape))) == []
+
+
+@SETTINGS
+@given(before=st.lists(ITEMS, max_size=3), after=st.lists(ITEMS, max_size=3),
+       as_json=st.booleans())
+def test_a_list_under_a_secret_key_is_redacted_to_its_own_bracket(
+        before: list[Any], after: list[Any], as_json: bool) -> None:
+    """Whatever items surround a secret in a list (quotes, brackets, escapes, nested lists),
+    the list is redacted whole, and nothing after its closing bracket is."""
+    value = {"user": "ana", "api_keys": [*before, SECRET, *after], "n": 1}
+    dump = json.dumps if as_json else repr
+    expected = dump({"user": "ana", "api_keys": "X", "n": 1}).replace(dump("X"), "[REDACTED]")
+    assert REDACTOR.redact_text(dump(value)) == expected
+
+
+@SETTINGS
+@given(before=TRICKY, after=TRICKY, newline=st.sampled_from(["\n", "\r\n"]),
+       indent=st.sampled_from([" ", "  ", "\t", " " * 12]), quote=st.sampled_from(["", '"']))
+def test_a_value_alone_on_the_line_after_a_secret_key_never_survives(
+        before: str, after: str, newline: str, indent: str, quote: str) -> None:
+    """``password:`` ending its line hides the next line's value, whatever lines surround it."""
+    text = f"{before}\npassword:{newline}{indent}{quote}{SECRET}{quote}{newline}{after}"
+    assert SECRET not in REDACTOR.redact_text(text)
+
+
+@SETTINGS
+@given(prefix=TRICKY, suffix=TRICKY, shape=st.sampled_from(SHAPES), escape=st.booleans())
+def test_secret_shapes_between_arbitrary_text_never_survive(
+        prefix: str, suffix: str, shape: tuple[str, str], escape: bool) -> None:
+    """A list, a next-line value or a doubly encoded one is redacted whatever surrounds it."""
+    text, secret = shape
+    surrounded = f"{prefix} {text} {suffix}"
+    assert secret not in REDACTOR.redact_text(surrounded)
+    assert secret not in json.dumps(REDACTOR.redact({"v": [surrounded]}, escape=escape))
