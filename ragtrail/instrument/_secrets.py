@@ -411,8 +411,9 @@ def _cards(text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
 def _card_from(text: str, groups: list[Span], first: int) -> int | None:
     """The last group of a card number starting at ``groups[first]``: one group of 13 to 19
     digits, or a first group of 4 then groups of 3 to 7 joined by single separators (4-4-4-4,
-    4-6-5, 4-4-4-4-3), Luhn-valid, not starting with 0 (no issuer does, ISO/IEC 7812), and not
-    glued to letters (a hex ID is not a card)."""
+    4-6-5, 4-4-4-4-3), Luhn-valid, not starting with 0 (no issuer does, ISO/IEC 7812). One
+    group glued to letters is part of a hex ID, not a card; grouped digits are a card even so
+    ("4111 1111 1111 1111abc")."""
     start = groups[first][0]
     if text[start] == "0" or (start and text[start - 1].isalpha()):
         return None
@@ -426,7 +427,7 @@ def _card_from(text: str, groups: list[Span], first: int) -> int | None:
         digits += text[begin:end]
         if len(digits) > 19:
             return None
-        if (len(digits) >= 13 and (end == len(text) or not text[end].isalpha())
+        if (len(digits) >= 13 and (last > first or end == len(text) or not text[end].isalpha())
                 and is_card_number(digits)):
             return last
     return None

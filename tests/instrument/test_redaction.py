@@ -91,10 +91,20 @@ def test_weak_key_redacts_only_random_looking_values() -> None:
     "python@3.11 and node@20 are supported; ratio=0.5 at 12:30",
     "order 1234 5678 shipped",  # digits, but not a Luhn-valid card length
     "4111111111111112 is not a valid card",
+    "blob deadbeef4111111111111111 ok",  # one group of digits glued to hex: an ID
 ])
 def test_ordinary_text_is_unchanged(text: str) -> None:
     """IDs, prose, versions and non-card numbers are not redacted."""
     assert make().redact_text(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("card 3782-822463-10005ZZZZZZ", f"card {REDACTED}ZZZZZZ"),
+    ("card 4111 1111 1111 1111abc", f"card {REDACTED}abc"),
+])
+def test_grouped_card_numbers_glued_to_letters_are_redacted(text: str, expected: str) -> None:
+    """Grouped digits followed by letters are still a card (a hex ID is one run)."""
+    assert make().redact_text(text) == expected
 
 
 def test_authorization_header_value_is_redacted_to_end_of_line() -> None:
