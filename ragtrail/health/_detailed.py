@@ -108,19 +108,25 @@ class DetailedRoutes:
             waited = time.monotonic() - self._collecting_since
         timeout = service.settings.health_check_timeout
         if waited >= timeout:  # stuck on a hung database: every caller would wait in vain
-            return self._monitoring_fallback(head, waited)
+            return self._monitoring_fallback(head, self._not_answering())
 
         def finish(done: bool) -> HealthResponse:
-            if done and future.exception() is None:
+            if not done:
+                return self._monitoring_fallback(head, self._not_answering())
+            if future.exception() is None:
                 return self._monitoring_document(future.result(), head)
-            return self._monitoring_fallback(head, time.monotonic() - self._collecting_since)
+            return self._monitoring_fallback(
+                head, f"the last collection failed ({type(future.exception()).__name__})")
 
         return Deferred(future, timeout - waited, finish)
 
     def _collect(self) -> _Snapshot:
         service = self._service
-        return _Snapshot(time.monotonic(), time.time_ns() // 1000,
-                         collect(service.monitor, service.sampler, self._events_limit))
+        started_us = time.time_ns() // 1000
+        parts = collect(service.monitor, service.sampler, self._events_limit)
+        # Reused for _MONITORING_MAX_AGE from when it is ready: a slow collection is still
+        # worth keeping.
+        return _Snapshot(time.monotonic(), started_us, parts)
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -145,9 +151,13 @@ class DetailedRoutes:
             code = 503 if status == "fail" else 200
         return respond_with(code, dumps(document), HEALTH_JSON, head=head)
 
-    def _monitoring_fallback(self, head: bool, waited: float) -> HealthResponse:
-        """The store's database has not answered: the last collection's events (or none),
-        with everything that lives in memory current, and saying so."""
+    def _not_answering(self) -> str:
+        waited = time.monotonic() - self._collecting_since
+        return f"the audit store has not answered for {waited:.1f} s"
+
+    def _monitoring_fallback(self, head: bool, why: str) -> HealthResponse:
+        """No collection now: the last one's events (or none), with what lives in memory
+        current, saying why."""
         service = self._service
         last = self._snapshot
         parts = dict(last.parts) if last is not None else {
@@ -158,9 +168,9 @@ class DetailedRoutes:
         parts.update(collect_live(service.monitor))
         fallback = _Snapshot(time.monotonic(), last.collected_us if last is not None else None,
                              parts)
-        return self._monitoring_document(
-            fallback, head, stale=f"the audit store has not answered for {waited:.1f} s; "
-                                  "events are from the last collection, counters are current")
+        told = "events are from the last collection" if last is not None else "no events yet"
+        return self._monitoring_document(fallback, head,
+                                         stale=f"{why}; {told}, counters are current")
 
     def _monitoring_document(self, snapshot: _Snapshot, head: bool, *,
                              stale: str | None = None) -> HealthResponse:

@@ -42,10 +42,8 @@ def collect(monitor: MonitorLike, sampler: MetricsSampler | None, events_limit: 
 def collect_live(monitor: MonitorLike) -> dict[str, Any]:
     """The store's and the monitor's own counters, from memory: never waits on a database,
     so it stays current while the database hangs, when it matters most."""
-    return {
-        "store": _part("store", lambda: _plain(monitor.store.health())),
-        "monitor": _part("monitor", lambda: dict(monitor.health())),
-    }
+    health = _part("monitor", lambda: dict(monitor.health()))  # never opens a store
+    return {"store": health.get("store"), "monitor": health}
 
 
 def _part(name: str, read: Callable[[], Any]) -> Any:
@@ -77,9 +75,3 @@ def metrics_document(sample: MetricsSample) -> dict[str, Any]:
     document["time"] = iso_time(document.pop("time_us"))
     return document
 
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return {name: getattr(value, name) for name in dir(value) if not name.startswith("_")
-            and not callable(getattr(value, name))}

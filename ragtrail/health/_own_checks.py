@@ -56,14 +56,13 @@ class ExportCheck(HealthCheck):
         health: Mapping[str, Any] | None = self.monitor.health().get("exporter")
         if health is None:
             return CheckResult("pass", "no export configured")
-        status = _STATUS.get(health["status"], "fail")
-        target = " ".join(str(part) for part in (health["mode"], health["protocol"],
-                                                 health["endpoint"]) if part)
-        details = [f"export {health['status']} ({target})",
-                   f"queue {health['queue_depth']}/{health['queue_capacity']}",
-                   f"exported {health['exported']}", f"failed {health['failed']}",
-                   f"dropped {health['dropped']}"]
-        if health["last_error"]:
+        status = _STATUS.get(health.get("status", ""), "fail")
+        target = " ".join(str(health[part]) for part in ("mode", "protocol", "endpoint")
+                          if health.get(part))
+        details = [f"export {health.get('status')} ({target})",
+                   f"queue {health.get('queue_depth')}/{health.get('queue_capacity')}",
+                   *(f"{name} {health.get(name)}" for name in ("exported", "failed", "dropped"))]
+        if health.get("last_error"):
             details.append(f"last error: {health['last_error']}")
         return CheckResult(status, "; ".join(details) if status != "pass" else "",
-                           observed_value=health["queue_depth"], observed_unit="spans")
+                           observed_value=health.get("queue_depth"), observed_unit="spans")

@@ -13,7 +13,6 @@ app stays free to install a provider later.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -106,6 +105,7 @@ class ExportPipeline:
         self._queue: deque[_Item] = deque()
         self._wake = threading.Event()
         self._exported = self._failed = self._dropped = 0
+        self._unfinished = 0  # spans still queued when shutdown's time ran out
         self._last_drop = float("-inf")
         self._last_ok = True
         self._last_error: str | None = None
@@ -224,7 +224,7 @@ class ExportPipeline:
         self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            self._abandon_queue(timeout)
+            self._report_unfinished(timeout)
         try:
             self._sink.shutdown(max(deadline - time.monotonic(), 0.0))
             if self._metrics is not None:
@@ -233,19 +233,16 @@ class ExportPipeline:
             _logger.warning("ragtrail could not shut its OpenTelemetry export down cleanly",
                             exc_info=True)
 
-    def _abandon_queue(self, timeout: float) -> None:
-        """Shutdown ran out of time (a hanging collector): what the export thread never took
-        is lost, and counted as dropped; the batch in its hands counts when its call ends."""
-        lost = 0
-        with contextlib.suppress(IndexError):  # the export thread may still take one
-            while True:
-                if isinstance(self._queue.popleft(), SpanRecord):
-                    lost += 1
-        if lost:
-            self._dropped += lost
-            self._last_drop = time.monotonic()
-            _logger.warning("ragtrail dropped %d span(s) at shutdown: the export did not "
-                            "finish within %.1f s", lost, timeout)
+    def _report_unfinished(self, timeout: float) -> None:
+        """Shutdown ran out of time (a slow or hanging collector): say how many spans are
+        still queued. The export thread goes on with them and counts each exported or failed
+        (an exporter already shut down fails them); a process that exits first loses them."""
+        left = sum(isinstance(item, SpanRecord) for item in self._queue.copy())
+        self._unfinished = left
+        if left:
+            _logger.warning("ragtrail's export had not finished within %.1f s of shutdown: "
+                            "%d span(s) still queued, lost if the process exits now",
+                            timeout, left)
 
     def health(self) -> dict[str, Any]:
         """Counters and state for the health routes; ``last_error`` is already redacted."""
@@ -270,6 +267,7 @@ class ExportPipeline:
             "unsampled_discarded": self._rescue.discarded,
             "queue_depth": depth,
             "queue_capacity": self._queue_size,
+            "unfinished_at_shutdown": self._unfinished,
             "metrics": self._metrics is not None,
             "last_error": self._last_error,
             "last_error_time_us": self._last_error_time_us,

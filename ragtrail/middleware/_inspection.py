@@ -71,10 +71,13 @@ def target_findings(raw_path: bytes, query: bytes) -> list[Finding]:
     if len(raw_path) + len(query) > MAX_URL_BYTES:
         findings.append(Finding(INVALID, f"URL longer than {MAX_URL_BYTES} bytes", "url"))
     if _SUSPICIOUS(raw_path):
-        findings.extend(_decoded_findings(raw_path, "path", _PATH_DOTDOT, crlf=True))
+        findings.extend(_decoded_findings(raw_path, "path", _PATH_DOTDOT, crlf=True,
+                                          lookalikes=True))
     if query and _SUSPICIOUS(query):
         # CR/LF in a query may be a legitimate multi-line form field; in a path it is not.
-        findings.extend(_decoded_findings(query, "query", _QUERY_DOTDOT, crlf=False))
+        # Lookalikes only in the path: two fullwidth full stops are plausible search text.
+        findings.extend(_decoded_findings(query, "query", _QUERY_DOTDOT, crlf=False,
+                                          lookalikes=False))
     return findings
 
 
@@ -97,12 +100,12 @@ def header_finding(name: str, value: bytes | str) -> Finding | None:
 
 
 def _decoded_findings(data: bytes, location: str, dotdot: re.Pattern[bytes], *,
-                      crlf: bool) -> list[Finding]:
+                      crlf: bool, lookalikes: bool) -> list[Finding]:
     found: dict[str, Finding] = {}
     for decoded_times in range(_DECODE_ROUNDS + 1):
         if TRAVERSAL not in found and (dotdot.search(data) or _U_ESCAPE.search(data)
                                        or _OVERLONG.search(data)
-                                       or _lookalike_traversal(data, dotdot)):
+                                       or (lookalikes and _lookalike_traversal(data, dotdot))):
             found[TRAVERSAL] = Finding(TRAVERSAL, f"path traversal sequence in the {location}",
                                        location)
         if INVALID not in found and b"\x00" in data:

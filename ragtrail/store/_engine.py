@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool, StaticPool
 
 from ragtrail.store._errors import StoreError
 
@@ -148,7 +150,7 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
                 cursor.execute("PRAGMA synchronous = NORMAL")
                 cursor.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")  # negative: KiB, not pages
                 (page_size,) = cursor.execute("PRAGMA page_size").fetchone()
-                _fit_wal_to_volume(cursor, str(path), int(page_size))
+                _fit_wal_to_volume(cursor, int(page_size))
         finally:
             cursor.close()
 
@@ -157,15 +159,24 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         immediate = conn.get_execution_options().get(WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    if path is not None and not read_only:
+    if path is not None and not read_only and \
+            not isinstance(engine.pool, StaticPool | SingletonThreadPool):
+        # Those pools share one connection between threads: closing it under a reader fails
+        # the reader's query.
         _ReopenAfterFault(engine)
     return engine
 
 
-def _fit_wal_to_volume(cursor: Any, path: str, page_size: int) -> None:
-    """Checkpoint before the WAL outgrows its share of the volume; empty it now if it has."""
+def _fit_wal_to_volume(cursor: Any, page_size: int) -> None:
+    """Checkpoint before the WAL outgrows its share of the volume, and have SQLite cut the
+    file back to that share when it starts the WAL over; an oversized WAL (a fuller volume,
+    an older run) is checkpointed now, without waiting for readers (PASSIVE)."""
+    path = next((row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"),
+                "")
+    if not path:  # in memory: no WAL, no volume
+        return
     try:
-        volume = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        volume = os.statvfs(os.path.dirname(path))
         wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
     except OSError:
         budget, wal = _CHECKPOINT_BYTES, 0
@@ -173,9 +184,10 @@ def _fit_wal_to_volume(cursor: Any, path: str, page_size: int) -> None:
         room = volume.f_bavail * volume.f_frsize + wal
         budget = max(_MIN_CHECKPOINT_BYTES, min(_CHECKPOINT_BYTES, room // _WAL_SHARE))
     cursor.execute(f"PRAGMA wal_autocheckpoint = {max(1, budget // page_size)}")
-    if wal > budget + budget // 2:  # a WAL left this large by a fuller volume, or an older run
-        with contextlib.suppress(sqlite3.Error):  # busy or full: the next connect tries again
-            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    cursor.execute(f"PRAGMA journal_size_limit = {budget}")
+    if wal > budget + budget // 2:
+        with contextlib.suppress(sqlite3.Error):  # full: the next connect tries again
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 class _ReopenAfterFault:
@@ -186,26 +198,23 @@ class _ReopenAfterFault:
     permission) read-only instead of failing, and while any connection of the process that
     was opened so stays open, new connections to that file come out read-only too (seen on
     a read-only bind mount made writable again): pooled, they refused every later batch for
-    good. A full volume: new connections size the WAL to the room left and empty it
-    (``_fit_wal_to_volume``). Idle connections are closed at once, those in use (a reader
-    mid-query) when they come back.
+    good. A full volume: new connections size the WAL to the room left and checkpoint it
+    (``_fit_wal_to_volume``). Idle connections are closed at once; any connection that began
+    opening before the fault (a reader mid-query, one still connecting) when it comes back.
     """
-
-    _GENERATION = "ragtrail_generation"
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._generation = 0
-        event.listen(engine, "connect", self._stamp)
+        self._lock = threading.Lock()
+        self._fault_at = 0.0  # time.time(), as SQLAlchemy's record.starttime
         event.listen(engine, "checkin", self._close_if_stale)
         event.listen(engine, "handle_error", self._after_error)
 
-    def _stamp(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        record.info[self._GENERATION] = self._generation
-
     def _close_if_stale(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # starttime is set before the DBAPI connect starts: a connection still opening when
+        # the fault came counts as opened before it.
         if dbapi_connection is not None and \
-                record.info.get(self._GENERATION) != self._generation:
+                getattr(record, "starttime", 0.0) <= self._fault_at:
             record.invalidate()
 
     def _after_error(self, context: ExceptionContext) -> None:
@@ -216,8 +225,9 @@ class _ReopenAfterFault:
         else:
             refused = code & 0xFF in _REFUSALS
         if refused:
-            self._generation += 1
-            self._engine.dispose()
+            with self._lock:
+                self._engine.dispose()
+                self._fault_at = time.time()  # after: what opens meanwhile is closed too
 
 
 def missing_driver(exc: ImportError) -> str:

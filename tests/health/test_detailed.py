@@ -351,3 +351,25 @@ def test_monitoring_answers_at_once_with_current_counters_while_the_store_hangs(
     wait_until(lambda: document(call(service, "/api/monitoring"))["stale"] is None, timeout=15)
     assert [e["event_type"] for e in document(call(service, "/api/monitoring"))["events"]] == [
         "authn_login_fail", "authz_fail"]
+
+
+def test_a_slow_collection_is_still_reused(make_service: ServiceFactory,
+                                           make_monitor: MonitorFactory,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collection that takes longer than the reuse window is reused from when it is ready
+    (timed from its start, it was stale on arrival and every hit queried the store again)."""
+    monkeypatch.setattr("ragtrail.health._detailed._MONITORING_MAX_AGE", 1.0)
+    monitor = make_monitor(health_check_timeout=5.0)
+    queries = []
+    events = monitor.store.events
+
+    def slow_events(**kwargs: Any) -> Any:
+        queries.append(kwargs)
+        time.sleep(1.2)  # slower than the reuse window, within the timeout
+        return events(**kwargs)
+
+    monkeypatch.setattr(monitor.store, "events", slow_events)
+    service = make_service(FunctionCheck(lambda: True, "ok"), monitor=monitor, sampler=False)
+    bodies = [document(call(service, "/api/monitoring")) for _ in range(3)]
+    assert len(queries) == 1
+    assert [b["stale"] for b in bodies] == [None] * 3

@@ -249,13 +249,12 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
         started = time.monotonic()
         pipeline.shutdown(1.0)
         assert time.monotonic() - started < 3.0
-        # What the export thread never took is dropped at shutdown, the batch it holds
-        # fails when its request times out: every span is accounted for.
+        # What is still queued is reported (and logged); the export thread goes on with it,
+        # so in a process that lives on every span ends up exported, failed or dropped.
         after = pipeline.health()
-        assert after["queue_depth"] == 0
-        assert after["dropped"] > health["dropped"]
+        assert 0 < after["unfinished_at_shutdown"] <= after["queue_depth"]
         after = wait_until(lambda: (h := pipeline.health())["dropped"] + h["failed"]
-                           == len(records) and h)
+                           == len(records) and h, timeout=60)
         assert after["exported"] == 0
         pipeline.submit(record(trace_id, "after-shutdown"))
         assert pipeline.health()["dropped"] == after["dropped"] + 1

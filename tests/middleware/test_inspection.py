@@ -71,6 +71,13 @@ def test_traversal_in_a_query_value_is_recognised() -> None:
     assert _types(b"/download", b"version=1..2&sort=name") == set()
 
 
+def test_fullwidth_full_stops_in_a_query_are_search_text() -> None:
+    """Two fullwidth full stops (U+FF0E) are plausible Chinese or Japanese search input; only
+    the path treats fullwidth lookalikes as traversal."""
+    assert target_findings(b"/search", "q=\uff0e\uff0e&p=2".encode()) == []
+    assert target_findings(b"/search", b"q=%EF%BC%8E%EF%BC%8E") == []
+
+
 def test_nul_bytes_are_invalid_input() -> None:
     """Raw or percent-encoded NUL in path or query (poison-null-byte attacks)."""
     assert INVALID in _types(b"/files/report.pdf%00.jpg")
