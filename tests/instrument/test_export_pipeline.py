@@ -252,7 +252,7 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
         # What is still queued is reported (and logged); the export thread goes on with it,
         # so in a process that lives on every span ends up exported, failed or dropped.
         after = pipeline.health()
-        assert 0 < after["unfinished_at_shutdown"] <= after["queue_depth"]
+        assert 0 < after["unfinished_at_shutdown"] <= 1000  # the queue's bound
         after = wait_until(lambda: (h := pipeline.health())["dropped"] + h["failed"]
                            == len(records) and h, timeout=60)
         assert after["exported"] == 0
