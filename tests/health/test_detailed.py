@@ -349,8 +349,9 @@ def test_monitoring_answers_at_once_with_current_counters_while_the_store_hangs(
     finally:
         postgres_server.thaw()
     wait_until(lambda: document(call(service, "/api/monitoring"))["stale"] is None, timeout=15)
-    assert [e["event_type"] for e in document(call(service, "/api/monitoring"))["events"]] == [
-        "authn_login_fail", "authz_fail"]
+    # The failing store check may have added a dependency_unhealthy event meanwhile.
+    after = [e["event_type"] for e in document(call(service, "/api/monitoring"))["events"]]
+    assert {"authn_login_fail", "authz_fail"} <= set(after)
 
 
 def test_a_slow_collection_is_still_reused(make_service: ServiceFactory,
