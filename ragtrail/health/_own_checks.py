@@ -32,13 +32,10 @@ class StoreCheck(HealthCheck):
 
     def check(self) -> CheckResult:
         health = self.store.health()
-        status = _STATUS.get(health.status, "fail")
-        details = [f"store {health.status}", f"queue {health.queue_depth}/{health.queue_capacity}",
-                   f"written {health.written}", f"dropped {health.dropped}"]
-        if health.last_error:
-            details.append(f"last error: {health.last_error}")
-        return CheckResult(status, "; ".join(details) if status != "pass" else "",
-                           observed_value=health.queue_depth, observed_unit="records")
+        return _result(health.status, [
+            f"store {health.status}", f"queue {health.queue_depth}/{health.queue_capacity}",
+            f"written {health.written}", f"dropped {health.dropped}"],
+            health.last_error, health.queue_depth, "records")
 
 
 class ExportCheck(HealthCheck):
@@ -56,13 +53,21 @@ class ExportCheck(HealthCheck):
         health: Mapping[str, Any] | None = self.monitor.health().get("exporter")
         if health is None:
             return CheckResult("pass", "no export configured")
-        status = _STATUS.get(health.get("status", ""), "fail")
         target = " ".join(str(health[part]) for part in ("mode", "protocol", "endpoint")
                           if health.get(part))
-        details = [f"export {health.get('status')} ({target})",
-                   f"queue {health.get('queue_depth')}/{health.get('queue_capacity')}",
-                   *(f"{name} {health.get(name)}" for name in ("exported", "failed", "dropped"))]
-        if health.get("last_error"):
-            details.append(f"last error: {health['last_error']}")
-        return CheckResult(status, "; ".join(details) if status != "pass" else "",
-                           observed_value=health.get("queue_depth"), observed_unit="spans")
+        return _result(health.get("status", ""), [
+            f"export {health.get('status')} ({target})",
+            f"queue {health.get('queue_depth')}/{health.get('queue_capacity')}",
+            *(f"{name} {health.get(name)}" for name in ("exported", "failed", "dropped"))],
+            health.get("last_error"), health.get("queue_depth"), "spans")
+
+
+def _result(state: str, details: list[str], last_error: str | None, depth: int | None,
+            unit: str) -> CheckResult:
+    """A pipeline's ok/degraded/failing as a check; its counters are the output unless it
+    passes."""
+    status = _STATUS.get(state, "fail")
+    if last_error:
+        details.append(f"last error: {last_error}")
+    return CheckResult(status, "; ".join(details) if status != "pass" else "",
+                       observed_value=depth, observed_unit=unit)
