@@ -413,10 +413,11 @@ def _card_from(text: str, groups: list[Span], first: int) -> int | None:
     digits, or a first group of 4 then groups of 3 to 7 joined by single separators (4-4-4-4,
     4-6-5, 4-4-4-4-3), Luhn-valid, not starting with 0 (no issuer does, ISO/IEC 7812). One
     group glued to letters is part of a hex ID, not a card; grouped digits are a card even so
-    ("4111 1111 1111 1111abc")."""
+    ("x4111 1111 1111 1111abc")."""
     start = groups[first][0]
-    if text[start] == "0" or (start and text[start - 1].isalpha()):
+    if text[start] == "0":
         return None
+    glued_before = start > 0 and text[start - 1].isalpha()
     digits = ""
     for last in range(first, len(groups)):
         begin, end = groups[last]
@@ -427,7 +428,7 @@ def _card_from(text: str, groups: list[Span], first: int) -> int | None:
         digits += text[begin:end]
         if len(digits) > 19:
             return None
-        if (len(digits) >= 13 and (last > first or end == len(text) or not text[end].isalpha())
-                and is_card_number(digits)):
+        glued = glued_before or (end < len(text) and text[end].isalpha())
+        if len(digits) >= 13 and (last > first or not glued) and is_card_number(digits):
             return last
     return None

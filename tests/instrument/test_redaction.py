@@ -101,9 +101,11 @@ def test_ordinary_text_is_unchanged(text: str) -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("card 3782-822463-10005ZZZZZZ", f"card {REDACTED}ZZZZZZ"),
     ("card 4111 1111 1111 1111abc", f"card {REDACTED}abc"),
+    ("card x4111-1111-1111-1111", f"card x{REDACTED}"),
+    ("pan:ab4111 1111 1111 1111cd", f"pan:ab{REDACTED}cd"),
 ])
 def test_grouped_card_numbers_glued_to_letters_are_redacted(text: str, expected: str) -> None:
-    """Grouped digits followed by letters are still a card (a hex ID is one run)."""
+    """Grouped digits between letters are still a card (a hex ID is one run)."""
     assert make().redact_text(text) == expected
 
 
