@@ -44,9 +44,13 @@ _CHECKPOINT_BYTES = 10_000 * 4096  # 5,000 pages of 8 KiB
 # On a small volume a 40 MiB WAL fills the disk before its first checkpoint, and a full disk
 # leaves no room for the checkpoint that would empty it: a 30 MiB tmpfs failed for good with
 # an 8 KiB database and a 30 MiB WAL. So the WAL gets at most a quarter of the room on its
-# volume (free space plus its own size), measured at each connect, and no less than 1 MiB.
+# volume (free space plus its own size), no less than 1 MiB, measured when a connection opens
+# and again when it is taken from the pool after _REFIT_SECONDS (the writer's connection lives
+# on while other files fill the volume).
 _WAL_SHARE = 4
 _MIN_CHECKPOINT_BYTES = 1 << 20
+_REFIT_SECONDS = 30.0
+_FITTED_AT = "ragtrail_wal_fitted_at"
 # New files get 8 KiB pages (SQLite's default is 4 KiB): a span with captured values (2-3 KB)
 # left most of a 4 KiB page empty, and every page goes through the WAL and a checkpoint.
 # Into a full ring: 22-23 against 38-46 us per captured span, events ingest 89,500-93,000
@@ -136,7 +140,7 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
     engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
+    def _configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         # Leave transactions to the "begin" hook below instead of pysqlite's implicit BEGIN,
         # which starts late (at the first write) and deferred.
         dbapi_connection.isolation_level = None
@@ -149,10 +153,19 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
                 cursor.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")  # negative: KiB, not pages
-                (page_size,) = cursor.execute("PRAGMA page_size").fetchone()
-                _fit_wal_to_volume(cursor, int(page_size))
+                _fit_wal_to_volume(cursor, record)
         finally:
             cursor.close()
+
+    if path is not None and not read_only:
+        @event.listens_for(engine, "checkout")
+        def _refit(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+            if time.monotonic() - record.info.get(_FITTED_AT, 0.0) >= _REFIT_SECONDS:
+                cursor = dbapi_connection.cursor()
+                try:
+                    _fit_wal_to_volume(cursor, record)
+                finally:
+                    cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -167,10 +180,11 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
     return engine
 
 
-def _fit_wal_to_volume(cursor: Any, page_size: int) -> None:
+def _fit_wal_to_volume(cursor: Any, record: ConnectionPoolEntry) -> None:
     """Checkpoint before the WAL outgrows its share of the volume, and have SQLite cut the
     file back to that share when it starts the WAL over; an oversized WAL (a fuller volume,
     an older run) is checkpointed now, without waiting for readers (PASSIVE)."""
+    record.info[_FITTED_AT] = time.monotonic()
     path = next((row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"),
                 "")
     if not path:  # in memory: no WAL, no volume
@@ -183,6 +197,7 @@ def _fit_wal_to_volume(cursor: Any, page_size: int) -> None:
     else:
         room = volume.f_bavail * volume.f_frsize + wal
         budget = max(_MIN_CHECKPOINT_BYTES, min(_CHECKPOINT_BYTES, room // _WAL_SHARE))
+    (page_size,) = cursor.execute("PRAGMA page_size").fetchone()
     cursor.execute(f"PRAGMA wal_autocheckpoint = {max(1, budget // page_size)}")
     cursor.execute(f"PRAGMA journal_size_limit = {budget}")
     if wal > budget + budget // 2:

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import event
 from store_helpers import make_event, make_span, wait_for
 
-from ragtrail.store import AuditStore
+from ragtrail.store import AuditStore, _engine
 
 QUEUE = 200
 MAX_RECORD_SECONDS = 0.05  # far below any busy timeout or connect timeout: never waits on I/O
@@ -367,6 +367,35 @@ def test_the_wal_fits_a_small_volume(store_factory: Callable[..., AuditStore],
                 assert store.flush(30), store.health().last_error
             health = store.health()
             assert (health.status, health.dropped, health.written) == ("ok", 0, 24_000)
+            assert os.path.getsize(mnt / "audit.db-wal") < 6 << 20
+        finally:
+            store.close(timeout=5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_the_wal_shrinks_when_the_volume_fills_up_later(
+        store_factory: Callable[..., AuditStore], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another file fills the volume after the store opened (logs in the same emptyDir): the
+    writer's long-lived connection measures the room again (here at every checkout instead of
+    every 30 s) and checkpoints within the smaller share, so the disk never fills. Measured
+    once at connect, the 16 MiB budget of a 64 MiB volume met 12 MiB of room: disk full."""
+    monkeypatch.setattr(_engine, "_REFIT_SECONDS", 0.0)
+    with small_tmpfs(tmp_path / "mnt", size="64m") as mnt:
+        store = store_factory(f"sqlite:///{mnt / 'audit.db'}", spans_capacity=2000,
+                              events_capacity=100, metrics_capacity=100, queue_size=4000)
+        try:
+            store.record(make_event("opened"))
+            assert store.flush(10)
+            free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+            with (mnt / "ballast").open("wb") as ballast:
+                ballast.write(b"\1" * (free - (12 << 20)))
+            for _ in range(12):
+                for _ in range(2000):
+                    store.record(make_span("retrieve", attributes={"query": "q" * 400}))
+                assert store.flush(30), store.health().last_error
+            health = store.health()
+            assert (health.last_error, health.dropped, health.written) == (None, 0, 24_001)
             assert os.path.getsize(mnt / "audit.db-wal") < 6 << 20
         finally:
             store.close(timeout=5)
