@@ -86,6 +86,12 @@ _LINE_VALUE = re.compile(r"[ \t]{0,3}(?:" + _QUOTED + r"|([^\r\n\"']{1,4096}))")
 # A key ending its line ("password:" in YAML, a config dump, an error message) may have its
 # value alone on the next, indented line.
 _NEXT_LINE = re.compile(r"[ \t]{0,3}\r?\n[ \t]{1,32}")
+# YAML blocks under a key: a block scalar ("password: |", ">-", "|2") runs over the lines
+# indented deeper than the key's; a block list ("api_keys:" then "- k1" lines) may also stand
+# at the key's own indentation.
+_BLOCK_SCALAR = re.compile(r"[ \t]{0,3}[|>][1-9+-]{0,2}[ \t]{0,8}(?=\r?\n)")
+_BLOCK_LIST = re.compile(r"[ \t]{0,3}\r?\n(?=([ \t]{0,32})-[ \t])")
+_INDENT = re.compile(r"[ \t]*")
 # What may follow a value that is alone on its line: its closing quote and blanks.
 _LINE_END = re.compile(r"[\"']?[ \t]{0,8}(?:[\r\n]|\Z)")
 # A list value (Python repr, JSON): "password=[a, b]", '"api_keys": ["k1", "k2"]'.
@@ -244,10 +250,15 @@ class TextScanner:
 
     def _key_value(self, text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
         """``password=...``, ``"api_key": "..."``, ``Authorization: Basic ...``,
-        ``tokens=[...]``, and ``password:`` with its value alone on the next line."""
+        ``tokens=[...]``, ``password:`` with its value alone on the next line, and YAML
+        blocks (``password: |``, ``api_keys:`` then ``- k1`` lines)."""
         at = match.end()
         kind = self._kind_before(text, at - 1, floor)
         if not kind:
+            return
+        block = _yaml_block(text, at, floor) if kind != "weak" else None
+        if block is not None:
+            yield block
             return
         next_line = _NEXT_LINE.match(text, at)
         start = at if next_line is None else next_line.end()
@@ -285,6 +296,54 @@ def _value(text: str, start: int, kind: KeyKind, *, same_line: bool) -> Span | N
     if kind == "weak" and not looks_random(value.group(group)):
         return None
     return value.span(group)
+
+
+def _yaml_block(text: str, at: int, floor: int) -> Span | None:
+    """The content lines of a YAML block scalar or block list after the key ending at ``at``,
+    from the first one's first character to the last one's end; None if there is none."""
+    scalar = _BLOCK_SCALAR.match(text, at)
+    if scalar is not None:
+        return _block_lines(text, scalar.end(), _indent(text, at, floor), list_items=False)
+    items = _BLOCK_LIST.match(text, at)
+    if items is None:
+        return None
+    indent = _indent(text, at, floor)
+    if len(items.group(1)) < indent:
+        return None
+    return _block_lines(text, items.end(), indent, list_items=True)
+
+
+def _indent(text: str, at: int, floor: int) -> int:
+    """How far the line holding ``at`` is indented (counted from ``floor`` at most)."""
+    line_start = max(floor, text.rfind("\n", floor, at) + 1)
+    return _skip_blanks(text, line_start, at) - line_start
+
+
+def _block_lines(text: str, start: int, indent: int, *, list_items: bool) -> Span | None:
+    """The block's lines from ``start``: blank ones, those indented deeper than ``indent``,
+    and with ``list_items`` those at ``indent`` that begin ``- ``; at most ``_MAX_LIST``
+    characters."""
+    limit = min(len(text), start + _MAX_LIST)
+    first = last = -1
+    at = start
+    while at < limit:
+        line_break = text.find("\n", at, limit)
+        line_end = limit if line_break < 0 else line_break
+        content = _skip_blanks(text, at, line_end)
+        if content < line_end and text[content] != "\r":
+            depth = content - at
+            if depth < indent or (depth == indent and not (
+                    list_items and text.startswith(("- ", "-\t"), content))):
+                break
+            first = content if first < 0 else first
+            last = line_end - 1 if text[line_end - 1] == "\r" else line_end
+        at = line_end + 1
+    return None if first < 0 else (first, last)
+
+
+def _skip_blanks(text: str, start: int, end: int) -> int:
+    blanks = _INDENT.match(text, start, end)
+    return start if blanks is None else blanks.end()
 
 
 def _alone_on_its_line(text: str, end: int) -> bool:

@@ -354,6 +354,9 @@ ADVERSARIAL = {
     "escaped quotes in lists": ('password=["' + '\\"' * 2043 + "\n", 244),
     "keys ending their lines": ("secret:\r\n  ", 91_000),
     "encoded keys": ("token%25253D", 83_000),
+    "empty yaml block scalars": ("password: |\n", 83_000),
+    "yaml block lists": ("api_keys:\n- ", 83_000),
+    "yaml lists under deeper keys": ("  api_keys:\n- x\n", 62_000),
 }
 
 
@@ -498,6 +501,21 @@ def test_a_value_alone_on_the_line_after_its_key_is_redacted(text: str, expected
 
 
 @pytest.mark.parametrize(("text", "expected"), [
+    ("db:\n  password: |\n    hunter2\n    line 2\n\n    l3\n  user: ana",
+     "db:\n  password: |\n    [REDACTED]\n  user: ana"),
+    ("private_key: >-\r\n  MIIEv a\r\n  b==\r\nnext: ok",
+     "private_key: >-\r\n  [REDACTED]\r\nnext: ok"),
+    ("api_keys:\n- k1\n- k2\nn: 1", "api_keys:\n[REDACTED]\nn: 1"),
+    ("cfg:\n  api_keys:\n    - k1\n    - name: x\n      value: y\n  other: 1",
+     "cfg:\n  api_keys:\n    [REDACTED]\n  other: 1"),
+])
+def test_yaml_blocks_under_a_sensitive_key_are_redacted(text: str, expected: str) -> None:
+    """A block scalar (``|``, ``>-``) runs over the lines indented deeper than its key, a block
+    list also over ``- `` lines at the key's indentation; the next key ends either."""
+    assert make().redact_text(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
     ("url?token%253Dabcdef123456", "url?token=[REDACTED]"),
     ("u?password%25253Dabcdef&x=1", "u?password=[REDACTED]&x=1"),
     ("a?password%3Dx1&token%253Dy2", "a?password=[REDACTED]&token=[REDACTED]"),
@@ -521,6 +539,8 @@ def test_separators_encoded_several_times_are_seen_through(text: str, expected: 
     "with aiohttp.ClientSession() as session:\n    resp = await session.get(url)",
     "if not password:\n    raise ValueError(password_help)",
     "signature:\n  hello",
+    "tokens:\n  - the\n  - cat",
+    "  password:\n- not under the key",
     "50%25 off",
     "a%2520b%252Fc",
 ])
