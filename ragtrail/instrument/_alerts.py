@@ -31,6 +31,7 @@ from ragtrail._settings import Settings
 from ragtrail._threads import control_signals_unblocked, start_quietly
 from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
 from ragtrail.instrument._redaction import Redactor, escape_controls
+from ragtrail.instrument._spans import describe
 
 __all__ = ["AlertCallback", "AlertDispatcher"]
 
@@ -228,7 +229,7 @@ class AlertDispatcher:
                 error: BaseException | None) -> None:
         detail = "" if error is None else (
             f": {type(error).__name__}: "
-            f"{escape_controls(self._redactor.redact_text(str(error), limit=300))}")
+            f"{escape_controls(self._redactor.redact_text(describe(error), limit=300))}")
         logger.warning("ragtrail alert callback %s %s for %s event%s", subscription.name,
                        "failed" if reason == "error" else "timed out", event.event_type, detail)
         if self._on_failure is not None:

@@ -14,7 +14,7 @@ from ragtrail._records import Severity
 from ragtrail.instrument._capture import ArgumentCapture
 from ragtrail.instrument._monitor import Monitor
 from ragtrail.instrument._rag_attributes import Extractor
-from ragtrail.instrument._spans import LiveSpan, open_span
+from ragtrail.instrument._spans import LiveSpan, describe, open_span
 
 __all__ = ["CallPlan"]
 
@@ -128,7 +128,7 @@ class CallPlan:
                 if self.record_errors:
                     monitor.security_event(
                         "function_error", monitor.settings.function_error_severity, self.name,
-                        f"{self.name} raised {type(error).__name__}: {error}",
+                        f"{self.name} raised {type(error).__name__}: {describe(error)}",
                         {"function": self.name, "kind": self.kind})
             else:
                 # Cancellation, KeyboardInterrupt, GeneratorExit: the call was stopped from

@@ -9,6 +9,7 @@ instrumentations (SDK tracer, httpx, database drivers) nest under it, and it nes
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import traceback
 import types as pytypes
@@ -33,14 +34,18 @@ if TYPE_CHECKING:
 
     from ragtrail.instrument._monitor import Monitor
 
-__all__ = ["LiveSpan", "new_trace_id", "open_span", "span_ids", "start_span"]
+__all__ = ["LiveSpan", "describe", "new_trace_id", "open_span", "span_ids", "start_span"]
 
 # The key OTel keeps the current span under is private; learn it through the public API.
 (_SPAN_KEY,) = trace.set_span_in_context(trace.INVALID_SPAN, Context()).keys()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-# Tracebacks keep their innermost (last) lines: that is where the error is.
+# Tracebacks keep their innermost (last) lines: that is where the error is. Only the innermost
+# frames are formatted (Python 3.11 computes each frame's positions and carets: 50-150 us), or
+# a failure rising through nested monitored calls formats the whole stack at every level: 0.4
+# s for a monitored recursion 100 deep.
 _STACKTRACE_MAX_CHARS = 4096
+_STACKTRACE_FRAMES = 20  # about 4,096 characters
 _RECORD_FIELDS = ("trace_id", "span_id", "name", "kind", "start_us", "duration_us",
                   "parent_span_id", "status", "error_type", "error_message", "correlation_id",
                   "attributes", "events")
@@ -244,7 +249,8 @@ class LiveSpan(trace.Span):
         if status is StatusCode.ERROR:
             self._status = "error"
             if description is not None:
-                self._error_message = self._safe_message(description)
+                self._error_message = escape_controls(
+                    self._monitor.redactor.redact_text(description))
         elif status is StatusCode.OK:
             self._status = "ok"
 
@@ -258,37 +264,47 @@ class LiveSpan(trace.Span):
         """Add the OTel ``exception`` event; message and stack trace pass the redactor."""
         if self._ended:
             return
-        redact_text = self._monitor.redactor.redact_text
-        stack = "".join(traceback.format_exception(exception))[-_STACKTRACE_MAX_CHARS:]
+        message = self._monitor.redactor.redact_text(describe(exception))
+        self._exception_event(exception, message, attributes, timestamp, escaped)
+
+    def fail(self, exception: BaseException) -> None:
+        """Mark the span failed by ``exception``: error status, type, redacted message, event."""
+        if self._ended:
+            return
+        message = self._monitor.redactor.redact_text(describe(exception))
+        self._exception_event(exception, message, None, None, True)
+        self._mark_error(_qualified_name(type(exception)), message)
+
+    def set_error(self, error_type: str, message: str | None = None) -> None:
+        """Error status with ``error_type`` (OTel ``error.type``) and a redacted message."""
+        if self._ended:
+            return
+        redacted = None if message is None else self._monitor.redactor.redact_text(message)
+        self._mark_error(error_type, redacted)
+
+    def _exception_event(self, exception: BaseException, message: str,
+                         attributes: types.Attributes, timestamp: int | None,
+                         escaped: bool) -> None:
+        formatted = traceback.format_exception(
+            type(exception), exception, _innermost(exception.__traceback__),
+            limit=-_STACKTRACE_FRAMES)
         event_attributes: dict[str, Any] = {
             "exception.type": _qualified_name(type(exception)),
-            "exception.message": redact_text(str(exception)),
-            "exception.stacktrace": redact_text(stack),
+            "exception.message": message,
+            "exception.stacktrace": self._monitor.redactor.redact_text(
+                "".join(formatted)[-_STACKTRACE_MAX_CHARS:]),
             "exception.escaped": escaped,
         }
         if attributes:
             event_attributes.update(self._monitor.redactor.redact_attributes(attributes))
         self._add_event("exception", event_attributes, timestamp)
 
-    def fail(self, exception: BaseException) -> None:
-        """Mark the span failed by ``exception``: error status, type, redacted message, event."""
-        if self._ended:
-            return
-        self.record_exception(exception, escaped=True)
-        self.set_error(_qualified_name(type(exception)), str(exception))
-
-    def set_error(self, error_type: str, message: str | None = None) -> None:
-        """Error status with ``error_type`` (OTel ``error.type``) and a redacted message."""
-        if self._ended:
-            return
+    def _mark_error(self, error_type: str, redacted_message: str | None) -> None:
         self._status = "error"
         self._error_type = error_type
-        if message is not None:
-            self._error_message = self._safe_message(message)
-
-    def _safe_message(self, message: str) -> str:
-        # A one-line column read by people and log shippers: redacted, controls escaped.
-        return escape_controls(self._monitor.redactor.redact_text(message))
+        if redacted_message is not None:
+            # A one-line column read by people and log shippers: controls escaped.
+            self._error_message = escape_controls(redacted_message)
 
     # -- context --------------------------------------------------------------------------
 
@@ -423,6 +439,26 @@ def start_span(
     span._own_attributes = True
     span.attach()
     return span
+
+
+def _innermost(tb: pytypes.TracebackType | None) -> pytypes.TracebackType | None:
+    """The traceback from its ``_STACKTRACE_FRAMES``-th innermost entry on (``limit=`` alone
+    still computes every frame's positions)."""
+    entries: collections.deque[pytypes.TracebackType] = collections.deque(
+        maxlen=_STACKTRACE_FRAMES)
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    return entries[0] if entries else None
+
+
+def describe(exception: BaseException) -> str:
+    """``str(exception)``, or what Python's own traceback prints when that raises (a lazy
+    proxy in the arguments): a failure must still be recorded as one."""
+    try:
+        return str(exception)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def _qualified_name(cls: type) -> str:

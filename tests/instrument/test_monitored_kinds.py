@@ -97,6 +97,50 @@ def test_record_errors_adds_a_function_error_event(kind: str, monitor: Monitor) 
     assert "function_error" in [e.name for e in span.events]
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str() for this one")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_exception_whose_str_raises_is_still_recorded_as_a_failure(
+        kind: str, monitor: Monitor) -> None:
+    """A lazy proxy in the arguments makes ``str(exception)`` raise: the span still says
+    error, with Python's own placeholder for the message, and the event is recorded."""
+    def body() -> None:
+        raise Unprintable()
+
+    _, run = build(kind, body, record_errors=True)
+    with pytest.raises(Unprintable):
+        run()
+    span = only_span(monitor, "step")
+    placeholder = "<exception str() failed>"
+    assert (span.status, span.error_type, span.error_message) == (
+        "error", f"{__name__}.Unprintable", placeholder)
+    (event,) = stored_events(monitor)
+    assert event.description.endswith(f"raised Unprintable: {placeholder}")
+
+
+def test_a_failure_deep_in_a_monitored_recursion_keeps_only_the_innermost_frames(
+        monitor: Monitor) -> None:
+    """Each level formats the innermost 20 frames, not the whole stack (formatting all of it
+    at every level of a recursion 100 deep took 0.4 s), and keeps the frame that raised."""
+    @monitored(name="walk")
+    def walk(depth: int) -> None:
+        if depth == 0:
+            raise KeyError("missing node")
+        walk(depth - 1)
+
+    with pytest.raises(KeyError):
+        walk(100)
+    outermost = max(stored_spans(monitor), key=lambda span: span.duration_us)
+    (event,) = [e for e in outermost.events if e.name == "exception"]
+    stack = event.attributes["exception.stacktrace"]
+    assert stack.count('  File "') == 20
+    assert stack.rstrip().endswith("KeyError: 'missing node'")
+    assert 'raise KeyError("missing node")' in stack
+
+
 def test_function_error_severity_comes_from_settings(monitor_factory: Any) -> None:
     """``function_error_severity`` sets the severity of ``function_error`` events."""
     monitor = monitor_factory(function_error_severity="high")
