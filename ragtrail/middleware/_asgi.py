@@ -23,7 +23,7 @@ from ragtrail.middleware._inspection import (
     unsafe_header_value,
 )
 from ragtrail.middleware._options import MiddlewareOptions
-from ragtrail.middleware._routes import route_by_endpoint
+from ragtrail.middleware._routes import route_by_endpoint, route_path
 from ragtrail.store import EXIT_FLUSH_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class ASGIMiddleware:
             await self.app(scope, receive, send)
             return
         health = core.health
-        if health is not None and exchange.head.path not in health.excluded_paths:
+        if health is not None and exchange.head.app_path not in health.excluded_paths:
             health = None
         await _Responder(exchange, scope, receive, send, core.options).run(self.app, health)
 
@@ -166,7 +166,7 @@ class _Responder:
             if health is not None and not websocket:
                 head = exchange.head
                 response = await health.respond_async(
-                    head.method, head.path, head.query, self.scope.get("headers") or (),
+                    head.method, head.app_path, head.query, self.scope.get("headers") or (),
                     client=exchange.client)
                 if response is not None:
                     await self._answer_health(response)
@@ -245,7 +245,9 @@ class _Responder:
         if status == 413:  # the unread rest of the body makes the connection unusable
             headers.append((b"connection", b"close"))
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
-        await self._send({"type": "http.response.body", "body": body})
+        # HEAD: no content (RFC 9110 9.3.2), whether or not the server drops it (uvicorn does).
+        await self._send({"type": "http.response.body",
+                          "body": b"" if self.exchange.head.method == "HEAD" else body})
 
     async def _answer_health(self, response: HealthResponse) -> None:
         self.started = self._swallow = True
@@ -315,6 +317,7 @@ def _read_scope(scope: Scope, options: MiddlewareOptions) -> RequestHead:
     return RequestHead(  # positional: this runs for every request
         scope.get("method", "GET"),
         path,
+        route_path(scope) if scope.get("root_path") else path,
         scope.get("raw_path") or path.encode("utf-8", "surrogatepass"),
         scope.get("query_string") or b"",
         scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http"),

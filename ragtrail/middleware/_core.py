@@ -73,6 +73,9 @@ class RequestHead:
 
     method: str
     path: str
+    # The path below the app's mount point (ASGI root_path, WSGI SCRIPT_NAME), as the app's own
+    # routes see it: health routes and exclude_paths match this one.
+    app_path: str
     raw_path: bytes
     query: bytes
     scheme: str
@@ -110,7 +113,7 @@ class MiddlewareCore:
                 inbound, rejected = _inbound_id(options.id_headers, headers,
                                                 self.monitor.redactor.redact_text)
                 break
-        excluded = options.excluded(head.path)
+        excluded = options.excluded(head.app_path)
         parent = None
         if options.trust_inbound and not excluded and "traceparent" in headers:
             parent = _remote_parent(headers)

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.routing import Mount
 
-__all__ = ["route_by_endpoint"]
+__all__ = ["route_by_endpoint", "route_path"]
 
 # id(router) -> (the router, id(endpoint) -> the routes calling it, the endpoints whose
 # request matched none of their routes right after a rebuild). Routers and Mount apps compare
@@ -54,7 +54,7 @@ def route_by_endpoint(scope: MutableMapping[str, Any]) -> Any:
 def _matching(routes: list[Any], scope: MutableMapping[str, Any]) -> list[Any]:
     """The routes that match the request's path (a mounted app matched already: its
     endpoint is the app itself, whose path lies below the mount)."""
-    path = _route_path(scope)
+    path = route_path(scope)
     return [route for route in routes
             if isinstance(route, Mount)
             or ((regex := getattr(route, "path_regex", None)) is not None and regex.match(path))]
@@ -67,7 +67,7 @@ def _single(routes: list[Any]) -> Any:
     return routes[0]
 
 
-def _route_path(scope: MutableMapping[str, Any]) -> str:
+def route_path(scope: MutableMapping[str, Any]) -> str:
     """The path below the innermost mount that matched (routes' templates are relative)."""
     path: str = scope.get("path", "")
     root_path: str = scope.get("root_path", "")

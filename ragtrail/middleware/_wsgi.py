@@ -126,7 +126,7 @@ class _Responder:
         if exchange.rejection is not None:
             return responder._answer(exchange.rejection)
         health = core.health
-        if health is not None and head.path in health.excluded_paths:
+        if health is not None and head.app_path in health.excluded_paths:
             response = responder._health(health)
             if response is not None:
                 return response
@@ -172,7 +172,7 @@ class _Responder:
         headers = {key[5:].replace("_", "-").lower(): value
                    for key, value in self.environ.items() if key.startswith("HTTP_")}
         try:
-            response = health.respond(head.method, head.path, head.query, headers,
+            response = health.respond(head.method, head.app_path, head.query, headers,
                                       client=exchange.client)
         except Exception as exc:
             return self._failed(exc)
@@ -189,11 +189,14 @@ class _Responder:
     def _answer(self, status: int, exc_info: ExcInfo | None = None) -> list[bytes]:
         """Answer for the app, and finish: 400 (rejected) or 413 (body too large)."""
         try:
-            return self._send_plain(status, exc_info)
+            return [self._send_plain(status, exc_info)]
         finally:
             self.finish(None)
 
-    def _send_plain(self, status: int, exc_info: ExcInfo | None) -> list[bytes]:
+    def _send_plain(self, status: int, exc_info: ExcInfo | None) -> bytes:
+        """Start the middleware's own answer; the content to send (none for HEAD, RFC 9110
+        9.3.2: servers leave that to the app, and a body after a HEAD answer would be read
+        as the start of the next response on the connection)."""
         body = _BODIES[status]
         # No "Connection: close" for an unread body: PEP 3333 leaves hop-by-hop headers
         # to the server, which knows whether it buffered the body already (waitress does).
@@ -204,7 +207,7 @@ class _Responder:
             self._start_response(_status_line(status), headers)
         else:  # PEP 3333: replaces headers the app set but the server has not sent
             self._start_response(_status_line(status), headers, exc_info)
-        return [body]
+        return b"" if self.exchange.head.method == "HEAD" else body
 
     def _failed(self, error: Exception) -> Iterable[bytes]:
         """The app raised before its body went out: answer 500 with the ID, then re-raise.
@@ -217,15 +220,15 @@ class _Responder:
         cut = isinstance(error, _BodyTooLarge)
         status = 413 if self.exchange.body_cut else 500
         try:
-            self._send_plain(status, (type(error), error, error.__traceback__))
+            body = self._send_plain(status, (type(error), error, error.__traceback__))
         except Exception:  # headers already sent (the app used write()): nothing to replace
             self.finish(None if cut else error)
             raise error from None
         if cut:
             self.finish(None)
-            return [_BODIES[status]]
+            return [body]
         self.finish(error)
-        return _then_raise(_BODIES[status], error)
+        return _then_raise(body, error)
 
     def finish(self, error: BaseException | None) -> None:
         if not self._finished:
@@ -338,7 +341,8 @@ def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> Reques
         joined = " ".join(filter(str.__instancecheck__, environ.values()))
         if len(joined) > MAX_HEADER_BYTES or unsafe_header_text(joined):
             findings = _header_findings(environ)
-    path: str = get("SCRIPT_NAME", "") + get("PATH_INFO", "")
+    app_path: str = get("PATH_INFO", "")
+    path: str = get("SCRIPT_NAME", "") + app_path
     uri: str = get("REQUEST_URI") or get("RAW_URI") or ""
     # The undecoded target when the server gives it (waitress, gunicorn, werkzeug);
     # PATH_INFO is decoded once already, which the inspection's decoding rounds allow for.
@@ -347,6 +351,7 @@ def _read_environ(environ: dict[str, Any], options: MiddlewareOptions) -> Reques
     return RequestHead(  # positional: this runs for every request
         get("REQUEST_METHOD", "GET"),
         (path if path.isascii() else _text(path)) or "/",
+        (app_path if app_path.isascii() else _text(app_path)) or "/",
         raw_path,
         get("QUERY_STRING", "").encode("latin-1", "replace"),
         get("wsgi.url_scheme", "http"),

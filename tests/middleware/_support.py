@@ -126,15 +126,16 @@ def wait_until(predicate: Callable[[], object], timeout: float = _SERVER_START_T
 
 
 @contextmanager
-def uvicorn_server(app: Any) -> Iterator[str]:
-    """``app`` under a real uvicorn on a free 127.0.0.1 port; yields its base URL."""
+def uvicorn_server(app: Any, **config: Any) -> Iterator[str]:
+    """``app`` under a real uvicorn on a free 127.0.0.1 port (``config``: more
+    ``uvicorn.Config`` arguments); yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # log_config=None: leave logging alone, so tests can watch what uvicorn logs.
-    config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on",
+                                           access_log=False, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

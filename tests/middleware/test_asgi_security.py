@@ -121,6 +121,9 @@ def test_reject_malicious_answers_400_without_calling_the_app(monitor: Monitor) 
         400, b"Bad Request", "attack-00001")
     assert only_span(monitor).attributes["http.response.status_code"] == 400
     assert [e.event_type for e in stored_events(monitor)] == ["malicious_path_traversal"]
+    head = request(_wrap(recorder, monitor, reject_malicious=True), "/static/../etc/passwd",
+                   method="HEAD")
+    assert (head.status, head.body, head.header("content-length")) == (400, b"", "11")
 
 
 @pytest.mark.parametrize(("value", "event_type"), [

@@ -11,7 +11,7 @@ from flask import Flask
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ragtrail.health import FunctionCheck, HealthService
 from ragtrail.instrument import Monitor
@@ -19,6 +19,7 @@ from ragtrail.middleware import ASGIMiddleware, WSGIMiddleware
 
 from ._support import (
     call_wsgi,
+    only_span,
     request,
     stored_events,
     stored_spans,
@@ -143,6 +144,39 @@ def test_wsgi_serves_the_health_routes_too(monitor: Monitor) -> None:
     assert reply.header("content-type") == "application/health+json"
     head = call_wsgi(app, wsgi_environ("/health", method="HEAD"))
     assert (head.status, head.body) == ("200 OK", b"")
+
+
+def test_health_routes_are_relative_to_a_mount(monitor: Monitor) -> None:
+    """Mounted under a prefix (a Starlette Mount, ASGI root_path, WSGI SCRIPT_NAME), the
+    health routes sit below it like the app's own routes: the prefix's /ready is served and
+    gets no span, while url.path keeps the prefix."""
+    counting = _CountingApp()
+    outer = Starlette(routes=[Mount("/api", app=ASGIMiddleware(counting.app, monitor=monitor))])
+    assert request(outer, "/api/ready").header("content-type") == "application/health+json"
+    assert request(outer, "/api/health").header("content-type") == "application/health+json"
+    assert counting.calls == 0
+    assert stored_spans(monitor) == []
+    assert request(outer, "/api/").status == 200
+    assert only_span(monitor).attributes["url.path"] == "/api/"
+
+    flask_app = Flask("mounted")
+    wsgi = WSGIMiddleware(flask_app.wsgi_app, monitor=monitor)
+    reply = call_wsgi(wsgi, wsgi_environ("/health", SCRIPT_NAME="/svc"))
+    assert (reply.status, reply.header("content-type")) == ("200 OK", "application/health+json")
+
+
+@pytest.mark.network
+def test_health_routes_under_uvicorn_with_a_root_path(monitor: Monitor) -> None:
+    """``uvicorn --root-path /svc`` behind an ingress that strips /svc: the kubelet's
+    ``GET /health`` is the middleware's (uvicorn puts the root path in front of the path)."""
+    counting = _CountingApp()
+    app = ASGIMiddleware(counting.app, monitor=monitor)
+    with uvicorn_server(app, root_path="/svc") as base, \
+            httpx.Client(base_url=base, timeout=5) as client:
+        reply = client.get("/health")
+        assert reply.headers["content-type"] == "application/health+json"
+        assert client.get("/").text == "the app's own"
+    assert counting.calls == 1
 
 
 @pytest.mark.network

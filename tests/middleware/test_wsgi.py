@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -311,6 +312,39 @@ def test_a_raw_wsgi_failure_reaches_waitress_after_the_500(
     assert (response.status_code, response.headers["x-request-id"]) == (500, "waitress-fail-1")
     logged = [r.exc_info[1] for r in caplog.records if r.exc_info]
     assert any(isinstance(e, LookupError) for e in logged)
+
+
+def _pipelined(base: str, *requests: bytes) -> bytes:
+    """Send ``requests`` at once on one connection; everything until the last response's
+    body (a health+json document) is complete."""
+    address = urlsplit(base)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"".join(requests))
+        data = b""
+        while not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    return data
+
+
+@pytest.mark.network
+def test_the_middlewares_own_answers_to_head_have_no_body(monitor: Monitor) -> None:
+    """waitress leaves HEAD's empty content to the app: the middleware's 400 and 500 carry
+    no body, or the next response on the connection starts after stray bytes."""
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        raise LookupError("no such tenant")
+
+    wrapped = WSGIMiddleware(app, monitor=monitor, reject_malicious=True)
+    with waitress_server(wrapped) as base:
+        data = _pipelined(base, b"HEAD /a/%2e%2e/etc HTTP/1.1\r\nHost: x\r\n\r\n",
+                          b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 400 "), first
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest[:40]
+    failed = call_wsgi(wrapped, wsgi_environ("/fails", method="HEAD"))
+    assert (failed.status, failed.body, type(failed.error)) == (
+        "500 Internal Server Error", b"", LookupError)
 
 
 @pytest.mark.network
