@@ -14,21 +14,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Literal
 
 from ragtrail._records import Severity
 from ragtrail._settings import Settings
 from ragtrail.health._seams import MonitorLike
 
-__all__ = ["DetailedAccess", "Headers", "Verdict"]
+__all__ = ["DetailedAccess", "Headers"]
 
 Headers = Mapping[str, str] | Iterable[tuple[bytes, bytes]]
-Verdict = Literal["allow", "hide", "deny"]
 _SOURCE = "ragtrail.health"
 
 
 class DetailedAccess:
-    """Decides allow / hide (404) / deny (401) and records failed attempts."""
+    """Who may see the detailed routes: hidden (404) for everyone, or a bearer token (401
+    without it); records failed attempts."""
 
     def __init__(self, settings: Settings, monitor: MonitorLike, *, burst_limit: int = 10,
                  burst_window: float = 60.0) -> None:
@@ -46,14 +45,21 @@ class DetailedAccess:
     def requires_token(self) -> bool:
         return self._digest is not None
 
-    def decide(self, headers: Headers, path: str, client: str | None = None) -> Verdict:
+    @property
+    def hidden(self) -> bool:
+        """Production without a token: the detailed routes answer as if they did not exist."""
+        return self._hidden
+
+    def allows(self, headers: Headers, path: str, client: str | None = None) -> bool:
+        """Whether the request may see a detailed route (not ``hidden``); a refusal is
+        recorded as a failed login."""
         if self._digest is None:
-            return "hide" if self._hidden else "allow"
+            return True
         supplied = _bearer_token(headers)
         if supplied is not None and hmac.compare_digest(_digest(supplied), self._digest):
-            return "allow"
+            return True
         self._record_failure(path, client, "missing" if supplied is None else "invalid")
-        return "deny"
+        return False
 
     def _record_failure(self, path: str, client: str | None, reason: str) -> None:
         now = time.monotonic()

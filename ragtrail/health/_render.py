@@ -70,9 +70,11 @@ def respond_with(
     *,
     head: bool,
     extra: Iterable[tuple[str, str]] = (),
+    cache: bool = True,
 ) -> HealthResponse:
-    headers = [("content-type", content_type), _NO_STORE, ("content-length", str(len(body))),
-               *extra]
+    """A response; ``cache=False`` leaves out ``Cache-Control: no-store``."""
+    headers = [("content-type", content_type), *([_NO_STORE] if cache else []),
+               ("content-length", str(len(body))), *extra]
     return HealthResponse(status, headers, b"" if head else body)
 
 

@@ -246,16 +246,19 @@ class HealthService:
         if self._pid != os.getpid():
             self._start_failsafe()
         head = method == "HEAD"
-        if kind not in _PROBES:
-            verdict = self._access.decide(headers, path, client)
-            if verdict == "hide":
-                return respond_with(404, b"Not Found", TEXT, head=head)
-            if verdict == "deny":
-                return respond_with(401, b"Unauthorized", TEXT, head=head,
-                                    extra=[("www-authenticate", 'Bearer realm="ragtrail"')])
+        detailed = kind not in _PROBES
+        if detailed and self._access.hidden:
+            # Every method, and no Cache-Control (a plain 404's headers): nothing tells a
+            # scanner that the route exists.
+            return respond_with(404, b"Not Found", TEXT, head=head, cache=False)
         if method not in ("GET", "HEAD"):
+            # Before the token: a CORS preflight (OPTIONS never carries credentials) or a
+            # wrong method is no failed login.
             return respond_with(405, b"Method Not Allowed", TEXT, head=False,
                                 extra=[("allow", "GET, HEAD")])
+        if detailed and not self._access.allows(headers, path, client):
+            return respond_with(401, b"Unauthorized", TEXT, head=head,
+                                extra=[("www-authenticate", 'Bearer realm="ragtrail"')])
         text = query.decode("latin-1") if isinstance(query, bytes) else query
         if kind in _PROBES:
             return self._probe(kind, head, text)

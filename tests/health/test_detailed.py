@@ -117,9 +117,27 @@ def test_failures_are_recorded_per_client(make_monitor: MonitorFactory,
 @pytest.mark.parametrize("path", DETAILED)
 def test_production_without_token_hides_detailed_routes(
         make_monitor: MonitorFactory, make_service: ServiceFactory, path: str) -> None:
-    """environment=production and no token: 404, as if the routes did not exist."""
+    """environment=production and no token: 404 for every method, as if the routes did not
+    exist (no Cache-Control either, which a plain 404 lacks)."""
     service = make_service(monitor=make_monitor(environment="production"), store_check=False)
     assert (call(service, path).status, call(service, "/health").status) == (404, 200)
+    for method in ("GET", "POST", "OPTIONS"):
+        hidden = service.respond(method, path, "", {})
+        assert hidden is not None
+        assert hidden.status == 404
+        assert "cache-control" not in dict(hidden.headers)
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "POST"])
+def test_a_wrong_method_is_no_failed_login(make_monitor: MonitorFactory,
+                                           make_service: ServiceFactory, method: str) -> None:
+    """A CORS preflight never carries credentials: 405, not 401, and no authn_login_fail."""
+    monitor = make_monitor(api_token=TOKEN)
+    service = make_service(monitor=monitor, store_check=False)
+    response = service.respond(method, "/api/monitoring", "", {"origin": "https://dash.example"})
+    assert response is not None
+    assert (response.status, dict(response.headers)["allow"]) == (405, "GET, HEAD")
+    assert events(monitor, "authn_login_fail") == []
 
 
 @pytest.mark.parametrize("blank", ["", "   "])
