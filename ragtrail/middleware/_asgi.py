@@ -234,6 +234,10 @@ class _Responder:
             elif kind == "websocket.close":  # closed before accepting: the server sends 403
                 self.started = True
                 self.exchange.response_started(403, None)
+                # A refusal by policy (1008, or an app's own 4000-4999 code) is an access
+                # failure; the router's close for a path it has no route for (1000) is not.
+                code = message.get("code", 1000)
+                self.exchange.no_verdict = code != 1008 and not 4000 <= code <= 4999
         await self._send(message)
 
     async def _answer(self, status: int) -> None:
@@ -252,7 +256,7 @@ class _Responder:
     async def _answer_health(self, response: HealthResponse) -> None:
         self.started = self._swallow = True
         exchange = self.exchange
-        exchange.health_answered = True
+        exchange.no_verdict = True
         exchange.response_started(response.status, None)
         headers = [(name.encode("latin-1"), value.encode("latin-1"))
                    for name, value in response.headers]

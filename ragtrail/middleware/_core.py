@@ -239,8 +239,8 @@ class Exchange:
         "core",
         "correlation_id",
         "head",
-        "health_answered",
         "method_name",
+        "no_verdict",
         "rejection",
         "route",
         "span",
@@ -263,7 +263,9 @@ class Exchange:
         self.status: int | None = None
         self.route: str | None = None
         self.body_cut = False  # the body outgrew max_body_bytes while the app read it
-        self.health_answered = False  # a health route: its statuses are not the app's
+        # The status is no verdict of the app's (a health route's answer, a websocket nothing
+        # accepted): no server_error or access-failure event.
+        self.no_verdict = False
         self._token = _correlation_id.set(cid)
 
     def response_started(self, status: int, headers: Iterable[tuple[str, str]] | None) -> None:
@@ -311,7 +313,7 @@ class Exchange:
                     span._set("http.route", route)
                     span.update_name(f"{self.method_name} {route}")
             # A health route's 503 is not a server error, and health records its own 401s.
-            if self.health_answered:
+            if self.no_verdict:
                 return
             if error is not None:
                 if span is not None:

@@ -178,7 +178,7 @@ class _Responder:
             return self._failed(exc)
         if response is None:
             return None
-        exchange.health_answered = True
+        exchange.no_verdict = True
         try:
             exchange.response_started(response.status, None)
             self._start_response(_status_line(response.status), [*response.headers, self._echo])

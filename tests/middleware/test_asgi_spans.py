@@ -434,12 +434,19 @@ def test_the_500_is_best_effort_when_the_client_is_gone(monitor: Monitor) -> Non
     assert only_span(monitor).error_type == "LookupError"
 
 
-def test_a_websocket_closed_before_accepting_is_an_authz_failure(monitor: Monitor) -> None:
-    """ASGI: closing before accept makes the server answer 403."""
+@pytest.mark.parametrize(("path", "events"), [
+    ("/ws", ["authz_fail"]),  # the app refused it (1008, policy violation)
+    ("/no-such-socket", []),  # the router had no route (1000): a 404, not a refusal
+    ("/ws/own-code", ["authz_fail"]),  # an app's own code (4403)
+])
+def test_a_websocket_refused_before_accepting_is_an_authz_failure(
+        monitor: Monitor, path: str, events: list[str]) -> None:
+    """ASGI: closing before accept makes the server answer 403; only a refusal by policy is
+    an access failure."""
     async def refuse(websocket: WebSocket) -> None:
-        await websocket.close(code=1008)
+        await websocket.close(code=1008 if websocket.url.path == "/ws" else 4403)
 
-    app = Starlette(routes=[WebSocketRoute("/ws", refuse)])
+    app = Starlette(routes=[WebSocketRoute("/ws", refuse), WebSocketRoute("/ws/own-code", refuse)])
     app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
     sent: list[dict[str, Any]] = []
 
@@ -449,10 +456,10 @@ def test_a_websocket_closed_before_accepting_is_an_authz_failure(monitor: Monito
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(app(http_scope("/ws", scope_type="websocket"), receive, send))
+    asyncio.run(app(http_scope(path, scope_type="websocket"), receive, send))
     assert [m["type"] for m in sent] == ["websocket.close"]
     assert only_span(monitor).attributes["http.response.status_code"] == 403
-    assert [e.event_type for e in stored_events(monitor)] == ["authz_fail"]
+    assert [e.event_type for e in stored_events(monitor)] == events
 
 
 def test_a_hostile_websocket_handshake_is_refused_when_asked(monitor: Monitor) -> None:
