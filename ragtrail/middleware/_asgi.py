@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from starlette.routing import Mount
 
 from ragtrail.middleware._binding import CoreBinding
-from ragtrail.middleware._core import Exchange, RequestHead
+from ragtrail.middleware._core import Exchange, RequestHead, with_echo
 from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     Finding,
@@ -217,7 +217,7 @@ class _Responder:
                 await self._answer(413)
                 return
             self.started = True
-            headers = [*message.get("headers", ()), self._echo]
+            headers = with_echo(message.get("headers", ()), self._echo)
             exchange.response_started(
                 message["status"],
                 _decoded(headers) if exchange.core.options.capture_headers else None)
@@ -230,7 +230,8 @@ class _Responder:
             if kind == "websocket.accept" or kind == "websocket.http.response.start":
                 self.started = True
                 self.exchange.response_started(message.get("status", 101), None)
-                message = {**message, "headers": [*message.get("headers", ()), self._echo]}
+                message = {**message, "headers": with_echo(message.get("headers", ()),
+                                                            self._echo)}
             elif kind == "websocket.close":  # closed before accepting: the server sends 403
                 self.started = True
                 self.exchange.response_started(403, None)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AnyStr
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ragtrail.health import HealthService
     from ragtrail.instrument import LiveSpan, Monitor
 
-__all__ = ["Exchange", "MiddlewareCore", "RequestHead", "is_valid_id"]
+__all__ = ["Exchange", "MiddlewareCore", "RequestHead", "is_valid_id", "with_echo"]
 
 log = logging.getLogger("ragtrail.middleware")
 
@@ -348,6 +348,20 @@ class Exchange:
                        f"{options.burst_window:g} s" if burst else f"the app answered {status}")
         self.event(event_type, Severity.HIGH if burst else Severity.MEDIUM, description,
                    {"status": status, "burst": burst})
+
+
+def with_echo(headers: Iterable[tuple[AnyStr, AnyStr]],
+              echo: tuple[AnyStr, AnyStr]) -> list[tuple[AnyStr, AnyStr]]:
+    """The app's response headers and the correlation ID's, unless the app sent that header
+    itself (RFC 9110 5.3: no second line for a field that is not a list; the app's value
+    wins). ASGI headers are bytes, WSGI's text."""
+    listed = list(headers)
+    name = echo[0].lower()
+    for each, _ in listed:
+        if each.lower() == name:
+            return listed
+    listed.append(echo)
+    return listed
 
 
 def _capture(attributes: dict[str, Any], prefix: str, headers: dict[str, list[str]],

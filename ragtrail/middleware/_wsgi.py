@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragtrail.middleware._binding import CoreBinding
-from ragtrail.middleware._core import Exchange, MiddlewareCore, RequestHead
+from ragtrail.middleware._core import Exchange, MiddlewareCore, RequestHead, with_echo
 from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     Finding,
@@ -160,7 +160,7 @@ class _Responder:
             exchange.response_started(
                 code, headers if exchange.core.options.capture_headers else None)
         exchange.route = _flask_route(self.environ)
-        headers = [*headers, self._echo]
+        headers = with_echo(headers, self._echo)
         if exc_info is None:
             return self._start_response(status, headers)
         return self._start_response(status, headers, exc_info)

@@ -14,9 +14,9 @@ from starlette.routing import Route
 
 from ragtrail import Severity
 from ragtrail.instrument import Monitor, configure, correlation_id
-from ragtrail.middleware import ASGIMiddleware
+from ragtrail.middleware import ASGIMiddleware, WSGIMiddleware
 
-from ._support import only_span, request, stored_events, stored_spans
+from ._support import call_wsgi, only_span, request, stored_events, stored_spans, wsgi_environ
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -46,6 +46,28 @@ def test_the_second_configured_header_is_read_when_the_first_is_absent(monitor: 
     reply = request(_app(monitor), headers=[(b"x-correlation-id", b"corr-0000000001")])
     assert reply.header_values("x-request-id") == ["corr-0000000001"]
     assert reply.header("x-correlation-id") is None
+
+
+def test_an_id_header_the_app_sets_itself_is_sent_once(monitor: Monitor) -> None:
+    """RFC 9110 5.3: X-Request-ID is no list, so no second line; the app's value wins (in
+    whatever case the app spelled the name), and the store keeps the inbound ID."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"X-Request-ID", b"app-own-id-0001")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    reply = request(ASGIMiddleware(app, monitor=monitor, health=False),
+                    headers=[(b"x-request-id", b"client-id-00001")])
+    assert reply.header_values("x-request-id") == ["app-own-id-0001"]
+    assert only_span(monitor).correlation_id == "client-id-00001"
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("x-request-id", "app-own-id-0002")])
+        return [b""]
+
+    wsgi = call_wsgi(WSGIMiddleware(wsgi_app, monitor=monitor, health=False),
+                     wsgi_environ("/", headers={"X-Request-ID": "client-id-00002"}))
+    assert [v for n, v in wsgi.headers if n.lower() == "x-request-id"] == ["app-own-id-0002"]
 
 
 def test_a_missing_id_is_the_new_traces_id(monitor: Monitor) -> None:
