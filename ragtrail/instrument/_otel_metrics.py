@@ -29,6 +29,7 @@ _NOT_CALLS = frozenset({"server", "client"})
 # The OTel semantic conventions' advice for duration histograms in seconds.
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
                      7.5, 10.0, 30.0, 60.0)
+_SHUTDOWN_FLOOR_S = 0.05
 
 
 class OtelMetrics:
@@ -93,6 +94,11 @@ class OtelMetrics:
         return self._owned.force_flush(timeout_millis=max(timeout, 0.0) * 1000)
 
     def shutdown(self, timeout: float) -> None:
-        """Push and stop the private provider; never touch the app's."""
+        """Push and stop the private provider; never touch the app's.
+
+        Never with less than ``_SHUTDOWN_FLOOR_S``: the SDK's provider, given no time left
+        (a hanging collector took it for the spans), skips telling its reader to stop and
+        refuses a second shutdown, so the reader's thread would export every minute for good.
+        """
         if self._owned is not None:
-            self._owned.shutdown(timeout_millis=max(timeout, 0.0) * 1000)
+            self._owned.shutdown(timeout_millis=max(timeout, _SHUTDOWN_FLOOR_S) * 1000)

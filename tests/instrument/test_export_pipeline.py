@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -258,6 +259,10 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
         assert after["exported"] == 0
         pipeline.submit(record(trace_id, "after-shutdown"))
         assert pipeline.health()["dropped"] == after["dropped"] + 1
+        # The span export used up the budget, but the metric reader was still told to stop:
+        # its thread ends after its last export times out instead of living on for good.
+        wait_until(lambda: not any(t.name == "OtelPeriodicExportingMetricReader"
+                                   for t in threading.enumerate()), timeout=30)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")
