@@ -92,13 +92,29 @@ def otel_attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
     for key, value in values.items():
         if value is None:
             continue
-        if isinstance(value, _PRIMITIVES):
+        if isinstance(value, str):
+            converted[key] = _encodable(value)
+        elif isinstance(value, _PRIMITIVES):
             converted[key] = value
         elif _is_homogeneous_sequence(value):
-            converted[key] = tuple(value)
+            converted[key] = tuple(_encodable(item) if isinstance(item, str) else item
+                                   for item in value)
         else:
-            converted[key] = _as_json(value)
+            converted[key] = _encodable(_as_json(value))
     return converted
+
+
+def _encodable(text: str) -> str:
+    """``text`` as OTLP can carry it: a lone surrogate (``os.fsdecode`` of a file name that is
+    not UTF-8) becomes its ``\\udcff`` escape, where the exporter would drop the attribute
+    and log an error with a traceback for every span."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _is_homogeneous_sequence(value: Any) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from export_support import new_trace, span_record
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -95,6 +98,23 @@ def test_attribute_values_outside_otel_types_become_bounded_json() -> None:
     assert isinstance(huge, str)
     assert len(huge) == 4096 + 3
     assert huge.endswith("...")
+
+
+def test_lone_surrogates_are_escaped_so_the_attribute_is_exported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A non-UTF-8 file name from the OS (``os.fsdecode``) holds a lone surrogate, which
+    protobuf cannot encode: the exporter dropped the attribute and logged an error with a
+    traceback for every span. Escaped, it arrives as readable text."""
+    name = os.fsdecode(b"upload-\xff.pdf")
+    record = span_record(new_trace(), "ingest", attributes={
+        "input.value": name, "files": [name, "ok.pdf"], "doc": {"path": name}})
+    span = SpanConverter(Resource.create({}), "0.1.0").convert(record)
+    encoded = encode_spans([span]).SerializeToString()
+    assert "ERROR" not in caplog.text
+    assert b"upload-\\udcff.pdf" in encoded
+    assert span.attributes is not None
+    assert span.attributes["input.value"] == "upload-\\udcff.pdf"
+    assert span.attributes["files"] == ("upload-\\udcff.pdf", "ok.pdf")
 
 
 # -- the unsampled-trace buffer -----------------------------------------------------------------
