@@ -84,6 +84,10 @@ def monitored(
         static.update(attributes)
 
     def decorate(target: Any) -> Any:
+        if not (callable(target) or isinstance(target, classmethod)):
+            # A property (or cached_property) is no call: wrapped, it would record nothing.
+            raise TypeError(f"@monitored wraps functions, methods and callable objects, not a "
+                            f"{type(target).__name__}; put @property above @monitored")
         if not enabled or not _monitor.decorators_enabled():
             return target
         qualname, module = display_name(target)

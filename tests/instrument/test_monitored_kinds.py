@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import traceback
 from collections.abc import AsyncIterator, Iterator
@@ -357,6 +358,18 @@ def test_unknown_capture_name_fails_at_decoration() -> None:
 
     with pytest.raises(ValueError, match="querry"):
         monitored(capture_args=["querry"])(search)
+
+
+@pytest.mark.parametrize("wrapper", [property, functools.cached_property])
+def test_a_property_fails_at_decoration(wrapper: Any) -> None:
+    """A property is no call: wrapped, it would record nothing, silently."""
+    def value(self: object) -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="put @property above @monitored"):
+        monitored(wrapper(value))
+    with pytest.raises(TypeError, match="put @property above @monitored"):
+        monitored(enabled=False)(wrapper(value))
 
 
 def _raise_boom() -> None:
