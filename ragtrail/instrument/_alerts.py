@@ -198,13 +198,17 @@ class AlertDispatcher:
             return self._idle.wait_for(lambda: self._outstanding == 0, timeout)
 
     def shutdown(self, timeout: float | None = 5.0) -> None:
-        """Summarise every pending window, deliver what is queued (up to ``timeout``), stop."""
+        """Summarise every pending window, deliver what is queued, stop: all within
+        ``timeout`` (workers stuck in a callback are left to it; they are daemons)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._sweep(force=True)
         with self._idle:
             self._idle.wait_for(lambda: self._outstanding == 0, timeout)
             self._stop.set()
         for worker in list(self._workers):
-            worker.thread.join(self._poll * 2)
+            wait = self._poll * 2
+            worker.thread.join(wait if deadline is None
+                               else min(wait, max(0.0, deadline - time.monotonic())))
 
     # -- worker side ----------------------------------------------------------------------
 

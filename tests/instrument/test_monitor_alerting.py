@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from instrument_support import stored_events
 
 from ragtrail import SecurityEvent, Severity
 from ragtrail.instrument import Monitor, _monitor, on_alert, security_event
+from ragtrail.store import AuditStore
 
 
 class Inbox:
@@ -46,6 +49,29 @@ def test_failing_callback_becomes_an_alert_callback_failure_event(monitor: Monit
     assert monitor._alerts.flush(timeout=10)
     types = [(e.event_type, e.severity) for e in stored_events(monitor)]
     assert ("alert_callback_failure", Severity.MEDIUM) in types
+
+
+def test_hung_alert_callbacks_leave_the_audit_trail_its_share_of_shutdown(
+        monitor_factory: Any, tmp_path: Path) -> None:
+    """Both alert workers stuck in a callback: shutdown still ends within its timeout, and the
+    store gets the half the alerts may not take (it got none, and shutdown ran a second
+    over, when the alerts waited out the whole timeout and then joined each worker)."""
+    url = f"sqlite:///{tmp_path / 'hung-alerts.db'}"
+    monitor = monitor_factory(store_url=url)
+    release = threading.Event()
+    monitor.register_alert_callback(lambda event: release.wait(30), "high")
+    for n in range(5):
+        monitor.security_event("authz_fail", "high", f"10.0.0.{n}", "role missing")
+    started = time.monotonic()
+    monitor.shutdown(timeout=2.0)
+    took = time.monotonic() - started
+    release.set()
+    assert took < 2.0 + 0.4, took
+    stored = AuditStore(url, read_only=True)
+    try:
+        assert len(stored.events(event_type="authz_fail")) == 5
+    finally:
+        stored.close()
 
 
 def test_on_alert_survives_reconfiguration(monitor_factory: Any) -> None:
