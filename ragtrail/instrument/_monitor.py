@@ -93,6 +93,9 @@ class Monitor:
         """Hand a finished span to the store's queue and the exporter's buffer; never raises."""
         if not self.settings.enabled:
             return  # a monitor created switched off records nothing (spans of start_span())
+        if self._closed and (successor := self._successor()) is not None:
+            successor.record_span(record)
+            return
         try:
             store = self._store  # set at creation when enabled
             if store is not None:
@@ -120,6 +123,8 @@ class Monitor:
         naming the choices (a programming error); everything after validation is failsafe.
         """
         level = Severity.from_name(severity)
+        if self._closed and (successor := self._successor()) is not None:
+            return successor.security_event(event_type, severity, source, description, metadata)
         if not (self.enabled and self.settings.security_enabled):
             return None
         current = trace.get_current_span()
@@ -240,6 +245,13 @@ class Monitor:
                 self._exporter.shutdown(left(10.0))
             except Exception:
                 self.report_failure("exporter_shutdown")
+
+    def _successor(self) -> Monitor | None:
+        """The monitor that replaced this one through ``configure()``, if any: calls that
+        began under this one (a request, a stream) end after it closed, and their spans and
+        events belong in the trail the process now keeps."""
+        successor = _active
+        return successor if successor is not None and successor is not self else None
 
     def report_failure(self, where: str) -> None:
         """Count and log a failure inside ragtrail (call from an ``except`` block)."""

@@ -69,6 +69,27 @@ def test_configure_replaces_and_shuts_down_the_previous_monitor(
     assert [s.name for s in stored_spans(second)] == ["step"]
 
 
+def test_a_call_in_flight_across_configure_is_kept_by_the_new_monitor(
+        monitor_factory: Any) -> None:
+    """A call that began under the old monitor and ends after configure() replaced it (a
+    request or a stream in flight, a lifespan that configures): its span and its events go
+    to the new monitor's store instead of being dropped by the closed one."""
+    first = monitor_factory()
+    replaced: list[Monitor] = []
+
+    @monitored(name="reconfiguring", record_errors=True)
+    def step() -> None:
+        replaced.append(monitor_factory())
+        raise LookupError("index gone")
+
+    with pytest.raises(LookupError):
+        step()
+    (second,) = replaced
+    assert first.store.health().dropped == 0
+    assert [s.name for s in stored_spans(second)] == ["reconfiguring"]
+    assert [e.event_type for e in second.store.events()] == ["function_error"]
+
+
 def test_shutdown_runs_hooks_once_and_flushes(monitor: Monitor) -> None:
     """``shutdown()`` runs the hooks once, flushes the store and stops recording."""
     calls: list[str] = []
