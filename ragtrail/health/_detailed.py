@@ -178,20 +178,24 @@ class DetailedRoutes:
         settings = service.settings
         results = service.results
         collected = snapshot.collected_us
-        document = {
-            "serviceId": settings.service_name,
-            "version": settings.service_version,
+        ready, output = service.readiness()
+        # A health document (status and checks as the probe routes give them), with the
+        # overview in members of its own: clients of the draft format read it as one.
+        document = health_document(
+            ready, service=settings.service_name, version=settings.service_version,
+            description=f"monitoring overview of {settings.service_name}", output=output,
+            checks={c.key: [check_entry(c, results.get(c.name), detailed=False)]
+                    for c in service.checks})
+        document.update({
             "environment": settings.environment,
             "time": iso_time(time.time_ns() // 1000),
-            "status": {"live": worst(c[1] for c in service.liveness()),
-                       "ready": service.readiness()[0], "draining": service.draining},
-            "checks": {c.name: (results[c.name].status if c.name in results else None)
-                       for c in service.checks},
+            "probes": {"live": worst(c[1] for c in service.liveness()), "ready": ready,
+                       "draining": service.draining},
             "collected": None if collected is None else iso_time(collected),
             "stale": stale,
             **snapshot.parts,
-        }
-        return respond_with(200, dumps(document), "application/json", head=head)
+        })
+        return respond_with(200, dumps(document), HEALTH_JSON, head=head)
 
     # -- state --------------------------------------------------------------------------------
 

@@ -304,14 +304,20 @@ def test_monitoring_returns_events_metrics_store_and_counters(
     service = make_service(FunctionCheck(lambda: True, "ok"), sampler=False)
     response = call(service, "/api/monitoring")
     body = document(response)
-    assert (response.status, dict(response.headers)["content-type"]) == (200, "application/json")
+    assert (response.status, dict(response.headers)["content-type"]) == (
+        200, "application/health+json")
     assert [e["event_type"] for e in body["events"]][:1] == ["authz_fail"]
     assert body["metrics"]["cpu_percent"] == 12.5
     assert body["metrics"]["queue_depth"] == 0
     assert body["store"]["status"] == "ok"
     assert "dropped" in body["store"]
     assert "security_events" in body["monitor"]
-    assert set(body["status"]) == {"live", "ready", "draining"}
+    # A document of the IETF health format: status a string, checks keyed component:measure.
+    # (Readiness may still be starting here: the check need not have reported yet.)
+    assert body["status"] in ("pass", "warn", "fail")
+    (entry,) = body["checks"]["ok:status"]
+    assert (entry["componentId"], entry["critical"]) == ("ok", True)
+    assert set(body["probes"]) == {"live", "ready", "draining"}
 
 
 def test_monitoring_prefers_its_own_samplers_latest_reading(
