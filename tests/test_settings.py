@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -57,27 +58,26 @@ def test_standard_otel_variables_are_honoured() -> None:
     [
         ({"RAGTRAIL_QUEUE_SIZE": "lots"}, ["RAGTRAIL_QUEUE_SIZE", "queue_size", "lots"]),
         ({"RAGTRAIL_ENABLED": "maybe"}, ["RAGTRAIL_ENABLED", "true/false"]),
-        ({"OTEL_TRACES_SAMPLER": "sometimes"},
-         ["OTEL_TRACES_SAMPLER", "traces_sampler", "sometimes", "always_on"]),
-        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, ["otlp_protocol", "grpc"]),
+        ({"RAGTRAIL_OTLP_PROTOCOL": "http/json"},
+         ["RAGTRAIL_OTLP_PROTOCOL", "otlp_protocol", "http/json", "grpc"]),
         ({"RAGTRAIL_ALERT_MIN_SEVERITY": "urgent"}, ["RAGTRAIL_ALERT_MIN_SEVERITY", "critical"]),
         ({"RAGTRAIL_EVENTS_CAPACITY": "0"},
          ["RAGTRAIL_EVENTS_CAPACITY", "events_capacity", ">= 1"]),
-        ({"OTEL_TRACES_SAMPLER_ARG": "1.5"},
-         ["OTEL_TRACES_SAMPLER_ARG", "traces_sampler_arg", "0 to 1"]),
         ({"RAGTRAIL_CPU_WARN_PERCENT": "99"}, ["cpu_warn_percent", "warn"]),
         ({"RAGTRAIL_HEALTH_CHECK_TIMEOUT": "soon"},
          ["RAGTRAIL_HEALTH_CHECK_TIMEOUT", "health_check_timeout", "soon", "expected a number"]),
-        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "5s"},
-         ["OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_timeout_ms", "5s", "expected a whole number"]),
-        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "10"},
-         ["OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_timeout_ms", "10", "milliseconds >= 100"]),
+        ({"RAGTRAIL_OTLP_TIMEOUT_MS": "5s"},
+         ["RAGTRAIL_OTLP_TIMEOUT_MS", "otlp_timeout_ms", "5s", "expected a whole number"]),
+        ({"RAGTRAIL_OTLP_TIMEOUT_MS": "10"},
+         ["RAGTRAIL_OTLP_TIMEOUT_MS", "otlp_timeout_ms", "10", "milliseconds >= 100"]),
+        ({"RAGTRAIL_STORE_CLOSE_TIMEOUT": "inf"},
+         ["RAGTRAIL_STORE_CLOSE_TIMEOUT", "store_close_timeout", "inf", "finite"]),
     ],
 )
 def test_invalid_values_name_setting_value_and_choices(
     env: dict[str, str], fragments: list[str]
 ) -> None:
-    """A bad value fails at start-up with a message a user can act on."""
+    """A bad RAGTRAIL_* value fails at start-up with a message a user can act on."""
     with pytest.raises(ConfigurationError) as info:
         Settings.from_env(env)
     for fragment in fragments:
@@ -97,6 +97,9 @@ def test_invalid_values_name_setting_value_and_choices(
         ({"otlp_endpoint": "collector:99999", "otlp_protocol": "grpc"},
          ["otlp_endpoint", "host:port for gRPC"]),
         ({"api_token": 12345}, ["api_token", "[REDACTED]", "text"]),
+        ({"traces_sampler": "xray"}, ["traces_sampler", "xray", "always_on"]),
+        ({"traces_sampler_arg": 2}, ["traces_sampler_arg", "0 to 1"]),
+        ({"otlp_timeout_ms": 10}, ["otlp_timeout_ms", "milliseconds >= 100"]),
     ],
 )
 def test_invalid_arguments_name_setting_value_and_choices(
@@ -154,7 +157,7 @@ def test_secrets_are_hidden_from_repr_and_errors() -> None:
                           store_url="postgresql+psycopg://u:pw-canary@127.0.0.1/db")
     assert "canary" not in repr(s)
     with pytest.raises(ConfigurationError) as info:
-        Settings.from_env({"OTEL_EXPORTER_OTLP_HEADERS": "novalue-canary"})
+        Settings.from_env({}, otlp_headers={"Bad Key": "canary"})
     assert "canary" not in str(info.value)
 
 
@@ -230,3 +233,140 @@ def test_seed_variable_maps_to_its_ragtrail_variable(
     program's ENVIRONMENT or DEBUG must not change ragtrail)."""
     assert getattr(Settings.from_env({variable: raw}), name) == expected
     assert getattr(Settings.from_env({seed: raw}), name) == getattr(Settings(), name)
+
+
+# Unusable OTEL_* values: the OpenTelemetry SDK environment variables specification says an
+# unrecognised enum value MUST be warned about and ignored, an invalid number SHOULD be; these
+# variables are often set for every service of a cluster.
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "ragtrail" and r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize(("variable", "raw", "name", "expected"), [
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC", "otlp_protocol", "grpc"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "HTTP/Protobuf", "otlp_protocol", "http/protobuf"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "Grpc", "otlp_traces_protocol", "grpc"),
+    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", " GRPC ", "otlp_metrics_protocol", "grpc"),
+    ("OTEL_TRACES_SAMPLER", "ALWAYS_OFF", "traces_sampler", "always_off"),
+    ("OTEL_TRACES_SAMPLER", "ParentBased_TraceIdRatio", "traces_sampler",
+     "parentbased_traceidratio"),
+    ("OTEL_SDK_DISABLED", "TRUE", "sdk_disabled", True),
+])
+def test_otel_enum_values_are_read_in_any_case(
+        variable: str, raw: str, name: str, expected: object,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """OTEL_* enum values are case-insensitive, as the specification says: no warning."""
+    assert getattr(Settings.from_env({variable: raw}), name) == expected
+    assert _warnings(caplog) == []
+
+
+@pytest.mark.parametrize(("variable", "raw", "name"), [
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "otlp_protocol"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", "otlp_traces_protocol"),
+    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "udp", "otlp_metrics_protocol"),
+    ("OTEL_TRACES_SAMPLER", "parentbased_jaeger_remote", "traces_sampler"),
+    ("OTEL_TRACES_SAMPLER", "jaeger_remote", "traces_sampler"),
+    ("OTEL_TRACES_SAMPLER", "xray", "traces_sampler"),
+    ("OTEL_TRACES_SAMPLER", "sometimes", "traces_sampler"),
+    ("OTEL_TRACES_SAMPLER_ARG", "2", "traces_sampler_arg"),
+    ("OTEL_TRACES_SAMPLER_ARG", "half", "traces_sampler_arg"),
+    ("OTEL_TRACES_SAMPLER_ARG", "nan", "traces_sampler_arg"),
+    ("OTEL_TRACES_SAMPLER_ARG", "inf", "traces_sampler_arg"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "abc", "otlp_timeout_ms"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "10", "otlp_timeout_ms"),  # seconds, meant as milliseconds
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "5", "otlp_traces_timeout_ms"),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1.5s", "otlp_metrics_timeout_ms"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "team", "resource_attributes"),
+])
+def test_an_unusable_otel_value_is_warned_about_and_the_default_applies(
+        variable: str, raw: str, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """configure() goes on with the default; one warning names the variable and the value."""
+    assert getattr(Settings.from_env({variable: raw}), name) == getattr(Settings(), name)
+    [warning] = _warnings(caplog)
+    assert variable in warning
+    assert repr(raw) in warning
+
+
+def test_an_unusable_otel_value_falls_back_to_the_default_not_to_other_settings() -> None:
+    """An ignored OTEL_EXPORTER_OTLP_TRACES_PROTOCOL leaves the spans on the shared protocol."""
+    s = Settings.from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                           "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"})
+    assert (s.otlp_protocol, s.otlp_traces_protocol) == ("grpc", None)
+
+
+def test_a_long_otel_value_is_shortened_in_the_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    Settings.from_env({"OTEL_TRACES_SAMPLER": "x" * 5000})
+    [warning] = _warnings(caplog)
+    assert "x" * 100 not in warning
+    assert "..." in warning
+
+
+@pytest.mark.parametrize(("raw", "disabled", "warned"), [
+    ("true", True, False), ("True", True, False), ("false", False, False),
+    ("FALSE", False, False), ("", False, False),
+    ("1", False, True), ("yes", False, True), ("on", False, True), ("maybe", False, True),
+])
+def test_otel_sdk_disabled_is_true_only_for_true(
+        raw: str, disabled: bool, warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """The specification: only a case-insensitive "true" is true; any other value is false,
+    and one other than "false" or empty is warned about."""
+    assert Settings.from_env({"OTEL_SDK_DISABLED": raw}).sdk_disabled is disabled
+    assert bool(_warnings(caplog)) is warned
+
+
+HEADER_VARIABLES = [("OTEL_EXPORTER_OTLP_HEADERS", "otlp_headers"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "otlp_traces_headers"),
+                    ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "otlp_metrics_headers")]
+
+
+@pytest.mark.parametrize(("variable", "name"), HEADER_VARIABLES)
+def test_unusable_otlp_headers_are_skipped_with_a_warning_that_hides_values(
+        variable: str, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A header with a CR/LF or control character (after percent-decoding), or a name that is
+    not an HTTP token, would fail every export: it is skipped, the others are kept."""
+    raw = ("api-key=good,Bad Key=canary1,x-inject=a%0D%0AX-Evil:%20canary2,"
+           "x%0Aname=canary3,x-nul=canary4%00,novalue-canary5,x-tab=a%09b")
+    assert getattr(Settings.from_env({variable: raw}), name) == {
+        "api-key": "good", "x-tab": "a\tb"}
+    [warning] = _warnings(caplog)
+    assert variable in warning
+    assert "2, 3, 4, 5, 6 of 7" in warning
+    assert "canary" not in caplog.text
+
+
+@pytest.mark.parametrize("headers", [
+    {"Bad Key": "canary"}, {"x-api-key": "canary\r\nX-Evil: 1"}, {"x\nname": "canary"},
+    {"": "canary"}, {"x-nul": "canary\x00"},
+])
+@pytest.mark.parametrize("name", [name for _, name in HEADER_VARIABLES])
+def test_unusable_header_arguments_fail_naming_the_setting_not_the_value(
+        name: str, headers: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match=name) as info:
+        Settings.from_env({}, **{name: headers})
+    assert "canary" not in str(info.value)
+
+
+FLOAT_SETTINGS = [f.name for f in dataclasses.fields(Settings) if "float" in str(f.type)]
+FLOAT_VARIABLES = [(variable, f.name) for f in dataclasses.fields(Settings)
+                   if "float" in str(f.type) for variable in f.metadata["env"]
+                   if variable.startswith("RAGTRAIL_")]
+NOT_FINITE = ["inf", "-inf", "1e999", "nan"]
+
+
+@pytest.mark.parametrize("raw", NOT_FINITE)
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+def test_float_arguments_refuse_infinity_as_nan(name: str, raw: str) -> None:
+    """A number setting is finite: store_close_timeout=inf would hang close()."""
+    with pytest.raises(ConfigurationError, match=f"{name}=.*finite"):
+        Settings.from_env({}, **{name: float(raw)})
+
+
+@pytest.mark.parametrize("raw", NOT_FINITE)
+@pytest.mark.parametrize(("variable", "name"), FLOAT_VARIABLES)
+def test_float_variables_refuse_infinity_as_nan(variable: str, name: str, raw: str) -> None:
+    """RAGTRAIL_STORE_CLOSE_TIMEOUT=inf fails naming the variable, as nan does."""
+    with pytest.raises(ConfigurationError, match=f"{variable}=.*{name}.*finite"):
+        Settings.from_env({variable: raw})
