@@ -18,7 +18,7 @@ from ragtrail.demo._scenario import ProbeView
 if TYPE_CHECKING:
     from ragtrail.store import AuditStore
 
-__all__ = ["render_report"]
+__all__ = ["STORE_URL_VARIABLE", "render_explore", "render_report"]
 
 _SLOWEST = 10
 _section = partial(titled_table, indent="  ")  # the report's tables sit under their titles
@@ -111,11 +111,17 @@ def span_tree(spans: Iterable[SpanRecord]) -> Iterator[tuple[int, SpanRecord]]:
         stack.extend((depth + 1, child) for child in reversed(children[span.span_id]))
 
 
+STORE_URL_VARIABLE = '"$RAGTRAIL_STORE_URL"'
+"""What the explore commands read the store from when its URL holds a password."""
+
+
 def render_explore(*, db: str, question_id: str, quarantine_dir: str, base_url: str,
                    api_token: str, serving: bool) -> Iterator[str]:
     """The commands (and, while serving, the URLs) to look further; ``db`` is shell-quoted."""
     yield ""
     yield "Explore further"
+    if db == STORE_URL_VARIABLE:  # a password is never printed: the user sets it
+        yield "  (first: export RAGTRAIL_STORE_URL='the URL you gave --db, password included')"
     commands = [
         (f"ragtrail stats --db {db}", "totals, ring usage, latency percentiles"),
         (f"ragtrail events --db {db} --min-severity high", "what would have paged someone"),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ragtrail._settings import ConfigurationError
 from ragtrail.demo._fake_ollama import FakeOllama
-from ragtrail.demo._report import render_explore, render_report
+from ragtrail.demo._report import STORE_URL_VARIABLE, render_explore, render_report
 from ragtrail.demo._scenario import QUESTION, QUESTION_ID, Scenario, ScenarioError
 from ragtrail.demo.service import create_app
 from ragtrail.store import StoreError
@@ -223,5 +223,5 @@ def _db_argument(url: str) -> str:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return shlex.quote(parsed.database)
     if parsed.password is not None:
-        return '"$RAGTRAIL_STORE_URL"'
+        return STORE_URL_VARIABLE
     return shlex.quote(url)

@@ -218,6 +218,7 @@ def test_demo_stores_in_postgresql(tmp_path: Path, postgres_db_url: str,
     for section in REPORT_SECTIONS:
         assert section in captured.out, section
     assert 'ragtrail stats --db "$RAGTRAIL_STORE_URL"' in captured.out
+    assert "first: export RAGTRAIL_STORE_URL=" in captured.out  # or they read ./ragtrail.db
     events, _ = _read(postgres_db_url)
     assert {e.event_type for e in events} >= EXPECTED_EVENT_TYPES
     assert not (tmp_path / "ragtrail.db").exists()
