@@ -265,14 +265,15 @@ class LiveSpan(trace.Span):
         if self._ended:
             return
         message = self._monitor.redactor.redact_text(describe(exception))
-        self._exception_event(exception, message, attributes, timestamp, escaped)
+        self._exception_event(exception, message, attributes=attributes, timestamp=timestamp,
+                              escaped=escaped)
 
     def fail(self, exception: BaseException) -> None:
         """Mark the span failed by ``exception``: error status, type, redacted message, event."""
         if self._ended:
             return
         message = self._monitor.redactor.redact_text(describe(exception))
-        self._exception_event(exception, message, None, None, True)
+        self._exception_event(exception, message, escaped=True)
         self._mark_error(_qualified_name(type(exception)), message)
 
     def set_error(self, error_type: str, message: str | None = None) -> None:
@@ -282,8 +283,8 @@ class LiveSpan(trace.Span):
         redacted = None if message is None else self._monitor.redactor.redact_text(message)
         self._mark_error(error_type, redacted)
 
-    def _exception_event(self, exception: BaseException, message: str,
-                         attributes: types.Attributes, timestamp: int | None,
+    def _exception_event(self, exception: BaseException, message: str, *,
+                         attributes: types.Attributes = None, timestamp: int | None = None,
                          escaped: bool) -> None:
         formatted = traceback.format_exception(
             type(exception), exception, _innermost(exception.__traceback__),
