@@ -12,12 +12,12 @@ import time
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from ragtrail.health._check import CheckResult, HealthCheck
-from ragtrail.store._engine import missing_driver
+from ragtrail.store._engine import database_url, missing_driver
 
 __all__ = ["DatabaseCheck"]
 
@@ -42,7 +42,7 @@ class DatabaseCheck(HealthCheck):
         timeout: float | None = None,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url = make_url(url)
+        self.url = database_url(url)
         backend = self.url.get_backend_name()
         super().__init__(name or ("postgres" if backend == "postgresql" else backend),
                          critical=critical, timeout=timeout, measurement="responseTime",
@@ -84,7 +84,7 @@ class DatabaseCheck(HealthCheck):
         text = (str(cause).strip().splitlines() or [""])[0]
         message = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
         if isinstance(cause, ImportError):
-            message = missing_driver(cause)
+            message = missing_driver(cause, self.url)
         if self.url.password:
             message = message.replace(str(self.url.password), "[REDACTED]")
         return message

@@ -26,7 +26,15 @@ from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool, StaticPool
 
 from ragtrail.store._errors import StoreError
 
-__all__ = ["WRITE", "Target", "create_private", "make_engine", "missing_driver", "parse_target"]
+__all__ = [
+    "WRITE",
+    "Target",
+    "create_private",
+    "database_url",
+    "make_engine",
+    "missing_driver",
+    "parse_target",
+]
 
 WRITE = "ragtrail_write"
 """Execution option marking a writer's connection: its transactions begin IMMEDIATE."""
@@ -86,9 +94,18 @@ class Target:
         return database
 
 
+def database_url(url: str | URL) -> URL:
+    """``make_url``, also taking ``postgres://``: the scheme of the ``DATABASE_URL`` that
+    Heroku, Render and many Helm charts hand out, which SQLAlchemy dropped in 1.4."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgres":
+        return parsed.set(drivername="postgresql" + parsed.drivername[len("postgres"):])
+    return parsed
+
+
 def parse_target(url: str | URL) -> Target:
     try:
-        parsed = make_url(url)
+        parsed = database_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError, ValueError
         raise StoreError(f"not a database URL: {type(exc).__name__}") from None
     secrets = (parsed.password,) if isinstance(parsed.password, str) else ()
@@ -113,7 +130,7 @@ def make_engine(target: Target, *, read_only: bool,
         try:
             engine = create_engine(target.url, **options)
         except ImportError as exc:  # ModuleNotFoundError: No module named 'psycopg'
-            raise StoreError(f"{target.shown}: {missing_driver(exc)}") from None
+            raise StoreError(f"{target.shown}: {missing_driver(exc, target.url)}") from None
         if read_only and target.url.get_backend_name() == "postgresql":
             engine = engine.execution_options(postgresql_readonly=True)
         return engine
@@ -245,10 +262,13 @@ class _ReopenAfterFault:
                 self._fault_at = time.time()  # after: what opens meanwhile is closed too
 
 
-def missing_driver(exc: ImportError) -> str:
+def missing_driver(exc: ImportError, url: URL) -> str:
     """What to say when SQLAlchemy cannot import the database's driver."""
-    return (f"its database driver is not installed ({type(exc).__name__}: {exc}); for "
-            "PostgreSQL install ragtrail's postgres extra, which brings psycopg")
+    missing = f"its database driver is not installed ({type(exc).__name__}: {exc})"
+    if url.get_backend_name() != "postgresql":
+        return f"{missing}; install the driver SQLAlchemy's {url.get_backend_name()} dialect uses"
+    return (f"{missing}; install ragtrail's postgres extra, which brings psycopg, and name it "
+            "in the URL: postgresql+psycopg://")
 
 
 def create_private(path: str) -> None:
