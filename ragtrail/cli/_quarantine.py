@@ -87,7 +87,10 @@ def _list(quarantine: Quarantine, args: argparse.Namespace) -> int:
     if args.json:
         write_json([entry.as_dict() for entry in entries], sys.stdout)
     elif not entries:
-        print(f"no quarantined files in {printable(str(quarantine.directory))}", file=sys.stderr)
+        # A directory that does not exist is normal (nothing quarantined yet), or a typo.
+        missing = "" if quarantine.directory.is_dir() else " (no such directory)"
+        print(f"no quarantined files in {printable(str(quarantine.directory))}{missing}",
+              file=sys.stderr)
     else:
         for line in render_table(_COLUMNS, (_row(entry) for entry in entries)):
             print(line)

@@ -80,7 +80,13 @@ def test_list_of_an_empty_quarantine(capsys: pytest.CaptureFixture[str],
     status, out, err = _run(capsys, "quarantine", "list", "--dir", str(tmp_path / "none"))
     assert (status, out) == (0, "")
     assert "no quarantined files" in err
+    assert "(no such directory)" in err  # a typo in --dir is not hidden
     assert not (tmp_path / "none").exists()
+    tmp_path.joinpath("empty").mkdir()
+    status, out, err = _run(capsys, "quarantine", "list", "--dir", str(tmp_path / "empty"))
+    assert (status, out) == (0, "")
+    assert "no quarantined files" in err
+    assert "no such directory" not in err
 
 
 def test_show_by_prefix(capsys: pytest.CaptureFixture[str], quarantined: list[str],
