@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
-    "AT_LEAST_ONE", "HEADERS", "POSITIVE", "PROTOCOLS", "SAMPLERS", "TIMEOUT_MS", "TYPES",
-    "Check", "SomeSkipped", "is_endpoint", "one_of", "parse_bool", "parse_csv", "parse_enum",
-    "parse_float", "parse_headers", "parse_int", "parse_key_values", "parse_optional_str",
-    "parse_otel_bool", "unset_when_blank",
+    "AT_LEAST_ONE", "HEADERS", "NOT_BLANK", "POSITIVE", "PROTOCOLS", "SAMPLERS", "TIMEOUT_MS",
+    "TYPES", "Check", "SomeSkipped", "is_endpoint", "one_of", "parse_bool", "parse_csv",
+    "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
+    "parse_optional_str", "parse_otel_bool", "store_url_or_path", "unset_when_blank",
 ]
 
 
@@ -113,6 +114,15 @@ def parse_headers(raw: str) -> dict[str, str]:
     return usable
 
 
+def store_url_or_path(value: str) -> str:
+    """A store URL as given, or a value without ``://`` read as a SQLite file path (``~``
+    expanded), so that ``RAGTRAIL_STORE_URL=/data/audit.db`` means the same file to the app
+    and to the ``ragtrail`` command line."""
+    if "://" in value:
+        return value
+    return "sqlite:///" + str(Path(value).expanduser())
+
+
 def parse_optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
@@ -141,6 +151,7 @@ def one_of(choices: tuple[str, ...]) -> Check:
 
 
 AT_LEAST_ONE: Check = (lambda number: number >= 1, "an integer >= 1")
+NOT_BLANK: Check = (lambda text: bool(text.strip()), "text that is not blank")
 POSITIVE: Check = (lambda number: number > 0, "a number > 0")
 HEADERS: Check = (_are_headers, "headers, each name=value with the name an HTTP token (no "
                                  "spaces) and no control characters (CR, LF) in name or value")

@@ -18,6 +18,7 @@ from ragtrail._records import Severity
 from ragtrail._setting_values import (
     AT_LEAST_ONE,
     HEADERS,
+    NOT_BLANK,
     POSITIVE,
     PROTOCOLS,
     SAMPLERS,
@@ -36,6 +37,7 @@ from ragtrail._setting_values import (
     parse_key_values,
     parse_optional_str,
     parse_otel_bool,
+    store_url_or_path,
     unset_when_blank,
 )
 
@@ -93,7 +95,9 @@ class Settings:
     debug: bool = _setting(False, "RAGTRAIL_DEBUG", parse=parse_bool)
 
     # Audit store
-    store_url: str = _setting("sqlite:///ragtrail.db", "RAGTRAIL_STORE_URL", secret=True)
+    # A SQLAlchemy URL, or a SQLite file path (which becomes sqlite:///PATH).
+    store_url: str = _setting(
+        "sqlite:///ragtrail.db", "RAGTRAIL_STORE_URL", check=NOT_BLANK, secret=True)
     events_capacity: int = _setting(
         100_000, "RAGTRAIL_EVENTS_CAPACITY", parse=parse_int, check=AT_LEAST_ONE)
     spans_capacity: int = _setting(
@@ -211,6 +215,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         self._check_each()
+        object.__setattr__(self, "store_url", store_url_or_path(self.store_url))
         named = self.resource_attributes.get("service.name", "").strip()
         if self.service_name == "unknown_service" and named:
             # As the OTel SDK reads it: OTEL_RESOURCE_ATTRIBUTES=service.name=... alone names

@@ -136,6 +136,18 @@ def test_blank_optional_arguments_mean_unset_as_in_the_environment() -> None:
     assert Settings.from_env({}, api_token=" t0ken ").api_token == "t0ken"
 
 
+def test_a_store_path_is_a_sqlite_file_as_on_the_command_line(tmp_path: Path) -> None:
+    """RAGTRAIL_STORE_URL=/data/audit.db (which ``ragtrail --db`` reads as a SQLite file) is
+    the same file for the app, not an unparsable URL; URLs are kept as given."""
+    path = tmp_path / "audit.db"
+    assert Settings.from_env({"RAGTRAIL_STORE_URL": str(path)}).store_url == f"sqlite:///{path}"
+    assert Settings(store_url="~/audit.db").store_url == f"sqlite:///{Path.home()}/audit.db"
+    url = "postgresql+psycopg://u@db/audit"
+    assert Settings(store_url=url).store_url == url
+    with pytest.raises(ConfigurationError, match="store_url.*not blank"):
+        Settings(store_url=" ")
+
+
 def test_service_name_in_resource_attributes_names_the_service() -> None:
     """OTEL_RESOURCE_ATTRIBUTES=service.name=... alone names the service everywhere (the
     store's events, the health routes' serviceId), as for the export; a setting wins."""

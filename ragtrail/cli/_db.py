@@ -6,9 +6,9 @@ import argparse
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragtrail._setting_values import store_url_or_path
 from ragtrail._settings import Settings
 from ragtrail.cli._args import CommandError
 
@@ -41,9 +41,7 @@ def store_url(given: str | None, environ: Mapping[str, str] | None = None) -> st
     """
     env = os.environ if environ is None else environ
     value = (given or "").strip() or env.get(STORE_URL_ENV, "").strip() or Settings().store_url
-    if "://" in value:
-        return value
-    return "sqlite:///" + str(Path(value).expanduser())
+    return store_url_or_path(value)
 
 
 @contextmanager
