@@ -144,7 +144,7 @@ def test_a_store_path_is_a_sqlite_file_as_on_the_command_line(tmp_path: Path) ->
     assert Settings(store_url="~/audit.db").store_url == f"sqlite:///{Path.home()}/audit.db"
     url = "postgresql+psycopg://u@db/audit"
     assert Settings(store_url=url).store_url == url
-    with pytest.raises(ConfigurationError, match="store_url.*not blank"):
+    with pytest.raises(ConfigurationError, match=r"store_url.*not blank"):
         Settings(store_url=" ")
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "parse_severity",
+    "parse_trace_id",
     "parse_when",
     "positive_float",
     "positive_int",
@@ -31,6 +32,9 @@ __all__ = [
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A W3C traceparent: version, trace ID, parent span ID, flags.
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class CommandError(Exception):
@@ -79,6 +83,19 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
             f"{value!r} is neither a duration like 30s, 15m, 2h, 7d nor an ISO-8601 time "
             "like 2024-05-01T12:00:00Z") from None
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def parse_trace_id(value: str) -> str:
+    """A trace ID as stored (32 lowercase hex digits), from one pasted in any case or inside
+    a whole ``traceparent`` header, so that a copied ID never just matches nothing."""
+    text = value.strip().lower()
+    parent = _TRACEPARENT.fullmatch(text)
+    if parent is not None:
+        return parent.group(1)
+    if _TRACE_ID.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a trace ID: 32 hex digits, or a traceparent header's value")
+    return text
 
 
 def parse_severity(value: str) -> Severity:

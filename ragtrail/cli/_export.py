@@ -65,9 +65,10 @@ def _run(args: argparse.Namespace) -> int:
     check_applies(args, _ALL_FILTERS, filters, f"--kind {args.record_kind}", flags=_RENAMED)
     if args.output is not None:
         _refuse_database(Path(args.output))
+    kwargs = query_kwargs(args, filters)
     with open_store(args) as store:
         query = getattr(store, args.record_kind)
-        records: list[Record] = query(**query_kwargs(args, filters), limit=args.limit)
+        records: list[Record] = query(**kwargs, limit=args.limit)
     records.reverse()  # the store answers newest first; files read best in time order
     with _destination(args.output) as out:
         if args.format == "csv":

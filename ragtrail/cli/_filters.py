@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from ragtrail.cli._args import (
     CommandError,
     non_negative_float,
     parse_severity,
+    parse_trace_id,
     parse_when,
     positive_int,
 )
@@ -53,7 +55,7 @@ SOURCE = Filter("--source", "source", "only events from this source", metavar="S
 CORRELATION_ID = Filter("--correlation-id", "correlation_id",
                         "only records with this correlation ID", metavar="ID")
 TRACE_ID = Filter("--trace-id", "trace_id", "only spans of this trace (32 hex digits)",
-                  metavar="ID")
+                  parse_trace_id, "ID")
 NAME = Filter("--name", "name", "only spans with this name", metavar="NAME")
 SPAN_KIND = Filter("--kind", "kind", "only spans of this kind (server, client, retriever, ...)",
                    metavar="KIND")
@@ -94,7 +96,16 @@ def add_limit(parser: argparse.ArgumentParser, default: int | None = DEFAULT_LIM
 
 def query_kwargs(args: argparse.Namespace, filters: Sequence[Filter]) -> dict[str, Any]:
     """The store query keywords for ``filters`` from parsed arguments."""
-    return {item.keyword: getattr(args, item.keyword) for item in filters}
+    kwargs = {item.keyword: getattr(args, item.keyword) for item in filters}
+    since, until = kwargs.get("since"), kwargs.get("until")
+    if since is not None and until is not None and since >= until:
+        raise CommandError(f"--since {_utc(since)} is not before --until {_utc(until)}: "
+                           "no record could match")
+    return kwargs
+
+
+def _utc(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_applies(

@@ -72,9 +72,10 @@ def _print_records(records: Sequence[Record], view: View[Any], noun: str) -> Non
 
 
 def _run(command: _ListCommand, args: argparse.Namespace) -> int:
+    filters = query_kwargs(args, command.filters)  # refused before the store is opened
     with open_store(args) as store:
         query = getattr(store, command.name)
-        records: list[Record] = query(**query_kwargs(args, command.filters), limit=args.limit)
+        records: list[Record] = query(**filters, limit=args.limit)
     if args.json:
         write_json([record_dict(record) for record in records], sys.stdout)
     else:

@@ -119,6 +119,10 @@ def test_event_filters(known_store: str, run_inprocess: Runner) -> None:
 SPAN_FILTER_CASES = [
     ([], ["POST /query", "answer", "search"]),
     (["--trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"], ["answer", "search"]),
+    # As pasted from a tool that shows IDs in capitals, or a whole traceparent header.
+    (["--trace-id", "4BF92F3577B34DA6A3CE929D0E0E4736"], ["answer", "search"]),
+    (["--trace-id", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+     ["answer", "search"]),
     (["--correlation-id", "req-2"], ["POST /query"]),
     (["--name", "search"], ["search"]),
     (["--kind", "llm"], ["answer"]),
