@@ -78,6 +78,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     server = _Server(options.port)  # first: a port in use fails before anything is created
     fake = FakeOllama(slow_seconds=0.4).start()
     monitor: Monitor | None = None
+    flush_budget = 10.0  # seconds the stop may spend writing queued records to the store
     try:
         base_url = f"http://127.0.0.1:{server.port}"
         say(f"Starting the example RAG service on {base_url}")
@@ -91,6 +92,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             monitor.store.events(limit=1)  # an unreachable database: say so now, not later
             server.start(app)
         except (StoreError, ConfigurationError, OSError, ScenarioError) as exc:
+            flush_budget = 1.0  # before the scenario: an unreachable store is not waited for
             raise DemoError(str(exc)) from None
         scenario = Scenario(server.port, fake, api_token)
         status = _run_phases(scenario, say)
@@ -119,7 +121,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             server.stop()
             fake.stop()
             if monitor is not None:
-                monitor.shutdown(timeout=10)
+                monitor.shutdown(timeout=flush_budget)
                 health = monitor.store.health()
                 say(f"Stopped. {health.written} records written to the audit store, "
                     f"{health.dropped} dropped, {health.queue_depth} left in the queue.")

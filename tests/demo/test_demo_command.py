@@ -251,6 +251,23 @@ def test_a_port_in_use_is_one_error_line(tmp_path: Path, monkeypatch: pytest.Mon
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unreachable_store_ends_the_demo_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A database nobody listens on: exit 2 naming it, in seconds, not after the 10 s flush
+    budget a run that wrote records gets (it took 11 s)."""
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as closed:  # a free loopback port, closed again: connection refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    assert main(["demo", "--db", f"postgresql+psycopg://u:pw-canary@127.0.0.1:{port}/x"]) == 2
+    assert time.monotonic() - started < 6.0
+    err = capsys.readouterr().err
+    assert err.endswith("Connection refused\n")
+    assert err.splitlines()[-1].startswith(f"ragtrail: error: postgresql+psycopg://u:***@127.0.0.1:{port}/x")
+    assert "pw-canary" not in err
+
+
 def _span(span_id: str, parent: str | None, start: int) -> SpanRecord:
     return SpanRecord(trace_id="a" * 32, span_id=span_id, name=span_id, kind="function",
                       start_us=start, duration_us=1, parent_span_id=parent)
