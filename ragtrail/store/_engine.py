@@ -151,7 +151,10 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
             raise StoreError(f"{path}: no such file (reading never creates a store)")
         # URI mode=ro: SQLite itself refuses to create or write the file.
         uri = "file:" + quote(os.path.abspath(path))
-        url = url.set(database=uri, query={"mode": "ro", "uri": "true"})
+        query = {"mode": "ro", "uri": "true"}
+        if _closed_on_read_only_directory(path):
+            query["immutable"] = "1"
+        url = url.set(database=uri, query=query)
     elif not url.query.get("uri") and not path.startswith("file:"):
         create_private(path)
     engine = create_engine(url, connect_args=connect_args, **options)
@@ -195,6 +198,19 @@ def _sqlite_engine(target: Target, read_only: bool, options: dict[str, Any]) -> 
         # the reader's query.
         _ReopenAfterFault(engine)
     return engine
+
+
+def _closed_on_read_only_directory(path: str) -> bool:
+    """A store whose writers all closed (no -wal or -shm file) in a directory this process
+    cannot write: a read-only volume, a copy kept as evidence, another user's directory.
+
+    SQLite opens a WAL database only if it can create the -shm file, so reading such a copy
+    failed ("unable to open database file"). With no -wal file the database file holds every
+    row, and nothing writes it through a directory nobody here can write to: SQLite may read
+    it as immutable (no locks, no -shm)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return not os.access(directory, os.W_OK) and not any(
+        os.path.exists(path + suffix) for suffix in ("-wal", "-shm"))
 
 
 def _fit_wal_to_volume(cursor: Any, record: ConnectionPoolEntry) -> None:

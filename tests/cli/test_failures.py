@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,52 @@ def test_store_from_a_newer_ragtrail_is_refused(known_file: Path, run_inprocess:
         f"ragtrail: error: {known_file} was written by a newer ragtrail (schema version "
         f"{SCHEMA_VERSION + 1}; this ragtrail reads up to {SCHEMA_VERSION}); upgrade ragtrail "
         "to use it\n")
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(directory, the same directory bind-mounted read-only): a volume mounted readOnly, an
+    evidence copy on read-only media. A real mount, so it needs root where mounts are allowed
+    (CI's container); root ignores file modes, so nothing else makes a directory unwritable."""
+    source, view = tmp_path / "data", tmp_path / "read-only"
+    source.mkdir()
+    view.mkdir()
+    for command in (["mount", "--bind", str(source), str(view)],
+                    ["mount", "-o", "remount,ro,bind", str(view)]):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            subprocess.run(["umount", str(view)], capture_output=True, check=False)
+            pytest.skip(f"cannot make a read-only bind mount here: {done.stderr.strip()}")
+    try:
+        yield source, view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_closed_store_on_a_read_only_volume_is_read(read_only_view: tuple[Path, Path]) -> None:
+    """With its writers gone (no -wal, no -shm) SQLite cannot create the -shm it needs on a
+    read-only volume; the store is read as immutable instead, and nothing is written."""
+    source, view = read_only_view
+    write_store(f"sqlite:///{source / 'audit.db'}", *KNOWN_EVENTS)
+    assert sorted(path.name for path in source.iterdir()) == ["audit.db"]
+    result = run_process("events", "--json", "--db", str(view / "audit.db"))
+    assert (result.status, result.err) == (0, "")
+    assert [event["id"] for event in json.loads(result.out)] == [4, 3, 2, 1]
+    assert sorted(path.name for path in source.iterdir()) == ["audit.db"]
+
+
+def test_a_live_store_on_a_read_only_volume_is_read_normally(
+        read_only_view: tuple[Path, Path]) -> None:
+    """A writer still attached (its -wal and -shm exist): no immutable reading, which would
+    miss rows still in the WAL; SQLite reads them through the writer's files."""
+    source, view = read_only_view
+    writer = AuditStore(f"sqlite:///{source / 'audit.db'}")
+    try:
+        writer.record(KNOWN_EVENTS[0])
+        assert writer.flush(10)
+        assert (source / "audit.db-wal").exists()
+        result = run_process("events", "--json", "--db", str(view / "audit.db"))
+        assert (result.status, result.err) == (0, "")
+        assert len(json.loads(result.out)) == 1
+    finally:
+        writer.close()
