@@ -103,16 +103,17 @@ def test_store_directory_mode(base: Settings, tmp_path: Path, mode: int,
 
 
 def test_store_url_forms(tmp_path: Path) -> None:
-    """Relative, URI-style and in-memory SQLite URLs; non-SQLite stores are not checked."""
+    """Relative, URI-style and in-memory SQLite URLs, a bare path (a SQLite file too);
+    non-SQLite stores are not checked."""
     loose = tmp_path / "loose"
     loose.mkdir()
     os.chmod(loose, 0o777)
     quarantine = str(tmp_path / "q")
     for url in (f"sqlite:///{loose / 'a.db'}", f"sqlite+pysqlite:///{loose / 'a.db'}",
-                f"sqlite:///file:{loose / 'a.db'}?mode=ro&uri=true"):
+                f"sqlite:///file:{loose / 'a.db'}?mode=ro&uri=true", str(loose / "a.db")):
         findings = _ids(Settings(store_url=url, quarantine_dir=quarantine))
         assert findings.get("store-directory-writable") == Severity.HIGH, url
-    for url in ("sqlite://", "sqlite:///:memory:", "postgresql://u@db.example/x", "nonsense"):
+    for url in ("sqlite://", "sqlite:///:memory:", "postgresql://u@db.example/x"):
         findings = _ids(Settings(store_url=url, quarantine_dir=quarantine))
         assert not any(key.startswith("store-") for key in findings), url
 
