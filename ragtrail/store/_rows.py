@@ -20,7 +20,9 @@ from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanEvent,
 from ragtrail.store._json import decode as _loads
 from ragtrail.store._json import encode as _encode
 
-__all__ = ["Row", "RowBuilder", "event_from_row", "metrics_from_row", "span_from_row"]
+__all__ = [
+    "INDEXED_CHARS", "Row", "RowBuilder", "event_from_row", "metrics_from_row", "span_from_row",
+]
 
 Row = tuple[Any, ...]
 
@@ -42,6 +44,17 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+# PostgreSQL refuses a btree index entry over 2,704 bytes, and retrying cannot cure it: a
+# 3,000-character correlation ID from app input stopped that writer for good. Indexed text
+# is cut to this many characters (at most 4 bytes each in UTF-8) for such databases.
+INDEXED_CHARS = 512
+
+
+def _key(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= INDEXED_CHARS else text[:INDEXED_CHARS]
+
+
 def _without_nul(row: Row) -> Row:
     # PostgreSQL text cannot hold NUL (0x00); hostile input must not make a batch unwritable.
     return tuple(v.replace("\x00", "\ufffd") if type(v) is str and "\x00" in v else v
@@ -51,15 +64,17 @@ def _without_nul(row: Row) -> Row:
 class RowBuilder:
     """Makes complete row tuples, ID first; fills ``host`` and ``pid`` of events left empty.
 
-    ``strict`` coerces each value to its column type; ``strip_nul`` replaces NUL characters
-    for databases whose text type refuses them. A severity that is not a ``Severity`` value
-    raises ``KeyError`` in both modes.
+    ``strict`` coerces each value to its column type; ``limited_text`` (with ``strict``) also
+    fits text to databases that refuse NUL characters in it (they become U+FFFD) and index
+    entries over a few KB (indexed text is cut to ``INDEXED_CHARS``). A severity that is not
+    a ``Severity`` value raises ``KeyError`` in both modes.
     """
 
-    def __init__(self, *, strict: bool, strip_nul: bool) -> None:
+    def __init__(self, *, strict: bool, limited_text: bool) -> None:
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        finish: Callable[[Row], Row] = _without_nul if strip_nul else tuple
+        finish: Callable[[Row], Row] = _without_nul if limited_text else tuple
+        self._key: Callable[[object], str] = _key if limited_text else str
         self.event: Callable[[SecurityEvent, int, int], Row] = self._event
         self.span: Callable[[SpanRecord, int], Row] = self._span
         self.metrics: Callable[[MetricsSample, int], Row] = self._metrics
@@ -88,20 +103,24 @@ class RowBuilder:
                 rec.disk_usage_percent, rec.net_sent_bytes_per_s, rec.net_recv_bytes_per_s,
                 rec.active_connections, rec.queue_depth, rec.process_rss_bytes)
 
+    def _optional_key(self, value: object) -> str | None:
+        return None if value is None else self._key(value)
+
     def _strict_event(self, rec: SecurityEvent, row_id: int, count: int) -> Row:
         return (
-            row_id, int(rec.time_us), str(rec.event_type), _LEVEL[rec.severity],
-            str(rec.source), str(rec.description), _text(rec.correlation_id),
+            row_id, int(rec.time_us), self._key(rec.event_type), _LEVEL[rec.severity],
+            str(rec.source), str(rec.description), self._optional_key(rec.correlation_id),
             _text(rec.trace_id), _text(rec.span_id), _json_object(rec.metadata),
             str(rec.service or ""), str(rec.host or self.host), int(rec.pid or self.pid), count,
         )
 
     def _strict_span(self, rec: SpanRecord, row_id: int) -> Row:
         return (
-            row_id, str(rec.trace_id), str(rec.span_id), _text(rec.parent_span_id),
-            str(rec.name), str(rec.kind), int(rec.start_us), int(rec.duration_us),
+            row_id, self._key(rec.trace_id), str(rec.span_id), _text(rec.parent_span_id),
+            self._key(rec.name), str(rec.kind), int(rec.start_us), int(rec.duration_us),
             str(rec.status), _text(rec.error_type), _text(rec.error_message),
-            _text(rec.correlation_id), _json_object(rec.attributes), _span_events(rec.events),
+            self._optional_key(rec.correlation_id), _json_object(rec.attributes),
+            _span_events(rec.events),
         )
 
     def _strict_metrics(self, rec: MetricsSample, row_id: int) -> Row:

@@ -151,8 +151,8 @@ class BatchWriter:
         self.engine = engine
         self.coalescer = coalescer
         self.rings = {name: RingTable(name, RINGS[name], capacities[name]) for name in RINGS}
-        self.strict = RowBuilder(strict=True, strip_nul=not target.is_sqlite)
-        self.builder = RowBuilder(strict=False, strip_nul=False) if target.is_sqlite \
+        self.strict = RowBuilder(strict=True, limited_text=not target.is_sqlite)
+        self.builder = RowBuilder(strict=False, limited_text=False) if target.is_sqlite \
             else self.strict
         self.insert = _SqliteInsert() if target.is_sqlite else _core_insert
         # Held for each transaction; os.fork() waits for it (AuditStore): a child forked

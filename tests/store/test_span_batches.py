@@ -99,7 +99,7 @@ def test_chunks_respect_the_connection_s_limit_on_bound_values(tmp_path: Path) -
     real.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[attr-defined]
     sizes: list[int] = []
     real.set_trace_callback(lambda sql: sizes.append(sql.count("marker-") // 7))
-    builder = RowBuilder(strict=False, strip_nul=False)
+    builder = RowBuilder(strict=False, limited_text=False)
     rows = [builder.span(span, i + 1)
             for i, span in enumerate(_spans([f"marker-{i:03d}" for i in range(200)]))]
 

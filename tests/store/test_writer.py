@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -13,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from store_helpers import make_event, make_sample, make_span, wait_for
 
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail.store import AuditStore, RingUsage, StoreHealth
+from ragtrail.store._rows import INDEXED_CHARS
+from ragtrail.store._writer import over_server_limit
 
 CHILD = Path(__file__).with_name("store_child.py")
 
@@ -82,6 +86,45 @@ def test_hostile_text_is_stored_faithfully(backend_store: Callable[..., AuditSto
     assert event.description == expected
     assert list(event.metadata) == [nasty]  # JSON escapes NUL itself
     assert event.metadata[nasty][0] == nasty
+
+
+def test_long_indexed_text_never_stops_the_writer(
+        backend_store: Callable[..., AuditStore]) -> None:
+    """A correlation ID, span name or event type of 3,000 characters (a job ID from a queue, a
+    generated name): PostgreSQL refuses index entries over 2,704 bytes, which once stopped the
+    writer for good (retried as an outage). Cut to INDEXED_CHARS there, kept whole in SQLite;
+    the records around them are written either way."""
+    store = backend_store()
+    long = secrets.token_urlsafe(2250)  # 3,000 characters that do not compress
+    store.record(make_span("before"))
+    store.record(make_span(long, correlation_id=long))
+    store.record(make_event(long, correlation_id=long))
+    store.record(make_event("after"))
+    assert store.flush(20)
+    assert store.health().status == "ok"
+    kept = long if store.engine.dialect.name == "sqlite" else long[:INDEXED_CHARS]
+    assert [(s.name, s.correlation_id) for s in store.spans()] == [
+        (kept, kept), ("before", None)]
+    assert [(e.event_type, e.correlation_id) for e in store.events()] == [
+        ("after", None), (kept, kept)]
+    assert store.spans(correlation_id=kept)[0].name == kept
+
+
+@pytest.mark.postgres
+def test_a_server_limit_refuses_the_record_not_the_database(postgres_url: str) -> None:
+    """SQLSTATE class 54 (program limit exceeded) is an OperationalError in psycopg, like an
+    outage; it is about the rows, so their batch is split and the refused record dropped
+    rather than retried forever. The error comes from a real server."""
+    engine = create_engine(postgres_url)
+    columns = ", ".join(f"1 AS c{k}" for k in range(1700))  # at most 1,664 columns
+    try:
+        with pytest.raises(sa_exc.OperationalError) as raised, engine.connect() as conn:
+            conn.execute(text(f"SELECT {columns}"))
+    finally:
+        engine.dispose()
+    assert raised.value.orig is not None
+    assert raised.value.orig.sqlstate == "54011"  # type: ignore[attr-defined]  # too many columns
+    assert over_server_limit(raised.value.orig)
 
 
 def test_full_queue_drops_and_counts(store_factory: Callable[..., AuditStore],
