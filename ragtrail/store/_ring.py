@@ -106,7 +106,11 @@ class RingTable:
         c = RING.c
         this = c.ring == ring
         # FOR UPDATE is the lock on PostgreSQL; SQLite ignores it (BEGIN IMMEDIATE locked).
-        self._counts = select(c.bucket, c.row_count).where(this).with_for_update()
+        # In bucket order, bucket 0 first: rows are locked in the order the scan meets them,
+        # and updates move them around the heap, so two writers could each lock some buckets
+        # and wait for the other's (deadlocks seen with four writers).
+        self._counts = select(c.bucket, c.row_count).where(this).order_by(c.bucket) \
+            .with_for_update()
         self._max_id = select(func.max(table.c.id))
         self._totals = RING.update().where(this & (c.bucket == 0)).values(
             row_count=c.row_count + bindparam("p_n"), written=c.written + bindparam("p_added"),

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,8 @@ from store_helpers import make_event, make_sample, make_span
 
 from ragtrail._records import Severity
 from ragtrail.store import RESERVED_SHARE, AuditStore, RingUsage
-from ragtrail.store._ring import evictions
+from ragtrail.store._ring import RingTable, evictions
+from ragtrail.store._schema import EVENTS
 
 CHILD = Path(__file__).with_name("store_child.py")
 
@@ -269,3 +271,66 @@ def test_trimming_cost_does_not_grow_with_the_table(
         assert store.health().ring_usage["events"] == RingUsage(capacity, capacity)
         steps[capacity] = counter[0]
     assert steps[40_000] < 1.5 * steps[1_000], steps
+
+
+@pytest.mark.postgres
+def test_writers_lock_a_rings_buckets_in_order(postgres_db_url: str,
+                                              store_factory: Callable[..., AuditStore]) -> None:
+    """A writer locks bucket 0 first and the others after it, wherever updates left their
+    rows in the heap: locked in scan order, two writers each held some buckets and waited for
+    the other's (PostgreSQL reported deadlocks with four writers). Here bucket 0's row is
+    moved to the end of the heap and held by another transaction: a writer waiting for it
+    must hold no other bucket meanwhile."""
+    store = store_factory(postgres_db_url)
+    store.record(make_event())
+    assert store.flush(10)
+    engine = sqlalchemy.create_engine(postgres_db_url)
+    events = "ragtrail_ring.ring = 'events'"
+    lock = f"SELECT bucket FROM ragtrail_ring WHERE {events} AND bucket = :b FOR UPDATE"
+    try:
+        with engine.begin() as conn:  # an update puts the row's new version last
+            conn.execute(sqlalchemy.text(
+                f"UPDATE ragtrail_ring SET row_count = row_count WHERE {events} AND bucket = 0"))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # Statistics as autovacuum gathers them: a table this small is then scanned
+            # sequentially, in heap order (without them the planner may use the key's index).
+            conn.execute(sqlalchemy.text("ANALYZE ragtrail_ring"))
+        with engine.connect() as conn:
+            heap_order = conn.execute(sqlalchemy.text(
+                f"SELECT bucket FROM ragtrail_ring WHERE {events} ORDER BY ctid")).scalars().all()
+        assert heap_order[-1] == 0, heap_order  # the order a sequential scan meets them
+        with engine.connect() as holder, engine.connect() as writer, \
+                engine.connect() as prober:
+            holder.begin()
+            holder.execute(sqlalchemy.text(lock), {"b": 0})
+            writer_pid = writer.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
+            writer.rollback()
+            ring = RingTable("events", EVENTS, 100)
+
+            def write() -> None:
+                with writer.begin():
+                    ring.open(writer, adding=True)
+
+            thread = threading.Thread(target=write)
+            thread.start()
+            try:
+                _wait_until_blocked(prober, writer_pid)
+                with prober.begin():
+                    # NOWAIT: fails at once if the waiting writer took bucket 10 before 0.
+                    prober.execute(sqlalchemy.text(lock + " NOWAIT"), {"b": 10})
+            finally:
+                holder.rollback()
+                thread.join(10)
+            assert not thread.is_alive()
+    finally:
+        engine.dispose()
+
+
+def _wait_until_blocked(conn: sqlalchemy.Connection, pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    query = sqlalchemy.text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid")
+    while conn.execute(query, {"pid": pid}).scalar() != "Lock":
+        conn.rollback()  # a fresh snapshot of pg_stat_activity each time
+        assert time.monotonic() < deadline, "the writer never waited for the ring lock"
+        time.sleep(0.01)
+    conn.rollback()
