@@ -2,7 +2,9 @@
 
 The store is polled: each poll asks for the newest matching events and prints those with an ID
 above the last one printed. IDs grow with every insert, whatever the writer process, so nothing
-is printed twice; repeats coalesced into an already printed event are not printed again.
+is printed twice; repeats coalesced into an already printed event are not printed again. A poll
+that fails (the database restarting, a failover) is retried from the same place, not fatal:
+tail is what people keep open during an incident.
 """
 
 from __future__ import annotations
@@ -66,15 +68,28 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _follow(store: AuditStore, args: argparse.Namespace) -> None:
+    from ragtrail.store import StoreError  # with the store: --help never loads SQLAlchemy
+
     filters = query_kwargs(args, _FILTERS)
     latest = store.events(**filters, limit=max(args.limit, 1))
     last_id = max((event.id or 0 for event in latest), default=0)
     if not args.json:
         print(format_row(EVENTS.columns, _WIDTHS, [c.header for c in EVENTS.columns]))
     _print(list(reversed(latest[:args.limit])), args.json)
+    outage: str | None = None  # the error the polls have been failing with
     while True:
         time.sleep(args.interval)
-        fresh, complete = _new_events(store, filters, last_id)
+        try:
+            fresh, complete = _new_events(store, filters, last_id)
+        except StoreError as exc:  # a restart or failover: keep the place and try again
+            if outage is None:
+                print(f"ragtrail: note: cannot read the store ({exc}); retrying every "
+                      f"{args.interval:g} s", file=sys.stderr, flush=True)
+            outage = str(exc)
+            continue
+        if outage is not None:
+            print("ragtrail: note: reading the store again", file=sys.stderr, flush=True)
+            outage = None
         if not complete:
             print(f"ragtrail: note: more than {_MAX_POLL} new events in one poll; "
                   "only the newest are shown", file=sys.stderr)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from cli_helpers import SECOND, T0, Runner, write_store
@@ -30,24 +31,52 @@ class Tail:
             [sys.executable, "-m", "ragtrail", "tail", "--interval", "0.05", *argv],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
+        self.notes: queue.Queue[str] = queue.Queue()  # stderr
+        self.readers = [threading.Thread(target=_read_lines, args=(stream, lines), daemon=True)
+                        for stream, lines in ((self.process.stdout, self.lines),
+                                              (self.process.stderr, self.notes))]
+        for reader in self.readers:
+            reader.start()
 
     def next_line(self) -> str:
-        try:
-            return self.lines.get(timeout=DEADLINE_S)
-        except queue.Empty:
-            pytest.fail(f"tail printed nothing within {DEADLINE_S} s")
+        return _next(self.lines, "printed nothing")
+
+    def next_note(self) -> str:
+        return _next(self.notes, "wrote nothing on stderr")
 
     def interrupt(self) -> tuple[int, str]:
-        """Ctrl-C, then the exit status and stderr."""
+        """Ctrl-C, then the exit status and what is left of stderr."""
         self.process.send_signal(signal.SIGINT)
-        _, err = self.process.communicate(timeout=DEADLINE_S)
-        return self.process.returncode, err
+        self.process.wait(timeout=DEADLINE_S)
+        self.end()
+        left = []
+        while not self.notes.empty():
+            left.append(self.notes.get_nowait() + "\n")
+        return self.process.returncode, "".join(left)
+
+    def end(self) -> None:
+        """Kill the child if it still runs; read both streams to their end and close them."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=DEADLINE_S)
+        for reader in self.readers:  # both streams end with the process
+            reader.join(DEADLINE_S)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _read_lines(stream: IO[str] | None, lines: queue.Queue[str]) -> None:
+    assert stream is not None
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+
+
+def _next(lines: queue.Queue[str], failure: str) -> str:
+    try:
+        return lines.get(timeout=DEADLINE_S)
+    except queue.Empty:
+        pytest.fail(f"tail {failure} within {DEADLINE_S} s")
 
 
 @contextmanager
@@ -56,9 +85,7 @@ def tail(*argv: str) -> Iterator[Tail]:
     try:
         yield child
     finally:
-        if child.process.poll() is None:
-            child.process.kill()
-            child.process.communicate()
+        child.end()
 
 
 def _event(number: int, severity: Severity = Severity.HIGH) -> SecurityEvent:
@@ -79,6 +106,24 @@ def test_tail_prints_the_latest_then_follows_new_events(store_url: str) -> None:
         assert child.next_line().startswith("     3  2024-05-01T12:00:03.000Z  high")
         write_store(store_url, _event(4))
         assert child.next_line().startswith("     4  2024-05-01T12:00:04.000Z  high")
+        status, err = child.interrupt()
+    assert (status, err) == (0, "")
+
+
+@pytest.mark.postgres
+def test_tail_outlives_a_database_restart(postgres_db_url: str, postgres_server: Any) -> None:
+    """A failover or restart while tail follows (the incident it is open for): one note on
+    stderr, then it resumes after the last event it printed; it used to exit with status 2."""
+    write_store(postgres_db_url, _event(1))
+    with tail("--db", postgres_db_url, "--limit", "1") as child:
+        child.next_line()  # the header
+        assert child.next_line().startswith("     1  ")
+        postgres_server.stop()
+        assert child.next_note().startswith("ragtrail: note: cannot read the store (")
+        postgres_server.start()
+        write_store(postgres_db_url, _event(2))
+        assert child.next_line().startswith("     2  2024-05-01T12:00:02.000Z  high")
+        assert child.next_note() == "ragtrail: note: reading the store again"
         status, err = child.interrupt()
     assert (status, err) == (0, "")
 
