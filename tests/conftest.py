@@ -275,3 +275,23 @@ def isolated_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield
     if _monitor._active is not None:
         _monitor._active.shutdown(timeout=10)
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(directory, the same directory bind-mounted read-only): a volume mounted readOnly, an
+    evidence copy on read-only media. A real mount, so it needs root where mounts are allowed
+    (CI's container); root ignores file modes, so nothing else makes a directory unwritable."""
+    source, view = tmp_path / "data", tmp_path / "read-only"
+    source.mkdir()
+    view.mkdir()
+    for command in (["mount", "--bind", str(source), str(view)],
+                    ["mount", "-o", "remount,ro,bind", str(view)]):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            subprocess.run(["umount", str(view)], capture_output=True, check=False)
+            pytest.skip(f"cannot make a read-only bind mount here: {done.stderr.strip()}")
+    try:
+        yield source, view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)

@@ -121,8 +121,23 @@ def _store_files(settings: Settings) -> Iterator[SecurityFinding]:
 
 
 def _quarantine_directory(settings: Settings) -> Iterator[SecurityFinding]:
-    yield from _exposed([Path(settings.quarantine_dir)], "quarantine-directory",
-                        "The quarantine directory", group_ok=False)
+    directory = Path(settings.quarantine_dir)
+    # Every rejection would fail to quarantine (a traceback each, the file left behind or,
+    # through the upload helpers, gone): said at start-up rather than at the first attack.
+    if directory.exists() and not directory.is_dir():
+        yield SecurityFinding(
+            "quarantine-not-a-directory", Severity.HIGH, "The quarantine is not a directory",
+            f"{directory} exists and is not a directory: rejected files cannot be quarantined.",
+            "Point RAGTRAIL_QUARANTINE_DIR at a directory (it is created 0700 if missing).")
+        return
+    if directory.is_dir() and not os.access(directory, os.W_OK | os.X_OK):
+        yield SecurityFinding(
+            "quarantine-not-writable", Severity.HIGH, "The quarantine cannot be written",
+            f"{directory} is not writable by this process (a read-only volume, another "
+            "owner): rejected files cannot be quarantined.",
+            "Mount the quarantine read-write, or point RAGTRAIL_QUARANTINE_DIR elsewhere.")
+    yield from _exposed([directory], "quarantine-directory", "The quarantine directory",
+                        group_ok=False)
 
 
 def _otlp_transport(settings: Settings) -> Iterator[SecurityFinding]:

@@ -153,10 +153,17 @@ class FileValidator:
                 raise
             return self.refuse(original, "a symbolic link, not a file to validate")
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 return self.refuse(original, "not a regular file")
+            if info.st_size > self.max_bytes and not _executable(f):
+                # Neither read nor quarantined, as an upload over the limit is not received:
+                # a 4 GiB file was hashed whole and copied into the quarantine whole.
+                return self.refuse(original, f"file is {info.st_size} bytes; the limit is "
+                                             f"{self.max_bytes}", size=info.st_size)
             utf8 = Utf8Check() if claimed in TEXT_TYPES else None
-            size, sha256, head, tail = _scan(f, utf8)
+            # A file that grows while it is read is read no further than this.
+            size, sha256, head, tail = _scan(f, utf8, max(info.st_size, self.max_bytes) + 1)
             verdict = self._judge(f, extension, claimed, size, head, tail, utf8)
         result = ValidationResult(
             accepted=verdict.problem is None, reason=verdict.problem, sanitised_name=name,
@@ -200,15 +207,21 @@ class FileValidator:
         expected = expected_sha256.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{64}", expected):
             raise ValueError("expected_sha256 must be 64 hex characters")
+        actual: str | None = None
         try:
-            with open(path, "rb") as f:
-                actual: str | None = _sha256(f)
+            # As validate() opens it: a FIFO put in its place must not hang an integrity job,
+            # nor a symlink or directory pass for the file (or raise without an event).
+            with os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as f:
+                regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+                actual = _sha256(f) if regular else None
+            what = "changed since it was accepted" if regular else "is no longer a regular file"
         except FileNotFoundError:
-            actual = None
+            what = "is missing"
+        except OSError as exc:  # ELOOP: a symbolic link now
+            what = f"cannot be read as the file it was ({exc.strerror})"
         if actual == expected:
             return True
         shown = escape_text(os.fsdecode(path), limit=_NAME_LIMIT)
-        what = "is missing" if actual is None else "changed since it was accepted"
         record_event(self._monitor, INTEGRITY, Severity.HIGH, SOURCE,
                      f"stored file {shown} {what}",
                      {"path": shown, "expected_sha256": expected, "actual_sha256": actual})
@@ -276,13 +289,14 @@ class FileValidator:
              "quarantine_path": None if moved is None else str(moved)})
 
 
-def _scan(f: BinaryIO, utf8: Utf8Check | None) -> tuple[int, str, bytes, bytes]:
-    """Size, sha256, first bytes and last bytes, in one streaming pass."""
+def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> tuple[int, str, bytes, bytes]:
+    """Size, sha256, first bytes and last bytes, in one streaming pass of at most ``limit``
+    bytes and a chunk."""
     digest = hashlib.sha256()
     size = 0
     head = b""
     tail = b""
-    while chunk := f.read(_CHUNK):
+    while size < limit and (chunk := f.read(_CHUNK)):
         if size < _HEAD:
             head += chunk[:_HEAD - size]
         digest.update(chunk)
@@ -336,6 +350,13 @@ def _safe_correlation_id() -> str | None:
         return current_correlation_id()
     except Exception:  # the sidecar is worth more than the ID
         return None
+
+
+def _executable(f: BinaryIO) -> bool:
+    """Whether the file starts as an executable does (read from the start, then rewound)."""
+    head = f.read(_HEAD)
+    f.seek(0)
+    return magic_type(head) in EXECUTABLE_TYPES
 
 
 def _sha256(f: BinaryIO) -> str:

@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,26 +186,6 @@ def test_store_from_a_newer_ragtrail_is_refused(known_file: Path, run_inprocess:
         f"ragtrail: error: {known_file} was written by a newer ragtrail (schema version "
         f"{SCHEMA_VERSION + 1}; this ragtrail reads up to {SCHEMA_VERSION}); upgrade ragtrail "
         "to use it\n")
-
-
-@pytest.fixture
-def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(directory, the same directory bind-mounted read-only): a volume mounted readOnly, an
-    evidence copy on read-only media. A real mount, so it needs root where mounts are allowed
-    (CI's container); root ignores file modes, so nothing else makes a directory unwritable."""
-    source, view = tmp_path / "data", tmp_path / "read-only"
-    source.mkdir()
-    view.mkdir()
-    for command in (["mount", "--bind", str(source), str(view)],
-                    ["mount", "-o", "remount,ro,bind", str(view)]):
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            subprocess.run(["umount", str(view)], capture_output=True, check=False)
-            pytest.skip(f"cannot make a read-only bind mount here: {done.stderr.strip()}")
-    try:
-        yield source, view
-    finally:
-        subprocess.run(["umount", str(view)], check=True)
 
 
 def test_a_closed_store_on_a_read_only_volume_is_read(read_only_view: tuple[Path, Path]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -131,6 +132,22 @@ def test_quarantine_directory_mode(base: Settings, mode: int,
     directory.mkdir()
     os.chmod(directory, mode)
     assert _without_root(_ids(base)) == expected
+
+
+def test_a_quarantine_that_is_not_a_directory(base: Settings) -> None:
+    """A file where the quarantine should be: every rejection would fail to quarantine (a
+    traceback each; through the upload helpers the rejected upload is gone). Said at start."""
+    Path(base.quarantine_dir).write_text("not a directory")
+    os.chmod(base.quarantine_dir, 0o600)  # no mode finding to hide behind
+    assert _without_root(_ids(base)) == {"quarantine-not-a-directory": Severity.HIGH}
+
+
+def test_a_quarantine_on_a_read_only_volume(base: Settings,
+                                            read_only_view: tuple[Path, Path]) -> None:
+    source, view = read_only_view
+    os.chmod(source, 0o700)
+    findings = _without_root(_ids(dataclasses.replace(base, quarantine_dir=str(view))))
+    assert findings == {"quarantine-not-writable": Severity.HIGH}
 
 
 @pytest.mark.parametrize(("endpoint", "headers", "expected"), [

@@ -211,6 +211,30 @@ def test_verify_detects_a_missing_file(validator: FileValidator, corpus: Corpus,
     assert event.metadata["actual_sha256"] is None
 
 
+@pytest.mark.parametrize("replacement", ["fifo", "directory", "symlink"])
+def test_verify_refuses_what_is_no_longer_the_file(validator: FileValidator, corpus: Corpus,
+                                                   stored_events: Events, replacement: str,
+                                                   tmp_path: Path) -> None:
+    """The accepted file replaced by a FIFO (which hung verify() for good), a directory (which
+    raised without an event) or a symlink to the same bytes (which passed): False and a
+    file_integrity_fail event each, at once."""
+    path = corpus.pdf()
+    digest = validator.validate(path).sha256
+    copy = tmp_path / "elsewhere.pdf"
+    copy.write_bytes(path.read_bytes())
+    path.unlink()
+    if replacement == "fifo":
+        os.mkfifo(path)
+    elif replacement == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(copy)
+    assert not validator.verify(path, digest)
+    [event] = stored_events("file_integrity_fail")
+    assert event.metadata["actual_sha256"] is None
+    assert str(path) in event.description
+
+
 def test_verify_rejects_a_malformed_hash(validator: FileValidator, corpus: Corpus) -> None:
     """A hash that is not 64 hex characters is a programming error."""
     with pytest.raises(ValueError, match="64 hex"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from security_corpus import (
 
 from ragtrail.instrument import Monitor
 from ragtrail.security import EXTENSION_TYPES, FileValidator, ValidationResult, ZipLimits
+from ragtrail.security._sniff import JSON_PARSED_BYTES
 
 MALICIOUS = "malicious_file_upload"
 INVALID = "input_validation_fail"
@@ -146,6 +148,47 @@ def test_size_limit(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> N
     result = validator.validate(corpus.write("big.pdf", PDF + b"\n"))
     assert (result.accepted, result.event_type) == (False, INVALID)
     assert result.reason == f"file is {len(PDF) + 1} bytes; the limit is {len(PDF)}"
+
+
+def test_a_file_over_the_limit_is_neither_read_nor_quarantined(
+        monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> None:
+    """A 1 GiB sparse file against a 1 MiB limit: refused from its size on disk and left where
+    it is (it was hashed whole and copied into the quarantine whole: 4 GiB read, 4 GiB
+    written). An executable over the limit is still judged and quarantined as one."""
+    validator = FileValidator(max_bytes=1 << 20, monitor=monitor, quarantine_dir=quarantine_dir)
+    path = corpus.write("huge.pdf", PDF)
+    os.truncate(path, 1 << 30)
+    result = validator.validate(path)
+    assert (result.accepted, result.event_type, result.detected_type, result.sha256) == (
+        False, INVALID, "unread", "")
+    assert result.reason == f"file is {1 << 30} bytes; the limit is {1 << 20}"
+    assert path.exists()
+    assert result.quarantine_path is None
+    assert not quarantine_dir.exists()
+    elf = corpus.write("tool.pdf", ELF)
+    os.truncate(elf, 2 << 20)
+    result = validator.validate(elf)
+    assert (result.event_type, result.detected_type) == (MALICIOUS, "elf-executable")
+    assert result.quarantine_path is not None
+    assert not elf.exists()
+
+
+def test_large_json_is_checked_without_parsing_it(validator: FileValidator,
+                                                  corpus: Corpus) -> None:
+    """JSON over 4 MiB is checked as text and by how it starts: parsing builds objects of
+    about 25 times its size (a 50 MiB "[{},{},...]" took 1.3 GB and seconds of GIL)."""
+    big = b"[" + b"{}," * (3 * JSON_PARSED_BYTES // 3 + 1) + b"{}]"
+    tracemalloc.start()
+    try:
+        result = validator.validate(corpus.write("many.json", big))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (result.accepted, result.detected_type) == (True, "json")
+    assert peak < 4 * JSON_PARSED_BYTES  # parsing it took over 100 MB
+    not_json = b"<html>" + b" " * JSON_PARSED_BYTES
+    result = validator.validate(corpus.write("page.json", not_json))
+    assert (result.accepted, result.reason) == (False, "JSON does not start with a value")
 
 
 def test_extension_allowlist(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> None:
