@@ -6,6 +6,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 __all__ = ["O_NOFOLLOW", "create_exclusive", "make_inert", "move_file"]
@@ -13,6 +14,8 @@ __all__ = ["O_NOFOLLOW", "create_exclusive", "make_inert", "move_file"]
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in must not make the copy wait for a writer.
+_READ = os.O_RDONLY | O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 
 
 def create_exclusive(path: Path) -> int:
@@ -46,7 +49,19 @@ def move_file(source: Path, target: Path, *, replace: bool) -> None:
                 target.unlink(missing_ok=True)
             raise
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-    with open(source, "rb") as src, os.fdopen(create_exclusive(partial), "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    os.replace(partial, target)
+    try:
+        # Never through a symlink swapped in after the file was judged: its target's bytes
+        # would be kept under the judged file's hash.
+        with os.fdopen(os.open(source, _READ), "rb") as src, \
+                os.fdopen(create_exclusive(partial), "wb") as dst:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(source))
+            shutil.copyfileobj(src, dst)
+        os.replace(partial, target)
+    except BaseException:
+        # No half copy, and no empty placeholder that would block the next attempt.
+        partial.unlink(missing_ok=True)
+        if not replace:
+            target.unlink(missing_ok=True)
+        raise
     source.unlink()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import stat
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from security_corpus import ELF, PDF, Corpus
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail.instrument import Monitor, correlation_scope
 from ragtrail.security import FileValidator, Quarantine, QuarantineError
+from ragtrail.security._files import move_file
 
 Events = Callable[..., list[SecurityEvent]]
 
@@ -324,3 +328,37 @@ def test_purge_by_age(filled: list[str], quarantine_dir: Path) -> None:
     assert sorted(os.listdir(quarantine_dir)) == [filled[0], f"{filled[0]}.json"]
     assert [e.sha256 for e in quarantine.purge()] == [filled[0]]
     assert os.listdir(quarantine_dir) == []
+
+
+# -- moving files across filesystems ----------------------------------------------------------
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than ``tmp_path`` (tmpfs at /dev/shm), where a move
+    is a copy: the layout of the Kubernetes example (uploads and quarantine on two volumes)."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm here")
+    directory = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        if directory.stat().st_dev == tmp_path.stat().st_dev:
+            pytest.skip("/dev/shm is on the same filesystem as the test's directory here")
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_copy_across_filesystems_never_follows_a_symlink(
+        tmp_path: Path, other_filesystem: Path, replace: bool) -> None:
+    """A symlink swapped in after the file was judged: the copy refuses it (the link target's
+    bytes were kept under the judged file's hash) and leaves no partial file or placeholder
+    behind (a release's empty placeholder blocked the retry)."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:SECRET-HASH\n")
+    link = tmp_path / "upload.pdf"
+    link.symlink_to(secret)
+    with pytest.raises(OSError, match="symbolic links") as raised:
+        move_file(link, other_filesystem / ("a" * 64), replace=replace)
+    assert raised.value.errno == errno.ELOOP
+    assert list(other_filesystem.iterdir()) == []
+    assert link.is_symlink()
