@@ -43,6 +43,15 @@ class QuarantineEntry:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def last_seen(self) -> datetime:
+        """When the same bytes were last rejected (``time`` if only once)."""
+        try:
+            when = datetime.fromisoformat(str(self.details["last_time"]))
+        except (KeyError, ValueError):
+            return self.time
+        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+    @property
     def original_name(self) -> str:
         """The client's name for the file, already escaped when it was quarantined."""
         return str(self.details.get("original_name", ""))
@@ -118,10 +127,12 @@ class Quarantine:
         return target
 
     def purge(self, *, older_than: datetime | None = None) -> list[QuarantineEntry]:
-        """Delete entries quarantined before ``older_than`` (all if None); return them."""
+        """Delete entries not rejected again since ``older_than`` (all if None); return them.
+
+        By the last rejection, not the first: a file sent again today is today's evidence."""
         removed = []
         for entry in self.entries():
-            if older_than is None or entry.time < older_than:
+            if older_than is None or entry.last_seen < older_than:
                 entry.path.unlink(missing_ok=True)
                 self._sidecar(entry.sha256).unlink(missing_ok=True)
                 removed.append(entry)

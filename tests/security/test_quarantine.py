@@ -330,6 +330,23 @@ def test_purge_by_age(filled: list[str], quarantine_dir: Path) -> None:
     assert os.listdir(quarantine_dir) == []
 
 
+def test_purge_keeps_a_file_rejected_again_since(filled: list[str], quarantine_dir: Path,
+                                                  validator: FileValidator,
+                                                  corpus: Corpus) -> None:
+    """First quarantined 40 days ago, sent again today: ``--older-than 30d`` keeps today's
+    evidence (purge went by the first time and deleted it)."""
+    quarantine = Quarantine(quarantine_dir)
+    sidecar = quarantine_dir / f"{filled[1]}.json"
+    record = json.loads(sidecar.read_text())
+    record["time"] = (datetime.now(timezone.utc) - timedelta(days=40)).isoformat()
+    sidecar.write_text(json.dumps(record))
+    again = quarantine.get(filled[1])
+    corpus.write("again.pdf", again.path.read_bytes())
+    assert validator.validate(corpus.directory / "again.pdf").sha256 == filled[1]
+    assert quarantine.purge(older_than=datetime.now(timezone.utc) - timedelta(days=30)) == []
+    assert quarantine.get(filled[1]).details["count"] == 2
+
+
 # -- moving files across filesystems ----------------------------------------------------------
 
 @pytest.fixture
