@@ -125,8 +125,10 @@ class AuditStore:
             self._check_readable()
             self._start(schema_ready=True, run=False)
             return
-        schema_ready = self._try_ensure_schema()
-        self._start(schema_ready)
+        unreachable = self._try_ensure_schema()
+        self._start(schema_ready=unreachable is None)
+        if unreachable is not None:  # health says so now, not only once a record fails
+            self._counters.error(unreachable)
         _open_stores.add(self)
 
     @classmethod
@@ -276,20 +278,21 @@ class AuditStore:
                 _lock_schema(conn)
                 ensure_schema(conn, self._capacities, self._target.shown)
 
-    def _try_ensure_schema(self) -> bool:
+    def _try_ensure_schema(self) -> str | None:
         """Create or migrate now; an unreachable database is left to the writer's retries
-        (instrumentation must not stop the application starting), a foreign or newer store
-        is refused here."""
+        (instrumentation must not stop the application starting) and its error returned, a
+        foreign or newer store is refused here."""
         try:
             self._ensure_schema()
         except StoreError:
             self.engine.dispose()
             raise
         except SQLAlchemyError as exc:
+            message = describe_error(exc, self._target.secrets)
             log.warning("ragtrail audit store %s not reachable yet (the writer retries): %s",
-                        self._target.shown, describe_error(exc, self._target.secrets))
-            return False
-        return True
+                        self._target.shown, message)
+            return message
+        return None
 
     def _file_guard(self) -> FileGuard | None:
         """A guard for a SQLite file opened by its path (not in memory, not a URI)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -254,6 +255,21 @@ def test_close_without_timeout_is_bounded_when_sqlite_stays_locked(
         holder.execute("ROLLBACK")
         holder.close()
     wait_for(lambda: store.health().written + store.health().dropped == 200)
+
+
+def test_a_database_unreachable_at_start_shows_in_health(
+        store_factory: Callable[..., AuditStore]) -> None:
+    """The store opens (the app must start) but health says the database was not reached,
+    before any record fails: it said "ok" until then, and readiness passed on it."""
+    with socket.socket() as closed:  # a free loopback port, closed again: connection refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    store = store_factory(f"postgresql+psycopg://u:pw-canary@127.0.0.1:{port}/x")
+    health = store.health()
+    assert health.status == "degraded"
+    assert health.last_error is not None
+    assert "Connection refused" in health.last_error
+    assert "pw-canary" not in health.last_error
 
 
 def test_close_without_timeout_is_bounded_when_postgresql_is_down(
