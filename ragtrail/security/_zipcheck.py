@@ -8,6 +8,7 @@ view is the one a downstream parser (python-docx, openpyxl) will have.
 
 from __future__ import annotations
 
+import stat
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -65,8 +66,8 @@ class ZipVerdict:
 def inspect_zip(f: BinaryIO, size: int, limits: ZipLimits) -> ZipVerdict:
     """Check an archive against ``limits`` and tell which OOXML type it is, if any."""
     declared = _declared_entries(f, size)
-    if declared is None:
-        return ZipVerdict("zip", "corrupt ZIP: no end of central directory record")
+    if isinstance(declared, ZipVerdict):
+        return declared
     entries, directory_bytes = declared
     if entries > limits.max_entries or (
             directory_bytes > limits.max_entries * _MAX_AVERAGE_ENTRY_BYTES):
@@ -95,35 +96,34 @@ def inspect_zip(f: BinaryIO, size: int, limits: ZipLimits) -> ZipVerdict:
     return ZipVerdict(kind)
 
 
-def _declared_entries(f: BinaryIO, size: int) -> tuple[int, int] | None:
-    """(entry count, central directory bytes) from the end records, or None if absent."""
+def _declared_entries(f: BinaryIO, size: int) -> tuple[int, int] | ZipVerdict:
+    """(entry count, central directory bytes) as zipfile will read them, or why not to read."""
+    no_end_record = ZipVerdict("zip", "corrupt ZIP: no end of central directory record")
     tail_size = min(size, _EOCD.size + _MAX_COMMENT)
     f.seek(size - tail_size)
     tail = f.read(tail_size)
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < _EOCD.size:
-        return None
+        return no_end_record
     fields = _EOCD.unpack_from(tail, at)
     entries, directory_bytes = fields[4], fields[5]
-    if entries != 0xFFFF and directory_bytes != 0xFFFFFFFF:
-        return entries, directory_bytes
-    # ZIP64: the locator sits just before the classic record and points at the ZIP64 record.
-    locator_at = size - tail_size + at - _EOCD64_LOCATOR.size
-    if locator_at < 0:
-        return None
-    f.seek(locator_at)
-    locator = f.read(_EOCD64_LOCATOR.size)
-    if len(locator) != _EOCD64_LOCATOR.size or not locator.startswith(b"PK\x06\x07"):
-        return None
-    record_at = _EOCD64_LOCATOR.unpack(locator)[2]
-    if record_at + _EOCD64.size > size:
-        return None
-    f.seek(record_at)
-    record = f.read(_EOCD64.size)
-    if not record.startswith(b"PK\x06\x06"):
-        return None
-    fields64 = _EOCD64.unpack(record)
-    return fields64[7], fields64[8]
+    # zipfile (_EndRecData64) takes the counts from a ZIP64 record whenever a ZIP64 locator sits
+    # just before the classic record, whatever the classic record says, and reads that ZIP64
+    # record just before the locator, ignoring the offset the locator gives. Read it there too.
+    record_at = size - tail_size + at - _EOCD64_LOCATOR.size - _EOCD64.size
+    if record_at >= 0:
+        f.seek(record_at)
+        ends = f.read(_EOCD64.size + _EOCD64_LOCATOR.size)
+        if ends.startswith(b"PK\x06\x06") and ends[_EOCD64.size:].startswith(b"PK\x06\x07"):
+            if _EOCD64_LOCATOR.unpack_from(ends, _EOCD64.size)[2] != record_at:
+                # A second record where the locator points shows other readers other entries.
+                return ZipVerdict("zip", "ZIP64 locator does not point at the ZIP64 end record "
+                                  "(readers would disagree on the entries)", malicious=True)
+            fields64 = _EOCD64.unpack_from(ends)
+            return fields64[7], fields64[8]
+    if entries == 0xFFFF or directory_bytes == 0xFFFFFFFF:
+        return no_end_record  # the true counts were to be in a ZIP64 record
+    return entries, directory_bytes
 
 
 def _bomb(infos: list[zipfile.ZipInfo], directory_start: int, limits: ZipLimits) -> str | None:
@@ -155,6 +155,10 @@ def _unsafe_member(infos: list[zipfile.ZipInfo]) -> str | None:
         if ("\x00" in name or name.startswith(("/", "\\")) or ".." in parts
                 or (len(name) > 1 and name[1] == ":")):
             return "ZIP member path escapes the archive (path traversal)"
+        if stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG, stat.S_IFDIR):
+            # Unix file type bits: unzip and bsdtar recreate a symlink member as a link (to
+            # /etc/shadow, or a folder that later members are written through).
+            return "ZIP member is a symbolic link or special file"
         if info.flag_bits & _ENCRYPTED:
             return "encrypted ZIP member (content cannot be checked)"
         if name in seen:
