@@ -9,15 +9,18 @@ A supervisor thread abandons a worker stuck in a callback past its timeout and s
 one; the hung callback's backlog is dropped, and it is skipped (and counted) until it returns.
 
 Coalescing: after an alert for one (event_type, source), further events for it inside
-``alert_coalesce_seconds`` are not alerted but counted; the next alert for that key (the next
-event after the window, or a summary of the latest suppressed one when the window ends) carries
-the count in ``metadata["suppressed_count"]``. Every event at or above a callback's minimum
+``alert_coalesce_seconds`` that are no more severe are not alerted but counted; the next alert
+for that key (the next event after the window, or a summary of the latest suppressed one when
+the window ends) carries the count in ``metadata["suppressed_count"]``. A more severe event is
+alerted at once and opens a new window: a critical is never held back behind a high (a
+critical-only pager would have missed it). Every event at or above a callback's minimum
 severity is therefore either alerted or counted in a later alert.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -60,6 +63,7 @@ class _Subscription:
 @dataclasses.dataclass(eq=False)
 class _Window:
     opened: float
+    severity: Severity  # the most severe event delivered in it: a worse one is never held back
     suppressed: int = 0
     latest: SecurityEvent | None = None
 
@@ -155,12 +159,13 @@ class AlertDispatcher:
                     # Too many distinct sources (an attacker rotating IPs): one window per type.
                     key = (event.event_type, "*")
                     window = self._windows.get(key)
-                if window is not None and now - window.opened < self._window_seconds:
+                if window is not None and now - window.opened < self._window_seconds \
+                        and event.severity <= window.severity:
                     window.suppressed += 1
                     window.latest = event
                     self._counts["coalesced"] += 1
                     return
-                self._windows[key] = _Window(now)
+                self._windows[key] = _Window(now, event.severity)
                 suppressed = window.suppressed if window is not None else 0
                 self._enqueue_locked(_with_suppressed(event, suppressed))
         except Exception:  # never into the application
@@ -205,6 +210,20 @@ class AlertDispatcher:
         with self._idle:
             self._idle.wait_for(lambda: self._outstanding == 0, timeout)
             self._stop.set()
+        with self._lock:  # never delivered now: counted and said, not lost in silence
+            left = 0
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+                    left += 1
+            for subscription in self._subscriptions:
+                left += len(subscription.backlog)
+                subscription.backlog.clear()
+            for _ in range(left):
+                self._task_done_locked()
+            self._counts["dropped"] += left
+        if left:
+            logger.warning("ragtrail dropped %d alert(s) still queued at shutdown", left)
         for worker in list(self._workers):
             wait = self._poll * 2
             worker.thread.join(wait if deadline is None
@@ -283,7 +302,7 @@ class AlertDispatcher:
                     continue
                 if window.suppressed and window.latest is not None:
                     summary = _with_suppressed(window.latest, window.suppressed - 1)
-                    self._windows[key] = _Window(now)
+                    self._windows[key] = _Window(now, window.severity)
                     self._enqueue_locked(summary)
                 else:
                     del self._windows[key]

@@ -1,7 +1,8 @@
 """``WebhookAlert``: an alert callback that POSTs the event as JSON (Slack-compatible).
 
 It runs on the alert pool, never on the application's thread, so it may block for its timeout;
-every attempt is bounded by ``timeout`` and the number of attempts by ``retries``. The URL is a
+every attempt is bounded by ``timeout``, the number of attempts by ``retries``, and all of them
+with their waits by ``total_timeout``. The URL is a
 secret (a Slack incoming-webhook URL is its own credential), so messages name only its host.
 """
 
@@ -36,9 +37,9 @@ class WebhookAlert:
     """Alert callback posting ``{"text": ..., "event_type": ..., ...}`` to ``url``.
 
     Retries connection errors, timeouts, 5xx and 429 answers up to ``retries`` times, waiting
-    ``backoff`` seconds, doubling each time (or the server's ``Retry-After``, up to 10 s);
-    another 4xx fails at once. Raises ``WebhookError`` on failure, which the alert dispatcher
-    logs and counts.
+    ``backoff`` seconds, doubling each time (or the server's ``Retry-After``, up to 10 s), all
+    within ``total_timeout``; another 4xx fails at once. The answer's body is never read.
+    Raises ``WebhookError`` on failure, which the alert dispatcher logs and counts.
 
     >>> import ragtrail
     >>> ragtrail.get_monitor().register_alert_callback(  # doctest: +SKIP
@@ -46,17 +47,25 @@ class WebhookAlert:
     """
 
     def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 3,
-                 backoff: float = 0.5, headers: Mapping[str, str] | None = None,
+                 backoff: float = 0.5, total_timeout: float = 25.0,
+                 headers: Mapping[str, str] | None = None,
                  min_severity: Severity | str | int = "high", redactor: Redactor | None = None,
-                 sleep: Callable[[float], object] = time.sleep) -> None:
+                 sleep: Callable[[float], object] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("webhook url must be an http:// or https:// URL with a host")
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("webhook timeout must be > 0, retries and backoff >= 0")
+        if timeout <= 0 or total_timeout <= 0 or retries < 0 or backoff < 0:
+            raise ValueError("webhook timeout and total_timeout must be > 0, retries and "
+                             "backoff >= 0")
         self._url = url
         self.host = parts.hostname
         self.timeout = timeout
+        # Under the alert pool's 30 s callback timeout: past it the dispatcher gives up on the
+        # callback and drops its other alerts (4 attempts of 5 + 5 s and three waits of up to
+        # 10 s for a 429's Retry-After made 70 s).
+        self.total_timeout = total_timeout
+        self._clock = clock
         self.retries = retries
         self.backoff = backoff
         self.min_severity = Severity.parse(min_severity)
@@ -70,14 +79,19 @@ class WebhookAlert:
 
     def __call__(self, event: SecurityEvent) -> None:
         body = json.dumps(self.payload(event)).encode("utf-8")
-        attempts = self.retries + 1
+        deadline = self._clock() + self.total_timeout
         last = ""
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
+            attempt += 1
             retry_after = 0.0
+            wait = min(self.timeout, deadline - self._clock())
             try:
+                # stream=True: the status line and headers are all an alert needs; the body
+                # (2 GiB, or endless) is never read into the application's memory.
                 response = requests.post(self._url, data=body, headers=self._headers,
-                                         timeout=(self.timeout, self.timeout),
-                                         allow_redirects=False)
+                                         timeout=(wait, wait), allow_redirects=False,
+                                         stream=True)
             except requests.RequestException as exc:  # its text may hold the URL: name only
                 last = type(exc).__name__
             else:
@@ -89,9 +103,11 @@ class WebhookAlert:
                 if status != 429 and status < 500:
                     raise WebhookError(f"webhook {self.host} refused the alert: {last}")
                 retry_after = _seconds(response.headers.get("Retry-After"))
-            if attempt + 1 < attempts:
-                self._sleep(max(self.backoff * 2 ** attempt, retry_after))
-        raise WebhookError(f"webhook {self.host} failed after {attempts} attempt(s): {last}")
+            pause = max(self.backoff * 2 ** (attempt - 1), retry_after)
+            if attempt > self.retries or self._clock() + pause >= deadline:
+                break
+            self._sleep(pause)
+        raise WebhookError(f"webhook {self.host} failed after {attempt} attempt(s): {last}")
 
     def payload(self, event: SecurityEvent) -> dict[str, Any]:
         """The JSON body: the event's fields, redacted again (events may be built by hand),

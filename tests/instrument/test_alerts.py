@@ -171,6 +171,25 @@ def test_next_event_after_the_window_carries_the_suppressed_count(
         ("denied", None), ("after", 2)]
 
 
+def test_a_more_severe_event_is_never_held_back_by_a_window(dispatcher_factory: Any) -> None:
+    """A critical after a high of the same type and source: the critical-only pager gets it
+    at once (it was suppressed in the high's window: a summary 300 s later, or, if another
+    high followed, only a count in a high summary the pager never sees)."""
+    clock = FakeClock()
+    dispatcher = dispatcher_factory(clock=clock, supervise_interval=3600)
+    pager = dispatcher.register(Recorder(), min_severity="critical")
+    chat = dispatcher.register(Recorder(), min_severity="high")
+    dispatcher.submit(event(severity="high", description="first"))
+    clock.advance(5)
+    dispatcher.submit(event(severity="critical", description="escalated"))
+    clock.advance(5)
+    dispatcher.submit(event(severity="high", description="after"))  # held: no worse
+    assert dispatcher.flush(DEADLINE)
+    assert [e.description for e in pager.events] == ["escalated"]
+    assert [e.description for e in chat.events] == ["first", "escalated"]
+    assert dispatcher.health()["coalesced"] == 1
+
+
 def test_different_sources_and_types_are_not_coalesced(dispatcher_factory: Any) -> None:
     """Coalescing is per (event_type, source)."""
     dispatcher = dispatcher_factory(clock=FakeClock())
@@ -319,6 +338,22 @@ def test_pool_threads_and_queue_are_bounded(dispatcher_factory: Any) -> None:
     release.set()
     assert dispatcher.flush(DEADLINE)
     assert len(recorder.events) == 50 - dropped
+
+
+def test_alerts_left_at_shutdown_are_counted_and_logged(
+        dispatcher_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A slow pager and a shutdown that cannot wait for it: the alerts it never got are
+    counted as dropped and logged (they vanished: 2 of 10 criticals delivered, no trace)."""
+    release = threading.Event()
+    dispatcher = dispatcher_factory(workers=1, callback_timeout=60, releases=[release])
+    dispatcher.register(lambda _: release.wait(DEADLINE), min_severity="critical")
+    for i in range(5):
+        dispatcher.submit(event(source=f"s{i}", severity="critical"))
+    with caplog.at_level(logging.WARNING, logger="ragtrail"):
+        dispatcher.shutdown(timeout=0.2)
+    assert dispatcher.health()["dropped"] == 4  # the fifth is in the pager's hands
+    assert "dropped 4 alert(s) still queued at shutdown" in caplog.text
+    release.set()
 
 
 def test_alert_callback_failure_events_are_never_alerted(dispatcher_factory: Any) -> None:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.network
 
 SECRET_PATH = "/services/T000/B000/CanaryWebhookSecretPath"
 
-Action = Any  # an int status, ("status", {headers}), or "hang"
+Action = Any  # an int status, ("status", {headers}), "hang" or "endless"
 
 
 class Receiver:
@@ -32,6 +32,7 @@ class Receiver:
         self.script: list[Action] = []
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
+        self.hung_up = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +43,16 @@ class Receiver:
                 action = receiver.script.pop(0) if receiver.script else 200
                 if action == "hang":
                     receiver.release.wait(10)
+                    return
+                if action == "endless":  # 200, then a body that never ends
+                    self.send_response(200)
+                    self.end_headers()
+                    chunk = b"x" * 65536
+                    try:
+                        while not receiver.release.is_set():
+                            self.wfile.write(chunk)
+                    except OSError:  # the client hung up: what it should do
+                        receiver.hung_up.set()
                     return
                 status, headers = action if isinstance(action, tuple) else (action, {})
                 self.send_response(status)
@@ -166,6 +177,45 @@ def test_429_waits_for_retry_after(receiver: Receiver) -> None:
     sleeps = Sleeps()
     WebhookAlert(receiver.url, backoff=0.1, sleep=sleeps)(security_event())
     assert sleeps == [2.0, 10.0]
+
+
+class FakeTime:
+    """A clock the webhook's waits advance (nothing really sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_retries_stop_within_the_total_timeout(receiver: Receiver) -> None:
+    """A receiver answering 429 with Retry-After: 10 every time: 4 attempts and three 10 s
+    waits took 70 s in the worst case, past the alert pool's 30 s callback timeout (which then
+    dropped the callback's other alerts). No wait starts that would end past total_timeout."""
+    receiver.script = [(429, {"Retry-After": "10"})] * 3 + [200]
+    fake = FakeTime()
+    alert = WebhookAlert(receiver.url, total_timeout=25, sleep=fake.sleep,
+                         clock=lambda: fake.now)
+    with pytest.raises(WebhookError, match=r"after 3 attempt\(s\): HTTP 429"):
+        alert(security_event())
+    assert fake.sleeps == [10.0, 10.0]
+    assert len(receiver.requests) == 3
+
+
+def test_the_answers_body_is_never_read(receiver: Receiver) -> None:
+    """200 and a body that never ends: the alert is delivered and the connection dropped (the
+    whole body was read into the app's memory: 12 GiB in 90 s for an endless one)."""
+    receiver.script = ["endless"]
+    delivered = threading.Thread(
+        target=WebhookAlert(receiver.url, timeout=2.0, sleep=Sleeps()), args=(security_event(),))
+    delivered.start()
+    delivered.join(10)
+    assert not delivered.is_alive()
+    assert receiver.hung_up.wait(10)
+    assert len(receiver.requests) == 1
 
 
 def test_hanging_server_is_cut_off_by_the_timeout(receiver: Receiver) -> None:
