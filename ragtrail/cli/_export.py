@@ -80,6 +80,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _refuse_database(path: Path) -> None:
     """A slip like ``--output ragtrail.db`` must not wipe the audit trail it reads."""
+    if not path.is_file():  # opening a FIFO to look would wait for a writer
+        return
     try:
         with path.open("rb") as existing:
             header = existing.read(len(_SQLITE_MAGIC))
@@ -91,11 +93,21 @@ def _refuse_database(path: Path) -> None:
 
 @contextmanager
 def _destination(output: str | None) -> Iterator[TextIO]:
-    """stdout, or a temporary file beside FILE renamed over it only when complete."""
+    """stdout; a device or pipe written in place; else a temporary file beside FILE renamed
+    over it only when complete."""
     if output is None or output == "-":
         yield sys.stdout
         return
     target = Path(output)
+    if target.exists() and not target.is_file():
+        # /dev/stdout, /dev/null, a FIFO, bash's >(gzip): written into, as the shell's ">"
+        # would; a rename over it replaced a device with a regular file (as root, /dev/null).
+        try:
+            with target.open("w", encoding="utf-8", newline="") as out:
+                yield out
+        except OSError as exc:
+            raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+        return
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         # newline="": the csv module writes its own RFC 4180 line endings.

@@ -6,6 +6,9 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import stat
+import threading
 import types
 import typing
 from pathlib import Path
@@ -109,6 +112,33 @@ def test_output_file_gets_what_stdout_would(known_file: Path, tmp_path: Path,
     assert (to_file.status, to_file.out, to_file.err) == (0, "", "")
     assert target.read_bytes().decode("utf-8") == to_stdout.out
     assert sorted(p.name for p in target.parent.iterdir()) == ["events.csv"]
+
+
+def test_output_into_a_pipe_or_device_writes_into_it(known_file: Path, tmp_path: Path,
+                                                     run_inprocess: Runner) -> None:
+    """A FIFO (or bash's ``>(gzip)``) and a device are written into, as the shell's ``>``
+    would: the temporary-file-and-rename replaced them with a regular file (as root, a
+    device node such as /dev/null) and hung on pipes."""
+    expected = run_inprocess("export", "--db", str(known_file)).out
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    result = run_inprocess("export", "--db", str(known_file), "--output", str(fifo))
+    reader.join(10)
+    assert (result.status, result.err) == (0, "")
+    assert received == [expected.encode()]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a copy of /dev/null's node
+    except PermissionError:
+        return  # creating device nodes needs root (CI runs as root)
+    result = run_inprocess("export", "--db", str(known_file), "--output", str(null))
+    assert (result.status, result.err) == (0, "")
+    assert stat.S_ISCHR(null.stat().st_mode)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_output_dash_means_stdout(known_file: Path, run_inprocess: Runner) -> None:
