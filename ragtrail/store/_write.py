@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, cast
@@ -87,6 +87,7 @@ class _SqliteInsert:
 
     def __init__(self) -> None:
         self._chunks: list[int] | None = None  # the sizes this SQLite accepts, asked once
+        _bind_none_directly()
 
     def __call__(self, conn: Connection, table: Table, rows: list[Row]) -> None:
         driver = conn.connection.driver_connection
@@ -109,6 +110,27 @@ class _SqliteInsert:
                 start += size
                 left -= size
         return rows[start:]
+
+
+def _bind_none_directly() -> None:
+    """Give ``None`` an adapter in ``sqlite3``'s registry, unless one is there already.
+
+    ``sqlite3`` binds int, float, str and bytearray as they are, but sends every other value,
+    ``None`` included, through its adapter protocol first: with no adapter registered it asks
+    ``PrepareProtocol.__adapt__``, and the ``AttributeError`` that raises costs 0.5 us per
+    value (a span row has three ``None`` columns, usually: a third of the CPU its insert
+    took). Found in the registry, the adapter is one C call returning ``None``, which is then
+    bound as ``NULL`` exactly as before: stored values do not change, for ragtrail or for the
+    app's own ``sqlite3`` use. An adapter the app registered for ``None`` is kept.
+    """
+    key = (type(None), sqlite3.PrepareProtocol)
+    if key not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), _NO_ADAPTATION)
+
+
+# A C function mapping any value to None (the dict is empty and stays so): cheaper to call
+# than a Python function.
+_NO_ADAPTATION: Callable[[object], None] = dict[object, None]().get
 
 
 def _variable_limit(driver: Any) -> int:

@@ -153,3 +153,29 @@ def test_postgresql_takes_the_same_batch(postgres_db_url: str,
     recorded = _spans(TRICKY_TEXT)
     stored = _stored(store, recorded)
     assert all(stored[span.span_id] == span for span in recorded)
+
+
+def test_none_is_stored_as_null_and_an_app_s_none_adapter_is_kept(
+        store_factory: Callable[..., AuditStore], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer registers a C-level adapter for None (binding it skips sqlite3's adapter
+    # protocol lookup); values must still go in as SQL NULL, and an app's adapter must win.
+    key = (type(None), sqlite3.PrepareProtocol)
+    monkeypatch.delitem(sqlite3.adapters, key, raising=False)
+    store = store_factory(url=f"sqlite:///{tmp_path / 'nulls.db'}")
+    assert sqlite3.adapters[key](None) is None
+    spans = [make_span(parent_span_id=None, error_type=None, correlation_id=None)
+             for _ in range(3)]
+    _stored(store, spans)
+    with sqlite3.connect(tmp_path / "nulls.db") as conn:
+        types = conn.execute(
+            "SELECT DISTINCT typeof(parent_span_id), typeof(error_type), "
+            "typeof(error_message), typeof(correlation_id) FROM ragtrail_spans").fetchall()
+    assert types == [("null", "null", "null", "null")]
+
+    def app_adapter(value: None) -> None:
+        return None
+
+    monkeypatch.setitem(sqlite3.adapters, key, app_adapter)
+    store_factory(url=f"sqlite:///{tmp_path / 'other.db'}")
+    assert sqlite3.adapters[key] is app_adapter
