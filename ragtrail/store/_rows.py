@@ -55,25 +55,41 @@ def _key(value: object) -> str:
     return text if len(text) <= INDEXED_CHARS else text[:INDEXED_CHARS]
 
 
-def _without_nul(row: Row) -> Row:
-    # PostgreSQL text cannot hold NUL (0x00); hostile input must not make a batch unwritable.
-    return tuple(v.replace("\x00", "\ufffd") if type(v) is str and "\x00" in v else v
-                 for v in row)
+def _storable(text: str, nul_allowed: bool) -> str:
+    """``text`` as any database can hold it: a lone surrogate (``os.fsdecode`` of a file name
+    that is not UTF-8), which no UTF-8 driver encodes, escaped as ``\\udcff``; NUL, which
+    PostgreSQL text refuses, as U+FFFD. Either dropped the whole record before."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if not nul_allowed and "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text
+
+
+def _storable_row(row: Row, nul_allowed: bool) -> Row:
+    return tuple(_storable(v, nul_allowed) if type(v) is str else v for v in row)
 
 
 class RowBuilder:
     """Makes complete row tuples, ID first; fills ``host`` and ``pid`` of events left empty.
 
-    ``strict`` coerces each value to its column type; ``limited_text`` (with ``strict``) also
-    fits text to databases that refuse NUL characters in it (they become U+FFFD) and index
-    entries over a few KB (indexed text is cut to ``INDEXED_CHARS``). A severity that is not
-    a ``Severity`` value raises ``KeyError`` in both modes.
+    ``strict`` coerces each value to its column type and escapes lone surrogates in text;
+    ``limited_text`` (with ``strict``) also fits text to databases that refuse NUL characters
+    in it (they become U+FFFD) and index entries over a few KB (indexed text is cut to
+    ``INDEXED_CHARS``). A severity that is not a ``Severity`` value raises ``KeyError`` in
+    both modes. SQLite takes the fast builder's rows, and the strict ones for a batch it
+    refused, record by record.
     """
 
     def __init__(self, *, strict: bool, limited_text: bool) -> None:
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        finish: Callable[[Row], Row] = _without_nul if limited_text else tuple
+        def finish(row: Row) -> Row:
+            return _storable_row(row, nul_allowed=not limited_text)
+
         self._key: Callable[[object], str] = _key if limited_text else str
         self.event: Callable[[SecurityEvent, int, int], Row] = self._event
         self.span: Callable[[SpanRecord, int], Row] = self._span

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import subprocess
@@ -86,6 +87,22 @@ def test_hostile_text_is_stored_faithfully(backend_store: Callable[..., AuditSto
     assert event.description == expected
     assert list(event.metadata) == [nasty]  # JSON escapes NUL itself
     assert event.metadata[nasty][0] == nasty
+
+
+def test_lone_surrogates_are_stored_escaped(backend_store: Callable[..., AuditStore]) -> None:
+    """A span named after a file name that is not UTF-8 (``os.fsdecode`` gives a lone
+    surrogate), with it in its error message: stored with the surrogate escaped, on both
+    backends. No UTF-8 driver encodes one, and the whole span was dropped."""
+    store = backend_store()
+    name = os.fsdecode(b"ingest report-\xff.pdf")
+    store.record(make_span(name, status="error", error_type="OSError",
+                           error_message=f"cannot read {name}", correlation_id=name))
+    store.record(make_span("after"))
+    assert store.flush(20)
+    assert store.health().dropped == 0
+    escaped = "ingest report-\\udcff.pdf"
+    assert [(s.name, s.error_message, s.correlation_id) for s in store.spans()] == [
+        ("after", None, None), (escaped, f"cannot read {escaped}", escaped)]
 
 
 def test_long_indexed_text_never_stops_the_writer(
