@@ -15,8 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "AT_LEAST_ONE", "HEADERS", "NOT_BLANK", "POSITIVE", "PROTOCOLS", "SAMPLERS", "TIMEOUT_MS",
-    "TYPES", "Check", "SomeSkipped", "is_endpoint", "one_of", "parse_bool", "parse_csv",
-    "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
+    "TYPES", "WEBHOOK_URL", "Check", "SomeSkipped", "is_endpoint", "one_of", "parse_bool",
+    "parse_csv", "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
     "parse_optional_str", "parse_otel_bool", "store_url_or_path", "unset_when_blank",
 ]
 
@@ -161,6 +161,17 @@ HEADERS: Check = (_are_headers, "headers, each name=value with the name an HTTP 
 TIMEOUT_MS: Check = (lambda ms: ms >= 100, (
     "a whole number of milliseconds >= 100 (OTEL_EXPORTER_OTLP_TIMEOUT and its per-signal forms "
     "are in milliseconds, as the OpenTelemetry specification says)"))
+
+
+def _is_web_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a port out of range, a malformed IPv6 address
+        return False
+
+
+WEBHOOK_URL: Check = (_is_web_url, "an http:// or https:// URL with a host")
 
 
 def is_endpoint(endpoint: str, protocol: str) -> bool:

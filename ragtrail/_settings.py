@@ -24,6 +24,7 @@ from ragtrail._setting_values import (
     SAMPLERS,
     TIMEOUT_MS,
     TYPES,
+    WEBHOOK_URL,
     Check,
     SomeSkipped,
     is_endpoint,
@@ -178,7 +179,8 @@ class Settings:
     alert_coalesce_seconds: float = _setting(
         300.0, "RAGTRAIL_ALERT_COALESCE_SECONDS", parse=parse_float, check=POSITIVE)
     alert_webhook_url: str | None = _setting(
-        None, "RAGTRAIL_ALERT_WEBHOOK_URL", parse=parse_optional_str, secret=True)
+        None, "RAGTRAIL_ALERT_WEBHOOK_URL", parse=parse_optional_str, check=WEBHOOK_URL,
+        secret=True)
 
     # Middleware
     correlation_headers: tuple[str, ...] = _setting(

@@ -173,6 +173,20 @@ def test_secrets_are_hidden_from_repr_and_errors() -> None:
     assert "canary" not in str(info.value)
 
 
+@pytest.mark.parametrize("url", ["hooks.slack.com/services/T0/B0/canary", "ftp://h/canary",
+                                 "https:///canary"])
+def test_an_unusable_webhook_url_names_its_setting_and_hides_the_url(url: str) -> None:
+    """A webhook URL missing its scheme or host fails at start naming the setting (it was a
+    plain ValueError from deep inside Monitor, after the store's writer had started, which
+    then leaked), never showing the URL: it is a credential."""
+    for make in (lambda: Settings.from_env({}, alert_webhook_url=url),
+                 lambda: Settings.from_env({"RAGTRAIL_ALERT_WEBHOOK_URL": url})):
+        with pytest.raises(ConfigurationError, match="alert_webhook_url") as info:
+            make()
+        assert "canary" not in str(info.value)
+        assert "http:// or https:// URL with a host" in str(info.value)
+
+
 def test_severity_settings_accept_any_case() -> None:
     """Severity names are case-insensitive and stored as the enum."""
     s = Settings.from_env({"RAGTRAIL_ALERT_MIN_SEVERITY": "CRITICAL"},

@@ -69,6 +69,8 @@ class _Window:
 
 
 _Task = tuple[SecurityEvent, _Subscription]  # one delivery
+# Set on a worker's thread while it runs a callback: what the callback records is not alerted.
+_in_callback = threading.local()
 
 
 class AlertDispatcher:
@@ -146,8 +148,11 @@ class AlertDispatcher:
     def submit(self, event: SecurityEvent) -> None:
         """Queue ``event`` for the callbacks that want it; O(1), never blocks, never raises."""
         try:
-            # An alert about alerting is never alerted: a failing pager cannot feed itself.
-            if event.severity < self._floor or event.event_type == ALERT_CALLBACK_FAILURE:
+            # An alert about alerting is never alerted: a failing pager cannot feed itself,
+            # nor a callback that records an event ("paged on-call", a new source each time:
+            # 1,025 alerts per window from one real event). Such events are stored all the same.
+            if event.severity < self._floor or event.event_type == ALERT_CALLBACK_FAILURE \
+                    or getattr(_in_callback, "active", False):
                 return
             now = self._clock()
             key = (event.event_type, event.source)
@@ -353,11 +358,14 @@ class _Worker:
             with self.lock:
                 self.current, self.event, self.busy_since = subscription, event, d._clock()
             error: BaseException | None = None
+            _in_callback.active = True
             try:
                 with control_signals_unblocked():  # a child process it starts gets them too
                     subscription.callback(event)
             except BaseException as exc:  # a callback's failure, even SystemExit, stays here
                 error = exc
+            finally:
+                _in_callback.active = False
             with self.lock:
                 if self.abandoned:  # came back after its timeout: counted already
                     with d._lock:

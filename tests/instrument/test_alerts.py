@@ -340,6 +340,26 @@ def test_pool_threads_and_queue_are_bounded(dispatcher_factory: Any) -> None:
     assert len(recorder.events) == 50 - dropped
 
 
+def test_what_a_callback_records_is_not_alerted(dispatcher_factory: Any) -> None:
+    """A callback noting that it paged someone (a high event, a new source each time) fed
+    itself: 1,025 alerts per window from one real event. Events submitted while a callback
+    runs are not alerted (the monitor still stores them)."""
+    dispatcher = dispatcher_factory()
+    seen: list[str] = []
+
+    def pager(alert: SecurityEvent) -> None:
+        seen.append(alert.source)
+        dispatcher.submit(event("pager_notified", source=f"ticket-{len(seen)}"))
+
+    dispatcher.register(pager)
+    dispatcher.submit(event(source="10.0.0.1"))
+    assert dispatcher.flush(DEADLINE)
+    assert seen == ["10.0.0.1"]
+    dispatcher.submit(event(source="10.0.0.2"))  # the app's own events still alert
+    assert dispatcher.flush(DEADLINE)
+    assert seen == ["10.0.0.1", "10.0.0.2"]
+
+
 def test_alerts_left_at_shutdown_are_counted_and_logged(
         dispatcher_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A slow pager and a shutdown that cannot wait for it: the alerts it never got are
