@@ -73,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as exc:  # stdout on a full disk, over a file-size limit: one line
+        _discard_stdout()
+        print(f"ragtrail: error: cannot write the output: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
     return status
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -139,6 +140,19 @@ def test_default_store_is_ragtrail_db_in_the_current_directory(tmp_path: Path) -
     result = run_process("events", "--limit", "1", cwd=tmp_path, env=env)
     assert (result.status, result.err) == (0, "")
     assert result.out.splitlines()[1].startswith(" 4  2024-05-01T12:00:03.000Z  medium")
+
+
+def test_output_to_a_full_disk_is_one_error_line(known_file: Path) -> None:
+    """``ragtrail events --json > evidence.json`` on a full disk (/dev/full answers ENOSPC):
+    one line and exit 2, not a traceback and exit 1."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "ragtrail", "events", "--json", "--db",
+                               str(known_file)], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr == "ragtrail: error: cannot write the output: No space left on device\n"
 
 
 def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
