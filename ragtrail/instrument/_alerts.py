@@ -56,6 +56,7 @@ class _Subscription:
     # Under the dispatcher's lock:
     hung: bool = False  # a call timed out and has not returned yet
     running: bool = False  # a worker is calling it, and delivers its backlog next
+    outstanding: int = 0  # its deliveries queued, in its backlog or running
     backlog: collections.deque[SecurityEvent] = dataclasses.field(
         default_factory=collections.deque)
 
@@ -105,6 +106,7 @@ class AlertDispatcher:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0  # deliveries queued, in backlogs or running: at most _capacity
+        self._share = queue_size  # each callback's bound: the capacity over the callbacks
         self._subscriptions: tuple[_Subscription, ...] = ()
         self._floor = int(Severity.CRITICAL) + 1  # no callback: nothing passes
         self._windows: dict[tuple[str, str], _Window] = {}
@@ -127,6 +129,7 @@ class AlertDispatcher:
         with self._lock:
             self._subscriptions += (subscription,)
             self._floor = min(int(s.min_severity) for s in self._subscriptions)
+            self._share = max(1, self._capacity // len(self._subscriptions))
             if not self._started and not self._stop.is_set():
                 self._start()
         return callback
@@ -137,6 +140,7 @@ class AlertDispatcher:
                 s for s in self._subscriptions if s.callback is not callback)
             self._floor = min((int(s.min_severity) for s in self._subscriptions),
                               default=int(Severity.CRITICAL) + 1)
+            self._share = max(1, self._capacity // max(1, len(self._subscriptions)))
 
     def on_alert(self, min_severity: Severity | str | int | None = None
                  ) -> Callable[[_F], _F]:
@@ -181,11 +185,15 @@ class AlertDispatcher:
         for subscription in self._subscriptions:
             if event.severity < subscription.min_severity:
                 continue
-            if subscription.hung or self._outstanding >= self._capacity:
+            # Its share of the queue, not all of it: a slow webhook under a flood must not
+            # take the room a pager needs (a critical to an instant pager was dropped).
+            if subscription.hung or self._outstanding >= self._capacity \
+                    or subscription.outstanding >= self._share:
                 self._counts["dropped"] += 1
                 continue
             self._queue.put_nowait((event, subscription))
             self._outstanding += 1
+            subscription.outstanding += 1
 
     # -- state ----------------------------------------------------------------------------
 
@@ -219,13 +227,13 @@ class AlertDispatcher:
             left = 0
             with contextlib.suppress(queue.Empty):
                 while True:
-                    self._queue.get_nowait()
+                    self._task_done_locked(self._queue.get_nowait()[1])
                     left += 1
             for subscription in self._subscriptions:
-                left += len(subscription.backlog)
-                subscription.backlog.clear()
-            for _ in range(left):
-                self._task_done_locked()
+                while subscription.backlog:
+                    subscription.backlog.popleft()
+                    self._task_done_locked(subscription)
+                    left += 1
             self._counts["dropped"] += left
         if left:
             logger.warning("ragtrail dropped %d alert(s) still queued at shutdown", left)
@@ -248,7 +256,8 @@ class AlertDispatcher:
         self._workers.append(worker)
         start_quietly(worker.thread)
 
-    def _task_done_locked(self) -> None:
+    def _task_done_locked(self, subscription: _Subscription) -> None:
+        subscription.outstanding -= 1
         self._outstanding -= 1
         if self._outstanding == 0:
             self._idle.notify_all()
@@ -291,11 +300,11 @@ class AlertDispatcher:
                 self._workers.remove(worker)
                 if not self._stop.is_set():
                     self._add_worker()
-                self._task_done_locked()  # the hung delivery
+                self._task_done_locked(subscription)  # the hung delivery
                 while subscription.backlog:  # waiting behind it: dropped, as while it hangs
                     subscription.backlog.popleft()
                     self._counts["dropped"] += 1
-                    self._task_done_locked()
+                    self._task_done_locked(subscription)
             self._failed(subscription, "timeout", event, None)
 
     def _sweep(self, *, force: bool) -> None:
@@ -342,7 +351,7 @@ class _Worker:
             with d._lock:
                 if subscription.hung:  # hung since this was queued
                     d._counts["dropped"] += 1
-                    d._task_done_locked()
+                    d._task_done_locked(subscription)
                     continue
                 if subscription.running:  # the worker calling it delivers this next
                     subscription.backlog.append(event)
@@ -376,7 +385,7 @@ class _Worker:
                 d._failed(subscription, "error", event, error)  # then covers the event
             with d._lock:
                 d._counts["failed" if error is not None else "delivered"] += 1
-                d._task_done_locked()
+                d._task_done_locked(subscription)
                 following = subscription.backlog.popleft() if subscription.backlog else None
                 if following is None:
                     subscription.running = False

@@ -340,6 +340,24 @@ def test_pool_threads_and_queue_are_bounded(dispatcher_factory: Any) -> None:
     assert len(recorder.events) == 50 - dropped
 
 
+def test_a_slow_callback_cannot_take_the_queue_from_the_others(
+        dispatcher_factory: Any) -> None:
+    """A slow webhook and a flood of probes from new addresses filled the shared queue, and a
+    critical for an instant pager was dropped. Each callback has its share of the queue."""
+    release = threading.Event()
+    dispatcher = dispatcher_factory(queue_size=8, callback_timeout=60, releases=[release])
+    dispatcher.register(lambda _: release.wait(DEADLINE), min_severity="high")  # stuck
+    pager = dispatcher.register(Recorder(), min_severity="critical")
+    for i in range(20):
+        dispatcher.submit(event(source=f"10.0.0.{i}"))  # high: only the stuck one wants them
+    dispatcher.submit(event("authn_login_fail", source="10.9.9.9", severity="critical"))
+    pager.wait_for(1)
+    assert [e.event_type for e in pager.events] == ["authn_login_fail"]
+    # The stuck callback's share is 8 / 2: 16 highs dropped for it, and the critical too.
+    assert dispatcher.health()["dropped"] == 20 - 4 + 1
+    release.set()
+
+
 def test_what_a_callback_records_is_not_alerted(dispatcher_factory: Any) -> None:
     """A callback noting that it paged someone (a high event, a new source each time) fed
     itself: 1,025 alerts per window from one real event. Events submitted while a callback
