@@ -4,6 +4,8 @@ refuses still fails alone. Real SQLite files and connections."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -115,23 +117,19 @@ def test_chunks_respect_the_connection_s_limit_on_bound_values(tmp_path: Path) -
     real.close()
 
 
-def test_a_record_json_cannot_carry_fails_alone(store_factory: Callable[..., AuditStore],
+def test_a_record_sqlite_cannot_bind_fails_alone(store_factory: Callable[..., AuditStore],
                                                 tmp_path: Path) -> None:
-    """A lone surrogate (from bytes decoded with surrogateescape, say) fails its statement;
-    the one-by-one retry stores the rest and counts the one."""
-    path = tmp_path / "surrogate.db"
-    store = store_factory(f"sqlite:///{path}", batch_size=500)
-    spans = _spans(["before", "lone \udcff surrogate", "after"])
+    """A value SQLite cannot bind (an integer over 64 bits) fails its statement; the
+    one-by-one retry stores the rest and counts the one."""
+    store = store_factory(f"sqlite:///{tmp_path / 'refused.db'}", batch_size=500)
+    spans = _spans(["before", "too big", "after"])
+    spans[1] = dataclasses.replace(spans[1], start_us=2**70)
     for span in spans:
         store.record(span)
     assert store.flush(10)
     names = sorted(span.name for span in store.spans(limit=None))
     assert names == ["after", "before"]
     assert store.health().dropped == 1
-    with sqlite3.connect(path) as conn:  # nothing in the file that is not valid UTF-8
-        conn.execute("SELECT name, error_message FROM ragtrail_spans").fetchall()
-    conn.close()
-
 
 
 def test_a_large_record_sqlite_refuses_fails_alone(store_factory: Callable[..., AuditStore],
@@ -139,8 +137,9 @@ def test_a_large_record_sqlite_refuses_fails_alone(store_factory: Callable[..., 
     """Large spans too: the one-by-one retry stores the other 19 of their statement."""
     store = store_factory(f"sqlite:///{tmp_path / 'large-bad.db'}", batch_size=500)
     texts = [f"{i:03d}" + "y" * 3_000 for i in range(20)]
-    texts[7] = "lone \udcff surrogate " + "y" * 3_000
-    stored = _stored(store, _spans(texts))
+    spans = _spans(texts)
+    spans[7] = dataclasses.replace(spans[7], start_us=2**70)  # SQLite binds 64 bits at most
+    stored = _stored(store, spans)
     assert sorted(span.name for span in stored.values()) == sorted(
         text for i, text in enumerate(texts) if i != 7)
     assert store.health().dropped == 1
@@ -167,7 +166,7 @@ def test_none_is_stored_as_null_and_an_app_s_none_adapter_is_kept(
     spans = [make_span(parent_span_id=None, error_type=None, correlation_id=None)
              for _ in range(3)]
     _stored(store, spans)
-    with sqlite3.connect(tmp_path / "nulls.db") as conn:
+    with contextlib.closing(sqlite3.connect(tmp_path / "nulls.db")) as conn:
         types = conn.execute(
             "SELECT DISTINCT typeof(parent_span_id), typeof(error_type), "
             "typeof(error_message), typeof(correlation_id) FROM ragtrail_spans").fetchall()

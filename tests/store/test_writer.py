@@ -363,7 +363,7 @@ def test_a_backlog_is_written_in_larger_transactions(
 
 def test_one_refused_record_in_a_backlog_costs_one_batch_of_single_commits(
         store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
-    """A backlog transaction refused for one record (a lone surrogate) is tried again as its
+    """A backlog transaction refused for one record (an integer over 64 bits) is tried again as its
     batches, and only the refused batch goes record by record: about 20 + 50 commits for
     1,000 records at batch_size 50, not 1,000."""
     path = tmp_path / "refused.db"
@@ -374,7 +374,7 @@ def test_one_refused_record_in_a_backlog_costs_one_batch_of_single_commits(
     holder.execute("BEGIN EXCLUSIVE")
     try:
         for i in range(1000):
-            store.record(make_span(name="lone \udcff" if i == 500 else f"span {i}"))
+            store.record(make_span(f"span {i}", **({"start_us": 2**70} if i == 500 else {})))
         deadline = time.monotonic() + 20
         while store.health().queue_depth == 1000:  # the writer took its first batch
             assert time.monotonic() < deadline
