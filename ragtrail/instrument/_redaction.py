@@ -9,6 +9,7 @@ containers (iterating a caller's generator would consume it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii
 from pathlib import PurePath
 from typing import Any
+from urllib.parse import urlsplit
 
 from ragtrail._settings import Settings
 from ragtrail.instrument._secrets import (
@@ -84,7 +86,7 @@ class Redactor:
         self.max_bytes = max(settings.capture_max_bytes, _MIN_BUDGET)
         self._max_depth = max_depth
         self._max_items = max_items
-        self._scanner = TextScanner(settings.redact_keys)
+        self._scanner = TextScanner(settings.redact_keys, _configured_secrets(settings))
         # key -> (shown name, its JSON cost, how its value is treated); one cache per ``escape``
         self._keys: tuple[dict[Any, _KeyInfo], dict[Any, _KeyInfo]] = ({}, {})
         # clean text -> its JSON cost; one cache per ``escape`` (see _CLEAN_MAX_LENGTH)
@@ -443,6 +445,22 @@ class _Walk:
             return None
         shown, cost = self.text(name, budget - _REDACTED_COST - 4, len(name))
         return [shown, REDACTED], cost + _REDACTED_COST + 4
+
+
+# Shorter configured values would also match ordinary words; no real token is this short.
+_MIN_KNOWN_SECRET = 8
+
+
+def _configured_secrets(settings: Settings) -> tuple[str, ...]:
+    """Secret values from the settings themselves, redacted wherever they turn up (an app
+    logging its own API token under a neutral key reached the store and the webhook)."""
+    values = [settings.api_token, settings.alert_webhook_url]
+    for headers in (settings.otlp_headers, settings.otlp_traces_headers,
+                    settings.otlp_metrics_headers):
+        values += (headers or {}).values()
+    with contextlib.suppress(ValueError):  # not a URL urllib can split: the store says so
+        values.append(urlsplit(settings.store_url).password)
+    return tuple(value for value in values if value and len(value) >= _MIN_KNOWN_SECRET)
 
 
 def _random_text(value: Any) -> bool:

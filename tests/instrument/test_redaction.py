@@ -8,12 +8,14 @@ import math
 import time
 import uuid
 from collections import deque, namedtuple
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from redaction_canaries import CANARIES, Canary, leaked
 
 from ragtrail._settings import Settings
+from ragtrail.instrument import Monitor
 from ragtrail.instrument._redaction import REDACTED, TEXT_LIMIT, Redactor, escape_controls
 
 
@@ -548,3 +550,29 @@ def test_lists_next_lines_and_encodings_in_ordinary_text_are_kept(text: str) -> 
     """Lists under ordinary keys, a key followed by a blank line or a nested ``key:``, code
     under ``as session:`` and clean multiply-encoded text stay as they are."""
     assert make().redact_text(text) == text
+
+
+def test_values_ragtrail_was_configured_with_are_redacted_anywhere(tmp_path: Path) -> None:
+    """The API token, the webhook URL, OTLP header values and the store's password are known
+    exactly: redacted under neutral keys and in prose, where no rule recognises them by their
+    look (an app logging its own health token reached the store and the webhook verbatim)."""
+    token, hook = "S3cretHealthToken-4f9a", "https://hooks.example/services/T0/B0/Zq81xw"
+    settings = Settings(api_token=token, alert_webhook_url=hook,
+                        otlp_headers={"x-tenant": "tenant-key-77aa31"},
+                        store_url="postgresql+psycopg://app:Db-pw-0193@db/audit")
+    redactor = Redactor(settings)
+    for secret in (token, hook, "tenant-key-77aa31", "Db-pw-0193"):
+        assert redactor.redact({"note": f"ok {secret} ok"}) == {"note": "ok [REDACTED] ok"}
+        assert redactor.redact_text(f"status: {secret}.") == "status: [REDACTED]."
+    short = Redactor(Settings(api_token="abc12"))  # would hit ordinary words: left alone
+    assert short.redact_text("abc12 is fine") == "abc12 is fine"
+    plain = Redactor(Settings())
+    assert plain.redact_text(f"ok {token} ok") == f"ok {token} ok"  # not a secret's look
+    monitor = Monitor(dataclasses.replace(settings, store_url=f"sqlite:///{tmp_path}/a.db"))
+    try:
+        monitor.security_event("config_read", "high", "app", f"read {token}", {"v": token})
+        assert monitor.store.flush(10)
+    finally:
+        monitor.shutdown()
+    stored = b"".join(path.read_bytes() for path in tmp_path.iterdir())
+    assert token.encode() not in stored
