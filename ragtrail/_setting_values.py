@@ -15,7 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "AT_LEAST_ONE", "HEADERS", "NOT_BLANK", "POSITIVE", "PROTOCOLS", "SAMPLERS", "TIMEOUT_MS",
-    "TYPES", "WEBHOOK_URL", "Check", "SomeSkipped", "is_endpoint", "one_of", "parse_bool",
+    "TYPES", "WEBHOOK_URL", "Check", "SomeSkipped", "is_endpoint", "is_web_url", "one_of",
+    "parse_bool",
     "parse_csv", "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
     "parse_optional_str", "parse_otel_bool", "store_url_or_path", "unset_when_blank",
 ]
@@ -163,7 +164,8 @@ TIMEOUT_MS: Check = (lambda ms: ms >= 100, (
     "are in milliseconds, as the OpenTelemetry specification says)"))
 
 
-def _is_web_url(url: str) -> bool:
+def is_web_url(url: str) -> bool:
+    """An http:// or https:// URL with a host (an OTLP endpoint, a webhook)."""
     try:
         parts = urlsplit(url)
         return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
@@ -171,16 +173,15 @@ def _is_web_url(url: str) -> bool:
         return False
 
 
-WEBHOOK_URL: Check = (_is_web_url, "an http:// or https:// URL with a host")
+WEBHOOK_URL: Check = (is_web_url, "an http:// or https:// URL with a host")
 
 
 def is_endpoint(endpoint: str, protocol: str) -> bool:
     """An OTLP endpoint: an http(s) URL with a host, as the OTel specification asks; gRPC
     exporters also take a bare ``host:port`` (TLS unless told otherwise)."""
+    if "://" in endpoint:
+        return is_web_url(endpoint)
     try:
-        if "://" in endpoint:
-            parts = urlsplit(endpoint)
-            return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
         parts = urlsplit(f"//{endpoint}")
         return protocol == "grpc" and bool(parts.hostname) and parts.port is not None
     except ValueError:  # a port out of range, a malformed IPv6 address

@@ -76,20 +76,20 @@ def _follow(store: AuditStore, args: argparse.Namespace) -> None:
     if not args.json:
         print(format_row(EVENTS.columns, _WIDTHS, [c.header for c in EVENTS.columns]))
     _print(list(reversed(latest[:args.limit])), args.json)
-    outage: str | None = None  # the error the polls have been failing with
+    failing = False  # the last poll failed
     while True:
         time.sleep(args.interval)
         try:
             fresh, complete = _new_events(store, filters, last_id)
         except StoreError as exc:  # a restart or failover: keep the place and try again
-            if outage is None:
+            if not failing:
                 print(f"ragtrail: note: cannot read the store ({exc}); retrying every "
                       f"{args.interval:g} s", file=sys.stderr, flush=True)
-            outage = str(exc)
+            failing = True
             continue
-        if outage is not None:
+        if failing:
             print("ragtrail: note: reading the store again", file=sys.stderr, flush=True)
-            outage = None
+            failing = False
         if not complete:
             print(f"ragtrail: note: more than {_MAX_POLL} new events in one poll; "
                   "only the newest are shown", file=sys.stderr)

@@ -127,20 +127,23 @@ class AlertDispatcher:
             min_severity = getattr(callback, "min_severity", None) or self._default_severity
         subscription = _Subscription(callback, Severity.parse(min_severity), _name(callback))
         with self._lock:
-            self._subscriptions += (subscription,)
-            self._floor = min(int(s.min_severity) for s in self._subscriptions)
-            self._share = max(1, self._capacity // len(self._subscriptions))
+            self._subscribed_locked((*self._subscriptions, subscription))
             if not self._started and not self._stop.is_set():
                 self._start()
         return callback
 
     def unregister(self, callback: AlertCallback) -> None:
         with self._lock:
-            self._subscriptions = tuple(
-                s for s in self._subscriptions if s.callback is not callback)
-            self._floor = min((int(s.min_severity) for s in self._subscriptions),
-                              default=int(Severity.CRITICAL) + 1)
-            self._share = max(1, self._capacity // max(1, len(self._subscriptions)))
+            self._subscribed_locked(
+                tuple(s for s in self._subscriptions if s.callback is not callback))
+
+    def _subscribed_locked(self, subscriptions: tuple[_Subscription, ...]) -> None:
+        """The callbacks now, with what follows from them: the lowest severity any wants, and
+        each one's equal share of the delivery queue."""
+        self._subscriptions = subscriptions
+        self._floor = min((int(s.min_severity) for s in subscriptions),
+                          default=int(Severity.CRITICAL) + 1)
+        self._share = max(1, self._capacity // max(1, len(subscriptions)))
 
     def on_alert(self, min_severity: Severity | str | int | None = None
                  ) -> Callable[[_F], _F]:

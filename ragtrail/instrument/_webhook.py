@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ragtrail._records import SecurityEvent, Severity
+from ragtrail._setting_values import is_web_url
 from ragtrail._settings import Settings
 from ragtrail.instrument._events import MAX_DESCRIPTION_CHARS, MAX_METADATA_BYTES
 from ragtrail.instrument._redaction import Redactor
@@ -52,14 +53,13 @@ class WebhookAlert:
                  min_severity: Severity | str | int = "high", redactor: Redactor | None = None,
                  sleep: Callable[[float], object] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if not is_web_url(url):
             raise ValueError("webhook url must be an http:// or https:// URL with a host")
         if timeout <= 0 or total_timeout <= 0 or retries < 0 or backoff < 0:
             raise ValueError("webhook timeout and total_timeout must be > 0, retries and "
                              "backoff >= 0")
         self._url = url
-        self.host = parts.hostname
+        self.host = urlsplit(url).hostname
         self.timeout = timeout
         # Under the alert pool's 30 s callback timeout: past it the dispatcher gives up on the
         # callback and drops its other alerts (4 attempts of 5 + 5 s and three waits of up to

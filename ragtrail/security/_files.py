@@ -9,13 +9,14 @@ import shutil
 import stat
 from pathlib import Path
 
-__all__ = ["O_NOFOLLOW", "create_exclusive", "make_inert", "move_file"]
+__all__ = ["O_NOFOLLOW", "READ_REGULAR_ONLY", "create_exclusive", "make_inert", "move_file"]
 
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
-# O_NONBLOCK: a FIFO swapped in must not make the copy wait for a writer.
-_READ = os.O_RDONLY | O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+# For files to judge, hash or copy: never through a symlink, and O_NONBLOCK so that opening a
+# FIFO put in the file's place does not wait for a writer forever.
+READ_REGULAR_ONLY = os.O_RDONLY | O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 
 
 def create_exclusive(path: Path) -> int:
@@ -52,7 +53,7 @@ def move_file(source: Path, target: Path, *, replace: bool) -> None:
     try:
         # Never through a symlink swapped in after the file was judged: its target's bytes
         # would be kept under the judged file's hash.
-        with os.fdopen(os.open(source, _READ), "rb") as src, \
+        with os.fdopen(os.open(source, READ_REGULAR_ONLY), "rb") as src, \
                 os.fdopen(create_exclusive(partial), "wb") as dst:
             if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", str(source))

@@ -28,7 +28,7 @@ from ragtrail.security._events import (
     record_event,
     resolve_monitor,
 )
-from ragtrail.security._files import O_NOFOLLOW
+from ragtrail.security._files import READ_REGULAR_ONLY
 from ragtrail.security._names import escape_text, sanitize_filename, split_extension
 from ragtrail.security._quarantine import Quarantine
 from ragtrail.security._sniff import (
@@ -62,8 +62,6 @@ _CHUNK = 1024 * 1024
 _HEAD = 8192
 _TAIL = 1024  # PDF readers look for %%EOF in the last 1024 bytes (ISO 32000-1 7.5.5, Acrobat)
 _NAME_LIMIT = 1024  # characters of the client's name kept in sidecars and events
-# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-_OPEN_FLAGS = os.O_RDONLY | O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 logger = logging.getLogger("ragtrail.security")
 
@@ -147,7 +145,7 @@ class FileValidator:
         name = sanitize_filename(original)
         extension, claimed = _claim(name)
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = os.open(path, READ_REGULAR_ONLY)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
@@ -211,7 +209,7 @@ class FileValidator:
         try:
             # As validate() opens it: a FIFO put in its place must not hang an integrity job,
             # nor a symlink or directory pass for the file (or raise without an event).
-            with os.fdopen(os.open(path, _OPEN_FLAGS), "rb") as f:
+            with os.fdopen(os.open(path, READ_REGULAR_ONLY), "rb") as f:
                 regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
                 actual = _sha256(f) if regular else None
             what = "changed since it was accepted" if regular else "is no longer a regular file"

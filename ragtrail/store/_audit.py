@@ -316,7 +316,7 @@ class AuditStore:
             batches, queue_size=self._queue_size, batch_size=self._batch_size,
             linger_s=self._linger_s, coalescer=self._coalescer, counters=self._counters,
             ensure_schema=self._ensure_schema, secrets=self._target.secrets,
-            data_errors=_data_errors(dialect.loaded_dbapi, dialect.name),
+            refused=_refusal_test(dialect.loaded_dbapi, dialect.name),
             check_file=guard.check if guard is not None else None)
         self._queue = self._writer.queue
         self._wake = self._writer.wake
@@ -348,12 +348,22 @@ def _lock_schema(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(7239811205)"))
 
 
-def _data_errors(dbapi: Any, dialect: str) -> tuple[type[BaseException], ...]:
-    """DB-API errors about a record's content (retrying the same rows cannot succeed)."""
+def _refusal_test(dbapi: Any, dialect: str) -> Callable[[BaseException], bool]:
+    """Whether a DB-API error is about a record's content (retrying the same rows cannot
+    succeed), as opposed to a fault of the database."""
     errors: list[type[BaseException]] = [dbapi.DataError, dbapi.IntegrityError]
     if dialect == "sqlite":  # "Error binding parameter": a value of an unsupported type
         errors += [dbapi.ProgrammingError, dbapi.InterfaceError]
-    return tuple(errors)
+    content_errors = tuple(errors)
+
+    def refused(error: BaseException) -> bool:
+        # SQLSTATE class 54, e.g. a PostgreSQL index entry over 2,704 bytes: psycopg raises it
+        # as an OperationalError, like an outage, but the same rows fail on every retry.
+        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        return isinstance(error, content_errors) or (
+            isinstance(sqlstate, str) and sqlstate.startswith("54"))
+
+    return refused
 
 
 _FORK_WAIT_S = 10.0

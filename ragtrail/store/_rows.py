@@ -11,6 +11,7 @@ wrong type like a fault, not a data error) and for those one-by-one retries.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -87,9 +88,7 @@ class RowBuilder:
     def __init__(self, *, strict: bool, limited_text: bool) -> None:
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        def finish(row: Row) -> Row:
-            return _storable_row(row, nul_allowed=not limited_text)
-
+        finish = functools.partial(_storable_row, nul_allowed=not limited_text)
         self._key: Callable[[object], str] = _key if limited_text else str
         self.event: Callable[[SecurityEvent, int, int], Row] = self._event
         self.span: Callable[[SpanRecord, int], Row] = self._span

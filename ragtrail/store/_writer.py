@@ -32,7 +32,7 @@ from ragtrail.store._errors import StoreError, describe_error
 from ragtrail.store._reports import HealthStatus, RingUsage
 from ragtrail.store._write import Batch, BatchWriter, Flush
 
-__all__ = ["Counters", "Writer", "over_server_limit"]
+__all__ = ["Counters", "Writer"]
 
 log = logging.getLogger("ragtrail.store")
 
@@ -99,7 +99,7 @@ class Writer:
     def __init__(self, batches: BatchWriter, *, queue_size: int, batch_size: int,
                  linger_s: float, coalescer: Coalescer, counters: Counters,
                  ensure_schema: Callable[[], None], secrets: tuple[str, ...],
-                 data_errors: tuple[type[BaseException], ...],
+                 refused: Callable[[BaseException], bool],
                  check_file: Callable[[], None] | None = None) -> None:
         self.queue: deque[Any] = deque()
         self.wake = threading.Event()  # set by record() when the writer sleeps
@@ -120,7 +120,7 @@ class Writer:
         self._call_started: float | None = None  # monotonic start of the commit in progress
         self.stalled_after_s = STALLED_S
         self._secrets = secrets
-        self._data_errors = data_errors
+        self._refused = refused
         self._stop = threading.Event()
         self._deadline = float("inf")
         self.thread = self._new_thread()
@@ -338,7 +338,7 @@ class Writer:
         if isinstance(exc, StoreError):
             return True  # e.g. a newer ragtrail's store: retried until someone fixes it
         original = getattr(exc, "orig", None) or exc
-        if isinstance(original, self._data_errors) or over_server_limit(original):
+        if self._refused(original):
             return False
         return isinstance(exc, sa_exc.DBAPIError | sa_exc.DisconnectionError
                           | sa_exc.TimeoutError) or type(original).__module__.split(".")[0] in \
@@ -414,10 +414,3 @@ def _rest(batch: Batch, parts: list[Batch]) -> Batch:
         rest.spans += part.spans
         rest.metrics += part.metrics
     return rest
-
-
-def over_server_limit(error: BaseException) -> bool:
-    """SQLSTATE class 54, e.g. a PostgreSQL index entry over 2,704 bytes: psycopg raises it as
-    an OperationalError, like an outage, but the same rows fail again on every retry."""
-    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)  # psycopg 3, 2
-    return isinstance(sqlstate, str) and sqlstate.startswith("54")
