@@ -164,7 +164,7 @@ class DetailedRoutes:
             "events": {"error": "unavailable (the store has not answered yet)"},
             "metrics": None}
         if service.sampler is not None and service.sampler.latest is not None:
-            parts["metrics"] = metrics_document(service.sampler.latest)
+            parts["metrics"] = metrics_document(service.sampler.latest, service.sampler)
         parts.update(collect_live(service.monitor))
         fallback = _Snapshot(time.monotonic(), last.collected_us if last is not None else None,
                              parts)

@@ -27,9 +27,9 @@ def collect(monitor: MonitorLike, sampler: MetricsSampler | None, events_limit: 
     store = monitor.store
 
     def latest_metrics() -> dict[str, Any] | None:
-        latest = sampler.latest if sampler is not None else None
-        if latest is None:
-            latest = next(iter(store.metrics(limit=1)), None)
+        if sampler is not None and sampler.latest is not None:
+            return metrics_document(sampler.latest, sampler)
+        latest = next(iter(store.metrics(limit=1)), None)
         return None if latest is None else metrics_document(latest)
 
     return {
@@ -70,8 +70,14 @@ def _event(event: SecurityEvent) -> dict[str, Any]:
     }
 
 
-def metrics_document(sample: MetricsSample) -> dict[str, Any]:
+def metrics_document(sample: MetricsSample, sampler: MetricsSampler | None = None
+                     ) -> dict[str, Any]:
+    """A sample as JSON; from the live ``sampler``, with the container limits it measured
+    CPU and memory against (None: the host's)."""
     document = dataclasses.asdict(sample)
     document["time"] = iso_time(document.pop("time_us"))
+    if sampler is not None:
+        document["cpu_limit_cores"] = sampler.levels.cpu_limit_cores
+        document["memory_limit_bytes"] = sampler.levels.memory_limit_bytes
     return document
 

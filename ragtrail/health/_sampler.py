@@ -1,7 +1,9 @@
 """Periodic psutil readings of the host and this process, written to the audit store.
 
-Connections are counted for this process only: the system-wide ``psutil.net_connections()``
-walks every socket of the host and costs milliseconds (issue #4), where this one is cheap.
+CPU and memory are shares of the container's limits where its cgroup sets them
+(``_container``), since those are what throttle a pod or get it OOM-killed. Connections are
+counted for this process only: the system-wide ``psutil.net_connections()`` walks every socket
+of the host and costs milliseconds (issue #4), where this one is cheap.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import psutil
 
 from ragtrail._records import MetricsSample, Severity
 from ragtrail._threads import start_quietly
+from ragtrail.health._container import ResourceLevels
 from ragtrail.health._seams import MonitorLike
 from ragtrail.health._thresholds import METRICS, Hysteresis, Metric
 
@@ -25,6 +28,9 @@ _SOURCE = "ragtrail.health.metrics"
 
 class MetricsSampler:
     """Samples CPU, memory, disk, network rates, RSS, connections and writer queue depth.
+
+    CPU and memory are percentages of the container's limits when its cgroup sets them
+    (``levels.cpu_limit_cores`` and ``levels.memory_limit_bytes`` say so), else of the host.
 
     ``start()`` samples every ``interval`` seconds (default ``settings.monitoring_interval``)
     on a daemon thread; ``observe()`` feeds a reading taken elsewhere through the same
@@ -55,6 +61,7 @@ class MetricsSampler:
                                getattr(settings, f"{metric}_fail_percent"), rearm_points)
             for metric in METRICS
         }
+        self.levels = ResourceLevels()
         self.latest: MetricsSample | None = None
         self._lock = threading.Lock()
         self._process = psutil.Process()
@@ -66,7 +73,7 @@ class MetricsSampler:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        psutil.cpu_percent(interval=None)  # the first call only primes psutil's counter
+        self.levels.cpu_percent()  # the first call only primes the counters
         self._thread = threading.Thread(target=self._run, name="ragtrail-metrics", daemon=True)
         start_quietly(self._thread)
 
@@ -92,8 +99,8 @@ class MetricsSampler:
             connections = 0
         reading = MetricsSample(
             time_us=time.time_ns() // 1000,
-            cpu_percent=psutil.cpu_percent(interval=None),
-            memory_percent=psutil.virtual_memory().percent,
+            cpu_percent=self.levels.cpu_percent(),
+            memory_percent=self.levels.memory_percent(),
             disk_usage_percent=psutil.disk_usage(self.disk_path).percent,
             net_sent_bytes_per_s=sent_rate,
             net_recv_bytes_per_s=recv_rate,
@@ -122,8 +129,10 @@ class MetricsSampler:
             "resource_threshold",
             Severity.HIGH if level == "fail" else Severity.MEDIUM,
             _SOURCE,
-            f"{metric} at {value:.1f}% reached the {level} threshold of {threshold:g}%",
-            {"metric": metric, "value": round(value, 1), "threshold": threshold, "level": level},
+            f"{metric} at {value:.1f}%{self.levels.describe(metric)} reached the {level} "
+            f"threshold of {threshold:g}%",
+            {"metric": metric, "value": round(value, 1), "threshold": threshold, "level": level,
+             **self.levels.limit(metric)},
         )
 
     def _run(self) -> None:

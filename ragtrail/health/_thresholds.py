@@ -85,7 +85,8 @@ class ThresholdCheck(HealthCheck):
             return CheckResult("pass", "no sample yet", observed_unit="percent")
         output = ""
         if tracker.level != "pass":
-            output = (f"{self.metric} at {tracker.value:.1f}%, {tracker.level} threshold "
+            output = (f"{self.metric} at {tracker.value:.1f}%"
+                      f"{self.sampler.levels.describe(self.metric)}, {tracker.level} threshold "
                       f"{tracker.threshold(tracker.level):g}%")
         return CheckResult(tracker.level, output, observed_value=round(tracker.value, 1),
                            observed_unit="percent")
