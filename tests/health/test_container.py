@@ -267,24 +267,25 @@ def test_cpu_is_a_share_of_a_real_v1_cpu_quota(make_cgroup: CgroupFactory) -> No
 def test_a_sampler_in_a_real_memory_cgroup_records_against_its_limit(
         make_cgroup: CgroupFactory, tmp_path: Path) -> None:
     """End to end in a real cgroup: the sampler's stored sample and its threshold event."""
-    groups = make_cgroup("memory", memory_limit_in_bytes=str(128 * MiB))
+    groups = make_cgroup("memory", memory_limit_in_bytes=str(256 * MiB))
     found = run_inside(groups, f"""
         from ragtrail import Settings
         from ragtrail.health import MetricsSampler
         from ragtrail.instrument import Monitor
         monitor = Monitor(Settings(store_url="sqlite:///{tmp_path / 'audit.db'}",
                                    memory_warn_percent=40, memory_fail_percent=99))
-        held = bytearray(80 * 2**20)
+        held = bytearray(128 * 2**20)
         for i in range(0, len(held), 4096):
             held[i] = 1
         sample = MetricsSampler(monitor, interval=3600).sample()
         monitor.store.flush(5.0)
-        (event,) = [e for e in monitor.store.events(event_type="resource_threshold")
-                    if e.metadata["metric"] == "memory"]  # a busy host's CPU may rise too
+        events = [e.description for e in monitor.store.events(event_type="resource_threshold")
+                  if e.metadata["metric"] == "memory"]  # a busy host's CPU may rise too
         print(json.dumps({{"stored": monitor.store.metrics(limit=1)[0].memory_percent,
-                          "percent": sample.memory_percent, "event": event.description}}))
+                          "percent": sample.memory_percent, "events": events}}))
         monitor.shutdown()
     """)
     assert found["stored"] == found["percent"]
-    assert 55 <= float(found["percent"]) <= 100  # type: ignore[arg-type]
-    assert "of the container's 128 MiB limit reached the warn threshold" in str(found["event"])
+    assert 50 <= float(found["percent"]) <= 100, found  # type: ignore[arg-type]
+    (event,) = found["events"]  # type: ignore[misc]
+    assert "of the container's 256 MiB limit reached the warn threshold" in event
