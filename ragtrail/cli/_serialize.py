@@ -55,15 +55,36 @@ def _dumps(value: Any, **options: Any) -> str:
     return json.dumps(value, default=str, **options)
 
 
+class _WholeWrites:
+    """Writes to ``out`` in pieces its buffer holds, so that output cut short raises.
+
+    CPython's BufferedWriter passes a write larger than its buffer straight to the file, and
+    when that is cut short (the reader of a pipe gone, a file-size limit, a full disk) returns
+    the short count, which TextIOWrapper drops: ``--json | head`` exited 0 with the document
+    cut. Buffered pieces are flushed by a loop that raises the error instead.
+    """
+
+    _PIECE = 2048  # characters: at most 8 KiB of UTF-8, the default buffer
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        for start in range(0, len(text), self._PIECE):
+            self._out.write(text[start:start + self._PIECE])
+        return len(text)
+
+
 def write_json(value: Any, out: TextIO) -> None:
     """One JSON document (what ``--json`` prints)."""
-    out.write(_dumps(value, indent=2) + "\n")
+    _WholeWrites(out).write(_dumps(value, indent=2) + "\n")
 
 
 def write_jsonl(records: Iterable[Record], out: TextIO) -> None:
     """One compact JSON object a line (JSON Lines)."""
+    whole = _WholeWrites(out)
     for record in records:
-        out.write(_dumps(record_dict(record), separators=(",", ":")) + "\n")
+        whole.write(_dumps(record_dict(record), separators=(",", ":")) + "\n")
 
 
 # Spreadsheets run a cell that starts with one of these as a formula, and stored text can be
@@ -87,7 +108,7 @@ def write_csv(kind: type[Record], records: Iterable[Record], out: TextIO) -> Non
     JSON fields (metadata, attributes, events) are JSON text; text that a spreadsheet would
     run as a formula starts with an apostrophe. JSON Lines is the lossless format.
     """
-    writer = csv.writer(out)
+    writer = csv.writer(_WholeWrites(out))
     writer.writerow(field_names(kind))
     for record in records:
         writer.writerow([_csv_cell(value) for value in record_dict(record).values()])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -155,21 +156,50 @@ def test_output_to_a_full_disk_is_one_error_line(known_file: Path) -> None:
     assert done.stderr == "ragtrail: error: cannot write the output: No space left on device\n"
 
 
-def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
-    """``ragtrail events | head -1``: no traceback, exit 141 (as if killed by SIGPIPE)."""
+@pytest.fixture
+def big_store(tmp_path: Path) -> str:
+    """3000 events of ~200 bytes: far more output than a pipe buffer or a small file limit."""
     url = f"sqlite:///{tmp_path / 'big.db'}"
     write_store(url, *(SecurityEvent("flood", Severity.LOW, f"source-{n}", "x" * 100, T0 + n)
                        for n in range(3000)))
-    # 3000 rows of ~200 bytes: far more than a pipe buffer, so writing must hit the closed end.
-    with subprocess.Popen([sys.executable, "-m", "ragtrail", "events", "--db", url,
-                           "--limit", "3000"],
+    return url
+
+
+@pytest.mark.parametrize(("output", "first_line"), [((), b"  ID  TIME"), (("--json",), b"[")])
+def test_closed_pipe_ends_quietly(big_store: str, output: tuple[str, ...],
+                                  first_line: bytes) -> None:
+    """``ragtrail events | head -1``: no traceback, exit 141 (as if killed by SIGPIPE). With
+    ``--json`` too, whose one large write was cut short silently, exit 0."""
+    with subprocess.Popen([sys.executable, "-m", "ragtrail", "events", "--db", big_store,
+                           "--limit", "3000", *output],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
         assert child.stdout is not None
-        assert child.stdout.readline().startswith(b"  ID  TIME")
+        assert child.stdout.readline().startswith(first_line)
         child.stdout.close()
         _, err = child.communicate(timeout=60)
     assert err == b""
     assert child.returncode == 141
+
+
+def _file_size_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+
+@pytest.mark.parametrize("command", [
+    ("events", "--json", "--limit", "3000"),
+    ("export", "--format", "csv"),
+    ("export", "--format", "jsonl"),
+])
+def test_output_over_a_file_size_limit_is_an_error_not_a_cut_file(
+        big_store: str, tmp_path: Path, command: tuple[str, ...]) -> None:
+    """``(ulimit -f 64; ragtrail events --json > out.json)``: exit 2 naming the limit, never
+    exit 0 with the output cut at the limit."""
+    with open(tmp_path / "out", "w") as out:
+        done = subprocess.run([sys.executable, "-m", "ragtrail", *command, "--db", big_store],
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=60,
+                              check=False, preexec_fn=_file_size_limit)
+    assert done.returncode == 2
+    assert done.stderr == "ragtrail: error: cannot write the output: File too large\n"
 
 
 def test_interrupt_exits_130_quietly(known_file: Path, run_inprocess: Runner,
