@@ -12,11 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import wrapt
-from opentelemetry import propagate as otel_propagate
 
 from ragtrail.instrument import _monitor
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._spans import open_span
+from ragtrail.instrument._textmap import inject
 
 __all__ = ["instrument_requests", "uninstrument_requests"]
 
@@ -57,7 +57,7 @@ def _traced_send(wrapped: Any, instance: Any, args: tuple[Any, ...],
         if "traceparent" not in headers:  # a caller's own trace context wins
             # The global propagator: W3C traceparent/tracestate and baggage by default, or
             # whatever OTEL_PROPAGATORS chose for this app.
-            otel_propagate.inject(headers, context=span.context)
+            inject(headers, span.context)
     except Exception:
         monitor.report_failure("requests")
         return wrapped(*args, **kwargs)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -130,3 +134,32 @@ def test_uninstrument_restores_plain_requests(monitor: Monitor, echo_url: str) -
     assert "traceparent" not in received
     assert "x-request-id" not in received
     assert stored_spans(monitor) == []
+
+
+_CHILD = """
+import json, logging, sys
+import requests
+import ragtrail
+from ragtrail.instrument import instrument_requests, monitored
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+ragtrail.configure(store_url=sys.argv[2])
+instrument_requests()
+step = monitored(name="fetch")(lambda: requests.get(sys.argv[1], timeout=10).json())
+print(json.dumps(step()))
+"""
+
+
+@pytest.mark.parametrize("propagators", ["b3", "tracecontext, Baggage"])
+def test_an_unloadable_otel_propagators_falls_back_to_w3c(
+        echo_url: str, tmp_path: Path, propagators: str) -> None:
+    """OTEL_PROPAGATORS naming a propagator that is not installed (or capitalised) made the
+    OTel API raise inside ``import ragtrail``; now one warning, and W3C headers go out."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, echo_url, f"sqlite:///{tmp_path / 'audit.db'}"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "OTEL_PROPAGATORS": propagators})
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)
+    assert sent["traceparent"].startswith("00-")
+    assert "OTEL_PROPAGATORS is not usable" in done.stderr
+    assert done.stderr.count("OTEL_PROPAGATORS is not usable") == 1
