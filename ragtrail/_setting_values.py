@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
-    "AT_LEAST_ONE", "HEADERS", "NOT_BLANK", "POSITIVE", "PROTOCOLS", "SAMPLERS", "TIMEOUT_MS",
+    "AT_LEAST_ONE", "COMPRESSIONS", "EXPORTERS", "HEADERS", "NOT_BLANK", "POSITIVE", "PROTOCOLS",
+    "SAMPLERS", "TIMEOUT_MS",
     "TYPES", "WEBHOOK_URL", "Check", "SomeSkipped", "is_endpoint", "is_web_url", "one_of",
     "parse_bool",
     "parse_csv", "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
@@ -142,6 +143,8 @@ SAMPLERS = (
     "parentbased_traceidratio",
 )
 PROTOCOLS = ("http/protobuf", "grpc")
+COMPRESSIONS = ("gzip", "none")  # the OTLP exporter specification's values
+EXPORTERS = ("otlp", "none")  # OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER values ragtrail runs
 
 # What one setting accepts, whatever the others say: a test of its value, and its description.
 Check = tuple[Callable[[Any], bool], str]

@@ -17,6 +17,8 @@ from typing import Any
 from ragtrail._records import Severity
 from ragtrail._setting_values import (
     AT_LEAST_ONE,
+    COMPRESSIONS,
+    EXPORTERS,
     HEADERS,
     NOT_BLANK,
     POSITIVE,
@@ -135,6 +137,13 @@ class Settings:
     otlp_timeout_ms: int = _setting(
         10_000, "RAGTRAIL_OTLP_TIMEOUT_MS", "OTEL_EXPORTER_OTLP_TIMEOUT", parse=parse_int,
         check=TIMEOUT_MS)
+    otlp_compression: str = _setting(
+        "none", "OTEL_EXPORTER_OTLP_COMPRESSION", parse=parse_enum, check=one_of(COMPRESSIONS))
+    # OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER: "none" turns that signal's export off.
+    traces_exporter: str = _setting(
+        "otlp", "OTEL_TRACES_EXPORTER", parse=parse_enum, check=one_of(EXPORTERS))
+    metrics_exporter: str = _setting(
+        "otlp", "OTEL_METRICS_EXPORTER", parse=parse_enum, check=one_of(EXPORTERS))
     # Per signal, as the OTel exporter specification allows: unset means the shared value.
     otlp_traces_protocol: str | None = _setting(
         None, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", parse=unset_when_blank(parse_enum),
@@ -154,6 +163,12 @@ class Settings:
     otlp_metrics_timeout_ms: int | None = _setting(
         None, "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", parse=unset_when_blank(parse_int),
         check=TIMEOUT_MS)
+    otlp_traces_compression: str | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", parse=unset_when_blank(parse_enum),
+        check=one_of(COMPRESSIONS))
+    otlp_metrics_compression: str | None = _setting(
+        None, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", parse=unset_when_blank(parse_enum),
+        check=one_of(COMPRESSIONS))
     traces_sampler: str = _setting(
         "parentbased_always_on", "OTEL_TRACES_SAMPLER", parse=parse_enum, check=one_of(SAMPLERS))
     traces_sampler_arg: float = _setting(

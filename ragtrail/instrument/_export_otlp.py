@@ -1,15 +1,22 @@
 """OTLP span and metric exporters built from ragtrail's settings, for either protocol.
 
-Endpoint, protocol, headers and timeout are resolved here per signal, as the OTel exporter
-specification says (a signal's own variable wins over the shared one), and passed to the
-exporters explicitly, so ragtrail's precedence (argument, then environment, then default)
-decides them, not the exporters' own environment lookups. The exporter modules are imported
-only when chosen: grpcio alone takes ~100 ms to import.
+Endpoint, protocol, headers, timeout and compression are resolved here per signal, as the OTel
+exporter specification says (a signal's own variable wins over the shared one), and passed to
+the exporters explicitly, so ragtrail's precedence (argument, then environment, then default)
+decides them. The exporters also read those variables themselves, and merge or reject what
+they find: the OTLP/HTTP exporter added headers ragtrail had refused (a CR/LF value, which then
+failed every export) and logged header values it could not parse; the gRPC one raised on a
+timeout or compression ragtrail had ignored with a warning. So they are built with those
+variables out of sight. The exporter modules are imported only when chosen: grpcio alone takes
+~100 ms to import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +31,13 @@ __all__ = ["SignalTarget", "metric_exporter", "safe_endpoint", "signal_target",
 
 Signal = Literal["traces", "metrics"]
 
+# What ragtrail resolves itself and the exporters must not read again.
+_RESOLVED_HERE = tuple(
+    f"OTEL_EXPORTER_OTLP_{signal}{aspect}"
+    for signal in ("", "TRACES_", "METRICS_")
+    for aspect in ("HEADERS", "TIMEOUT", "COMPRESSION"))
+_environment_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class SignalTarget:
@@ -33,6 +47,7 @@ class SignalTarget:
     protocol: str
     headers: Mapping[str, str]
     timeout: float  # seconds, for one export, retries included
+    compression: str  # "gzip" or "none"
 
 
 def signal_target(settings: Settings, signal: Signal) -> SignalTarget:
@@ -40,21 +55,26 @@ def signal_target(settings: Settings, signal: Signal) -> SignalTarget:
 
     A signal's own endpoint (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is used as given; the
     shared ``OTEL_EXPORTER_OTLP_ENDPOINT`` is a base URL to which OTLP/HTTP appends the
-    signal's path (v1/traces, v1/metrics).
+    signal's path (v1/traces, v1/metrics). No endpoint when the signal's exporter setting
+    (``OTEL_TRACES_EXPORTER``, ``OTEL_METRICS_EXPORTER``) is "none".
     """
     if signal == "traces":
         own_endpoint, protocol = settings.otlp_traces_endpoint, settings.otlp_traces_protocol
         headers, timeout_ms = settings.otlp_traces_headers, settings.otlp_traces_timeout_ms
+        compression, exporter = settings.otlp_traces_compression, settings.traces_exporter
     else:
         own_endpoint, protocol = settings.otlp_metrics_endpoint, settings.otlp_metrics_protocol
         headers, timeout_ms = settings.otlp_metrics_headers, settings.otlp_metrics_timeout_ms
+        compression, exporter = settings.otlp_metrics_compression, settings.metrics_exporter
     protocol = protocol or settings.otlp_protocol
     endpoint = own_endpoint or settings.otlp_endpoint
     if endpoint and not own_endpoint and protocol != "grpc":
         endpoint = f"{endpoint.rstrip('/')}/v1/{signal}"
     return SignalTarget(
-        endpoint, protocol, settings.otlp_headers if headers is None else headers,
-        (settings.otlp_timeout_ms if timeout_ms is None else timeout_ms) / 1000)
+        endpoint if exporter != "none" else None, protocol,
+        settings.otlp_headers if headers is None else headers,
+        (settings.otlp_timeout_ms if timeout_ms is None else timeout_ms) / 1000,
+        compression or settings.otlp_compression)
 
 
 def span_exporter(settings: Settings, timeout: float | None = None) -> SpanExporter:
@@ -64,11 +84,13 @@ def span_exporter(settings: Settings, timeout: float | None = None) -> SpanExpor
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
         )
-        return GrpcSpanExporter(**_options(target, timeout, grpc=True))
+        with _variables_hidden():
+            return GrpcSpanExporter(**_options(target, timeout, grpc=True))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
-    return HttpSpanExporter(**_options(target, timeout, grpc=False))
+    with _variables_hidden():
+        return HttpSpanExporter(**_options(target, timeout, grpc=False))
 
 
 def metric_exporter(settings: Settings, timeout: float | None = None) -> MetricExporter:
@@ -78,11 +100,13 @@ def metric_exporter(settings: Settings, timeout: float | None = None) -> MetricE
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
         )
-        return GrpcMetricExporter(**_options(target, timeout, grpc=True))
+        with _variables_hidden():
+            return GrpcMetricExporter(**_options(target, timeout, grpc=True))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
-    return HttpMetricExporter(**_options(target, timeout, grpc=False))
+    with _variables_hidden():
+        return HttpMetricExporter(**_options(target, timeout, grpc=False))
 
 
 def safe_endpoint(endpoint: str | None) -> str | None:
@@ -102,11 +126,36 @@ def _options(target: SignalTarget, timeout: float | None, *, grpc: bool) -> dict
     endpoint = target.endpoint
     if not endpoint:
         raise ValueError("no OTLP endpoint is set for this signal")
-    options = {"endpoint": endpoint, "headers": dict(target.headers),
+    # gRPC metadata keys must be lowercase ("Invalid metadata" otherwise, for every export);
+    # HTTP header names are case-insensitive.
+    options = {"endpoint": endpoint, "headers": {k.lower(): v for k, v in target.headers.items()},
                "timeout": target.timeout if timeout is None else timeout}
+    gzip = target.compression == "gzip"
     if grpc:
+        from grpc import Compression as GrpcCompression  # type: ignore[import-untyped]
+
         options["insecure"] = _insecure(endpoint)
+        options["compression"] = GrpcCompression.Gzip if gzip else GrpcCompression.NoCompression
+    else:
+        from opentelemetry.exporter.otlp.proto.http import Compression
+
+        options["compression"] = Compression.Gzip if gzip else Compression.NoCompression
     return options
+
+
+@contextmanager
+def _variables_hidden() -> Iterator[None]:
+    """The variables ragtrail resolved itself, out of os.environ while an exporter is built.
+
+    Only OTel exporters read them, and only when built (at configure time and after a fork);
+    the lock keeps two builds from restoring each other's view.
+    """
+    with _environment_lock:
+        hidden = {name: os.environ.pop(name) for name in _RESOLVED_HERE if name in os.environ}
+        try:
+            yield
+        finally:
+            os.environ.update(hidden)
 
 
 def _insecure(endpoint: str) -> bool | None:

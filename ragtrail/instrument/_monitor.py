@@ -56,8 +56,8 @@ class Monitor:
         # or export thread; the store opens read-only if something queries it.
         self._store: AuditStore | None = (
             AuditStore.from_settings(settings) if settings.enabled else None)
-        self._exporter = (ExportPipeline.create(settings, redact=self.redactor.redact_text)
-                          if settings.enabled else None)
+        self._export_error: dict[str, Any] | None = None
+        self._exporter = self._start_export() if settings.enabled else None
         self._alerts = AlertDispatcher(settings, redactor=self.redactor,
                                        on_failure=self._alert_failed)
         if settings.alert_webhook_url:
@@ -69,6 +69,17 @@ class Monitor:
         self._shutdown_hooks: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self._closed = False
+
+    def _start_export(self) -> ExportPipeline | None:
+        # An exporter the OTel SDK refuses to build (a value its version rejects) must not stop
+        # the app at configure(): the store still records, and health says export failed.
+        try:
+            return ExportPipeline.create(self.settings, redact=self.redactor.redact_text)
+        except Exception as exc:
+            error = f"could not start: {type(exc).__name__}: {self.redactor.redact_text(str(exc))}"
+            logger.error("ragtrail span export %s; spans are only stored", error)
+            self._export_error = {"status": "failing", "last_error": error}
+            return None
 
     @property
     def store(self) -> AuditStore:
@@ -175,7 +186,8 @@ class Monitor:
             "enabled": self.enabled,
             # A monitor created switched off has no store to report unless one was queried.
             "store": None if self._store is None else dataclasses.asdict(self._store.health()),
-            "exporter": None if self._exporter is None else self._exporter.health(),
+            "exporter": (self._export_error if self._exporter is None
+                         else self._exporter.health()),
             "alerts": self._alerts.health(),
             "security_events": {
                 f"{event_type}:{severity}": count

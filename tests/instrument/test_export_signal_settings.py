@@ -4,9 +4,11 @@ specification says, and honoured by real receivers."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -240,3 +242,105 @@ def test_a_traces_endpoint_alone_turns_export_on() -> None:
         assert pipeline is not None
         pipeline.shutdown(2.0)
         assert ExportPipeline.create(Settings(otlp_metrics_endpoint=_nothing_listens())) is None
+
+
+@pytest.fixture
+def pipeline_from_env(no_app_otel_providers: None) -> Iterator[Callable[..., ExportPipeline]]:
+    """Pipelines built as configure() builds them: Settings.from_env over os.environ."""
+    made: list[ExportPipeline] = []
+
+    def make(**arguments: Any) -> ExportPipeline:
+        pipeline = ExportPipeline.create(Settings.from_env(**arguments))
+        assert pipeline is not None
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.shutdown(2.0)
+
+
+@pytest.mark.network
+def test_a_capitalised_header_name_works_over_grpc(rotel: RotelReceiver,
+                                                   make_pipeline: Pipelines) -> None:
+    """``X-Api-Key=...`` (as vendors' guides spell it) over gRPC: gRPC metadata keys must be
+    lowercase, and every export failed with "Invalid metadata"."""
+    pipeline = make_pipeline(otlp_endpoint=rotel.grpc_endpoint, otlp_protocol="grpc",
+                             otlp_headers={"X-Api-Key": "abc", "Authorization": "Basic eA=="})
+    _a_span_and_a_metric_arrive(pipeline, rotel, "embed")
+
+
+@pytest.mark.network
+def test_headers_ragtrail_refused_are_not_sent_or_logged_by_the_exporter(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        pipeline_from_env: Callable[..., ExportPipeline]) -> None:
+    """A CR/LF header value ragtrail skips (with a warning) was read again by the OTLP/HTTP
+    exporter, sent, and failed every export; a value it could not parse was logged whole."""
+    variable = 'api-key=good1,x-bad=a%0D%0Ainjected,bad name=hunter2-secret,x-q=SECRET"TOKEN'
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", variable)
+    with _HeaderRecorder() as receiver, caplog.at_level("DEBUG"):
+        pipeline = pipeline_from_env(otlp_endpoint=receiver.endpoint)
+        pipeline.submit(span_record(new_trace(), "generate", "llm"))
+        assert pipeline.force_flush(10)
+        seen = wait_until(lambda: dict(receiver.requests).get("/v1/traces"))
+        assert pipeline.health()["failed"] == 0
+    assert seen["api-key"] == "good1"
+    assert "x-bad" not in seen
+    assert not [r for r in caplog.records
+                if "hunter2" in r.getMessage() or "TOKEN" in r.getMessage()]
+    assert os.environ["OTEL_EXPORTER_OTLP_HEADERS"] == variable  # hidden only while building
+
+
+@pytest.mark.network
+def test_values_ragtrail_ignores_do_not_stop_the_grpc_exporter(
+        rotel: RotelReceiver, monkeypatch: pytest.MonkeyPatch,
+        pipeline_from_env: Callable[..., ExportPipeline]) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=5s and OTEL_EXPORTER_OTLP_COMPRESSION=zstd are ignored
+    with a warning; the gRPC exporters read them again and raised out of configure()."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "5s")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "5s")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")
+    pipeline = pipeline_from_env(otlp_endpoint=rotel.grpc_endpoint, otlp_protocol="grpc")
+    _a_span_and_a_metric_arrive(pipeline, rotel, "rerank")
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(("variables", "encoding"), [
+    ({"OTEL_EXPORTER_OTLP_COMPRESSION": "GZIP"}, "gzip"),
+    ({"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "none"},
+     None),
+    ({"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip"}, "gzip"),
+])
+def test_compression_follows_the_variables(
+        monkeypatch: pytest.MonkeyPatch, pipeline_from_env: Callable[..., ExportPipeline],
+        variables: dict[str, str], encoding: str | None) -> None:
+    """Shared and per-signal compression, read by ragtrail and seen on the wire."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with _HeaderRecorder() as receiver:
+        pipeline = pipeline_from_env(otlp_endpoint=receiver.endpoint)
+        pipeline.submit(span_record(new_trace(), "generate", "llm"))
+        assert pipeline.force_flush(10)
+        seen = wait_until(lambda: dict(receiver.requests).get("/v1/traces"))
+    assert seen.get("content-encoding") == encoding
+
+
+@pytest.mark.parametrize(("variables", "traces", "metrics"), [
+    ({"OTEL_TRACES_EXPORTER": "none"}, None, f"{SHARED}/v1/metrics"),
+    ({"OTEL_METRICS_EXPORTER": "NONE"}, f"{SHARED}/v1/traces", None),
+    ({"OTEL_TRACES_EXPORTER": "console"}, f"{SHARED}/v1/traces", f"{SHARED}/v1/metrics"),
+])
+def test_the_exporter_variables_turn_a_signal_off(
+        monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], traces: str | None,
+        metrics: str | None) -> None:
+    """OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER=none: that signal is not exported;
+    a value ragtrail does not run (console) is ignored with a warning."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert _endpoints(Settings.from_env(otlp_endpoint=SHARED)) == (traces, metrics)
+
+
+def test_no_span_export_with_the_traces_exporter_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    with isolated_otel_globals():
+        assert ExportPipeline.create(Settings.from_env(otlp_endpoint=SHARED)) is None

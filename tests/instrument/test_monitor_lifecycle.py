@@ -9,6 +9,7 @@ import pytest
 from instrument_support import only_span, stored_events, stored_spans
 
 from ragtrail import ConfigurationError, Severity
+from ragtrail.health import ExportCheck
 from ragtrail.instrument import (
     Monitor,
     configure,
@@ -18,6 +19,7 @@ from ragtrail.instrument import (
     shutdown,
     start_span,
 )
+from ragtrail.instrument._export import ExportPipeline
 
 
 def test_monitored_works_before_configure(tmp_path: Path) -> None:
@@ -147,3 +149,31 @@ def test_security_events_can_be_switched_off(monitor_factory: Any) -> None:
     monitor = monitor_factory(security_enabled=False)
     assert monitor.security_event("authz_fail", "high", "api", "denied") is None
     assert stored_events(monitor) == []
+
+
+def test_an_exporter_that_cannot_be_built_does_not_stop_configure(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """configure() goes on without export, spans are still stored, and health says why (with
+    a configured secret in the error redacted). A stand-in raises here: the real exporters no
+    longer fail to build on any value this test suite can give them."""
+    token = "export-token-1234567890"
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"the SDK refused the header value {token}")
+
+    monkeypatch.setattr(ExportPipeline, "create", refuse)
+    monitor = configure(store_url=f"sqlite:///{tmp_path / 'a.db'}",
+                        otlp_endpoint="http://127.0.0.1:4318", otlp_headers={"api-key": token})
+
+    @monitored(name="step")
+    def step() -> int:
+        return 7
+
+    assert step() == 7
+    assert [s.name for s in stored_spans(monitor)] == ["step"]
+    exporter = monitor.health()["exporter"]
+    assert exporter["status"] == "failing"
+    assert exporter["last_error"].startswith("could not start: RuntimeError: the SDK refused")
+    assert token not in exporter["last_error"]
+    result = ExportCheck(monitor).check()
+    assert (result.status, "could not start" in result.output) == ("fail", True)
