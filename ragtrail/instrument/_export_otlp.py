@@ -37,6 +37,12 @@ _RESOLVED_HERE = tuple(
     for signal in ("", "TRACES_", "METRICS_")
     for aspect in ("HEADERS", "TIMEOUT", "COMPRESSION"))
 _environment_lock = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    # A fork waits for a build in progress, so the child neither inherits the variables hidden
+    # nor a lock held by a thread it does not have (a pipeline rebuilds its exporter there).
+    os.register_at_fork(before=_environment_lock.acquire,
+                        after_in_parent=_environment_lock.release,
+                        after_in_child=_environment_lock.release)
 
 
 @dataclass(frozen=True)
