@@ -238,6 +238,12 @@ class Settings:
             # As the OTel SDK reads it: OTEL_RESOURCE_ATTRIBUTES=service.name=... alone names
             # the service, for the store, the health routes and the export alike.
             object.__setattr__(self, "service_name", named)
+        placed = self.resource_attributes.get(
+            "deployment.environment.name", self.resource_attributes.get("deployment.environment"))
+        if self.environment == "development" and placed and placed.strip():
+            # The same for the environment: a service reported as production runs with the
+            # production defaults (detailed health routes closed without a token, start-up scan).
+            object.__setattr__(self, "environment", placed.strip())
         for metric in ("cpu", "memory", "disk"):
             warn = getattr(self, f"{metric}_warn_percent")
             fail = getattr(self, f"{metric}_fail_percent")

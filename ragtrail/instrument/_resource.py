@@ -21,13 +21,13 @@ def build_resource(settings: Settings) -> Resource:
     """``service.*``, ``deployment.environment(.name)``, ``telemetry.sdk.*`` and extras.
 
     A ragtrail setting wins over the same key in ``OTEL_RESOURCE_ATTRIBUTES`` unless it is
-    still at its default (as ``OTEL_SERVICE_NAME`` wins over it in the OTel SDK spec). Both
+    still at its default (as ``OTEL_SERVICE_NAME`` wins over it in the OTel SDK spec). A version
+    or environment nobody set is left out rather than exported as "0.0.0" or "development",
+    which would mislabel the service and keep a collector from filling them in. Both
     ``deployment.environment.name`` (semantic conventions 1.27+) and the older
     ``deployment.environment`` are set, so backends on either convention group by it.
     """
     extra = settings.resource_attributes
-    environment = _chosen(settings.environment, "development", extra.get(
-        "deployment.environment.name", extra.get("deployment.environment")))
     attributes: dict[str, str] = {
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
@@ -35,12 +35,14 @@ def build_resource(settings: Settings) -> Resource:
         "service.instance.id": uuid.uuid4().hex,
         **extra,
         "service.name": _chosen(settings.service_name, "unknown_service",
-                                extra.get("service.name")),
-        "service.version": _chosen(settings.service_version, "0.0.0",
-                                   extra.get("service.version")),
-        "deployment.environment.name": environment,
-        "deployment.environment": environment,
+                                extra.get("service.name")) or "unknown_service",
     }
+    version = _chosen(settings.service_version, "0.0.0", extra.get("service.version"))
+    if version != "0.0.0":
+        attributes["service.version"] = version
+    if settings.environment != "development":  # set, or adopted from the attributes
+        attributes["deployment.environment.name"] = settings.environment
+        attributes["deployment.environment"] = settings.environment
     return Resource(attributes)
 
 

@@ -235,6 +235,29 @@ def test_settings_win_over_resource_attributes_unless_left_at_default() -> None:
         "rag-api", "production")
 
 
+def test_a_version_or_environment_nobody_set_is_not_exported() -> None:
+    """No invented service.version=0.0.0 or deployment.environment=development; an empty
+    service.name in the attributes is still unknown_service, as the store says."""
+    attributes = build_resource(Settings(resource_attributes={"service.name": ""})).attributes
+    assert "service.version" not in attributes
+    assert "deployment.environment" not in attributes
+    assert "deployment.environment.name" not in attributes
+    assert attributes["service.name"] == "unknown_service"
+
+
+@pytest.mark.parametrize("key", ["deployment.environment.name", "deployment.environment"])
+def test_an_environment_in_the_resource_attributes_is_the_services_environment(
+        key: str) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=production: exported as production
+    and run as production (the detailed health routes closed without a token), not exported as
+    production while ragtrail applied its development defaults."""
+    settings = Settings(resource_attributes={key: " production "})
+    assert (settings.environment, settings.is_production) == ("production", True)
+    assert build_resource(settings).attributes["deployment.environment.name"] == "production"
+    chosen = Settings(resource_attributes={key: "production"}, environment="staging")
+    assert chosen.environment == "staging"
+
+
 def test_each_resource_has_its_own_instance_id() -> None:
     """service.instance.id tells two processes of one service apart."""
     first = build_resource(Settings()).attributes["service.instance.id"]
