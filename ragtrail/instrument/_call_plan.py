@@ -124,7 +124,7 @@ class CallPlan:
         try:
             end_ns = time_ns()
             if isinstance(error, Exception):
-                span.fail(error)
+                span.fail(error, timestamp=end_ns)  # formatting the traceback takes a while
                 if self.record_errors:
                     monitor.security_event(
                         "function_error", monitor.settings.function_error_severity, self.name,

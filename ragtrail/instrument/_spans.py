@@ -280,12 +280,13 @@ class LiveSpan(trace.Span):
         self._exception_event(exception, message, attributes=attributes, timestamp=timestamp,
                               escaped=escaped)
 
-    def fail(self, exception: BaseException) -> None:
-        """Mark the span failed by ``exception``: error status, type, redacted message, event."""
+    def fail(self, exception: BaseException, *, timestamp: int | None = None) -> None:
+        """Mark the span failed by ``exception``: error status, type, redacted message, event
+        (at ``timestamp``, ns since the epoch, when given: the span's end, not after it)."""
         if self._ended:
             return
         message = self._monitor.redactor.redact_text(describe(exception))
-        self._exception_event(exception, message, escaped=True)
+        self._exception_event(exception, message, escaped=True, timestamp=timestamp)
         self._mark_error(_qualified_name(type(exception)), message)
 
     def set_error(self, error_type: str, message: str | None = None) -> None:

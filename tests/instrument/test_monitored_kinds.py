@@ -77,6 +77,9 @@ def test_exception_is_reraised_unchanged_and_recorded(kind: str, monitor: Monito
     assert event.attributes["exception.type"] == f"{__name__}.Boom"
     assert event.attributes["exception.message"] == "index offline"
     assert "body" in event.attributes["exception.stacktrace"]
+    # Inside the span, as backends draw it: at its end (to the rounding of microseconds), not
+    # after the traceback was formatted.
+    assert span.start_us <= event.time_us <= span.start_us + span.duration_us + 1
 
 
 @pytest.mark.parametrize("kind", KINDS)
