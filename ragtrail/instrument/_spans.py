@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
 
 from ragtrail._records import SpanEvent, SpanRecord, SpanStatus
@@ -115,7 +115,7 @@ class LiveSpan(trace.Span):
         "_attributes", "_context", "_correlation_id", "_ended", "_error_message",
         "_error_type", "_events", "_kind", "_monitor", "_name", "_own_attributes",
         "_parent_span_id", "_sampled", "_span_context", "_span_id", "_start_ns", "_status",
-        "_token", "_trace_id", "_trace_int",
+        "_token", "_trace_id", "_trace_int", "_trace_state",
     )
 
     def __init__(
@@ -151,6 +151,9 @@ class LiveSpan(trace.Span):
         self._error_type: str | None = None
         self._error_message: str | None = None
         self._span_context: SpanContext | None = None
+        # A remote parent's W3C tracestate (vendors' entries), carried down to every child so
+        # outgoing calls forward it; None (the usual case) for none.
+        self._trace_state: TraceState | None = None
         self._context: Context | None = None
         self._token: Token[Context] | None = None
         self._ended = False
@@ -190,7 +193,8 @@ class LiveSpan(trace.Span):
         if self._span_context is None:
             self._span_context = SpanContext(
                 self._trace_int, int(self._span_id, 16), is_remote=False,
-                trace_flags=_SAMPLED if self._sampled else _NOT_SAMPLED)
+                trace_flags=_SAMPLED if self._sampled else _NOT_SAMPLED,
+                trace_state=self._trace_state)
         return self._span_context
 
     def is_recording(self) -> bool:
@@ -395,10 +399,12 @@ def open_span(
     base = get_current() if parent is None else parent
     parent_span = base.get(_SPAN_KEY)
     sampler = monitor.sampler
+    trace_state: TraceState | None = None
     if type(parent_span) is LiveSpan:
         trace_int, trace_id = parent_span._trace_int, parent_span._trace_id
         parent_id: str | None = parent_span._span_id
         sampled = sampler.child(trace_int, parent_span._sampled)
+        trace_state = parent_span._trace_state
     elif parent_span is None or not (parent_context := _valid_context(parent_span)):
         if trace_int is None:
             trace_int, trace_hex = new_trace_id(), None
@@ -409,11 +415,14 @@ def open_span(
         trace_int = parent_context.trace_id
         trace_id, parent_id = f"{trace_int:032x}", f"{parent_context.span_id:016x}"
         sampled = sampler.child(trace_int, parent_context.trace_flags.sampled)
+        trace_state = parent_context.trace_state or None
     span = LiveSpan(
         monitor, name, kind, trace_int, trace_id,
         (getrandbits(64) or 1).to_bytes(8, "big").hex(), parent_id, sampled,
         _correlation_id.get() if correlation_id is None else correlation_id,
         attributes, time_ns())
+    if trace_state is not None:
+        span._trace_state = trace_state
     # Everything else the caller's context carried (baggage, other instrumentations' keys)
     # stays visible under the span.
     span._context = Context({**base, _SPAN_KEY: span})

@@ -1,4 +1,5 @@
-"""Trace headers out through the app's propagators, without a bad OTEL_PROPAGATORS breaking
+"""Trace headers in and out through the app's propagators (OTEL_PROPAGATORS: W3C trace context
+and baggage by default, B3, Jaeger...), without a bad OTEL_PROPAGATORS breaking
 ``import ragtrail``.
 
 ``opentelemetry.propagate`` resolves OTEL_PROPAGATORS when it is first imported and raises
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from types import ModuleType
 
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -19,7 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["inject"]
+__all__ = ["extract", "fields", "inject"]
 
 log = logging.getLogger("ragtrail")
 _W3C = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
@@ -32,6 +33,19 @@ def inject(carrier: MutableMapping[str, str], context: Context) -> None:
         _W3C.inject(carrier, context=context)
     else:
         propagate.inject(carrier, context=context)  # the global one, as the app last set it
+
+
+def extract(carrier: Mapping[str, str]) -> Context:
+    """The context (remote span, baggage) ``carrier``'s headers hold, by the global propagator."""
+    propagate = _propagate_module()
+    return _W3C.extract(carrier) if propagate is None else propagate.extract(carrier)
+
+
+def fields() -> frozenset[str]:
+    """The header names the global propagator reads, lowercase (none for "none")."""
+    propagate = _propagate_module()
+    textmap = _W3C if propagate is None else propagate.get_global_textmap()
+    return frozenset(name.lower() for name in textmap.fields)
 
 
 @functools.cache

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, AnyStr
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragtrail._records import Severity
+from ragtrail.instrument import _textmap as textmap
 from ragtrail.instrument._correlation import _correlation_id, unpredictable_bits
 from ragtrail.instrument._redaction import REDACTED, Redactor
 from ragtrail.instrument._spans import new_trace_id, open_span
@@ -49,7 +49,6 @@ is_valid_id = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=@-]{7,127}").fullmatch
 # OTel HTTP semantic conventions: other methods are reported as "_OTHER" (cardinality).
 _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
-_PROPAGATOR = TraceContextTextMapPropagator()
 _PATH_LIMIT, _VALUE_LIMIT, _META_PATH_LIMIT = 2048, 512, 256
 # Header names whose values are secrets whatever the allowlist says (X-Functions-Key,
 # Ocp-Apim-Subscription-Key, X-Shopify-Hmac-Sha256 as well as Authorization).
@@ -115,8 +114,11 @@ class MiddlewareCore:
                 break
         excluded = options.excluded(head.app_path)
         parent = None
-        if options.trust_inbound and not excluded and "traceparent" in headers:
-            parent = _remote_parent(headers)
+        if options.trust_inbound and not excluded:
+            for name in options.trace_headers:  # usually one: traceparent
+                if name in headers:
+                    parent = _remote_parent(headers)
+                    break
         trace_int = trace_hex = None
         if inbound is not None and options.trust_inbound:
             cid = inbound
@@ -408,11 +410,9 @@ def _inbound_id(names: tuple[str, ...], headers: dict[str, str],
 
 
 def _remote_parent(headers: dict[str, str]) -> Context | None:
-    """The context of a valid W3C ``traceparent`` (and its ``tracestate``), else None."""
-    carrier = {"traceparent": headers["traceparent"]}
-    if "tracestate" in headers:
-        carrier["tracestate"] = headers["tracestate"]
-    context = _PROPAGATOR.extract(carrier)
+    """The context of a valid inbound trace context (with its tracestate and baggage), by
+    the global propagator, else None."""
+    context = textmap.extract(headers)
     if trace.get_current_span(context).get_span_context().is_valid:
         return context
     return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragtrail._settings import ConfigurationError, Settings
+from ragtrail.instrument import _textmap as textmap
 from ragtrail.middleware._client import TrustedProxies
 
 __all__ = ["DEFAULT_EXCLUDED_PATHS", "MiddlewareOptions"]
@@ -30,8 +31,9 @@ DEFAULT_EXCLUDED_PATHS: tuple[str, ...] = (
 # RFC 9110 section 5.6.2 "token": what a header name may contain.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
-# Headers read for the span and the client address, besides the correlation headers.
-_TRACEPARENT, _TRACESTATE = "traceparent", "tracestate"
+# Headers read for the span and the client address, besides the correlation headers and the
+# propagators' own. Of those, these only ride along with a trace context, never start one.
+_CONTEXT_ONLY = frozenset(("tracestate", "baggage"))
 _USER_AGENT, _HOST, _FORWARDED_FOR = "user-agent", "host", "x-forwarded-for"
 _CONTENT_LENGTH, _TRANSFER_ENCODING = "content-length", "transfer-encoding"
 
@@ -44,6 +46,9 @@ class MiddlewareOptions:
     echo_header: str  # as configured (WSGI); ASGI wants it lowercase: echo_header_asgi
     echo_header_asgi: bytes
     trust_inbound: bool
+    # Header names that carry an inbound trace context for the global propagator as it was
+    # when the middleware was built (traceparent; b3, x-b3-traceid... with OTEL_PROPAGATORS).
+    trace_headers: tuple[str, ...]
     proxies: TrustedProxies | None  # None when there are none: one test per request
     max_body_bytes: int
     reject_malicious: bool
@@ -89,7 +94,8 @@ class MiddlewareOptions:
         threshold, window = _burst(auth_failure_burst)
         proxies = TrustedProxies(
             settings.trusted_proxies if trusted_proxies is None else trusted_proxies)
-        wanted = {*headers, _TRACEPARENT, _TRACESTATE, _USER_AGENT, _HOST, _CONTENT_LENGTH,
+        propagated = textmap.fields()
+        wanted = {*headers, *propagated, _USER_AGENT, _HOST, _CONTENT_LENGTH,
                   _TRANSFER_ENCODING, *captured}
         if proxies:
             wanted.add(_FORWARDED_FOR)
@@ -100,6 +106,7 @@ class MiddlewareOptions:
             echo_header=echo,
             echo_header_asgi=echo.lower().encode("latin-1"),
             trust_inbound=_flag("trust_inbound", settings.trust_inbound, trust_inbound),
+            trace_headers=tuple(sorted(propagated - _CONTEXT_ONLY)),
             proxies=proxies or None,
             max_body_bytes=limit,
             reject_malicious=_flag("reject_malicious", settings.reject_malicious,
