@@ -301,10 +301,17 @@ class Settings:
             if overrides.get(f.name) is not None:  # None means "not given": fall through
                 values[f.name] = overrides[f.name]
                 continue
+            shared = _SHARED_OF.get(f.name)
             for variable in f.metadata["env"]:
                 raw = env.get(variable)
                 if raw is None or (raw.strip() == "" and f.default is not None):
                     continue
+                if shared is not None and overrides.get(shared) is not None:
+                    # An argument wins over the environment, a signal's own variable too:
+                    # configure(otlp_endpoint=...) must not send spans where a cluster-wide
+                    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points.
+                    log.warning("%s is ignored: %s was given as an argument", variable, shared)
+                    break
                 value = _read(f, variable, raw)
                 if value is not _IGNORED:
                     values[f.name], variables[f.name] = value, variable
@@ -347,6 +354,12 @@ def _validated(f: dataclasses.Field[Any], value: Any) -> Any:
         raise ValueError(f"expected {check[1]}")
     return value
 
+
+# A signal's own setting -> the shared one it specialises (argument precedence, see from_env).
+_SHARED_OF = {
+    f"otlp_{signal}_{aspect}": f"otlp_{aspect}"
+    for signal in ("traces", "metrics")
+    for aspect in ("endpoint", "protocol", "headers", "timeout_ms", "compression")}
 
 _IGNORED = object()  # what _read() returns for an OTEL_* value that is ignored
 

@@ -344,3 +344,23 @@ def test_no_span_export_with_the_traces_exporter_off(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     with isolated_otel_globals():
         assert ExportPipeline.create(Settings.from_env(otlp_endpoint=SHARED)) is None
+
+
+def test_a_shared_argument_wins_over_the_signal_variables(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """configure(otlp_endpoint=A) sent spans to a cluster-wide
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=B, and otlp_headers= got the environment's signal
+    headers instead: an argument wins over the environment, a signal's variables too."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://elsewhere:4318/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "authorization=env-secret")
+    settings = Settings.from_env(otlp_endpoint=SHARED, otlp_protocol="http/protobuf",
+                                 otlp_headers={"authorization": "argument"})
+    traces, metrics = signal_target(settings, "traces"), signal_target(settings, "metrics")
+    assert (traces.endpoint, traces.protocol) == (f"{SHARED}/v1/traces", "http/protobuf")
+    assert dict(metrics.headers) == {"authorization": "argument"}
+    assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is ignored: otlp_endpoint was given" in caplog.text
+    assert "env-secret" not in caplog.text
+    # Without the shared argument, the signal's own variable still wins over the shared one.
+    assert signal_target(Settings.from_env(), "traces").endpoint == (
+        "http://elsewhere:4318/v1/traces")
