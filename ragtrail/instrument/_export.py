@@ -36,7 +36,7 @@ from ragtrail.instrument._export_otlp import safe_endpoint, signal_target, span_
 from ragtrail.instrument._export_sinks import ExporterSink, ProviderSink, Sink, app_tracer_provider
 from ragtrail.instrument._otel_metrics import OtelMetrics
 from ragtrail.instrument._resource import build_resource
-from ragtrail.instrument._sampling import HeadSampler
+from ragtrail.instrument._sampling import HeadSampler, head_sampler
 from ragtrail.instrument._sampling_buffer import TraceRescue
 
 __all__ = ["ExportPipeline"]
@@ -150,7 +150,7 @@ class ExportPipeline:
                                      interval=metrics_interval, timeout=export_timeout)
         return cls(
             make_sink,
-            sampler=HeadSampler(settings.traces_sampler, settings.traces_sampler_arg),
+            sampler=head_sampler(settings),
             metrics=metrics,
             queue_size=settings.queue_size,
             batch_size=settings.batch_size,

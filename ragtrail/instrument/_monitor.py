@@ -25,7 +25,7 @@ from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
 from ragtrail.instrument._events import build_security_event
 from ragtrail.instrument._export import ExportPipeline
 from ragtrail.instrument._redaction import Redactor
-from ragtrail.instrument._sampling import HeadSampler
+from ragtrail.instrument._sampling import head_sampler
 from ragtrail.instrument._spans import span_ids
 from ragtrail.instrument._webhook import WebhookAlert
 from ragtrail.store import AuditStore
@@ -48,7 +48,7 @@ class Monitor:
         self.settings = settings
         self.enabled = settings.enabled
         """Checked by every decorated call; False after ``shutdown()``."""
-        self.sampler = HeadSampler(settings.traces_sampler, settings.traces_sampler_arg)
+        self.sampler = head_sampler(settings)
         self.slow_ns = None if settings.slow_ms is None else int(settings.slow_ms * 1_000_000)
         """The default ``slow_call`` threshold of ``@monitored`` in nanoseconds, or None."""
         self.redactor = Redactor(settings)

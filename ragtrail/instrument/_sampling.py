@@ -7,7 +7,16 @@ keeps unsampled traces that turn out to carry an error or a high/critical event.
 
 from __future__ import annotations
 
-__all__ = ["HeadSampler"]
+import logging
+
+from opentelemetry.sdk.trace import sampling
+
+from ragtrail._settings import Settings
+from ragtrail.instrument._export_sinks import app_tracer_provider
+
+__all__ = ["HeadSampler", "head_sampler"]
+
+log = logging.getLogger("ragtrail")
 
 _LOW_64_BITS = (1 << 64) - 1
 
@@ -45,3 +54,44 @@ class HeadSampler:
         if self.parent_based:
             return parent_sampled
         return (trace_id & _LOW_64_BITS) < self._bound
+
+
+def head_sampler(settings: Settings) -> HeadSampler:
+    """``OTEL_TRACES_SAMPLER``'s sampler; in an app with its own SDK TracerProvider, that
+    provider's sampler when it is a standard one.
+
+    Joined to the app's provider, ragtrail decides for the traces it starts (every request,
+    with the middleware), and the app's spans under them follow that decision: a provider
+    sampling 10% in code would otherwise export everything.
+    """
+    provider = app_tracer_provider()
+    if provider is not None:
+        standard = _standard_form(provider.sampler)
+        if standard is not None:
+            return HeadSampler(*standard)
+        log.warning("ragtrail cannot follow the app's TracerProvider sampler %s; the traces it "
+                    "starts are sampled by OTEL_TRACES_SAMPLER (%s)",
+                    type(provider.sampler).__name__, settings.traces_sampler)
+    return HeadSampler(settings.traces_sampler, settings.traces_sampler_arg)
+
+
+def _standard_form(sampler: object) -> tuple[str, float] | None:
+    """(OTEL_TRACES_SAMPLER name, ratio) of an SDK sampler, or None for any other."""
+    if isinstance(sampler, sampling.ParentBased):
+        delegates = (getattr(sampler, f"_{which}", None) for which in (
+            "remote_parent_sampled", "remote_parent_not_sampled", "local_parent_sampled",
+            "local_parent_not_sampled"))
+        root = _standard_form(getattr(sampler, "_root", None))
+        if root is None or root[0].startswith("parentbased_") or list(delegates) != [
+                sampling.ALWAYS_ON, sampling.ALWAYS_OFF, sampling.ALWAYS_ON, sampling.ALWAYS_OFF]:
+            return None
+        return f"parentbased_{root[0]}", root[1]
+    if isinstance(sampler, sampling.TraceIdRatioBased):
+        return "traceidratio", sampler.rate
+    if isinstance(sampler, sampling.StaticSampler):
+        decision = getattr(sampler, "_decision", None)
+        if decision is sampling.Decision.RECORD_AND_SAMPLE:
+            return "always_on", 1.0
+        if decision is sampling.Decision.DROP:
+            return "always_off", 1.0
+    return None

@@ -11,8 +11,9 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp_receivers import (
     KIND_INTERNAL,
     STATUS_ERROR,
@@ -221,3 +222,47 @@ def test_arguments_named_like_secrets_are_redacted_before_export(rotel: RotelRec
 
 def _qualname(func: Any) -> str:
     return str(func.__qualname__)
+
+
+@pytest.mark.parametrize(("sampler", "exported"), [
+    (sampling.ParentBased(sampling.TraceIdRatioBased(0.0)), 0),
+    (sampling.ALWAYS_OFF, 0),
+    (sampling.ParentBased(sampling.ALWAYS_ON), 6),
+])
+def test_a_joined_app_providers_sampler_decides_the_traces_ragtrail_starts(
+        tmp_path: Path, sampler: sampling.Sampler, exported: int) -> None:
+    """The app's provider sampling 0% in code exported every ragtrail trace and the app's
+    spans under them: ragtrail sampled its roots by OTEL_TRACES_SAMPLER alone."""
+    finished = InMemorySpanExporter()
+    app = TracerProvider(sampler=sampler)
+    app.add_span_processor(SimpleSpanProcessor(finished))
+    trace.set_tracer_provider(app)
+    tracer = trace.get_tracer("app.db")
+    configure_for(tmp_path, "joined")
+
+    @monitored(name="answer")
+    def answer() -> None:
+        with tracer.start_as_current_span("db.query"):
+            pass
+
+    for _ in range(3):
+        answer()
+    shutdown(10.0)
+    assert len(finished.get_finished_spans()) == exported
+    app.shutdown()
+
+
+def test_a_sampler_ragtrail_cannot_follow_is_named(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    class Custom(sampling.Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
+            return sampling.SamplingResult(sampling.Decision.DROP)
+
+        def get_description(self) -> str:
+            return "custom"
+
+    app = TracerProvider(sampler=Custom())
+    trace.set_tracer_provider(app)
+    configure_for(tmp_path, "joined")
+    assert "cannot follow the app's TracerProvider sampler Custom" in caplog.text
+    app.shutdown()
