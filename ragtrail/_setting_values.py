@@ -95,8 +95,18 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # no field value holds these
 
 
 def _is_header(name: str, value: str) -> bool:
-    """A header the exporters can send: a CR or LF, or a space in a name, fails every export."""
-    return _TOKEN.fullmatch(name) is not None and _CONTROL.search(value) is None
+    """A header the exporters can send: a CR or LF, a space in a name, or a character HTTP
+    cannot carry (beyond Latin-1, e.g. a percent-encoded "€") fails every export."""
+    return (_TOKEN.fullmatch(name) is not None and _CONTROL.search(value) is None
+            and _latin1(value))
+
+
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _are_headers(headers: Mapping[str, str]) -> bool:
@@ -111,7 +121,7 @@ def parse_headers(raw: str) -> dict[str, str]:
                if pair is None or not _is_header(*pair)]
     usable = dict(pair for pair in pairs if pair is not None and _is_header(*pair))
     if skipped:
-        raise SomeSkipped(usable, f"header(s) {', '.join(skipped)} of {len(pairs)} skipped; "
+        raise SomeSkipped(usable, f"skipped header(s) #{', #'.join(skipped)} of {len(pairs)}; "
                                   f"expected {HEADERS[1]}")
     return usable
 

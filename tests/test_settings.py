@@ -354,18 +354,19 @@ def test_unusable_otlp_headers_are_skipped_with_a_warning_that_hides_values(
     """A header with a CR/LF or control character (after percent-decoding), or a name that is
     not an HTTP token, would fail every export: it is skipped, the others are kept."""
     raw = ("api-key=good,Bad Key=canary1,x-inject=a%0D%0AX-Evil:%20canary2,"
-           "x%0Aname=canary3,x-nul=canary4%00,novalue-canary5,x-tab=a%09b")
+           "x%0Aname=canary3,x-nul=canary4%00,novalue-canary5,x-tab=a%09b,"
+           "x-euro=canary6%E2%82%AC,x-cafe=caf%C3%A9")
     assert getattr(Settings.from_env({variable: raw}), name) == {
-        "api-key": "good", "x-tab": "a\tb"}
+        "api-key": "good", "x-tab": "a\tb", "x-cafe": "café"}
     [warning] = _warnings(caplog)
     assert variable in warning
-    assert "2, 3, 4, 5, 6 of 7" in warning
+    assert "skipped header(s) #2, #3, #4, #5, #6, #8 of 9" in warning
     assert "canary" not in caplog.text
 
 
 @pytest.mark.parametrize("headers", [
     {"Bad Key": "canary"}, {"x-api-key": "canary\r\nX-Evil: 1"}, {"x\nname": "canary"},
-    {"": "canary"}, {"x-nul": "canary\x00"},
+    {"": "canary"}, {"x-nul": "canary\x00"}, {"x-euro": "canary€"},
 ])
 @pytest.mark.parametrize("name", [name for _, name in HEADER_VARIABLES])
 def test_unusable_header_arguments_fail_naming_the_setting_not_the_value(

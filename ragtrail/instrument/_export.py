@@ -189,11 +189,13 @@ class ExportPipeline:
     # -- control -------------------------------------------------------------------------------
 
     def force_flush(self, timeout: float | None = 10.0) -> bool:
-        """Export everything queued before this call; False if that took over ``timeout``."""
+        """Export everything queued before this call; False if that took over ``timeout`` or
+        any of it failed to export (callers and ``shutdown()`` can tell the data is lost)."""
         if self._closed:
             return False
         timeout = _UNBOUNDED_WAIT if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        failed_before = self._failed
         marker = threading.Event()
         self._queue.append(marker)  # past the capacity check: a flush is never dropped
         self._wake.set()
@@ -206,7 +208,7 @@ class ExportPipeline:
         except Exception:
             _logger.warning("ragtrail could not flush its OpenTelemetry export", exc_info=True)
             return False
-        return flushed
+        return flushed and self._failed == failed_before
 
     def shutdown(self, timeout: float | None = 10.0) -> None:
         """Export what is queued, then stop; later records are dropped and counted.

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -75,7 +75,9 @@ def signal_target(settings: Settings, signal: Signal) -> SignalTarget:
     protocol = protocol or settings.otlp_protocol
     endpoint = own_endpoint or settings.otlp_endpoint
     if endpoint and not own_endpoint and protocol != "grpc":
-        endpoint = f"{endpoint.rstrip('/')}/v1/{signal}"
+        # Onto the path, before any query (?tenant=a) a gateway in front may want.
+        parts = urlsplit(endpoint)
+        endpoint = urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/v1/{signal}"))
     return SignalTarget(
         endpoint if exporter != "none" else None, protocol,
         settings.otlp_headers if headers is None else headers,

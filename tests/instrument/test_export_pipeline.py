@@ -303,11 +303,12 @@ def test_full_queue_drops_newest_and_reports_degraded(rotel: RotelReceiver,
 
 
 def test_collector_down_is_reported_not_raised(make_pipeline: Pipelines) -> None:
-    """Connection refused: the export fails, is counted, and health() says failing."""
+    """Connection refused: the export fails, is counted, health() says failing, and
+    force_flush() says the flushed spans were not exported (it said True)."""
     pipeline = make_pipeline(otlp_endpoint=f"http://127.0.0.1:{free_port()}",
                              create={"export_timeout": 0.3})
     pipeline.submit(record(new_trace(), "lost"))
-    assert pipeline.force_flush(10)
+    assert pipeline.force_flush(10) is False
     health = pipeline.health()
     assert (health["status"], health["failed"], health["exported"]) == ("failing", 1, 0)
     assert health["last_error_time_us"] is not None

@@ -36,6 +36,9 @@ def _endpoints(settings: Settings) -> tuple[str | None, str | None]:
 @pytest.mark.parametrize(("settings", "traces", "metrics"), [
     ({"otlp_endpoint": SHARED}, f"{SHARED}/v1/traces", f"{SHARED}/v1/metrics"),
     ({"otlp_endpoint": f"{SHARED}/"}, f"{SHARED}/v1/traces", f"{SHARED}/v1/metrics"),
+    # A gateway's query stays a query: the signal path goes onto the path before it.
+    ({"otlp_endpoint": f"{SHARED}/otlp/?tenant=a"}, f"{SHARED}/otlp/v1/traces?tenant=a",
+     f"{SHARED}/otlp/v1/metrics?tenant=a"),
     ({"otlp_endpoint": "http://collector:4317", "otlp_protocol": "grpc"},
      "http://collector:4317", "http://collector:4317"),
     ({"otlp_endpoint": SHARED, "otlp_traces_endpoint": "https://t.example/otlp/spans"},
