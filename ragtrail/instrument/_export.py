@@ -99,7 +99,8 @@ class ExportPipeline:
 
     def _start(self) -> None:
         self._sink = self._make_sink()
-        self._converter = SpanConverter(self._sink.resource, _ragtrail_version())
+        self._converter = SpanConverter(self._sink.resource, _ragtrail_version(),
+                                        self._sink.span_limits)
         max_spans, max_age = self._rescue_bounds
         self._rescue = TraceRescue(max_spans=max_spans, max_age=max_age)
         self._queue: deque[_Item] = deque()

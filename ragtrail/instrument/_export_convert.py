@@ -11,8 +11,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
@@ -33,13 +35,17 @@ _MAX_STRING = 4096  # a value that is not an OTel attribute type becomes JSON, c
 
 
 class SpanConverter:
-    """Converts records under one Resource and the ``ragtrail`` instrumentation scope."""
+    """Converts records under one Resource and the ``ragtrail`` instrumentation scope, within
+    the OTel span limits (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` and the like, or those of the
+    app's provider), dropped counts set, as the SDK does for its own spans."""
 
-    __slots__ = ("_resource", "_scope")
+    __slots__ = ("_limits", "_resource", "_scope")
 
-    def __init__(self, resource: Resource, version: str) -> None:
+    def __init__(self, resource: Resource, version: str,
+                 limits: SpanLimits | None = None) -> None:
         self._resource = resource
         self._scope = InstrumentationScope("ragtrail", version)
+        self._limits = limits or SpanLimits()
 
     @property
     def resource(self) -> Resource:
@@ -57,21 +63,38 @@ class SpanConverter:
             parent = SpanContext(trace_id, int(record.parent_span_id, 16), is_remote=False,
                                  trace_flags=_SAMPLED)
         start_ns = record.start_us * 1000
+        limits = self._limits
+        attributes: Mapping[str, AttributeValue] = span_attributes(record)
+        most, longest = limits.max_span_attributes, limits.max_span_attribute_length
+        if (most is not None and len(attributes) > most) or (
+                longest is not None and _any_longer(attributes, longest)):
+            attributes = BoundedAttributes(most, attributes, max_value_len=longest)
+        events: Sequence[Event] = tuple(
+            Event(event.name, otel_attributes(event.attributes), event.time_us * 1000)
+            for event in record.events)
+        if limits.max_events is not None and len(events) > limits.max_events:  # newest kept
+            events = BoundedList.from_seq(limits.max_events, events)
         return ReadableSpan(
             name=record.name,
             context=context,
             parent=parent,
             resource=self._resource,
-            attributes=span_attributes(record),
-            events=tuple(
-                Event(event.name, otel_attributes(event.attributes), event.time_us * 1000)
-                for event in record.events),
+            attributes=attributes,
+            events=events,
             kind=_SPAN_KINDS.get(record.kind, SpanKind.INTERNAL),
             status=_status(record),
             start_time=start_ns,
             end_time=start_ns + record.duration_us * 1000,
             instrumentation_scope=self._scope,
         )
+
+
+def _any_longer(attributes: Mapping[str, AttributeValue], length: int) -> bool:
+    return any(
+        len(value) > length if isinstance(value, str)
+        else isinstance(value, tuple) and any(isinstance(v, str) and len(v) > length
+                                              for v in value)
+        for value in attributes.values())
 
 
 def span_attributes(record: SpanRecord) -> dict[str, AttributeValue]:

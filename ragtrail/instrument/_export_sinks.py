@@ -10,7 +10,7 @@ from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 __all__ = ["ExporterSink", "ProviderSink", "Sink", "app_tracer_provider"]
@@ -19,6 +19,7 @@ __all__ = ["ExporterSink", "ProviderSink", "Sink", "app_tracer_provider"]
 class Sink(Protocol):
     mode: str
     resource: Resource
+    span_limits: SpanLimits
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool: ...
     def flush(self, timeout: float) -> bool: ...
@@ -39,6 +40,7 @@ class ExporterSink:
     def __init__(self, exporter: SpanExporter, resource: Resource) -> None:
         self._exporter = exporter
         self.resource = resource
+        self.span_limits = SpanLimits()  # OTEL_SPAN_*_LIMIT, OTEL_ATTRIBUTE_*_LIMIT
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         return self._exporter.export(spans) is SpanExportResult.SUCCESS
@@ -58,6 +60,9 @@ class ProviderSink:
     def __init__(self, provider: TracerProvider) -> None:
         self._provider = provider
         self.resource = provider.resource
+        # The limits the app's own spans get from this provider (no public accessor).
+        limits = getattr(provider, "_span_limits", None)
+        self.span_limits = limits if isinstance(limits, SpanLimits) else SpanLimits()
 
     def export(self, spans: Sequence[ReadableSpan]) -> bool:
         # The SDK has no public way to hand a finished span to a provider's processors; its

@@ -8,11 +8,13 @@ import pytest
 from export_support import new_trace, span_record
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ragtrail import SecurityEvent, Settings, Severity, SpanEvent
 from ragtrail.instrument._export_convert import SAMPLED_KEY, SpanConverter, otel_attributes
 from ragtrail.instrument._export_otlp import safe_endpoint
+from ragtrail.instrument._export_sinks import ProviderSink
 from ragtrail.instrument._resource import build_resource
 from ragtrail.instrument._sampling_buffer import TraceRescue
 
@@ -274,3 +276,37 @@ def test_health_shows_endpoints_without_credentials(endpoint: str | None,
     """User info, path and query never reach the health output."""
     assert safe_endpoint(endpoint) == shown
 
+
+
+def test_span_limits_apply_to_exported_spans_with_dropped_counts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT and friends bound ragtrail's spans as the SDK bounds its
+    own (they went out with 200 attributes, 2 KB values and 200 events, dropped counts 0)."""
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "5")
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "3")
+    record = span_record(
+        new_trace(), "annotated", attributes={f"k{i}": "v" * 50 for i in range(20)},
+        events=tuple(SpanEvent(f"e{i}", 1_700_000_000_000_000 + i) for i in range(6)))
+    span = SpanConverter(Resource({}), "1.0", SpanLimits()).convert(record)
+    assert len(span.attributes or {}) == 5
+    assert span.dropped_attributes == 20 - 5
+    assert all(len(str(v)) <= 10 for v in (span.attributes or {}).values())
+    assert [e.name for e in span.events] == ["e3", "e4", "e5"]
+    assert span.dropped_events == 3
+
+
+def test_spans_within_the_limits_are_left_alone() -> None:
+    """The default limits (128 attributes, 128 events): a usual span is not rebuilt."""
+    span = SpanConverter(Resource({}), "1.0").convert(
+        span_record(new_trace(), "plain", attributes={"k": "v" * 5000}))
+    assert (span.dropped_attributes, span.dropped_events) == (0, 0)
+    assert span.attributes is not None
+    assert span.attributes["k"] == "v" * 5000
+
+
+def test_joined_spans_get_the_app_providers_limits() -> None:
+    """In the app's provider, ragtrail's spans get the limits the app's own spans get."""
+    limits = SpanLimits(max_span_attributes=2)
+    sink = ProviderSink(TracerProvider(span_limits=limits))
+    assert sink.span_limits is limits
