@@ -146,6 +146,10 @@ class ExportPipeline:
             resource = build_resource(settings)
             make_sink = partial(_own_sink, settings, export_timeout, resource)
         else:
+            if signal_target(settings, "metrics").endpoint:
+                _logger.warning("ragtrail exports metrics along with spans only, and no span "
+                                "endpoint is set (or OTEL_TRACES_EXPORTER=none): nothing is "
+                                "exported")
             return None
         metrics = OtelMetrics.create(settings, resource, _ragtrail_version(),
                                      interval=metrics_interval, timeout=export_timeout)

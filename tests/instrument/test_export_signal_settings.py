@@ -367,3 +367,11 @@ def test_a_shared_argument_wins_over_the_signal_variables(
     # Without the shared argument, the signal's own variable still wins over the shared one.
     assert signal_target(Settings.from_env(), "traces").endpoint == (
         "http://elsewhere:4318/v1/traces")
+
+
+def test_a_metrics_endpoint_alone_says_nothing_is_exported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Metrics go out with spans only: an endpoint for metrics alone was silently unused."""
+    with isolated_otel_globals():
+        assert ExportPipeline.create(Settings(otlp_metrics_endpoint=SHARED)) is None
+    assert "exports metrics along with spans only" in caplog.text
