@@ -84,10 +84,16 @@ def _pairs(raw: str) -> list[tuple[str, str] | None]:
 
 
 def parse_key_values(raw: str) -> dict[str, str]:
+    """OTEL_RESOURCE_ATTRIBUTES: an item that is not key=value is skipped with a warning, the
+    rest kept, as the OTel SDK does (one typo dropped a valid service.name with it)."""
+    items = parse_csv(raw)
     pairs = _pairs(raw)
-    if None in pairs:
-        raise ValueError("expected comma-separated key=value pairs")
-    return dict(pair for pair in pairs if pair is not None)
+    skipped = [repr(item) for item, pair in zip(items, pairs) if pair is None]
+    usable = dict(pair for pair in pairs if pair is not None)
+    if skipped:
+        raise SomeSkipped(usable, f"skipped {', '.join(skipped)}; expected comma-separated "
+                                  "key=value pairs")
+    return usable
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP field name (RFC 9110, 5.1)

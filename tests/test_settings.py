@@ -157,6 +157,17 @@ def test_service_name_in_resource_attributes_names_the_service() -> None:
     assert Settings.from_env(env, service_name="mine").service_name == "mine"
 
 
+def test_one_bad_resource_attribute_does_not_drop_the_others(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """As the OTel SDK reads it: the item that is not key=value is skipped and named, the
+    service name beside it still names the service."""
+    settings = Settings.from_env({"OTEL_RESOURCE_ATTRIBUTES": "service.name=rag-api,typo,k=v"})
+    assert (settings.service_name, settings.resource_attributes) == (
+        "rag-api", {"service.name": "rag-api", "k": "v"})
+    [warning] = _warnings(caplog)
+    assert "skipped 'typo'" in warning
+
+
 def test_unknown_argument_is_refused() -> None:
     """A typo in a setting name fails loudly instead of being ignored."""
     with pytest.raises(ConfigurationError, match="servce_name"):
