@@ -88,7 +88,7 @@ def parse_key_values(raw: str) -> dict[str, str]:
     rest kept, as the OTel SDK does (one typo dropped a valid service.name with it)."""
     items = parse_csv(raw)
     pairs = _pairs(raw)
-    skipped = [repr(item) for item, pair in zip(items, pairs) if pair is None]
+    skipped = [repr(item) for item, pair in zip(items, pairs, strict=True) if pair is None]
     usable = dict(pair for pair in pairs if pair is not None)
     if skipped:
         raise SomeSkipped(usable, f"skipped {', '.join(skipped)}; expected comma-separated "

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from ragtrail.cli._args import CommandError, CommandParser
 from ragtrail.cli._db import add_db_argument
+from ragtrail.cli._table import printable
 
 __all__ = ["build_parser", "main"]
 
@@ -66,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Inside the try: a reader that went away shows up here, at the final flush.
             sys.stdout.flush()
     except CommandError as exc:
-        print(f"ragtrail: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        # Store text in an error (a row SQLite cannot decode) may hold terminal escapes.
+        print(f"ragtrail: error: {printable(' '.join(str(exc).split()))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

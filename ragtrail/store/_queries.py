@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Select, bindparam, func, literal_column, select
 
 from ragtrail._records import Severity
+from ragtrail.store._errors import StoreError
 from ragtrail.store._reports import RingUsage, SpanLatency, StoreStats
 from ragtrail.store._schema import EVENTS, HIGH_SEVERITY, METRICS, RING, RINGS, SPANS
 
@@ -130,7 +131,15 @@ def metrics_query(*, since: Since, limit: int | None) -> Query:
 
 def run(conn: Connection, query: Query, convert: Callable[[Any], T]) -> list[T]:
     statement, params = query
-    return [convert(row) for row in conn.execute(statement, params).all()]
+    records = []
+    for row in conn.execute(statement, params).all():
+        try:
+            records.append(convert(row))
+        except (KeyError, TypeError, ValueError) as exc:  # another writer's, or corruption
+            raise StoreError(f"stored row {row[0]} cannot be read ({type(exc).__name__}: "
+                             f"{exc}); it was not written by this version of ragtrail, or "
+                             "the database is damaged") from None
+    return records
 
 
 def _percentile(ordered: Sequence[int], fraction: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -259,3 +260,26 @@ def test_a_live_store_on_a_read_only_volume_is_read_normally(
         assert len(json.loads(result.out)) == 1
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("severity", 77),
+    ("metadata", "{not json"),
+    ("description", b"A\xff \x1b[2J \x1b]0;owned\x07"),  # not UTF-8, with terminal escapes
+])
+def test_a_damaged_row_is_one_clean_error_line(known_file: Path, run_inprocess: Runner,
+                                               column: str, value: object) -> None:
+    """A row another writer (or corruption) made: exit 2 with one line naming the row and no
+    raw terminal escapes, not a traceback (a bad severity or JSON) or ESC/BEL bytes on the
+    terminal (text SQLite cannot decode)."""
+    with contextlib.closing(sqlite3.connect(known_file)) as db, db:
+        # CAST: bytes stay TEXT in the column, as a foreign writer's broken encoding would.
+        placeholder = "CAST(? AS TEXT)" if isinstance(value, bytes) else "?"
+        db.execute(f"UPDATE ragtrail_events SET {column} = {placeholder} WHERE id = "
+                   "(SELECT min(id) FROM ragtrail_events)", (value,))
+    result = run_inprocess("events", "--db", str(known_file))
+    assert result.status == 2
+    assert result.err.startswith("ragtrail: error: ")
+    assert result.err.count("\n") == 1
+    assert "\x1b" not in result.err
+    assert "\x07" not in result.err
