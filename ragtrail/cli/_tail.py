@@ -10,6 +10,7 @@ tail is what people keep open during an incident.
 from __future__ import annotations
 
 import argparse
+import select
 import sys
 import time
 from collections.abc import Sequence
@@ -79,6 +80,8 @@ def _follow(store: AuditStore, args: argparse.Namespace) -> None:
     failing = False  # the last poll failed
     while True:
         time.sleep(args.interval)
+        if _reader_gone():
+            raise BrokenPipeError  # main() ends with 141, as for a write into the closed pipe
         try:
             fresh, complete = _new_events(store, filters, last_id)
         except StoreError as exc:  # a restart or failover: keep the place and try again
@@ -96,6 +99,17 @@ def _follow(store: AuditStore, args: argparse.Namespace) -> None:
         if fresh:
             last_id = fresh[-1].id or last_id
             _print(fresh, args.json)
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed (``| head -1``): with no new events tail
+    writes nothing, so no write would ever fail to tell it."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(), or stdout is no real file
+        return False
 
 
 def _new_events(

@@ -194,3 +194,21 @@ def test_tail_in_process_returns_0_on_interrupt(
     result = run_inprocess("tail", "--db", store_url)
     assert (result.status, result.err) == (0, "")
     assert [line.split()[0] for line in result.out.splitlines()] == ["ID", "1"]
+
+
+def test_tail_notices_its_reader_gone_while_nothing_happens(tmp_path: Path) -> None:
+    """``ragtrail tail --limit 0 | head -1`` ended only at the next new event (never, on a
+    quiet store): it exits 141 once the pipe's reader is gone."""
+    url = f"sqlite:///{tmp_path / 'tail.db'}"
+    write_store(url, _event(1))
+    with subprocess.Popen([sys.executable, "-m", "ragtrail", "tail", "--interval", "0.05",
+                           "--limit", "0", "--db", url],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith(b"    ID  TIME")
+        child.stdout.close()
+        try:
+            _, err = child.communicate(timeout=DEADLINE_S)
+        finally:
+            child.kill()  # still running: the test fails, it does not hang
+    assert (child.returncode, err) == (141, b"")
