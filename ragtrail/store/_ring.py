@@ -25,7 +25,10 @@ from sqlalchemy import Connection, Table, bindparam, func, select
 from ragtrail._records import Severity
 from ragtrail.store._schema import RING
 
-__all__ = ["RESERVED_SHARE", "RingTable", "evictions"]
+__all__ = ["EXCESS_TRIMMED_PER_WRITE", "RESERVED_SHARE", "RingTable", "evictions"]
+
+EXCESS_TRIMMED_PER_WRITE = 10_000
+"""Rows beyond its own that one write removes from a table over its capacity."""
 
 RESERVED_SHARE: Mapping[Severity, float] = {
     Severity.LOW: 0.10, Severity.MEDIUM: 0.10, Severity.HIGH: 0.25, Severity.CRITICAL: 0.25}
@@ -145,7 +148,15 @@ class RingTable:
                 plan = evictions(counts, severities, self.capacity)
             else:
                 plan = [(0, total - self.capacity)]
+            # The rows this write added plus a bounded excess: after a capacity decrease (a
+            # replica with a smaller setting) the table shrinks over a few writes instead of
+            # in one statement that a statement_timeout cancels on every retry.
+            budget = added + EXCESS_TRIMMED_PER_WRITE
             for bucket, take in plan:
+                take = min(take, budget)
+                if take <= 0:
+                    break
+                budget -= take
                 removed = self._delete_oldest(conn, bucket, take)
                 delta[bucket] = delta.get(bucket, 0) - removed
                 total -= removed

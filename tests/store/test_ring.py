@@ -20,6 +20,7 @@ from store_helpers import make_event, make_sample, make_span
 
 from ragtrail._records import Severity
 from ragtrail.store import RESERVED_SHARE, AuditStore, RingUsage
+from ragtrail.store import _ring as ring_module
 from ragtrail.store._ring import RingTable, evictions
 from ragtrail.store._schema import EVENTS
 
@@ -56,6 +57,32 @@ def test_above_capacity_exactly_the_newest_are_kept(
     assert len(store.metrics(limit=None)) == 10
     assert store.health().ring_usage == {
         "events": RingUsage(30, 30), "spans": RingUsage(20, 20), "metrics": RingUsage(10, 10)}
+
+
+def test_a_smaller_capacity_is_reached_over_a_few_writes(
+        backend_url: str, store_factory: Callable[..., AuditStore],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer with a smaller capacity (a replica with a stale ConfigMap) trimmed the shared
+    table in one statement, which a statement_timeout cancelled on every retry: each write
+    now removes its own rows plus a bounded excess, and the table still reaches the capacity
+    with the newest rows kept. (The bound is lowered here so a few hundred rows show it.)"""
+    monkeypatch.setattr(ring_module, "EXCESS_TRIMMED_PER_WRITE", 100)
+    big = store_factory(backend_url, spans_capacity=1000)
+    spans = [make_span() for _ in range(450)]
+    for span in spans:
+        big.record(span)
+    assert big.flush(10)
+    big.close()
+    small = store_factory(backend_url, spans_capacity=50, batch_linger_seconds=0)
+    sizes = []
+    for _ in range(5):
+        spans.append(make_span())
+        small.record(spans[-1])
+        assert small.flush(10)
+        sizes.append(small.stats().spans)
+    assert sizes == [350, 250, 150, 50, 50]  # 451 - (1 + 100), ..., then the capacity
+    assert small.spans(limit=None) == spans[::-1][:50]
+    assert small.health().ring_usage["spans"] == RingUsage(50, 50)
 
 
 def test_concurrent_threads_keep_exact_capacity(
