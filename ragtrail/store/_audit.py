@@ -125,7 +125,8 @@ class AuditStore:
             self._check_readable()
             self._start(schema_ready=True, run=False)
             return
-        unreachable = self._try_ensure_schema()
+        unreachable = (self._try_ensure_schema() if self._target.is_sqlite
+                       else self._schema_at_start())
         self._start(schema_ready=unreachable is None)
         if unreachable is not None:  # health says so now, not only once a record fails
             self._counters.error(unreachable)
@@ -294,6 +295,42 @@ class AuditStore:
             return message
         return None
 
+    def _schema_at_start(self) -> str | None:
+        """``_try_ensure_schema()`` given ``_START_WAIT_S``: a server that accepts connections
+        but never answers held every worker's start-up for the whole connect timeout (10 s).
+        Past the wait the check goes on alone, and the writer (which also ensures the schema,
+        under the same lock) takes over; a foreign or newer store found then is logged, and
+        the writer refuses it too."""
+        lock = threading.Lock()
+        outcome: list[str | StoreError | None] = []  # the check's, once it has one
+        waiting = [True]
+
+        def check() -> None:
+            try:
+                found: str | StoreError | None = self._try_ensure_schema()
+            except StoreError as exc:
+                found = exc
+            with lock:
+                outcome.append(found)
+                late = not waiting[0]
+            if late and isinstance(found, StoreError):  # nobody waits to raise it any more
+                log.error("ragtrail audit store: %s", found)
+
+        thread = threading.Thread(target=check, name="ragtrail-schema-check", daemon=True)
+        thread.start()
+        thread.join(_START_WAIT_S)
+        with lock:
+            waiting[0] = False
+            finished = bool(outcome)
+        if finished:
+            if isinstance(outcome[0], StoreError):
+                raise outcome[0]
+            return outcome[0]
+        message = f"not answering within {_START_WAIT_S:g} s"
+        log.warning("ragtrail audit store %s %s (the writer retries)", self._target.shown,
+                    message)
+        return message
+
     def _file_guard(self) -> FileGuard | None:
         """A guard for a SQLite file opened by its path (not in memory, not a URI)."""
         path = self._target.sqlite_path
@@ -367,6 +404,7 @@ def _refusal_test(dbapi: Any, dialect: str) -> Callable[[BaseException], bool]:
 
 
 _FORK_WAIT_S = 10.0
+_START_WAIT_S = 2.0  # how long AuditStore() waits for a database server to answer
 _held_across_fork: list[threading.Lock] = []
 
 

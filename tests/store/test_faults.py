@@ -271,6 +271,27 @@ def test_a_database_unreachable_at_start_shows_in_health(
     assert "pw-canary" not in health.last_error
 
 
+def test_a_server_that_never_answers_holds_start_up_for_two_seconds_not_ten(
+        store_factory: Callable[..., AuditStore]) -> None:
+    """A listener that accepts and never answers (a hung server, a half-dead PgBouncer):
+    AuditStore() waited the whole 10 s connect timeout, in every worker's start-up. Now 2 s,
+    health says so, and records queue for the writer's retries."""
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        port = hung.getsockname()[1]
+        began = time.monotonic()
+        store = store_factory(f"postgresql+psycopg://u:pw-canary@127.0.0.1:{port}/x",
+                              close_timeout=0.5)
+        waited = time.monotonic() - began
+        store.record(make_event())
+        health = store.health()
+        store.close()
+    assert 1.5 < waited < 5.0  # 2 s expected; 10 s before
+    assert health.status == "degraded"
+    assert health.last_error is not None
+    assert "not answering within 2 s" in health.last_error
+    assert health.queue_depth == 1
+
+
 def test_close_without_timeout_is_bounded_when_postgresql_is_down(
         postgres_db_url: str, postgres_server: Any,
         store_factory: Callable[..., AuditStore]) -> None:
