@@ -148,13 +148,18 @@ class Coalescer:
 
     def register(self, item: SecurityEvent | Slot) -> None:
         """Open the window of a queued event (or overflow slot); beyond ``max_keys`` it stays
-        closed (that event is stored alone) so distinct keys cannot grow memory unbounded."""
-        if self.window_us > 0 and len(self.open) < self.max_keys:
-            if type(item) is Slot:  # type() rather than isinstance(): record()'s path
-                self.open[item.key] = item
-            else:
-                event: SecurityEvent = item  # type: ignore[assignment]
-                self.open[key_of(event)] = event.time_us + self.window_us
+        closed (that event is stored alone) so distinct keys cannot grow memory unbounded,
+        unless it replaces its key's expired window (which takes no room)."""
+        if self.window_us <= 0:
+            return
+        window: _Window
+        if type(item) is Slot:  # type() rather than isinstance(): record()'s path
+            key, window = item.key, item
+        else:
+            event: SecurityEvent = item  # type: ignore[assignment]
+            key, window = key_of(event), event.time_us + self.window_us
+        if len(self.open) < self.max_keys or key in self.open:
+            self.open[key] = window
 
     # -- writer thread ---------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ log = logging.getLogger("ragtrail.store")
 
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 5.0
-_IDLE_WAKE_S = 1.0  # apply coalesced repeats and close expired windows this often when idle
+_IDLE_WAKE_S = 1.0  # apply coalesced repeats this often when idle, and close expired windows
 _REVIVE_EVERY_S = 1.0
 _JOIN_GRACE_S = 1.0  # close() waits this long past its timeout for a writer mid-call
 _RECENT_S = 60.0  # a drop or error this recent makes health() "degraded"
@@ -125,6 +125,7 @@ class Writer:
         self._deadline = float("inf")
         self.thread = self._new_thread()
         self._last_revival = 0.0
+        self._windows_closed_at = time.monotonic()
         self._revival = threading.Lock()
 
     def _new_thread(self) -> threading.Thread:
@@ -266,6 +267,7 @@ class Writer:
             if self._stop.is_set():
                 return None
             if not self.wake.wait(_IDLE_WAKE_S):
+                self._windows_closed_at = time.monotonic()
                 self.coalescer.close_expired(time.time_ns() // 1000)
                 if self.coalescer.has_dirty or self.counters.has_unsaved:
                     return Batch()  # commits pending repeats and drop totals
@@ -274,6 +276,13 @@ class Writer:
             if len(queue) < self.batch_size and not self._flushes and \
                     not self._stop.is_set():
                 self.hurry.wait(self.linger_s)
+        now = time.monotonic()
+        if now - self._windows_closed_at >= _IDLE_WAKE_S:
+            # Busy or idle: windows closed only after an idle second never closed on a pod
+            # with steady traffic, the open-window table filled up (max_keys) and every new
+            # kind of event was stored alone from then on, repeats and all.
+            self._windows_closed_at = now
+            self.coalescer.close_expired(time.time_ns() // 1000)
         items: list[Any] = []
         records = 0
         limit = self.batch_size

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
-from store_helpers import make_event, now_us
+from store_helpers import make_event, make_span, now_us
 
 from ragtrail._records import Severity
 from ragtrail.store import AuditStore
@@ -183,3 +185,35 @@ def test_repeats_reach_an_event_written_after_its_window_was_forgotten() -> None
     coalescer.written([event], [41])
     assert slot.row_id == 41
     assert coalescer.take_dirty() == [slot]
+
+
+def test_windows_close_under_steady_traffic_so_coalescing_goes_on(
+        store_factory: Callable[..., AuditStore], tmp_path: Path) -> None:
+    """Expired windows were forgotten only after a second with nothing to write: on a pod
+    with steady traffic the open-window table filled up (``queue_size`` keys) and from then
+    on every new kind of event was stored alone, one 401 after another. (Seen in a soak.)"""
+    store = store_factory(f"sqlite:///{tmp_path / 'a.db'}", queue_size=50,
+                          event_coalesce_seconds=0.3, batch_linger_seconds=0)
+    for _ in range(60):  # distinct keys: the table of open windows is full
+        store.record(make_event())
+    busy_until = time.monotonic() + 1.6  # past their windows, and past one sweep
+    while time.monotonic() < busy_until:  # spans keep the writer from ever idling a second
+        store.record(make_span())
+        time.sleep(0.01)  # pacing the traffic, not waiting for anything
+    for _ in range(20):
+        store.record(make_event("authn_login_fail", Severity.MEDIUM, "client-7"))
+    assert store.flush(10)
+    (row,) = store.events(event_type="authn_login_fail", limit=None)
+    assert row.count == 20
+
+
+def test_an_expired_window_is_replaced_even_when_the_table_is_full() -> None:
+    """A key whose window ended gets a new one in place: it takes no new room."""
+    coalescer = Coalescer(window_s=1, max_keys=1)
+    first = make_event("scan", Severity.HIGH, "edge", time_us=T0)
+    coalescer.register(first)
+    later = make_event("scan", Severity.HIGH, "edge", time_us=T0 + 2 * S)
+    assert coalescer.admit(later) is later  # its window ended: a new row
+    coalescer.register(later)
+    assert coalescer.admit(make_event("scan", Severity.HIGH, "edge",
+                                      time_us=T0 + 2 * S + 1)) is None  # a repeat of it
