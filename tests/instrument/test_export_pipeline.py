@@ -6,10 +6,12 @@ export side alone; test_export_monitored.py goes through ``@monitored``.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +39,7 @@ from otlp_receivers import (
 
 from ragtrail import SecurityEvent, Settings, Severity, SpanEvent, SpanRecord
 from ragtrail.instrument._export import ExportPipeline
+from ragtrail.instrument._export_logs import _OncePerInterval
 
 pytestmark = [pytest.mark.network, pytest.mark.usefixtures("no_app_otel_providers")]
 
@@ -355,3 +358,31 @@ def test_nothing_to_export_to_means_no_pipeline() -> None:
                                           sdk_disabled=True)) is None
     trace.set_tracer_provider(TracerProvider())
     assert ExportPipeline.create(Settings(sdk_disabled=True)) is None
+
+
+def test_the_exporters_retry_warnings_are_held_to_one_a_minute(
+        make_pipeline: Pipelines, caplog: pytest.LogCaptureFixture) -> None:
+    """A collector down for a day made the OTLP exporter log every retry of every batch
+    (about 40 lines a minute in a soak run); each of its messages passes once a minute."""
+    pipeline = make_pipeline(otlp_endpoint=f"http://127.0.0.1:{free_port()}",
+                             create={"export_timeout": 0.3})
+    with caplog.at_level(logging.WARNING):
+        for _ in range(4):
+            pipeline.submit(record(new_trace(), "lost"))
+            assert pipeline.force_flush(10) is False
+    from_exporter = Counter((r.name, str(r.msg)) for r in caplog.records
+                            if r.name.startswith("opentelemetry.exporter"))
+    assert all(count == 1 for count in from_exporter.values()), from_exporter
+    assert pipeline.health()["failed"] == 4
+
+
+def test_the_held_back_count_is_told_with_the_next_line() -> None:
+    now = [100.0]
+    limiter = _OncePerInterval(interval_s=60, clock=lambda: now[0])
+    lines = [logging.LogRecord("opentelemetry.exporter.x", logging.WARNING, "f", 1,
+                               "Transient error %s, retrying", ("503",), None) for _ in range(4)]
+    passed = [limiter.filter(line) for line in lines[:3]]
+    now[0] += 61
+    assert [*passed, limiter.filter(lines[3])] == [True, False, False, True]
+    assert lines[3].getMessage() == ("Transient error 503, retrying [ragtrail held back 2 more "
+                                     "like this in the last 60 s; health() counts every failure]")
