@@ -40,4 +40,11 @@ class FailureBursts:
             times.append(now)
             while times and now - times[0] > self._window:
                 times.popleft()
+            # The least recently failing clients whose last failure left the window are
+            # forgotten as failures go on: a spray from many addresses does not stay for good.
+            for _ in range(2):
+                oldest = next(iter(self._clients.values()))
+                if now - oldest[-1] <= self._window:
+                    break
+                self._clients.popitem(last=False)
             return len(times) >= self._threshold

@@ -38,3 +38,15 @@ def test_memory_is_bounded_by_forgetting_the_stalest_client(
         bursts.failed(client, 0.0)
     assert bursts.failed("a", 1.0) is False  # "a" was forgotten: this is its first failure
     assert bursts.failed("d", 1.0) is True
+
+
+def test_clients_quiet_for_a_window_are_forgotten_as_failures_go_on() -> None:
+    """A spray from 5,000 addresses stayed in memory for good (bounded, 9 MB at the cap);
+    once their failures are older than the window, later failures forget them."""
+    bursts = FailureBursts(10, 60.0)
+    for n in range(5000):
+        bursts.failed(f"10.0.{n // 256}.{n % 256}", 0.0)
+    for n in range(2500):
+        bursts.failed("192.0.2.1", 61.0 + n / 1000)
+    assert len(bursts._clients) == 1
+    assert bursts.failed("192.0.2.1", 64.0)  # its own burst still counts
