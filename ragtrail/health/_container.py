@@ -26,6 +26,7 @@ __all__ = ["ContainerLimits", "ResourceLevels"]
 
 _Reading = TypeVar("_Reading", tuple[int, int], tuple[float, float])
 _NO_LIMIT = 1 << 62  # cgroup v1 writes "no limit" as 2**63 - 1 rounded down to a page
+_SHORTEST_CPU_WINDOW_S = 0.5  # CPU use measured over less is start-up noise, not a level
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo escapes spaces and the like
 
 
@@ -129,8 +130,14 @@ class ResourceLevels:
             self.cpu_limit_cores = self._last_cpu = None
             return host
         now, (used, cores) = time.monotonic(), reading
-        last, self._last_cpu, self.cpu_limit_cores = self._last_cpu, (now, used), cores
-        if last is None or now <= last[0]:
+        last, self.cpu_limit_cores = self._last_cpu, cores
+        if last is not None and now - last[0] < _SHORTEST_CPU_WINDOW_S:
+            # The sampler's first reading comes milliseconds after priming, while start-up
+            # keeps a thread busy: judged over that, every pod under a 1-CPU limit read 100%
+            # and raised a high event at each start. Keep the window open instead.
+            return 0.0
+        self._last_cpu = (now, used)
+        if last is None:
             return 0.0
         return min(100.0, max(0.0, 100.0 * (used - last[1]) / (now - last[0]) / cores))
 

@@ -289,3 +289,29 @@ def test_a_sampler_in_a_real_memory_cgroup_records_against_its_limit(
     assert 50 <= float(found["percent"]) <= 100, found  # type: ignore[arg-type]
     (event,) = found["events"]  # type: ignore[misc]
     assert "of the container's 256 MiB limit reached the warn threshold" in event
+
+
+def test_the_first_sample_after_start_raises_no_cpu_alarm_under_a_quota(
+        make_cgroup: CgroupFactory, tmp_path: Path) -> None:
+    """The first reading came milliseconds after priming, while start-up kept a thread busy:
+    under a 0.5-CPU quota it read 100% and recorded a high event at every pod start."""
+    groups = make_cgroup("cpu", "cpuacct", cpu_cfs_quota_us="50000", cpu_cfs_period_us="100000")
+    found = run_inside(groups, f"""
+        from ragtrail import Settings
+        from ragtrail.health import MetricsSampler
+        from ragtrail.instrument import Monitor
+        monitor = Monitor(Settings(store_url="sqlite:///{tmp_path / 'audit.db'}"))
+        sampler = MetricsSampler(monitor, interval=3600)
+        sampler.start()  # as HealthService.start() does
+        deadline = time.monotonic() + 30
+        while sampler.latest is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        monitor.store.flush(5.0)
+        events = [e.description for e in monitor.store.events(event_type="resource_threshold")
+                  if e.metadata["metric"] == "cpu"]
+        print(json.dumps({{"first": sampler.latest.cpu_percent, "events": events,
+                          "cores": sampler.levels.cpu_limit_cores}}))
+        sampler.stop()
+        monitor.shutdown()
+    """)
+    assert (found["first"], found["events"], found["cores"]) == (0.0, [], 0.5)
