@@ -238,12 +238,6 @@ class Settings:
             # As the OTel SDK reads it: OTEL_RESOURCE_ATTRIBUTES=service.name=... alone names
             # the service, for the store, the health routes and the export alike.
             object.__setattr__(self, "service_name", named)
-        placed = self.resource_attributes.get(
-            "deployment.environment.name", self.resource_attributes.get("deployment.environment"))
-        if self.environment == "development" and placed and placed.strip():
-            # The same for the environment: a service reported as production runs with the
-            # production defaults (detailed health routes closed without a token, start-up scan).
-            object.__setattr__(self, "environment", placed.strip())
         for metric in ("cpu", "memory", "disk"):
             warn = getattr(self, f"{metric}_warn_percent")
             fail = getattr(self, f"{metric}_fail_percent")
@@ -306,16 +300,28 @@ class Settings:
                 raw = env.get(variable)
                 if raw is None or (raw.strip() == "" and f.default is not None):
                     continue
-                if shared is not None and overrides.get(shared) is not None:
-                    # An argument wins over the environment, a signal's own variable too:
+                given = shared is not None and next(
+                    (name for name in (shared, "otlp_endpoint")
+                     if overrides.get(name) is not None), None)
+                if given:
+                    # An argument wins over the environment, a signal's own variables too:
                     # configure(otlp_endpoint=...) must not send spans where a cluster-wide
-                    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points.
-                    log.warning("%s is ignored: %s was given as an argument", variable, shared)
+                    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points, nor that collector's
+                    # headers (its API key) to the one the code chose.
+                    log.warning("%s is ignored: %s was given as an argument", variable, given)
                     break
                 value = _read(f, variable, raw)
                 if value is not _IGNORED:
                     values[f.name], variables[f.name] = value, variable
                     break
+        attributes = values.get("resource_attributes", {})
+        placed = attributes.get("deployment.environment.name",
+                                attributes.get("deployment.environment", "")).strip()
+        if "environment" not in values and placed:
+            # As service.name there names the service: a service reported as production runs
+            # with the production defaults (detailed health routes closed without a token, the
+            # start-up scan), unless its environment was given another way.
+            values["environment"] = placed
         try:
             return cls(**values)
         except ConfigurationError as exc:  # a value that does not fit another: name its variable

@@ -40,9 +40,11 @@ def build_resource(settings: Settings) -> Resource:
     version = _chosen(settings.service_version, "0.0.0", extra.get("service.version"))
     if version != "0.0.0":
         attributes["service.version"] = version
-    if settings.environment != "development":  # set, or adopted from the attributes
-        attributes["deployment.environment.name"] = settings.environment
-        attributes["deployment.environment"] = settings.environment
+    environment = _chosen(settings.environment, "development", extra.get(
+        "deployment.environment.name", extra.get("deployment.environment")))
+    if environment != "development":  # set (or in the attributes, under either key)
+        attributes["deployment.environment.name"] = environment
+        attributes["deployment.environment"] = environment
     return Resource(attributes)
 
 

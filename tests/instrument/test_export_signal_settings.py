@@ -321,7 +321,9 @@ def test_compression_follows_the_variables(
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     with _HeaderRecorder() as receiver:
-        pipeline = pipeline_from_env(otlp_endpoint=receiver.endpoint)
+        # From the environment: an endpoint argument would set the signal variables aside.
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        pipeline = pipeline_from_env()
         pipeline.submit(span_record(new_trace(), "generate", "llm"))
         assert pipeline.force_flush(10)
         seen = wait_until(lambda: dict(receiver.requests).get("/v1/traces"))
@@ -375,3 +377,16 @@ def test_a_metrics_endpoint_alone_says_nothing_is_exported(
     with isolated_otel_globals():
         assert ExportPipeline.create(Settings(otlp_metrics_endpoint=SHARED)) is None
     assert "exports metrics along with spans only" in caplog.text
+
+
+def test_an_endpoint_argument_takes_none_of_another_collectors_signal_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure(otlp_endpoint=A) alone: the signal variables that came with
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=B (B's API key, B's protocol) must not go to A."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://elsewhere:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=for-elsewhere")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=shared")
+    traces = signal_target(Settings.from_env(otlp_endpoint=SHARED), "traces")
+    assert (traces.endpoint, traces.protocol, dict(traces.headers)) == (
+        f"{SHARED}/v1/traces", "http/protobuf", {"api-key": "shared"})

@@ -252,12 +252,15 @@ def test_an_environment_in_the_resource_attributes_is_the_services_environment(
         key: str) -> None:
     """OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=production: exported as production
     and run as production (the detailed health routes closed without a token), not exported as
-    production while ragtrail applied its development defaults."""
-    settings = Settings(resource_attributes={key: " production "})
+    production while ragtrail applied its development defaults. Given another way (even as
+    "development"), the environment is the one given."""
+    attributes = {"OTEL_RESOURCE_ATTRIBUTES": f"{key}=%20production%20"}
+    settings = Settings.from_env(attributes)
     assert (settings.environment, settings.is_production) == ("production", True)
     assert build_resource(settings).attributes["deployment.environment.name"] == "production"
-    chosen = Settings(resource_attributes={key: "production"}, environment="staging")
-    assert chosen.environment == "staging"
+    assert Settings.from_env(attributes, environment="development").environment == "development"
+    assert Settings.from_env({**attributes, "RAGTRAIL_ENVIRONMENT": "staging"}).environment == (
+        "staging")
 
 
 def test_each_resource_has_its_own_instance_id() -> None:
