@@ -25,7 +25,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ragtrail._settings import Settings
-from ragtrail.instrument._export_logs import limit_exporter_logs
+from ragtrail.instrument._otel_logs import limit_otel_logs
 
 __all__ = ["SignalTarget", "metric_exporter", "safe_endpoint", "signal_target",
            "span_exporter"]
@@ -135,7 +135,7 @@ def _options(target: SignalTarget, timeout: float | None, *, grpc: bool) -> dict
     endpoint = target.endpoint
     if not endpoint:
         raise ValueError("no OTLP endpoint is set for this signal")
-    limit_exporter_logs()  # ragtrail builds an exporter: its retries log once a minute
+    limit_otel_logs()  # ragtrail builds an exporter: its retries log once a minute
     # gRPC metadata keys must be lowercase ("Invalid metadata" otherwise, for every export);
     # HTTP header names are case-insensitive.
     options = {"endpoint": endpoint, "headers": {k.lower(): v for k, v in target.headers.items()},

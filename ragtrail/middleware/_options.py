@@ -13,6 +13,7 @@ from typing import Any
 
 from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.instrument import _textmap as textmap
+from ragtrail.instrument._otel_logs import limit_otel_logs
 from ragtrail.middleware._client import TrustedProxies
 
 __all__ = ["DEFAULT_EXCLUDED_PATHS", "MiddlewareOptions"]
@@ -95,6 +96,7 @@ class MiddlewareOptions:
         proxies = TrustedProxies(
             settings.trusted_proxies if trusted_proxies is None else trusted_proxies)
         propagated = textmap.fields()
+        limit_otel_logs()  # the baggage propagator logs what clients send
         wanted = {*headers, *propagated, _USER_AGENT, _HOST, _CONTENT_LENGTH,
                   _TRANSFER_ENCODING, *captured}
         if proxies:

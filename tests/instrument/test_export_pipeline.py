@@ -39,7 +39,7 @@ from otlp_receivers import (
 
 from ragtrail import SecurityEvent, Settings, Severity, SpanEvent, SpanRecord
 from ragtrail.instrument._export import ExportPipeline
-from ragtrail.instrument._export_logs import _OncePerInterval
+from ragtrail.instrument._otel_logs import _OncePerInterval
 
 pytestmark = [pytest.mark.network, pytest.mark.usefixtures("no_app_otel_providers")]
 

@@ -5,6 +5,7 @@ and "none" meaning none."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from ragtrail.instrument import Monitor
 from ragtrail.middleware import ASGIMiddleware, WSGIMiddleware
 
-from ._support import call_wsgi, only_span, request, wsgi_environ
+from ._support import call_wsgi, only_span, request, stored_events, stored_spans, wsgi_environ
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -132,3 +133,42 @@ def test_propagators_none_continues_no_inbound_trace(
     _serve(monitor, adapter, {"traceparent": TRACEPARENT})
     span = only_span(monitor)
     assert (span.parent_span_id, span.trace_id != TRACE_ID) == (None, True)
+
+
+class _RaisingPropagator(_TestTracePropagator):
+    """A propagator that raises on what a client sent (a bug in it, or a hostile value)."""
+
+    def extract(self, carrier: CarrierT, context: Context | None = None,
+                getter: Getter[CarrierT] = default_getter) -> Context:
+        raise ValueError("cannot parse x-test-trace")
+
+
+def test_a_propagator_that_raises_costs_the_request_only_its_parent(
+        monitor: Monitor, global_propagator: Any) -> None:
+    """The exception escaped begin(): no span, no traversal event, no 400 for a client who
+    sent the header on every request."""
+    global_propagator(_RaisingPropagator())
+    reply = request(ASGIMiddleware(_asgi_app, monitor=monitor, health=False,
+                                   reject_malicious=True),
+                    "/static/../etc/passwd", headers=[(b"x-test-trace", b"boom")])
+    assert reply.status == 400
+    span = only_span(monitor)
+    assert span.parent_span_id is None
+    assert [e.event_type for e in stored_events(monitor)] == ["malicious_path_traversal"]
+
+
+def test_oversized_baggage_is_not_parsed_and_malformed_members_log_once_a_minute(
+        monitor: Monitor, caplog: pytest.LogCaptureFixture) -> None:
+    """A client's 8 KB of baggage junk put 180 warnings of its text into the app's log per
+    request (and 180 valid members cost 1 ms): baggage past 1 KB is set aside unparsed, and
+    the propagator's warnings about malformed members pass once a minute."""
+    junk = ",".join(f"bad member {n}" for n in range(600))
+    with caplog.at_level("WARNING"):
+        seen = _serve(monitor, "asgi", {"traceparent": TRACEPARENT, "baggage": junk})
+        for n in range(5):
+            _serve(monitor, "asgi", {"traceparent": TRACEPARENT, "baggage": f"bad {n},k=v"})
+    assert seen["baggage"] == {}
+    assert len(stored_spans(monitor)) == 6  # every request continued the trace all the same
+    from_propagator = Counter(str(r.msg) for r in caplog.records
+                              if r.name == "opentelemetry.baggage.propagation")
+    assert all(count <= 1 for count in from_propagator.values()), from_propagator

@@ -1,10 +1,12 @@
-"""At most one line a minute per message from the OpenTelemetry exporters ragtrail builds.
+"""At most one line a minute per message from the OpenTelemetry parts ragtrail drives.
 
 While a collector is down, the OTLP exporters log every retry of every batch: about 40
 warnings a minute, 18 MB of application log a day (a soak run). ragtrail's own logger says
 once that export fails, and ``health()`` and the ``export`` check count every failure, so the
-exporters' repeats add nothing. The filter sits on their module loggers (process-wide, so an
-app's own exporters of the same kind are rate-limited as well) and says how many it held back.
+exporters' repeats add nothing. The baggage propagator logs each malformed member of an
+inbound ``baggage`` header, text a client chooses, on every request that sends it. The filter
+sits on those module loggers (process-wide, so an app's own exporters and propagators are held
+to the same pace) and says how many lines it held back.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["limit_exporter_logs"]
+__all__ = ["limit_otel_logs"]
 
 _INTERVAL_S = 60.0
 # The loggers the OTLP exporters' retry and failure messages come from, across the
-# opentelemetry-exporter-otlp releases ragtrail supports.
-_EXPORTER_LOGGERS = (
+# opentelemetry-exporter-otlp releases ragtrail supports, and the baggage propagator's.
+_NOISY_LOGGERS = (
+    "opentelemetry.baggage.propagation",
     "opentelemetry.exporter.otlp.common.http",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
     "opentelemetry.exporter.otlp.proto.http._common",
@@ -56,9 +59,9 @@ class _OncePerInterval(logging.Filter):
 _FILTER = _OncePerInterval()
 
 
-def limit_exporter_logs() -> None:
-    """Install the filter on the exporters' loggers (idempotent)."""
-    for name in _EXPORTER_LOGGERS:
+def limit_otel_logs() -> None:
+    """Install the filter on those loggers (idempotent)."""
+    for name in _NOISY_LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
