@@ -70,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _follow(store: AuditStore, args: argparse.Namespace) -> None:
     from ragtrail.store import StoreError  # with the store: --help never loads SQLAlchemy
+    from ragtrail.store._errors import UnreadableRowError
 
     filters = query_kwargs(args, _FILTERS)
     latest = store.events(**filters, limit=max(args.limit, 1))
@@ -84,6 +85,8 @@ def _follow(store: AuditStore, args: argparse.Namespace) -> None:
             raise BrokenPipeError  # main() ends with 141, as for a write into the closed pipe
         try:
             fresh, complete = _new_events(store, filters, last_id)
+        except UnreadableRowError:  # the same row again at every poll: say so, and stop
+            raise
         except StoreError as exc:  # a restart or failover: keep the place and try again
             if not failing:
                 print(f"ragtrail: note: cannot read the store ({exc}); retrying every "

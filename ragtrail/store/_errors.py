@@ -1,14 +1,19 @@
-"""The one exception the store raises to its callers, and how errors are shown redacted."""
+"""The exception the store raises to its callers, and how errors are shown redacted."""
 
 from __future__ import annotations
 
-__all__ = ["StoreError", "describe_error"]
+__all__ = ["StoreError", "UnreadableRowError", "describe_error"]
 
 _MAX_ERROR_CHARS = 300
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or read; the message is one line, safe to show a user."""
+
+
+class UnreadableRowError(StoreError):
+    """A stored row is not one ragtrail can read: reading again will not help (an outage
+    would)."""
 
 
 def describe_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Select, bindparam, func, literal_column, select
 
 from ragtrail._records import Severity
-from ragtrail.store._errors import StoreError
+from ragtrail.store._errors import UnreadableRowError
 from ragtrail.store._reports import RingUsage, SpanLatency, StoreStats
 from ragtrail.store._schema import EVENTS, HIGH_SEVERITY, METRICS, RING, RINGS, SPANS
 
@@ -136,7 +136,7 @@ def run(conn: Connection, query: Query, convert: Callable[[Any], T]) -> list[T]:
         try:
             records.append(convert(row))
         except (KeyError, TypeError, ValueError) as exc:  # another writer's, or corruption
-            raise StoreError(f"stored row {row[0]} cannot be read ({type(exc).__name__}: "
+            raise UnreadableRowError(f"stored row {row[0]} cannot be read ({type(exc).__name__}: "
                              f"{exc}); it was not written by this version of ragtrail, or "
                              "the database is damaged") from None
     return records

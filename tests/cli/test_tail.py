@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -212,3 +214,22 @@ def test_tail_notices_its_reader_gone_while_nothing_happens(tmp_path: Path) -> N
         finally:
             child.kill()  # still running: the test fails, it does not hang
     assert (child.returncode, err) == (141, b"")
+
+
+def test_tail_stops_on_a_row_it_cannot_read(tmp_path: Path) -> None:
+    """A damaged new row (another writer's severity 77) was taken for an outage: one note,
+    then the same failing poll forever while tail looked alive. It is one error, exit 2."""
+    path = tmp_path / "tail.db"
+    url = f"sqlite:///{path}"
+    write_store(url, _event(1))
+    with tail("--db", url, "--limit", "0") as child:
+        assert child.next_line().startswith("    ID  TIME")
+        write_store(url, _event(2))
+        assert child.next_line().startswith("     2  ")
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("INSERT INTO ragtrail_events SELECT id + 1, time_us, event_type, 77, "
+                       "source, description, correlation_id, trace_id, span_id, metadata, "
+                       "service, host, pid, count FROM ragtrail_events WHERE id = 2")
+        child.process.wait(timeout=DEADLINE_S)
+        assert child.process.returncode == 2
+        assert "stored row 3 cannot be read" in child.next_note()
