@@ -43,7 +43,16 @@ __all__ = ["ExportPipeline"]
 
 _logger = logging.getLogger("ragtrail.export")
 
-_Item = SpanRecord | SecurityEvent | threading.Event
+
+
+class _FlushMarker(threading.Event):
+    """Queued by ``force_flush()``; set by the export thread once everything before it was
+    tried, with the failure count as it stood then (later spans' failures are not its)."""
+
+    failed_by_then = 0
+
+
+_Item = SpanRecord | SecurityEvent | _FlushMarker
 _DEGRADED_FILL = 0.8  # queue fill ratio from which health() says "degraded"
 _RECENT_DROP_SECONDS = 60.0
 _UNBOUNDED_WAIT = 30.0  # what a timeout of None means: export requests have their own limit
@@ -201,7 +210,7 @@ class ExportPipeline:
         timeout = _UNBOUNDED_WAIT if timeout is None else timeout
         deadline = time.monotonic() + timeout
         failed_before = self._failed
-        marker = threading.Event()
+        marker = _FlushMarker()
         self._queue.append(marker)  # past the capacity check: a flush is never dropped
         self._wake.set()
         if not marker.wait(timeout):
@@ -213,7 +222,7 @@ class ExportPipeline:
         except Exception:
             _logger.warning("ragtrail could not flush its OpenTelemetry export", exc_info=True)
             return False
-        return flushed and self._failed == failed_before
+        return flushed and marker.failed_by_then == failed_before
 
     def shutdown(self, timeout: float | None = 10.0) -> None:
         """Export what is queued, then stop; later records are dropped and counted.
@@ -309,6 +318,7 @@ class ExportPipeline:
             else:
                 self._export(batch)
                 batch = []
+                item.failed_by_then = self._failed
                 item.set()
             if len(batch) >= self._batch_size:
                 self._export(batch)

@@ -65,12 +65,12 @@ class SpanConverter:
         start_ns = record.start_us * 1000
         limits = self._limits
         attributes: Mapping[str, AttributeValue] = span_attributes(record)
-        most, longest = limits.max_span_attributes, limits.max_span_attribute_length
-        if (most is not None and len(attributes) > most) or (
-                longest is not None and _any_longer(attributes, longest)):
-            attributes = BoundedAttributes(most, attributes, max_value_len=longest)
+        attributes = _bounded(attributes, limits.max_span_attributes,
+                              limits.max_span_attribute_length)
         events: Sequence[Event] = tuple(
-            Event(event.name, otel_attributes(event.attributes), event.time_us * 1000)
+            Event(event.name, _bounded(otel_attributes(event.attributes),
+                                       limits.max_event_attributes, limits.max_attribute_length),
+                  event.time_us * 1000)
             for event in record.events)
         if limits.max_events is not None and len(events) > limits.max_events:  # newest kept
             events = BoundedList.from_seq(limits.max_events, events)
@@ -87,6 +87,15 @@ class SpanConverter:
             end_time=start_ns + record.duration_us * 1000,
             instrumentation_scope=self._scope,
         )
+
+
+def _bounded(attributes: Mapping[str, AttributeValue], most: int | None,
+             longest: int | None) -> Mapping[str, AttributeValue]:
+    """``attributes`` within the limits (dropped count set), or as they are when within."""
+    if (most is not None and len(attributes) > most) or (
+            longest is not None and _any_longer(attributes, longest)):
+        return BoundedAttributes(most, attributes, max_value_len=longest)
+    return attributes
 
 
 def _any_longer(attributes: Mapping[str, AttributeValue], length: int) -> bool:

@@ -22,7 +22,7 @@ from forking import output_of_forked_child
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from otlp_receivers import (
     KIND_CLIENT,
@@ -40,6 +40,7 @@ from otlp_receivers import (
 from ragtrail import SecurityEvent, Settings, Severity, SpanEvent, SpanRecord
 from ragtrail.instrument._export import ExportPipeline
 from ragtrail.instrument._otel_logs import _OncePerInterval
+from ragtrail.instrument._sampling import HeadSampler
 
 pytestmark = [pytest.mark.network, pytest.mark.usefixtures("no_app_otel_providers")]
 
@@ -386,3 +387,48 @@ def test_the_held_back_count_is_told_with_the_next_line() -> None:
     assert [*passed, limiter.filter(lines[3])] == [True, False, False, True]
     assert lines[3].getMessage() == ("Transient error 503, retrying [ragtrail held back 2 more "
                                      "like this in the last 60 s; health() counts every failure]")
+
+
+class _SlowFlushSink:
+    """A real pipeline's sink stand-in whose flush lasts until a later span was exported
+    (what a slow exporter flush allows), failing that span: nothing here is on the wire."""
+
+    mode = "otlp"
+    resource = Resource({})
+    span_limits = SpanLimits()
+
+    def __init__(self) -> None:
+        self.flushing = threading.Event()
+        self.later_exported = threading.Event()
+
+    def export(self, spans: Any) -> bool:
+        if any(span.name == "later" for span in spans):
+            self.later_exported.set()
+            return False
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        self.flushing.set()
+        self.later_exported.wait(5)
+        return True
+
+    def shutdown(self, timeout: float) -> None:
+        pass
+
+
+def test_force_flush_judges_only_the_spans_queued_before_it() -> None:
+    """A span queued (and failed) while force_flush() waited on the exporter's own flush made
+    it say the caller's spans were lost."""
+    sink = _SlowFlushSink()
+    pipeline = ExportPipeline(lambda: sink, sampler=HeadSampler("always_on"),
+                              schedule_delay=0.01)
+    try:
+        pipeline.submit(record(new_trace(), "mine"))
+        later = threading.Thread(target=lambda: (sink.flushing.wait(5),
+                                                 pipeline.submit(record(new_trace(), "later"))))
+        later.start()
+        assert pipeline.force_flush(10) is True
+        later.join()
+        assert pipeline.health()["failed"] == 1  # the later span's
+    finally:
+        pipeline.shutdown(2)

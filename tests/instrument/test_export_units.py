@@ -288,15 +288,21 @@ def test_span_limits_apply_to_exported_spans_with_dropped_counts(
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "5")
     monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")
     monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "3")
+    monkeypatch.setenv("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "2")
     record = span_record(
         new_trace(), "annotated", attributes={f"k{i}": "v" * 50 for i in range(20)},
-        events=tuple(SpanEvent(f"e{i}", 1_700_000_000_000_000 + i) for i in range(6)))
+        events=tuple(SpanEvent(f"e{i}", 1_700_000_000_000_000 + i,
+                               {"exception.stacktrace": "s" * 500, "a": "1", "b": "2"})
+                     for i in range(6)))
     span = SpanConverter(Resource({}), "1.0", SpanLimits()).convert(record)
     assert len(span.attributes or {}) == 5
     assert span.dropped_attributes == 20 - 5
     assert all(len(str(v)) <= 10 for v in (span.attributes or {}).values())
     assert [e.name for e in span.events] == ["e3", "e4", "e5"]
     assert span.dropped_events == 3
+    for event in span.events:  # a stack trace is bounded like any other value
+        assert len(event.attributes or {}) == 2
+        assert all(len(str(v)) <= 10 for v in (event.attributes or {}).values())
 
 
 def test_spans_within_the_limits_are_left_alone() -> None:
