@@ -134,13 +134,15 @@ class ExportPipeline:
         metrics_interval: float = 60.0,
         rescue_max_spans: int = 10_000,
         rescue_max_age: float = 60.0,
+        sampler: HeadSampler | None = None,
     ) -> ExportPipeline | None:
         """The pipeline for ``settings``, or None when there is nowhere to export.
 
         None when ``sdk_disabled`` is set, or when no endpoint for traces is configured and
         the app did not install an SDK TracerProvider. ``redact`` cleans error messages shown by
-        ``health()`` (without it only the error's type is shown). ``export_timeout`` (seconds;
-        default: each signal's timeout setting) bounds every OTLP request, retries included.
+        ``health()`` (without it only the error's type is shown); ``sampler`` is the monitor's,
+        so both decide alike (default: from the settings). ``export_timeout`` (seconds; default:
+        each signal's timeout setting) bounds every OTLP request, retries included.
         """
         if settings.sdk_disabled:
             return None
@@ -164,7 +166,7 @@ class ExportPipeline:
                                      interval=metrics_interval, timeout=export_timeout)
         return cls(
             make_sink,
-            sampler=head_sampler(settings),
+            sampler=sampler or head_sampler(settings),
             metrics=metrics,
             queue_size=settings.queue_size,
             batch_size=settings.batch_size,

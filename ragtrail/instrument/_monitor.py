@@ -74,7 +74,8 @@ class Monitor:
         # An exporter the OTel SDK refuses to build (a value its version rejects) must not stop
         # the app at configure(): the store still records, and health says export failed.
         try:
-            return ExportPipeline.create(self.settings, redact=self.redactor.redact_text)
+            return ExportPipeline.create(self.settings, redact=self.redactor.redact_text,
+                                         sampler=self.sampler)
         except Exception as exc:
             error = f"could not start: {type(exc).__name__}: {self.redactor.redact_text(str(exc))}"
             logger.error("ragtrail span export %s; spans are only stored", error)

@@ -310,6 +310,8 @@ class AuditStore:
                 found: str | StoreError | None = self._try_ensure_schema()
             except StoreError as exc:
                 found = exc
+            except Exception as exc:  # not the server's silence: say what it was
+                found = f"schema check failed: {describe_error(exc, self._target.secrets)}"
             with lock:
                 outcome.append(found)
                 late = not waiting[0]
