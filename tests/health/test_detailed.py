@@ -340,12 +340,16 @@ def test_monitoring_prefers_its_own_samplers_latest_reading(
 
 @pytest.mark.postgres
 def test_monitoring_answers_at_once_with_current_counters_while_the_store_hangs(
-        make_monitor: MonitorFactory, make_service: ServiceFactory, postgres_server: Any,
-        postgres_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        postgres_server: Any, postgres_db_url: str, make_monitor: MonitorFactory,
+        make_service: ServiceFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """PostgreSQL frozen: the collection hangs in the events query. The first caller waits
     the check timeout, later ones not at all (they used to wait it too, each); all get the
     last collection's events marked stale, with the store's health read now (failing), not
-    the "ok" of before the hang."""
+    the "ok" of before the hang.
+
+    The database comes before the monitor in the arguments, so it is dropped after the
+    monitor has shut down (fixtures are torn down in reverse order): a monitor still writing
+    to a dropped database spent its whole 5 s shutdown timeout retrying."""
     monkeypatch.setattr("ragtrail.health._detailed._MONITORING_MAX_AGE", 0.0)
     monitor = make_monitor(store_url=postgres_db_url)  # health_check_timeout 0.5 s
     monitor.security_event("authz_fail", "medium", "app.documents", "user 7 denied doc 9")
