@@ -283,11 +283,13 @@ def test_a_blocked_check_loop_fails_readiness_not_liveness(make_service: Service
     """A blocking call inside an async check, waiting on a hung dependency, stalls the loop:
     liveness warns but stays 200 (a restart would not fix the dependency), and readiness
     stops serving the last pass and fails the check as timed out."""
-    hang = threading.Event()
+    hang, dependency_back = threading.Event(), threading.Event()
 
     async def blocks_the_loop() -> bool:
         if hang.is_set():
-            time.sleep(4.0)  # deliberately wrong: a blocking call inside an async check
+            # Deliberately wrong: a blocking call inside an async check, waiting (at most 4 s)
+            # on the hung dependency; the test ends the hang once it has seen the stall.
+            dependency_back.wait(4.0)
         return True
 
     service = make_service(FunctionCheck(blocks_the_loop, "bad_async", timeout=0.5),
@@ -307,6 +309,7 @@ def test_a_blocked_check_loop_fails_readiness_not_liveness(make_service: Service
     assert seen["live"].status == 200
     assert "unresponsive" in document(seen["live"])["output"]
     hang.clear()
+    dependency_back.set()
     wait_until(lambda: get(service, "/ready").status == 200, timeout=10.0)
 
 
