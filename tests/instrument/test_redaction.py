@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 import time
 import uuid
 from collections import deque, namedtuple
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -552,10 +556,39 @@ def test_lists_next_lines_and_encodings_in_ordinary_text_are_kept(text: str) -> 
     assert make().redact_text(text) == text
 
 
+@contextmanager
+def _webhook_receiver() -> Iterator[tuple[str, list[bytes]]]:
+    """A real webhook endpoint on 127.0.0.1 answering 200: its URL and the bodies it got."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/Zq81xw", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_values_ragtrail_was_configured_with_are_redacted_anywhere(tmp_path: Path) -> None:
     """The API token, the webhook URL, OTLP header values and the store's password are known
     exactly: redacted under neutral keys and in prose, where no rule recognises them by their
-    look (an app logging its own health token reached the store and the webhook verbatim)."""
+    look (an app logging its own health token reached the store and the webhook verbatim).
+
+    The monitor alerts a webhook on 127.0.0.1 that answers, so the alert is delivered (and
+    checked) at once; an unreachable host kept shutdown waiting 2.5 s for its retries."""
     token, hook = "S3cretHealthToken-4f9a", "https://hooks.example/services/T0/B0/Zq81xw"
     settings = Settings(api_token=token, alert_webhook_url=hook,
                         otlp_headers={"x-tenant": "tenant-key-77aa31"},
@@ -568,11 +601,15 @@ def test_values_ragtrail_was_configured_with_are_redacted_anywhere(tmp_path: Pat
     assert short.redact_text("abc12 is fine") == "abc12 is fine"
     plain = Redactor(Settings())
     assert plain.redact_text(f"ok {token} ok") == f"ok {token} ok"  # not a secret's look
-    monitor = Monitor(dataclasses.replace(settings, store_url=f"sqlite:///{tmp_path}/a.db"))
-    try:
-        monitor.security_event("config_read", "high", "app", f"read {token}", {"v": token})
-        assert monitor.store.flush(10)
-    finally:
-        monitor.shutdown()
+    with _webhook_receiver() as (local_hook, delivered):
+        monitor = Monitor(dataclasses.replace(settings, store_url=f"sqlite:///{tmp_path}/a.db",
+                                              alert_webhook_url=local_hook))
+        try:
+            monitor.security_event("config_read", "high", "app", f"read {token}", {"v": token})
+            assert monitor.store.flush(10)
+        finally:
+            monitor.shutdown()  # delivers the queued alert first
     stored = b"".join(path.read_bytes() for path in tmp_path.iterdir())
     assert token.encode() not in stored
+    assert any(b'"event_type": "config_read"' in body for body in delivered), delivered
+    assert [body for body in delivered if token.encode() in body] == []
