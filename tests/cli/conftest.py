@@ -9,7 +9,6 @@ that the records are still exactly the known ones. A test that writes takes ``st
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,14 +64,9 @@ def _known_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 @pytest.fixture(scope="session")
 def _known_postgres_url(_postgres_cluster: Any) -> Iterator[str]:
     """The session's known store in a PostgreSQL database: for tests that only read it."""
-    if not _postgres_cluster.running:
-        _postgres_cluster.start()
-    name = f"known_{secrets.token_hex(6)}"
-    _postgres_cluster.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
+    name = _postgres_cluster.create_database()
     yield from _shared_known_store(_postgres_cluster.url_for(name))
-    if not _postgres_cluster.running:
-        _postgres_cluster.start()
-    _postgres_cluster.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _postgres_cluster.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

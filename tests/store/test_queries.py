@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,21 +20,39 @@ T0 = 1_700_000_000_000_000  # a fixed time (2023-11-14T22:13:20Z) in epoch micro
 S = 1_000_000
 
 
-@pytest.fixture
-def events_store(backend_store: Callable[..., AuditStore]) -> AuditStore:
-    store = backend_store()
-    specs = [  # (type, severity, source, correlation_id, seconds after T0)
-        ("login_failed", Severity.LOW, "auth", "c1", 0),
-        ("login_failed", Severity.MEDIUM, "auth", "c2", 10),
-        ("injection", Severity.HIGH, "api", "c1", 20),
-        ("bad_upload", Severity.CRITICAL, "upload", "c3", 30),
-        ("injection", Severity.LOW, "api", None, 40),
-    ]
-    for event_type, severity, source, correlation_id, offset in specs:
-        store.record(make_event(event_type, severity, source, correlation_id=correlation_id,
-                                time_us=T0 + offset * S))
-    assert store.flush(10)
-    return store
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def events_store(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditStore]:
+    """Five known events on each backend, shared by this module's tests that only query
+    them (none records anything); the module's end checks that they are still the same."""
+    cluster = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('events') / 'audit.db'}"
+    else:
+        cluster = request.getfixturevalue("_postgres_cluster")
+        database = cluster.create_database()
+        url = cluster.url_for(database)
+    store = AuditStore(url)
+    try:
+        specs = [  # (type, severity, source, correlation_id, seconds after T0)
+            ("login_failed", Severity.LOW, "auth", "c1", 0),
+            ("login_failed", Severity.MEDIUM, "auth", "c2", 10),
+            ("injection", Severity.HIGH, "api", "c1", 20),
+            ("bad_upload", Severity.CRITICAL, "upload", "c3", 30),
+            ("injection", Severity.LOW, "api", None, 40),
+        ]
+        for event_type, severity, source, correlation_id, offset in specs:
+            store.record(make_event(event_type, severity, source,
+                                    correlation_id=correlation_id, time_us=T0 + offset * S))
+        assert store.flush(10)
+        seeded = store.events(limit=None)
+        yield store
+        assert store.events(limit=None) == seeded, "a test changed the shared events"
+    finally:
+        store.close(timeout=10)
+        if cluster is not None:
+            cluster.drop_database(database)
 
 
 def times(events: list[SecurityEvent]) -> list[int]:
