@@ -296,13 +296,12 @@ class Settings:
                 values[f.name] = overrides[f.name]
                 continue
             shared = _SHARED_OF.get(f.name)
+            given = shared and next((name for name in (shared, "otlp_endpoint")
+                                     if overrides.get(name) is not None), None)
             for variable in f.metadata["env"]:
                 raw = env.get(variable)
                 if raw is None or (raw.strip() == "" and f.default is not None):
                     continue
-                given = shared is not None and next(
-                    (name for name in (shared, "otlp_endpoint")
-                     if overrides.get(name) is not None), None)
                 if given:
                     # An argument wins over the environment, a signal's own variables too:
                     # configure(otlp_endpoint=...) must not send spans where a cluster-wide

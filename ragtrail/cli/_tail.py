@@ -69,8 +69,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _follow(store: AuditStore, args: argparse.Namespace) -> None:
-    from ragtrail.store import StoreError  # with the store: --help never loads SQLAlchemy
-    from ragtrail.store._errors import UnreadableRowError
+    # With the store: --help never loads SQLAlchemy.
+    from ragtrail.store import StoreError, UnreadableRowError
 
     filters = query_kwargs(args, _FILTERS)
     latest = store.events(**filters, limit=max(args.limit, 1))

@@ -44,7 +44,6 @@ __all__ = ["ExportPipeline"]
 _logger = logging.getLogger("ragtrail.export")
 
 
-
 class _FlushMarker(threading.Event):
     """Queued by ``force_flush()``; set by the export thread once everything before it was
     tried, with the failure count as it stood then (later spans' failures are not its)."""

@@ -1,7 +1,7 @@
 """The audit store: a SQLAlchemy Core ring buffer of security events, spans and metrics."""
 
 from ragtrail.store._audit import EXIT_FLUSH_TIMEOUT_S, AuditStore
-from ragtrail.store._errors import StoreError
+from ragtrail.store._errors import StoreError, UnreadableRowError
 from ragtrail.store._reports import HealthStatus, RingUsage, SpanLatency, StoreHealth, StoreStats
 from ragtrail.store._ring import RESERVED_SHARE
 from ragtrail.store._schema import SCHEMA_VERSION
@@ -17,4 +17,5 @@ __all__ = [
     "StoreError",
     "StoreHealth",
     "StoreStats",
+    "UnreadableRowError",
 ]

@@ -10,6 +10,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
@@ -301,33 +303,22 @@ class AuditStore:
         Past the wait the check goes on alone, and the writer (which also ensures the schema,
         under the same lock) takes over; a foreign or newer store found then is logged, and
         the writer refuses it too."""
-        lock = threading.Lock()
-        outcome: list[str | StoreError | None] = []  # the check's, once it has one
-        waiting = [True]
+        checked: Future[str | None] = Future()
 
         def check() -> None:
             try:
-                found: str | StoreError | None = self._try_ensure_schema()
+                checked.set_result(self._try_ensure_schema())
             except StoreError as exc:
-                found = exc
+                checked.set_exception(exc)
             except Exception as exc:  # not the server's silence: say what it was
-                found = f"schema check failed: {describe_error(exc, self._target.secrets)}"
-            with lock:
-                outcome.append(found)
-                late = not waiting[0]
-            if late and isinstance(found, StoreError):  # nobody waits to raise it any more
-                log.error("ragtrail audit store: %s", found)
+                checked.set_result(
+                    f"schema check failed: {describe_error(exc, self._target.secrets)}")
 
-        thread = threading.Thread(target=check, name="ragtrail-schema-check", daemon=True)
-        thread.start()
-        thread.join(_START_WAIT_S)
-        with lock:
-            waiting[0] = False
-            finished = bool(outcome)
-        if finished:
-            if isinstance(outcome[0], StoreError):
-                raise outcome[0]
-            return outcome[0]
+        threading.Thread(target=check, name="ragtrail-schema-check", daemon=True).start()
+        try:
+            return checked.result(timeout=_START_WAIT_S)  # a refused store raises here
+        except FutureTimeout:
+            checked.add_done_callback(_log_late_refusal)  # nobody waits to raise it any more
         message = f"not answering within {_START_WAIT_S:g} s"
         log.warning("ragtrail audit store %s %s (the writer retries)", self._target.shown,
                     message)
@@ -403,6 +394,12 @@ def _refusal_test(dbapi: Any, dialect: str) -> Callable[[BaseException], bool]:
             isinstance(sqlstate, str) and sqlstate.startswith("54"))
 
     return refused
+
+
+def _log_late_refusal(checked: Future[str | None]) -> None:
+    refused = checked.exception()
+    if refused is not None:
+        log.error("ragtrail audit store: %s", refused)
 
 
 _FORK_WAIT_S = 10.0

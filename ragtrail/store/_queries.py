@@ -136,9 +136,9 @@ def run(conn: Connection, query: Query, convert: Callable[[Any], T]) -> list[T]:
         try:
             records.append(convert(row))
         except (KeyError, TypeError, ValueError) as exc:  # another writer's, or corruption
-            raise UnreadableRowError(f"stored row {row[0]} cannot be read ({type(exc).__name__}: "
-                             f"{exc}); it was not written by this version of ragtrail, or "
-                             "the database is damaged") from None
+            raise UnreadableRowError(
+                f"stored row {row[0]} cannot be read ({type(exc).__name__}: {exc}); it was not "
+                "written by this version of ragtrail, or the database is damaged") from None
     return records
 
 

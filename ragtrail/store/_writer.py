@@ -38,7 +38,7 @@ log = logging.getLogger("ragtrail.store")
 
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 5.0
-_IDLE_WAKE_S = 1.0  # apply coalesced repeats this often when idle, and close expired windows
+_IDLE_WAKE_S = 1.0  # apply coalesced repeats this often when idle; close expired windows
 _REVIVE_EVERY_S = 1.0
 _JOIN_GRACE_S = 1.0  # close() waits this long past its timeout for a writer mid-call
 _RECENT_S = 60.0  # a drop or error this recent makes health() "degraded"
@@ -257,6 +257,15 @@ class Writer:
             delay = 0.0
             batch = None
 
+    def _close_expired_windows(self) -> None:
+        """At most once a second, busy or idle: windows closed only after an idle second never
+        closed on a pod with steady traffic, the open-window table filled up (max_keys) and
+        every new kind of event was stored alone from then on, repeats and all."""
+        now = time.monotonic()
+        if now - self._windows_closed_at >= _IDLE_WAKE_S:
+            self._windows_closed_at = now
+            self.coalescer.close_expired(time.time_ns() // 1000)
+
     def _next_batch(self) -> Batch | None:
         """Up to ``batch_size`` records; waits while idle; None once stopped and drained."""
         queue = self.queue
@@ -267,8 +276,7 @@ class Writer:
             if self._stop.is_set():
                 return None
             if not self.wake.wait(_IDLE_WAKE_S):
-                self._windows_closed_at = time.monotonic()
-                self.coalescer.close_expired(time.time_ns() // 1000)
+                self._close_expired_windows()
                 if self.coalescer.has_dirty or self.counters.has_unsaved:
                     return Batch()  # commits pending repeats and drop totals
         if len(queue) < self.batch_size and self.linger_s > 0 and not self._flushes:
@@ -276,13 +284,7 @@ class Writer:
             if len(queue) < self.batch_size and not self._flushes and \
                     not self._stop.is_set():
                 self.hurry.wait(self.linger_s)
-        now = time.monotonic()
-        if now - self._windows_closed_at >= _IDLE_WAKE_S:
-            # Busy or idle: windows closed only after an idle second never closed on a pod
-            # with steady traffic, the open-window table filled up (max_keys) and every new
-            # kind of event was stored alone from then on, repeats and all.
-            self._windows_closed_at = now
-            self.coalescer.close_expired(time.time_ns() // 1000)
+        self._close_expired_windows()
         items: list[Any] = []
         records = 0
         limit = self.batch_size
