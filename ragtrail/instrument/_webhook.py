@@ -3,12 +3,16 @@
 It runs on the alert pool, never on the application's thread, so it may block for its timeout;
 every attempt is bounded by ``timeout``, the number of attempts by ``retries``, and all of them
 with their waits by ``total_timeout``. The URL is a
-secret (a Slack incoming-webhook URL is its own credential), so messages name only its host.
+secret (a Slack incoming-webhook URL is its own credential), so messages name only its host,
+and urllib3's DEBUG lines (``"POST /services/T0/B0/XXXX HTTP/1.1" 200``) have its path and query
+replaced.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,6 +29,10 @@ from ragtrail.instrument._redaction import Redactor
 __all__ = ["WebhookAlert", "WebhookError"]
 
 _MAX_RETRY_AFTER = 10.0
+# The logger that writes a request's path, at DEBUG, which apps turn on when chasing a problem
+# (requests does not let urllib3 retry, so its retry lines never come).
+_URL_LOGGER = "urllib3.connectionpool"
+_HIDDEN_PATH = "/[webhook path hidden]"
 # Slack mrkdwn treats these as control characters ("<!channel>" pings everyone); escaping them
 # is what Slack's formatting reference asks of untrusted text.
 _SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
@@ -32,6 +40,36 @@ _SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 class WebhookError(RuntimeError):
     """The webhook did not accept the alert (after retries, when retrying made sense)."""
+
+
+class _HiddenPaths(logging.Filter):
+    """Replaces the registered webhook paths in the arguments of the lines it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._paths: tuple[str, ...] = ()  # longest first: one may begin another
+        self._lock = threading.Lock()
+
+    def hide(self, path: str) -> None:
+        with self._lock:
+            self._paths = tuple(sorted({*self._paths, path}, key=len, reverse=True))
+        logger = logging.getLogger(_URL_LOGGER)
+        if self not in logger.filters:
+            logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._hidden(arg) for arg in record.args)
+        return True
+
+    def _hidden(self, arg: object) -> object:
+        if isinstance(arg, str):
+            for path in self._paths:
+                arg = arg.replace(path, _HIDDEN_PATH)
+        return arg
+
+
+_HIDDEN_PATHS = _HiddenPaths()
 
 
 class WebhookAlert:
@@ -60,6 +98,9 @@ class WebhookAlert:
                              "backoff >= 0")
         self._url = url
         self.host = urlsplit(url).hostname
+        sent_path = requests.Request("POST", url).prepare().path_url  # as urllib3 logs it
+        if sent_path != "/":
+            _HIDDEN_PATHS.hide(sent_path)
         self.timeout = timeout
         # Under the alert pool's 30 s callback timeout: past it the dispatcher gives up on the
         # callback and drops its other alerts (4 attempts of 5 + 5 s and three waits of up to

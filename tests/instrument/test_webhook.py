@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -228,14 +229,17 @@ def test_hanging_server_is_cut_off_by_the_timeout(receiver: Receiver) -> None:
     assert len(receiver.requests) == 2
 
 
-def test_connection_refused_is_retried_then_reported() -> None:
-    """No server at all: each attempt fails fast, is retried, then reported."""
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def test_connection_refused_is_retried_then_reported() -> None:
+    """No server at all: each attempt fails fast, is retried, then reported."""
     sleeps = Sleeps()
     with pytest.raises(WebhookError, match="ConnectionError"):
-        WebhookAlert(f"http://127.0.0.1:{port}/hook", retries=2, sleep=sleeps)(security_event())
+        WebhookAlert(f"http://127.0.0.1:{free_port()}/hook", retries=2, sleep=sleeps)(security_event())
     assert len(sleeps) == 2
 
 
@@ -275,3 +279,17 @@ def test_invalid_configuration_is_rejected(url: str, kwargs: dict[str, Any]) -> 
     """A webhook that could never work fails at construction."""
     with pytest.raises(ValueError, match="webhook"):
         WebhookAlert(url, **kwargs)
+
+
+def test_urllib3_debug_lines_never_show_the_secret_path(
+        receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """An app logging at DEBUG wrote the Slack secret (path and query) in urllib3's request
+    line; the host and status still show."""
+    with caplog.at_level(logging.DEBUG):
+        WebhookAlert(receiver.url + "?token=CanaryQuerySecret")(security_event())
+    assert receiver.requests[0]["path"] == SECRET_PATH + "?token=CanaryQuerySecret"  # sent
+    lines = [record.getMessage() for record in caplog.records]
+    request_line = next(line for line in lines if '"POST ' in line)
+    assert "127.0.0.1" in request_line and " 200 " in request_line
+    assert "webhook path hidden" in request_line
+    assert not [line for line in lines if "Canary" in line]
