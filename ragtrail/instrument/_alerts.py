@@ -70,6 +70,8 @@ class _Window:
 
 
 _Task = tuple[SecurityEvent, _Subscription]  # one delivery
+_WAKE_UP = None  # put once per worker at shutdown: an idle worker stops at once
+_IDLE_CHECK_S = 5.0  # an idle worker looks at the stop flag anyway (a wake-up it missed)
 # Set on a worker's thread while it runs a callback: what the callback records is not alerted.
 _in_callback = threading.local()
 
@@ -99,10 +101,10 @@ class AlertDispatcher:
         self._timeout = callback_timeout
         self._max_windows = max_windows
         self._on_failure = on_failure
-        self._poll = min(0.25, callback_timeout / 4)  # how soon workers notice shutdown
+        self._join_wait = min(0.5, callback_timeout / 2)  # per worker, at shutdown
         self._tick = supervise_interval or min(1.0, callback_timeout / 4)
         self._capacity = queue_size
-        self._queue: queue.Queue[_Task] = queue.Queue()  # bounded by _capacity, below
+        self._queue: queue.Queue[_Task | None] = queue.Queue()  # bounded by _capacity, below
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0  # deliveries queued, in backlogs or running: at most _capacity
@@ -229,8 +231,8 @@ class AlertDispatcher:
         with self._lock:  # never delivered now: counted and said, not lost in silence
             left = 0
             with contextlib.suppress(queue.Empty):
-                while True:
-                    self._task_done_locked(self._queue.get_nowait()[1])
+                while (task := self._queue.get_nowait()) is not None:
+                    self._task_done_locked(task[1])
                     left += 1
             for subscription in self._subscriptions:
                 while subscription.backlog:
@@ -240,10 +242,15 @@ class AlertDispatcher:
             self._counts["dropped"] += left
         if left:
             logger.warning("ragtrail dropped %d alert(s) still queued at shutdown", left)
-        for worker in list(self._workers):
-            wait = self._poll * 2
-            worker.thread.join(wait if deadline is None
-                               else min(wait, max(0.0, deadline - time.monotonic())))
+        workers = list(self._workers)
+        for _ in workers:
+            self._queue.put_nowait(_WAKE_UP)
+        for worker in workers:
+            worker.thread.join(self._join_wait if deadline is None
+                               else min(self._join_wait, max(0.0, deadline - time.monotonic())))
+        with contextlib.suppress(queue.Empty):  # wake-ups left by workers that were busy
+            while True:
+                self._queue.get_nowait()
 
     # -- worker side ----------------------------------------------------------------------
 
@@ -348,9 +355,12 @@ class _Worker:
         d = self.dispatcher
         while not d._stop.is_set():
             try:
-                event, subscription = d._queue.get(timeout=d._poll)
+                task = d._queue.get(timeout=_IDLE_CHECK_S)
             except queue.Empty:
                 continue
+            if task is _WAKE_UP:
+                return
+            event, subscription = task
             with d._lock:
                 if subscription.hung:  # hung since this was queued
                     d._counts["dropped"] += 1

@@ -417,6 +417,19 @@ def test_shutdown_summarises_open_windows_and_stops_threads(dispatcher_factory: 
     assert len(recorder.events) == 2
 
 
+def test_shutdown_wakes_idle_workers_at_once(dispatcher_factory: Any) -> None:
+    """Idle workers looked at the stop flag every 0.25 s, so every shutdown (every test, every
+    restart) waited for them; they are woken now and gone within a short join."""
+    dispatcher = dispatcher_factory(workers=2)
+    recorder = dispatcher.register(Recorder())
+    dispatcher.submit(event())
+    recorder.wait_for(1)
+    assert dispatcher.flush(timeout=DEADLINE)  # both workers idle, waiting on the queue
+    dispatcher.shutdown(timeout=0.1)
+    assert not [t for t in alert_threads() if t.name == "ragtrail-alerts"]
+    assert dispatcher.health()["queued"] == 0
+
+
 def test_on_alert_decorator_registers_and_returns_the_function(dispatcher_factory: Any) -> None:
     """@dispatcher.on_alert("low") registers the function unchanged."""
     dispatcher = dispatcher_factory()
