@@ -65,6 +65,10 @@ class MetricsSampler:
         self.latest: MetricsSample | None = None
         self._lock = threading.Lock()
         self._process = psutil.Process()
+        # psutil 6 renamed Process.connections; the 5.9 releases ragtrail supports have only
+        # the old name (every sample failed there: no metrics, no threshold events).
+        self._connections = getattr(self._process, "net_connections", None) \
+            or self._process.connections
         self._last_net: tuple[float, int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,7 +98,7 @@ class MetricsSampler:
             recv_rate = max(0.0, (net.bytes_recv - self._last_net[2]) / elapsed)
         self._last_net = (now, net.bytes_sent, net.bytes_recv)
         try:
-            connections = len(self._process.net_connections(kind="inet"))
+            connections = len(self._connections(kind="inet"))
         except psutil.Error:  # e.g. AccessDenied on some platforms
             connections = 0
         reading = MetricsSample(
