@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from ragtrail._records import MetricsSample, Record, SecurityEvent, Severity, SpanRecord
+from ragtrail.cli._table import printable
 from ragtrail.cli._views import format_time
 
 __all__ = ["field_names", "record_dict", "write_csv", "write_json", "write_jsonl"]
@@ -102,13 +103,21 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
+def _terminal_cell(value: Any) -> Any:
+    cell = _csv_cell(value)
+    return printable(cell) if isinstance(cell, str) else cell
+
+
 def write_csv(kind: type[Record], records: Iterable[Record], out: TextIO) -> None:
     """RFC 4180 CSV with a header, for spreadsheets.
 
     JSON fields (metadata, attributes, events) are JSON text; text that a spreadsheet would
-    run as a formula starts with an apostrophe. JSON Lines is the lossless format.
+    run as a formula starts with an apostrophe. JSON Lines is the lossless format. On a
+    terminal, control and bidi characters are shown escaped, as in the tables: stored text can
+    be a client's, and an escape sequence in it would drive the terminal.
     """
     writer = csv.writer(_WholeWrites(out))
     writer.writerow(field_names(kind))
+    cell = _terminal_cell if out.isatty() else _csv_cell
     for record in records:
-        writer.writerow([_csv_cell(value) for value in record_dict(record).values()])
+        writer.writerow([cell(value) for value in record_dict(record).values()])

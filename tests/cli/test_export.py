@@ -8,6 +8,8 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import types
 import typing
@@ -15,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import KNOWN_EVENTS, KNOWN_METRICS, KNOWN_SPANS, Reader, Runner
+from cli_helpers import (
+    KNOWN_EVENTS,
+    KNOWN_METRICS,
+    KNOWN_SPANS,
+    Reader,
+    Runner,
+    run_process,
+    write_store,
+)
 
 from ragtrail._records import MetricsSample, Record, SecurityEvent, Severity, SpanEvent, SpanRecord
 from ragtrail.cli._views import format_time
@@ -167,3 +177,42 @@ def test_unwritable_output_is_one_error_line(known_file: Path, tmp_path: Path,
     assert result.err == (f"ragtrail: error: cannot write {target}: "
                           "No such file or directory\n")
     assert not target.parent.exists()
+
+
+def run_on_terminal(*argv: str) -> bytes:
+    """``python -m ragtrail ARGV`` with its stdout on a real pseudo-terminal."""
+    controller, terminal = os.openpty()
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "ragtrail", *argv], stdout=terminal,
+                                 stderr=subprocess.DEVNULL)
+        os.close(terminal)
+        output = bytearray()
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert child.wait(timeout=60) == 0
+        return bytes(output)
+    finally:
+        os.close(controller)
+
+
+def test_csv_on_a_terminal_shows_control_characters_escaped(tmp_path: Path) -> None:
+    """A client's escape sequence in a stored event drove the terminal of whoever ran
+    ``ragtrail export --format csv``; into a pipe or a file the CSV stays exact."""
+    store_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    hostile = SecurityEvent("x\x1b]0;pwned\x07", Severity.HIGH, "10.0.0.1",
+                            "\x1b[2J\u202eexe.txt", 1_714_564_800_000_000)
+    write_store(store_url, hostile)
+    on_terminal = run_on_terminal("export", "--db", store_url, "--format", "csv")
+    assert b"\x1b" not in on_terminal
+    assert "\u202e".encode() not in on_terminal
+    assert rb"x\x1b]0;pwned\x07" in on_terminal
+    assert rb"\x1b[2J\u202eexe.txt" in on_terminal
+    piped = run_process("export", "--db", store_url, "--format", "csv")
+    row = next(csv.DictReader(io.StringIO(piped.out)))
+    assert (row["event_type"], row["description"]) == (hostile.event_type, hostile.description)

@@ -239,7 +239,8 @@ def test_connection_refused_is_retried_then_reported() -> None:
     """No server at all: each attempt fails fast, is retried, then reported."""
     sleeps = Sleeps()
     with pytest.raises(WebhookError, match="ConnectionError"):
-        WebhookAlert(f"http://127.0.0.1:{free_port()}/hook", retries=2, sleep=sleeps)(security_event())
+        WebhookAlert(f"http://127.0.0.1:{free_port()}/hook", retries=2,
+                     sleep=sleeps)(security_event())
     assert len(sleeps) == 2
 
 
@@ -290,6 +291,7 @@ def test_urllib3_debug_lines_never_show_the_secret_path(
     assert receiver.requests[0]["path"] == SECRET_PATH + "?token=CanaryQuerySecret"  # sent
     lines = [record.getMessage() for record in caplog.records]
     request_line = next(line for line in lines if '"POST ' in line)
-    assert "127.0.0.1" in request_line and " 200 " in request_line
+    assert "127.0.0.1" in request_line
+    assert " 200 " in request_line
     assert "webhook path hidden" in request_line
     assert not [line for line in lines if "Canary" in line]
