@@ -68,8 +68,11 @@ class Quarantine:
         self.directory = Path(directory)
 
     def add(self, source: str | os.PathLike[str], sha256: str,
-            details: Mapping[str, Any]) -> Path:
-        """Move ``source`` in under its ``sha256`` and write its sidecar; return the new path."""
+            details: Mapping[str, Any], *, judged: os.stat_result | None = None) -> Path:
+        """Move ``source`` in under its ``sha256`` and write its sidecar; return the new path.
+
+        ``judged``: the ``fstat`` of the file that was hashed; see ``move_file``.
+        """
         if not _SHA256.fullmatch(sha256):
             raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
         self._ensure_directory()
@@ -82,7 +85,7 @@ class Quarantine:
                 os.unlink(source)  # the same bytes are already here
             record = {**previous, "count": int(previous.get("count", 1)) + 1, "last_time": now}
         else:
-            move_file(Path(source), target, replace=True)
+            move_file(Path(source), target, replace=True, judged=judged)
             record = {**details, "sha256": sha256, "time": now, "count": 1}
         make_inert(target)
         _write_json(sidecar, record)

@@ -28,7 +28,7 @@ from ragtrail.security._events import (
     record_event,
     resolve_monitor,
 )
-from ragtrail.security._files import READ_REGULAR_ONLY
+from ragtrail.security._files import READ_REGULAR_ONLY, ChangedFileError
 from ragtrail.security._names import escape_text, sanitize_filename, split_extension
 from ragtrail.security._quarantine import Quarantine
 from ragtrail.security._sniff import (
@@ -167,7 +167,7 @@ class FileValidator:
             accepted=verdict.problem is None, reason=verdict.problem, sanitised_name=name,
             detected_type=verdict.detected_type, claimed_type=claimed, size=size, sha256=sha256,
             event_type=None if verdict.problem is None else verdict.event_type)
-        return result if result.accepted else self._reject(path, original, result)
+        return result if result.accepted else self._reject(path, original, result, info)
 
     def precheck(self, filename: str, *, size: int | None = None) -> ValidationResult | None:
         """Refuse early what no content could save: a disallowed extension or a known size
@@ -255,8 +255,8 @@ class FileValidator:
                             f"content is {zipped.detected_type}, not {claimed}")
         return _Verdict(claimed)
 
-    def _reject(self, path: str | os.PathLike[str], original: str,
-                result: ValidationResult) -> ValidationResult:
+    def _reject(self, path: str | os.PathLike[str], original: str, result: ValidationResult,
+                judged: os.stat_result) -> ValidationResult:
         correlation_id = _safe_correlation_id()
         escaped = escape_text(original, limit=_NAME_LIMIT)
         details = {
@@ -266,25 +266,32 @@ class FileValidator:
             "detected_type": result.detected_type, "correlation_id": correlation_id,
         }
         moved = None
+        not_moved: str | None = None
         try:
             quarantine = self.quarantine
             if quarantine is not None:
-                moved = quarantine.add(path, result.sha256, details)
-        except OSError:
+                moved = quarantine.add(path, result.sha256, details, judged=judged)
+        except ChangedFileError as exc:  # swapped while it was judged: left where it is
+            not_moved = str(exc.strerror)
+        except OSError as exc:
             # Still rejected; the file stays where it is and the event says it was not moved.
+            not_moved = str(exc.strerror or type(exc).__name__)
             logger.exception("ragtrail could not quarantine a rejected file")
         result = dataclasses.replace(result, quarantine_path=moved)
-        self._event(result, escaped, moved)
+        self._event(result, escaped, moved, not_moved)
         return result
 
-    def _event(self, result: ValidationResult, escaped_name: str, moved: Path | None) -> None:
-        record_event(
-            self._monitor, result.event_type or INVALID, Severity.HIGH, SOURCE,
-            f"rejected file {result.sanitised_name}: {result.reason}",
-            {"sha256": result.sha256, "size": result.size, "claimed_type": result.claimed_type,
-             "detected_type": result.detected_type, "sanitised_name": result.sanitised_name,
-             "original_name": escaped_name,
-             "quarantine_path": None if moved is None else str(moved)})
+    def _event(self, result: ValidationResult, escaped_name: str, moved: Path | None,
+               not_moved: str | None = None) -> None:
+        metadata = {
+            "sha256": result.sha256, "size": result.size, "claimed_type": result.claimed_type,
+            "detected_type": result.detected_type, "sanitised_name": result.sanitised_name,
+            "original_name": escaped_name,
+            "quarantine_path": None if moved is None else str(moved)}
+        if not_moved is not None:
+            metadata["quarantine_error"] = not_moved
+        record_event(self._monitor, result.event_type or INVALID, Severity.HIGH, SOURCE,
+                     f"rejected file {result.sanitised_name}: {result.reason}", metadata)
 
 
 def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> tuple[int, str, bytes, bytes]:

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from security_corpus import ELF, PDF, Corpus
@@ -379,3 +380,70 @@ def test_a_copy_across_filesystems_never_follows_a_symlink(
     assert raised.value.errno == errno.ELOOP
     assert list(other_filesystem.iterdir()) == []
     assert link.is_symlink()
+
+
+# -- what is quarantined is what was judged ---------------------------------------------------
+
+def test_a_hard_linked_file_is_copied_in_and_its_other_names_keep_their_mode(
+        validator: FileValidator, corpus: Corpus) -> None:
+    """Quarantining a hard link renamed the shared inode in and chmodded it: another name's
+    0644 file became 0600, and the "inert" quarantined copy stayed writable through it."""
+    shared = corpus.write("config.bin", ELF)
+    os.chmod(shared, 0o644)
+    link = corpus.directory / "upload.pdf"
+    os.link(shared, link)
+    result = validator.validate(link)
+    assert result.quarantine_path is not None
+    assert not link.exists()
+    assert (_mode(shared), shared.read_bytes()) == (0o644, ELF)
+    assert result.quarantine_path.stat().st_ino != shared.stat().st_ino
+    assert (_mode(result.quarantine_path), result.quarantine_path.read_bytes()) == (0o600, ELF)
+    shared.write_bytes(b"rewritten through the other name")
+    assert result.quarantine_path.read_bytes() == ELF
+
+
+class _SwappingQuarantine(Quarantine):
+    """A real quarantine whose ``add`` first replaces the judged file with a symlink, as a
+    writer of a shared upload directory could while the file was being judged."""
+
+    def __init__(self, directory: Path, secret: Path) -> None:
+        super().__init__(directory)
+        self.secret = secret
+
+    def add(self, source: str | os.PathLike[str], sha256: str, details: Any, *,
+            judged: os.stat_result | None = None) -> Path:
+        os.unlink(source)
+        os.symlink(self.secret, source)
+        return super().add(source, sha256, details, judged=judged)
+
+
+class _ValidatorSwappedUnder(FileValidator):
+    def __init__(self, monitor: Monitor, quarantine: Quarantine) -> None:
+        super().__init__(monitor=monitor)
+        self._swapping = quarantine
+
+    @property
+    def quarantine(self) -> Quarantine:
+        return self._swapping
+
+
+@pytest.mark.parametrize("filesystem", ["same", "other"])
+def test_a_file_swapped_while_judged_is_left_where_it_is(
+        monitor: Monitor, corpus: Corpus, tmp_path: Path, filesystem: str,
+        request: pytest.FixtureRequest, stored_events: Events) -> None:
+    """On the same filesystem the swapped-in symlink was renamed into the quarantine (no
+    sidecar, `quarantine list` showed a link to the secret); nothing moves now, and the event
+    says why the file is not in the quarantine."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:SECRET-HASH\n")
+    directory = (request.getfixturevalue("other_filesystem") if filesystem == "other"
+                 else tmp_path / "quarantine")
+    quarantine = _SwappingQuarantine(directory, secret)
+    path = corpus.write("invoice.pdf", ELF)
+    result = _ValidatorSwappedUnder(monitor, quarantine).validate(path)
+    assert (result.accepted, result.quarantine_path) == (False, None)
+    assert path.is_symlink()  # left alone
+    assert [name for name in os.listdir(directory) if not name.startswith(".")] == []
+    [event] = stored_events("malicious_file_upload")
+    assert event.metadata["quarantine_path"] is None
+    assert "another file than the one validated" in event.metadata["quarantine_error"]
