@@ -9,6 +9,7 @@ it run unrecorded; they never reach the caller.
 
 from __future__ import annotations
 
+import types
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import Token
 from time import time_ns
@@ -72,9 +73,11 @@ def coroutine_wrapper(plan: CallPlan) -> Wrapper:
 
 
 def _stream_wrapper(traced: Callable[[CallPlan, _StreamStart, Any], Any],
-                    ) -> Callable[[CallPlan], Wrapper]:
+                    ) -> Callable[[CallPlan, str], Wrapper]:
     """The wrapper factory for generator functions, sync or async (``traced`` decides)."""
-    def factory(plan: CallPlan) -> Wrapper:
+    def factory(plan: CallPlan, qualname: str) -> Wrapper:
+        traced_here = _named(types.FunctionType(
+            traced.__code__, traced.__globals__, traced.__name__), qualname)
         def monitored_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                            kwargs: dict[str, Any]) -> Any:
             monitor = _monitor._active or _monitor.monitor_for_calls()
@@ -86,7 +89,7 @@ def _stream_wrapper(traced: Callable[[CallPlan, _StreamStart, Any], Any],
             except Exception:
                 monitor.report_failure("monitored")
                 return inner
-            return traced(plan, start, inner)
+            return traced_here(plan, start, inner)
 
         return monitored_call
 
@@ -241,14 +244,26 @@ async def _traced_async_generator(plan: CallPlan, start: _StreamStart,
             thrown, sent = error, None
 
 
-_WRAPPERS: dict[str, Callable[[CallPlan], Wrapper]] = {
-    "sync": sync_wrapper,
-    "coroutine": coroutine_wrapper,
+def _named(function: Any, qualname: str) -> Any:
+    """``function`` renamed: the coroutines and generators it makes take its names."""
+    function.__name__ = qualname.rpartition(".")[2]
+    function.__qualname__ = qualname
+    return function
+
+
+_WRAPPERS: dict[str, Callable[[CallPlan, str], Wrapper]] = {
+    "sync": lambda plan, _qualname: sync_wrapper(plan),
+    "coroutine": lambda plan, qualname: _named(coroutine_wrapper(plan), qualname),
     "generator": _stream_wrapper(_traced_generator),
     "async_generator": _stream_wrapper(_traced_async_generator),
 }
 
 
-def wrapper_for(calling_convention: str, plan: CallPlan) -> Wrapper:
-    """The wrapt wrapper for a callable of that convention (a ``CallableKind`` value)."""
-    return _WRAPPERS[calling_convention](plan)
+def wrapper_for(calling_convention: str, plan: CallPlan, qualname: str) -> Wrapper:
+    """The wrapt wrapper for a callable of that convention (a ``CallableKind`` value).
+
+    The coroutines and generators it returns are named ``qualname``, as the decorated
+    function's own are, wherever they are shown (asyncio task reprs, "never awaited"
+    warnings, debuggers), instead of after ragtrail's wrappers.
+    """
+    return _WRAPPERS[calling_convention](plan, qualname)

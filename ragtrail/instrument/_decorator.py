@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-import wrapt
-
 from ragtrail.instrument import _monitor
 from ragtrail.instrument._call_plan import CallPlan
 from ragtrail.instrument._call_wrappers import wrapper_for
 from ragtrail.instrument._callable_kinds import callable_kind, display_name
 from ragtrail.instrument._capture import ArgumentCapture
 from ragtrail.instrument._rag_attributes import SpanKindName, kind_attributes, result_extractor
+from ragtrail.instrument._wrappers import MonitoredFunction
 
 __all__ = ["monitored"]
 
@@ -102,7 +101,8 @@ def monitored(
             slow_ms=slow_ms,
             record_errors=record_errors,
         )
-        return wrapt.FunctionWrapper(target, wrapper_for(callable_kind(target).value, plan))
+        wrapper = wrapper_for(callable_kind(target).value, plan, qualname)
+        return MonitoredFunction(target, wrapper)
 
     if func is None:
         return decorate

@@ -98,6 +98,11 @@ _LINE_END = re.compile(r"[\"']?[ \t]{0,8}(?:[\r\n]|\Z)")
 _LIST_START = re.compile(r"[ \t]{0,3}\[")
 _LIST_EVENT = re.compile(r"[\[\]\"']")
 _MAX_LIST = 4096  # characters a list value may span, as a single value
+# pydantic's ValidationError: the field's location alone on a line, then the error quoting the
+# value ("password\n  Input should be ... [type=int_parsing, input_value='...', input_type=str]").
+_PYDANTIC_INPUT = re.compile(
+    r"^[ \t]*([A-Za-z0-9_.\[\]-]{1,200})\r?\n[ \t]+[^\r\n]*?\[type=[\w.]{1,64}, "
+    r"input_value=([^\r\n]*?), input_type=[\w.]{1,64}\]", re.MULTILINE)
 # The rest of a quoted list item, through its closing quote (never past its line).
 _ITEM_REST = {quote: re.compile(rf"(?:[^{quote}\\\r\n]|\\.){{0,{_MAX_LIST}}}{quote}")
               for quote in "\"'"}
@@ -244,6 +249,8 @@ class TextScanner:
         long_enough = len(text) >= 13  # no key format or card number is shorter
         if long_enough and ("-" in text or "_" in text or aws_or_google):
             text = _replace(text, _API_KEY, _api_key)
+        if "input_value=" in text:
+            text = _replace(text, _PYDANTIC_INPUT, self._pydantic_input)
         if (":" in text or "=" in text) and self._may_name_a_secret(text):
             text = _replace(text, _SEPARATOR, self._key_value)
         if "@" in text:
@@ -277,6 +284,12 @@ class TextScanner:
         span = _value(text, start, kind, same_line=next_line is None)
         if span is not None and (next_line is None or _alone_on_its_line(text, span[1])):
             yield span
+
+    def _pydantic_input(self, text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
+        """The value pydantic quotes for a field any part of whose location names a secret
+        (``password``, ``credentials.api_key``, ``tokens.0``)."""
+        if any(self.key_kind(part) for part in match.group(1).replace("]", "").split(".")):
+            yield match.span(2)
 
     def _kind_before(self, text: str, separator: int, floor: int) -> KeyKind:
         """The kind of the key (if any) right before the separator at ``separator``."""

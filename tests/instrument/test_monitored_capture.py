@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 from callable_kinds import BUILDERS, nothing
 from instrument_support import only_span, stored_spans
@@ -238,3 +239,31 @@ def test_captured_rows_are_json_in_sqlite(monitor: Monitor) -> None:
             "SELECT attributes FROM ragtrail_spans WHERE name = 'search'").fetchone()
     connection.close()
     assert json.loads(attributes)["input.value"] == {"query": "refund policy"}
+
+
+class _Credentials(pydantic.BaseModel):
+    user: int
+    password: int  # given text: the ValidationError quotes the value
+    nested: dict[str, int] = {}
+
+
+def test_a_pydantic_validation_error_never_stores_a_secret_field_value(
+        monitor: Monitor) -> None:
+    """pydantic puts the field's name alone on a line and quotes its value on the next
+    (``input_value='...'``): the password reached the span's message, exception event and
+    stack trace in clear while its capture as an argument was redacted. Other fields' values
+    stay, for debugging."""
+    secret = "correct-horse-battery-staple"
+
+    @monitored(name="login", capture_args=True)
+    def login(raw: dict[str, Any]) -> _Credentials:
+        return _Credentials(**raw)
+
+    with pytest.raises(pydantic.ValidationError):
+        login({"user": "ana", "password": secret, "nested": {"api_key": "sk-nested-value"}})
+    span = only_span(monitor, "login")
+    texts = [span.error_message or "", *(str(v) for e in span.events
+                                         for v in e.attributes.values())]
+    assert all(secret not in text and "sk-nested-value" not in text for text in texts)
+    assert "input_value='ana'" in (span.error_message or "")
+    assert span.attributes["input.value"]["raw"]["password"] == "[REDACTED]"

@@ -1,0 +1,71 @@
+"""The wrapt proxies ``@monitored`` returns, copied and pickled as what they decorate is.
+
+wrapt's proxies refuse ``copy``, ``deepcopy`` and ``pickle`` (it cannot know what a copy of an
+arbitrary wrapper should be), so a decorated function broke ``ProcessPoolExecutor.map``, and
+``copy.deepcopy`` of anything holding one (an app's config, a DSPy program and its tools, which
+optimizers copy). Here a function stays one object under copying and is pickled by its name,
+as Python does for plain functions; a bound method is pickled as its instance and name; a
+wrapped callable object is copied by copying the object and wrapping the copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+__all__ = ["MonitoredFunction"]
+
+_BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
+
+if TYPE_CHECKING:  # generic in wrapt 2's stubs only; wrapt 1.16 has no __class_getitem__
+    _Bound = wrapt.BoundFunctionWrapper[..., Any]
+    _Function = wrapt.FunctionWrapper[..., Any]
+else:
+    _Bound = wrapt.BoundFunctionWrapper
+    _Function = wrapt.FunctionWrapper
+
+
+class _MonitoredBound(_Bound):
+    """A decorated method bound to its instance (or class)."""
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        if self._self_instance is None:  # the method taken off its class: not a global name
+            raise TypeError(f"cannot pickle the unbound @monitored method {self.__qualname__}")
+        return getattr, (self._self_instance, self.__name__)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        if self._self_instance is None or isinstance(self._self_instance, type):
+            return self
+        instance = copy.deepcopy(self._self_instance, memo)
+        return self._self_parent.__get__(instance, type(instance))
+
+
+class MonitoredFunction(_Function):
+    """What ``@monitored`` returns (see the module docstring)."""
+
+    __bound_function_wrapper__ = _MonitoredBound
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if isinstance(self.__wrapped__, _BY_NAME):
+            # pickle finds the name in the function's module, where it is this wrapper.
+            return self.__qualname__
+        raise TypeError(f"cannot pickle a @monitored {type(self.__wrapped__).__name__} object; "
+                        "decorate its class's __call__ instead")
+
+    def __copy__(self) -> Any:
+        return self._around(copy.copy(self.__wrapped__))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self._around(copy.deepcopy(self.__wrapped__, memo))
+
+    def _around(self, wrapped: Any) -> Any:
+        """Self for a function (copying returns it unchanged); else a wrapper of the copy."""
+        if wrapped is self.__wrapped__:
+            return self
+        return type(self)(wrapped, self._self_wrapper)
