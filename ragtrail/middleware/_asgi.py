@@ -187,9 +187,11 @@ class _Responder:
             elif not self._swallow:
                 raise  # the app's response is cut short: the server must drop the connection
         except Exception as exc:
-            # ASGI: the exception must reach the server. The client still gets the ID on a 500.
+            # ASGI: the exception must reach the server. The client still gets the ID on a 500,
+            # unless the app's own 500 handler will answer (answering first would drop it).
             error = exc
-            if not self.started and not websocket:
+            if not self.started and not websocket and (
+                    exchange.body_cut or not _app_answers_errors(self.scope)):
                 await self._answer_failsafe(413 if exchange.body_cut else 500)
             raise
         finally:
@@ -356,3 +358,11 @@ def _header_findings(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[Finding
 
 def _decoded(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+
+
+def _app_answers_errors(scope: Scope) -> bool:
+    """Whether a Starlette app around this middleware has its own handler for unhandled
+    exceptions: Starlette's outermost layer, outside every ``add_middleware`` one, runs it and
+    sends its answer only if no response was started."""
+    handlers = getattr(scope.get("app"), "exception_handlers", None)
+    return isinstance(handlers, dict) and (500 in handlers or Exception in handlers)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -478,3 +479,24 @@ def test_a_hostile_websocket_handshake_is_refused_when_asked(monitor: Monitor) -
     asyncio.run(wrapped(http_scope("/ws/../admin", scope_type="websocket"), None, send))  # type: ignore[arg-type]
     assert calls == []
     assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+@pytest.mark.parametrize("key", [500, Exception])
+def test_the_apps_own_500_handler_answers_an_unhandled_exception(
+        key: Any, monitor: Monitor) -> None:
+    """Starlette runs the app's handler outside every added middleware and sends its answer
+    only if none was started: ragtrail's own 500 went first and the client got text/plain
+    instead of the app's JSON. The exception is still recorded."""
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("store down")
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "sorry"}, status_code=500)
+
+    app = Starlette(routes=[Route("/boom", boom)], exception_handlers={key: handler})
+    app.add_middleware(ASGIMiddleware, monitor=monitor)
+    reply = request(app, "/boom")
+    assert isinstance(reply.error, RuntimeError)
+    assert (reply.status, json.loads(reply.body)) == (500, {"error": "sorry"})
+    assert only_span(monitor).error_type == "RuntimeError"
+    assert [e.event_type for e in stored_events(monitor)] == ["server_error"]
