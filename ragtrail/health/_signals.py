@@ -8,6 +8,7 @@ keeping on serving for ``drain_seconds`` before the server's own graceful shutdo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -36,13 +37,15 @@ def install_sigterm_handler(
     handler that was installed before (the server's graceful shutdown, or the default action).
 
     Call it from the main thread after the server has installed its own handlers (for
-    uvicorn: in the lifespan startup), so the chain reaches them. A second signal during the
-    drain chains at once. Returns a function that puts the previous handler back (and
-    cancels a drain in progress).
+    uvicorn and hypercorn: in the lifespan startup), so the chain reaches them; a handler the
+    running event loop holds (``loop.add_signal_handler``) is taken over too. A second signal
+    during the drain chains at once. Returns a function that puts the previous handler back
+    (and cancels a drain in progress).
     """
     if drain_seconds < 0:
         raise ValueError(f"drain_seconds must be >= 0; got {drain_seconds}")
-    previous = signal.getsignal(signum)
+    from_loop = _take_loop_handler(signum)
+    previous = signal.getsignal(signum) if from_loop is None else from_loop[1]
     main_thread = threading.main_thread().ident or 0
     state = {"signalled": False, "chain_now": False}
     timers: list[threading.Timer] = []
@@ -77,9 +80,39 @@ def install_sigterm_handler(
         for timer in timers:
             timer.cancel()  # a pending re-delivery would otherwise reach the restored handler
         if signal.getsignal(signum) is handler:
-            signal.signal(signum, previous)
+            if from_loop is None:
+                signal.signal(signum, previous)
+            else:
+                from_loop[0]()
 
     return uninstall
+
+
+def _take_loop_handler(signum: int) -> tuple[Callable[[], None], _Handler] | None:
+    """The running asyncio loop's own handler for ``signum`` (hypercorn registers its shutdown
+    with ``loop.add_signal_handler``), removed from the loop: (how to put it back, a handler
+    that runs it in the loop). None when no loop handles the signal.
+
+    The loop learns of a signal through its wake-up file descriptor whatever Python handler is
+    installed, so a drain that only replaced the Python handler let the server stop at once.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    registered = getattr(loop, "_signal_handlers", {}).get(signum)  # no public accessor
+    if registered is None or registered.cancelled():
+        return None
+    callback, args = registered._callback, registered._args
+    loop.remove_signal_handler(signum)
+
+    def run_in_loop(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(callback, *args)
+
+    def restore() -> None:
+        loop.add_signal_handler(signum, callback, *args)
+
+    return restore, run_in_loop
 
 
 def _chain(previous: _Handler | int | None, sig: int, frame: FrameType | None) -> None:

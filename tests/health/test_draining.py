@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -62,6 +63,39 @@ def test_handler_chains_to_the_previous_one_after_the_drain(
         assert chained[0] - sent >= 0.29
         uninstall()
         assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_a_handler_the_event_loop_holds_runs_after_the_drain(
+        make_service: ServiceFactory) -> None:
+    """hypercorn registers its shutdown with ``loop.add_signal_handler``; the loop hears of
+    the signal through its wake-up fd whatever Python handler is set, so the server stopped at
+    once and nothing drained. The loop's handler is taken over and runs after the drain."""
+    service = make_service(FunctionCheck(lambda: True, "ok"), store_check=False)
+    original = signal.getsignal(signal.SIGTERM)
+
+    async def serve() -> float:
+        loop = asyncio.get_running_loop()
+        stopped = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopped.set)
+        uninstall = install_sigterm_handler(service, drain_seconds=0.3)
+        sent = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = sent + 5.0
+        while not service.draining and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert service.draining
+        assert not stopped.is_set()  # the server is still serving
+        await asyncio.wait_for(stopped.wait(), timeout=5.0)
+        elapsed = time.monotonic() - sent
+        uninstall()
+        assert signal.SIGTERM in loop._signal_handlers  # type: ignore[attr-defined]
+        loop.remove_signal_handler(signal.SIGTERM)
+        return elapsed
+
+    try:
+        assert asyncio.run(serve()) >= 0.29
     finally:
         signal.signal(signal.SIGTERM, original)
 
