@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from time import time_ns
 from typing import TYPE_CHECKING, Any, Literal
 
 from starlette.routing import Mount
@@ -224,6 +225,10 @@ class _Responder:
                 message["status"],
                 _decoded(headers) if exchange.core.options.capture_headers else None)
             message = {**message, "headers": headers}
+        elif not message.get("more_body") and message["type"] == "http.response.body":
+            await self._send(message)
+            self.exchange.responded_ns = time_ns()
+            return
         await self._send(message)
 
     async def send_websocket(self, message: Message) -> None:

@@ -245,6 +245,7 @@ class Exchange:
         "method_name",
         "no_verdict",
         "rejection",
+        "responded_ns",
         "route",
         "span",
         "status",
@@ -266,6 +267,9 @@ class Exchange:
         self.status: int | None = None
         self.route: str | None = None
         self.body_cut = False  # the body outgrew max_body_bytes while the app read it
+        # When the response's last byte went to the server (ASGI): the span ends there, not
+        # when the app's call returns after running a response's background tasks.
+        self.responded_ns: int | None = None
         # The status is no verdict of the app's (a health route's answer, a websocket nothing
         # accepted): no server_error or access-failure event.
         self.no_verdict = False
@@ -318,7 +322,12 @@ class Exchange:
             # A health route's 503 is not a server error, and health records its own 401s.
             if self.no_verdict:
                 return
-            if error is not None:
+            if error is not None and self.responded_ns is not None:
+                # The client had its whole answer: the span keeps it, the failure is an event.
+                self.event("server_error", Severity.HIGH,
+                           "unhandled exception after the response was sent (a background "
+                           "task)", {"exception_type": type(error).__qualname__})
+            elif error is not None:
                 if span is not None:
                     span.fail(error)
                 self.event("server_error", Severity.HIGH, "unhandled exception in the app",
@@ -335,7 +344,7 @@ class Exchange:
             log.warning("ragtrail middleware failed to finish a request", exc_info=True)
         finally:
             if span is not None:
-                span.end()
+                span.end(self.responded_ns)
             # Finished in another context than it began (ValueError): nothing there to undo.
             try:  # noqa: SIM105 (suppress() builds a context manager per request)
                 _correlation_id.reset(self._token)
