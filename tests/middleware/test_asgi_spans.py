@@ -500,7 +500,7 @@ def test_the_apps_own_500_handler_answers_an_unhandled_exception(
     assert isinstance(reply.error, RuntimeError)
     assert (reply.status, json.loads(reply.body)) == (500, {"error": "sorry"})
     assert only_span(monitor).error_type == "RuntimeError"
-    assert [e.event_type for e in stored_events(monitor)] == ["server_error"]
+    assert len(stored_events(monitor, "server_error")) == 1
 
 
 def _with_background(monitor: Monitor, task: Callable[[], Any]) -> Any:
@@ -537,6 +537,6 @@ def test_a_background_task_failing_after_the_answer_is_an_event_not_a_failed_req
     assert isinstance(reply.error, OSError)  # still reaches the server
     span = only_span(monitor)
     assert (span.status, span.attributes["http.response.status_code"]) == ("ok", 200)
-    [event] = stored_events(monitor)
-    assert (event.event_type, event.metadata["exception_type"]) == ("server_error", "OSError")
+    [event] = stored_events(monitor, "server_error")  # the sampler may add its own
+    assert event.metadata["exception_type"] == "OSError"
     assert "after the response was sent" in event.description
