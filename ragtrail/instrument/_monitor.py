@@ -6,7 +6,6 @@ on first use so ``@monitored`` works before anyone configured anything.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
 import threading
@@ -17,6 +16,7 @@ from typing import Any, TypeVar, overload
 
 from opentelemetry import trace
 
+from ragtrail._process_exit import at_exit
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.instrument._alerts import AlertCallback, AlertDispatcher
@@ -449,5 +449,5 @@ def _install(monitor: Monitor) -> None:
         monitor.register_alert_callback(callback, min_severity)
     _active = monitor
     if not _atexit_registered:
-        atexit.register(shutdown)
+        at_exit(shutdown)
         _atexit_registered = True

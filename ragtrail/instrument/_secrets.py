@@ -265,7 +265,7 @@ class TextScanner:
 
     def _key_value(self, text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
         """``password=...``, ``"api_key": "..."``, ``Authorization: Basic ...``,
-        ``tokens=[...]``, ``password:`` with its value alone on the next line, and YAML
+        ``api_tokens=[...]``, ``password:`` with its value alone on the next line, and YAML
         blocks (``password: |``, ``api_keys:`` then ``- k1`` lines)."""
         at = match.end()
         kind = self._kind_before(text, at - 1, floor)

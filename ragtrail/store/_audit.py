@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from ragtrail._process_exit import at_exit
 from ragtrail._records import MetricsSample, Record, SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail.store._coalesce import Coalescer
@@ -445,4 +445,4 @@ def _close_at_exit() -> None:
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
-atexit.register(_close_at_exit)
+at_exit(_close_at_exit)
