@@ -69,7 +69,7 @@ class DetailedAccess:
                 self._failures.popleft()
             recent = len(self._failures)
         # OWASP logging vocabulary: authn_login_fail; a burst suggests guessing, so it escalates.
-        burst = recent > self._burst_limit
+        burst = recent >= self._burst_limit  # the tenth failure in a minute, as the middleware
         metadata: dict[str, object] = {"path": path, "reason": reason,
                                        "failures_in_window": recent}
         if client:
