@@ -54,6 +54,8 @@ POD = DEPLOYMENT["spec"]["template"]["spec"]
 (CONTAINER,) = POD["containers"]
 CONFIG = MANIFESTS[("ConfigMap", "rag-service-ragtrail")]["data"]
 SECRET = MANIFESTS[("Secret", "rag-service-secrets")]["stringData"]
+COLLECTOR_DOCUMENTS = [document for document in yaml.safe_load_all(
+    (K8S / "otel-collector.yaml").read_text(encoding="utf-8")) if document]
 
 
 def _known_variables() -> set[str]:
@@ -84,12 +86,16 @@ def _option(command: list[str], name: str) -> str:
 
 def test_every_manifest_parses_into_the_expected_objects() -> None:
     """The five files hold the app's Deployment, Service, ConfigMap and Secret, and the
-    collector's ConfigMap, Deployment and Service."""
+    collector's namespace (created first: a fresh cluster has none), ConfigMap, Deployment and
+    Service."""
     assert set(MANIFESTS) == {
         ("Deployment", "rag-service"), ("Service", "rag-service"),
         ("ConfigMap", "rag-service-ragtrail"), ("Secret", "rag-service-secrets"),
-        ("ConfigMap", "otel-collector"), ("Deployment", "otel-collector"),
-        ("Service", "otel-collector")}
+        ("Namespace", "observability"), ("ConfigMap", "otel-collector"),
+        ("Deployment", "otel-collector"), ("Service", "otel-collector")}
+    namespaced = [d for d in COLLECTOR_DOCUMENTS if d["kind"] != "Namespace"]
+    assert COLLECTOR_DOCUMENTS[0]["kind"] == "Namespace"
+    assert {d["metadata"]["namespace"] for d in namespaced} == {"observability"}
 
 
 def test_probes_the_container_port_and_the_service_target_are_one_port() -> None:
