@@ -80,10 +80,13 @@ def test_monitored_durations_are_a_histogram_in_seconds(
     pipeline.submit(span_record(trace_id, name, "server", duration_us=5000))
     assert pipeline.force_flush(10)
 
-    points = receiver.wait_for_points(
-        lambda p: p.metric == "ragtrail.call.duration"
-        and p.attributes.get("ragtrail.call.name") == name)
-    by_attributes = latest(points)
+    def both_series() -> dict[Any, Any]:
+        # The two series may arrive in separate batches of the receiver's output.
+        series = latest([p for p in receiver.points() if p.metric == "ragtrail.call.duration"
+                         and p.attributes.get("ragtrail.call.name") == name])
+        return series if len(series) >= 2 else {}
+
+    by_attributes = wait_until(both_series)
     ok = by_attributes[(("ragtrail.call.kind", "reranker"), ("ragtrail.call.name", name))]
     failed = by_attributes[(("error.type", "ValueError"), ("ragtrail.call.kind", "reranker"),
                             ("ragtrail.call.name", name))]
