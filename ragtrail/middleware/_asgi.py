@@ -225,7 +225,8 @@ class _Responder:
                 message["status"],
                 _decoded(headers) if exchange.core.options.capture_headers else None)
             message = {**message, "headers": headers}
-        elif not message.get("more_body") and message["type"] == "http.response.body":
+        elif not message.get("more_body") and (message["type"] == "http.response.body"
+                                               or message["type"] == "http.response.pathsend"):
             await self._send(message)
             self.exchange.responded_ns = time_ns()
             return

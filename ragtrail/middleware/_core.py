@@ -322,8 +322,10 @@ class Exchange:
             # A health route's 503 is not a server error, and health records its own 401s.
             if self.no_verdict:
                 return
-            if error is not None and self.responded_ns is not None:
-                # The client had its whole answer: the span keeps it, the failure is an event.
+            if error is not None and self.responded_ns is not None \
+                    and status is not None and status < 500:
+                # The client had its whole answer, a success: the span keeps it, the failure
+                # is an event. (After a 500, an app answered its own failure, then raised it.)
                 self.event("server_error", Severity.HIGH,
                            "unhandled exception after the response was sent (a background "
                            "task)", {"exception_type": type(error).__qualname__})

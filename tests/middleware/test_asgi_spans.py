@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -540,3 +541,53 @@ def test_a_background_task_failing_after_the_answer_is_an_event_not_a_failed_req
     [event] = stored_events(monitor, "server_error")  # the sampler may add its own
     assert event.metadata["exception_type"] == "OSError"
     assert "after the response was sent" in event.description
+
+
+async def _raising(request: Request) -> Response:
+    raise RuntimeError("store down")
+
+
+@pytest.mark.parametrize("layout", ["wrapped, own handler", "wrapped", "mounted sub-app"])
+def test_a_failure_the_app_answered_with_a_500_itself_is_a_failed_request(
+        layout: str, monitor: Monitor) -> None:
+    """Starlette's outermost layer answers an unhandled exception with a 500, then raises it:
+    with the middleware outside that layer (the whole app wrapped, or a Starlette app mounted
+    in another) the response is complete when the exception arrives, and it is still a
+    failed request, not a background task's failure after a success."""
+    async def handler(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "sorry"}, status_code=500)
+
+    app: Any
+    if layout == "mounted sub-app":
+        app = Starlette(routes=[Mount("/v2", app=Starlette(routes=[Route("/boom", _raising)]))])
+        app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+    else:
+        handlers = {500: handler} if layout == "wrapped, own handler" else {}
+        app = ASGIMiddleware(Starlette(routes=[Route("/boom", _raising)],
+                                       exception_handlers=handlers), monitor=monitor)
+    reply = request(app, "/v2/boom" if layout == "mounted sub-app" else "/boom")
+    assert (reply.status, isinstance(reply.error, RuntimeError)) == (500, True)
+    assert only_span(monitor).status == "error"
+    [event] = stored_events(monitor, "server_error")
+    assert "background task" not in event.description
+
+
+def test_a_file_sent_with_pathsend_ends_the_span(monitor: Monitor, tmp_path: Path) -> None:
+    """The ``http.response.pathsend`` extension (granian) ends a FileResponse: the span ends
+    there too, not after the response's background task."""
+    report = tmp_path / "report.txt"
+    report.write_text("report")
+
+    async def index_later() -> None:
+        await asyncio.sleep(0.3)  # the background work being timed
+
+    async def download(request: Request) -> Response:
+        return FileResponse(report, background=BackgroundTask(index_later))
+
+    app = Starlette(routes=[Route("/report", download)])
+    app.add_middleware(ASGIMiddleware, monitor=monitor, health=False)
+    scope = http_scope("/report")
+    scope["extensions"] = {"http.response.pathsend": {}}
+    reply = asyncio.run(call_asgi(app, scope))
+    assert reply.messages[-1]["type"] == "http.response.pathsend"
+    assert only_span(monitor).duration_us < 250_000
