@@ -100,8 +100,11 @@ _LIST_EVENT = re.compile(r"[\[\]\"']")
 _MAX_LIST = 4096  # characters a list value may span, as a single value
 # pydantic's ValidationError: the field's location alone on a line, then the error quoting the
 # value ("password\n  Input should be ... [type=int_parsing, input_value='...', input_type=str]").
+_STRONG_KINDS = ("any", "line")
+# Only the line's first "[type=" is tried (the run before it cannot pass one): with two lazy
+# runs, a line of many "[type=" took time growing with its square (33 KB: 0.65 s).
 _PYDANTIC_INPUT = re.compile(
-    r"^[ \t]*([A-Za-z0-9_.\[\]-]{1,200})\r?\n[ \t]+[^\r\n]*?\[type=[\w.]{1,64}, "
+    r"^[ \t]*([A-Za-z0-9_.\[\]-]{1,200})\r?\n[ \t]+(?:[^\r\n\[]|\[(?!type=))*\[type=[\w.]{1,64}, "
     r"input_value=([^\r\n]*?), input_type=[\w.]{1,64}\]", re.MULTILINE)
 # The rest of a quoted list item, through its closing quote (never past its line).
 _ITEM_REST = {quote: re.compile(rf"(?:[^{quote}\\\r\n]|\\.){{0,{_MAX_LIST}}}{quote}")
@@ -287,8 +290,10 @@ class TextScanner:
 
     def _pydantic_input(self, text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
         """The value pydantic quotes for a field any part of whose location names a secret
-        (``password``, ``credentials.api_key``, ``tokens.0``)."""
-        if any(self.key_kind(part) for part in match.group(1).replace("]", "").split(".")):
+        (``password``, ``credentials.api_key``, ``api_keys.0``); a weak name (``sort_key``)
+        is no secret without a random-looking value, and pydantic quotes the wrong ones."""
+        if any(self.key_kind(part) in _STRONG_KINDS
+               for part in match.group(1).replace("]", "").split(".")):
             yield match.span(2)
 
     def _kind_before(self, text: str, separator: int, floor: int) -> KeyKind:

@@ -623,3 +623,21 @@ def test_values_ragtrail_was_configured_with_are_redacted_anywhere(tmp_path: Pat
     assert token.encode() not in stored
     assert any(b'"event_type": "config_read"' in body for body in delivered), delivered
     assert [body for body in delivered if token.encode() in body] == []
+
+
+def test_the_pydantic_rule_stays_linear_on_hostile_text() -> None:
+    """The rule for a ValidationError's quoted values first had two lazy runs on one line:
+    33 KB of "[type=" took 0.65 s on the caller's thread (0.002 s without the rule)."""
+    redactor = Redactor(Settings())
+    text = "password\n " + "[type=a, input_value=" * 1600
+    started = time.perf_counter()
+    redactor.redact_text(text)
+    assert time.perf_counter() - started < 0.3
+
+
+def test_the_pydantic_rule_spares_weak_key_names() -> None:
+    """``sort_key`` names no secret unless its value looks random; pydantic quotes values
+    that failed validation, which are ordinary ones, and they help debugging."""
+    text = ("1 validation error for Query\nsort_key\n  Input should be a valid integer "
+            "[type=int_parsing, input_value='created_at', input_type=str]")
+    assert Redactor(Settings()).redact_text(text) == text
