@@ -107,10 +107,16 @@ def _take_loop_handler(signum: int) -> tuple[Callable[[], None], _Handler] | Non
     loop.remove_signal_handler(signum)
 
     def run_in_loop(sig: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(callback, *args)
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop has closed (the server returned): the default action
+            _chain(signal.SIG_DFL, sig, frame)
 
     def restore() -> None:
-        loop.add_signal_handler(signum, callback, *args)
+        try:
+            loop.add_signal_handler(signum, callback, *args)
+        except (RuntimeError, ValueError):  # the loop closed, or called off the main thread:
+            signal.signal(signum, signal.SIG_DFL)  # what the loop's closing would have left
 
     return restore, run_in_loop
 

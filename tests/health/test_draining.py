@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -205,3 +207,32 @@ def test_the_apps_code_runs_with_the_signals_a_child_process_needs(
         wait_until(lambda: worker.native_id is not None)  # noqa: B023
         assert worker.native_id is not None
         wait_until(lambda: signal.SIGTERM in _blocked_signals(worker.native_id))  # noqa: B023
+
+
+def test_after_the_loop_closed_uninstall_and_sigterm_fall_back_to_the_default(
+        tmp_path: Path) -> None:
+    """With the loop's handler taken over, a SIGTERM after the server returned (its loop
+    closed) raised "Event loop is closed" and the process exited 1; an ``uninstall()`` then
+    raised too. Both fall back to the default action now, as a closed loop would leave it."""
+    script = tmp_path / "served.py"
+    script.write_text(
+        "import asyncio, os, signal, time\n"
+        "from ragtrail.health import install_sigterm_handler\n"
+        "class Service:\n"
+        "    def begin_draining(self): pass\n"
+        "uninstall = []\n"
+        "async def serve():\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)\n"
+        "    uninstall.append(install_sigterm_handler(Service(), drain_seconds=0))\n"
+        "asyncio.run(serve())\n"
+        "if os.environ['THEN'] == 'uninstall':\n"
+        "    uninstall[0]()\n"
+        "    print('uninstalled', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(5)\n"
+        "print('still alive')\n")
+    for then in ("signal", "uninstall"):
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              timeout=60, check=False, env={**os.environ, "THEN": then})
+        assert done.returncode == -signal.SIGTERM, (then, done.stdout, done.stderr[-600:])
+        assert "still alive" not in done.stdout
