@@ -205,7 +205,9 @@ class AlertDispatcher:
     def health(self) -> dict[str, Any]:
         """Counters for the detailed health routes."""
         with self._lock:
-            return {**self._counts, "queued": self._queue.qsize() + sum(
+            # After shutdown the queue holds only wake-ups workers have not taken (yet).
+            waiting = 0 if self._stop.is_set() else self._queue.qsize()
+            return {**self._counts, "queued": waiting + sum(
                         len(s.backlog) for s in self._subscriptions),
                     "callbacks": len(self._subscriptions),
                     "hung_callbacks": sum(s.hung for s in self._subscriptions),
@@ -248,9 +250,6 @@ class AlertDispatcher:
         for worker in workers:
             worker.thread.join(self._join_wait if deadline is None
                                else min(self._join_wait, max(0.0, deadline - time.monotonic())))
-        with contextlib.suppress(queue.Empty):  # wake-ups left by workers that were busy
-            while True:
-                self._queue.get_nowait()
 
     # -- worker side ----------------------------------------------------------------------
 

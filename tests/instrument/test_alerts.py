@@ -430,6 +430,27 @@ def test_shutdown_wakes_idle_workers_at_once(dispatcher_factory: Any) -> None:
     assert dispatcher.health()["queued"] == 0
 
 
+def test_idle_workers_stop_when_a_hung_callback_outlasts_the_shutdown(
+        dispatcher_factory: Any) -> None:
+    """With the deadline gone to a hung callback, shutdown took back the idle workers'
+    wake-ups before they were taken, and the idle workers lived 5 s longer."""
+    release, started = threading.Event(), threading.Event()
+
+    def hang(event: Any) -> None:
+        started.set()
+        release.wait(10)
+
+    dispatcher = dispatcher_factory(workers=3, releases=[release])
+    dispatcher.register(hang)
+    dispatcher.submit(event())
+    assert started.wait(DEADLINE)
+    dispatcher.shutdown(timeout=0.2)
+    poll(lambda: not [w for w in dispatcher._workers
+                      if w.thread.is_alive() and w.current is None], "idle workers to stop",
+         deadline=2.0)
+    assert dispatcher.health()["queued"] == 0
+
+
 def test_on_alert_decorator_registers_and_returns_the_function(dispatcher_factory: Any) -> None:
     """@dispatcher.on_alert("low") registers the function unchanged."""
     dispatcher = dispatcher_factory()
