@@ -43,30 +43,27 @@ class WebhookError(RuntimeError):
 
 
 class _HiddenPaths(logging.Filter):
-    """Replaces the registered webhook paths in the arguments of the lines it sees."""
+    """Replaces a registered webhook path where it is a whole argument of a line (the request
+    line's URL argument is the path and query exactly; other requests' paths stay)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._paths: tuple[str, ...] = ()  # longest first: one may begin another
+        self._paths: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def hide(self, path: str) -> None:
         with self._lock:
-            self._paths = tuple(sorted({*self._paths, path}, key=len, reverse=True))
+            self._paths = self._paths | {path}
         logger = logging.getLogger(_URL_LOGGER)
         if self not in logger.filters:
             logger.addFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self._hidden(arg) for arg in record.args)
+        args, paths = record.args, self._paths
+        if isinstance(args, tuple) and any(type(a) is str and a in paths for a in args):
+            record.args = tuple(_HIDDEN_PATH if type(a) is str and a in paths else a
+                                for a in args)
         return True
-
-    def _hidden(self, arg: object) -> object:
-        if isinstance(arg, str):
-            for path in self._paths:
-                arg = arg.replace(path, _HIDDEN_PATH)
-        return arg
 
 
 _HIDDEN_PATHS = _HiddenPaths()

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 from redaction_canaries import CANARIES, leaked
 
 from ragtrail._records import SecurityEvent, Severity
@@ -295,3 +296,14 @@ def test_urllib3_debug_lines_never_show_the_secret_path(
     assert " 200 " in request_line
     assert "webhook path hidden" in request_line
     assert not [line for line in lines if "Canary" in line]
+
+
+def test_other_requests_paths_stay_in_urllib3s_lines(
+        receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """Only the webhook's own request line is changed: hiding "/hook" as a substring made an
+    app's request to "/hooks/github" read "/[webhook path hidden]s/github"."""
+    base = receiver.url.removesuffix(SECRET_PATH)
+    WebhookAlert(base + "/hook")
+    with caplog.at_level(logging.DEBUG):
+        requests.post(base + "/hooks/github", data=b"{}", timeout=5)
+    assert any('"POST /hooks/github ' in record.getMessage() for record in caplog.records)
