@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["O_NOFOLLOW", "READ_REGULAR_ONLY", "ChangedFileError", "create_exclusive",
-           "make_inert", "move_file"]
+           "make_inert", "move_file", "still_judged"]
 
 O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -29,6 +29,13 @@ def _require_judged(info: os.stat_result, judged: os.stat_result | None, path: P
                                or (info.st_dev, info.st_ino) != (judged.st_dev, judged.st_ino)):
         raise ChangedFileError(errno.ESTALE, "another file than the one validated is there now",
                                str(path))
+
+
+def still_judged(path: Path, judged: os.stat_result | None) -> os.stat_result:
+    """``lstat(path)``; raises ``ChangedFileError`` unless it is the ``judged`` file (if any)."""
+    info = os.lstat(path)
+    _require_judged(info, judged, path)
+    return info
 
 
 def create_exclusive(path: Path) -> int:
@@ -54,11 +61,7 @@ def move_file(source: Path, target: Path, *, replace: bool,
     hard links is copied, so that the inode those names share is never made the quarantine's.
     Raises ``FileExistsError`` when ``replace`` is False and ``target`` exists.
     """
-    linked = False
-    if judged is not None:
-        info = os.lstat(source)
-        _require_judged(info, judged, source)
-        linked = info.st_nlink > 1
+    linked = judged is not None and still_judged(source, judged).st_nlink > 1
     if not replace:
         # Claim the name first so nobody can slip a file in between the check and the move.
         os.close(create_exclusive(target))

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragtrail.security._files import create_exclusive, make_inert, move_file
+from ragtrail.security._files import create_exclusive, make_inert, move_file, still_judged
 
 __all__ = ["Quarantine", "QuarantineEntry", "QuarantineError"]
 
@@ -82,6 +82,7 @@ class Quarantine:
         previous = _read_json(sidecar)
         if previous is not None and os.path.lexists(target):
             if not _same_file(source, target):
+                still_judged(Path(source), judged)  # never delete a file swapped in since
                 os.unlink(source)  # the same bytes are already here
             record = {**previous, "count": int(previous.get("count", 1)) + 1, "last_time": now}
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from security_corpus import ELF, PDF, Corpus
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail.instrument import Monitor, correlation_scope
 from ragtrail.security import FileValidator, Quarantine, QuarantineError
-from ragtrail.security._files import move_file
+from ragtrail.security._files import ChangedFileError, move_file
 
 Events = Callable[..., list[SecurityEvent]]
 
@@ -447,3 +448,22 @@ def test_a_file_swapped_while_judged_is_left_where_it_is(
     [event] = stored_events("malicious_file_upload")
     assert event.metadata["quarantine_path"] is None
     assert "another file than the one validated" in event.metadata["quarantine_error"]
+
+
+def test_a_file_swapped_in_is_left_when_the_same_bytes_are_already_quarantined(
+        tmp_path: Path) -> None:
+    """The repeat path (the bytes judged are quarantined already) deleted whatever was at the
+    path by then, the owner's new file too."""
+    quarantine = Quarantine(tmp_path / "quarantine")
+    first = tmp_path / "first.pdf"
+    first.write_bytes(ELF)
+    digest = hashlib.sha256(ELF).hexdigest()
+    quarantine.add(first, digest, {"reason": "first"}, judged=os.stat(first))
+    path = tmp_path / "report.pdf"
+    path.write_bytes(ELF)
+    judged = os.stat(path)  # the validator's fstat of what it hashed
+    path.rename(tmp_path / "moved-away.pdf")  # another writer swaps a new file in (the old
+    path.write_bytes(PDF)                     # inode stays alive, so its number is not reused)
+    with pytest.raises(ChangedFileError):
+        quarantine.add(path, digest, {"reason": "second"}, judged=judged)
+    assert path.read_bytes() == PDF
