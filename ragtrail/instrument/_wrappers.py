@@ -11,6 +11,7 @@ wrapped callable object is copied by copying the object and wrapping the copy.
 from __future__ import annotations
 
 import copy
+import importlib
 import types
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +29,26 @@ else:
     _Function = wrapt.FunctionWrapper
 
 
+def _attribute_at(module: str, qualname: str) -> Any:
+    """What ``module.qualname`` names (unpickling a method taken off its class)."""
+    found: Any = importlib.import_module(module)
+    for name in qualname.split("."):
+        found = getattr(found, name)
+    return found
+
+
 class _MonitoredBound(_Bound):
     """A decorated method bound to its instance (or class)."""
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        if self._self_instance is None:  # the method taken off its class: not a global name
-            raise TypeError(f"cannot pickle the unbound @monitored method {self.__qualname__}")
-        return getattr, (self._self_instance, self.__name__)
+        if self._self_instance is not None:
+            return getattr, (self._self_instance, self.__name__)
+        # Taken off its class (a static or class method, say): found there again by name.
+        qualname = self.__qualname__
+        if "<locals>" in qualname:
+            raise TypeError(f"cannot pickle {qualname}: a class defined inside a function "
+                            "cannot be found again by name")
+        return _attribute_at, (self.__module__, qualname)
 
     def __copy__(self) -> Any:
         return self
@@ -55,8 +69,9 @@ class MonitoredFunction(_Function):
         if isinstance(self.__wrapped__, _BY_NAME):
             # pickle finds the name in the function's module, where it is this wrapper.
             return self.__qualname__
-        raise TypeError(f"cannot pickle a @monitored {type(self.__wrapped__).__name__} object; "
-                        "decorate its class's __call__ instead")
+        raise TypeError(f"cannot pickle a @monitored {type(self.__wrapped__).__name__}: only "
+                        "decorated functions and methods are found again by name (for a "
+                        "callable object, decorate its class's __call__)")
 
     def __copy__(self) -> Any:
         return self._around(copy.copy(self.__wrapped__))
