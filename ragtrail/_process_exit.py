@@ -18,6 +18,9 @@ from collections.abc import Callable
 __all__ = ["at_exit"]
 
 _handlers: list[Callable[[], object]] = []
+# Set in a forked child once its after-fork callback is registered: a worker it forks inherits
+# that registration, and registering again there would run every handler twice.
+_registered_after_fork = False
 
 
 def at_exit(handler: Callable[[], object]) -> None:
@@ -25,8 +28,11 @@ def at_exit(handler: Callable[[], object]) -> None:
     atexit.register(handler)
     _handlers.append(handler)
     multiprocessing = sys.modules.get("multiprocessing")
-    if multiprocessing is not None and multiprocessing.parent_process() is not None:
-        _finalize_in_worker([handler])  # a worker already running (spawned, or configured late)
+    # A worker already running (configured in a pool's initializer, or late). A spawned one
+    # ends with sys.exit(), which runs atexit handlers itself.
+    if multiprocessing is not None and multiprocessing.parent_process() is not None \
+            and multiprocessing.get_start_method(allow_none=True) != "spawn":
+        _finalize_in_worker([handler])
 
 
 def _finalize_in_worker(handlers: list[Callable[[], object]]) -> None:
@@ -37,8 +43,10 @@ def _finalize_in_worker(handlers: list[Callable[[], object]]) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _registered_after_fork
     util = sys.modules.get("multiprocessing.util")
-    if util is not None and _handlers:
+    if util is not None and _handlers and not _registered_after_fork:
+        _registered_after_fork = True
         # Runs only if multiprocessing made this fork, after it cleared the inherited ones.
         util.register_after_fork(_after_fork_in_child,
                                  lambda _: _finalize_in_worker(list(_handlers)))
