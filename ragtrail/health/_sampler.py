@@ -132,7 +132,9 @@ class MetricsSampler:
         self.monitor.security_event(
             "resource_threshold",
             Severity.HIGH if level == "fail" else Severity.MEDIUM,
-            _SOURCE,
+            # One source per metric: events coalesce by type, source and severity, and a
+            # memory warning in the same minute as a CPU one became a count on CPU's row.
+            f"{_SOURCE}.{metric}",
             f"{metric} at {value:.1f}%{self.levels.describe(metric)} reached the {level} "
             f"threshold of {threshold:g}%",
             {"metric": metric, "value": round(value, 1), "threshold": threshold, "level": level,

@@ -52,6 +52,16 @@ def test_threshold_events_fire_on_rises_only(make_monitor: MonitorFactory) -> No
     assert recorded[0].metadata["metric"] == "cpu"
 
 
+def test_rises_of_different_metrics_are_separate_events(make_monitor: MonitorFactory) -> None:
+    """Events coalesce by type, source and severity: a memory warning in the same minute as
+    a CPU warning was a count on the CPU row, and nobody saw memory's."""
+    monitor = make_monitor()
+    MetricsSampler(monitor, interval=60).observe(reading(cpu=90.0, memory=90.0))
+    recorded = threshold_events(monitor)
+    assert sorted((e.metadata["metric"], e.count) for e in recorded) == [
+        ("cpu", 1), ("memory", 1)]
+
+
 def test_threshold_check_reports_the_sampler_level(make_monitor: MonitorFactory) -> None:
     """ThresholdCheck follows the hysteresis level, with the percentage observed."""
     monitor = make_monitor(memory_warn_percent=80, memory_fail_percent=90)
