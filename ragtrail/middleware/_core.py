@@ -322,17 +322,16 @@ class Exchange:
             # A health route's 503 is not a server error, and health records its own 401s.
             if self.no_verdict:
                 return
-            if error is not None and self.responded_ns is not None \
-                    and status is not None and status < 500:
-                # The client had its whole answer, a success: the span keeps it, the failure
-                # is an event. (After a 500, an app answered its own failure, then raised it.)
+            if error is not None:
+                # The client had its whole answer, a success (a background task failed after
+                # it): the span keeps that answer. After a 500 the app answered its own
+                # failure, then raised it: a failed request.
+                answered = self.responded_ns is not None and status is not None and status < 500
+                if span is not None and not answered:
+                    span.fail(error)
                 self.event("server_error", Severity.HIGH,
                            "unhandled exception after the response was sent (a background "
-                           "task)", {"exception_type": type(error).__qualname__})
-            elif error is not None:
-                if span is not None:
-                    span.fail(error)
-                self.event("server_error", Severity.HIGH, "unhandled exception in the app",
+                           "task)" if answered else "unhandled exception in the app",
                            {"exception_type": type(error).__qualname__})
             elif status is not None and status >= 500:
                 if span is not None:  # the status code is the error type (HTTP semconv)
