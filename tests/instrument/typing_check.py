@@ -57,6 +57,7 @@ assert_type(Service().method(1), str)
 assert_type(Service.class_method(1), str)
 assert_type(Service.static_method(1), str)
 assert_type(propagate(search)("q"), list[str])
+assert_type(propagate(search, trace_only=True)("q", top_k=2), list[str])
 
 
 
