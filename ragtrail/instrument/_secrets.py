@@ -291,9 +291,13 @@ class TextScanner:
     def _pydantic_input(self, text: str, match: re.Match[str], floor: int) -> Iterator[Span]:
         """The value pydantic quotes for a field any part of whose location names a secret
         (``password``, ``credentials.api_key``, ``api_keys.0``); a weak name (``sort_key``)
-        is no secret without a random-looking value, and pydantic quotes the wrong ones."""
-        if any(self.key_kind(part) in _STRONG_KINDS
-               for part in match.group(1).replace("]", "").split(".")):
+        is no secret without a random-looking value, and pydantic quotes the wrong ones.
+        A location that is only a number is a positional argument of a ``validate_call``
+        function (``login(user, password)`` says ``1``): with no name to judge, its value
+        may be anything, so it is redacted."""
+        location = match.group(1)
+        if location.isdigit() or any(self.key_kind(part) in _STRONG_KINDS
+                                     for part in location.replace("]", "").split(".")):
             yield match.span(2)
 
     def _kind_before(self, text: str, separator: int, floor: int) -> KeyKind:

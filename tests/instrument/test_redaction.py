@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import pydantic
 import pytest
 from redaction_canaries import CANARIES, Canary, leaked
 
@@ -641,3 +642,22 @@ def test_the_pydantic_rule_spares_weak_key_names() -> None:
     text = ("1 validation error for Query\nsort_key\n  Input should be a valid integer "
             "[type=int_parsing, input_value='created_at', input_type=str]")
     assert Redactor(Settings()).redact_text(text) == text
+
+
+def test_the_pydantic_rule_redacts_a_positional_argument_s_value() -> None:
+    """``validate_call`` names a positional argument by its index only (``1`` for
+    ``login(user, password)``), so nothing says whether it is a secret: it is redacted, and
+    the same value given by keyword is judged by its name."""
+    @pydantic.validate_call
+    def login(user: str, password: Annotated[str, pydantic.Field(min_length=12)]) -> None:
+        """Never called with valid arguments here."""
+
+    redactor = Redactor(Settings())
+    for call in (lambda: login("ana", "hunter2"), lambda: login("ana", password="hunter2")):
+        with pytest.raises(pydantic.ValidationError) as raised:
+            call()
+        text = str(raised.value)
+        assert "input_value='hunter2'" in text  # what pydantic itself writes
+        redacted = redactor.redact_text(text)
+        assert "hunter2" not in redacted
+        assert "String should have at least 12 characters" in redacted
