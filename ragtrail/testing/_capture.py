@@ -1,0 +1,104 @@
+"""``capture()``: what ragtrail records while a block runs, for the application's own tests.
+
+The block runs under a monitor of its own, on a real store in a temporary directory, so a
+test sees exactly what production would keep (redacted, coalesced, as stored), never writes
+into the app's trail, and never exports or pages: the environment's ``RAGTRAIL_*`` and
+``OTEL_*`` variables are ignored. Whatever monitor was current comes back afterwards,
+untouched. The store stays readable after the block and is deleted with the ``Trail``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ragtrail._records import SecurityEvent, SpanRecord
+from ragtrail._settings import Settings
+from ragtrail.instrument import _monitor
+from ragtrail.instrument._monitor import Monitor
+
+__all__ = ["Trail", "capture"]
+
+_FLUSH_TIMEOUT_S = 10.0
+
+
+class Trail:
+    """The spans and security events recorded inside one ``capture()`` block.
+
+    Each read waits for the store's writer first, so what the code under test recorded is
+    there; lists are oldest first, and take the store's own filters (``name=``, ``kind=``,
+    ``errors_only=``, ``correlation_id=`` for spans; ``event_type=``, ``min_severity=``,
+    ``source=`` for events).
+    """
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def flush(self) -> None:
+        """Wait until everything recorded so far is stored (raises if the writer is stuck)."""
+        if not self.monitor.flush(_FLUSH_TIMEOUT_S):
+            raise TimeoutError(
+                f"ragtrail's store did not finish writing within {_FLUSH_TIMEOUT_S:g} s: "
+                f"{self.monitor.store.health()}")
+
+    def spans(self, **filters: Any) -> list[SpanRecord]:
+        """Finished spans, oldest first."""
+        self.flush()
+        return self.monitor.store.spans(limit=None, **filters)[::-1]
+
+    def span(self, name: str) -> SpanRecord:
+        """The one finished span called ``name``; fails naming the spans there are if there
+        is no such span or more than one."""
+        spans = self.spans()
+        matching = [span for span in spans if span.name == name]
+        if len(matching) != 1:
+            raise AssertionError(
+                f"expected one span named {name!r}, found {len(matching)}; "
+                f"spans recorded: {[span.name for span in spans]}")
+        return matching[0]
+
+    def events(self, **filters: Any) -> list[SecurityEvent]:
+        """Security events, oldest first."""
+        self.flush()
+        return self.monitor.store.events(limit=None, **filters)[::-1]
+
+
+@contextmanager
+def capture(**settings: Any) -> Iterator[Trail]:
+    """Record what the block does under a monitor of its own; read it from the ``Trail``.
+
+    Keyword arguments are settings, as for ``ragtrail.configure()`` (the environment is not
+    read; the store is a new SQLite file, deleted with the ``Trail``). Alert callbacks
+    registered with ``@ragtrail.on_alert`` are called as in production.
+
+    >>> with capture() as trail:
+    ...     retrieve("refund policy")
+    >>> trail.span("retrieve").status
+    'ok'
+    """
+    directory = tempfile.mkdtemp(prefix="ragtrail-capture-")
+    try:
+        store = Path(directory, "capture.db")
+        monitor = Monitor(Settings.from_env({}, **{"store_url": f"sqlite:///{store}",
+                                                   "service_name": "ragtrail-capture",
+                                                   **settings}))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    trail = Trail(monitor)
+    weakref.finalize(trail, shutil.rmtree, directory, ignore_errors=True)
+    with _monitor._lock:
+        previous = _monitor._active
+        _monitor._install(monitor)
+    try:
+        yield trail
+    finally:
+        with _monitor._lock:
+            if _monitor._active is monitor:  # not replaced by configure() in the block
+                _monitor._active = previous
+        monitor.shutdown(_FLUSH_TIMEOUT_S)
