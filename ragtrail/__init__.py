@@ -1,7 +1,8 @@
 """ragtrail: spans, correlation IDs, security events, health probes and an audit store for RAG.
 
 Everything a service needs is importable from here; the subpackages ``ragtrail.store``,
-``ragtrail.middleware``, ``ragtrail.health`` and ``ragtrail.security`` hold the rest.
+``ragtrail.middleware``, ``ragtrail.health`` and ``ragtrail.security`` hold the rest, and
+``ragtrail.testing`` what an application's own tests use.
 
 Names from the subpackages are imported on first use, so ``import ragtrail`` (and the
 ``ragtrail`` command, which needs only the store) does not pay for OpenTelemetry, Starlette
@@ -68,7 +69,7 @@ _LAZY_NAMES = {
 }
 _HOME = {name: module for module, names in _LAZY_NAMES.items() for name in names}
 _SUBPACKAGES = frozenset(("cli", "demo", "health", "instrument", "middleware", "security",
-                          "store"))
+                          "store", "testing"))
 
 
 if not TYPE_CHECKING:  # hidden from type checkers, so a misspelled name stays an error there

@@ -33,6 +33,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_subpackages_are_reachable_as_attributes() -> None:
     assert ragtrail.store.AuditStore is ragtrail.AuditStore
     assert ragtrail.health.HTTPCheck is ragtrail.HTTPCheck
+    assert callable(ragtrail.testing.capture)
 
 
 def test_type_checkers_see_the_same_names_from_the_same_modules() -> None:
