@@ -11,6 +11,7 @@ ring drops the lowest IDs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from sqlalchemy import (
@@ -30,9 +31,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import ProgrammingError
 
 from ragtrail._records import Severity
-from ragtrail.store._errors import StoreError
+from ragtrail.store._errors import StoreError, describe_error
 
 __all__ = [
     "EVENTS",
@@ -43,13 +45,18 @@ __all__ = [
     "SCHEMA_VERSION",
     "SPANS",
     "VERSION",
+    "WRITERS",
     "check_readable",
     "ensure_schema",
     "read_version",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bump with a new entry in ``_MIGRATIONS`` whenever a table changes."""
+
+_WRITABLE_FROM = 1  # the oldest version this ragtrail still writes (without what came later)
+
+log = logging.getLogger("ragtrail.store")
 
 # SQLite makes ``INTEGER PRIMARY KEY`` (exactly that spelling) an alias of the rowid: the
 # primary-key B-tree is the table itself, so inserts in ID order append and range deletes at
@@ -128,6 +135,16 @@ RING = Table(
     Column("coalesced", BigInteger, nullable=False, default=0),
 )
 
+WRITERS = Table(
+    "ragtrail_writers", metadata,
+    # One row per writer on a database server (see _ledger): the number of its last
+    # committed batch, written in that batch's transaction, so a writer whose COMMIT went
+    # unanswered can ask whether it committed. SQLite stores leave it empty.
+    Column("writer", String(64), primary_key=True),
+    Column("batch", BigInteger, nullable=False),
+    Column("time_us", BigInteger, nullable=False),  # its last batch: idle rows are pruned
+)
+
 RINGS = {"events": EVENTS, "spans": SPANS, "metrics": METRICS}
 """The ring-buffered tables by the name used in ``ragtrail_ring`` and in ``ring_usage``."""
 
@@ -184,14 +201,30 @@ def ensure_schema(conn: Connection, capacities: dict[str, int], where: str) -> N
         _count_rings(conn)
     else:
         _refuse_newer(version, where)
-        for step in range(version, SCHEMA_VERSION):
-            _MIGRATIONS[step](conn)
         if version < SCHEMA_VERSION:
-            conn.execute(VERSION.delete())
-            conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+            _migrate(conn, version, where)
     for ring, capacity in capacities.items():
         conn.execute(RING.update().where(RING.c.ring == ring, RING.c.bucket == 0)
                      .values(capacity=capacity))
+
+
+def _migrate(conn: Connection, version: int, where: str) -> None:
+    """Migrate ``version`` to the current one; a role that may not create tables (the app's
+    role with SELECT/INSERT/UPDATE/DELETE only, as docs/scaling.md suggests) keeps writing a
+    store this ragtrail can still write, until a role that may starts ragtrail on it."""
+    try:
+        with conn.begin_nested():  # a savepoint: PostgreSQL aborts a transaction on error
+            for step in range(version, SCHEMA_VERSION):
+                _MIGRATIONS[step](conn)
+            conn.execute(VERSION.delete())
+            conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+    except ProgrammingError as exc:  # e.g. InsufficientPrivilege: permission denied for schema
+        if version < _WRITABLE_FROM:
+            raise
+        log.warning("ragtrail audit store %s is at schema version %d and this database role "
+                    "cannot migrate it to %d (%s); it is written as version %d until a role "
+                    "that may create tables starts ragtrail on it", where, version,
+                    SCHEMA_VERSION, describe_error(exc), version)
 
 
 def _count_rings(conn: Connection) -> None:
@@ -224,4 +257,10 @@ def _v0_to_v1(conn: Connection) -> None:
     _count_rings(conn)
 
 
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _v0_to_v1}
+def _v1_to_v2(conn: Connection) -> None:
+    """Version 2 added ``ragtrail_writers``: batch keys, so a lost COMMIT answer is not a
+    reason to write a batch twice."""
+    WRITERS.create(conn, checkfirst=True)
+
+
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {0: _v0_to_v1, 1: _v1_to_v2}

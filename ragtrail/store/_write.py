@@ -7,6 +7,7 @@ Core's insert measured 0.59x of raw ``sqlite3`` here, issue 2); other databases 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -16,16 +17,21 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from ragtrail._records import MetricsSample, SecurityEvent, SpanRecord
 from ragtrail.store._coalesce import Coalescer, Slot
 from ragtrail.store._engine import WRITE, Target
+from ragtrail.store._errors import describe_error
+from ragtrail.store._ledger import Ledger
 from ragtrail.store._reports import RingUsage
 from ragtrail.store._ring import RingTable
 from ragtrail.store._rows import Row, RowBuilder
-from ragtrail.store._schema import EVENTS, RINGS, SPANS
+from ragtrail.store._schema import EVENTS, RINGS, SPANS, WRITERS
 
 __all__ = ["Batch", "BatchWriter", "Flush"]
+
+log = logging.getLogger("ragtrail.store")
 
 
 class Flush:
@@ -66,6 +72,31 @@ class Batch:
     def ring(self) -> str:
         """The ring of a one-record batch (for counting it when it is dropped)."""
         return "events" if self.events else "spans" if self.spans else "metrics"
+
+    def discard(self, stored: Batch) -> None:
+        """Take out the records of ``stored``, a part of this batch committed after all (in
+        place: the writer's retries and isolation hold this object)."""
+        gone = {id(record) for record in chain(stored.events, stored.spans, stored.metrics)}
+        self.events[:] = [r for r in self.events if id(r) not in gone]
+        self.spans[:] = [r for r in self.spans if id(r) not in gone]
+        self.metrics[:] = [r for r in self.metrics if id(r) not in gone]
+
+
+@dataclass
+class _Attempt:
+    """One batch transaction's effects on the writer's memory, applied (``_done``) or undone
+    (``_undo``) once its outcome is known."""
+
+    batch: Batch
+    dropped: Mapping[str, int]
+    dirty: list[Slot]  # slots taken for their repeats
+    undo: list[tuple[Slot, int | None, int]] = field(default_factory=list)  # their old state
+    # Events whose windows learn their rows once committed, and those rows: two lists, as
+    # (event, row) pairs would be tracked objects outliving young collections by thousands.
+    fresh: tuple[list[SecurityEvent], list[int]] = field(default_factory=lambda: ([], []))
+    usage: dict[str, RingUsage] = field(default_factory=dict)
+    key: int = 0  # its batch number in the ledger (0: none)
+    committed: bool = False
 
 
 class _SqliteInsert:
@@ -177,6 +208,10 @@ class BatchWriter:
         self.builder = RowBuilder(strict=False, limited_text=False) if target.is_sqlite \
             else self.strict
         self.insert = _SqliteInsert() if target.is_sqlite else _core_insert
+        # Keys only on a server: a SQLite COMMIT's outcome is never unknown (_ledger).
+        self.ledger: Ledger | None = None if target.is_sqlite else Ledger()
+        self.doubt: _Attempt | None = None  # a COMMIT that went unanswered
+        self.shown, self.secrets = target.shown, target.secrets
         # Held for each transaction; os.fork() waits for it (AuditStore): a child forked
         # while this process held SQLite's write lock could never write the file again.
         self.transaction = threading.Lock()
@@ -215,20 +250,24 @@ class BatchWriter:
 
         ``dropped`` (records lost since the last commit, by ring) is added to the lifetime
         totals. On failure nothing is committed and the coalescer's state is restored, so the
-        same batch can be written again.
+        same batch can be written again; except when COMMIT itself failed on a server: then
+        the outcome is unknown, ``doubt`` holds the attempt, and ``settle()`` must come first.
         """
-        dirty = self.coalescer.take_dirty()
-        undo: list[tuple[Slot, int | None, int]] = []  # slots to restore if this fails
-        # Events whose windows learn their rows once committed, and those rows: two lists, as
-        # (event, row) pairs would be tracked objects outliving young collections by thousands.
-        fresh: tuple[list[SecurityEvent], list[int]] = ([], [])
+        ledger = self.ledger
+        if ledger is not None and ledger.due:
+            self.ledger = ledger = self._register(ledger)
+        attempt = _Attempt(batch, dropped, self.coalescer.take_dirty())
+        committing = False
         pool = self.engine.pool
         try:
             with self.transaction, self.engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})
                 try:
                     with conn.begin():
-                        usage = self._write(conn, batch, dirty, dropped, undo, fresh)
+                        attempt.usage = self._write(conn, attempt)
+                        if ledger is not None:
+                            attempt.key = ledger.mark(conn)
+                        committing = True  # what fails from here on is the COMMIT
                 except BaseException:
                     # The retry gets a new connection: no session state (a pragma, a broken
                     # socket, an aborted transaction) survives a fault.
@@ -239,25 +278,67 @@ class BatchWriter:
                     # the old pool would drop the connection unclosed, so close it here.
                     conn.invalidate()
         except BaseException:
-            for slot, row_id, applied in reversed(undo):
-                slot.row_id, slot.applied = row_id, applied
-            self.coalescer.restore_dirty(dirty)
+            if committing and attempt.key:
+                self.doubt = attempt
+            else:
+                self._undo(attempt)
             raise
-        self.coalescer.written(*fresh)
-        return usage
+        self._done(attempt)
+        return attempt.usage
 
-    def _write(self, conn: Connection, batch: Batch, dirty: list[Slot],
-               dropped: Mapping[str, int], undo: list[tuple[Slot, int | None, int]],
-               fresh: tuple[list[SecurityEvent], list[int]]) -> dict[str, RingUsage]:
+    def settle(self) -> _Attempt | None:
+        """Ask the database whether the attempt in doubt committed, then finish or undo it
+        and return it (``committed`` set); None if nothing is in doubt. Raises, still in
+        doubt, while the database cannot answer."""
+        attempt, ledger = self.doubt, self.ledger
+        if attempt is None or ledger is None:
+            return None
+        with self.engine.begin() as conn:
+            attempt.committed = ledger.committed(conn, attempt.key)
+        self.doubt = None
+        if attempt.committed:
+            self._done(attempt)
+        else:
+            self._undo(attempt)
+        return attempt
+
+    def _register(self, ledger: Ledger) -> Ledger | None:
+        """Make this writer's row; None (no keys) if this role cannot use the table."""
+        try:
+            with self.engine.begin() as conn:
+                ledger.register(conn)
+        except IntegrityError:
+            pass  # an earlier attempt, its answer lost, made the row after all
+        except ProgrammingError as exc:  # no such table, or permission denied
+            log.warning("ragtrail audit store %s: cannot use %s (%s); batches are written "
+                        "without keys, so a batch whose COMMIT answer is lost may be stored "
+                        "twice (docs/scaling.md says what to grant)", self.shown,
+                        WRITERS.name, describe_error(exc, self.secrets))
+            return None
+        ledger.refreshed()
+        return ledger
+
+    def _done(self, attempt: _Attempt) -> None:
+        self.coalescer.written(*attempt.fresh)
+        if self.ledger is not None:
+            self.ledger.refreshed()
+
+    def _undo(self, attempt: _Attempt) -> None:
+        for slot, row_id, applied in reversed(attempt.undo):
+            slot.row_id, slot.applied = row_id, applied
+        self.coalescer.restore_dirty(attempt.dirty)
+
+    def _write(self, conn: Connection, attempt: _Attempt) -> dict[str, RingUsage]:
+        batch, dropped, undo = attempt.batch, attempt.dropped, attempt.undo
         builder = self.strict if batch.strict else self.builder
         usage: dict[str, RingUsage] = {}
-        updates, repeats, later = self._repeats(dirty, undo)
+        updates, repeats, later = self._repeats(attempt.dirty, undo)
         events = self.rings["events"]
         if batch.events or updates or dropped.get("events"):
             row_id, counts = events.open(conn, bool(batch.events))
             rows: list[Row] = []
             build, promoted = builder.event, self.coalescer.promoted
-            fresh_events, fresh_rows = fresh
+            fresh_events, fresh_rows = attempt.fresh
             for item in batch.events:
                 if type(item) is Slot:  # an overflow row, with its own window
                     slot: Slot | None = item

@@ -324,7 +324,8 @@ class Writer:
             self._ensure_schema()
             self._schema_ready = True
         # Flush markers alone (a flush right after a full batch) need no transaction.
-        if batch.records or self.counters.has_unsaved or self.coalescer.has_dirty:
+        if batch.records or self.counters.has_unsaved or self.coalescer.has_dirty or \
+                self.batches.doubt is not None:
             self._write_batch(batch)
         if self.failing:  # before the flushes return: health agrees with a flush that worked
             log.warning("ragtrail audit store writable again; writing resumed")
@@ -333,12 +334,25 @@ class Writer:
             marker.finish(True)
 
     def _write_batch(self, batch: Batch) -> None:
+        settled = self.batches.settle()  # a COMMIT that went unanswered, known now
+        if settled is not None:
+            if not settled.committed:
+                self.counters.restore_unsaved(dict(settled.dropped))
+            else:
+                self._written(settled.batch, settled.usage)
+                if settled.batch is batch:
+                    return
+                batch.discard(settled.batch)  # isolating a batch: a part of it
         unsaved = self.counters.take_unsaved()
         try:
             usage = self.batches.write(batch, unsaved)
         except BaseException:
-            self.counters.restore_unsaved(unsaved)
+            if self.batches.doubt is None:  # else they may be stored: settle() will say
+                self.counters.restore_unsaved(unsaved)
             raise
+        self._written(batch, usage)
+
+    def _written(self, batch: Batch, usage: dict[str, RingUsage]) -> None:
         self.ring_usage = {**self.ring_usage, **usage}
         with self.counters.lock:
             self.counters.written += batch.records

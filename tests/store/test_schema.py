@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from store_helpers import make_event, make_span
+from store_v1 import create_version_1_store
 
 from ragtrail._records import Severity
 from ragtrail.store import SCHEMA_VERSION, AuditStore, RingUsage, StoreError
@@ -73,7 +74,8 @@ def test_store_from_a_newer_ragtrail_is_refused(backend_url: str, read_only: boo
     """A schema version above ours is refused with one line saying to upgrade."""
     store_factory(backend_url).close()
     run_sql(backend_url, f"UPDATE ragtrail_schema SET version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match=r"newer ragtrail \(schema version 2.*upgrade") as err:
+    newer = rf"newer ragtrail \(schema version {SCHEMA_VERSION + 1}.*upgrade"
+    with pytest.raises(StoreError, match=newer) as err:
         AuditStore(backend_url, read_only=read_only)
     assert "\n" not in str(err.value)
     assert stored_version(backend_url) == SCHEMA_VERSION + 1
@@ -97,6 +99,32 @@ def test_version_0_store_is_migrated(backend_url: str,
     events = store.events()
     assert [e.id for e in events] == [4, 3, 1]  # new IDs follow; the old low one went first
     assert store.stats().events_by_severity == {"low": 2, "medium": 0, "high": 1, "critical": 0}
+
+
+def test_version_1_store_is_migrated(backend_url: str,
+                                     store_factory: Callable[..., AuditStore]) -> None:
+    """A store the version-1 writer made gets ``ragtrail_writers``; its rows, coalesced
+    counts and lifetime totals stay, and writing goes on from them (keyed on a server)."""
+    create_version_1_store(backend_url)
+    store = store_factory(backend_url, event_coalesce_seconds=0)
+    assert stored_version(backend_url) == SCHEMA_VERSION == 2
+    assert [(e.id, e.event_type, e.count, e.metadata) for e in store.events()] == [
+        (2, "rate_limited", 1, {}), (1, "authn_login_fail", 4, {"user": "u1"})]
+    assert [s.name for s in store.spans()] == ["GET /ask", "retrieve"]
+    store.record(make_event(severity=Severity.HIGH))
+    store.record(make_span())
+    assert store.flush(10)
+    stats = store.stats()
+    assert (stats.events, stats.event_occurrences, stats.spans, stats.metrics) == (3, 6, 3, 1)
+    assert (stats.written, stats.dropped, stats.coalesced) == (7, 0, 3)
+    assert stats.ring_usage["events"] == RingUsage(3, 100_000)
+    assert [e.id for e in store.events()] == [3, 2, 1]
+    engine = create_engine(backend_url)
+    with engine.connect() as conn:
+        assert inspect(conn).has_table("ragtrail_writers")
+        keys = conn.execute(text("SELECT batch FROM ragtrail_writers")).scalars().all()
+    engine.dispose()
+    assert keys == ([] if backend_url.startswith("sqlite") else [1])  # SQLite needs none
 
 
 def test_table_without_version_is_not_taken_over(backend_url: str) -> None:
