@@ -215,7 +215,8 @@ def test_a_traces_timeout_bounds_span_exports_only(make_pipeline: Pipelines) -> 
     """OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=300 with the shared timeout at its 10 s default: the
     span export to a collector that never answers fails within seconds."""
     with HangingCollector() as collector:
-        pipeline = make_pipeline(otlp_endpoint=collector.endpoint, otlp_traces_timeout_ms=300)
+        pipeline = make_pipeline(otlp_endpoint=collector.endpoint, otlp_traces_timeout_ms=300,
+                                 export_schedule_delay_ms=50)
         pipeline.submit(span_record(new_trace(), "retrieve", "retriever"))
         started = time.monotonic()
         # 5 s: the 300 ms timeout plus slack for a busy machine, half the shared 10 s.
