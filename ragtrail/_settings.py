@@ -313,6 +313,11 @@ class Settings:
             if overrides.get(f.name) is not None:  # None means "not given": fall through
                 values[f.name] = overrides[f.name]
                 continue
+            if f.name == "traces_sampler_arg" and not str(values.get(
+                    "traces_sampler", _DEFAULTS["traces_sampler"])).endswith("traceidratio"):
+                # The specification: each sampler defines its own argument, if any. A cluster-
+                # wide ratio beside always_on is not this service's mistake: not read, no warning.
+                continue
             shared = _SHARED_OF.get(f.name)
             given = shared and next((name for name in (shared, "otlp_endpoint")
                                      if overrides.get(name) is not None), None)
