@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from ragtrail._setting_values import timeout_seconds
 from ragtrail._settings import Settings
 from ragtrail.instrument._otel_logs import limit_otel_logs
 
@@ -82,7 +83,7 @@ def signal_target(settings: Settings, signal: Signal) -> SignalTarget:
     return SignalTarget(
         endpoint if exporter != "none" else None, protocol,
         settings.otlp_headers if headers is None else headers,
-        (settings.otlp_timeout_ms if timeout_ms is None else timeout_ms) / 1000,
+        timeout_seconds(settings.otlp_timeout_ms if timeout_ms is None else timeout_ms),
         compression or settings.otlp_compression)
 
 

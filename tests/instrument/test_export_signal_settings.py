@@ -228,6 +228,30 @@ def test_a_traces_timeout_bounds_span_exports_only(make_pipeline: Pipelines) -> 
         assert time.monotonic() - started < 2.0
 
 
+def test_a_timeout_of_zero_means_no_limit(caplog: pytest.LogCaptureFixture) -> None:
+    """The specification reads a timeout of 0 as "indefinite": accepted from each variable and
+    as an argument, no warning, and given to the exporters as a very long time (2**31 - 1 ms)
+    rather than as 0, which the OTel exporters take as "fail at once"."""
+    settings = Settings.from_env({"OTEL_EXPORTER_OTLP_TIMEOUT": "0",
+                                  "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "0"})
+    assert (settings.otlp_timeout_ms, settings.otlp_metrics_timeout_ms) == (0, 0)
+    assert caplog.text == ""
+    assert Settings(otlp_traces_timeout_ms=0).otlp_traces_timeout_ms == 0
+    assert signal_target(settings, "metrics").timeout == (2**31 - 1) / 1000
+    assert signal_target(settings.replace(otlp_timeout_ms=400), "traces").timeout == 0.4
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_spans_and_metrics_export_with_no_timeout(protocol: str, rotel: RotelReceiver,
+                                                 make_pipeline: Pipelines) -> None:
+    """OTLP and batch timeouts of 0: exports go through (not refused, not failed at once)."""
+    endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
+    pipeline = make_pipeline(otlp_endpoint=endpoint, otlp_protocol=protocol,
+                             otlp_timeout_ms=0, export_timeout_ms=0, metric_export_timeout_ms=0)
+    _a_span_and_a_metric_arrive(pipeline, rotel, "no-timeout")
+
+
 @pytest.mark.network
 def test_spans_over_grpc_and_metrics_over_http_by_their_own_protocols(
         rotel: RotelReceiver, make_pipeline: Pipelines) -> None:
