@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -417,3 +418,64 @@ def test_an_endpoint_argument_takes_none_of_another_collectors_signal_variables(
     traces = signal_target(Settings.from_env(otlp_endpoint=SHARED), "traces")
     assert (traces.endpoint, traces.protocol, dict(traces.headers)) == (
         f"{SHARED}/v1/traces", "http/protobuf", {"api-key": "shared"})
+
+
+_unset_seen: list[str] | None = None  # while a test listens: OTEL_* names os.unsetenv was given
+
+
+def _record_unsetenv(event: str, args: tuple[Any, ...]) -> None:
+    if event == "os.unsetenv" and _unset_seen is not None:
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        if name.startswith("OTEL_"):
+            _unset_seen.append(name)
+
+
+sys.addaudithook(_record_unsetenv)  # (audit hooks stay for the process: it only listens)
+
+
+@pytest.fixture
+def unset_variables() -> Iterator[list[str]]:
+    """The OTEL_* variables anything took out of os.environ during the test, in order."""
+    global _unset_seen
+    _unset_seen = []
+    try:
+        yield _unset_seen
+    finally:
+        _unset_seen = None
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_usable_variables_stay_in_the_environment_while_exporters_are_built(
+        protocol: str, monkeypatch: pytest.MonkeyPatch, rotel: RotelReceiver,
+        pipeline_from_env: Callable[..., ExportPipeline], unset_variables: list[str]) -> None:
+    """Headers, timeouts and compression that ragtrail reads and uses as they are: the
+    exporters would read them to the same effect, so os.environ is not touched (another
+    thread, or a subprocess started meanwhile, saw them vanish)."""
+    endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
+    for name, value in {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+                        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=abc%20def,x-tenant=acme",
+                        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=traces",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT": "5000",
+                        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "4000",
+                        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}.items():
+        monkeypatch.setenv(name, value)
+    pipeline = pipeline_from_env()
+    _a_span_and_a_metric_arrive(pipeline, rotel, "environment-kept")
+    assert unset_variables == []
+
+
+def test_only_the_variables_an_exporter_would_misread_are_hidden(
+        monkeypatch: pytest.MonkeyPatch, pipeline_from_env: Callable[..., ExportPipeline],
+        unset_variables: list[str]) -> None:
+    """A header ragtrail refused, and a timeout the gRPC exporter cannot parse, are out of
+    sight while the exporters are built (and back afterwards); the usable rest stays."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=ok,x-bad=a%0Ab")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "4s")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+    pipeline_from_env(otlp_endpoint=f"http://127.0.0.1:{free_port()}", otlp_protocol="grpc")
+    assert sorted(unset_variables) == ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                                       "OTEL_EXPORTER_OTLP_TRACES_HEADERS"]
+    assert os.environ["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] == "api-key=ok,x-bad=a%0Ab"
+    assert os.environ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] == "4s"
