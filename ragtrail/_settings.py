@@ -49,6 +49,8 @@ __all__ = ["ConfigurationError", "Settings"]
 
 log = logging.getLogger("ragtrail")
 
+_EXPORT_BATCH_SIZE = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default (OTel specification)
+
 
 class ConfigurationError(ValueError):
     """A setting has a value ragtrail cannot use; the message names the setting and the choices."""
@@ -175,7 +177,7 @@ class Settings:
     export_queue_size: int = _setting(
         2048, "OTEL_BSP_MAX_QUEUE_SIZE", parse=parse_int, check=AT_LEAST_ONE)
     export_batch_size: int = _setting(
-        512, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", parse=parse_int, check=AT_LEAST_ONE)
+        _EXPORT_BATCH_SIZE, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", parse=parse_int, check=AT_LEAST_ONE)
     export_schedule_delay_ms: int = _setting(
         5000, "OTEL_BSP_SCHEDULE_DELAY", parse=parse_int, check=AT_LEAST_ONE)
     export_timeout_ms: int = _setting(
@@ -258,6 +260,9 @@ class Settings:
             fail = getattr(self, f"{metric}_fail_percent")
             _require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
                      f"percentages with 0 <= warn <= {metric}_fail_percent <= 100")
+        if self.export_batch_size == _EXPORT_BATCH_SIZE > self.export_queue_size:
+            # The default batch under a smaller queue: the queue's size, without a word.
+            object.__setattr__(self, "export_batch_size", self.export_queue_size)
         _require("export_batch_size", self.export_batch_size,
                  self.export_batch_size <= self.export_queue_size,
                  f"an integer from 1 to export_queue_size ({self.export_queue_size})")
@@ -386,20 +391,17 @@ def _validated(f: dataclasses.Field[Any], value: Any) -> Any:
 
 def _fit_batch(values: dict[str, Any], variables: dict[str, str],
                overrides: Mapping[str, Any]) -> None:
-    """A span export batch larger than the queue, not given as an argument, is cut to the
-    queue's size: OTEL_BSP_MAX_EXPORT_BATCH_SIZE "must be less than or equal to"
-    OTEL_BSP_MAX_QUEUE_SIZE, and an unusable OTEL_* value is warned about, never fatal. The
-    default batch (512) under a smaller queue is cut without a word."""
-    if overrides.get("export_batch_size") is not None:
-        return  # an argument: Settings refuses it, naming both settings
-    queue = values.get("export_queue_size", _DEFAULTS["export_queue_size"])
-    batch = values.get("export_batch_size", _DEFAULTS["export_batch_size"])
-    if not (isinstance(queue, int) and isinstance(batch, int)) or batch <= queue:
+    """OTEL_BSP_MAX_EXPORT_BATCH_SIZE larger than the queue is cut to the queue's size with a
+    warning: the specification says it "must be less than or equal to" OTEL_BSP_MAX_QUEUE_SIZE,
+    and an unusable OTEL_* value is never fatal. (An argument is refused by Settings.)"""
+    if overrides.get("export_batch_size") is not None or "export_batch_size" not in variables:
         return
-    if "export_batch_size" in variables:
+    queue = values.get("export_queue_size", _DEFAULTS["export_queue_size"])
+    batch = values["export_batch_size"]
+    if isinstance(queue, int) and batch > queue:
         log.warning("%s=%d is larger than the span export queue (%d); batches of %d are used",
                     variables["export_batch_size"], batch, queue, queue)
-    values["export_batch_size"] = queue
+        values["export_batch_size"] = queue
 
 
 # A signal's own setting -> the shared one it specialises (argument precedence, see from_env).

@@ -93,8 +93,8 @@ def test_a_small_queue_alone_cuts_the_default_batch_silently(
     with caplog.at_level(logging.WARNING, logger="ragtrail"):
         settings = Settings.from_env({"OTEL_BSP_MAX_QUEUE_SIZE": "100"})
     assert settings.export_batch_size == 100
-    settings = Settings.from_env(export_queue_size=64)
-    assert settings.export_batch_size == 64
+    assert Settings.from_env(export_queue_size=64).export_batch_size == 64
+    assert Settings(export_queue_size=32).export_batch_size == 32
     assert caplog.text == ""
 
 
