@@ -58,8 +58,14 @@ def _w3c() -> TextMapPropagator:
 
 
 def fields(textmap: TextMapPropagator) -> frozenset[str]:
-    """The header names ``textmap`` reads, lowercase (none for "none")."""
-    return frozenset(name.lower() for name in textmap.fields)
+    """The header names ``textmap`` reads, lowercase (none for "none", or for a propagator
+    that fails to say: the middleware asks on a request when the app set a new one)."""
+    try:
+        return frozenset(name.lower() for name in textmap.fields)
+    except Exception:
+        log.warning("ragtrail: the propagator %s did not say which headers it reads; no inbound "
+                    "trace headers are read", type(textmap).__name__, exc_info=True)
+        return frozenset()
 
 
 @functools.cache

@@ -199,3 +199,23 @@ def test_oversized_baggage_is_not_parsed_and_malformed_members_log_once_a_minute
     from_propagator = Counter(str(r.msg) for r in caplog.records
                               if r.name == "opentelemetry.baggage.propagation")
     assert all(count <= 1 for count in from_propagator.values()), from_propagator
+
+
+class _FieldlessPropagator(_TestTracePropagator):
+    """A propagator whose ``fields`` raises (a bug in it)."""
+
+    @property
+    def fields(self) -> set[str]:
+        raise RuntimeError("no fields")
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+def test_a_broken_propagator_set_late_costs_requests_only_their_parent(
+        monitor: Monitor, adapter: str, global_propagator: Any) -> None:
+    """The options are rebuilt on a request: a propagator that cannot name its headers is
+    warned about and reads none; the request and its span go on."""
+    middleware = (ASGIMiddleware(_asgi_app, monitor=monitor, health=False) if adapter == "asgi"
+                  else WSGIMiddleware(_wsgi_app, monitor=monitor, health=False))
+    global_propagator(_FieldlessPropagator())
+    _serve_with(middleware, adapter, {"X-Test-Trace": f"{TRACE_ID}-{PARENT_ID}"})
+    assert only_span(monitor).parent_span_id is None
