@@ -62,7 +62,7 @@ def caller_costs(rounds: int, spans: int, endpoint: str) -> dict[str, float]:
     converted = [SpanConverter(Resource({}), "bench").convert(r) for r in records]
     results: dict[str, list[float]] = {"deque.append": [], "ExportPipeline.submit": [],
                                        "BatchSpanProcessor.on_end": []}
-    pipeline = ExportPipeline.create(Settings(otlp_endpoint=endpoint, queue_size=spans + 1))
+    pipeline = ExportPipeline.create(Settings(otlp_endpoint=endpoint, export_queue_size=spans + 1))
     processor = BatchSpanProcessor(_NoOpExporter(), max_queue_size=spans + 1)
     if pipeline is None:
         raise SystemExit("no pipeline")
@@ -81,7 +81,7 @@ def caller_costs(rounds: int, spans: int, endpoint: str) -> dict[str, float]:
 
 
 def throughput(rounds: int, spans: int, settings: dict[str, str]) -> float:
-    pipeline = ExportPipeline.create(Settings(queue_size=spans + 1, **settings))
+    pipeline = ExportPipeline.create(Settings(export_queue_size=spans + 1, **settings))
     if pipeline is None:
         raise SystemExit("no pipeline")
     rates = []

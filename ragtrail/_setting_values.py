@@ -15,11 +15,12 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "AT_LEAST_ONE", "COMPRESSIONS", "EXPORTERS", "HEADERS", "NOT_BLANK", "POSITIVE", "PROTOCOLS",
-    "SAMPLERS", "TIMEOUT_MS",
+    "SAMPLERS", "TIMEOUT", "TIMEOUT_MS",
     "TYPES", "WEBHOOK_URL", "Check", "SomeSkipped", "is_endpoint", "is_web_url", "one_of",
     "parse_bool",
     "parse_csv", "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
-    "parse_optional_str", "parse_otel_bool", "store_url_or_path", "unset_when_blank",
+    "parse_optional_str", "parse_otel_bool", "store_url_or_path", "timeout_seconds",
+    "unset_when_blank",
 ]
 
 
@@ -175,12 +176,23 @@ NOT_BLANK: Check = (lambda text: bool(text.strip()), "text that is not blank")
 POSITIVE: Check = (lambda number: number > 0, "a number > 0")
 HEADERS: Check = (_are_headers, "headers, each name=value with the name an HTTP token (no "
                                  "spaces) and no control characters (CR, LF) in name or value")
-# The OTel specification gives OTEL_EXPORTER_OTLP_TIMEOUT in milliseconds; the Python SDK reads
-# seconds (opentelemetry-python#4044). A value under 100 is almost surely meant as seconds, and
-# as milliseconds it would fail every export.
-TIMEOUT_MS: Check = (lambda ms: ms >= 100, (
-    "a whole number of milliseconds >= 100 (OTEL_EXPORTER_OTLP_TIMEOUT and its per-signal forms "
-    "are in milliseconds, as the OpenTelemetry specification says)"))
+# The OTel specification's Timeout type (OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT):
+# milliseconds, non-negative, 0 for no limit.
+TIMEOUT: Check = (lambda ms: ms >= 0, "a whole number of milliseconds >= 0 (0: no limit)")
+# The OTel specification gives OTEL_EXPORTER_OTLP_TIMEOUT in milliseconds too; the Python SDK
+# reads seconds (opentelemetry-python#4044). A value from 1 to 99 is almost surely meant as
+# seconds, and as milliseconds it would fail every export.
+TIMEOUT_MS: Check = (lambda ms: ms == 0 or ms >= 100, (
+    "0 (no limit) or a whole number of milliseconds >= 100 (OTEL_EXPORTER_OTLP_TIMEOUT and its "
+    "per-signal forms are in milliseconds, as the OpenTelemetry specification says)"))
+# What a timeout of 0 stands for: the specification reads it as "indefinite", which an
+# implementation MAY give as a very long time, e.g. the largest 32-bit count of milliseconds.
+_NO_LIMIT_MS = 2**31 - 1  # about 24.9 days
+
+
+def timeout_seconds(ms: int) -> float:
+    """A timeout setting in seconds, 0 (no limit) as about 24.9 days."""
+    return (ms or _NO_LIMIT_MS) / 1000
 
 
 def is_web_url(url: str) -> bool:

@@ -24,6 +24,7 @@ from ragtrail._setting_values import (
     POSITIVE,
     PROTOCOLS,
     SAMPLERS,
+    TIMEOUT,
     TIMEOUT_MS,
     TYPES,
     WEBHOOK_URL,
@@ -47,6 +48,8 @@ from ragtrail._setting_values import (
 __all__ = ["ConfigurationError", "Settings"]
 
 log = logging.getLogger("ragtrail")
+
+_EXPORT_BATCH_SIZE = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default (OTel specification)
 
 
 class ConfigurationError(ValueError):
@@ -169,6 +172,20 @@ class Settings:
     otlp_metrics_compression: str | None = _setting(
         None, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", parse=unset_when_blank(parse_enum),
         check=one_of(COMPRESSIONS))
+    # The span export's own queue and batches (the OTel batch span processor's variables) and
+    # the metrics' export schedule; the specification's defaults.
+    export_queue_size: int = _setting(
+        2048, "OTEL_BSP_MAX_QUEUE_SIZE", parse=parse_int, check=AT_LEAST_ONE)
+    export_batch_size: int = _setting(
+        _EXPORT_BATCH_SIZE, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", parse=parse_int, check=AT_LEAST_ONE)
+    export_schedule_delay_ms: int = _setting(
+        5000, "OTEL_BSP_SCHEDULE_DELAY", parse=parse_int, check=AT_LEAST_ONE)
+    export_timeout_ms: int = _setting(
+        30_000, "OTEL_BSP_EXPORT_TIMEOUT", parse=parse_int, check=TIMEOUT)
+    metric_export_interval_ms: int = _setting(
+        60_000, "OTEL_METRIC_EXPORT_INTERVAL", parse=parse_int, check=AT_LEAST_ONE)
+    metric_export_timeout_ms: int = _setting(
+        30_000, "OTEL_METRIC_EXPORT_TIMEOUT", parse=parse_int, check=TIMEOUT)
     traces_sampler: str = _setting(
         "parentbased_always_on", "OTEL_TRACES_SAMPLER", parse=parse_enum, check=one_of(SAMPLERS))
     traces_sampler_arg: float = _setting(
@@ -243,6 +260,12 @@ class Settings:
             fail = getattr(self, f"{metric}_fail_percent")
             _require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
                      f"percentages with 0 <= warn <= {metric}_fail_percent <= 100")
+        if self.export_batch_size == _EXPORT_BATCH_SIZE > self.export_queue_size:
+            # The default batch under a smaller queue: the queue's size, without a word.
+            object.__setattr__(self, "export_batch_size", self.export_queue_size)
+        _require("export_batch_size", self.export_batch_size,
+                 self.export_batch_size <= self.export_queue_size,
+                 f"an integer from 1 to export_queue_size ({self.export_queue_size})")
         for name, protocol in (
                 ("otlp_endpoint", self.otlp_protocol),
                 ("otlp_traces_endpoint", self.otlp_traces_protocol or self.otlp_protocol),
@@ -295,6 +318,11 @@ class Settings:
             if overrides.get(f.name) is not None:  # None means "not given": fall through
                 values[f.name] = overrides[f.name]
                 continue
+            if f.name == "traces_sampler_arg" and not str(values.get(
+                    "traces_sampler", _DEFAULTS["traces_sampler"])).endswith("traceidratio"):
+                # The specification: each sampler defines its own argument, if any. A cluster-
+                # wide ratio beside always_on is not this service's mistake: not read, no warning.
+                continue
             shared = _SHARED_OF.get(f.name)
             given = shared and next((name for name in (shared, "otlp_endpoint")
                                      if overrides.get(name) is not None), None)
@@ -321,6 +349,7 @@ class Settings:
             # with the production defaults (detailed health routes closed without a token, the
             # start-up scan), unless its environment was given another way.
             values["environment"] = placed
+        _fit_batch(values, variables, overrides)
         try:
             return cls(**values)
         except ConfigurationError as exc:  # a value that does not fit another: name its variable
@@ -360,6 +389,21 @@ def _validated(f: dataclasses.Field[Any], value: Any) -> Any:
     return value
 
 
+def _fit_batch(values: dict[str, Any], variables: dict[str, str],
+               overrides: Mapping[str, Any]) -> None:
+    """OTEL_BSP_MAX_EXPORT_BATCH_SIZE larger than the queue is cut to the queue's size with a
+    warning: the specification says it "must be less than or equal to" OTEL_BSP_MAX_QUEUE_SIZE,
+    and an unusable OTEL_* value is never fatal. (An argument is refused by Settings.)"""
+    if overrides.get("export_batch_size") is not None or "export_batch_size" not in variables:
+        return
+    queue = values.get("export_queue_size", _DEFAULTS["export_queue_size"])
+    batch = values["export_batch_size"]
+    if isinstance(queue, int) and batch > queue:
+        log.warning("%s=%d is larger than the span export queue (%d); batches of %d are used",
+                    variables["export_batch_size"], batch, queue, queue)
+        values["export_batch_size"] = queue
+
+
 # A signal's own setting -> the shared one it specialises (argument precedence, see from_env).
 _SHARED_OF = {
     f"otlp_{signal}_{aspect}": f"otlp_{aspect}"
@@ -367,6 +411,7 @@ _SHARED_OF = {
     for aspect in ("endpoint", "protocol", "headers", "timeout_ms", "compression")}
 
 _IGNORED = object()  # what _read() returns for an OTEL_* value that is ignored
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
 
 
 def _read(f: dataclasses.Field[Any], variable: str, raw: str) -> Any:

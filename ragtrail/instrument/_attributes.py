@@ -16,7 +16,9 @@ __all__ = [
     "EVENT_SEVERITY",
     "EVENT_SOURCE",
     "EVENT_TYPE",
+    "PARENT_IS_REMOTE",
     "SAMPLED",
+    "TRACE_STATE",
 ]
 
 CORRELATION_ID = "ragtrail.correlation_id"
@@ -27,6 +29,14 @@ SAMPLED = "ragtrail.sampled"
 
 Read by the export pipeline and never exported; absent means "decide from the trace ID".
 """
+
+TRACE_STATE = "ragtrail.trace_state"
+"""Reserved record attribute: the W3C ``tracestate`` a remote parent brought, on that span and
+every span under it. The export pipeline moves it into the OTLP span's ``trace_state``."""
+
+PARENT_IS_REMOTE = "ragtrail.parent_is_remote"
+"""Reserved record attribute: True on a span whose parent came over the wire (``traceparent``).
+The export pipeline moves it into the OTLP span's flags (``SPAN_FLAGS_CONTEXT_IS_REMOTE``)."""
 
 # On the span event the monitor attaches for a security event; the export pipeline keeps a
 # trace whose span has an event of high or critical severity even when head sampling dropped it.

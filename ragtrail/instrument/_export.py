@@ -28,6 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ragtrail._records import SecurityEvent, SpanRecord
+from ragtrail._setting_values import timeout_seconds
 from ragtrail._settings import Settings
 from ragtrail._threads import start_quietly
 from ragtrail.instrument._attributes import SAMPLED
@@ -76,9 +77,9 @@ class ExportPipeline:
         *,
         sampler: HeadSampler,
         metrics: OtelMetrics | None = None,
-        queue_size: int = 10_000,
+        queue_size: int = 2048,
         batch_size: int = 512,
-        schedule_delay: float = 0.5,
+        schedule_delay: float = 5.0,
         rescue_max_spans: int = 10_000,
         rescue_max_age: float = 60.0,
         redact: Callable[[str], str] | None = None,
@@ -129,8 +130,8 @@ class ExportPipeline:
         *,
         redact: Callable[[str], str] | None = None,
         export_timeout: float | None = None,
-        schedule_delay: float = 0.5,
-        metrics_interval: float = 60.0,
+        schedule_delay: float | None = None,
+        metrics_interval: float | None = None,
         rescue_max_spans: int = 10_000,
         rescue_max_age: float = 60.0,
         sampler: HeadSampler | None = None,
@@ -141,7 +142,10 @@ class ExportPipeline:
         the app did not install an SDK TracerProvider. ``redact`` cleans error messages shown by
         ``health()`` (without it only the error's type is shown); ``sampler`` is the monitor's,
         so both decide alike (default: from the settings). ``export_timeout`` (seconds; default:
-        each signal's timeout setting) bounds every OTLP request, retries included.
+        the shorter of each signal's OTLP timeout and ``export_timeout_ms`` for spans,
+        ``metric_export_timeout_ms`` for metrics) bounds every OTLP request, retries included.
+        ``schedule_delay`` and ``metrics_interval`` (seconds) override ``export_schedule_delay_ms``
+        and ``metric_export_interval_ms``.
         """
         if settings.sdk_disabled:
             return None
@@ -154,22 +158,29 @@ class ExportPipeline:
             make_sink = partial(ProviderSink, provider)
         elif endpoint:
             resource = build_resource(settings)
-            make_sink = partial(_own_sink, settings, export_timeout, resource)
+            # OTEL_BSP_EXPORT_TIMEOUT bounds one batch's export, which here is one OTLP request.
+            span_timeout = (min(traces.timeout, timeout_seconds(settings.export_timeout_ms))
+                            if export_timeout is None else export_timeout)
+            make_sink = partial(_own_sink, settings, span_timeout, resource)
         else:
             if signal_target(settings, "metrics").endpoint:
                 _logger.warning("ragtrail exports metrics along with spans only, and no span "
                                 "endpoint is set (or OTEL_TRACES_EXPORTER=none): nothing is "
                                 "exported")
             return None
-        metrics = OtelMetrics.create(settings, resource, _ragtrail_version(),
-                                     interval=metrics_interval, timeout=export_timeout)
+        metrics = OtelMetrics.create(
+            settings, resource, _ragtrail_version(),
+            interval=(settings.metric_export_interval_ms / 1000 if metrics_interval is None
+                      else metrics_interval),
+            timeout=export_timeout)
         return cls(
             make_sink,
             sampler=sampler or head_sampler(settings),
             metrics=metrics,
-            queue_size=settings.queue_size,
-            batch_size=settings.batch_size,
-            schedule_delay=schedule_delay,
+            queue_size=settings.export_queue_size,
+            batch_size=settings.export_batch_size,
+            schedule_delay=(settings.export_schedule_delay_ms / 1000 if schedule_delay is None
+                            else schedule_delay),
             rescue_max_spans=rescue_max_spans,
             rescue_max_age=rescue_max_age,
             redact=redact,

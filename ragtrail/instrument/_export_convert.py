@@ -16,11 +16,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import AttributeValue
 
 from ragtrail._records import SpanRecord
-from ragtrail.instrument._attributes import CORRELATION_ID, SAMPLED
+from ragtrail.instrument._attributes import CORRELATION_ID, PARENT_IS_REMOTE, SAMPLED, TRACE_STATE
 
 __all__ = ["CORRELATION_ID_KEY", "SAMPLED_KEY", "SpanConverter"]
 
@@ -32,6 +32,8 @@ _SPAN_KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT}
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _PRIMITIVES = (str, bool, int, float)
 _MAX_STRING = 4096  # a value that is not an OTel attribute type becomes JSON, capped
+_RESERVED = (SAMPLED, TRACE_STATE, PARENT_IS_REMOTE)  # record attributes that are not exported
+_TRACE_STATES_CACHED = 64  # the spans of a request share one tracestate: parse it once
 
 
 class SpanConverter:
@@ -39,28 +41,43 @@ class SpanConverter:
     the OTel span limits (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` and the like, or those of the
     app's provider), dropped counts set, as the SDK does for its own spans."""
 
-    __slots__ = ("_limits", "_resource", "_scope")
+    __slots__ = ("_limits", "_resource", "_scope", "_trace_states")
 
     def __init__(self, resource: Resource, version: str,
                  limits: SpanLimits | None = None) -> None:
         self._resource = resource
         self._scope = InstrumentationScope("ragtrail", version)
         self._limits = limits or SpanLimits()
+        self._trace_states: dict[str, TraceState] = {}
 
     @property
     def resource(self) -> Resource:
         return self._resource
 
+    def _trace_state(self, header: Any) -> TraceState | None:
+        """The tracestate a record carries (its W3C header), parsed once per distinct value."""
+        if not isinstance(header, str):
+            return None
+        parsed = self._trace_states.get(header)
+        if parsed is None:
+            if len(self._trace_states) >= _TRACE_STATES_CACHED:
+                self._trace_states.clear()
+            parsed = self._trace_states[header] = TraceState.from_header([header])
+        return parsed
+
     def convert(self, record: SpanRecord) -> ReadableSpan:
         """The finished OTel span for ``record``, marked sampled (it is being exported)."""
         trace_id = int(record.trace_id, 16)
+        header = record.attributes.get(TRACE_STATE)
         context = SpanContext(trace_id, int(record.span_id, 16), is_remote=False,
-                              trace_flags=_SAMPLED)
+                              trace_flags=_SAMPLED,
+                              trace_state=self._trace_state(header) if header else None)
         parent = None
         if record.parent_span_id:
-            # The record does not say whether the parent came from another process; OTLP has no
-            # field for it either (only a flags bit), so a local parent is the honest default.
-            parent = SpanContext(trace_id, int(record.parent_span_id, 16), is_remote=False,
+            # The OTLP exporters set the span's flags from the parent's is_remote (SpanFlags
+            # HAS_IS_REMOTE, and IS_REMOTE for a parent from another process).
+            parent = SpanContext(trace_id, int(record.parent_span_id, 16),
+                                 is_remote=record.attributes.get(PARENT_IS_REMOTE) is True,
                                  trace_flags=_SAMPLED)
         start_ns = record.start_us * 1000
         limits = self._limits
@@ -109,7 +126,8 @@ def _any_longer(attributes: Mapping[str, AttributeValue], length: int) -> bool:
 def span_attributes(record: SpanRecord) -> dict[str, AttributeValue]:
     """The record's attributes as OTel values, plus correlation ID and ``error.type``."""
     attributes = otel_attributes(record.attributes)
-    attributes.pop(SAMPLED, None)
+    for reserved in _RESERVED:
+        attributes.pop(reserved, None)
     if record.correlation_id is not None:
         attributes.setdefault(CORRELATION_ID, record.correlation_id)
     if record.status == "error" and record.error_type:

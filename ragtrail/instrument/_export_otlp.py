@@ -3,27 +3,32 @@
 Endpoint, protocol, headers, timeout and compression are resolved here per signal, as the OTel
 exporter specification says (a signal's own variable wins over the shared one), and passed to
 the exporters explicitly, so ragtrail's precedence (argument, then environment, then default)
-decides them. The exporters also read those variables themselves, and merge or reject what
-they find: the OTLP/HTTP exporter added headers ragtrail had refused (a CR/LF value, which then
-failed every export) and logged header values it could not parse; the gRPC one raised on a
-timeout or compression ragtrail had ignored with a warning. So they are built with those
-variables out of sight. The exporter modules are imported only when chosen: grpcio alone takes
+decides them. The exporters also read those variables themselves, whatever they are given (no
+option of theirs says not to), and merge or reject what they find: the OTLP/HTTP exporter
+added headers ragtrail had refused (a CR/LF value, which then failed every export) and logged
+header values it could not parse; the gRPC one raised on a timeout or compression ragtrail
+had ignored with a warning. A variable that would be read so is taken out of ``os.environ``
+while the exporter is built, and only then: when the variables hold what ragtrail uses (the
+usual case), reading them changes nothing and ``os.environ`` is left alone, so other threads
+never see it change. The exporter modules are imported only when chosen: grpcio alone takes
 ~100 ms to import.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from ragtrail._setting_values import timeout_seconds
 from ragtrail._settings import Settings
 from ragtrail.instrument._otel_logs import limit_otel_logs
 
@@ -32,11 +37,12 @@ __all__ = ["SignalTarget", "metric_exporter", "safe_endpoint", "signal_target",
 
 Signal = Literal["traces", "metrics"]
 
-# What ragtrail resolves itself and the exporters must not read again.
-_RESOLVED_HERE = tuple(
-    f"OTEL_EXPORTER_OTLP_{signal}{aspect}"
-    for signal in ("", "TRACES_", "METRICS_")
-    for aspect in ("HEADERS", "TIMEOUT", "COMPRESSION"))
+# A header item the exporters' own parser takes without a word (printable ASCII values, but
+# for '"', ',', ';' and backslash, as in OTEL_EXPORTER_OTLP_HEADERS' W3C baggage-like format); it
+# logs any other, value and all.
+_PLAIN_HEADER = re.compile(r"[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*=[ \t]*"
+                           r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+_COMPRESSIONS_READ = ("gzip", "deflate", "none")  # what every supported exporter version takes
 _environment_lock = threading.Lock()
 if hasattr(os, "register_at_fork"):
     # A fork waits for a build in progress, so the child neither inherits the variables hidden
@@ -82,7 +88,7 @@ def signal_target(settings: Settings, signal: Signal) -> SignalTarget:
     return SignalTarget(
         endpoint if exporter != "none" else None, protocol,
         settings.otlp_headers if headers is None else headers,
-        (settings.otlp_timeout_ms if timeout_ms is None else timeout_ms) / 1000,
+        timeout_seconds(settings.otlp_timeout_ms if timeout_ms is None else timeout_ms),
         compression or settings.otlp_compression)
 
 
@@ -93,12 +99,12 @@ def span_exporter(settings: Settings, timeout: float | None = None) -> SpanExpor
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
         )
-        with _variables_hidden():
+        with _variables_hidden(_read_otherwise(target, "traces")):
             return GrpcSpanExporter(**_options(target, timeout, grpc=True))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
-    with _variables_hidden():
+    with _variables_hidden(_read_otherwise(target, "traces")):
         return HttpSpanExporter(**_options(target, timeout, grpc=False))
 
 
@@ -109,12 +115,12 @@ def metric_exporter(settings: Settings, timeout: float | None = None) -> MetricE
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
         )
-        with _variables_hidden():
+        with _variables_hidden(_read_otherwise(target, "metrics")):
             return GrpcMetricExporter(**_options(target, timeout, grpc=True))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
-    with _variables_hidden():
+    with _variables_hidden(_read_otherwise(target, "metrics")):
         return HttpMetricExporter(**_options(target, timeout, grpc=False))
 
 
@@ -153,15 +159,57 @@ def _options(target: SignalTarget, timeout: float | None, *, grpc: bool) -> dict
     return options
 
 
-@contextmanager
-def _variables_hidden() -> Iterator[None]:
-    """The variables ragtrail resolved itself, out of os.environ while an exporter is built.
+def _read_otherwise(target: SignalTarget, signal: Signal) -> tuple[str, ...]:
+    """The variables an exporter of ``signal`` would read to another effect than ragtrail's
+    resolution (``target``): headers it would add or log, a timeout or compression it would
+    refuse. Empty when they agree, as when ragtrail read them itself and used them all."""
+    environ = os.environ
+    prefixes = (f"OTEL_EXPORTER_OTLP_{signal.upper()}_", "OTEL_EXPORTER_OTLP_")
+    read_otherwise: list[str] = []
+    headers = [f"{prefix}HEADERS" for prefix in prefixes]
+    # Each exporter reads its signal's headers, else the shared ones, under those it is given.
+    raw = environ.get(headers[0]) or environ.get(headers[1])
+    if raw and not _headers_within(raw, target.headers):
+        read_otherwise += headers
+    for prefix in prefixes:
+        timeout, compression = environ.get(f"{prefix}TIMEOUT"), environ.get(f"{prefix}COMPRESSION")
+        if timeout is not None and not _is_float(timeout):  # the gRPC exporter's float() raises
+            read_otherwise.append(f"{prefix}TIMEOUT")
+        if compression is not None and compression.strip().lower() not in _COMPRESSIONS_READ:
+            read_otherwise.append(f"{prefix}COMPRESSION")
+    return tuple(name for name in read_otherwise if name in environ)
 
-    Only OTel exporters read them, and only when built (at configure time and after a fork);
-    the lock keeps two builds from restoring each other's view.
+
+def _headers_within(raw: str, headers: Mapping[str, str]) -> bool:
+    """Whether the exporters parse ``raw`` without a warning into names all among
+    ``headers`` (whose values win over theirs), so that reading it changes nothing."""
+    names = {name.lower() for name in headers}
+    items = [item for item in raw.split(",") if item.strip()]
+    return all(_PLAIN_HEADER.fullmatch(item) is not None
+               and unquote(item.partition("=")[0]).strip().lower() in names for item in items)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@contextmanager
+def _variables_hidden(names: tuple[str, ...]) -> Iterator[None]:
+    """``names`` out of os.environ while an exporter is built; nothing done for none.
+
+    Only needed when a variable holds something ragtrail set aside (see ``_read_otherwise``):
+    meanwhile another thread reading the environment, or a subprocess started then, does not
+    see it. The lock keeps two builds from restoring each other's view.
     """
+    if not names:
+        yield
+        return
     with _environment_lock:
-        hidden = {name: os.environ.pop(name) for name in _RESOLVED_HERE if name in os.environ}
+        hidden = {name: os.environ.pop(name) for name in names if name in os.environ}
         try:
             yield
         finally:

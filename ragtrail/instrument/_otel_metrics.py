@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from ragtrail._records import SecurityEvent, SpanRecord
+from ragtrail._setting_values import timeout_seconds
 from ragtrail._settings import Settings
 from ragtrail._threads import control_signals_blocked
 from ragtrail.instrument._attributes import CALL_KIND, CALL_NAME, EVENT_SEVERITY, EVENT_TYPE
@@ -50,7 +51,8 @@ class OtelMetrics:
                interval: float, timeout: float | None = None) -> OtelMetrics | None:
         """Join the app's SDK MeterProvider, else push to the metrics endpoint, else None.
 
-        ``timeout`` (seconds) overrides the metrics export timeout of the settings."""
+        ``timeout`` (seconds) overrides both the metrics' OTLP timeout and
+        ``metric_export_timeout_ms`` (OTEL_METRIC_EXPORT_TIMEOUT, the reader's bound)."""
         app_provider = metrics.get_meter_provider()
         if isinstance(app_provider, MeterProvider):
             return cls(app_provider.get_meter("ragtrail", version), None)
@@ -58,7 +60,9 @@ class OtelMetrics:
         if not target.endpoint:
             return None
         if timeout is None:
-            timeout = target.timeout
+            # The exporters bound a request by their own timeout only (the reader's is not
+            # passed on over gRPC): OTEL_METRIC_EXPORT_TIMEOUT is applied to both.
+            timeout = min(target.timeout, timeout_seconds(settings.metric_export_timeout_ms))
         with control_signals_blocked():  # the reader starts its export thread at once
             reader = PeriodicExportingMetricReader(
                 metric_exporter(settings, timeout),

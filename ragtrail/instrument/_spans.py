@@ -24,6 +24,7 @@ from opentelemetry.util import types
 
 from ragtrail._records import SpanEvent, SpanRecord, SpanStatus
 from ragtrail._rng import getrandbits
+from ragtrail.instrument._attributes import PARENT_IS_REMOTE, TRACE_STATE
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._export_convert import SAMPLED_KEY
 from ragtrail.instrument._otel_context import attach, detach, get_current
@@ -115,7 +116,7 @@ class LiveSpan(trace.Span):
         "_attributes", "_context", "_correlation_id", "_ended", "_error_message",
         "_error_type", "_events", "_kind", "_monitor", "_name", "_own_attributes",
         "_parent_span_id", "_sampled", "_span_context", "_span_id", "_start_ns", "_status",
-        "_token", "_trace_id", "_trace_int", "_trace_state",
+        "_token", "_trace_id", "_trace_int", "_trace_state", "_trace_state_header",
     )
 
     def __init__(
@@ -152,8 +153,10 @@ class LiveSpan(trace.Span):
         self._error_message: str | None = None
         self._span_context: SpanContext | None = None
         # A remote parent's W3C tracestate (vendors' entries), carried down to every child so
-        # outgoing calls forward it; None (the usual case) for none.
+        # outgoing calls forward it and the export carries it; None (the usual case) for none.
+        # Its header form is made once per request and shared by the spans under it.
         self._trace_state: TraceState | None = None
+        self._trace_state_header: str | None = None
         self._context: Context | None = None
         self._token: Token[Context] | None = None
         self._ended = False
@@ -400,6 +403,7 @@ def open_span(
     parent_span = base.get(_SPAN_KEY)
     sampler = monitor.sampler
     trace_state: TraceState | None = None
+    remote = False
     if type(parent_span) is LiveSpan:
         trace_int, trace_id = parent_span._trace_int, parent_span._trace_id
         parent_id: str | None = parent_span._span_id
@@ -416,13 +420,22 @@ def open_span(
         trace_id, parent_id = f"{trace_int:032x}", f"{parent_context.span_id:016x}"
         sampled = sampler.child(trace_int, parent_context.trace_flags.sampled)
         trace_state = parent_context.trace_state or None
+        remote = parent_context.is_remote
     span = LiveSpan(
         monitor, name, kind, trace_int, trace_id,
         (getrandbits(64) or 1).to_bytes(8, "big").hex(), parent_id, sampled,
         _correlation_id.get() if correlation_id is None else correlation_id,
         attributes, time_ns())
     if trace_state is not None:
+        # OTLP carries the tracestate on every span of the trace, as the SDK exporter sends it:
+        # vendors read their entry there. The record carries it to the export thread.
         span._trace_state = trace_state
+        span._trace_state_header = header = (
+            parent_span._trace_state_header if type(parent_span) is LiveSpan
+            else trace_state.to_header())
+        span._set(TRACE_STATE, header)
+    if remote:  # OTLP's span flags say the parent came over the wire (SpanFlags IS_REMOTE)
+        span._set(PARENT_IS_REMOTE, True)
     # Everything else the caller's context carried (baggage, other instrumentations' keys)
     # stays visible under the span.
     span._context = Context({**base, _SPAN_KEY: span})

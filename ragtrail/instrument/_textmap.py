@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from types import ModuleType
 
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["extract", "fields", "inject"]
+__all__ = ["extract", "fields", "global_textmap", "inject"]
 
 log = logging.getLogger("ragtrail")
 _W3C = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
@@ -41,11 +42,30 @@ def extract(carrier: Mapping[str, str]) -> Context:
     return _W3C.extract(carrier) if propagate is None else propagate.extract(carrier)
 
 
-def fields() -> frozenset[str]:
-    """The header names the global propagator reads, lowercase (none for "none")."""
+def global_textmap() -> Callable[[], TextMapPropagator]:
+    """A function returning the global propagator as the app last set it (W3C when
+    OTEL_PROPAGATORS is unusable), at the cost of one plain call.
+
+    Apps may set another at any time (``set_global_textmap``, auto-instrumentation that runs
+    after the middleware was added): callers that precompute from it compare it by identity.
+    """
     propagate = _propagate_module()
-    textmap = _W3C if propagate is None else propagate.get_global_textmap()
-    return frozenset(name.lower() for name in textmap.fields)
+    return _w3c if propagate is None else propagate.get_global_textmap
+
+
+def _w3c() -> TextMapPropagator:
+    return _W3C
+
+
+def fields(textmap: TextMapPropagator) -> frozenset[str]:
+    """The header names ``textmap`` reads, lowercase (none for "none", or for a propagator
+    that fails to say: the middleware asks on a request when the app set a new one)."""
+    try:
+        return frozenset(name.lower() for name in textmap.fields)
+    except Exception:
+        log.warning("ragtrail: the propagator %s did not say which headers it reads; no inbound "
+                    "trace headers are read", type(textmap).__name__, exc_info=True)
+        return frozenset()
 
 
 @functools.cache

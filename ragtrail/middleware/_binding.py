@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.health import HealthCheck, HealthService
+from ragtrail.instrument import _textmap as textmap
 from ragtrail.instrument import get_monitor
 from ragtrail.middleware._core import MiddlewareCore
 from ragtrail.middleware._options import MiddlewareOptions
@@ -29,10 +30,13 @@ class CoreBinding:
 
     Following ``get_monitor()`` lets an app add the middleware before ``ragtrail.configure()``
     runs; the options (and the default health service) are rebuilt only when the monitor
-    changes.
+    changes. The options alone are rebuilt when the app sets another global propagator
+    (``set_global_textmap`` after the middleware was added, as late auto-instrumentation
+    does), so the headers it reads are collected from then on.
     """
 
-    __slots__ = ("_checks", "_core", "_health", "_lock", "_monitor", "_overrides")
+    __slots__ = ("_checks", "_core", "_global_textmap", "_health", "_lock", "_monitor",
+                 "_overrides")
 
     def __init__(self, monitor: Monitor | None, overrides: dict[str, Any],
                  health: HealthService | Literal[False] | None,
@@ -49,6 +53,7 @@ class CoreBinding:
                                 **overrides)
         self._core: MiddlewareCore | None = None
         self._lock = threading.Lock()
+        self._global_textmap = textmap.global_textmap()
 
     def current(self) -> MiddlewareCore | None:
         """The core for this request, or None when ragtrail is disabled or shut down."""
@@ -56,11 +61,15 @@ class CoreBinding:
         if not monitor.enabled:
             return None
         core = self._core
-        if core is None or core.monitor is not monitor:
+        if (core is None or core.monitor is not monitor
+                or core.options.propagator is not self._global_textmap()):
             with self._lock:  # one health service per monitor, even when threads race here
                 core = self._core
                 if core is None or core.monitor is not monitor:
                     core = self._core = self._build(monitor)
+                elif core.options.propagator is not self._global_textmap():
+                    # Requests under way keep the options they read; the core's caches stay.
+                    core.options = self._options(monitor, core.health)
         return core
 
     def _build(self, monitor: Monitor) -> MiddlewareCore:
@@ -68,15 +77,19 @@ class CoreBinding:
         if health is None:
             health = HealthService(monitor, self._checks)
         if health is False:
-            options = MiddlewareOptions.build(monitor.settings, **self._overrides)
-            return MiddlewareCore(monitor, options, None)
-        # The routes this service answers never get a span, whatever their paths; the
-        # app's exclude_paths adds to them (docs/middleware.md).
-        overrides = {**self._overrides, "exclude_paths": [
-            *health.excluded_paths, *(self._overrides["exclude_paths"] or ())]}
-        options = MiddlewareOptions.build(monitor.settings, **overrides)
+            return MiddlewareCore(monitor, self._options(monitor, None), None)
+        options = self._options(monitor, health)
         try:  # checks start with the app, not at the first probe (which would say "starting")
             health.start()
         except Exception:
             log.warning("ragtrail health checks could not start", exc_info=True)
         return MiddlewareCore(monitor, options, health)
+
+    def _options(self, monitor: Monitor, health: HealthService | None) -> MiddlewareOptions:
+        overrides = self._overrides
+        if health is not None:
+            # The routes this service answers never get a span, whatever their paths; the
+            # app's exclude_paths adds to them (docs/middleware.md).
+            overrides = {**overrides, "exclude_paths": [
+                *health.excluded_paths, *(overrides["exclude_paths"] or ())]}
+        return MiddlewareOptions.build(monitor.settings, **overrides)

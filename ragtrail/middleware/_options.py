@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.propagators.textmap import TextMapPropagator
+
 from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.instrument import _textmap as textmap
 from ragtrail.instrument._otel_logs import limit_otel_logs
@@ -47,9 +49,10 @@ class MiddlewareOptions:
     echo_header: str  # as configured (WSGI); ASGI wants it lowercase: echo_header_asgi
     echo_header_asgi: bytes
     trust_inbound: bool
-    # Header names that carry an inbound trace context for the global propagator as it was
-    # when the middleware was built (traceparent; b3, x-b3-traceid... with OTEL_PROPAGATORS).
+    # Header names that carry an inbound trace context for ``propagator``, the global one when
+    # these options were built (traceparent; b3, x-b3-traceid... with OTEL_PROPAGATORS).
     trace_headers: tuple[str, ...]
+    propagator: TextMapPropagator
     proxies: TrustedProxies | None  # None when there are none: one test per request
     max_body_bytes: int
     reject_malicious: bool
@@ -95,7 +98,8 @@ class MiddlewareOptions:
         threshold, window = _burst(auth_failure_burst)
         proxies = TrustedProxies(
             settings.trusted_proxies if trusted_proxies is None else trusted_proxies)
-        propagated = textmap.fields()
+        propagator = textmap.global_textmap()()
+        propagated = textmap.fields(propagator)
         limit_otel_logs()  # the baggage propagator logs what clients send
         wanted = {*headers, *propagated, _USER_AGENT, _HOST, _CONTENT_LENGTH,
                   _TRANSFER_ENCODING, *captured}
@@ -109,6 +113,7 @@ class MiddlewareOptions:
             echo_header_asgi=echo.lower().encode("latin-1"),
             trust_inbound=_flag("trust_inbound", settings.trust_inbound, trust_inbound),
             trace_headers=tuple(sorted(propagated - _CONTEXT_ONLY)),
+            propagator=propagator,
             proxies=proxies or None,
             max_body_bytes=limit,
             reject_malicious=_flag("reject_malicious", settings.reject_malicious,

@@ -158,7 +158,8 @@ class Campaign:
     def _phase(self, phase: str, endpoint: str | None,
                settings: dict[str, Any]) -> Iterator[Monitor]:
         database = self.directory / f"{self.name}-{phase}.db"
-        settings.setdefault("queue_size", 100_000)  # nothing dropped for lack of room
+        settings.setdefault("queue_size", 100_000)  # nothing dropped for lack of room:
+        settings.setdefault("export_queue_size", 100_000)  # neither stored nor exported
         logger = logging.getLogger("ragtrail")
         level = logger.level
         logger.setLevel(logging.DEBUG)

@@ -80,6 +80,8 @@ class ReceivedSpan:
     start_ns: int
     end_ns: int
     resource: dict[str, Any] | None = None  # None: this receiver does not report resources
+    trace_state: str = ""  # the W3C tracestate header, "" for none
+    flags: int = 0  # OTLP SpanFlags (trace flags, HAS_IS_REMOTE 0x100, IS_REMOTE 0x200)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ def process_spans(resource_spans):
                            for e in span.events],
                 "status_code": span.status.code if span.status else 0,
                 "status_message": span.status.message if span.status else "",
+                "trace_state": span.trace_state or "", "flags": span.flags or 0,
             })
     _write(lines)
 
@@ -320,7 +323,7 @@ class RotelReceiver:
             events=[ReceivedEvent(e["name"], e["attributes"]) for e in r["events"]],
             status_code=r["status_code"], status_message=r["status_message"],
             scope=r["scope"], start_ns=r["start_ns"], end_ns=r["end_ns"],
-            resource=r["resource"],
+            resource=r["resource"], trace_state=r["trace_state"], flags=r["flags"],
         ) for r in self.records() if r["signal"] == "span"]
 
     def points(self) -> list[ReceivedPoint]:
@@ -399,6 +402,7 @@ class OteltapReceiver:
             events=[ReceivedEvent(e.name, _pb_attributes(e.attributes)) for e in span.events],
             status_code=span.status.code, status_message=span.status.message, scope="",
             start_ns=span.start_time_unix_nano, end_ns=span.end_time_unix_nano,
+            trace_state=span.trace_state, flags=span.flags,
         ))
 
     def _on_metric(self, metric: Any) -> None:

@@ -235,8 +235,8 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
     """A collector that accepts and never answers: submit() stays cheap, drops are counted."""
     with HangingCollector() as collector:
         pipeline = make_pipeline(
-            otlp_endpoint=collector.endpoint, otlp_protocol=protocol, queue_size=1000,
-            batch_size=100, create={"export_timeout": 0.5, "schedule_delay": 0.05})
+            otlp_endpoint=collector.endpoint, otlp_protocol=protocol, export_queue_size=1000,
+            export_batch_size=100, create={"export_timeout": 0.5, "schedule_delay": 0.05})
         trace_id = new_trace()
         records = [record(trace_id, f"step-{i}") for i in range(5000)]
         started = time.perf_counter()
@@ -290,20 +290,28 @@ def test_forked_worker_exports_on_its_own_thread(rotel: RotelReceiver,
 
 def test_full_queue_drops_newest_and_reports_degraded(rotel: RotelReceiver,
                                                       make_pipeline: Pipelines) -> None:
-    """Past queue_size, spans and events are dropped and counted; what fit is exported."""
-    pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint, queue_size=10, batch_size=100,
+    """Past export_queue_size, spans and events are dropped and counted; what fit is exported."""
+    pipeline = make_pipeline(otlp_endpoint=rotel.http_endpoint, export_queue_size=10,
+                             export_batch_size=10,
                              create={"schedule_delay": 60.0})  # the thread stays asleep
     trace_id = new_trace()
-    for i in range(15):
+
+    def event() -> SecurityEvent:
+        return SecurityEvent("authz_fail", Severity.HIGH, "api", "denied",
+                             time.time_ns() // 1000, trace_id=trace_id)
+
+    for i in range(9):
         pipeline.submit(record(trace_id, f"step-{i}"))
-    pipeline.count_event(SecurityEvent("authz_fail", Severity.HIGH, "api", "denied",
-                                       time.time_ns() // 1000, trace_id=trace_id))
+    pipeline.count_event(event())  # the tenth: a full batch of spans would wake the thread
+    for i in range(9, 14):
+        pipeline.submit(record(trace_id, f"step-{i}"))
+    pipeline.count_event(event())
     health = pipeline.health()
     assert (health["status"], health["queue_depth"], health["dropped"]) == ("degraded", 10, 6)
     assert pipeline.force_flush(10)
-    received = rotel.wait_for_spans(of_trace(trace_id), count=10)
-    assert sorted(s.name for s in received) == sorted(f"step-{i}" for i in range(10))
-    assert pipeline.health()["exported"] == 10
+    received = rotel.wait_for_spans(of_trace(trace_id), count=9)
+    assert sorted(s.name for s in received) == sorted(f"step-{i}" for i in range(9))
+    assert pipeline.health()["exported"] == 9
 
 
 def test_collector_down_is_reported_not_raised(make_pipeline: Pipelines) -> None:

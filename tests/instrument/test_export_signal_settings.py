@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -215,7 +216,8 @@ def test_a_traces_timeout_bounds_span_exports_only(make_pipeline: Pipelines) -> 
     """OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=300 with the shared timeout at its 10 s default: the
     span export to a collector that never answers fails within seconds."""
     with HangingCollector() as collector:
-        pipeline = make_pipeline(otlp_endpoint=collector.endpoint, otlp_traces_timeout_ms=300)
+        pipeline = make_pipeline(otlp_endpoint=collector.endpoint, otlp_traces_timeout_ms=300,
+                                 export_schedule_delay_ms=50)
         pipeline.submit(span_record(new_trace(), "retrieve", "retriever"))
         started = time.monotonic()
         # 5 s: the 300 ms timeout plus slack for a busy machine, half the shared 10 s.
@@ -225,6 +227,30 @@ def test_a_traces_timeout_bounds_span_exports_only(make_pipeline: Pipelines) -> 
         started = time.monotonic()
         pipeline.shutdown(0.2)  # the metrics export still hangs: shutdown keeps its bound
         assert time.monotonic() - started < 2.0
+
+
+def test_a_timeout_of_zero_means_no_limit(caplog: pytest.LogCaptureFixture) -> None:
+    """The specification reads a timeout of 0 as "indefinite": accepted from each variable and
+    as an argument, no warning, and given to the exporters as a very long time (2**31 - 1 ms)
+    rather than as 0, which the OTel exporters take as "fail at once"."""
+    settings = Settings.from_env({"OTEL_EXPORTER_OTLP_TIMEOUT": "0",
+                                  "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "0"})
+    assert (settings.otlp_timeout_ms, settings.otlp_metrics_timeout_ms) == (0, 0)
+    assert caplog.text == ""
+    assert Settings(otlp_traces_timeout_ms=0).otlp_traces_timeout_ms == 0
+    assert signal_target(settings, "metrics").timeout == (2**31 - 1) / 1000
+    assert signal_target(settings.replace(otlp_timeout_ms=400), "traces").timeout == 0.4
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_spans_and_metrics_export_with_no_timeout(protocol: str, rotel: RotelReceiver,
+                                                 make_pipeline: Pipelines) -> None:
+    """OTLP and batch timeouts of 0: exports go through (not refused, not failed at once)."""
+    endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
+    pipeline = make_pipeline(otlp_endpoint=endpoint, otlp_protocol=protocol,
+                             otlp_timeout_ms=0, export_timeout_ms=0, metric_export_timeout_ms=0)
+    _a_span_and_a_metric_arrive(pipeline, rotel, "no-timeout")
 
 
 @pytest.mark.network
@@ -392,3 +418,64 @@ def test_an_endpoint_argument_takes_none_of_another_collectors_signal_variables(
     traces = signal_target(Settings.from_env(otlp_endpoint=SHARED), "traces")
     assert (traces.endpoint, traces.protocol, dict(traces.headers)) == (
         f"{SHARED}/v1/traces", "http/protobuf", {"api-key": "shared"})
+
+
+_unset_seen: list[str] | None = None  # while a test listens: OTEL_* names os.unsetenv was given
+
+
+def _record_unsetenv(event: str, args: tuple[Any, ...]) -> None:
+    if event == "os.unsetenv" and _unset_seen is not None:
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        if name.startswith("OTEL_"):
+            _unset_seen.append(name)
+
+
+sys.addaudithook(_record_unsetenv)  # (audit hooks stay for the process: it only listens)
+
+
+@pytest.fixture
+def unset_variables() -> Iterator[list[str]]:
+    """The OTEL_* variables anything took out of os.environ during the test, in order."""
+    global _unset_seen
+    _unset_seen = []
+    try:
+        yield _unset_seen
+    finally:
+        _unset_seen = None
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_usable_variables_stay_in_the_environment_while_exporters_are_built(
+        protocol: str, monkeypatch: pytest.MonkeyPatch, rotel: RotelReceiver,
+        pipeline_from_env: Callable[..., ExportPipeline], unset_variables: list[str]) -> None:
+    """Headers, timeouts and compression that ragtrail reads and uses as they are: the
+    exporters would read them to the same effect, so os.environ is not touched (another
+    thread, or a subprocess started meanwhile, saw them vanish)."""
+    endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
+    for name, value in {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+                        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=abc%20def,x-tenant=acme",
+                        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=traces",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT": "5000",
+                        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "4000",
+                        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}.items():
+        monkeypatch.setenv(name, value)
+    pipeline = pipeline_from_env()
+    _a_span_and_a_metric_arrive(pipeline, rotel, "environment-kept")
+    assert unset_variables == []
+
+
+def test_only_the_variables_an_exporter_would_misread_are_hidden(
+        monkeypatch: pytest.MonkeyPatch, pipeline_from_env: Callable[..., ExportPipeline],
+        unset_variables: list[str]) -> None:
+    """A header ragtrail refused, and a timeout the gRPC exporter cannot parse, are out of
+    sight while the exporters are built (and back afterwards); the usable rest stays."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=ok,x-bad=a%0Ab")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "4s")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+    pipeline_from_env(otlp_endpoint=f"http://127.0.0.1:{free_port()}", otlp_protocol="grpc")
+    assert sorted(unset_variables) == ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                                       "OTEL_EXPORTER_OTLP_TRACES_HEADERS"]
+    assert os.environ["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] == "api-key=ok,x-bad=a%0Ab"
+    assert os.environ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"] == "4s"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from instrument_support import only_span, stored_spans
 from opentelemetry.propagate import extract
 
+from ragtrail import Settings
 from ragtrail.instrument import monitored, start_span
 from ragtrail.instrument._export_convert import SAMPLED_KEY
 from ragtrail.instrument._sampling import HeadSampler
@@ -27,6 +29,44 @@ def test_root_decision(sampler: str, ratio: float, low_bits: int, expected: bool
     """Roots follow the sampler; ratio compares the trace ID's low 64 bits (OTel spec)."""
     trace_id = (0xABCDEF << 64) | low_bits
     assert HeadSampler(sampler, ratio).root(trace_id) is expected
+
+
+@pytest.mark.parametrize("sampler", ["traceidratio", "parentbased_traceidratio",
+                                     "ParentBased_TraceIdRatio"])
+@pytest.mark.parametrize("raw", ["2", "half", "nan", "inf", "-0.1"])
+def test_an_unusable_ratio_is_warned_about_for_a_ratio_sampler(
+        sampler: str, raw: str, caplog: pytest.LogCaptureFixture) -> None:
+    """OTEL_TRACES_SAMPLER_ARG is the ratio samplers' argument: an unusable one is named in a
+    warning and the ratio stays 1.0."""
+    with caplog.at_level(logging.WARNING, logger="ragtrail"):
+        settings = Settings.from_env({"OTEL_TRACES_SAMPLER": sampler,
+                                      "OTEL_TRACES_SAMPLER_ARG": raw})
+    assert settings.traces_sampler_arg == 1.0
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "ragtrail"]
+    assert f"OTEL_TRACES_SAMPLER_ARG={raw!r}" in warning
+
+
+@pytest.mark.parametrize("sampler", [None, "always_on", "always_off", "parentbased_always_on",
+                                     "parentbased_always_off", "jaeger_remote"])
+@pytest.mark.parametrize("raw", ["0.1", "half", "endpoint=http://jaeger:14250,pollingIntervalMs=5000"])
+def test_the_sampler_argument_is_not_read_for_a_sampler_that_takes_none(
+        sampler: str | None, raw: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A cluster-wide OTEL_TRACES_SAMPLER_ARG beside a sampler without an argument (or none
+    set, or one ragtrail does not run) is ignored without a warning about it: the
+    specification has each sampler define its own argument."""
+    env = {"OTEL_TRACES_SAMPLER_ARG": raw}
+    if sampler is not None:
+        env["OTEL_TRACES_SAMPLER"] = sampler
+    with caplog.at_level(logging.WARNING, logger="ragtrail"):
+        settings = Settings.from_env(env)
+    assert settings.traces_sampler_arg == 1.0
+    assert "OTEL_TRACES_SAMPLER_ARG" not in caplog.text
+
+
+def test_a_ratio_argument_beside_an_environment_ratio_sampler_is_used() -> None:
+    settings = Settings.from_env({"OTEL_TRACES_SAMPLER_ARG": "0.25"},
+                                 traces_sampler="traceidratio")
+    assert settings.traces_sampler_arg == 0.25
 
 
 @pytest.mark.parametrize(("sampler", "parent_sampled", "expected"), [

@@ -20,6 +20,7 @@ def test_environment_timeout_bounds_an_export_to_a_hanging_collector(
     """OTEL_EXPORTER_OTLP_TIMEOUT=300 (milliseconds): the export to a collector that never
     answers fails and is counted within seconds, not after the 10 s default."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "300")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # the export starts at once
     with HangingCollector() as collector:
         monitor = configure(store_url=f"sqlite:///{tmp_path / 'audit.db'}",
                             otlp_endpoint=collector.endpoint, otlp_protocol=protocol)

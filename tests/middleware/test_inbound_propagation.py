@@ -125,6 +125,33 @@ def test_the_apps_propagator_reads_other_trace_formats(
     assert seen["headers"] == {"x-test-trace": f"{TRACE_ID}-{span.span_id}"}
 
 
+def _serve_with(middleware: Any, adapter: str, headers: Mapping[str, str]) -> None:
+    """One request through an existing middleware."""
+    if adapter == "asgi":
+        request(middleware, headers=[(k.lower().encode(), v.encode()) for k, v in headers.items()])
+    else:
+        call_wsgi(middleware, wsgi_environ("/", headers=dict(headers)))
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+def test_a_propagator_set_after_the_middleware_was_built_is_followed(
+        monitor: Monitor, adapter: str, global_propagator: Any) -> None:
+    """Auto-instrumentation that sets the global propagator after the app added the
+    middleware: the headers of the new one are read from the next request on, and those of
+    the old one no longer."""
+    middleware = (ASGIMiddleware(_asgi_app, monitor=monitor, health=False) if adapter == "asgi"
+                  else WSGIMiddleware(_wsgi_app, monitor=monitor, health=False))
+    _serve_with(middleware, adapter, {"traceparent": TRACEPARENT})  # built under W3C
+    global_propagator(_TestTracePropagator())
+    other_trace = "0af7651916cd43dd8448eb211c80319c"
+    _serve_with(middleware, adapter, {"X-Test-Trace": f"{other_trace}-{PARENT_ID}"})
+    _serve_with(middleware, adapter, {"traceparent": TRACEPARENT})  # W3C's is not read now
+    first, second, third = stored_spans(monitor)
+    assert (first.trace_id, first.parent_span_id) == (TRACE_ID, PARENT_ID)
+    assert (second.trace_id, second.parent_span_id) == (other_trace, PARENT_ID)
+    assert (third.parent_span_id, third.trace_id in (TRACE_ID, other_trace)) == (None, False)
+
+
 @pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
 def test_propagators_none_continues_no_inbound_trace(
         monitor: Monitor, adapter: str, global_propagator: Any) -> None:
@@ -172,3 +199,23 @@ def test_oversized_baggage_is_not_parsed_and_malformed_members_log_once_a_minute
     from_propagator = Counter(str(r.msg) for r in caplog.records
                               if r.name == "opentelemetry.baggage.propagation")
     assert all(count <= 1 for count in from_propagator.values()), from_propagator
+
+
+class _FieldlessPropagator(_TestTracePropagator):
+    """A propagator whose ``fields`` raises (a bug in it)."""
+
+    @property
+    def fields(self) -> set[str]:
+        raise RuntimeError("no fields")
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+def test_a_broken_propagator_set_late_costs_requests_only_their_parent(
+        monitor: Monitor, adapter: str, global_propagator: Any) -> None:
+    """The options are rebuilt on a request: a propagator that cannot name its headers is
+    warned about and reads none; the request and its span go on."""
+    middleware = (ASGIMiddleware(_asgi_app, monitor=monitor, health=False) if adapter == "asgi"
+                  else WSGIMiddleware(_wsgi_app, monitor=monitor, health=False))
+    global_propagator(_FieldlessPropagator())
+    _serve_with(middleware, adapter, {"X-Test-Trace": f"{TRACE_ID}-{PARENT_ID}"})
+    assert only_span(monitor).parent_span_id is None
