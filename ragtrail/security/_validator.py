@@ -2,8 +2,10 @@
 
 One pass over the file computes its sha256 and, for text formats, the strict UTF-8 check; the
 type-specific checks then read only what they need (the ZIP central directory, the first CSV
-rows). The file is opened once, without following symlinks, and every check reads that one
-descriptor, so the bytes judged are the bytes hashed.
+rows). The file is opened once, without following symlinks. The verdict describes the bytes
+hashed even if someone writes to the file meanwhile: a file of up to 1 MiB is judged from the
+one chunk the hashing pass read; a larger one is hashed again if a check read it; and a file
+whose size, times or hash moved while it was validated is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import enum
 import errno
 import hashlib
+import io
 import logging
 import os
 import re
@@ -62,6 +65,9 @@ _CHUNK = 1024 * 1024
 _HEAD = 8192
 _TAIL = 1024  # PDF readers look for %%EOF in the last 1024 bytes (ISO 32000-1 7.5.5, Acrobat)
 _NAME_LIMIT = 1024  # characters of the client's name kept in sidecars and events
+# Claimed types whose checks use only what the scan kept (head, tail, the UTF-8 check); the
+# others (HTML, JSON, CSV, the ZIP-based types) read the file again.
+_JUDGED_FROM_SCAN: Final = frozenset({"pdf", "text", "markdown"})
 
 logger = logging.getLogger("ragtrail.security")
 
@@ -161,8 +167,16 @@ class FileValidator:
                                              f"{self.max_bytes}", size=info.st_size)
             utf8 = Utf8Check() if claimed in TEXT_TYPES else None
             # A file that grows while it is read is read no further than this.
-            size, sha256, head, tail = _scan(f, utf8, max(info.st_size, self.max_bytes) + 1)
-            verdict = self._judge(f, extension, claimed, size, head, tail, utf8)
+            scan = _scan(f, utf8, max(info.st_size, self.max_bytes) + 1)
+            size, sha256 = scan.size, scan.sha256
+            # The checks must judge the bytes hashed: a small file from the chunk the scan read,
+            # a larger one from the file, which is then hashed again if they read it.
+            judged = f if scan.copy is None else io.BytesIO(scan.copy)
+            verdict = self._judge(judged, extension, claimed, size, scan.head, scan.tail, utf8)
+            changed = _changed(f, info, scan, reread=claimed not in _JUDGED_FROM_SCAN)
+        if changed:
+            # Not quarantined either: no hash describes the file as it is.
+            return self.refuse(original, "the file changed while it was validated", size=size)
         result = ValidationResult(
             accepted=verdict.problem is None, reason=verdict.problem, sanitised_name=name,
             detected_type=verdict.detected_type, claimed_type=claimed, size=size, sha256=sha256,
@@ -294,16 +308,27 @@ class FileValidator:
                      f"rejected file {result.sanitised_name}: {result.reason}", metadata)
 
 
-def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> tuple[int, str, bytes, bytes]:
+@dataclass(frozen=True)
+class _Scan:
+    size: int
+    sha256: str
+    head: bytes
+    tail: bytes
+    copy: bytes | None  # every byte hashed, when they came in one chunk (no memory added)
+
+
+def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> _Scan:
     """Size, sha256, first bytes and last bytes, in one streaming pass of at most ``limit``
-    bytes and a chunk."""
+    bytes and a chunk; and the file's bytes when they all came in the first chunk."""
     digest = hashlib.sha256()
     size = 0
     head = b""
     tail = b""
+    first = b""
     while size < limit and (chunk := f.read(_CHUNK)):
         if size < _HEAD:
             head += chunk[:_HEAD - size]
+        first = first or chunk
         digest.update(chunk)
         if utf8 is not None:
             utf8.feed(chunk)
@@ -311,7 +336,21 @@ def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> tuple[int, str, by
         tail = (tail + chunk[-_TAIL:])[-_TAIL:]
     if utf8 is not None:
         utf8.feed(b"", final=True)
-    return size, digest.hexdigest(), head, tail
+    return _Scan(size, digest.hexdigest(), head, tail, first if len(first) == size else None)
+
+
+def _changed(f: BinaryIO, before: os.stat_result, scan: _Scan, *, reread: bool) -> bool:
+    """Whether the file was written to since it was opened: its size or times moved, or (for a
+    file the checks read again, beyond the scan's copy) its bytes hash differently now. The
+    hash catches a rewrite within the timestamps' granularity (a few milliseconds)."""
+    after = os.fstat(f.fileno())
+    if ((after.st_size, after.st_mtime_ns, after.st_ctime_ns)
+            != (before.st_size, before.st_mtime_ns, before.st_ctime_ns)):
+        return True
+    if scan.copy is not None or not reread:
+        return False
+    f.seek(0)
+    return _sha256(f) != scan.sha256
 
 
 def _check_text(f: BinaryIO, claimed: str, magic: str | None,
