@@ -33,7 +33,8 @@ from ragtrail.security._events import (
 )
 from ragtrail.security._files import READ_REGULAR_ONLY, ChangedFileError
 from ragtrail.security._names import escape_text, sanitize_filename, split_extension
-from ragtrail.security._quarantine import Quarantine
+from ragtrail.security._quarantine import Quarantine, QuarantineFull
+from ragtrail.security._quarantine_bound import Evicted
 from ragtrail.security._sniff import (
     EXECUTABLE_TYPES,
     TEXT_TYPES,
@@ -59,6 +60,9 @@ MALICIOUS: Final = "malicious_file_upload"
 INVALID: Final = "input_validation_fail"
 INTEGRITY: Final = "file_integrity_fail"
 SOURCE: Final = "file_validator"
+OVERFLOW: Final = "quarantine_overflow"
+QUARANTINE_SOURCE: Final = "quarantine"
+_EVICTED_SHOWN = 10  # hashes of evicted files in one event (its metadata is capped at 4 KB)
 
 DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -134,11 +138,17 @@ class FileValidator:
 
     @property
     def quarantine(self) -> Quarantine | None:
-        """Where rejected files go, resolved now (the monitor may have been reconfigured)."""
+        """Where rejected files go, and its bounds, resolved now (the monitor may have been
+        reconfigured)."""
         directory = self._quarantine_dir
+        if directory is None:
+            return None
+        settings = resolve_monitor(self._monitor).settings
         if isinstance(directory, _Default):
-            directory = resolve_monitor(self._monitor).settings.quarantine_dir
-        return None if directory is None else Quarantine(directory)
+            directory = settings.quarantine_dir
+        return Quarantine(directory, max_bytes=settings.quarantine_max_bytes,
+                          max_files=settings.quarantine_max_files,
+                          min_free_bytes=settings.quarantine_min_free_bytes)
 
     def validate(self, path: str | os.PathLike[str], *,
                  filename: str | None = None) -> ValidationResult:
@@ -284,7 +294,14 @@ class FileValidator:
         try:
             quarantine = self.quarantine
             if quarantine is not None:
-                moved = quarantine.add(path, result.sha256, details, judged=judged)
+                kept = quarantine._keep(Path(path), result.sha256, details, judged)
+                moved = kept.path
+                if kept.evicted:
+                    self._overflow(result, f"evicted {len(kept.evicted)} least recently "
+                                           "rejected file(s) to make room", kept.evicted)
+        except QuarantineFull as exc:  # still rejected; left where it is
+            not_moved = str(exc)
+            self._overflow(result, not_moved, ())
         except ChangedFileError as exc:  # swapped while it was judged: left where it is
             not_moved = str(exc.strerror)
         except OSError as exc:
@@ -294,6 +311,19 @@ class FileValidator:
         result = dataclasses.replace(result, quarantine_path=moved)
         self._event(result, escaped, moved, not_moved)
         return result
+
+    def _overflow(self, result: ValidationResult, what: str,
+                  evicted: tuple[Evicted, ...]) -> None:
+        """One event per rejection that cost the quarantine a file: medium, as the rejection
+        itself is already a high event; its type is counted in the monitor's health."""
+        # One source each, so the store never coalesces refusals into evictions.
+        source = f"{QUARANTINE_SOURCE}:{'evicted' if evicted else 'not_kept'}"
+        record_event(self._monitor, OVERFLOW, Severity.MEDIUM, source,
+                     f"quarantine full: {what}", {
+                         "sha256": result.sha256, "size": result.size,
+                         "evicted_files": len(evicted),
+                         "evicted_bytes": sum(e.size for e in evicted),
+                         "evicted_sha256": [e.sha256 for e in evicted[:_EVICTED_SHOWN]]})
 
     def _event(self, result: ValidationResult, escaped_name: str, moved: Path | None,
                not_moved: str | None = None) -> None:
