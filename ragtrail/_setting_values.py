@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
-    "AT_LEAST_ONE", "COMPRESSIONS", "EXPORTERS", "HEADERS", "NOT_BLANK", "POSITIVE", "PROTOCOLS",
-    "SAMPLERS", "TIMEOUT", "TIMEOUT_MS",
+    "AT_LEAST_ONE", "COMPRESSIONS", "EXPORTERS", "HEADERS", "LIMIT", "NOT_BLANK", "POSITIVE",
+    "PROTOCOLS", "SAMPLERS", "TIMEOUT", "TIMEOUT_MS",
     "TYPES", "WEBHOOK_URL", "Check", "SomeSkipped", "is_endpoint", "is_web_url", "one_of",
     "parse_bool",
     "parse_csv", "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
@@ -172,6 +172,7 @@ def one_of(choices: tuple[str, ...]) -> Check:
 
 
 AT_LEAST_ONE: Check = (lambda number: number >= 1, "an integer >= 1")
+LIMIT: Check = (lambda number: number >= 0, "a whole number >= 0 (0: no limit)")
 NOT_BLANK: Check = (lambda text: bool(text.strip()), "text that is not blank")
 POSITIVE: Check = (lambda number: number > 0, "a number > 0")
 HEADERS: Check = (_are_headers, "headers, each name=value with the name an HTTP token (no "

@@ -20,6 +20,7 @@ from ragtrail._setting_values import (
     COMPRESSIONS,
     EXPORTERS,
     HEADERS,
+    LIMIT,
     NOT_BLANK,
     POSITIVE,
     PROTOCOLS,
@@ -242,6 +243,14 @@ class Settings:
 
     # Security posture
     quarantine_dir: str = _setting("quarantine", "RAGTRAIL_QUARANTINE_DIR")
+    # Bounds on what rejected uploads may take (docs/security.md#bounds): the least recently
+    # rejected files are evicted past either maximum; nothing is kept below the free floor.
+    quarantine_max_bytes: int = _setting(
+        1024**3, "RAGTRAIL_QUARANTINE_MAX_BYTES", parse=parse_int, check=LIMIT)
+    quarantine_max_files: int = _setting(
+        10_000, "RAGTRAIL_QUARANTINE_MAX_FILES", parse=parse_int, check=LIMIT)
+    quarantine_min_free_bytes: int = _setting(
+        1024**3, "RAGTRAIL_QUARANTINE_MIN_FREE_BYTES", parse=parse_int, check=LIMIT)
     security_scan_on_startup: bool | None = _setting(
         None, "RAGTRAIL_SECURITY_SCAN_ON_STARTUP", parse=parse_bool)
     security_vulnerability_threshold: Severity = _setting(

@@ -23,7 +23,7 @@ from ragtrail.cli._views import format_bytes
 
 if TYPE_CHECKING:
     from ragtrail.cli._args import Subparsers
-    from ragtrail.security import Quarantine, QuarantineEntry
+    from ragtrail.security import Quarantine, QuarantineEntry, QuarantineUsage
 
 __all__ = ["add_parser"]
 
@@ -94,7 +94,22 @@ def _list(quarantine: Quarantine, args: argparse.Namespace) -> int:
     else:
         for line in render_table(_COLUMNS, (_row(entry) for entry in entries)):
             print(line)
+        # On stderr, so that the rows alone go down a pipe.
+        print(_summary(entries, quarantine.usage()), file=sys.stderr)
     return 0
+
+
+def _summary(entries: list[QuarantineEntry], usage: QuarantineUsage | None) -> str:
+    """Totals, the bounds the application keeps the quarantine within, and what they cost."""
+    total = f"{_files(len(entries))}, {format_bytes(sum(entry.size for entry in entries))}"
+    if usage is None:
+        return total
+    bounds = [_files(usage.max_files)] if usage.max_files else []
+    if usage.max_bytes:
+        bounds.append(format_bytes(usage.max_bytes))
+    return (f"{total} (bounds: {', '.join(bounds) or 'none'}); evicted to make room so far: "
+            f"{usage.evicted_files} ({format_bytes(usage.evicted_bytes)}), "
+            f"not kept: {usage.not_kept}")
 
 
 def _show(quarantine: Quarantine, args: argparse.Namespace) -> int:
@@ -129,6 +144,10 @@ def _purge(quarantine: Quarantine, args: argparse.Namespace) -> int:
     else:
         print(f"purged {len(removed)} file{'' if len(removed) == 1 else 's'}")
     return 0
+
+
+def _files(count: int) -> str:
+    return f"{count} file{'' if count == 1 else 's'}"
 
 
 def _row(entry: QuarantineEntry) -> list[str]:

@@ -25,6 +25,7 @@ __all__ = [
     "MALICIOUS_FILE_UPLOAD",
     "MALICIOUS_HEADER_INJECTION",
     "MALICIOUS_PATH_TRAVERSAL",
+    "QUARANTINE_OVERFLOW",
     "REQUEST_TOO_LARGE",
     "RESOURCE_THRESHOLD",
     "SECURITY_POSTURE_FINDING",
@@ -50,6 +51,7 @@ RESOURCE_THRESHOLD: Final = "resource_threshold"
 SECURITY_POSTURE_FINDING: Final = "security_posture_finding"
 FILE_INTEGRITY_FAIL: Final = "file_integrity_fail"
 ALERT_CALLBACK_FAILURE: Final = "alert_callback_failure"
+QUARANTINE_OVERFLOW: Final = "quarantine_overflow"
 
 DEFAULT_SEVERITY: Final[dict[str, Severity]] = {
     AUTHN_LOGIN_FAIL: Severity.MEDIUM,
@@ -67,6 +69,7 @@ DEFAULT_SEVERITY: Final[dict[str, Severity]] = {
     SECURITY_POSTURE_FINDING: Severity.MEDIUM,
     FILE_INTEGRITY_FAIL: Severity.HIGH,
     ALERT_CALLBACK_FAILURE: Severity.MEDIUM,
+    QUARANTINE_OVERFLOW: Severity.MEDIUM,
 }
 """The severity each type is recorded with unless its trigger says otherwise (a burst of
 authentication failures is high, a non-critical failing dependency medium...)."""

@@ -2,7 +2,13 @@
 
 from ragtrail.security._names import escape_text, sanitize_filename
 from ragtrail.security._posture import SecurityFinding, run_startup_scan, scan_posture
-from ragtrail.security._quarantine import Quarantine, QuarantineEntry, QuarantineError
+from ragtrail.security._quarantine import (
+    Quarantine,
+    QuarantineEntry,
+    QuarantineError,
+    QuarantineFull,
+    QuarantineUsage,
+)
 from ragtrail.security._upload import UploadResult, save_upload_starlette, save_upload_wsgi
 from ragtrail.security._validator import EXTENSION_TYPES, FileValidator, ValidationResult
 from ragtrail.security._zipcheck import ZipLimits
@@ -13,6 +19,8 @@ __all__ = [
     "Quarantine",
     "QuarantineEntry",
     "QuarantineError",
+    "QuarantineFull",
+    "QuarantineUsage",
     "SecurityFinding",
     "UploadResult",
     "ValidationResult",

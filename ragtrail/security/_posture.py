@@ -138,6 +138,14 @@ def _quarantine_directory(settings: Settings) -> Iterator[SecurityFinding]:
             "Mount the quarantine read-write, or point RAGTRAIL_QUARANTINE_DIR elsewhere.")
     yield from _exposed([directory], "quarantine-directory", "The quarantine directory",
                         group_ok=False)
+    if not settings.quarantine_max_bytes and not settings.quarantine_min_free_bytes:
+        yield SecurityFinding(
+            "quarantine-unbounded", Severity.MEDIUM if settings.is_production else Severity.LOW,
+            "The quarantine can fill its disk",
+            "RAGTRAIL_QUARANTINE_MAX_BYTES and RAGTRAIL_QUARANTINE_MIN_FREE_BYTES are both 0: "
+            "every rejected upload is kept, so a flood of bad files fills the disk.",
+            "Set RAGTRAIL_QUARANTINE_MAX_BYTES or RAGTRAIL_QUARANTINE_MIN_FREE_BYTES (both "
+            "default to 1 GiB).")
 
 
 def _otlp_transport(settings: Settings) -> Iterator[SecurityFinding]:

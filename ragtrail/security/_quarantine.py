@@ -3,32 +3,51 @@
 Layout: one directory (mode 0700), each file under its sha256 with no extension (so nothing
 opens or runs it by association) and mode 0600 (never executable), beside ``<sha256>.json``,
 an ASCII sidecar saying why it is there. Identical content is stored once; its sidecar counts
-the repeats.
+the repeats. ``.lock`` and ``.ledger`` keep it within its bounds (``_quarantine_bound``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragtrail.security._files import create_exclusive, make_inert, move_file, still_judged
+from ragtrail.security._files import make_inert, move_file, read_json, remove_judged, write_json
+from ragtrail.security._quarantine_bound import INCOMING_PREFIX, SHA256, Bound, Evicted, Limits
 
-__all__ = ["Quarantine", "QuarantineEntry", "QuarantineError"]
+__all__ = ["Quarantine", "QuarantineEntry", "QuarantineError", "QuarantineFull",
+           "QuarantineUsage"]
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _MIN_PREFIX = 8
 
 
 class QuarantineError(Exception):
     """A quarantine request that cannot be done: unknown or ambiguous ID, destination taken."""
+
+
+class QuarantineFull(QuarantineError):
+    """The bounds refuse a file: larger than the whole quarantine, or its disk nearly full."""
+
+
+@dataclass(frozen=True)
+class QuarantineUsage:
+    """The totals and limits as the last file kept left them, and what the bounds cost so far:
+    files evicted to make room (and their bytes), and files not kept at all."""
+
+    files: int
+    bytes: int
+    max_files: int
+    max_bytes: int
+    evicted_files: int
+    evicted_bytes: int
+    not_kept: int
 
 
 @dataclass(frozen=True)
@@ -61,36 +80,100 @@ class QuarantineEntry:
                 "size": self.size, "time": self.time.isoformat(), "reason": self.reason}
 
 
-class Quarantine:
-    """A quarantine directory. Reading it never creates it; adding to it does (mode 0700)."""
+@dataclass(frozen=True)
+class _Kept:
+    path: Path
+    evicted: tuple[Evicted, ...] = ()
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+
+class Quarantine:
+    """A quarantine directory. Reading it never creates it; adding to it does (mode 0700).
+
+    ``max_bytes``, ``max_files`` and ``min_free_bytes`` bound it (0: no bound); ``FileValidator``
+    passes the ``quarantine_*`` settings.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = 0,
+                 max_files: int = 0, min_free_bytes: int = 0) -> None:
         self.directory = Path(directory)
+        self.limits = Limits(max_bytes, max_files, min_free_bytes)
 
     def add(self, source: str | os.PathLike[str], sha256: str,
             details: Mapping[str, Any], *, judged: os.stat_result | None = None) -> Path:
         """Move ``source`` in under its ``sha256`` and write its sidecar; return the new path.
 
-        ``judged``: the ``fstat`` of the file that was hashed; see ``move_file``.
+        ``judged``: the ``fstat`` of the file that was hashed; see ``move_file``. The least
+        recently rejected files are evicted to make room; ``QuarantineFull`` when no room can
+        be made (the file stays where it is).
         """
-        if not _SHA256.fullmatch(sha256):
+        return self._keep(Path(source), sha256, details, judged).path
+
+    def _keep(self, source: Path, sha256: str, details: Mapping[str, Any],
+              judged: os.stat_result | None) -> _Kept:
+        if not SHA256.fullmatch(sha256):
             raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
         self._ensure_directory()
         target = self.directory / sha256
-        now = datetime.now(timezone.utc).isoformat()
+        bound = Bound(self.directory, self.limits)
+        if os.path.lexists(target):
+            with bound.lock_only():
+                repeat = self._repeat(sha256)
+            if repeat:
+                if not _same_file(source, target):  # not the quarantined copy validated again
+                    if judged is None:
+                        source.unlink()
+                    else:
+                        remove_judged(source, judged)
+                return _Kept(target)
+        size = (judged or os.lstat(source)).st_size
+        refusal = self.limits.refusal(size, self.directory)
+        if refusal is not None:
+            with bound.locked() as ledger:
+                ledger.not_kept += 1
+                ledger.limits = self.limits
+            raise QuarantineFull(refusal)
+        # Moved in under a name no count includes and no eviction touches, then renamed into
+        # place under the lock: the slow part (a copy across filesystems) holds no lock.
+        incoming = self.directory / f"{INCOMING_PREFIX}{int(time.time())}-{secrets.token_hex(8)}"
+        move_file(source, incoming, judged=judged)
+        try:
+            make_inert(incoming)
+            with bound.locked() as ledger:
+                if self._repeat(sha256):  # another worker kept the same bytes meanwhile
+                    return _Kept(target)
+                evicted = bound.make_room(ledger, size)
+                replaced = _size(target)  # a file whose sidecar was lost: counted already
+                os.replace(incoming, target)
+                ledger.files += replaced is None
+                ledger.bytes += size - (replaced or 0)
+                write_json(self._sidecar(sha256), {
+                    **details, "sha256": sha256, "time": _now(), "count": 1})
+        finally:
+            incoming.unlink(missing_ok=True)
+        return _Kept(target, tuple(evicted))
+
+    def _repeat(self, sha256: str) -> bool:
+        """If these bytes are here already, count the repeat and make them the most recently
+        rejected (purge and eviction go by that). Call holding the lock, so that no eviction
+        takes them in between."""
         sidecar = self._sidecar(sha256)
-        previous = _read_json(sidecar)
-        if previous is not None and os.path.lexists(target):
-            if not _same_file(source, target):
-                still_judged(Path(source), judged)  # never delete a file swapped in since
-                os.unlink(source)  # the same bytes are already here
-            record = {**previous, "count": int(previous.get("count", 1)) + 1, "last_time": now}
-        else:
-            move_file(Path(source), target, replace=True, judged=judged)
-            record = {**details, "sha256": sha256, "time": now, "count": 1}
-        make_inert(target)
-        _write_json(sidecar, record)
-        return target
+        previous = read_json(sidecar)
+        if previous is None or not os.path.lexists(self.directory / sha256):
+            return False
+        make_inert(self.directory / sha256)
+        write_json(sidecar, {**previous, "count": int(previous.get("count", 1)) + 1,
+                             "last_time": _now()})
+        return True
+
+    def usage(self) -> QuarantineUsage | None:
+        """The totals in ``.ledger``, the limits the last file kept was kept under, and what
+        the bounds cost so far; None before anything was quarantined."""
+        ledger = Bound(self.directory, self.limits).read()
+        if ledger is None:
+            return None
+        return QuarantineUsage(ledger.files, ledger.bytes, ledger.limits.max_files,
+                               ledger.limits.max_bytes, ledger.evicted_files,
+                               ledger.evicted_bytes, ledger.not_kept)
 
     def entries(self) -> list[QuarantineEntry]:
         """Every quarantined file, newest first."""
@@ -98,7 +181,7 @@ class Quarantine:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
-        found = [self._entry(name) for name in names if _SHA256.fullmatch(name)]
+        found = [self._entry(name) for name in names if SHA256.fullmatch(name)]
         return sorted((e for e in found if e is not None), key=lambda e: e.time, reverse=True)
 
     def get(self, key: str) -> QuarantineEntry:
@@ -123,23 +206,31 @@ class Quarantine:
         target = Path(destination)
         if target.is_dir():
             target = target / str(entry.details.get("sanitised_name") or entry.sha256)
-        try:
-            move_file(entry.path, target, replace=False)
-        except FileExistsError:
-            raise QuarantineError(f"{target} already exists") from None
-        self._sidecar(entry.sha256).unlink(missing_ok=True)
+        bound = Bound(self.directory, self.limits)
+        with bound.locked() as ledger:
+            try:
+                move_file(entry.path, target)
+            except FileExistsError:
+                raise QuarantineError(f"{target} already exists") from None
+            self._sidecar(entry.sha256).unlink(missing_ok=True)
+            bound.recount(ledger)
         return target
 
     def purge(self, *, older_than: datetime | None = None) -> list[QuarantineEntry]:
         """Delete entries not rejected again since ``older_than`` (all if None); return them.
 
         By the last rejection, not the first: a file sent again today is today's evidence."""
-        removed = []
-        for entry in self.entries():
-            if older_than is None or entry.last_seen < older_than:
-                entry.path.unlink(missing_ok=True)
-                self._sidecar(entry.sha256).unlink(missing_ok=True)
-                removed.append(entry)
+        removed: list[QuarantineEntry] = []
+        if not self.directory.is_dir():
+            return removed
+        bound = Bound(self.directory, self.limits)
+        with bound.locked() as ledger:
+            for entry in self.entries():
+                if older_than is None or entry.last_seen < older_than:
+                    entry.path.unlink(missing_ok=True)
+                    self._sidecar(entry.sha256).unlink(missing_ok=True)
+                    removed.append(entry)
+            bound.recount(ledger)
         return removed
 
     def _sidecar(self, sha256: str) -> Path:
@@ -158,7 +249,7 @@ class Quarantine:
             info = path.lstat()
         except FileNotFoundError:  # purged or released meanwhile
             return None
-        details = _read_json(self._sidecar(sha256)) or {}
+        details = read_json(self._sidecar(sha256)) or {}
         try:
             when = datetime.fromisoformat(str(details["time"]))
         except (KeyError, ValueError):
@@ -176,19 +267,12 @@ def _same_file(a: str | os.PathLike[str], b: Path) -> bool:
         return False
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _size(path: Path) -> int | None:
     try:
-        with open(path, encoding="ascii") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
+        return os.lstat(path).st_size
+    except FileNotFoundError:
         return None
-    return value if isinstance(value, dict) else None
 
 
-def _write_json(path: Path, value: Mapping[str, Any]) -> None:
-    """Atomically, mode 0600, ASCII only (``ensure_ascii`` escapes everything else)."""
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    with os.fdopen(create_exclusive(partial), "w", encoding="ascii") as f:
-        json.dump(value, f, ensure_ascii=True, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(partial, path)
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()

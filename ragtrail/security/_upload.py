@@ -178,7 +178,7 @@ def _keep(temp: Path, dest_dir: Path, result: ValidationResult) -> Path:
     candidates += (f"{stem}-{result.sha256[:12]}-{n}{extension}" for n in range(1, 1000))
     for candidate in candidates:
         try:
-            move_file(temp, dest_dir / candidate, replace=False)
+            move_file(temp, dest_dir / candidate)
         except FileExistsError:
             continue
         return dest_dir / candidate

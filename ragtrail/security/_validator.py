@@ -2,8 +2,10 @@
 
 One pass over the file computes its sha256 and, for text formats, the strict UTF-8 check; the
 type-specific checks then read only what they need (the ZIP central directory, the first CSV
-rows). The file is opened once, without following symlinks, and every check reads that one
-descriptor, so the bytes judged are the bytes hashed.
+rows). The file is opened once, without following symlinks. The verdict describes the bytes
+hashed even if someone writes to the file meanwhile: a file of up to 1 MiB is judged from the
+one chunk the hashing pass read; a larger one is hashed again if a check read it; and a file
+whose size, times or hash moved while it was validated is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import enum
 import errno
 import hashlib
+import io
 import logging
 import os
 import re
@@ -30,7 +33,8 @@ from ragtrail.security._events import (
 )
 from ragtrail.security._files import READ_REGULAR_ONLY, ChangedFileError
 from ragtrail.security._names import escape_text, sanitize_filename, split_extension
-from ragtrail.security._quarantine import Quarantine
+from ragtrail.security._quarantine import Quarantine, QuarantineFull
+from ragtrail.security._quarantine_bound import Evicted
 from ragtrail.security._sniff import (
     EXECUTABLE_TYPES,
     TEXT_TYPES,
@@ -56,12 +60,18 @@ MALICIOUS: Final = "malicious_file_upload"
 INVALID: Final = "input_validation_fail"
 INTEGRITY: Final = "file_integrity_fail"
 SOURCE: Final = "file_validator"
+OVERFLOW: Final = "quarantine_overflow"
+QUARANTINE_SOURCE: Final = "quarantine"
+_EVICTED_SHOWN = 10  # hashes of evicted files in one event (its metadata is capped at 4 KB)
 
 DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
 _CHUNK = 1024 * 1024
 _HEAD = 8192
 _TAIL = 1024  # PDF readers look for %%EOF in the last 1024 bytes (ISO 32000-1 7.5.5, Acrobat)
 _NAME_LIMIT = 1024  # characters of the client's name kept in sidecars and events
+# Claimed types whose checks use only what the scan kept (head, tail, the UTF-8 check); the
+# others (HTML, JSON, CSV, the ZIP-based types) read the file again.
+_JUDGED_FROM_SCAN: Final = frozenset({"pdf", "text", "markdown"})
 
 logger = logging.getLogger("ragtrail.security")
 
@@ -128,11 +138,17 @@ class FileValidator:
 
     @property
     def quarantine(self) -> Quarantine | None:
-        """Where rejected files go, resolved now (the monitor may have been reconfigured)."""
+        """Where rejected files go, and its bounds, resolved now (the monitor may have been
+        reconfigured)."""
         directory = self._quarantine_dir
+        if directory is None:
+            return None
+        settings = resolve_monitor(self._monitor).settings
         if isinstance(directory, _Default):
-            directory = resolve_monitor(self._monitor).settings.quarantine_dir
-        return None if directory is None else Quarantine(directory)
+            directory = settings.quarantine_dir
+        return Quarantine(directory, max_bytes=settings.quarantine_max_bytes,
+                          max_files=settings.quarantine_max_files,
+                          min_free_bytes=settings.quarantine_min_free_bytes)
 
     def validate(self, path: str | os.PathLike[str], *,
                  filename: str | None = None) -> ValidationResult:
@@ -161,8 +177,16 @@ class FileValidator:
                                              f"{self.max_bytes}", size=info.st_size)
             utf8 = Utf8Check() if claimed in TEXT_TYPES else None
             # A file that grows while it is read is read no further than this.
-            size, sha256, head, tail = _scan(f, utf8, max(info.st_size, self.max_bytes) + 1)
-            verdict = self._judge(f, extension, claimed, size, head, tail, utf8)
+            scan = _scan(f, utf8, max(info.st_size, self.max_bytes) + 1)
+            size, sha256 = scan.size, scan.sha256
+            # The checks must judge the bytes hashed: a small file from the chunk the scan read,
+            # a larger one from the file, which is then hashed again if they read it.
+            judged = f if scan.copy is None else io.BytesIO(scan.copy)
+            verdict = self._judge(judged, extension, claimed, size, scan.head, scan.tail, utf8)
+            changed = _changed(f, info, scan, reread=claimed not in _JUDGED_FROM_SCAN)
+        if changed:
+            # Not quarantined either: no hash describes the file as it is.
+            return self.refuse(original, "the file changed while it was validated", size=size)
         result = ValidationResult(
             accepted=verdict.problem is None, reason=verdict.problem, sanitised_name=name,
             detected_type=verdict.detected_type, claimed_type=claimed, size=size, sha256=sha256,
@@ -270,7 +294,14 @@ class FileValidator:
         try:
             quarantine = self.quarantine
             if quarantine is not None:
-                moved = quarantine.add(path, result.sha256, details, judged=judged)
+                kept = quarantine._keep(Path(path), result.sha256, details, judged)
+                moved = kept.path
+                if kept.evicted:
+                    self._overflow(result, f"evicted {len(kept.evicted)} least recently "
+                                           "rejected file(s) to make room", kept.evicted)
+        except QuarantineFull as exc:  # still rejected; left where it is
+            not_moved = str(exc)
+            self._overflow(result, not_moved, ())
         except ChangedFileError as exc:  # swapped while it was judged: left where it is
             not_moved = str(exc.strerror)
         except OSError as exc:
@@ -280,6 +311,19 @@ class FileValidator:
         result = dataclasses.replace(result, quarantine_path=moved)
         self._event(result, escaped, moved, not_moved)
         return result
+
+    def _overflow(self, result: ValidationResult, what: str,
+                  evicted: tuple[Evicted, ...]) -> None:
+        """One event per rejection that cost the quarantine a file: medium, as the rejection
+        itself is already a high event; its type is counted in the monitor's health."""
+        # One source each, so the store never coalesces refusals into evictions.
+        source = f"{QUARANTINE_SOURCE}:{'evicted' if evicted else 'not_kept'}"
+        record_event(self._monitor, OVERFLOW, Severity.MEDIUM, source,
+                     f"quarantine full: {what}", {
+                         "sha256": result.sha256, "size": result.size,
+                         "evicted_files": len(evicted),
+                         "evicted_bytes": sum(e.size for e in evicted),
+                         "evicted_sha256": [e.sha256 for e in evicted[:_EVICTED_SHOWN]]})
 
     def _event(self, result: ValidationResult, escaped_name: str, moved: Path | None,
                not_moved: str | None = None) -> None:
@@ -294,16 +338,27 @@ class FileValidator:
                      f"rejected file {result.sanitised_name}: {result.reason}", metadata)
 
 
-def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> tuple[int, str, bytes, bytes]:
+@dataclass(frozen=True)
+class _Scan:
+    size: int
+    sha256: str
+    head: bytes
+    tail: bytes
+    copy: bytes | None  # every byte hashed, when they came in one chunk (no memory added)
+
+
+def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> _Scan:
     """Size, sha256, first bytes and last bytes, in one streaming pass of at most ``limit``
-    bytes and a chunk."""
+    bytes and a chunk; and the file's bytes when they all came in the first chunk."""
     digest = hashlib.sha256()
     size = 0
     head = b""
     tail = b""
+    first = b""
     while size < limit and (chunk := f.read(_CHUNK)):
         if size < _HEAD:
             head += chunk[:_HEAD - size]
+        first = first or chunk
         digest.update(chunk)
         if utf8 is not None:
             utf8.feed(chunk)
@@ -311,7 +366,21 @@ def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> tuple[int, str, by
         tail = (tail + chunk[-_TAIL:])[-_TAIL:]
     if utf8 is not None:
         utf8.feed(b"", final=True)
-    return size, digest.hexdigest(), head, tail
+    return _Scan(size, digest.hexdigest(), head, tail, first if len(first) == size else None)
+
+
+def _changed(f: BinaryIO, before: os.stat_result, scan: _Scan, *, reread: bool) -> bool:
+    """Whether the file was written to since it was opened: its size or times moved, or (for a
+    file the checks read again, beyond the scan's copy) its bytes hash differently now. The
+    hash catches a rewrite within the timestamps' granularity (a few milliseconds)."""
+    after = os.fstat(f.fileno())
+    if ((after.st_size, after.st_mtime_ns, after.st_ctime_ns)
+            != (before.st_size, before.st_mtime_ns, before.st_ctime_ns)):
+        return True
+    if scan.copy is not None or not reread:
+        return False
+    f.seek(0)
+    return _sha256(f) != scan.sha256
 
 
 def _check_text(f: BinaryIO, claimed: str, magic: str | None,

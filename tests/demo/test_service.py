@@ -190,7 +190,7 @@ def test_a_disguised_executable_is_quarantined(start_service: StartService) -> N
     assert reply.status_code == 422
     assert reply.json()["quarantined"] is True
     quarantined = [p.name for p in (service.data_dir / "quarantine").iterdir()
-                   if not p.name.endswith(".json")]
+                   if not p.name.endswith(".json") and not p.name.startswith(".")]
     assert len(quarantined) == 1
     assert list((service.data_dir / "uploads").iterdir()) == []
     _event_types(service, "malicious_file_upload")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from security_corpus import ELF, Corpus
 
+import ragtrail.instrument
 from ragtrail.cli import main
 from ragtrail.instrument import Monitor
 from ragtrail.security import FileValidator
@@ -47,9 +48,11 @@ def quarantined(monitor: Monitor, corpus: Corpus, quarantine_dir: Path) -> list[
 
 def test_list_prints_an_escaped_table(capsys: pytest.CaptureFixture[str],
                                       quarantined: list[str], quarantine_dir: Path) -> None:
-    """Newest first, hashes shortened, the hostile name escaped (no raw ESC, CR or LF)."""
+    """Newest first, hashes shortened, the hostile name escaped (no raw ESC, CR or LF); the
+    totals and bounds on stderr, so only the rows go down a pipe."""
     status, out, err = _run(capsys, "quarantine", "list", "--dir", str(quarantine_dir))
-    assert (status, err) == (0, "")
+    assert (status, err) == (0, "2 files, 126 B (bounds: 10000 files, 1.0 GiB); evicted to make "
+                                "room so far: 0 (0 B), not kept: 0\n")
     lines = out.splitlines()
     assert lines[0].split() == ["SHA256", "QUARANTINED", "SIZE", "CLAIMED", "DETECTED", "NAME",
                                 "REASON"]
@@ -58,6 +61,28 @@ def test_list_prints_an_escaped_table(capsys: pytest.CaptureFixture[str],
     assert "evil\\x1b[31m\\x0d\\x0a.pdf" in lines[2]
     assert not any(ch in out for ch in "\x1b\r")
     assert len(lines) == 3
+
+
+def test_list_shows_what_the_bounds_cost(capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         corpus: Corpus, quarantine_dir: Path) -> None:
+    """After evictions and a refusal, ``list`` says how many files and bytes went, how many
+    were not kept, and under which bounds."""
+    monkeypatch.setenv("RAGTRAIL_QUARANTINE_MAX_FILES", "1")
+    monkeypatch.setenv("RAGTRAIL_QUARANTINE_MAX_BYTES", "200")
+    monitor = ragtrail.instrument.configure(store_url=f"sqlite:///{tmp_path / 'audit.db'}",
+                                            quarantine_dir=str(quarantine_dir))
+    try:
+        validator = FileValidator(monitor=monitor)
+        for number in range(3):
+            validator.validate(corpus.write(f"{number}.pdf", ELF + bytes([number])))
+        validator.validate(corpus.write("big.pdf", ELF + bytes(100)))
+    finally:
+        ragtrail.instrument.shutdown()
+    status, out, err = _run(capsys, "quarantine", "list", "--dir", str(quarantine_dir))
+    assert (status, len(out.splitlines())) == (0, 2)
+    assert err == (f"1 file, {len(ELF) + 1} B (bounds: 1 file, 200 B); evicted to make room "
+                   f"so far: 2 ({2 * (len(ELF) + 1)} B), not kept: 1\n")
 
 
 def test_list_json_and_environment_directory(capsys: pytest.CaptureFixture[str],
@@ -156,11 +181,12 @@ def test_purge_older_than(capsys: pytest.CaptureFixture[str], quarantined: list[
     status, out, _ = _run(capsys, "quarantine", "purge", "--older-than", "7d", "--dir",
                           str(quarantine_dir))
     assert (status, out) == (0, "purged 1 file\n")
-    assert sorted(os.listdir(quarantine_dir)) == [quarantined[0], f"{quarantined[0]}.json"]
+    assert sorted(name for name in os.listdir(quarantine_dir) if not name.startswith(".")) == [
+        quarantined[0], f"{quarantined[0]}.json"]
     status, out, _ = _run(capsys, "quarantine", "purge", "--all", "--json", "--dir",
                           str(quarantine_dir))
     assert [e["sha256"] for e in json.loads(out)] == [quarantined[0]]
-    assert os.listdir(quarantine_dir) == []
+    assert sorted(os.listdir(quarantine_dir)) == [".ledger", ".lock"]
 
 
 # -- scan -------------------------------------------------------------------------------------

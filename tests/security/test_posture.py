@@ -134,6 +134,19 @@ def test_quarantine_directory_mode(base: Settings, mode: int,
     assert _without_root(_ids(base)) == expected
 
 
+@pytest.mark.parametrize(("environment", "severity"), [
+    ("production", Severity.MEDIUM), ("development", Severity.LOW)])
+def test_an_unbounded_quarantine_is_a_finding(base: Settings, environment: str,
+                                              severity: Severity) -> None:
+    """No size bound and no free-space floor: a flood of rejected uploads fills the disk.
+    Either bound alone silences it."""
+    unbounded = base.replace(environment=environment, trust_inbound=False, api_token="t" * 32,
+                             quarantine_max_bytes=0, quarantine_min_free_bytes=0)
+    assert _without_root(_ids(unbounded)) == {"quarantine-unbounded": severity}
+    assert _without_root(_ids(unbounded.replace(quarantine_max_bytes=1))) == {}
+    assert _without_root(_ids(unbounded.replace(quarantine_min_free_bytes=1))) == {}
+
+
 def test_a_quarantine_that_is_not_a_directory(base: Settings) -> None:
     """A file where the quarantine should be: every rejection would fail to quarantine (a
     traceback each; through the upload helpers the rejected upload is gone). Said at start."""

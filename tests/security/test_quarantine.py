@@ -20,6 +20,7 @@ from security_corpus import ELF, PDF, Corpus
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail.instrument import Monitor, correlation_scope
 from ragtrail.security import FileValidator, Quarantine, QuarantineError
+from ragtrail.security import _files as files
 from ragtrail.security._files import ChangedFileError, move_file
 
 Events = Callable[..., list[SecurityEvent]]
@@ -27,6 +28,11 @@ Events = Callable[..., list[SecurityEvent]]
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
+
+
+def _listed(directory: Path) -> list[str]:
+    """The directory's names, without the hidden ``.lock`` and ``.ledger`` of the bounds."""
+    return sorted(name for name in os.listdir(directory) if not name.startswith("."))
 
 
 @pytest.fixture
@@ -52,7 +58,7 @@ def test_rejected_file_is_moved_in_under_its_hash(validator: FileValidator, corp
     assert _mode(result.quarantine_path) == 0o600
     sidecar = quarantine_dir / f"{result.sha256}.json"
     assert _mode(sidecar) == 0o600
-    assert sorted(os.listdir(quarantine_dir)) == [result.sha256, f"{result.sha256}.json"]
+    assert _listed(quarantine_dir) == [result.sha256, f"{result.sha256}.json"]
 
 
 def test_existing_loose_directory_is_tightened(validator: FileValidator, corpus: Corpus,
@@ -327,9 +333,9 @@ def test_purge_by_age(filled: list[str], quarantine_dir: Path) -> None:
     removed = quarantine.purge(older_than=datetime.now(timezone.utc) - timedelta(days=7))
     assert [e.sha256 for e in removed] == [filled[1]]
     assert [e.sha256 for e in quarantine.entries()] == [filled[0]]
-    assert sorted(os.listdir(quarantine_dir)) == [filled[0], f"{filled[0]}.json"]
+    assert _listed(quarantine_dir) == [filled[0], f"{filled[0]}.json"]
     assert [e.sha256 for e in quarantine.purge()] == [filled[0]]
-    assert os.listdir(quarantine_dir) == []
+    assert _listed(quarantine_dir) == []
 
 
 def test_purge_keeps_a_file_rejected_again_since(filled: list[str], quarantine_dir: Path,
@@ -366,9 +372,8 @@ def other_filesystem(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-@pytest.mark.parametrize("replace", [True, False])
 def test_a_copy_across_filesystems_never_follows_a_symlink(
-        tmp_path: Path, other_filesystem: Path, replace: bool) -> None:
+        tmp_path: Path, other_filesystem: Path) -> None:
     """A symlink swapped in after the file was judged: the copy refuses it (the link target's
     bytes were kept under the judged file's hash) and leaves no partial file or placeholder
     behind (a release's empty placeholder blocked the retry)."""
@@ -377,7 +382,7 @@ def test_a_copy_across_filesystems_never_follows_a_symlink(
     link = tmp_path / "upload.pdf"
     link.symlink_to(secret)
     with pytest.raises(OSError, match="symbolic links") as raised:
-        move_file(link, other_filesystem / ("a" * 64), replace=replace)
+        move_file(link, other_filesystem / ("a" * 64))
     assert raised.value.errno == errno.ELOOP
     assert list(other_filesystem.iterdir()) == []
     assert link.is_symlink()
@@ -411,11 +416,11 @@ class _SwappingQuarantine(Quarantine):
         super().__init__(directory)
         self.secret = secret
 
-    def add(self, source: str | os.PathLike[str], sha256: str, details: Any, *,
-            judged: os.stat_result | None = None) -> Path:
+    def _keep(self, source: Path, sha256: str, details: Any,
+              judged: os.stat_result | None) -> Any:
         os.unlink(source)
         os.symlink(self.secret, source)
-        return super().add(source, sha256, details, judged=judged)
+        return super()._keep(source, sha256, details, judged)
 
 
 class _ValidatorSwappedUnder(FileValidator):
@@ -467,3 +472,98 @@ def test_a_file_swapped_in_is_left_when_the_same_bytes_are_already_quarantined(
     with pytest.raises(ChangedFileError):
         quarantine.add(path, digest, {"reason": "second"}, judged=judged)
     assert path.read_bytes() == PDF
+
+
+# -- a swap between the check and the move (found by review) -----------------------------------
+
+def _swap_after_the_check(monkeypatch: pytest.MonkeyPatch, path: Path,
+                          replacement: Callable[[Path], None]) -> None:
+    """Make ``move_file``'s check that ``path`` is still the judged file pass, then swap
+    another file in at once: deterministically what a writer of a shared upload directory
+    can do between that check and the rename."""
+    real = files.still_judged
+    swapped = []
+
+    def check_then_swap(checked: Path, judged: os.stat_result | None) -> os.stat_result:
+        info = real(checked, judged)
+        if checked == path and not swapped:
+            swapped.append(checked)
+            os.rename(path, path.with_name("moved-away.pdf"))  # the judged inode stays alive
+            replacement(path)
+        return info
+
+    monkeypatch.setattr(files, "still_judged", check_then_swap)
+
+
+@pytest.mark.parametrize("replacement", ["file", "symlink"])
+def test_a_file_swapped_between_the_check_and_the_rename_is_put_back(
+        monkeypatch: pytest.MonkeyPatch, validator: FileValidator, corpus: Corpus,
+        tmp_path: Path, quarantine_dir: Path, stored_events: Events, replacement: str) -> None:
+    """The swapped-in file (another upload, or a symlink to a secret) was renamed into the
+    quarantine under the judged file's hash; now what arrived is checked, put back where it
+    was, and nothing is quarantined."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:SECRET-HASH\n")
+    path = corpus.write("invoice.pdf", ELF)
+    if replacement == "file":
+        _swap_after_the_check(monkeypatch, path, lambda p: p.write_bytes(PDF))
+    else:
+        _swap_after_the_check(monkeypatch, path, lambda p: p.symlink_to(secret))
+    result = validator.validate(path)
+    assert (result.accepted, result.quarantine_path) == (False, None)
+    if replacement == "file":
+        assert (path.is_symlink(), path.read_bytes()) == (False, PDF)
+    else:
+        assert (path.is_symlink(), os.readlink(path)) == (True, str(secret))
+    assert Quarantine(quarantine_dir).entries() == []
+    assert _listed(quarantine_dir) == []
+    [event] = stored_events("malicious_file_upload")
+    assert "another file than the one validated" in event.metadata["quarantine_error"]
+
+
+def test_a_file_swapped_in_after_a_copy_across_filesystems_is_not_deleted(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, other_filesystem: Path) -> None:
+    """Across filesystems the judged bytes are copied, then the source name removed: a file
+    swapped in after the copy was deleted by that ``unlink``. Now it stays, and the copy is
+    dropped."""
+    path = tmp_path / "report.pdf"
+    path.write_bytes(ELF)
+    judged = os.stat(path)
+    real = files._copy
+
+    def copy_then_swap(source: Path, target: Path, checked: os.stat_result | None) -> None:
+        real(source, target, checked)
+        os.rename(source, tmp_path / "moved-away.pdf")
+        source.write_bytes(PDF)
+
+    monkeypatch.setattr(files, "_copy", copy_then_swap)
+    with pytest.raises(ChangedFileError):
+        move_file(path, other_filesystem / "incoming", judged=judged)
+    assert path.read_bytes() == PDF
+    assert sorted(os.listdir(other_filesystem)) == []
+    assert sorted(os.listdir(tmp_path)) == sorted(["report.pdf", "moved-away.pdf"])
+
+
+def test_a_swapped_file_that_cannot_be_put_back_is_kept_aside(tmp_path: Path) -> None:
+    """If yet another file took the name meanwhile, the one moved by mistake is neither
+    deleted nor clobbers it: it stays beside the target as ``.displaced``."""
+    source = tmp_path / "upload.pdf"
+    source.write_bytes(ELF)
+    judged = os.stat(source)
+    os.rename(source, tmp_path / "moved-away.pdf")
+    source.write_bytes(PDF)  # swapped in before the move...
+    target = tmp_path / "target"
+    os.close(files.create_exclusive(target))
+    real_link = os.link
+
+    def taken_again(src: str, dst: str, **kwargs: Any) -> None:
+        Path(dst).write_bytes(b"a third file")  # ...and the name taken again after it
+        real_link(src, dst, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files.os, "link", taken_again)
+        with pytest.raises(ChangedFileError):
+            files._renamed(source, target, judged)
+    assert source.read_bytes() == b"a third file"
+    assert (tmp_path / "target.displaced").read_bytes() == PDF
+    assert not target.exists()

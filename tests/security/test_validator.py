@@ -7,6 +7,7 @@ import os
 import tracemalloc
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -372,3 +373,72 @@ def test_corrupted_archives_never_crash(monitor: Monitor, tmp_path: Path, kind: 
     path.write_bytes(bytes(data))
     result = FileValidator(monitor=monitor, quarantine_dir=None).validate(path)
     assert result.accepted == (result.reason is None)
+
+
+# -- a file rewritten in place while it is validated (found by review) -------------------------
+
+class _RewrittenWhileJudged(FileValidator):
+    """A real validator; between hashing the file and judging it, the file is rewritten in
+    place (same inode, same size, same modification time), as another writer with the file
+    open could. Records what the checks then read."""
+
+    def __init__(self, monitor: Monitor, path: Path, rewritten: bytes) -> None:
+        super().__init__(monitor=monitor, quarantine_dir=None)
+        self.path = path
+        self.rewritten = rewritten
+        self.seen = b""
+
+    def _judge(self, f: Any, *args: Any) -> Any:
+        before = os.stat(self.path)
+        with open(self.path, "r+b") as out:
+            out.write(self.rewritten)
+        os.utime(self.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        f.seek(0)
+        self.seen = f.read()
+        return super()._judge(f, *args)
+
+
+def test_a_small_file_is_judged_as_it_was_hashed(monitor: Monitor, tmp_path: Path) -> None:
+    """Broken JSON hashed, valid JSON judged: it was accepted with the broken bytes' hash.
+    The checks now read the bytes that were hashed, and the change is refused."""
+    hashed, rewritten = b'{"total": 1}}', b'{"total": 12}'
+    path = tmp_path / "data.json"
+    path.write_bytes(hashed)
+    validator = _RewrittenWhileJudged(monitor, path, rewritten)
+    result = validator.validate(path)
+    assert validator.seen == hashed
+    assert not result.accepted
+    assert result.sha256 in ("", hashlib.sha256(hashed).hexdigest())
+
+
+def test_a_large_file_rewritten_while_judged_is_refused(monitor: Monitor, tmp_path: Path,
+                                                        stored_events: Any) -> None:
+    """Over 1 MiB the checks read the file itself, which is then hashed again: a rewrite
+    (even one that keeps the size and the modification time) is refused, not accepted with
+    the other version's hash, and nothing is quarantined."""
+    valid = b"[" + b"1," * 600_000 + b"1]"
+    hashed = valid[:-1] + b" "  # the same size, broken
+    path = tmp_path / "data.json"
+    path.write_bytes(hashed)
+    result = _RewrittenWhileJudged(monitor, path, valid).validate(path)
+    assert (result.accepted, result.reason, result.sha256) == (
+        False, "the file changed while it was validated", "")
+    assert path.read_bytes() == valid
+    [event] = stored_events(INVALID)
+    assert "changed while it was validated" in event.description
+
+
+def test_a_file_appended_to_while_validated_is_refused(monitor: Monitor,
+                                                       tmp_path: Path) -> None:
+    """A size that moved between opening and judging: refused whatever the checks saw."""
+    path = tmp_path / "notes.md"
+    path.write_bytes(b"# Notes\n")
+
+    class Appending(FileValidator):
+        def _judge(self, f: Any, *args: Any) -> Any:
+            with open(path, "ab") as out:
+                out.write(b"#!/bin/sh\n")
+            return super()._judge(f, *args)
+
+    result = Appending(monitor=monitor, quarantine_dir=None).validate(path)
+    assert (result.accepted, result.reason) == (False, "the file changed while it was validated")
