@@ -10,17 +10,28 @@ that takes them: the main thread, or one of the app's own.
 A child process inherits the mask of the thread that starts it, and a child with SIGTERM
 blocked cannot be stopped by it; the app's own code that ragtrail calls on its threads (alert
 callbacks, sync health checks) runs inside :func:`control_signals_unblocked`.
+
+Under gevent's monkey-patching (gunicorn ``-k gevent``) a ``threading.Thread`` is a greenlet on
+the hub's OS thread, and its ``start()`` switches to other greenlets: a mask blocked around it
+was still blocked while other greenlets ran, and two starts that overlapped left the worker
+with SIGTERM blocked for good (gunicorn then had to SIGKILL it, its queued spans unwritten).
+Greenlets have no mask of their own, so nothing is masked for them. :class:`OSThread` is a real
+OS thread there, for what must not share the hub's thread (an asyncio loop, a timer that fires
+from a signal handler).
 """
 
 from __future__ import annotations
 
+import _thread
 import signal
+import sys
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
-__all__ = ["CONTROL_SIGNALS", "control_signals_blocked", "control_signals_unblocked",
-           "start_quietly"]
+__all__ = ["CONTROL_SIGNALS", "OSThread", "control_signals_blocked", "control_signals_unblocked",
+           "gevent_threads", "os_thread_ident", "start_quietly", "start_timer"]
 
 CONTROL_SIGNALS = frozenset(
     getattr(signal, name)
@@ -28,6 +39,35 @@ CONTROL_SIGNALS = frozenset(
                  "SIGCHLD", "SIGWINCH")
     if hasattr(signal, name)
 )
+
+
+def gevent_threads() -> bool:
+    """gevent has monkey-patched ``threading``: new threads are greenlets (never imports it)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def _original_thread(name: str) -> Any:
+    """``_thread.<name>`` as the interpreter has it, from under gevent's patch if there is one."""
+    if gevent_threads():
+        return sys.modules["gevent.monkey"].get_original("_thread", name)
+    return getattr(_thread, name)
+
+
+def _ensure_hub() -> None:
+    """Give the calling thread its gevent hub now, if gevent patched ``threading``.
+
+    An OS thread waits on gevent's locks and events through a hub of its own, which it builds
+    from the modules the first hub loaded: built while another thread was still loading them,
+    both threads waited on each other's import locks for good."""
+    if gevent_threads():
+        sys.modules["gevent"].get_hub()
+
+
+def os_thread_ident() -> int:
+    """The calling OS thread's ident, for ``signal.pthread_kill`` (gevent patches
+    ``threading.get_ident`` and the main thread's ``ident`` to greenlet IDs)."""
+    return int(_original_thread("get_ident")())
 
 
 @contextmanager
@@ -45,7 +85,10 @@ def _control_signals(blocked: bool) -> Iterator[None]:
 
 def control_signals_blocked() -> AbstractContextManager[None]:
     """Threads started inside (by ragtrail or by a library it calls) never take the control
-    signals; the calling thread's mask is restored on exit."""
+    signals; the calling thread's mask is restored on exit. Nothing is blocked under gevent,
+    where those threads are greenlets and starting one switches to others."""
+    if gevent_threads():
+        return nullcontext()
     return _control_signals(blocked=True)
 
 
@@ -55,7 +98,59 @@ def control_signals_unblocked() -> AbstractContextManager[None]:
     return _control_signals(blocked=False)
 
 
-def start_quietly(thread: threading.Thread) -> None:
+class OSThread:
+    """A daemon thread that is an OS thread even under gevent's monkey-patching.
+
+    The part of ``threading.Thread`` that ragtrail uses. ``join()`` waits on a
+    ``threading.Event``, which under gevent lets other greenlets run meanwhile.
+    """
+
+    def __init__(self, target: Callable[[], object], name: str) -> None:
+        self.name = name
+        self._target = target
+        self._finished = threading.Event()
+        self._started = False
+
+    def start(self) -> None:
+        self._started = True
+        _ensure_hub()
+        _original_thread("start_new_thread")(self._run, ())
+
+    def _run(self) -> None:
+        _ensure_hub()  # before any lock or import can make this thread wait on gevent's
+        try:
+            self._target()
+        finally:
+            self._finished.set()
+
+    def is_alive(self) -> bool:
+        return self._started and not self._finished.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._finished.wait(timeout)
+
+
+def start_quietly(thread: threading.Thread | OSThread) -> None:
     """``thread.start()``, the new thread's mask without the control signals."""
+    if isinstance(thread, OSThread):  # its start never switches greenlets: mask it under gevent
+        with _control_signals(blocked=True):
+            thread.start()
+        return
     with control_signals_blocked():
         thread.start()
+
+
+def start_timer(seconds: float, function: Callable[[], object], name: str) -> Callable[[], None]:
+    """Call ``function`` on a thread of its own after ``seconds``; returns the cancel function.
+
+    An OS thread under gevent, where a greenlet's ``start()`` switches and so cannot be called
+    from a signal handler (it hung the process)."""
+    cancelled = threading.Event()
+
+    def run() -> None:
+        if not cancelled.wait(seconds):
+            function()
+
+    start_quietly(OSThread(run, name) if gevent_threads()
+                  else threading.Thread(target=run, name=name, daemon=True))
+    return cancelled.set

@@ -1,11 +1,12 @@
 """Runs the checks in the background and keeps their latest results for the probes.
 
-One daemon thread owns an asyncio loop: async checks run on it natively, sync checks each in a
-short-lived daemon thread (never a ThreadPoolExecutor, whose workers are joined at interpreter
-exit, so one hung check could stop the process from exiting). Every check has its own cadence,
-its own timeout and at most one run in flight; a run still going when the next one is due
-reports "timed out" again instead of piling up threads. Readers on other threads only ever see
-a complete results dict, replaced on each update (no locks on the probe path).
+One daemon thread (an OS thread under gevent) owns an asyncio loop: async checks run on it
+natively, sync checks each in a short-lived daemon thread (never a ThreadPoolExecutor, whose
+workers are joined at interpreter exit, so one hung check could stop the process from
+exiting). Every check has its own cadence, its own timeout and at most one run in flight; a run
+still going when the next one is due reports "timed out" again instead of piling up threads.
+Readers on other threads only ever see a complete results dict, replaced on each update (no
+locks on the probe path).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ragtrail._threads import control_signals_unblocked, start_quietly
+from ragtrail._threads import OSThread, control_signals_unblocked, gevent_threads, start_quietly
 from ragtrail.health._check import CheckResult, HealthCheck, normalise_outcome
 
 __all__ = ["CheckRunner", "run_in_thread"]
@@ -66,7 +67,7 @@ class CheckRunner:
         self.version = 0  # bumped on every new result; lets readers cache what they render
         self.heartbeat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | OSThread | None = None
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
 
@@ -105,7 +106,12 @@ class CheckRunner:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._main, name="ragtrail-health", daemon=True)
+        # asyncio keeps the running loop per OS thread: on a gevent greenlet this loop was the
+        # running loop of every request (asyncio.run() in a view raised "cannot be called from
+        # a running event loop").
+        self._thread = (OSThread(self._main, "ragtrail-health") if gevent_threads()
+                        else threading.Thread(target=self._main, name="ragtrail-health",
+                                              daemon=True))
         start_quietly(self._thread)
         self._ready.wait(5.0)
 

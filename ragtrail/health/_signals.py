@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
-from ragtrail._threads import start_quietly
+from ragtrail._threads import os_thread_ident, start_timer
 
 __all__ = ["install_sigterm_handler"]
 
@@ -46,9 +45,9 @@ def install_sigterm_handler(
         raise ValueError(f"drain_seconds must be >= 0; got {drain_seconds}")
     from_loop = _take_loop_handler(signum)
     previous = signal.getsignal(signum) if from_loop is None else from_loop[1]
-    main_thread = threading.main_thread().ident or 0
+    main_thread = os_thread_ident()  # signal.signal() below insists on the main thread
     state = {"signalled": False, "chain_now": False}
-    timers: list[threading.Timer] = []
+    cancels: list[Callable[[], None]] = []
 
     def handler(sig: int, frame: FrameType | None) -> None:
         if state["chain_now"] or state["signalled"] or drain_seconds == 0:
@@ -69,16 +68,13 @@ def install_sigterm_handler(
             else:  # Windows: no threads to choose between for a signal
                 os.kill(os.getpid(), sig)
 
-        timer = threading.Timer(drain_seconds, resend)
-        timer.daemon = True
-        timers.append(timer)
-        start_quietly(timer)
+        cancels.append(start_timer(drain_seconds, resend, "ragtrail-drain"))
 
     signal.signal(signum, handler)
 
     def uninstall() -> None:
-        for timer in timers:
-            timer.cancel()  # a pending re-delivery would otherwise reach the restored handler
+        for cancel in cancels:
+            cancel()  # a pending re-delivery would otherwise reach the restored handler
         if signal.getsignal(signum) is handler:
             if from_loop is None:
                 signal.signal(signum, previous)

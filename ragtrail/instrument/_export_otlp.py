@@ -16,8 +16,10 @@ never see it change. The exporter modules are imported only when chosen: grpcio 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,12 +32,15 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from ragtrail._setting_values import timeout_seconds
 from ragtrail._settings import Settings
+from ragtrail._threads import gevent_threads
 from ragtrail.instrument._otel_logs import limit_otel_logs
 
 __all__ = ["SignalTarget", "metric_exporter", "safe_endpoint", "signal_target",
            "span_exporter"]
 
 Signal = Literal["traces", "metrics"]
+
+_logger = logging.getLogger("ragtrail.export")
 
 # A header item the exporters' own parser takes without a word (printable ASCII values, but
 # for '"', ',', ';' and backslash, as in OTEL_EXPORTER_OTLP_HEADERS' W3C baggage-like format); it
@@ -99,6 +104,13 @@ def span_exporter(settings: Settings, timeout: float | None = None) -> SpanExpor
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcSpanExporter,
         )
+        if _grpc_blocks_gevent():  # once per exporter of spans; metrics go with them
+            _logger.warning(
+                "ragtrail exports over OTLP/gRPC under gevent, and grpc was not set up for "
+                "gevent: every export blocks all greenlets (a collector that hangs stalls every "
+                "request for the export timeout). Call grpc.experimental.gevent.init_gevent() "
+                "after monkey-patching and before ragtrail.configure(), or use "
+                "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
         with _variables_hidden(_read_otherwise(target, "traces")):
             return GrpcSpanExporter(**_options(target, timeout, grpc=True))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
@@ -178,6 +190,14 @@ def _read_otherwise(target: SignalTarget, signal: Signal) -> tuple[str, ...]:
         if compression is not None and compression.strip().lower() not in _COMPRESSIONS_READ:
             read_otherwise.append(f"{prefix}COMPRESSION")
     return tuple(name for name in read_otherwise if name in environ)
+
+
+def _grpc_blocks_gevent() -> bool:
+    """gevent patched the standard library but grpc's C core still waits in C, holding the
+    hub's thread (measured under gunicorn -k gevent with a collector that never answers:
+    requests of 0.5 s took 10-20 s)."""
+    cygrpc = sys.modules.get("grpc._cython.cygrpc")
+    return gevent_threads() and getattr(cygrpc, "g_gevent_activated", True) is False
 
 
 def _headers_within(raw: str, headers: Mapping[str, str]) -> bool:

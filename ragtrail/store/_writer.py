@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 
 from ragtrail._rng import uniform
-from ragtrail._threads import start_quietly
+from ragtrail._threads import OSThread, gevent_threads, start_quietly
 from ragtrail.store._coalesce import Coalescer
 from ragtrail.store._errors import StoreError, describe_error
 from ragtrail.store._reports import HealthStatus, RingUsage
@@ -128,7 +128,12 @@ class Writer:
         self._windows_closed_at = time.monotonic()
         self._revival = threading.Lock()
 
-    def _new_thread(self) -> threading.Thread:
+    def _new_thread(self) -> threading.Thread | OSThread:
+        if gevent_threads():
+            # Not a greenlet: SQLite's calls never yield to gevent's hub, so every request
+            # waited for each commit, and for the whole busy wait (up to 5 s) while another
+            # process held the file's lock.
+            return OSThread(self._run, "ragtrail-store-writer")
         return threading.Thread(target=self._run, name="ragtrail-store-writer", daemon=True)
 
     def start(self, *, schema_ready: bool) -> None:
