@@ -8,7 +8,9 @@ as a shell reports a tool killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -60,6 +62,7 @@ def build_parser() -> CommandParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ragtrail`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    _prepare_stdout()
     try:
         try:
             status = _run(argv)
@@ -91,6 +94,25 @@ def _run(argv: Sequence[str] | None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     handler: Handler = args.handler
     return handler(args)
+
+
+class _ClosedStdout(io.TextIOBase):
+    """What stdout is when the process started with it closed (``ragtrail events >&-``):
+    writing fails as a write to a closed descriptor does, which ``main`` reports."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
+def _prepare_stdout() -> None:
+    """Make every output reportable: Python sets stdout to None when descriptor 1 is closed,
+    and an encoding that lacks a character (a Latin-1 locale, ``PYTHONIOENCODING=ascii``)
+    raised UnicodeEncodeError for stored text, or for the table's ``…``: such characters are
+    written as ``\\u`` escapes instead, like the control characters ``printable`` escapes."""
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+    elif isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _discard_stdout() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
@@ -53,7 +54,22 @@ def record_dict(record: Record) -> dict[str, Any]:
 def _dumps(value: Any, **options: Any) -> str:
     # default=str: metadata written by an older or foreign writer may hold odd values;
     # showing them as text beats refusing to print the audit trail.
-    return json.dumps(value, default=str, **options)
+    try:
+        return json.dumps(value, default=str, allow_nan=False, **options)
+    except ValueError:  # a NaN or an infinity: not JSON (RFC 8259), and strict parsers refuse
+        return json.dumps(_finite(value), default=str, **options)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity as None, as the store's orjson encoder keeps
+    them: the standard encoder stores them as ``NaN``/``Infinity`` (_json.py)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 class _WholeWrites:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragtrail._records import SecurityEvent
-from ragtrail.cli._args import non_negative_int, positive_float
+from ragtrail.cli._args import interval_seconds, non_negative_int
 from ragtrail.cli._db import add_db_argument, open_store
 from ragtrail.cli._filters import (
     CORRELATION_ID,
@@ -53,7 +53,7 @@ def add_parser(subparsers: Subparsers) -> None:
     parser.add_argument("--limit", type=non_negative_int, default=10, metavar="N",
                         help="how many existing events to print first; 0 prints only new "
                              "ones (default: 10)")
-    parser.add_argument("--interval", type=positive_float, default=0.5, metavar="SECONDS",
+    parser.add_argument("--interval", type=interval_seconds, default=0.5, metavar="SECONDS",
                         help="time between polls of the store (default: 0.5)")
     add_filters(parser, _FILTERS)
     parser.set_defaults(handler=_run)
