@@ -50,8 +50,9 @@ def build_parser() -> CommandParser:
         description="Read a ragtrail audit store (security events, spans, metrics, stats), "
                     "follow it, export it, and run ragtrail's security tools.",
         epilog="Run 'ragtrail COMMAND --help' for a command's flags. Exit status: 0 success, "
-               "2 bad input or unusable store, 130 interrupted (other statuses are listed in "
-               "a command's help).")
+               "2 bad input, an unusable store or output that cannot be written, 130 "
+               "interrupted, 141 stdout closed early (| head) (other statuses are listed in a "
+               "command's help).")
     parser.add_argument("--version", action="version", version=f"ragtrail {__version__}")
     add_db_argument(parser, top_level=True)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)

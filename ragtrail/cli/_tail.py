@@ -13,6 +13,7 @@ import argparse
 import os
 import select
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ __all__ = ["add_parser"]
 
 _FILTERS = (MIN_SEVERITY, EVENT_TYPE, SOURCE, CORRELATION_ID)
 _MAX_POLL = 10_000
+_LATE_S = 5.0  # a poll reads a few index entries: milliseconds when the database is well
 _WIDTHS = [column.stream_width for column in EVENTS.columns]
 
 
@@ -125,6 +127,8 @@ def _follow(store: AuditStore, args: argparse.Namespace, file: _StoreFile | None
             last_id = _after_file_change(store, file, last, last_id)
             if file.deleted:
                 continue
+        late = _LateNote(f"ragtrail: note: the store has not answered for {_LATE_S:g} s; "
+                         "still waiting")
         try:
             fresh, complete = _new_events(store, filters, last_id)
         except UnreadableRowError:  # the same row again at every poll: say so, and stop
@@ -135,7 +139,9 @@ def _follow(store: AuditStore, args: argparse.Namespace, file: _StoreFile | None
                       f"{args.interval:g} s", file=sys.stderr, flush=True)
             failing = True
             continue
-        if failing:
+        finally:
+            late.cancel()
+        if failing or late.said:
             print("ragtrail: note: reading the store again", file=sys.stderr, flush=True)
             failing = False
         if not complete:
@@ -145,6 +151,26 @@ def _follow(store: AuditStore, args: argparse.Namespace, file: _StoreFile | None
             last = fresh[-1]
             last_id = last.id or last_id
             _print(fresh, args.json)
+
+
+class _LateNote:
+    """A note on stderr if a poll has not returned within ``_LATE_S``: a database server that
+    hangs (stopped, a frozen VM, packets dropped) neither answers nor refuses, and tail sat
+    silent for as long, as if nothing were happening."""
+
+    def __init__(self, note: str) -> None:
+        self.said = False
+        self._timer = threading.Timer(_LATE_S, self._say, args=(note,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _say(self, note: str) -> None:
+        self.said = True
+        print(note, file=sys.stderr, flush=True)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        self._timer.join()  # a note being printed is finished, and ``said`` final
 
 
 def _reader_gone() -> bool:

@@ -166,6 +166,28 @@ def test_tail_follows_a_store_file_deleted_or_replaced(tmp_path: Path) -> None:
     assert (status, err) == (0, "")
 
 
+@pytest.mark.postgres
+def test_tail_says_when_the_store_hangs(postgres_db_url: str, postgres_server: Any) -> None:
+    """A server that hangs (stopped with SIGSTOP: it neither answers nor refuses): a note
+    after 5 s, then new events and a second note once it answers. Tail used to sit silent,
+    as if nothing were happening."""
+    write_store(postgres_db_url, _event(1))
+    with tail("--db", postgres_db_url, "--limit", "1") as child:
+        child.next_line()  # the header
+        assert child.next_line().startswith("     1  ")
+        postgres_server.freeze()
+        try:
+            assert child.next_note() == ("ragtrail: note: the store has not answered for 5 s; "
+                                         "still waiting")
+        finally:
+            postgres_server.thaw()
+        write_store(postgres_db_url, _event(2))
+        assert child.next_line().startswith("     2  2024-05-01T12:00:02.000Z  high")
+        assert child.next_note() == "ragtrail: note: reading the store again"
+        status, err = child.interrupt()
+    assert (status, err) == (0, "")
+
+
 def test_tail_never_cuts_a_correlation_id(store_url: str) -> None:
     """IDs are pasted into --correlation-id: a generated one and the longest valid inbound
     one are printed whole, and the longest built-in event type is not cut either."""

@@ -68,6 +68,8 @@ def test_help_exits_0_and_lists_every_command(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for command in ("events", "spans", "metrics", "stats", "tail", "export"):
         assert command in out
+    # The exit statuses of docs/cli.md, 141 (| head) included.
+    assert "130 interrupted, 141 stdout closed early (| head)" in " ".join(out.split())
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
