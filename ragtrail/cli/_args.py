@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CommandError",
     "CommandParser",
-    "non_negative_float",
+    "interval_seconds",
+    "milliseconds",
     "non_negative_int",
     "parse_severity",
     "parse_trace_id",
     "parse_when",
-    "positive_float",
     "positive_int",
 ]
 
@@ -35,6 +35,10 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # A W3C traceparent: version, trace ID, parent span ID, flags.
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+# The largest integer a SQLite INTEGER or a PostgreSQL BIGINT holds: a larger --limit or
+# --min-duration-ms failed inside the query (SQLite: a traceback, an OverflowError).
+_MAX_INT = 2**63 - 1
+_MAX_INTERVAL_S = 86_400.0  # time.sleep() overflows near 1e10 s; a day is plenty
 
 
 class CommandError(Exception):
@@ -112,6 +116,8 @@ def _int(value: str, minimum: int) -> int:
         number = minimum - 1
     if number < minimum:
         raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}; got {value!r}")
+    if number > _MAX_INT:
+        raise argparse.ArgumentTypeError(f"expected a whole number <= {_MAX_INT}; got {value!r}")
     return number
 
 
@@ -123,20 +129,25 @@ def non_negative_int(value: str) -> int:
     return _int(value, 0)
 
 
-def _float(value: str, *, minimum: float, inclusive: bool, accepted: str) -> float:
+def _float(value: str, *, minimum: float, inclusive: bool, maximum: float,
+           accepted: str) -> float:
     try:
         number = float(value)
     except ValueError:
         number = float("nan")
-    # NaN fails both comparisons, so it is refused along with out-of-range numbers.
-    if not (number >= minimum if inclusive else number > minimum) or number == float("inf"):
+    # NaN fails every comparison, so it is refused along with out-of-range numbers.
+    if not ((number >= minimum if inclusive else number > minimum) and number <= maximum):
         raise argparse.ArgumentTypeError(f"expected {accepted}; got {value!r}")
     return number
 
 
-def non_negative_float(value: str) -> float:
-    return _float(value, minimum=0.0, inclusive=True, accepted="a number >= 0")
+def milliseconds(value: str) -> float:
+    """A duration threshold in milliseconds: compared with stored BIGINT microseconds."""
+    limit = _MAX_INT // 1000
+    return _float(value, minimum=0.0, inclusive=True, maximum=limit,
+                  accepted=f"a number of milliseconds from 0 to {limit}")
 
 
-def positive_float(value: str) -> float:
-    return _float(value, minimum=0.0, inclusive=False, accepted="a number > 0")
+def interval_seconds(value: str) -> float:
+    return _float(value, minimum=0.0, inclusive=False, maximum=_MAX_INTERVAL_S,
+                  accepted=f"a number > 0 and <= {_MAX_INTERVAL_S:g}")

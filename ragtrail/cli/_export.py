@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -66,11 +66,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.output is not None:
         _refuse_database(Path(args.output))
     kwargs = query_kwargs(args, filters)
-    with open_store(args) as store:
-        query = getattr(store, args.record_kind)
-        records: list[Record] = query(**kwargs, limit=args.limit)
-    records.reverse()  # the store answers newest first; files read best in time order
-    with _destination(args.output) as out:
+    # Streamed, oldest first (files read best in time order): a 1,000,000-row ring took 70 s
+    # and 1.2 GB read whole, and `| head -1` waited for all of it.
+    with open_store(args) as store, \
+            closing(store.stream(args.record_kind, **kwargs, limit=args.limit)) as records, \
+            _destination(args.output) as out:
         if args.format == "csv":
             write_csv(record_type, records, out)
         else:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ragtrail.cli._args import (
     CommandError,
-    non_negative_float,
+    milliseconds,
     parse_severity,
     parse_trace_id,
     parse_when,
@@ -54,14 +54,15 @@ EVENT_TYPE = Filter("--type", "event_type", "only events of this type", metavar=
 SOURCE = Filter("--source", "source", "only events from this source", metavar="SOURCE")
 CORRELATION_ID = Filter("--correlation-id", "correlation_id",
                         "only records with this correlation ID", metavar="ID")
-TRACE_ID = Filter("--trace-id", "trace_id", "only spans of this trace (32 hex digits)",
+TRACE_ID = Filter("--trace-id", "trace_id",
+                  "only spans of this trace: 32 hex digits, or a whole traceparent value",
                   parse_trace_id, "ID")
 NAME = Filter("--name", "name", "only spans with this name", metavar="NAME")
 SPAN_KIND = Filter("--kind", "kind", "only spans of this kind (server, client, retriever, ...)",
                    metavar="KIND")
 MIN_DURATION = Filter("--min-duration-ms", "min_duration_ms",
                       "only spans that took at least this many milliseconds",
-                      non_negative_float, "MS")
+                      milliseconds, "MS")
 ERRORS_ONLY = Filter("--errors-only", "errors_only", "only spans that ended in an error",
                      switch=True)
 

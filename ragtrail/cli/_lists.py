@@ -52,8 +52,9 @@ _COMMANDS = (
 
 def add_parser(subparsers: Subparsers) -> None:
     for command in _COMMANDS:
-        parser = subparsers.add_parser(command.name, help=command.help,
-                                       description=command.help.capitalize() + ".")
+        # Not str.capitalize(): it lowercases the rest ("RAG steps" became "rag steps").
+        description = command.help[0].upper() + command.help[1:] + "."
+        parser = subparsers.add_parser(command.name, help=command.help, description=description)
         add_db_argument(parser)
         parser.add_argument("--json", action="store_true",
                             help="print one JSON array of objects instead of a table")

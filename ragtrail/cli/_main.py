@@ -8,10 +8,17 @@ as a shell reports a tool killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import io
+import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from ragtrail.cli._args import CommandError, CommandParser
 from ragtrail.cli._db import add_db_argument
@@ -48,8 +55,9 @@ def build_parser() -> CommandParser:
         description="Read a ragtrail audit store (security events, spans, metrics, stats), "
                     "follow it, export it, and run ragtrail's security tools.",
         epilog="Run 'ragtrail COMMAND --help' for a command's flags. Exit status: 0 success, "
-               "2 bad input or unusable store, 130 interrupted (other statuses are listed in "
-               "a command's help).")
+               "2 bad input, an unusable store or output that cannot be written, 130 "
+               "interrupted, 141 stdout closed early (| head) (other statuses are listed in a "
+               "command's help).")
     parser.add_argument("--version", action="version", version=f"ragtrail {__version__}")
     add_db_argument(parser, top_level=True)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -60,12 +68,17 @@ def build_parser() -> CommandParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ragtrail`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    _prepare_stdout()
+    _quiet_sqlalchemy()
     try:
         try:
-            status = _run(argv)
+            with _ended_by_signals():
+                status = _run(argv)
         finally:
             # Inside the try: a reader that went away shows up here, at the final flush.
             sys.stdout.flush()
+    except _Terminated as exc:
+        return exc.status
     except CommandError as exc:
         # Store text in an error (a row SQLite cannot decode) may hold terminal escapes.
         print(f"ragtrail: error: {printable(' '.join(str(exc).split()))}", file=sys.stderr)
@@ -91,6 +104,67 @@ def _run(argv: Sequence[str] | None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     handler: Handler = args.handler
     return handler(args)
+
+
+class _Terminated(BaseException):  # not an Exception: no failsafe may swallow it
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _quiet_sqlalchemy() -> None:
+    """SQLAlchemy logs what it fails to clean up after an interruption (closing the cursor of
+    a connection it just invalidated) with a traceback, which Python's last-resort handler
+    printed under the one line promised. Whatever it logs is also raised to the command,
+    which reports it."""
+    logger = logging.getLogger("sqlalchemy")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+
+
+def _terminate(number: int, _frame: FrameType | None) -> None:
+    raise _Terminated(128 + number)
+
+
+@contextmanager
+def _ended_by_signals() -> Iterator[None]:
+    """SIGTERM (kill, timeout, systemd) and SIGHUP (the terminal closed) end the command by
+    an exception, so ``finally`` blocks run: a terminated ``export -o FILE`` left its
+    temporary ``.FILE.PID.tmp``, as large as the export so far. The status stays 128 + the
+    signal's number, as for a process the signal killed."""
+    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+    previous = {number: signal.getsignal(number) for number in numbers}
+    for number, handler in previous.items():
+        if handler is signal.SIG_DFL:  # an ignored signal (nohup) stays ignored
+            signal.signal(number, _terminate)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is signal.SIG_DFL:
+                signal.signal(number, handler)
+
+
+class _ClosedStdout(io.TextIOBase):
+    """What stdout is when the process started with it closed (``ragtrail events >&-``):
+    writing fails as a write to a closed descriptor does, which ``main`` reports."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
+def _prepare_stdout() -> None:
+    """Make every output reportable: Python sets stdout to None when descriptor 1 is closed,
+    and an encoding that lacks a character (a Latin-1 locale, ``PYTHONIOENCODING=ascii``)
+    raised UnicodeEncodeError for stored text, or for the table's ``…``: such characters are
+    written as ``\\u`` escapes instead, like the control characters ``printable`` escapes."""
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+    elif isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _discard_stdout() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from ragtrail.store._queries import (
     read_stats,
     run,
     spans_query,
+    stream,
 )
 from ragtrail.store._reports import StoreHealth, StoreStats
 from ragtrail.store._rows import event_from_row, metrics_from_row, span_from_row
@@ -51,6 +53,11 @@ DEFAULT_CLOSE_TIMEOUT_S = 10.0
 """How long ``close()`` without a timeout waits for a database that cannot be written."""
 
 T = TypeVar("T")
+_STREAMS: dict[str, tuple[Callable[..., Any], Callable[[Any], Record]]] = {
+    "events": (events_query, event_from_row),
+    "spans": (spans_query, span_from_row),
+    "metrics": (metrics_query, metrics_from_row),
+}
 _RING_OF = {SecurityEvent: "events", SpanRecord: "spans", MetricsSample: "metrics"}
 _open_stores: weakref.WeakSet[AuditStore] = weakref.WeakSet()
 
@@ -242,15 +249,36 @@ class AuditStore:
         query = metrics_query(since=since, limit=limit)
         return self._read(lambda conn: run(conn, query, metrics_from_row))
 
+    def stream(self, ring: str, /, *, limit: int | None = None,
+               **filters: Any) -> Generator[Record, None, None]:
+        """Records of ``ring`` (``"events"``, ``"spans"`` or ``"metrics"``) oldest first,
+        read lazily in one transaction: memory stays flat however many rows match
+        (``ragtrail export``). ``filters`` are those of the ring's query method (``events()``,
+        ...); ``limit`` keeps the newest. Close the generator (or exhaust it) to end the
+        transaction."""
+        try:
+            build, convert = _STREAMS[ring]
+        except KeyError:
+            raise ValueError(f"ring must be one of {', '.join(_STREAMS)}; got {ring!r}") from None
+        query = build(**filters, limit=limit)
+        with self._reading() as conn:
+            yield from stream(conn, ring, query, convert)
+
     def stats(self, *, since: Since = None) -> StoreStats:
         """Counts by severity and type, span latency percentiles by name, ring usage, and
         lifetime written/dropped/coalesced totals of all writers."""
         return self._read(lambda conn: read_stats(conn, since))
 
     def _read(self, work: Callable[[Connection], T]) -> T:
+        with self._reading() as conn:
+            return work(conn)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection in a read transaction; database faults raised as StoreError."""
         try:
             with self.engine.connect() as conn, conn.begin():
-                return work(conn)
+                yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"{self._target.shown}: "
                              f"{describe_error(exc, self._target.secrets)}") from None

@@ -70,6 +70,7 @@ _CONNECT_TIMEOUT_S = 10
 # message that shows them where sqlite3 has no ``sqlite_errorcode`` (Python 3.10).
 _REFUSALS = {8: "readonly database", 13: "database or disk is full"}  # READONLY, FULL
 _LIBPQ_DRIVERS = ("psycopg", "psycopg2")
+_SECRET_PARAMETERS = ("password", "sslpassword")  # libpq's keywords holding secrets
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,13 @@ def parse_target(url: str | URL) -> Target:
         parsed = database_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError, ValueError
         raise StoreError(f"not a database URL: {type(exc).__name__}") from None
-    secrets = (parsed.password,) if isinstance(parsed.password, str) else ()
+    # libpq also takes its password from the query (``postgresql://u@db/audit?password=...``).
+    hidden = {key: "***" for key in _SECRET_PARAMETERS if key in parsed.query}
+    secrets = tuple(value for value in (parsed.password, *map(parsed.query.get, hidden))
+                    if isinstance(value, str) and value)
     target = Target(parsed, "", secrets)
-    shown = target.sqlite_path or parsed.render_as_string(hide_password=True)
+    shown = target.sqlite_path or parsed.update_query_dict(hidden).render_as_string(
+        hide_password=True).replace("=%2A%2A%2A", "=***")  # as the user part shows it
     return Target(parsed, shown, secrets)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ __all__ = [
     "read_stats",
     "run",
     "spans_query",
+    "stream",
 ]
 
 Since = datetime | int | None
@@ -39,6 +40,8 @@ _MICROSECOND = timedelta(microseconds=1)
 # The partial index's own condition, written as a literal: SQLite uses a partial index only
 # when the query's WHERE contains the index's WHERE term itself (sqlite.org/partialindex.html).
 _AT_LEAST_HIGH = EVENTS.c.severity >= literal_column(str(HIGH_SEVERITY))
+# Rows a stream fetches at a time: memory stays flat whatever the ring's capacity.
+_STREAM_BATCH = 1000
 
 
 def epoch_us(value: Since, name: str) -> int | None:
@@ -99,9 +102,10 @@ def _query(ring: str, values: dict[str, Any], limit: int | None) -> Query:
     return _statement(ring, filters, limit is not None), given
 
 
-def events_query(*, min_severity: Severity | str | int | None, event_type: str | None,
-                 source: str | None, correlation_id: str | None, since: Since, until: Since,
-                 after_id: int | None, limit: int | None) -> Query:
+def events_query(*, min_severity: Severity | str | int | None = None,
+                 event_type: str | None = None, source: str | None = None,
+                 correlation_id: str | None = None, since: Since = None, until: Since = None,
+                 after_id: int | None = None, limit: int | None) -> Query:
     level = None if min_severity is None else int(Severity.parse(min_severity))
     if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)):
         raise TypeError(f"after_id must be an int (an event's id); got {after_id!r}")
@@ -114,9 +118,10 @@ def events_query(*, min_severity: Severity | str | int | None, event_type: str |
     }, limit)
 
 
-def spans_query(*, trace_id: str | None, correlation_id: str | None, name: str | None,
-                kind: str | None, min_duration_ms: float | None, errors_only: bool,
-                since: Since, limit: int | None) -> Query:
+def spans_query(*, trace_id: str | None = None, correlation_id: str | None = None,
+                name: str | None = None, kind: str | None = None,
+                min_duration_ms: float | None = None, errors_only: bool = False,
+                since: Since = None, limit: int | None) -> Query:
     return _query("spans", {
         "trace_id": trace_id, "correlation_id": correlation_id, "name": name, "kind": kind,
         "min_duration_ms": None if min_duration_ms is None
@@ -125,21 +130,47 @@ def spans_query(*, trace_id: str | None, correlation_id: str | None, name: str |
     }, limit)
 
 
-def metrics_query(*, since: Since, limit: int | None) -> Query:
+def metrics_query(*, since: Since = None, limit: int | None) -> Query:
     return _query("metrics", {"since": epoch_us(since, "since")}, limit)
 
 
 def run(conn: Connection, query: Query, convert: Callable[[Any], T]) -> list[T]:
     statement, params = query
-    records = []
-    for row in conn.execute(statement, params).all():
-        try:
-            records.append(convert(row))
-        except (KeyError, TypeError, ValueError) as exc:  # another writer's, or corruption
-            raise UnreadableRowError(
-                f"stored row {row[0]} cannot be read ({type(exc).__name__}: {exc}); it was not "
-                "written by this version of ragtrail, or the database is damaged") from None
-    return records
+    return [_converted(row, convert) for row in conn.execute(statement, params).all()]
+
+
+def stream(conn: Connection, ring: str, query: Query, convert: Callable[[Any], T]) -> Iterator[T]:
+    """The records of a newest-first ``query`` on ``ring``, oldest first, read and converted
+    ``_STREAM_BATCH`` rows at a time (a server-side cursor on PostgreSQL).
+
+    A limit keeps the newest rows: their ID range is found first (an index walk), then read
+    in ascending order, bounded above too, so rows committed meanwhile (PostgreSQL reads each
+    statement in a new snapshot) are not added.
+    """
+    table = RINGS[ring]
+    statement, params = query
+    ascending = statement.order_by(None).order_by(table.c.id)
+    if "limit" in params:
+        newest = statement.with_only_columns(table.c.id).subquery()
+        first, last = conn.execute(select(func.min(newest.c.id), func.max(newest.c.id)),
+                                   params).one()
+        if first is None:
+            return
+        ascending = ascending.limit(None).where(table.c.id.between(first, last))
+        params = {name: value for name, value in params.items() if name != "limit"}
+    # Closed explicitly: a stream left early would leave PostgreSQL's server-side cursor open.
+    with conn.execution_options(yield_per=_STREAM_BATCH).execute(ascending, params) as rows:
+        for row in rows:
+            yield _converted(row, convert)
+
+
+def _converted(row: Any, convert: Callable[[Any], T]) -> T:
+    try:
+        return convert(row)
+    except (KeyError, TypeError, ValueError) as exc:  # another writer's, or corruption
+        raise UnreadableRowError(
+            f"stored row {row[0]} cannot be read ({type(exc).__name__}: {exc}); it was not "
+            "written by this version of ragtrail, or the database is damaged") from None
 
 
 def _percentile(ordered: Sequence[int], fraction: float) -> float:

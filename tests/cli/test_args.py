@@ -10,11 +10,11 @@ import pytest
 
 from ragtrail._records import Severity
 from ragtrail.cli._args import (
-    non_negative_float,
+    interval_seconds,
+    milliseconds,
     non_negative_int,
     parse_severity,
     parse_when,
-    positive_float,
     positive_int,
 )
 from ragtrail.cli._db import store_url
@@ -98,17 +98,17 @@ def test_integer_parsers_accept_their_lower_bound() -> None:
 def test_float_parsers_refuse_nan_infinity_and_negatives(text: str) -> None:
     """``--min-duration-ms`` and ``--interval`` refuse NaN, infinity and negatives."""
     with pytest.raises(argparse.ArgumentTypeError):
-        non_negative_float(text)
+        milliseconds(text)
     with pytest.raises(argparse.ArgumentTypeError):
-        positive_float(text)
+        interval_seconds(text)
 
 
 def test_float_bounds() -> None:
     """0 is allowed for a duration threshold but not for a poll interval."""
-    assert non_negative_float("0") == 0.0
-    assert positive_float("0.05") == 0.05
+    assert milliseconds("0") == 0.0
+    assert interval_seconds("0.05") == 0.05
     with pytest.raises(argparse.ArgumentTypeError):
-        positive_float("0")
+        interval_seconds("0")
 
 
 def test_store_url_prefers_the_flag_then_the_environment_then_the_default() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
+import sqlite3
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from cli_helpers import SECOND, Reader, Runner, write_store
@@ -226,6 +230,29 @@ def test_hostile_text_cannot_reach_the_terminal(store_url: str, run_inprocess: R
     assert out.splitlines()[1:] == [
         r" 1  2024-05-01T12:00:00.000Z  high      x\x1b]0;pwned\x07  up\nload      1  -"
         r"               \x1b[2J\u202eexe.txt"]
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_non_finite_numbers_are_null_in_every_json_output(
+        known_file: Path, run_inprocess: Runner) -> None:
+    """Metadata holding NaN or an infinity (what the standard library's encoder stores): the
+    JSON printed is still JSON for strict parsers (JavaScript, Go), with null there, as a
+    store written with orjson holds it, not ``NaN``/``Infinity``."""
+    with sqlite3.connect(known_file) as conn:
+        conn.execute("UPDATE ragtrail_events SET metadata = ? WHERE id = 3",
+                     ('{"score":NaN,"top":Infinity,"runs":[-Infinity,1.5]}',))
+    conn.close()
+    expected = {"score": None, "top": None, "runs": [None, 1.5]}
+    document = run_inprocess("events", "--json", "--db", str(known_file)).out
+    assert json.loads(document, parse_constant=_refuse_constant)[1]["metadata"] == expected
+    lines = run_inprocess("export", "--db", str(known_file)).out.splitlines()
+    assert json.loads(lines[2], parse_constant=_refuse_constant)["metadata"] == expected
+    rows = list(csv.DictReader(io.StringIO(
+        run_inprocess("export", "--format", "csv", "--db", str(known_file)).out)))
+    assert json.loads(rows[2]["metadata"], parse_constant=_refuse_constant) == expected
 
 
 def test_empty_store_has_zero_stats(store_url: str, run_inprocess: Runner) -> None:

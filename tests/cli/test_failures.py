@@ -93,6 +93,21 @@ def test_unreachable_server_is_one_line_without_the_password(run_inprocess: Runn
     assert result.err.startswith("ragtrail: error: postgresql+psycopg://u:***@127.0.0.1:9/x")
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://u@127.0.0.1:9/x?password=hunter2",
+    "postgresql+psycopg:///x?host=127.0.0.1&port=9&user=u&password=hunter2",
+    "postgresql+psycopg://u:hunter2@127.0.0.1:9/x?sslpassword=hunter2",
+])
+def test_a_password_in_the_url_query_is_masked_too(url: str, run_inprocess: Runner) -> None:
+    """libpq also reads ``password`` (and ``sslpassword``) from the URL's query: never
+    printed either."""
+    result = run_inprocess("stats", "--db", url)
+    assert result.status == 2
+    assert result.err.count("\n") == 1
+    assert "hunter2" not in result.err
+    assert "password=***" in result.err
+
+
 def test_a_missing_driver_says_what_to_install(run_inprocess: Runner) -> None:
     """A URL whose driver is not installed (pg8000 never is here): one line naming the
     missing module and the extra to install, not a traceback or a bare import error."""
@@ -155,6 +170,49 @@ def test_output_to_a_full_disk_is_one_error_line(known_file: Path) -> None:
                               text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr == "ragtrail: error: cannot write the output: No space left on device\n"
+
+
+def _close_stdout() -> None:
+    os.close(1)
+
+
+def test_a_closed_stdout_is_one_error_line(known_file: Path, tmp_path: Path) -> None:
+    """Started with stdout closed (``ragtrail events >&-``, a supervisor that closed it):
+    exit 2 and one line, not an AttributeError traceback; ``export -o FILE`` needs no stdout
+    and works."""
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ragtrail", *argv, "--db", str(known_file)],
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                              preexec_fn=_close_stdout)
+
+    for argv in (["events"], ["spans", "--json"], ["export"]):
+        done = run(*argv)
+        assert (done.returncode, done.stderr) == (
+            2, "ragtrail: error: cannot write the output: standard output is closed\n")
+    done = run("export", "-o", str(tmp_path / "out.jsonl"))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == len(KNOWN_EVENTS)
+
+
+@pytest.mark.parametrize("argv", [("events",), ("events", "--json"), ("spans",),
+                                  ("export", "--format", "csv")])
+def test_an_output_encoding_without_the_characters_gets_escapes(
+        known_file: Path, argv: tuple[str, ...]) -> None:
+    """A non-UTF-8 stdout (a Latin-1 or ASCII locale, ``PYTHONIOENCODING=ascii``): characters
+    it cannot encode are written as ``\\u`` escapes, exit 0, instead of a UnicodeEncodeError
+    traceback (the table's ``…`` for a cut description was enough)."""
+    write_store(f"sqlite:///{known_file}", SecurityEvent(
+        "pii_detected", Severity.HIGH, "ingest", "caf\u00e9 \u6f22\u5b57", T0 + 9))
+    done = subprocess.run([sys.executable, "-m", "ragtrail", *argv, "--db", str(known_file)],
+                          capture_output=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert (done.returncode, done.stderr) == (0, b"")
+    out = done.stdout.decode("ascii")
+    if argv[0] == "events" and "--json" not in argv:
+        assert "caf\\xe9 \\u6f22\\u5b57" in out
+        assert "\\u2026" in out  # the long description, cut
+    elif argv[0] == "export":
+        assert "caf\\xe9 \\u6f22\\u5b57" in out
 
 
 @pytest.fixture

@@ -130,6 +130,64 @@ def test_tail_outlives_a_database_restart(postgres_db_url: str, postgres_server:
     assert (status, err) == (0, "")
 
 
+def _await_note(child: Tail, expected: str) -> None:
+    """The next note that is not about a poll failing: tail may look at a new file before its
+    schema is in (``no such table``), and says so."""
+    note = child.next_note()
+    while note.startswith(("ragtrail: note: cannot read the store (",
+                           "ragtrail: note: reading the store again")):
+        note = child.next_note()
+    assert note == expected
+
+
+def test_tail_follows_a_store_file_deleted_or_replaced(tmp_path: Path) -> None:
+    """The SQLite file deleted (the application's store makes a new one) or replaced by a
+    copy: a note each time, then the new file's events; a copy holding the last event printed
+    goes on after it. Tail used to stay on the deleted file and print nothing, ever again."""
+    path = tmp_path / "audit.db"
+    url = f"sqlite:///{path}"
+    write_store(url, _event(1), _event(2))
+    with tail("--db", str(path), "--limit", "1") as child:
+        child.next_line()  # the header
+        assert child.next_line().startswith("     2  2024-05-01T12:00:02.000Z")
+        for leftover in tmp_path.iterdir():
+            leftover.unlink()
+        _await_note(child, f"ragtrail: note: {path} was deleted; waiting for a new file there")
+        write_store(url, _event(3))  # a new store: its IDs start from 1 again
+        _await_note(child, f"ragtrail: note: {path} is another file now; following it")
+        assert child.next_line().startswith("     1  2024-05-01T12:00:03.000Z")
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(path.read_bytes())
+        copy.replace(path)
+        _await_note(child, f"ragtrail: note: {path} is another file now; following it")
+        write_store(url, _event(4))
+        assert child.next_line().startswith("     2  2024-05-01T12:00:04.000Z")
+        status, err = child.interrupt()
+    assert (status, err) == (0, "")
+
+
+@pytest.mark.postgres
+def test_tail_says_when_the_store_hangs(postgres_db_url: str, postgres_server: Any) -> None:
+    """A server that hangs (stopped with SIGSTOP: it neither answers nor refuses): a note
+    after 5 s, then new events and a second note once it answers. Tail used to sit silent,
+    as if nothing were happening."""
+    write_store(postgres_db_url, _event(1))
+    with tail("--db", postgres_db_url, "--limit", "1") as child:
+        child.next_line()  # the header
+        assert child.next_line().startswith("     1  ")
+        postgres_server.freeze()
+        try:
+            assert child.next_note() == ("ragtrail: note: the store has not answered for 5 s; "
+                                         "still waiting")
+        finally:
+            postgres_server.thaw()
+        write_store(postgres_db_url, _event(2))
+        assert child.next_line().startswith("     2  2024-05-01T12:00:02.000Z  high")
+        assert child.next_note() == "ragtrail: note: reading the store again"
+        status, err = child.interrupt()
+    assert (status, err) == (0, "")
+
+
 def test_tail_never_cuts_a_correlation_id(store_url: str) -> None:
     """IDs are pasted into --correlation-id: a generated one and the longest valid inbound
     one are printed whole, and the longest built-in event type is not cut either."""

@@ -30,6 +30,15 @@ from ragtrail.cli import main
         (["spans", "--type", "x"], "unrecognized arguments: --type x"),
         (["metrics", "--min-severity", "high"], "unrecognized arguments"),
         (["tail", "--interval", "0"], "argument --interval: expected a number > 0"),
+        # Beyond what the database or time.sleep() takes: they ended in an OverflowError.
+        (["events", "--limit", "99999999999999999999"],
+         "argument --limit: expected a whole number <= 9223372036854775807"),
+        (["tail", "--limit", "9223372036854775808"],
+         "argument --limit: expected a whole number <= 9223372036854775807"),
+        (["spans", "--min-duration-ms", "1e300"],
+         "argument --min-duration-ms: expected a number of milliseconds from 0 to "),
+        (["tail", "--interval", "1e10"],
+         "argument --interval: expected a number > 0 and <= 86400; got '1e10'"),
         (["export", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
         (["export", "--kind", "metrics", "--min-severity", "high"],
          "--min-severity does not apply to --kind metrics"),
@@ -59,6 +68,8 @@ def test_help_exits_0_and_lists_every_command(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for command in ("events", "spans", "metrics", "stats", "tail", "export"):
         assert command in out
+    # The exit statuses of docs/cli.md, 141 (| head) included.
+    assert "130 interrupted, 141 stdout closed early (| head)" in " ".join(out.split())
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,3 +88,13 @@ def test_python_dash_m_reports_bad_flags_without_a_traceback() -> None:
     assert done.stderr.splitlines() == [
         "ragtrail: error: argument --since: 'yesterday' is neither a duration like 30s, 15m, "
         "2h, 7d nor an ISO-8601 time like 2024-05-01T12:00:00Z (see 'ragtrail events --help')"]
+
+
+def test_command_help_keeps_the_words_of_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    """``ragtrail spans --help`` says "RAG steps" (not "rag steps") and that --trace-id takes
+    a whole traceparent value, as docs/cli.md does."""
+    assert main(["spans", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Finished spans (calls, requests, RAG steps), newest first." in out
+    assert "--trace-id ID only spans of this trace: 32 hex digits, or a whole traceparent " \
+           "value" in out

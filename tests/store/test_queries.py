@@ -120,6 +120,27 @@ def test_since_accepts_aware_datetimes(events_store: AuditStore) -> None:
     assert times(events_store.events(since=since, until=until)) == [30, 20]
 
 
+@pytest.mark.parametrize("filters", [{}, {"source": "api"}, {"min_severity": "medium"},
+                                     {"since": T0 + 10 * S}])
+@pytest.mark.parametrize("limit", [None, 1, 2, 100])
+def test_stream_is_the_query_oldest_first(events_store: AuditStore, filters: dict[str, Any],
+                                          limit: int | None) -> None:
+    """``stream()`` yields what the query method returns (the newest ``limit``), oldest
+    first."""
+    expected = events_store.events(**filters, limit=limit)[::-1]
+    assert list(events_store.stream("events", **filters, limit=limit)) == expected
+
+
+def test_stream_closed_early_ends_its_transaction(events_store: AuditStore) -> None:
+    """A stream dropped after one record (``export | head -1``) gives its connection back."""
+    stream = events_store.stream("events")
+    assert next(stream).id == 1
+    stream.close()
+    assert events_store.engine.pool.checkedout() == 0
+    with pytest.raises(ValueError, match="ring must be one of events, spans, metrics"):
+        next(events_store.stream("logs"))
+
+
 def test_naive_datetime_is_refused(events_store: AuditStore) -> None:
     """A naive datetime is ambiguous, so it is a ValueError rather than a silent guess."""
     with pytest.raises(ValueError, match="timezone-aware"):
