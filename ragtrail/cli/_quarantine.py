@@ -12,7 +12,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ragtrail._settings import Settings
@@ -138,6 +138,10 @@ def _release(quarantine: Quarantine, args: argparse.Namespace) -> int:
 
 def _purge(quarantine: Quarantine, args: argparse.Namespace) -> int:
     cutoff: datetime | None = None if args.all else args.older_than
+    if cutoff is not None and cutoff > datetime.now(timezone.utc):
+        # Every file was quarantined before a future time: a typo would delete the evidence.
+        raise CommandError(f"--older-than {cutoff.isoformat()} is in the future and would purge "
+                           "every file; use --all for that")
     removed = quarantine.purge(older_than=cutoff)
     if args.json:
         write_json([entry.as_dict() for entry in removed], sys.stdout)

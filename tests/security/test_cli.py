@@ -133,6 +133,7 @@ def test_show_by_prefix(capsys: pytest.CaptureFixture[str], quarantined: list[st
     (["release", "deadbeefdeadbeef", "out"], "needs --yes"),
     (["purge"], "one of the arguments --older-than --all is required"),
     (["purge", "--older-than", "soon"], "neither a duration"),
+    (["purge", "--older-than", "2999-01-01"], "is in the future and would purge every file"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str],
@@ -144,6 +145,18 @@ def test_usage_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]
     assert err.startswith("ragtrail: error: ")
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_a_future_purge_time_removes_nothing(capsys: pytest.CaptureFixture[str],
+                                              quarantined: list[str],
+                                              quarantine_dir: Path) -> None:
+    """A cutoff in the future (a mistyped year) would match every file: refused instead."""
+    status, _, _ = _run(capsys, "quarantine", "purge", "--older-than", "2999-01-01", "--dir",
+                        str(quarantine_dir))
+    assert status == 2
+    status, out, _ = _run(capsys, "quarantine", "list", "--json", "--dir", str(quarantine_dir))
+    assert (status, sorted(entry["sha256"] for entry in json.loads(out))) == (
+        0, sorted(quarantined))
 
 
 def test_release_with_yes(capsys: pytest.CaptureFixture[str], quarantined: list[str],
