@@ -112,9 +112,9 @@ class OSThread:
         self._started = False
 
     def start(self) -> None:
-        self._started = True
         _ensure_hub()
         _original_thread("start_new_thread")(self._run, ())
+        self._started = True  # not if the start failed: never "alive" then
 
     def _run(self) -> None:
         _ensure_hub()  # before any lock or import can make this thread wait on gevent's

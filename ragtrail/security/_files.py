@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["O_NOFOLLOW", "READ_REGULAR_ONLY", "ChangedFileError", "create_exclusive",
-           "make_inert", "move_file", "read_json", "remove_judged", "still_judged", "write_json"]
+           "make_inert", "move_file", "put_back", "read_json", "remove_judged", "still_judged",
+           "write_json"]
 
 logger = logging.getLogger("ragtrail.security")
 
@@ -123,14 +124,15 @@ def _renamed(source: Path, target: Path, judged: os.stat_result | None) -> bool:
     try:
         still_judged(target, judged)
     except ChangedFileError:
-        _put_back(target, source)
+        put_back(target, source)
         raise ChangedFileError(errno.ESTALE, _CHANGED, str(source)) from None
     return True
 
 
-def _put_back(moved: Path, source: Path) -> None:
-    """Return a file moved by mistake to ``source``, unless someone has put yet another file
-    there: then it stays beside ``moved`` as ``<name>.displaced`` (logged), never deleted."""
+def put_back(moved: Path, source: Path) -> None:
+    """Return a file moved by mistake (or one that could not be kept) to ``source``, unless
+    someone has put yet another file there: then it stays beside ``moved`` as
+    ``<name>.displaced`` (logged), never deleted."""
     try:
         os.link(moved, source, follow_symlinks=False)
     except OSError:

@@ -19,7 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragtrail.security._files import make_inert, move_file, read_json, remove_judged, write_json
+from ragtrail.security._files import (
+    make_inert,
+    move_file,
+    put_back,
+    read_json,
+    remove_judged,
+    write_json,
+)
 from ragtrail.security._quarantine_bound import INCOMING_PREFIX, SHA256, Bound, Evicted, Limits
 
 __all__ = ["Quarantine", "QuarantineEntry", "QuarantineError", "QuarantineFull",
@@ -140,6 +147,7 @@ class Quarantine:
             make_inert(incoming)
             with bound.locked() as ledger:
                 if self._repeat(sha256):  # another worker kept the same bytes meanwhile
+                    incoming.unlink()
                     return _Kept(target)
                 evicted = bound.make_room(ledger, size)
                 replaced = _size(target)  # a file whose sidecar was lost: counted already
@@ -148,8 +156,12 @@ class Quarantine:
                 ledger.bytes += size - (replaced or 0)
                 write_json(self._sidecar(sha256), {
                     **details, "sha256": sha256, "time": _now(), "count": 1})
-        finally:
-            incoming.unlink(missing_ok=True)
+        except BaseException:
+            # Not kept (the lock timed out, the disk failed): the evidence goes back where it
+            # was, as the event says, never deleted.
+            if os.path.lexists(incoming):
+                put_back(incoming, source)
+            raise
         return _Kept(target, tuple(evicted))
 
     def _repeat(self, sha256: str) -> bool:

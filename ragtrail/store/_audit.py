@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -251,18 +250,17 @@ class AuditStore:
 
     def stream(self, ring: str, /, *, limit: int | None = None,
                **filters: Any) -> Generator[Record, None, None]:
-        """Records of ``ring`` (``"events"``, ``"spans"`` or ``"metrics"``) oldest first,
-        read lazily in one transaction: memory stays flat however many rows match
-        (``ragtrail export``). ``filters`` are those of the ring's query method (``events()``,
-        ...); ``limit`` keeps the newest. Close the generator (or exhaust it) to end the
-        transaction."""
+        """Records of ``ring`` (``"events"``, ``"spans"`` or ``"metrics"``) oldest first, read
+        a thousand rows at a time, each batch in a short transaction of its own: memory stays
+        flat however many rows match, and a slow reader never holds the database
+        (``ragtrail export``). ``filters`` are those of the ring's query method
+        (``events()``, ...); ``limit`` keeps the newest. Rows added after the call are not
+        included; rows the ring trims while the stream is read are skipped."""
         try:
             build, convert = _STREAMS[ring]
         except KeyError:
             raise ValueError(f"ring must be one of {', '.join(_STREAMS)}; got {ring!r}") from None
-        query = build(**filters, limit=limit)
-        with self._reading() as conn:
-            yield from stream(conn, ring, query, convert)
+        return stream(self._read, ring, build(**filters, limit=limit), convert)
 
     def stats(self, *, since: Since = None) -> StoreStats:
         """Counts by severity and type, span latency percentiles by name, ring usage, and
@@ -270,15 +268,9 @@ class AuditStore:
         return self._read(lambda conn: read_stats(conn, since))
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        with self._reading() as conn:
-            return work(conn)
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """A connection in a read transaction; database faults raised as StoreError."""
         try:
             with self.engine.connect() as conn, conn.begin():
-                yield conn
+                return work(conn)
         except SQLAlchemyError as exc:
             raise StoreError(f"{self._target.shown}: "
                              f"{describe_error(exc, self._target.secrets)}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -139,29 +139,42 @@ def run(conn: Connection, query: Query, convert: Callable[[Any], T]) -> list[T]:
     return [_converted(row, convert) for row in conn.execute(statement, params).all()]
 
 
-def stream(conn: Connection, ring: str, query: Query, convert: Callable[[Any], T]) -> Iterator[T]:
-    """The records of a newest-first ``query`` on ``ring``, oldest first, read and converted
-    ``_STREAM_BATCH`` rows at a time (a server-side cursor on PostgreSQL).
+def stream(read: Callable[[Callable[[Connection], Any]], Any], ring: str, query: Query,
+           convert: Callable[[Any], T]) -> Generator[T, None, None]:
+    """The records of a newest-first ``query`` on ``ring``, oldest first, ``_STREAM_BATCH``
+    rows at a time, each batch in a transaction of its own (``read`` runs one).
 
-    A limit keeps the newest rows: their ID range is found first (an index walk), then read
-    in ascending order, bounded above too, so rows committed meanwhile (PostgreSQL reads each
-    statement in a new snapshot) are not added.
+    No transaction stays open while the caller handles rows: a slow reader (``export | less``)
+    would stop SQLite's checkpoints for the app writing meanwhile (its WAL file grows) and hold
+    back PostgreSQL's vacuum of rings that delete rows all the time. The IDs to read are fixed
+    first (for a limit, those of the newest rows, by an index walk), so rows committed later
+    are not added; rows the ring trims meanwhile are skipped.
     """
     table = RINGS[ring]
     statement, params = query
-    ascending = statement.order_by(None).order_by(table.c.id)
-    if "limit" in params:
-        newest = statement.with_only_columns(table.c.id).subquery()
-        first, last = conn.execute(select(func.min(newest.c.id), func.max(newest.c.id)),
-                                   params).one()
-        if first is None:
-            return
-        ascending = ascending.limit(None).where(table.c.id.between(first, last))
-        params = {name: value for name, value in params.items() if name != "limit"}
-    # Closed explicitly: a stream left early would leave PostgreSQL's server-side cursor open.
-    with conn.execution_options(yield_per=_STREAM_BATCH).execute(ascending, params) as rows:
+    ids_query = statement.with_only_columns(table.c.id)
+    if "limit" not in params:  # with one, the newest rows: order and limit stay
+        ids_query = ids_query.order_by(None)
+    ids = ids_query.subquery()
+    first, last = read(lambda conn: conn.execute(
+        select(func.min(ids.c.id), func.max(ids.c.id)), params).one())
+    if first is None:
+        return
+    params = {name: value for name, value in params.items() if name != "limit"}
+    ascending = statement.order_by(None).order_by(table.c.id).limit(_STREAM_BATCH)
+    after = first - 1
+    while True:
+        batch = ascending.where(table.c.id > after, table.c.id <= last)
+        rows = read(functools.partial(_all_rows, batch, params))
         for row in rows:
             yield _converted(row, convert)
+        if len(rows) < _STREAM_BATCH:
+            return
+        after = rows[-1][0]
+
+
+def _all_rows(statement: Select[Any], params: dict[str, Any], conn: Connection) -> list[Any]:
+    return list(conn.execute(statement, params).all())
 
 
 def _converted(row: Any, convert: Callable[[Any], T]) -> T:

@@ -14,6 +14,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,29 @@ def capture(**settings: Any) -> Iterator[Trail]:
     trail = Trail(monitor)
     weakref.finalize(trail, shutil.rmtree, directory, ignore_errors=True)
     with _monitor._lock:
-        previous = _monitor._active
+        mine = _Open(previous=_monitor._active)
+        _open.append(mine)
         _monitor._install(monitor)
     try:
         yield trail
     finally:
         with _monitor._lock:
+            _open.remove(mine)
             if _monitor._active is monitor:  # not replaced by configure() in the block
-                _monitor._active = previous
+                _monitor._active = mine.previous
+            for other in _open:  # a capture begun inside this one and still open
+                if other.previous is monitor:
+                    other.previous = mine.previous
         monitor.shutdown(_FLUSH_TIMEOUT_S)
+
+
+@dataclass
+class _Open:
+    """An open capture: the monitor current before it, to put back at its end."""
+
+    previous: Monitor | None
+
+
+# Captures open now, in any thread: two that end in the order they began must still hand
+# the app its own monitor back, never one already shut down.
+_open: list[_Open] = []
