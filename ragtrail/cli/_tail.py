@@ -10,7 +10,6 @@ tail is what people keep open during an incident.
 from __future__ import annotations
 
 import argparse
-import os
 import select
 import sys
 import threading
@@ -77,8 +76,10 @@ class _StoreFile:
     silently in its old inode, where nothing new ever arrives."""
 
     def __init__(self, path: str) -> None:
+        from ragtrail.store._file_guard import file_identity  # the store loads on first use
+
         self.path = path
-        self._identity = self._current()
+        self._identity = file_identity(path)
 
     @classmethod
     def of(cls, url: str) -> _StoreFile | None:
@@ -93,18 +94,14 @@ class _StoreFile:
 
     def change(self) -> str | None:
         """``"deleted"`` or ``"replaced"`` once per change of the file at the path, else None."""
-        identity = self._current()
+        from ragtrail.store._file_guard import file_identity
+
+        identity = file_identity(self.path)
         if identity == self._identity:
             return None
         self._identity = identity
         return "deleted" if identity is None else "replaced"
 
-    def _current(self) -> tuple[int, int] | None:
-        try:
-            status = os.stat(self.path)
-        except OSError:
-            return None
-        return status.st_dev, status.st_ino
 
 
 def _follow(store: AuditStore, args: argparse.Namespace, file: _StoreFile | None) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from ragtrail.store._engine import create_private
 from ragtrail.store._errors import StoreError
 
-__all__ = ["FileGuard"]
+__all__ = ["FileGuard", "file_identity"]
 
 
 class FileGuard:
@@ -25,24 +25,26 @@ class FileGuard:
     def __init__(self, path: str, engine: Engine) -> None:
         self._path = path
         self._engine = engine
-        self._identity = self._current()
+        self._identity = file_identity(path)
 
     def check(self) -> None:
-        identity = self._current()
+        identity = file_identity(self._path)
         if identity == self._identity and identity is not None:
             return
         # Gone or another file: pooled connections still point at the old inode.
         self._engine.dispose()
         if identity is None:
             create_private(self._path)
-            identity = self._current()
+            identity = file_identity(self._path)
         self._identity = identity
         raise StoreError(f"{self._path}: the database file was deleted or replaced while in "
                          "use; writing to a new one (the records the old one held are gone)")
 
-    def _current(self) -> tuple[int, int] | None:
-        try:
-            status = os.stat(self._path)
-        except OSError:
-            return None
-        return status.st_dev, status.st_ino
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at ``path`` now, or None when there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ragtrail import Settings, SpanRecord
@@ -43,9 +44,19 @@ class Pipelines:
 
     def __call__(self, *, create: dict[str, Any] | None = None,
                  **settings: Any) -> ExportPipeline:
-        pipeline = ExportPipeline.create(Settings(**settings), **(create or {}))
+        return self._kept(ExportPipeline.create(Settings(**settings), **(create or {})),
+                          settings)
+
+    def from_env(self, environ: Mapping[str, str] | None = None,
+                 **arguments: Any) -> ExportPipeline:
+        """Built as ``configure()`` builds it: ``Settings.from_env`` over ``environ`` (None:
+        ``os.environ``) with ``arguments`` winning."""
+        return self._kept(ExportPipeline.create(Settings.from_env(environ, **arguments)),
+                          {**(environ or {}), **arguments})
+
+    def _kept(self, pipeline: ExportPipeline | None, given: Mapping[str, Any]) -> ExportPipeline:
         if pipeline is None:
-            raise AssertionError(f"no pipeline for {settings}")
+            raise AssertionError(f"no pipeline for {dict(given)}")
         self._made.append(pipeline)
         return pipeline
 

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from export_support import new_trace, span_record
+from export_support import Pipelines, new_trace, span_record
 from otlp_receivers import HangingCollector, RotelReceiver, free_port, wait_until
 
 from ragtrail import ConfigurationError, Settings
-from ragtrail.instrument._export import ExportPipeline
 
 VARIABLES = {
     "OTEL_BSP_MAX_QUEUE_SIZE": ("export_queue_size", 2048),
@@ -24,22 +21,6 @@ VARIABLES = {
     "OTEL_METRIC_EXPORT_INTERVAL": ("metric_export_interval_ms", 60_000),
     "OTEL_METRIC_EXPORT_TIMEOUT": ("metric_export_timeout_ms", 30_000),
 }
-
-
-@pytest.fixture
-def pipelines(no_app_otel_providers: None) -> Iterator[Any]:
-    """``pipelines(env)``: a pipeline from ``Settings.from_env(env)``, shut down afterwards."""
-    made: list[ExportPipeline] = []
-
-    def make(env: dict[str, str]) -> ExportPipeline:
-        pipeline = ExportPipeline.create(Settings.from_env(env))
-        assert pipeline is not None
-        made.append(pipeline)
-        return pipeline
-
-    yield make
-    for pipeline in made:
-        pipeline.shutdown(2.0)
 
 
 def test_defaults_are_the_specifications() -> None:
@@ -104,13 +85,15 @@ def test_a_batch_argument_larger_than_the_queue_is_refused() -> None:
 
 
 @pytest.mark.network
-def test_the_queue_and_batch_sizes_reach_the_pipeline(pipelines: Any) -> None:
+def test_the_queue_and_batch_sizes_reach_the_pipeline(make_pipeline: Pipelines) -> None:
     """OTEL_BSP_MAX_QUEUE_SIZE is the queue's capacity; OTEL_BSP_MAX_EXPORT_BATCH_SIZE splits
     six spans into two requests of three (a collector that refuses shows each failed one)."""
-    pipeline = pipelines({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-                          "OTEL_EXPORTER_OTLP_TIMEOUT": "500",
-                          "OTEL_BSP_MAX_QUEUE_SIZE": "40",
-                          "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3"})
+    pipeline = make_pipeline.from_env({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "500",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "40",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3"
+    })
     trace_id = new_trace()
     for i in range(6):
         pipeline.submit(span_record(trace_id, f"step-{i}"))
@@ -121,12 +104,14 @@ def test_the_queue_and_batch_sizes_reach_the_pipeline(pipelines: Any) -> None:
 
 
 @pytest.mark.network
-def test_the_schedule_delay_is_how_long_a_lone_span_waits(pipelines: Any,
+def test_the_schedule_delay_is_how_long_a_lone_span_waits(make_pipeline: Pipelines,
                                                           rotel: RotelReceiver) -> None:
     """OTEL_BSP_SCHEDULE_DELAY=60000: a span short of a batch stays queued (ragtrail used to
     wake every 0.5 s) until a flush; the delay does not hold up a flush."""
-    pipeline = pipelines({"OTEL_EXPORTER_OTLP_ENDPOINT": rotel.http_endpoint,
-                          "OTEL_BSP_SCHEDULE_DELAY": "60000"})
+    pipeline = make_pipeline.from_env({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": rotel.http_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "60000"
+    })
     trace_id = new_trace()
     pipeline.submit(span_record(trace_id, "lone"))
     deadline = time.monotonic() + 1.5
@@ -138,27 +123,31 @@ def test_the_schedule_delay_is_how_long_a_lone_span_waits(pipelines: Any,
 
 
 @pytest.mark.network
-def test_the_batch_export_timeout_bounds_a_hanging_collector(pipelines: Any) -> None:
+def test_the_batch_export_timeout_bounds_a_hanging_collector(make_pipeline: Pipelines) -> None:
     """OTEL_BSP_EXPORT_TIMEOUT=300 under the 10 s OTLP default: the span export to a collector
     that never answers fails within seconds."""
     with HangingCollector() as collector:
-        pipeline = pipelines({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-                              "OTEL_BSP_EXPORT_TIMEOUT": "300",
-                              "OTEL_BSP_SCHEDULE_DELAY": "50"})
+        pipeline = make_pipeline.from_env({
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_BSP_EXPORT_TIMEOUT": "300",
+            "OTEL_BSP_SCHEDULE_DELAY": "50"
+        })
         pipeline.submit(span_record(new_trace(), "retrieve", "retriever"))
         health = wait_until(lambda: (h := pipeline.health())["failed"] and h, timeout=5.0)
         assert health["status"] == "failing"
 
 
 @pytest.mark.network
-def test_the_metric_export_interval_pushes_without_a_flush(pipelines: Any,
+def test_the_metric_export_interval_pushes_without_a_flush(make_pipeline: Pipelines,
                                                            rotel: RotelReceiver) -> None:
     """OTEL_METRIC_EXPORT_INTERVAL=200: a duration point reaches the collector on its own
     (ragtrail pushed every 60 s whatever the variable said)."""
-    pipeline = pipelines({"OTEL_EXPORTER_OTLP_ENDPOINT": rotel.http_endpoint,
-                          "OTEL_SERVICE_NAME": f"interval-{new_trace()[:8]}",
-                          "OTEL_BSP_SCHEDULE_DELAY": "50",
-                          "OTEL_METRIC_EXPORT_INTERVAL": "200"})
+    pipeline = make_pipeline.from_env({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": rotel.http_endpoint,
+        "OTEL_SERVICE_NAME": f"interval-{new_trace()[:8]}",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200"
+    })
     service = pipeline._sink.resource.attributes["service.name"]
     pipeline.submit(span_record(new_trace(), "embed", "embedding"))
     rotel.wait_for_points(lambda point: point.metric == "ragtrail.call.duration"
@@ -167,15 +156,16 @@ def test_the_metric_export_interval_pushes_without_a_flush(pipelines: Any,
 
 
 @pytest.mark.network
-def test_the_metric_export_timeout_bounds_a_hanging_collector(pipelines: Any,
+def test_the_metric_export_timeout_bounds_a_hanging_collector(make_pipeline: Pipelines,
                                                               rotel: RotelReceiver) -> None:
     """OTEL_METRIC_EXPORT_TIMEOUT=300: a metrics push to a collector that never answers gives
     up within about that, not after the 10 s OTLP default."""
     with HangingCollector() as collector:
-        pipeline = pipelines({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
-                              f"{rotel.http_endpoint}/v1/traces",
-                              "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": collector.endpoint,
-                              "OTEL_METRIC_EXPORT_TIMEOUT": "300"})
+        pipeline = make_pipeline.from_env({
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{rotel.http_endpoint}/v1/traces",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": collector.endpoint,
+            "OTEL_METRIC_EXPORT_TIMEOUT": "300"
+        })
         pipeline.submit(span_record(new_trace(), "embed", "embedding"))
         started = time.monotonic()
         pipeline.force_flush(8.0)  # (the SDK's MeterProvider says True whatever happened)
