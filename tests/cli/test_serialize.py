@@ -108,3 +108,14 @@ def test_csv_neutralises_spreadsheet_formulas() -> None:
     jsonl = io.StringIO()
     write_jsonl([hostile], jsonl)
     assert json.loads(jsonl.getvalue())["event_type"] == "=cmd|' /C calc'!A0"  # lossless
+
+
+def test_csv_numbers_stay_numbers_and_non_finite_ones_are_empty() -> None:
+    """Negative numbers are written as numbers (no apostrophe); NaN and infinities, which
+    csv would write as ``nan`` and ``-inf`` (a spreadsheet runs the latter), are empty."""
+    sample = MetricsSample(T, -1.5, float("nan"), float("-inf"), float("inf"), -0.0, -4, 0, -1)
+    out = io.StringIO(newline="")
+    write_csv(MetricsSample, [sample], out)
+    row = dict(zip(*csv.reader(io.StringIO(out.getvalue(), newline="")), strict=True))
+    assert [row[name] for name in field_names(MetricsSample)[2:]] == [
+        "-1.5", "", "", "", "-0.0", "-4", "0", "-1"]
