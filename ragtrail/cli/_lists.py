@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ from ragtrail.cli._filters import (
     add_limit,
     query_kwargs,
 )
-from ragtrail.cli._serialize import record_dict, write_json
+from ragtrail.cli._serialize import json_elements, record_dict, write_json_array
+from ragtrail.cli._spool import newest_first
 from ragtrail.cli._table import render_table
 from ragtrail.cli._views import EVENTS, METRICS, SPANS, View
 
@@ -75,10 +77,19 @@ def _print_records(records: Sequence[Record], view: View[Any], noun: str) -> Non
 def _run(command: _ListCommand, args: argparse.Namespace) -> int:
     filters = query_kwargs(args, command.filters)  # refused before the store is opened
     with open_store(args) as store:
+        if args.json:
+            _print_json(store.stream(command.name, **filters, limit=args.limit))
+            return 0
         query = getattr(store, command.name)
         records: list[Record] = query(**filters, limit=args.limit)
-    if args.json:
-        write_json([record_dict(record) for record in records], sys.stdout)
-    else:
-        _print_records(records, command.view, command.name)
+    _print_records(records, command.view, command.name)
     return 0
+
+
+def _print_json(records: Generator[Record, None, None]) -> None:
+    """The array, newest first, in flat memory (read whole, 200,000 events took 1 GB). Every
+    record is read before the first is printed, each thousand in a short transaction of its
+    own, so a slow reader (``| less``) holds no database."""
+    with closing(records):
+        plain = (record_dict(record) for record in records)
+        write_json_array(newest_first(plain, json_elements), sys.stdout)

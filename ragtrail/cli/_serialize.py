@@ -26,7 +26,8 @@ from ragtrail._records import (
 from ragtrail.cli._table import printable
 from ragtrail.cli._views import format_time
 
-__all__ = ["field_names", "record_dict", "write_csv", "write_json", "write_jsonl"]
+__all__ = ["field_names", "json_elements", "record_dict", "write_csv", "write_json",
+           "write_json_array", "write_jsonl"]
 
 # The readable time added in front of each kind's exact microsecond field.
 _TIME_FIELDS: Mapping[type[Any], tuple[str, str]] = {
@@ -130,6 +131,26 @@ _CELL = _encoder(separators=(",", ":"), sort_keys=True)
 def write_json(value: Any, out: TextIO) -> None:
     """One JSON document (what ``--json`` prints)."""
     _WholeWrites(out).write(_DOCUMENT(value) + "\n")
+
+
+def json_elements(values: list[Any]) -> str:
+    """``values`` as the elements of the array :func:`write_json` writes, indented as there,
+    without the brackets: the pieces of :func:`write_json_array`."""
+    # One encoder call for many values: the indenting encoder is pure Python (CPython 3.11),
+    # and building it for each record cost a fifth of a 200,000-record --json.
+    return _DOCUMENT(values)[len("[\n  "):-len("\n]")] if values else ""
+
+
+def write_json_array(pieces: Iterable[str], out: TextIO) -> None:
+    """The array :func:`write_json` writes for a list, from :func:`json_elements` pieces,
+    written as they come: memory stays flat however long the list."""
+    whole = _WholeWrites(out)
+    opening = "[\n  "
+    for piece in pieces:
+        if piece:
+            whole.write(opening + piece)
+            opening = ",\n  "
+    whole.write("[]\n" if opening == "[\n  " else "\n]\n")
 
 
 def write_jsonl(records: Iterable[Record], out: TextIO) -> None:

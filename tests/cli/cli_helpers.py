@@ -86,3 +86,21 @@ def run_process(*argv: str, cwd: Path | None = None,
                           text=True, timeout=60, check=False, cwd=cwd,
                           env={**os.environ, **(env or {})})
     return Result(done.returncode, done.stdout, done.stderr)
+
+
+_PEAK_RSS = """\
+import re, sys
+from ragtrail.cli import main
+status = main(sys.argv[1:])
+# VmHWM: this process image's peak (ru_maxrss would start from the forking parent's).
+with open("/proc/self/status") as proc:
+    print(re.search(r"VmHWM:\\s*(\\d+) kB", proc.read()).group(1), file=sys.stderr)
+raise SystemExit(status)
+"""
+
+
+def peak_rss_kib(*argv: str) -> int:
+    """``ragtrail ARGV`` in a real process, output thrown away: its peak resident memory."""
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *argv], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=300, check=True)
+    return int(done.stderr.split()[-1])

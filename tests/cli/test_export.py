@@ -25,6 +25,7 @@ from cli_helpers import (
     KNOWN_SPANS,
     Reader,
     Runner,
+    peak_rss_kib,
     run_process,
     write_store,
 )
@@ -113,24 +114,6 @@ def test_export_filters_and_limit(known_store: str, run_inprocess: Runner) -> No
     assert len(exported("--kind", "metrics", "--since", "2024-05-01T12:00:10Z")) == 1
 
 
-_PEAK_RSS = """\
-import re, sys
-from ragtrail.cli import main
-status = main(sys.argv[1:])
-# VmHWM: this process image's peak (ru_maxrss would start from the forking parent's).
-with open("/proc/self/status") as proc:
-    print(re.search(r"VmHWM:\\s*(\\d+) kB", proc.read()).group(1), file=sys.stderr)
-raise SystemExit(status)
-"""
-
-
-def _peak_rss_kib(*argv: str) -> int:
-    """``ragtrail ARGV`` in a real process, output thrown away: its peak resident memory."""
-    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *argv], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=300, check=True)
-    return int(done.stderr.split()[-1])
-
-
 @pytest.fixture(scope="module")
 def flood_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """60,000 events of 1 KB in a SQLite store (only read): an export of seconds."""
@@ -150,8 +133,8 @@ def test_export_streams_in_flat_memory(flood_url: str) -> None:
     streams (a 1,000,000-event ring took 1.2 GB and 70 s read whole, and ``| head -1``
     waited for all of it)."""
     url = flood_url
-    one = _peak_rss_kib("export", "--db", url, "--limit", "1")
-    every = _peak_rss_kib("export", "--db", url, "--format", "csv")
+    one = peak_rss_kib("export", "--db", url, "--limit", "1")
+    every = peak_rss_kib("export", "--db", url, "--format", "csv")
     assert every - one < 20 * 1024, (one, every)
 
 
