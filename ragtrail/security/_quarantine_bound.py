@@ -3,7 +3,8 @@ first, and nothing kept while its disk is nearly full.
 
 Several threads and processes (gunicorn workers) keep files in one directory. Each holds
 ``.lock`` (``flock``) only while it decides and renames; the copy or rename in has happened
-before, under a hidden name that no count includes and no eviction touches. ``.ledger`` keeps
+before, and a release's copy out happens after, under a hidden name that no count includes
+and no eviction touches. ``.ledger`` keeps
 the totals and the oldest entries the last scan found, so keeping a file reads and writes one
 small file instead of listing the directory (a scan is an ``lstat`` per entry, about 100 ms for
 10,000 entries on a slow disk). A scan runs when the ledger is missing or unreadable, when its
@@ -31,10 +32,13 @@ try:
 except ImportError:  # pragma: no cover - Windows: no flock, the bound holds per process only
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["INCOMING_PREFIX", "SHA256", "Bound", "Evicted", "Ledger", "Limits"]
+__all__ = ["INCOMING_PREFIX", "RELEASING_PREFIX", "SHA256", "Bound", "Evicted", "Ledger",
+           "Limits"]
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 INCOMING_PREFIX = ".incoming-"  # then the creation time in seconds, "-" and a random token
+# A file being released, moved out without the lock; never removed by a scan (evidence).
+RELEASING_PREFIX = ".releasing-"
 _INCOMING = re.compile(re.escape(INCOMING_PREFIX) + r"([0-9]+)-[0-9a-f]+")
 _LOCK = ".lock"
 _LEDGER = ".ledger"

@@ -7,8 +7,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +25,7 @@ from ragtrail._records import SecurityEvent, Severity
 from ragtrail.instrument import Monitor, correlation_scope
 from ragtrail.security import FileValidator, Quarantine, QuarantineError
 from ragtrail.security import _files as files
+from ragtrail.security import _quarantine_bound as bound
 from ragtrail.security._files import ChangedFileError, move_file
 
 Events = Callable[..., list[SecurityEvent]]
@@ -386,6 +391,89 @@ def test_a_copy_across_filesystems_never_follows_a_symlink(
     assert raised.value.errno == errno.ELOOP
     assert list(other_filesystem.iterdir()) == []
     assert link.is_symlink()
+
+
+def _large_file(path: Path, mib: int) -> str:
+    """``mib`` MiB of random blocks at ``path``; their sha256."""
+    digest = hashlib.sha256()
+    block = os.urandom(1024 * 1024)
+    with path.open("wb") as out:
+        for number in range(mib):
+            chunk = number.to_bytes(8, "big") + block[8:]
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _large_file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while chunk := data.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _wait_for_partial_copy(directory: Path, child: subprocess.Popen[bytes]) -> Path:
+    """The ``.part`` file a copy into ``directory`` writes, once it holds some bytes."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        partial = [path for path in directory.iterdir() if path.name.endswith(".part")]
+        if partial and partial[0].stat().st_size > 0:
+            return partial[0]
+        assert child.poll() is None, "the release ended before its copy was seen"
+        time.sleep(0.001)
+    raise AssertionError("the release never started copying")
+
+
+def test_a_release_to_another_filesystem_copies_without_holding_the_lock(
+        monitor: Monitor, corpus: Corpus, quarantine_dir: Path, other_filesystem: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ragtrail quarantine release`` to another filesystem held the quarantine's lock for
+    its whole copy: a rejection meanwhile waited, and after 10 s was left unquarantined. The
+    release is frozen (SIGSTOP) half-way through copying 256 MiB; a rejection still gets the
+    lock at once, and the release then completes."""
+    monkeypatch.setattr(bound, "_LOCK_TIMEOUT", 5.0)  # a failure shows in 5 s, not 10
+    large = corpus.directory / "dump.bin"
+    sha256 = _large_file(large, 256)
+    Quarantine(quarantine_dir).add(large, sha256, {"reason": "test"})
+    released = other_filesystem / "dump.bin"
+    child = subprocess.Popen([sys.executable, "-m", "ragtrail", "quarantine", "release",
+                              "--dir", str(quarantine_dir), sha256, str(released), "--yes"])
+    try:
+        partial = _wait_for_partial_copy(other_filesystem, child)
+        os.kill(child.pid, signal.SIGSTOP)
+        assert partial.exists(), "the copy ended before it could be paused"
+        started = time.monotonic()
+        result = FileValidator(monitor=monitor).validate(corpus.write("invoice.pdf", ELF))
+        waited = time.monotonic() - started
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    assert child.wait(timeout=120) == 0
+    assert result.quarantine_path == quarantine_dir / hashlib.sha256(ELF).hexdigest()
+    assert waited < 5.0
+    assert _large_file_digest(released) == sha256
+    assert [entry.sha256 for entry in Quarantine(quarantine_dir).entries()] == [
+        hashlib.sha256(ELF).hexdigest()]
+    usage = Quarantine(quarantine_dir).usage()
+    assert usage is not None
+    assert (usage.files, usage.bytes) == (1, len(ELF))
+
+
+def test_a_release_that_cannot_copy_puts_the_file_back(
+        filled: list[str], quarantine_dir: Path, tmp_path: Path) -> None:
+    """A release that fails after taking the file aside (the destination's directory went
+    away) puts file and sidecar back where they were, counted."""
+    quarantine = Quarantine(quarantine_dir)
+    before = quarantine.get(filled[1])
+    destination = tmp_path / "gone" / "old.pdf"
+    with pytest.raises(FileNotFoundError):
+        quarantine.release(filled[1], destination)
+    assert quarantine.get(filled[1]) == before
+    assert sorted(name for name in os.listdir(quarantine_dir)
+                  if name.startswith(".releasing-")) == []
+    usage = quarantine.usage()
+    assert usage is not None
+    assert usage.files == 2
 
 
 # -- what is quarantined is what was judged ---------------------------------------------------
