@@ -8,7 +8,8 @@ and no eviction touches. ``.ledger`` keeps
 the totals and the oldest entries the last scan found, so keeping a file reads and writes one
 small file instead of listing the directory (a scan is an ``lstat`` per entry, about 100 ms for
 10,000 entries on a slow disk). A scan runs when the ledger is missing or unreadable, when its
-oldest entries are used up, or when one of them was removed behind its back.
+oldest entries are used up, or when one of them was removed behind its back (checked before
+anything is evicted).
 """
 
 from __future__ import annotations
@@ -156,6 +157,9 @@ class Bound:
         """Evict the least recently rejected files until one of ``size`` bytes fits."""
         ledger.limits = self.limits  # what `ragtrail quarantine list` shows
         evicted: list[Evicted] = []
+        if self.limits.exceeded(ledger.files + 1, ledger.bytes + size) \
+                and not self._candidates_present(ledger):
+            self.recount(ledger)  # one was removed by hand (rm): it would have cost an eviction
         while self.limits.exceeded(ledger.files + 1, ledger.bytes + size):
             if not ledger.oldest:
                 self.recount(ledger)
@@ -182,6 +186,12 @@ class Bound:
             ledger.evicted_bytes += info.st_size
             evicted.append(Evicted(sha256, info.st_size))
         return evicted
+
+    def _candidates_present(self, ledger: Ledger) -> bool:
+        """Whether every file the ledger remembers as oldest is still there: an lstat each,
+        at most 128 (about 0.3 ms), where a listing of 10,000 entries takes 10-20 ms. That
+        is every file of a quarantine of up to 128 files, and the oldest of a larger one."""
+        return all(os.path.lexists(self.directory / sha256) for _, sha256, _ in ledger.oldest)
 
     def recount(self, ledger: Ledger) -> None:
         """Count the quarantined files (call holding the lock), remember the oldest, and

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,24 @@ def test_files_removed_by_hand_are_not_counted(tmp_path: Path, incoming: Path) -
     usage = quarantine.usage()
     assert usage is not None
     assert (usage.files, usage.evicted_files) == (2, 0)
+
+
+@pytest.mark.parametrize("bounds", [{"max_files": 3}, {"max_bytes": 30}])
+def test_a_newer_file_removed_by_hand_costs_no_eviction(tmp_path: Path, incoming: Path,
+                                                         bounds: dict[str, int]) -> None:
+    """A file removed by hand that was not the oldest stayed counted, so the next file
+    evicted the oldest one early; every file the ledger remembers is checked first now."""
+    quarantine = Quarantine(tmp_path / "q", **bounds)
+    oldest = _put(quarantine, incoming, b"a" * 10, age=30)
+    middle = _put(quarantine, incoming, b"b" * 10, age=20)
+    removed = _put(quarantine, incoming, b"c" * 10, age=10)
+    assert quarantine.purge(older_than=datetime(2000, 1, 1, tzinfo=timezone.utc)) == []
+    (quarantine.directory / removed).unlink()  # after a scan remembered it; sidecar left
+    new = _put(quarantine, incoming, b"d" * 10)
+    assert _kept(quarantine) == sorted([oldest, middle, new])
+    usage = quarantine.usage()
+    assert usage is not None
+    assert (usage.files, usage.bytes, usage.evicted_files) == (3, 30, 0)
 
 
 @pytest.mark.parametrize("ledger", ["missing", "corrupt"])
