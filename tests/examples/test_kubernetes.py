@@ -140,6 +140,33 @@ def test_the_configmap_holds_only_documented_ragtrail_settings() -> None:
     assert settings.max_body_bytes > 5 * 1024 * 1024
 
 
+_QUANTITY = re.compile(r"([0-9]+)(Ki|Mi|Gi|Ti)?")
+_BINARY = {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes quantity in bytes (the binary suffixes the example uses)."""
+    match = _QUANTITY.fullmatch(quantity)
+    assert match is not None, quantity
+    return int(match[1]) * _BINARY[match[2]]
+
+
+def test_the_quarantine_volume_outgrows_the_quarantines_bound() -> None:
+    """The kubelet evicts the pod when an emptyDir passes its sizeLimit, so the quarantine's
+    volume has one, above what the quarantine holds at its bounds: its bytes, a sidecar and a
+    last block per file, and the uploads of every server thread being copied in."""
+    settings = Settings.from_env(CONFIG)
+    (mount,) = [m for m in CONTAINER["volumeMounts"]
+                if m["mountPath"] == settings.quarantine_dir]
+    (volume,) = [v for v in POD["volumes"] if v["name"] == mount["name"]]
+    threads, upload, per_file = 8, 5 * 1024 * 1024, 8 * 1024  # app.py's --threads, its limit
+    held = settings.quarantine_max_bytes + settings.quarantine_max_files * per_file \
+        + threads * upload
+    assert settings.quarantine_max_bytes > 0  # 0: no bound at all
+    assert settings.quarantine_max_files > 0
+    assert held < _bytes(volume["emptyDir"]["sizeLimit"])
+
+
 def test_ragtrail_variables_set_in_the_deployment_are_settings_too() -> None:
     """RAGTRAIL_*/OTEL_* variables set on the container are settings ragtrail knows."""
     names = {e["name"] for e in CONTAINER["env"] if e["name"].startswith(("RAGTRAIL_", "OTEL_"))}
