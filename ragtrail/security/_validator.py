@@ -1,11 +1,9 @@
 """``FileValidator``: decide whether a document may enter the RAG index, and quarantine it if not.
 
-One pass over the file computes its sha256 and, for text formats, the strict UTF-8 check; the
-type-specific checks then read only what they need (the ZIP central directory, the first CSV
-rows). The file is opened once, without following symlinks. The verdict describes the bytes
-hashed even if someone writes to the file meanwhile: a file of up to 1 MiB is judged from the
-one chunk the hashing pass read; a larger one is hashed again if a check read it; and a file
-whose size, times or hash moved while it was validated is refused.
+One pass over the file computes its sha256 and, for text formats, the strict UTF-8 check
+(``_file_scan``); the type-specific checks then read only what they need (``_content``: the ZIP
+central directory, the first CSV rows). The file is opened once, without following symlinks.
+This module ties them together and records the events.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
-import hashlib
 import io
 import logging
 import os
@@ -25,39 +22,31 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from ragtrail._records import Severity
+from ragtrail.security._content import (
+    EXTENSION_TYPES,
+    INVALID,
+    JUDGED_FROM_SCAN,
+    Verdict,
+    claim,
+    judge,
+    normalise_extension,
+)
 from ragtrail.security._events import (
     EventSink,
     current_correlation_id,
     record_event,
     resolve_monitor,
 )
+from ragtrail.security._file_scan import changed_since, scan_file, sha256_of, starts_executable
 from ragtrail.security._files import READ_REGULAR_ONLY, ChangedFileError
-from ragtrail.security._names import escape_text, sanitize_filename, split_extension
+from ragtrail.security._names import escape_text, sanitize_filename
 from ragtrail.security._quarantine import Quarantine, QuarantineFull
 from ragtrail.security._quarantine_bound import Evicted
-from ragtrail.security._sniff import (
-    EXECUTABLE_TYPES,
-    TEXT_TYPES,
-    Utf8Check,
-    check_text_format,
-    magic_type,
-)
-from ragtrail.security._zipcheck import OOXML_TYPES, ZipLimits, inspect_zip
+from ragtrail.security._sniff import TEXT_TYPES, Utf8Check
+from ragtrail.security._zipcheck import ZipLimits
 
-__all__ = ["EXTENSION_TYPES", "FileValidator", "ValidationResult"]
+__all__ = ["FileValidator", "ValidationResult"]
 
-EXTENSION_TYPES: Final = {
-    ".pdf": "pdf", ".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
-    ".html": "html", ".htm": "html", ".json": "json", ".csv": "csv",
-    ".docx": "docx", ".xlsx": "xlsx", ".pptx": "pptx",
-}
-"""Every extension FileValidator can check, and the type it claims."""
-_DOCUMENT_TYPES: Final = frozenset(EXTENSION_TYPES.values())
-
-# OWASP Application Logging Vocabulary: malicious_* for hostile content, input_validation_fail
-# for content that is merely wrong.
-MALICIOUS: Final = "malicious_file_upload"
-INVALID: Final = "input_validation_fail"
 INTEGRITY: Final = "file_integrity_fail"
 SOURCE: Final = "file_validator"
 OVERFLOW: Final = "quarantine_overflow"
@@ -65,13 +54,7 @@ QUARANTINE_SOURCE: Final = "quarantine"
 _EVICTED_SHOWN = 10  # hashes of evicted files in one event (its metadata is capped at 4 KB)
 
 DEFAULT_MAX_BYTES: Final = 50 * 1024 * 1024
-_CHUNK = 1024 * 1024
-_HEAD = 8192
-_TAIL = 1024  # PDF readers look for %%EOF in the last 1024 bytes (ISO 32000-1 7.5.5, Acrobat)
 _NAME_LIMIT = 1024  # characters of the client's name kept in sidecars and events
-# Claimed types whose checks use only what the scan kept (head, tail, the UTF-8 check); the
-# others (HTML, JSON, CSV, the ZIP-based types) read the file again.
-_JUDGED_FROM_SCAN: Final = frozenset({"pdf", "text", "markdown"})
 
 logger = logging.getLogger("ragtrail.security")
 
@@ -100,13 +83,6 @@ class ValidationResult:
     quarantine_path: Path | None = None
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    detected_type: str
-    problem: str | None = None
-    event_type: str = INVALID
-
-
 class FileValidator:
     """Checks documents before ingestion; see ``docs/security.md``.
 
@@ -131,7 +107,7 @@ class FileValidator:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1; got {max_bytes}")
         self.max_bytes = max_bytes
-        self.allowed_extensions = frozenset(_normalise_extension(e) for e in allowed_extensions)
+        self.allowed_extensions = frozenset(normalise_extension(e) for e in allowed_extensions)
         self.zip_limits = zip_limits or ZipLimits()
         self._quarantine_dir = quarantine_dir
         self._monitor = monitor
@@ -159,7 +135,7 @@ class FileValidator:
         """
         original = filename if filename is not None else os.fsdecode(os.path.basename(path))
         name = sanitize_filename(original)
-        extension, claimed = _claim(name)
+        extension, claimed = claim(name)
         try:
             fd = os.open(path, READ_REGULAR_ONLY)
         except OSError as exc:
@@ -170,20 +146,20 @@ class FileValidator:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):
                 return self.refuse(original, "not a regular file")
-            if info.st_size > self.max_bytes and not _executable(f):
+            if info.st_size > self.max_bytes and not starts_executable(f):
                 # Neither read nor quarantined, as an upload over the limit is not received:
                 # a 4 GiB file was hashed whole and copied into the quarantine whole.
                 return self.refuse(original, f"file is {info.st_size} bytes; the limit is "
                                              f"{self.max_bytes}", size=info.st_size)
             utf8 = Utf8Check() if claimed in TEXT_TYPES else None
             # A file that grows while it is read is read no further than this.
-            scan = _scan(f, utf8, max(info.st_size, self.max_bytes) + 1)
+            scan = scan_file(f, utf8, max(info.st_size, self.max_bytes) + 1)
             size, sha256 = scan.size, scan.sha256
             # The checks must judge the bytes hashed: a small file from the chunk the scan read,
             # a larger one from the file, which is then hashed again if they read it.
             judged = f if scan.copy is None else io.BytesIO(scan.copy)
             verdict = self._judge(judged, extension, claimed, size, scan.head, scan.tail, utf8)
-            changed = _changed(f, info, scan, reread=claimed not in _JUDGED_FROM_SCAN)
+            changed = changed_since(f, info, scan, reread=claimed not in JUDGED_FROM_SCAN)
         if changed:
             # Not quarantined either: no hash describes the file as it is.
             return self.refuse(original, "the file changed while it was validated", size=size)
@@ -199,7 +175,7 @@ class FileValidator:
 
         For upload handlers, before reading a body (``size`` from ``Content-Length``).
         """
-        extension = _claim(sanitize_filename(filename))[0]
+        extension = claim(sanitize_filename(filename))[0]
         if extension not in self.allowed_extensions:
             return self.refuse(filename, f"extension {extension or '(none)'!r} is not allowed",
                                size=size or 0)
@@ -217,7 +193,7 @@ class FileValidator:
         name = sanitize_filename(filename)
         result = ValidationResult(
             accepted=False, reason=reason, sanitised_name=name, detected_type="unread",
-            claimed_type=_claim(name)[1], size=size, sha256="", event_type=INVALID)
+            claimed_type=claim(name)[1], size=size, sha256="", event_type=INVALID)
         self._event(result, escape_text(filename, limit=_NAME_LIMIT), None)
         return result
 
@@ -235,7 +211,7 @@ class FileValidator:
             # nor a symlink or directory pass for the file (or raise without an event).
             with os.fdopen(os.open(path, READ_REGULAR_ONLY), "rb") as f:
                 regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
-                actual = _sha256(f) if regular else None
+                actual = sha256_of(f) if regular else None
             what = "changed since it was accepted" if regular else "is no longer a regular file"
         except FileNotFoundError:
             what = "is missing"
@@ -250,34 +226,9 @@ class FileValidator:
         return False
 
     def _judge(self, f: BinaryIO, extension: str, claimed: str, size: int, head: bytes,
-               tail: bytes, utf8: Utf8Check | None) -> _Verdict:
-        magic = magic_type(head)
-        if magic in EXECUTABLE_TYPES:
-            known = claimed in _DOCUMENT_TYPES
-            disguise = f" disguised as {claimed}" if known else ""
-            return _Verdict(magic, f"executable content ({magic}){disguise}", MALICIOUS)
-        guess = magic or _text_or_binary(head)
-        if size == 0:
-            return _Verdict("empty", "empty file")
-        if size > self.max_bytes:
-            return _Verdict(guess, f"file is {size} bytes; the limit is {self.max_bytes}")
-        if extension not in self.allowed_extensions:
-            return _Verdict(guess, f"extension {extension or '(none)'!r} is not allowed")
-        if claimed in TEXT_TYPES:
-            return _check_text(f, claimed, magic, utf8)
-        if magic != _container(claimed):
-            return _Verdict(guess, f"content is {guess}, not {claimed}")
-        if claimed == "pdf":
-            ok = b"%%EOF" in tail
-            return _Verdict("pdf", None if ok else "PDF is truncated (no %%EOF marker)")
-        zipped = inspect_zip(f, size, self.zip_limits)
-        if zipped.problem is not None:
-            return _Verdict(zipped.detected_type, zipped.problem,
-                            MALICIOUS if zipped.malicious else INVALID)
-        if zipped.detected_type != claimed:
-            return _Verdict(zipped.detected_type,
-                            f"content is {zipped.detected_type}, not {claimed}")
-        return _Verdict(claimed)
+               tail: bytes, utf8: Utf8Check | None) -> Verdict:
+        return judge(f, extension, claimed, size, head, tail, utf8, max_bytes=self.max_bytes,
+                     allowed_extensions=self.allowed_extensions, zip_limits=self.zip_limits)
 
     def _reject(self, path: str | os.PathLike[str], original: str, result: ValidationResult,
                 judged: os.stat_result) -> ValidationResult:
@@ -338,103 +289,8 @@ class FileValidator:
                      f"rejected file {result.sanitised_name}: {result.reason}", metadata)
 
 
-@dataclass(frozen=True)
-class _Scan:
-    size: int
-    sha256: str
-    head: bytes
-    tail: bytes
-    copy: bytes | None  # every byte hashed, when they came in one chunk (no memory added)
-
-
-def _scan(f: BinaryIO, utf8: Utf8Check | None, limit: int) -> _Scan:
-    """Size, sha256, first bytes and last bytes, in one streaming pass of at most ``limit``
-    bytes and a chunk; and the file's bytes when they all came in the first chunk."""
-    digest = hashlib.sha256()
-    size = 0
-    head = b""
-    tail = b""
-    first = b""
-    while size < limit and (chunk := f.read(_CHUNK)):
-        if size < _HEAD:
-            head += chunk[:_HEAD - size]
-        first = first or chunk
-        digest.update(chunk)
-        if utf8 is not None:
-            utf8.feed(chunk)
-        size += len(chunk)
-        tail = (tail + chunk[-_TAIL:])[-_TAIL:]
-    if utf8 is not None:
-        utf8.feed(b"", final=True)
-    return _Scan(size, digest.hexdigest(), head, tail, first if len(first) == size else None)
-
-
-def _changed(f: BinaryIO, before: os.stat_result, scan: _Scan, *, reread: bool) -> bool:
-    """Whether the file was written to since it was opened: its size or times moved, or (for a
-    file the checks read again, beyond the scan's copy) its bytes hash differently now. The
-    hash catches a rewrite within the timestamps' granularity (a few milliseconds)."""
-    after = os.fstat(f.fileno())
-    if ((after.st_size, after.st_mtime_ns, after.st_ctime_ns)
-            != (before.st_size, before.st_mtime_ns, before.st_ctime_ns)):
-        return True
-    if scan.copy is not None or not reread:
-        return False
-    f.seek(0)
-    return _sha256(f) != scan.sha256
-
-
-def _check_text(f: BinaryIO, claimed: str, magic: str | None,
-                utf8: Utf8Check | None) -> _Verdict:
-    if magic is not None:
-        return _Verdict(magic, f"content is {magic}, not {claimed}")
-    if utf8 is not None and utf8.problem is not None:
-        return _Verdict("binary", f"not UTF-8 text: {utf8.problem}")
-    problem = check_text_format(claimed, f)
-    return _Verdict("text" if problem else claimed, problem)
-
-
-def _claim(name: str) -> tuple[str, str]:
-    """The lowercased extension of a sanitised name, and the type it claims (or the bare
-    extension when no check knows it)."""
-    extension = split_extension(name)[1].lower()
-    return extension, EXTENSION_TYPES.get(extension, extension.lstrip("."))
-
-
-def _container(claimed: str) -> str:
-    """The magic type a claimed type must start with."""
-    return "zip" if claimed in OOXML_TYPES else claimed
-
-
-def _text_or_binary(head: bytes) -> str:
-    check = Utf8Check()
-    check.feed(head)  # not final: the head may end inside a character
-    return "binary" if check.problem else "text"
-
-
-def _normalise_extension(extension: str) -> str:
-    normalised = "." + extension.strip().lower().lstrip(".")
-    if normalised not in EXTENSION_TYPES:
-        raise ValueError(f"no content check for {extension!r}; "
-                         f"supported: {', '.join(sorted(EXTENSION_TYPES))}")
-    return normalised
-
-
 def _safe_correlation_id() -> str | None:
     try:
         return current_correlation_id()
     except Exception:  # the sidecar is worth more than the ID
         return None
-
-
-def _executable(f: BinaryIO) -> bool:
-    """Whether the file starts as an executable does (read from the start, then rewound)."""
-    head = f.read(_HEAD)
-    f.seek(0)
-    return magic_type(head) in EXECUTABLE_TYPES
-
-
-def _sha256(f: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := f.read(_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
