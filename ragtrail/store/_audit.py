@@ -283,13 +283,13 @@ class AuditStore:
     def _check_readable(self) -> None:
         try:
             with self.engine.connect() as conn:
-                version = read_version(conn)
+                stored = read_version(conn)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise StoreError(f"{self._target.shown}: cannot read it "
                              f"({describe_error(exc, self._target.secrets)})") from None
         try:
-            check_readable(version, self._target.shown)
+            check_readable(stored, self._target.shown)
         except StoreError:
             self.engine.dispose()
             raise
