@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam
 from sqlalchemy.dialects import sqlite
@@ -32,6 +33,8 @@ from ragtrail.store._schema import EVENTS, RINGS, SPANS, WRITERS
 __all__ = ["Batch", "BatchWriter", "Flush"]
 
 log = logging.getLogger("ragtrail.store")
+
+R = TypeVar("R")
 
 
 class Flush:
@@ -73,13 +76,31 @@ class Batch:
         """The ring of a one-record batch (for counting it when it is dropped)."""
         return "events" if self.events else "spans" if self.spans else "metrics"
 
-    def discard(self, stored: Batch) -> None:
-        """Take out the records of ``stored``, a part of this batch committed after all (in
-        place: the writer's retries and isolation hold this object)."""
-        gone = {id(record) for record in chain(stored.events, stored.spans, stored.metrics)}
-        self.events[:] = [r for r in self.events if id(r) not in gone]
-        self.spans[:] = [r for r in self.spans if id(r) not in gone]
-        self.metrics[:] = [r for r in self.metrics if id(r) not in gone]
+    def take(self, part: Batch) -> Batch:
+        """Take out the records of ``part``, a part of this batch (committed after all, or
+        in doubt), and return those taken: in place, as the writer's retries and isolation
+        hold this object."""
+        return Batch(events=_take(self.events, part.events),
+                     spans=_take(self.spans, part.spans),
+                     metrics=_take(self.metrics, part.metrics))
+
+
+def _take(records: list[R], part: list[R]) -> list[R]:
+    """Remove from ``records`` one occurrence of each of ``part``'s (by identity: the same
+    record object recorded twice is two rows, and only one of them is in ``part``)."""
+    if not part:
+        return []
+    wanted = Counter(map(id, part))
+    kept: list[R] = []
+    taken: list[R] = []
+    for record in records:
+        if wanted[id(record)]:
+            wanted[id(record)] -= 1
+            taken.append(record)
+        else:
+            kept.append(record)
+    records[:] = kept
+    return taken
 
 
 @dataclass

@@ -347,7 +347,7 @@ class Writer:
                 self._written(settled.batch, settled.usage)
                 if settled.batch is batch:
                     return
-                batch.discard(settled.batch)  # isolating a batch: a part of it
+                batch.take(settled.batch)  # isolating a batch: a part of it
         unsaved = self.counters.take_unsaved()
         try:
             usage = self.batches.write(batch, unsaved)

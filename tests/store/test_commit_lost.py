@@ -119,6 +119,29 @@ def test_a_commit_lost_while_a_refused_record_is_isolated(
     assert (health.written, health.dropped) == (21, 1)
 
 
+def test_a_record_recorded_twice_is_stored_twice_across_a_lost_commit(
+        postgres_db_url: str, cutter: CommitCutter,
+        store_factory: Callable[..., AuditStore]) -> None:
+    """The same record object recorded twice is two rows, also when the commit of one of
+    them, alone while a refused record is isolated, goes unanswered: taking the stored copy
+    out of what is retried leaves the other."""
+    store = store_factory(cutter.url(postgres_db_url), batch_linger_seconds=60)
+    store.record(make_span())
+    assert store.flush(10)
+    cutter.cut_next_commit(after_server=True)  # the first record committed alone is cut
+    twice = make_span(name="twice")
+    store.record(twice)
+    store.record(twice)
+    store.record(make_span(name="too long", duration_us=2**63))  # over BIGINT: refused
+    store.record(make_span(name="after"))
+    assert store.flush(30)
+    assert cutter.cuts == 1
+    assert query(postgres_db_url, "SELECT name, count(*) FROM ragtrail_spans "
+                                  "GROUP BY name ORDER BY name") == [
+        ("after", 1), ("op", 1), ("twice", 2)]
+    assert (store.health().written, store.health().dropped) == (4, 1)
+
+
 def test_a_lost_commit_among_other_writer_processes(
         postgres_db_url: str, cutter: CommitCutter,
         store_factory: Callable[..., AuditStore]) -> None:
