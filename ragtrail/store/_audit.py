@@ -188,8 +188,10 @@ class AuditStore:
 
         If the database still cannot be written when the time is up, the records still
         queued are dropped and counted in ``health().dropped`` (not in the stored totals:
-        the database is what failed). A writer stuck inside a database call gets one more
-        second; the batch in its hands is counted when that call ends. Interpreter exit waits
+        the database is what failed); those of a batch whose COMMIT went unanswered, which
+        the server may have stored, in ``health().outcome_unknown``. A writer stuck inside a
+        database call gets one more second; the batch in its hands is counted when that call
+        ends. Interpreter exit waits
         ``EXIT_FLUSH_TIMEOUT_S`` or ``close_timeout``, whichever is shorter.
         """
         if self._closed:
@@ -212,7 +214,8 @@ class AuditStore:
         return StoreHealth(
             status=writer.status(), writer_alive=writer.alive, queue_depth=len(writer.queue),
             queue_capacity=self._queue_size, written=counters.written,
-            dropped=counters.dropped, coalesced=self._coalescer.repeats,
+            dropped=counters.dropped, outcome_unknown=counters.outcome_unknown,
+            coalesced=self._coalescer.repeats,
             last_error=last_error, last_error_time_us=last_error_time_us,
             ring_usage=dict(writer.ring_usage))
 

@@ -61,6 +61,7 @@ class Counters:
         self.lock = threading.Lock()
         self.written = 0
         self.dropped = 0
+        self.outcome_unknown = 0  # lost to close() in a batch whose COMMIT went unanswered
         self.last_drop: float | None = None
         self.last_error: str | None = None
         self.last_error_time_us: int | None = None
@@ -72,6 +73,10 @@ class Counters:
             self.dropped += n
             self._unsaved[ring] = self._unsaved.get(ring, 0) + n
             self.last_drop = time.monotonic()
+
+    def unknown(self, n: int) -> None:
+        with self.lock:
+            self.outcome_unknown += n
 
     def take_unsaved(self) -> dict[str, int]:
         with self.lock:
@@ -420,13 +425,16 @@ class Writer:
         self.counters.error(message)
 
     def _abandon(self, batch: Batch) -> None:
-        """Stopping while the database is still failing: count everything left as dropped."""
+        """Stopping while the database is still failing: count everything left as dropped,
+        except what a COMMIT left in doubt (the server may have stored it)."""
         left: list[Any] = []
         with contextlib.suppress(IndexError):  # close() and a stuck writer may both drain
             while self.queue:
                 left.append(self.queue.popleft())
-        lost = [batch, self.batches.sort(left)]
-        for part in lost:
+        doubt = self.batches.doubt
+        if doubt is not None:  # a part of ``batch`` (of the writer's; close() passes none)
+            self.counters.unknown(batch.take(doubt.batch).records)
+        for part in (batch, self.batches.sort(left)):
             for ring, n in (("events", len(part.events)), ("spans", len(part.spans)),
                             ("metrics", len(part.metrics))):
                 if n:

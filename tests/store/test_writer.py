@@ -33,7 +33,7 @@ def test_fresh_store_reports_ok(store_factory: Callable[..., AuditStore]) -> Non
     """A new store is healthy, empty, with the configured queue capacity."""
     health = store_factory(queue_size=123).health()
     assert health == StoreHealth(status="ok", queue_depth=0, queue_capacity=123, written=0,
-                                 dropped=0, coalesced=0, last_error=None,
+                                 dropped=0, outcome_unknown=0, coalesced=0, last_error=None,
                                  last_error_time_us=None, ring_usage={}, writer_alive=True)
 
 
