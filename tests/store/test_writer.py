@@ -22,7 +22,7 @@ from store_helpers import make_event, make_sample, make_span, wait_for
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail.store import AuditStore, RingUsage, StoreHealth
-from ragtrail.store._audit import _refusal_test
+from ragtrail.store._commit import refusal_test
 from ragtrail.store._rows import INDEXED_CHARS
 
 CHILD = Path(__file__).with_name("store_child.py")
@@ -141,7 +141,7 @@ def test_a_server_limit_refuses_the_record_not_the_database(postgres_url: str) -
         engine.dispose()
     assert raised.value.orig is not None
     assert raised.value.orig.sqlstate == "54011"  # type: ignore[attr-defined]  # too many columns
-    assert _refusal_test(engine.dialect.loaded_dbapi, "postgresql")(raised.value.orig)
+    assert refusal_test(engine.dialect.loaded_dbapi, "postgresql")(raised.value.orig)
 
 
 def test_full_queue_drops_and_counts(store_factory: Callable[..., AuditStore],
