@@ -136,11 +136,11 @@ def test_a_locked_sqlite_file_does_not_stall_the_requests(tmp_path: Path) -> Non
         store.flush(0)  # hurry the writer into its busy wait
         late = 0.0
         deadline = time.monotonic() + 3
-        while store._writer._call_started is None and time.monotonic() < deadline:
+        while store._writer.committer.call_started is None and time.monotonic() < deadline:
             started = time.monotonic()
             gevent.sleep(0.01)
             late = max(late, time.monotonic() - started - 0.01)
-        waiting = store._writer._call_started is not None
+        waiting = store._writer.committer.call_started is not None
         for _ in range(20):  # greenlets keep running during the wait
             started = time.monotonic()
             gevent.sleep(0.01)

@@ -34,7 +34,9 @@ class StoreCheck(HealthCheck):
         health = self.store.health()
         return _result(health.status, [
             f"store {health.status}", f"queue {health.queue_depth}/{health.queue_capacity}",
-            f"written {health.written}", f"dropped {health.dropped}"],
+            f"written {health.written}", f"dropped {health.dropped}",
+            # lost at close() in a batch the server may have committed
+            *([f"outcome unknown {health.outcome_unknown}"] if health.outcome_unknown else [])],
             health.last_error, health.queue_depth, "records")
 
 

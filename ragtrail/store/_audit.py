@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import threading
 import time
-import weakref
 from collections.abc import Callable, Generator, Mapping
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ragtrail._process_exit import at_exit
 from ragtrail._records import MetricsSample, Record, SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail.store._coalesce import Coalescer
-from ragtrail.store._engine import WRITE, make_engine, parse_target
+from ragtrail.store._commit import Committer
+from ragtrail.store._counters import Counters
+from ragtrail.store._engine import make_engine, parse_target
 from ragtrail.store._errors import StoreError, describe_error
 from ragtrail.store._file_guard import FileGuard
+from ragtrail.store._opening import SchemaGate
+from ragtrail.store._process import open_stores
 from ragtrail.store._queries import (
     Since,
     events_query,
@@ -34,16 +31,10 @@ from ragtrail.store._queries import (
 )
 from ragtrail.store._reports import StoreHealth, StoreStats
 from ragtrail.store._rows import event_from_row, metrics_from_row, span_from_row
-from ragtrail.store._schema import check_readable, ensure_schema, read_version
 from ragtrail.store._write import BatchWriter
-from ragtrail.store._writer import Counters, Writer
+from ragtrail.store._writer import Writer
 
 __all__ = ["AuditStore"]
-
-log = logging.getLogger("ragtrail.store")
-
-EXIT_FLUSH_TIMEOUT_S = 5.0
-"""How long interpreter exit waits for each open store to write what it holds."""
 
 DEFAULT_LINGER_S = 0.05
 """How long the writer lets a batch fill after its first record (``batch_linger_seconds``)."""
@@ -58,7 +49,6 @@ _STREAMS: dict[str, tuple[Callable[..., Any], Callable[[Any], Record]]] = {
     "metrics": (metrics_query, metrics_from_row),
 }
 _RING_OF = {SecurityEvent: "events", SpanRecord: "spans", MetricsSample: "metrics"}
-_open_stores: weakref.WeakSet[AuditStore] = weakref.WeakSet()
 
 
 class AuditStore:
@@ -129,16 +119,17 @@ class AuditStore:
             raise
         except Exception as exc:  # an unknown driver, a bad option
             raise StoreError(f"{self._target.shown}: {describe_error(exc)}") from None
+        self._schema = SchemaGate(self.engine, self._target, self._capacities)
         if read_only:
-            self._check_readable()
+            self._schema.check_readable()
             self._start(schema_ready=True, run=False)
             return
-        unreachable = (self._try_ensure_schema() if self._target.is_sqlite
-                       else self._schema_at_start())
+        unreachable = (self._schema.try_ensure() if self._target.is_sqlite
+                       else self._schema.at_start())
         self._start(schema_ready=unreachable is None)
         if unreachable is not None:  # health says so now, not only once a record fails
             self._counters.error(unreachable)
-        _open_stores.add(self)
+        open_stores.add(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> AuditStore:
@@ -188,14 +179,16 @@ class AuditStore:
 
         If the database still cannot be written when the time is up, the records still
         queued are dropped and counted in ``health().dropped`` (not in the stored totals:
-        the database is what failed). A writer stuck inside a database call gets one more
-        second; the batch in its hands is counted when that call ends. Interpreter exit waits
+        the database is what failed); those of a batch whose COMMIT went unanswered, which
+        the server may have stored, in ``health().outcome_unknown``. A writer stuck inside a
+        database call gets one more second; the batch in its hands is counted when that call
+        ends. Interpreter exit waits
         ``EXIT_FLUSH_TIMEOUT_S`` or ``close_timeout``, whichever is shorter.
         """
         if self._closed:
             return
         self._closed = True
-        _open_stores.discard(self)
+        open_stores.discard(self)
         self._capacity = 0
         self._writer.stop(self._close_timeout if timeout is None else max(0.0, timeout))
         self.engine.dispose()
@@ -212,9 +205,10 @@ class AuditStore:
         return StoreHealth(
             status=writer.status(), writer_alive=writer.alive, queue_depth=len(writer.queue),
             queue_capacity=self._queue_size, written=counters.written,
-            dropped=counters.dropped, coalesced=self._coalescer.repeats,
+            dropped=counters.dropped, outcome_unknown=counters.outcome_unknown,
+            coalesced=self._coalescer.repeats,
             last_error=last_error, last_error_time_us=last_error_time_us,
-            ring_usage=dict(writer.ring_usage))
+            ring_usage=dict(writer.committer.ring_usage))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -280,70 +274,6 @@ class AuditStore:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _check_readable(self) -> None:
-        try:
-            with self.engine.connect() as conn:
-                version = read_version(conn)
-        except SQLAlchemyError as exc:
-            self.engine.dispose()
-            raise StoreError(f"{self._target.shown}: cannot read it "
-                             f"({describe_error(exc, self._target.secrets)})") from None
-        try:
-            check_readable(version, self._target.shown)
-        except StoreError:
-            self.engine.dispose()
-            raise
-
-    def _ensure_schema(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                _lock_schema(conn)
-                ensure_schema(conn, self._capacities, self._target.shown)
-
-    def _try_ensure_schema(self) -> str | None:
-        """Create or migrate now; an unreachable database is left to the writer's retries
-        (instrumentation must not stop the application starting) and its error returned, a
-        foreign or newer store is refused here."""
-        try:
-            self._ensure_schema()
-        except StoreError:
-            self.engine.dispose()
-            raise
-        except SQLAlchemyError as exc:
-            message = describe_error(exc, self._target.secrets)
-            log.warning("ragtrail audit store %s not reachable yet (the writer retries): %s",
-                        self._target.shown, message)
-            return message
-        return None
-
-    def _schema_at_start(self) -> str | None:
-        """``_try_ensure_schema()`` given ``_START_WAIT_S``: a server that accepts connections
-        but never answers held every worker's start-up for the whole connect timeout (10 s).
-        Past the wait the check goes on alone, and the writer (which also ensures the schema,
-        under the same lock) takes over; a foreign or newer store found then is logged, and
-        the writer refuses it too."""
-        checked: Future[str | None] = Future()
-
-        def check() -> None:
-            try:
-                checked.set_result(self._try_ensure_schema())
-            except StoreError as exc:
-                checked.set_exception(exc)
-            except Exception as exc:  # not the server's silence: say what it was
-                checked.set_result(
-                    f"schema check failed: {describe_error(exc, self._target.secrets)}")
-
-        threading.Thread(target=check, name="ragtrail-schema-check", daemon=True).start()
-        try:
-            return checked.result(timeout=_START_WAIT_S)  # a refused store raises here
-        except FutureTimeout:
-            checked.add_done_callback(_log_late_refusal)  # nobody waits to raise it any more
-        message = f"not answering within {_START_WAIT_S:g} s"
-        log.warning("ragtrail audit store %s %s (the writer retries)", self._target.shown,
-                    message)
-        return message
-
     def _file_guard(self) -> FileGuard | None:
         """A guard for a SQLite file opened by its path (not in memory, not a URI)."""
         path = self._target.sqlite_path
@@ -359,15 +289,13 @@ class AuditStore:
         """
         self._coalescer = Coalescer(self._coalesce_s, max_keys=self._queue_size)
         self._counters = Counters()
-        dialect = self.engine.dialect
         batches = BatchWriter(self.engine, self._target, self._capacities, self._coalescer)
         guard = self._file_guard() if run else None
-        self._writer = Writer(
-            batches, queue_size=self._queue_size, batch_size=self._batch_size,
-            linger_s=self._linger_s, coalescer=self._coalescer, counters=self._counters,
-            ensure_schema=self._ensure_schema, secrets=self._target.secrets,
-            refused=_refusal_test(dialect.loaded_dbapi, dialect.name),
-            check_file=guard.check if guard is not None else None)
+        committer = Committer(
+            batches, batch_size=self._batch_size, coalescer=self._coalescer,
+            counters=self._counters, ensure_schema=self._schema.ensure,
+            secrets=self._target.secrets, check_file=guard.check if guard is not None else None)
+        self._writer = Writer(committer, queue_size=self._queue_size, linger_s=self._linger_s)
         self._queue = self._writer.queue
         self._wake = self._writer.wake
         self._hurry = self._writer.hurry
@@ -390,79 +318,3 @@ class AuditStore:
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "closed" if self._closed else "open"
         return f"<AuditStore {self._target.shown} ({mode})>"
-
-
-def _lock_schema(conn: Connection) -> None:
-    """Serialise schema creation between processes (SQLite: BEGIN IMMEDIATE already has)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(7239811205)"))
-
-
-def _refusal_test(dbapi: Any, dialect: str) -> Callable[[BaseException], bool]:
-    """Whether a DB-API error is about a record's content (retrying the same rows cannot
-    succeed), as opposed to a fault of the database."""
-    errors: list[type[BaseException]] = [dbapi.DataError, dbapi.IntegrityError]
-    if dialect == "sqlite":  # "Error binding parameter": a value of an unsupported type
-        errors += [dbapi.ProgrammingError, dbapi.InterfaceError]
-    content_errors = tuple(errors)
-
-    def refused(error: BaseException) -> bool:
-        # SQLSTATE class 54, e.g. a PostgreSQL index entry over 2,704 bytes: psycopg raises it
-        # as an OperationalError, like an outage, but the same rows fail on every retry.
-        sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-        return isinstance(error, content_errors) or (
-            isinstance(sqlstate, str) and sqlstate.startswith("54"))
-
-    return refused
-
-
-def _log_late_refusal(checked: Future[str | None]) -> None:
-    refused = checked.exception()
-    if refused is not None:
-        log.error("ragtrail audit store: %s", refused)
-
-
-_FORK_WAIT_S = 10.0
-_START_WAIT_S = 2.0  # how long AuditStore() waits for a database server to answer
-_held_across_fork: list[threading.Lock] = []
-
-
-def _before_fork() -> None:
-    """Let every writer finish its transaction before the process forks, and hold it there.
-
-    SQLite keeps the locks of all of a process's connections to a file in one table in
-    memory. A child forked while a writer held the file's write lock inherits that table
-    with the lock still marked held, by a connection the child can never use: every write
-    of the child then waits for it, forever (seen as one gunicorn ``--preload`` worker whose
-    spans never reached the store). Only SQLite files need this: a server's locks belong to
-    the session, and a hung PostgreSQL held up every fork for the whole wait. All stores
-    share one ``_FORK_WAIT_S``: a transaction stuck longer does not hold up the fork.
-    """
-    deadline = time.monotonic() + _FORK_WAIT_S
-    for store in list(_open_stores):
-        if store._target.sqlite_path is None:
-            continue
-        lock = store._writer.batches.transaction
-        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            _held_across_fork.append(lock)
-
-
-def _after_fork_in_parent() -> None:
-    while _held_across_fork:
-        _held_across_fork.pop().release()
-
-
-def _after_fork_in_child() -> None:
-    _held_across_fork.clear()  # the child's writers start with locks of their own
-    for store in list(_open_stores):
-        store._restart_after_fork()
-
-
-def _close_at_exit() -> None:
-    for store in list(_open_stores):
-        store.close(min(EXIT_FLUSH_TIMEOUT_S, store._close_timeout))
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
-at_exit(_close_at_exit)

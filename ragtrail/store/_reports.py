@@ -32,7 +32,10 @@ class StoreHealth:
 
     ``failing``: the last write failed and the writer is retrying (records wait in the queue,
     and are dropped once it is full). ``degraded``: writing works, but the queue is filling up
-    or records were dropped or a write failed within the last minute. ``ring_usage`` is as of
+    or records were dropped or a write failed within the last minute. ``outcome_unknown``
+    counts records lost to ``close()`` in a batch whose COMMIT was sent to a database server
+    that could not be asked afterwards whether it committed them: stored or not, nobody
+    knows (not counted in ``dropped``). ``ring_usage`` is as of
     the last committed batch (empty until then). ``writer_alive`` is False only when the
     writer thread died and could not be started again (what liveness probes want to know); a
     writer stopped by ``close()`` or never needed (``read_only``) counts as alive.
@@ -43,6 +46,7 @@ class StoreHealth:
     queue_capacity: int
     written: int
     dropped: int
+    outcome_unknown: int
     coalesced: int
     last_error: str | None
     last_error_time_us: int | None

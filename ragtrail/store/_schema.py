@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Text,
     func,
     inspect,
+    null,
     select,
     text,
 )
@@ -37,6 +39,7 @@ from ragtrail._records import Severity
 from ragtrail.store._errors import StoreError, describe_error
 
 __all__ = [
+    "COMPATIBLE_FROM",
     "EVENTS",
     "HIGH_SEVERITY",
     "METRICS",
@@ -46,6 +49,7 @@ __all__ = [
     "SPANS",
     "VERSION",
     "WRITERS",
+    "StoredVersion",
     "check_readable",
     "ensure_schema",
     "read_version",
@@ -53,6 +57,15 @@ __all__ = [
 
 SCHEMA_VERSION = 2
 """Bump with a new entry in ``_MIGRATIONS`` whenever a table changes."""
+
+COMPATIBLE_FROM = 1
+"""The oldest schema version whose code may still read and write a store of this version,
+recorded in the store beside its version. An additive change (a new table, a nullable
+column older code need not fill) keeps it; a change older code would break (a column it does
+not fill, data it would misread) raises it to ``SCHEMA_VERSION``. Version 2 added
+``ragtrail_writers``: a version-1 writer ignores it, so its own batches go unkeyed (a lost
+COMMIT answer may store one of them twice, as version 1 always did) while other writers'
+keys stay exact (each reads and writes its own row only); so 1."""
 
 _WRITABLE_FROM = 1  # the oldest version this ragtrail still writes (without what came later)
 
@@ -68,6 +81,9 @@ metadata = MetaData()
 VERSION = Table(
     "ragtrail_schema", metadata,
     Column("version", Integer, nullable=False),
+    # COMPATIBLE_FROM of the code that made or migrated the store; NULL (or no column) in a
+    # store from before the marker: only code of its version or newer may use it.
+    Column("compatible_from", Integer),
 )
 
 EVENTS = Table(
@@ -167,42 +183,68 @@ HIGH_SEVERITY = _HIGH
 """The threshold of the partial index; queries at or above it repeat it so SQLite uses it."""
 
 
-def read_version(conn: Connection) -> int | None:
+class StoredVersion(NamedTuple):
+    """A store's schema version, and the oldest version of code that may use it (None: the
+    store does not say, so only code of its version or newer may)."""
+
+    version: int
+    compatible_from: int | None
+
+
+def read_version(conn: Connection) -> StoredVersion | None:
     """The stored schema version, or None when this database holds no ragtrail store."""
-    if not inspect(conn).has_table(VERSION.name):
+    inspector = inspect(conn)
+    if not inspector.has_table(VERSION.name):
         return None
-    version = conn.execute(select(func.max(VERSION.c.version))).scalar()
-    return None if version is None else int(version)
+    marked = any(c["name"] == VERSION.c.compatible_from.name
+                 for c in inspector.get_columns(VERSION.name))
+    columns = [VERSION.c.version, VERSION.c.compatible_from if marked else null()]
+    row = conn.execute(select(*columns).order_by(VERSION.c.version.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return StoredVersion(int(row[0]), None if row[1] is None else int(row[1]))
 
 
-def check_readable(version: int | None, where: str) -> None:
-    """Refuse what a reader cannot read: no store at all, or one from a newer ragtrail."""
-    if version is None:
+def check_readable(stored: StoredVersion | None, where: str) -> None:
+    """Refuse what a reader cannot read: no store at all, or one of a newer ragtrail that
+    older code may not use."""
+    if stored is None:
         raise StoreError(f"{where} is not a ragtrail store (no {VERSION.name} table)")
-    _refuse_newer(version, where)
+    _check_newer(stored, where)
 
 
-def _refuse_newer(version: int, where: str) -> None:
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{where} was written by a newer ragtrail (schema version {version}; this ragtrail "
-            f"reads up to {SCHEMA_VERSION}); upgrade ragtrail to use it")
+def _check_newer(stored: StoredVersion, where: str) -> None:
+    """A store of a newer ragtrail is used as it is if it says code of this version may (a
+    rollback, or an older replica still starting during a rolling deploy), else refused."""
+    version, floor = stored
+    if version <= SCHEMA_VERSION:
+        return
+    if floor is not None and floor <= SCHEMA_VERSION:
+        log.info("ragtrail audit store %s has schema version %d, newer than this ragtrail's "
+                 "%d, and may be used by ragtrail from schema version %d on: it is read and "
+                 "written as it is", where, version, SCHEMA_VERSION, floor)
+        return
+    usable = "" if floor is None else f", usable from schema version {floor} on"
+    raise StoreError(
+        f"{where} was written by a newer ragtrail (schema version {version}{usable}; this "
+        f"ragtrail has schema version {SCHEMA_VERSION}); upgrade ragtrail to use it")
 
 
 def ensure_schema(conn: Connection, capacities: dict[str, int], where: str) -> None:
     """Create the store, or migrate an older one, inside the caller's (locked) transaction."""
-    version = read_version(conn)
-    if version is None:
+    stored = read_version(conn)
+    if stored is None:
         if inspect(conn).has_table(EVENTS.name):
             raise StoreError(f"{where} has a {EVENTS.name} table but no {VERSION.name} table; "
                              "it was not created by ragtrail")
         metadata.create_all(conn)
-        conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+        conn.execute(VERSION.insert().values(version=SCHEMA_VERSION,
+                                             compatible_from=COMPATIBLE_FROM))
         _count_rings(conn)
     else:
-        _refuse_newer(version, where)
-        if version < SCHEMA_VERSION:
-            _migrate(conn, version, where)
+        _check_newer(stored, where)
+        if stored.version < SCHEMA_VERSION:
+            _migrate(conn, stored.version, where)
     for ring, capacity in capacities.items():
         conn.execute(RING.update().where(RING.c.ring == ring, RING.c.bucket == 0)
                      .values(capacity=capacity))
@@ -216,8 +258,10 @@ def _migrate(conn: Connection, version: int, where: str) -> None:
         with conn.begin_nested():  # a savepoint: PostgreSQL aborts a transaction on error
             for step in range(version, SCHEMA_VERSION):
                 _MIGRATIONS[step](conn)
+            _add_column(conn, VERSION, VERSION.c.compatible_from.name)
             conn.execute(VERSION.delete())
-            conn.execute(VERSION.insert().values(version=SCHEMA_VERSION))
+            conn.execute(VERSION.insert().values(version=SCHEMA_VERSION,
+                                                 compatible_from=COMPATIBLE_FROM))
     except ProgrammingError as exc:  # e.g. InsufficientPrivilege: permission denied for schema
         if version < _WRITABLE_FROM:
             raise
@@ -225,6 +269,15 @@ def _migrate(conn: Connection, version: int, where: str) -> None:
                     "cannot migrate it to %d (%s); it is written as version %d until a role "
                     "that may create tables starts ragtrail on it", where, version,
                     SCHEMA_VERSION, describe_error(exc), version)
+
+
+def _add_column(conn: Connection, table: Table, column: str, constraint: str = "") -> None:
+    """Add ``table``'s ``column`` as the metadata declares it, unless the store has it (the
+    marker column, for one, comes with whichever migration runs first)."""
+    if column not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+        kind = table.c[column].type.compile(conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column} {kind} "
+                          f"{constraint}".rstrip()))
 
 
 def _count_rings(conn: Connection) -> None:
@@ -245,11 +298,7 @@ def _count_rings(conn: Connection) -> None:
 def _v0_to_v1(conn: Connection) -> None:
     """Version 0 (before 0.1.0) had no coalescing count, no span events and no ring table."""
     for table, column, default in ((EVENTS, "count", "1"), (SPANS, "events", "'[]'")):
-        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
-        if column not in present:
-            kind = table.c[column].type.compile(conn.dialect)
-            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column} {kind} "
-                              f"NOT NULL DEFAULT {default}"))
+        _add_column(conn, table, column, f"NOT NULL DEFAULT {default}")
     RING.create(conn, checkfirst=True)
     for table in RINGS.values():
         for index in table.indexes:

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from ragtrail._records import MetricsSample, SecurityEvent, SpanRecord
+from ragtrail.store._batch import Batch, Flush
 from ragtrail.store._coalesce import Coalescer, Slot
 from ragtrail.store._engine import WRITE, Target
 from ragtrail.store._errors import describe_error
@@ -29,57 +30,9 @@ from ragtrail.store._ring import RingTable
 from ragtrail.store._rows import Row, RowBuilder
 from ragtrail.store._schema import EVENTS, RINGS, SPANS, WRITERS
 
-__all__ = ["Batch", "BatchWriter", "Flush"]
+__all__ = ["BatchWriter"]
 
 log = logging.getLogger("ragtrail.store")
-
-
-class Flush:
-    """A marker in the queue: set once everything queued before it is committed (or lost)."""
-
-    __slots__ = ("done", "ok")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.ok = False
-
-    def finish(self, ok: bool) -> None:
-        self.ok = ok
-        self.done.set()
-
-
-@dataclass
-class Batch:
-    """Records taken from the queue, kept as they are across retries.
-
-    Rows are built inside the transaction, once the next IDs are known, in one pass; a record
-    that cannot be built fails the transaction like a row the database refuses, and the
-    writer retries the batch one record at a time with ``strict`` rows to find it.
-    """
-
-    events: list[SecurityEvent | Slot] = field(default_factory=list)  # Slot: an overflow row
-    spans: list[SpanRecord] = field(default_factory=list)
-    metrics: list[MetricsSample] = field(default_factory=list)
-    flushes: list[Flush] = field(default_factory=list)
-    strict: bool = False
-    others: int = 0  # queued things that are not records (dropped)
-
-    @property
-    def records(self) -> int:
-        return len(self.events) + len(self.spans) + len(self.metrics)
-
-    @property
-    def ring(self) -> str:
-        """The ring of a one-record batch (for counting it when it is dropped)."""
-        return "events" if self.events else "spans" if self.spans else "metrics"
-
-    def discard(self, stored: Batch) -> None:
-        """Take out the records of ``stored``, a part of this batch committed after all (in
-        place: the writer's retries and isolation hold this object)."""
-        gone = {id(record) for record in chain(stored.events, stored.spans, stored.metrics)}
-        self.events[:] = [r for r in self.events if id(r) not in gone]
-        self.spans[:] = [r for r in self.spans if id(r) not in gone]
-        self.metrics[:] = [r for r in self.metrics if id(r) not in gone]
 
 
 @dataclass

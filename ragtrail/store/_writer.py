@@ -9,8 +9,9 @@ woke for every few records ran a transaction each time, taking the GIL from the 
 without lingering, 33 us and 4 us with 50 ms; benchmarks/bench_store.py). It writes up to
 ``batch_size`` records per transaction, or 20 times that to work off a backlog. When the
 database cannot be written it keeps the failed batch, retries with capped exponential
-backoff, and lets the queue fill; beyond the bound records are dropped and counted. Nothing
-here ever raises into the application.
+backoff, and lets the queue fill; beyond the bound records are dropped and counted. Each
+attempt goes through a ``Committer`` (``_commit``). Nothing here ever raises into the
+application.
 """
 
 from __future__ import annotations
@@ -20,19 +21,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
-
-from sqlalchemy import exc as sa_exc
 
 from ragtrail._rng import uniform
 from ragtrail._threads import OSThread, gevent_threads, start_quietly
-from ragtrail.store._coalesce import Coalescer
-from ragtrail.store._errors import StoreError, describe_error
-from ragtrail.store._reports import HealthStatus, RingUsage
-from ragtrail.store._write import Batch, BatchWriter, Flush
+from ragtrail.store._batch import Batch, Flush
+from ragtrail.store._commit import Committer
+from ragtrail.store._reports import HealthStatus
 
-__all__ = ["Counters", "Writer"]
+__all__ = ["Writer"]
 
 log = logging.getLogger("ragtrail.store")
 
@@ -54,73 +51,23 @@ _DEGRADED_FILL = 0.8
 _BACKLOG_BATCHES = 20
 
 
-class Counters:
-    """Totals shared by callers (drops) and the writer; a lock keeps increments exact."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.written = 0
-        self.dropped = 0
-        self.last_drop: float | None = None
-        self.last_error: str | None = None
-        self.last_error_time_us: int | None = None
-        self.last_error_at: float | None = None
-        self._unsaved: dict[str, int] = {}  # drops not yet added to the stored totals
-
-    def drop(self, ring: str, n: int = 1) -> None:
-        with self.lock:
-            self.dropped += n
-            self._unsaved[ring] = self._unsaved.get(ring, 0) + n
-            self.last_drop = time.monotonic()
-
-    def take_unsaved(self) -> dict[str, int]:
-        with self.lock:
-            unsaved, self._unsaved = self._unsaved, {}
-        return unsaved
-
-    def restore_unsaved(self, unsaved: dict[str, int]) -> None:
-        with self.lock:
-            for ring, n in unsaved.items():
-                self._unsaved[ring] = self._unsaved.get(ring, 0) + n
-
-    @property
-    def has_unsaved(self) -> bool:
-        return bool(self._unsaved)
-
-    def error(self, message: str) -> None:
-        self.last_error = message
-        self.last_error_time_us = time.time_ns() // 1000
-        self.last_error_at = time.monotonic()
-
-
 class Writer:
-    """Owns the queue and the thread; ``AuditStore`` appends, this drains."""
+    """Owns the queue and the thread; ``AuditStore`` appends, this drains into ``committer``."""
 
-    def __init__(self, batches: BatchWriter, *, queue_size: int, batch_size: int,
-                 linger_s: float, coalescer: Coalescer, counters: Counters,
-                 ensure_schema: Callable[[], None], secrets: tuple[str, ...],
-                 refused: Callable[[BaseException], bool],
-                 check_file: Callable[[], None] | None = None) -> None:
+    def __init__(self, committer: Committer, *, queue_size: int, linger_s: float) -> None:
         self.queue: deque[Any] = deque()
         self.wake = threading.Event()  # set by record() when the writer sleeps
         self.hurry = threading.Event()  # set: write now (a full batch, a flush, stop)
         self.queue_size = queue_size
-        self.batch_size = batch_size
+        self.batch_size = committer.batch_size
         self.linger_s = linger_s
         self._flushes = 0  # flush markers queued and not taken yet: no lingering meanwhile
         self._flush_lock = threading.Lock()
-        self.batches = batches
-        self.coalescer = coalescer
-        self.counters = counters
-        self.ring_usage: dict[str, RingUsage] = {}
-        self.failing = False
-        self._ensure_schema = ensure_schema
-        self._schema_ready = False
-        self._check_file = check_file  # a SQLite file's FileGuard.check
-        self._call_started: float | None = None  # monotonic start of the commit in progress
+        self.committer = committer
+        self.batches = committer.batches
+        self.coalescer = committer.coalescer
+        self.counters = committer.counters
         self.stalled_after_s = STALLED_S
-        self._secrets = secrets
-        self._refused = refused
         self._stop = threading.Event()
         self._deadline = float("inf")
         self.thread = self._new_thread()
@@ -137,7 +84,7 @@ class Writer:
         return threading.Thread(target=self._run, name="ragtrail-store-writer", daemon=True)
 
     def start(self, *, schema_ready: bool) -> None:
-        self._schema_ready = schema_ready
+        self.committer.schema_ready = schema_ready
         start_quietly(self.thread)
 
     @property
@@ -200,7 +147,7 @@ class Writer:
     def status(self) -> HealthStatus:
         now = time.monotonic()
         counters = self.counters
-        if self.failing or not self.alive or self.stalled(now) is not None:
+        if self.committer.failing or not self.alive or self.stalled(now) is not None:
             return "failing"
         recent_drop = counters.last_drop is not None and now - counters.last_drop < _RECENT_S
         recent_error = (counters.last_error_at is not None
@@ -212,7 +159,7 @@ class Writer:
     def stalled(self, now: float) -> float | None:
         """Seconds the commit in progress has waited on the database, once that is more than
         ``stalled_after_s``; else None."""
-        started = self._call_started
+        started = self.committer.call_started
         if started is None or now - started < self.stalled_after_s:
             return None
         return now - started
@@ -226,12 +173,13 @@ class Writer:
                 return
             except Exception:  # a bug here must not end the audit trail for good
                 log.exception("ragtrail audit store writer failed; it restarts in a second")
-                self.failing = True
+                self.committer.failing = True
                 if self._stop.wait(1.0):
                     self._abandon(Batch())
                     return
 
     def _loop(self) -> None:
+        committer = self.committer
         batch: Batch | None = None
         delay = 0.0
         while True:
@@ -240,14 +188,14 @@ class Writer:
                 if batch is None:
                     return
             try:
-                self._commit(batch)
+                committer.commit(batch)
             except Exception as exc:
-                if not self._retryable(exc):
-                    batch = self._isolate(batch)
+                if not committer.retryable(exc):
+                    batch = committer.isolate(batch)
                     if not batch.records:
                         continue
                 delay = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, delay * 2))
-                self._fault(exc)
+                committer.fault(exc)
                 if self._stop.is_set() and time.monotonic() >= self._deadline:
                     self._abandon(batch)
                     return
@@ -311,122 +259,17 @@ class Writer:
             self.counters.drop("other", batch.others)
         return batch
 
-    def _commit(self, batch: Batch) -> None:
-        self._call_started = time.monotonic()
-        try:
-            self._commit_now(batch)
-        finally:
-            self._call_started = None
-
-    def _commit_now(self, batch: Batch) -> None:
-        if self._check_file is not None:
-            try:
-                self._check_file()
-            except StoreError:
-                self._schema_ready = False  # a new file: the schema goes in first
-                raise
-        if not self._schema_ready:
-            self._ensure_schema()
-            self._schema_ready = True
-        # Flush markers alone (a flush right after a full batch) need no transaction.
-        if batch.records or self.counters.has_unsaved or self.coalescer.has_dirty or \
-                self.batches.doubt is not None:
-            self._write_batch(batch)
-        if self.failing:  # before the flushes return: health agrees with a flush that worked
-            log.warning("ragtrail audit store writable again; writing resumed")
-            self.failing = False
-        for marker in batch.flushes:
-            marker.finish(True)
-
-    def _write_batch(self, batch: Batch) -> None:
-        settled = self.batches.settle()  # a COMMIT that went unanswered, known now
-        if settled is not None:
-            if not settled.committed:
-                self.counters.restore_unsaved(dict(settled.dropped))
-            else:
-                self._written(settled.batch, settled.usage)
-                if settled.batch is batch:
-                    return
-                batch.discard(settled.batch)  # isolating a batch: a part of it
-        unsaved = self.counters.take_unsaved()
-        try:
-            usage = self.batches.write(batch, unsaved)
-        except BaseException:
-            if self.batches.doubt is None:  # else they may be stored: settle() will say
-                self.counters.restore_unsaved(unsaved)
-            raise
-        self._written(batch, usage)
-
-    def _written(self, batch: Batch, usage: dict[str, RingUsage]) -> None:
-        self.ring_usage = {**self.ring_usage, **usage}
-        with self.counters.lock:
-            self.counters.written += batch.records
-
-    def _retryable(self, exc: Exception) -> bool:
-        """Faults of the database (locked, full, read-only, down) are retried; a batch the
-        database refuses for its content is not, or it would block every later record."""
-        if isinstance(exc, StoreError):
-            return True  # e.g. a newer ragtrail's store: retried until someone fixes it
-        original = getattr(exc, "orig", None) or exc
-        if self._refused(original):
-            return False
-        return isinstance(exc, sa_exc.DBAPIError | sa_exc.DisconnectionError
-                          | sa_exc.TimeoutError) or type(original).__module__.split(".")[0] in \
-            {"sqlite3", "psycopg", "psycopg2"}
-
-    def _isolate(self, batch: Batch) -> Batch:
-        """Find and drop the records the database refuses; returns what is left to commit:
-        the rest after a database fault, else an empty batch with the flushes.
-
-        A backlog goes again as batches of ``batch_size`` first, and only a batch that is
-        refused goes record by record: one bad record costs a batch of single commits, not
-        a backlog's (up to 20 times as many, each waiting for the GIL behind a busy app)."""
-        pieces = (self.batches.pieces(batch, self.batch_size)
-                  if batch.records > self.batch_size else [batch])
-        for index, piece in enumerate(pieces):
-            if len(pieces) > 1:
-                try:
-                    self._commit(piece)
-                    continue
-                except Exception as exc:
-                    if self._retryable(exc):
-                        return _rest(batch, pieces[index:])
-            singles = self.batches.pieces(piece, 1, strict=True)
-            for at, single in enumerate(singles):
-                try:
-                    self._commit(single)
-                except Exception as single_exc:
-                    if self._retryable(single_exc):
-                        return _rest(batch, [*singles[at:], *pieces[index + 1:]])
-                    self._reject(single, single_exc)
-        # An empty batch to finish with: it saves the drop totals, then releases the flushes.
-        return Batch(flushes=batch.flushes)
-
-    def _reject(self, single: Batch, exc: Exception) -> None:
-        message = describe_error(exc, self._secrets)
-        if message != self.counters.last_error:  # one line per kind of refusal, not per record
-            log.warning("ragtrail audit store refused a record (dropped): %s", message)
-        self.counters.drop(single.ring, single.records)
-        self.counters.error(message)
-        for slot in single.events:
-            self.coalescer.discard(slot)
-
-    def _fault(self, exc: Exception) -> None:
-        message = describe_error(exc, self._secrets)
-        if not self.failing or message != self.counters.last_error:
-            log.warning("ragtrail audit store cannot write (retrying, records are kept in "
-                        "the queue up to its bound): %s", message)
-        self.failing = True
-        self.counters.error(message)
-
     def _abandon(self, batch: Batch) -> None:
-        """Stopping while the database is still failing: count everything left as dropped."""
+        """Stopping while the database is still failing: count everything left as dropped,
+        except what a COMMIT left in doubt (the server may have stored it)."""
         left: list[Any] = []
         with contextlib.suppress(IndexError):  # close() and a stuck writer may both drain
             while self.queue:
                 left.append(self.queue.popleft())
-        lost = [batch, self.batches.sort(left)]
-        for part in lost:
+        doubt = self.batches.doubt
+        if doubt is not None:  # a part of ``batch`` (of the writer's; close() passes none)
+            self.counters.unknown(batch.take(doubt.batch).records)
+        for part in (batch, self.batches.sort(left)):
             for ring, n in (("events", len(part.events)), ("spans", len(part.spans)),
                             ("metrics", len(part.metrics))):
                 if n:
@@ -434,13 +277,3 @@ class Writer:
             for marker in part.flushes:
                 marker.finish(False)
 
-
-def _rest(batch: Batch, parts: list[Batch]) -> Batch:
-    """What is left of ``batch`` after a database fault during its isolation: ``parts``,
-    strict, with ``batch``'s flushes."""
-    rest = Batch(flushes=batch.flushes, strict=True)
-    for part in parts:
-        rest.events += part.events
-        rest.spans += part.spans
-        rest.metrics += part.metrics
-    return rest

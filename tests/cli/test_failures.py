@@ -277,18 +277,20 @@ def test_interrupt_exits_130_quietly(known_file: Path, run_inprocess: Runner,
 
 
 def test_store_from_a_newer_ragtrail_is_refused(known_file: Path, run_inprocess: Runner) -> None:
-    """A schema version above this ragtrail's: exit 2, one line naming both versions."""
+    """A schema version above this ragtrail's that older code may not use: exit 2, one line
+    naming both versions."""
     from ragtrail.store import SCHEMA_VERSION
 
     with sqlite3.connect(known_file) as conn:
-        conn.execute("UPDATE ragtrail_schema SET version = ?", (SCHEMA_VERSION + 1,))
+        conn.execute("UPDATE ragtrail_schema SET version = ?, compatible_from = ?",
+                     (SCHEMA_VERSION + 1, SCHEMA_VERSION + 1))
     conn.close()
     result = run_inprocess("events", "--db", str(known_file))
     assert (result.status, result.out) == (2, "")
     assert result.err == (
         f"ragtrail: error: {known_file} was written by a newer ragtrail (schema version "
-        f"{SCHEMA_VERSION + 1}; this ragtrail reads up to {SCHEMA_VERSION}); upgrade ragtrail "
-        "to use it\n")
+        f"{SCHEMA_VERSION + 1}, usable from schema version {SCHEMA_VERSION + 1} on; this "
+        f"ragtrail has schema version {SCHEMA_VERSION}); upgrade ragtrail to use it\n")
 
 
 def test_a_closed_store_on_a_read_only_volume_is_read(read_only_view: tuple[Path, Path]) -> None:

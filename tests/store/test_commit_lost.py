@@ -22,10 +22,11 @@ import pytest
 from commit_cutter import CommitCutter
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from store_helpers import make_event, make_span, now_us
+from store_helpers import make_event, make_span, now_us, wait_for
 from store_v1 import create_version_1_store
 
 from ragtrail._records import Severity
+from ragtrail.health import StoreCheck
 from ragtrail.store import AuditStore
 
 pytestmark = pytest.mark.postgres
@@ -117,6 +118,29 @@ def test_a_commit_lost_while_a_refused_record_is_isolated(
                                   "WHERE ring = 'spans' AND bucket = 0") == [(21, 1)]
     health = store.health()
     assert (health.written, health.dropped) == (21, 1)
+
+
+def test_a_record_recorded_twice_is_stored_twice_across_a_lost_commit(
+        postgres_db_url: str, cutter: CommitCutter,
+        store_factory: Callable[..., AuditStore]) -> None:
+    """The same record object recorded twice is two rows, also when the commit of one of
+    them, alone while a refused record is isolated, goes unanswered: taking the stored copy
+    out of what is retried leaves the other."""
+    store = store_factory(cutter.url(postgres_db_url), batch_linger_seconds=60)
+    store.record(make_span())
+    assert store.flush(10)
+    cutter.cut_next_commit(after_server=True)  # the first record committed alone is cut
+    twice = make_span(name="twice")
+    store.record(twice)
+    store.record(twice)
+    store.record(make_span(name="too long", duration_us=2**63))  # over BIGINT: refused
+    store.record(make_span(name="after"))
+    assert store.flush(30)
+    assert cutter.cuts == 1
+    assert query(postgres_db_url, "SELECT name, count(*) FROM ragtrail_spans "
+                                  "GROUP BY name ORDER BY name") == [
+        ("after", 1), ("op", 1), ("twice", 2)]
+    assert (store.health().written, store.health().dropped) == (4, 1)
 
 
 def test_a_lost_commit_among_other_writer_processes(
@@ -278,3 +302,29 @@ def test_a_version_1_store_the_app_role_cannot_migrate_is_still_written(
     assert store.flush(10)
     assert query(roles["owner"], "SELECT batch FROM ragtrail_writers") == [(1,)]
     assert query(roles["owner"], "SELECT count(*), max(id) FROM ragtrail_spans") == [(5, 5)]
+
+
+@pytest.mark.parametrize("after_server", [
+    pytest.param(True, id="server-committed"), pytest.param(False, id="server-never-got-it")])
+def test_close_with_a_commit_in_doubt_counts_its_records_as_outcome_unknown(
+        postgres_db_url: str, cutter: CommitCutter, store_factory: Callable[..., AuditStore],
+        after_server: bool) -> None:
+    """close() while the server stays unreachable after a COMMIT whose answer was lost: the
+    batch may be stored, so its records are counted as of unknown outcome, not as dropped;
+    the records queued behind it, never sent, are dropped."""
+    store = store_factory(cutter.url(postgres_db_url), batch_linger_seconds=60)
+    store.record(make_span())
+    assert store.flush(10)
+    cutter.cut_next_commit(after_server=after_server, then_refuse=1_000_000)
+    for i in range(20):
+        store.record(make_span(name=f"s{i}"))
+    assert not store.flush(0)  # the writer takes the batch now, without lingering
+    wait_for(lambda: cutter.cuts == 1)
+    for _ in range(5):
+        store.record(make_span(name="queued"))
+    store.close(timeout=1)
+    health = store.health()
+    assert (health.written, health.dropped, health.outcome_unknown) == (1, 5, 20)
+    assert "; dropped 5; outcome unknown 20;" in StoreCheck(store).check().output
+    stored = 21 if after_server else 1
+    assert query(postgres_db_url, "SELECT count(*) FROM ragtrail_spans") == [(stored,)]

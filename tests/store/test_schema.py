@@ -15,6 +15,7 @@ from store_v1 import create_version_1_store
 
 from ragtrail._records import Severity
 from ragtrail.store import SCHEMA_VERSION, AuditStore, RingUsage, StoreError
+from ragtrail.store._schema import COMPATIBLE_FROM
 
 V0_DDL = [  # the tables as "version 0" had them: no count, no span events, no ring table
     "CREATE TABLE ragtrail_schema (version INTEGER NOT NULL)",
@@ -54,31 +55,86 @@ def run_sql(url: str, *statements: str) -> None:
 
 
 def stored_version(url: str) -> int:
+    return stored_marks(url)[0]
+
+
+def stored_marks(url: str) -> tuple[int, int | None]:
+    """The store's schema version and the oldest version that may use it."""
     engine = create_engine(url)
     with engine.connect() as conn:
-        version = conn.execute(text("SELECT version FROM ragtrail_schema")).scalar_one()
+        version, floor = conn.execute(
+            text("SELECT version, compatible_from FROM ragtrail_schema")).one()
     engine.dispose()
-    return int(version)
+    return int(version), floor
+
+
+def make_newer(url: str, version: int, compatible_from: int) -> None:
+    """What a hypothetical newer ragtrail would leave: its version and floor, and the table
+    its additive change brought (this ragtrail neither knows nor touches it)."""
+    run_sql(url, f"UPDATE ragtrail_schema SET version = {version}, "
+                 f"compatible_from = {compatible_from}",
+            "CREATE TABLE ragtrail_future (id INTEGER PRIMARY KEY)")
 
 
 def test_new_store_records_its_schema_version(backend_url: str,
                                               store_factory: Callable[..., AuditStore]) -> None:
-    """Creating a store writes the current schema version."""
+    """Creating a store writes the current schema version and the oldest version of code
+    that may use it."""
     store_factory(backend_url)
-    assert stored_version(backend_url) == SCHEMA_VERSION
+    assert stored_marks(backend_url) == (SCHEMA_VERSION, COMPATIBLE_FROM)
 
 
 @pytest.mark.parametrize("read_only", [False, True])
 def test_store_from_a_newer_ragtrail_is_refused(backend_url: str, read_only: bool,
                                                 store_factory: Callable[..., AuditStore]) -> None:
-    """A schema version above ours is refused with one line saying to upgrade."""
+    """A newer store that older code may not use (its floor above our version) is refused
+    with one line naming its version, its floor and ours, and saying to upgrade."""
     store_factory(backend_url).close()
-    run_sql(backend_url, f"UPDATE ragtrail_schema SET version = {SCHEMA_VERSION + 1}")
-    newer = rf"newer ragtrail \(schema version {SCHEMA_VERSION + 1}.*upgrade"
+    make_newer(backend_url, SCHEMA_VERSION + 2, SCHEMA_VERSION + 1)
+    newer = (rf"was written by a newer ragtrail \(schema version {SCHEMA_VERSION + 2}, usable "
+             rf"from schema version {SCHEMA_VERSION + 1} on; this ragtrail has schema version "
+             rf"{SCHEMA_VERSION}\); upgrade ragtrail to use it$")
     with pytest.raises(StoreError, match=newer) as err:
         AuditStore(backend_url, read_only=read_only)
     assert "\n" not in str(err.value)
-    assert stored_version(backend_url) == SCHEMA_VERSION + 1
+    assert stored_marks(backend_url) == (SCHEMA_VERSION + 2, SCHEMA_VERSION + 1)
+
+
+def test_newer_store_compatible_with_this_ragtrail_is_written(
+        backend_url: str, store_factory: Callable[..., AuditStore],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A rollback (or an older replica starting during a rolling deploy) onto a store a
+    newer ragtrail migrated with an additive change: written and read as it is, with a log
+    line naming both versions; its version and floor are left alone."""
+    store_factory(backend_url).close()
+    make_newer(backend_url, SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    caplog.set_level("INFO", logger="ragtrail.store")
+    store = store_factory(backend_url, event_coalesce_seconds=0)
+    store.record(make_event(event_type="after_rollback", severity=Severity.HIGH))
+    store.record(make_span(name="after rollback"))
+    assert store.flush(10)
+    assert store.health().status == "ok"
+    assert (f"schema version {SCHEMA_VERSION + 1}, newer than this ragtrail's "
+            f"{SCHEMA_VERSION}, and may be used by ragtrail from schema version "
+            f"{SCHEMA_VERSION} on") in caplog.text
+    reader = store_factory(backend_url, read_only=True)
+    assert [e.event_type for e in reader.events()] == ["after_rollback"]
+    assert [s.name for s in reader.spans()] == ["after rollback"]
+    assert reader.stats().written == 2
+    assert stored_marks(backend_url) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_newer_store_without_a_floor_is_refused(
+        backend_url: str, read_only: bool) -> None:
+    """A newer store that records no floor (made before the marker existed) may be used by
+    its own version and later only."""
+    create_version_1_store(backend_url)
+    run_sql(backend_url, f"UPDATE ragtrail_schema SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=rf"newer ragtrail \(schema version "
+                                         rf"{SCHEMA_VERSION + 1}; this ragtrail has schema "
+                                         rf"version {SCHEMA_VERSION}\); upgrade"):
+        AuditStore(backend_url, read_only=read_only)
 
 
 def test_version_0_store_is_migrated(backend_url: str,
@@ -86,7 +142,7 @@ def test_version_0_store_is_migrated(backend_url: str,
     """An older store is migrated in place: old rows readable, counts and ring rebuilt."""
     run_sql(backend_url, *V0_DDL, *V0_ROWS)
     store = store_factory(backend_url, events_capacity=3)
-    assert stored_version(backend_url) == SCHEMA_VERSION
+    assert stored_marks(backend_url) == (SCHEMA_VERSION, COMPATIBLE_FROM)
     old = store.events()
     assert [(e.id, e.event_type, e.count, e.metadata) for e in old] == [
         (2, "old_low", 1, {}), (1, "old_high", 1, {"a": 1})]
@@ -103,11 +159,12 @@ def test_version_0_store_is_migrated(backend_url: str,
 
 def test_version_1_store_is_migrated(backend_url: str,
                                      store_factory: Callable[..., AuditStore]) -> None:
-    """A store the version-1 writer made gets ``ragtrail_writers``; its rows, coalesced
-    counts and lifetime totals stay, and writing goes on from them (keyed on a server)."""
+    """A store the version-1 writer made gets ``ragtrail_writers`` and the compatibility
+    marker (version 2 may be used by version 1); its rows, coalesced counts and lifetime
+    totals stay, and writing goes on from them (keyed on a server)."""
     create_version_1_store(backend_url)
     store = store_factory(backend_url, event_coalesce_seconds=0)
-    assert stored_version(backend_url) == SCHEMA_VERSION == 2
+    assert stored_marks(backend_url) == (SCHEMA_VERSION, COMPATIBLE_FROM) == (2, 1)
     assert [(e.id, e.event_type, e.count, e.metadata) for e in store.events()] == [
         (2, "rate_limited", 1, {}), (1, "authn_login_fail", 4, {"user": "u1"})]
     assert [s.name for s in store.spans()] == ["GET /ask", "retrieve"]

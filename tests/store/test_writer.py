@@ -22,7 +22,7 @@ from store_helpers import make_event, make_sample, make_span, wait_for
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail.store import AuditStore, RingUsage, StoreHealth
-from ragtrail.store._audit import _refusal_test
+from ragtrail.store._commit import refusal_test
 from ragtrail.store._rows import INDEXED_CHARS
 
 CHILD = Path(__file__).with_name("store_child.py")
@@ -33,7 +33,7 @@ def test_fresh_store_reports_ok(store_factory: Callable[..., AuditStore]) -> Non
     """A new store is healthy, empty, with the configured queue capacity."""
     health = store_factory(queue_size=123).health()
     assert health == StoreHealth(status="ok", queue_depth=0, queue_capacity=123, written=0,
-                                 dropped=0, coalesced=0, last_error=None,
+                                 dropped=0, outcome_unknown=0, coalesced=0, last_error=None,
                                  last_error_time_us=None, ring_usage={}, writer_alive=True)
 
 
@@ -141,7 +141,7 @@ def test_a_server_limit_refuses_the_record_not_the_database(postgres_url: str) -
         engine.dispose()
     assert raised.value.orig is not None
     assert raised.value.orig.sqlstate == "54011"  # type: ignore[attr-defined]  # too many columns
-    assert _refusal_test(engine.dialect.loaded_dbapi, "postgresql")(raised.value.orig)
+    assert refusal_test(engine.dialect.loaded_dbapi, "postgresql")(raised.value.orig)
 
 
 def test_full_queue_drops_and_counts(store_factory: Callable[..., AuditStore],
