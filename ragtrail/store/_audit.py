@@ -242,19 +242,19 @@ class AuditStore:
         query = metrics_query(since=since, limit=limit)
         return self._read(lambda conn: run(conn, query, metrics_from_row))
 
-    def stream(self, ring: str, /, *, limit: int | None = None,
+    def stream(self, ring: str, /, *, limit: int | None = None, newest_first: bool = False,
                **filters: Any) -> Generator[Record, None, None]:
-        """Records of ``ring`` (``"events"``, ``"spans"`` or ``"metrics"``) oldest first, read
-        a thousand rows at a time, each batch in a short transaction of its own: memory stays
-        flat however many rows match, and a slow reader never holds the database
-        (``ragtrail export``). ``filters`` are those of the ring's query method
+        """Records of ``ring`` (``"events"``, ``"spans"`` or ``"metrics"``) oldest first (or
+        ``newest_first``), read a thousand rows at a time, each batch in a short transaction
+        of its own: memory stays flat however many rows match, and a slow reader never holds
+        the database (``ragtrail export``). ``filters`` are those of the ring's query method
         (``events()``, ...); ``limit`` keeps the newest. Rows added after the call are not
         included; rows the ring trims while the stream is read are skipped."""
         try:
             build, convert = _STREAMS[ring]
         except KeyError:
             raise ValueError(f"ring must be one of {', '.join(_STREAMS)}; got {ring!r}") from None
-        return stream(self._read, ring, build(**filters, limit=limit), convert)
+        return stream(self._read, ring, build(**filters, limit=limit), convert, newest_first)
 
     def stats(self, *, since: Since = None) -> StoreStats:
         """Counts by severity and type, span latency percentiles by name, ring usage, and

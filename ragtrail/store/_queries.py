@@ -140,9 +140,10 @@ def run(conn: Connection, query: Query, convert: Callable[[Any], T]) -> list[T]:
 
 
 def stream(read: Callable[[Callable[[Connection], Any]], Any], ring: str, query: Query,
-           convert: Callable[[Any], T]) -> Generator[T, None, None]:
-    """The records of a newest-first ``query`` on ``ring``, oldest first, ``_STREAM_BATCH``
-    rows at a time, each batch in a transaction of its own (``read`` runs one).
+           convert: Callable[[Any], T], newest_first: bool) -> Generator[T, None, None]:
+    """The records of a newest-first ``query`` on ``ring``, oldest first (or newest first),
+    ``_STREAM_BATCH`` rows at a time, each batch in a transaction of its own (``read`` runs
+    one).
 
     No transaction stays open while the caller handles rows: a slow reader (``export | less``)
     would stop SQLite's checkpoints for the app writing meanwhile (its WAL file grows) and hold
@@ -161,16 +162,20 @@ def stream(read: Callable[[Callable[[Connection], Any]], Any], ring: str, query:
     if first is None:
         return
     params = {name: value for name, value in params.items() if name != "limit"}
-    ascending = statement.order_by(None).order_by(table.c.id).limit(_STREAM_BATCH)
-    after = first - 1
+    order = table.c.id.desc() if newest_first else table.c.id
+    paged = statement.order_by(None).order_by(order).limit(_STREAM_BATCH)
+    low, high = first, last  # the IDs still to read, both included
     while True:
-        batch = ascending.where(table.c.id > after, table.c.id <= last)
+        batch = paged.where(table.c.id >= low, table.c.id <= high)
         rows = read(functools.partial(_all_rows, batch, params))
         for row in rows:
             yield _converted(row, convert)
         if len(rows) < _STREAM_BATCH:
             return
-        after = rows[-1][0]
+        if newest_first:
+            high = rows[-1][0] - 1
+        else:
+            low = rows[-1][0] + 1
 
 
 def _all_rows(statement: Select[Any], params: dict[str, Any], conn: Connection) -> list[Any]:

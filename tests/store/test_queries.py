@@ -15,6 +15,7 @@ from store_helpers import make_event, make_sample, make_span
 
 from ragtrail._records import SecurityEvent, Severity, SpanEvent, SpanRecord
 from ragtrail.store import AuditStore, RingUsage, SpanLatency
+from ragtrail.store import _queries as queries
 
 T0 = 1_700_000_000_000_000  # a fixed time (2023-11-14T22:13:20Z) in epoch microseconds
 S = 1_000_000
@@ -129,6 +130,18 @@ def test_stream_is_the_query_oldest_first(events_store: AuditStore, filters: dic
     first."""
     expected = events_store.events(**filters, limit=limit)[::-1]
     assert list(events_store.stream("events", **filters, limit=limit)) == expected
+
+
+@pytest.mark.parametrize("batch", [1, 2, 1000])
+@pytest.mark.parametrize("limit", [None, 3])
+def test_stream_newest_first_is_the_query_in_its_order(
+        events_store: AuditStore, monkeypatch: pytest.MonkeyPatch, batch: int,
+        limit: int | None) -> None:
+    """``newest_first=True`` yields exactly what the query method returns, in its order,
+    across batches of any size."""
+    monkeypatch.setattr(queries, "_STREAM_BATCH", batch)
+    expected = events_store.events(limit=limit)
+    assert list(events_store.stream("events", limit=limit, newest_first=True)) == expected
 
 
 def test_stream_closed_early_ends_its_transaction(events_store: AuditStore) -> None:
