@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from ragtrail.health._check import CheckResult, HealthCheck
-from ragtrail.store._engine import database_url, missing_driver
+from ragtrail.store._engine import database_url, missing_driver, parse_target
 
 __all__ = ["DatabaseCheck"]
 
@@ -27,7 +27,8 @@ _FALLBACK_TIMEOUT = 5.0
 class DatabaseCheck(HealthCheck):
     """Run ``SELECT 1``; observed value is the round trip (connect included) in ms.
 
-    The password never appears in the check's output, name or repr.
+    The password (in the URL's user part, or libpq's ``?password=`` and ``?sslpassword=``)
+    never appears in the check's output, name or repr.
 
     >>> DatabaseCheck("postgresql+psycopg://app:s3cret@db:5432/rag").key
     'postgres:responseTime'
@@ -43,6 +44,8 @@ class DatabaseCheck(HealthCheck):
         engine_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = database_url(url)
+        target = parse_target(self.url)
+        self._shown, self._secrets = target.shown, target.secrets
         backend = self.url.get_backend_name()
         super().__init__(name or ("postgres" if backend == "postgresql" else backend),
                          critical=critical, timeout=timeout, measurement="responseTime",
@@ -85,10 +88,9 @@ class DatabaseCheck(HealthCheck):
         message = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
         if isinstance(cause, ImportError):
             message = missing_driver(cause, self.url)
-        if self.url.password:
-            message = message.replace(str(self.url.password), "[REDACTED]")
+        for secret in self._secrets:
+            message = message.replace(secret, "[REDACTED]")
         return message
 
     def __repr__(self) -> str:
-        return (f"DatabaseCheck({self.url.render_as_string(hide_password=True)!r}, "
-                f"name={self.name!r}, critical={self.critical})")
+        return f"DatabaseCheck({self._shown!r}, name={self.name!r}, critical={self.critical})"

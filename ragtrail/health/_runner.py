@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -63,7 +63,9 @@ class CheckRunner:
         self._failure_interval = failure_interval
         self._redact = redact
         self._on_result = on_result
-        self._results: Mapping[str, CheckResult] = {}
+        # Each result with the monotonic time it was renewed: staleness is judged on that
+        # clock, as an NTP step or a VM resume moves the wall clock (time_us) by any amount.
+        self._results: Mapping[str, tuple[CheckResult, float]] = {}
         self.version = 0  # bumped on every new result; lets readers cache what they render
         self.heartbeat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,21 +85,18 @@ class CheckRunner:
         never got to report the run (a check blocked it, or the runner died): it reads as
         failed and timed out, so readiness cannot keep serving a pass nobody is renewing.
         """
-        results = self._results
-        now_us = time.time_ns() // 1000
-        stale: dict[str, CheckResult] | None = None
-        for name, result in results.items():
-            entry = self._entries.get(name)
-            if entry is None:
-                continue
+        now = time.monotonic()
+        results: dict[str, CheckResult] = {}
+        for name, (result, renewed) in self._results.items():
+            entry = self._entries[name]
             due = self._interval if result.status != "fail" else self._failure_interval
-            age_s = (now_us - result.time_us) / 1e6
+            age_s = now - renewed
             if age_s > due + entry.timeout + _STALE_GRACE_S:
-                stale = dict(results) if stale is None else stale
-                stale[name] = replace(result, status="fail", timed_out=True, output=(
+                result = replace(result, status="fail", timed_out=True, output=(
                     f"timed out: no result for {age_s:.0f} s (the health check loop is "
                     "blocked, or stopped)"))
-        return results if stale is None else stale
+            results[name] = result
+        return results
 
     @property
     def alive(self) -> bool:
@@ -195,8 +194,9 @@ class CheckRunner:
             time_us=time.time_ns() // 1000,
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
-        previous = self._results.get(entry.check.name)
-        self._results = {**self._results, entry.check.name: result}
+        stamped = self._results.get(entry.check.name)
+        previous = stamped[0] if stamped is not None else None
+        self._results = {**self._results, entry.check.name: (result, time.monotonic())}
         self.version += 1
         try:
             self._on_result(entry.check, previous, result)
@@ -209,7 +209,7 @@ class CheckRunner:
         work: asyncio.Future[Any]
         try:
             if check.is_async:
-                work = asyncio.ensure_future(check.check())  # type: ignore[arg-type]
+                work = asyncio.ensure_future(_contained(check.check()))  # type: ignore[arg-type]
                 entry.work = work
             else:
                 entry.work = run_in_thread(check.check)
@@ -246,7 +246,19 @@ def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
     return future
 
 
+async def _contained(run: Awaitable[Any]) -> Any:
+    """An async check's run, with SystemExit and KeyboardInterrupt as its failure: asyncio
+    re-raises those two out of the loop, which would stop every check and fail liveness."""
+    try:
+        return await run
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return _failure(exc)
+
+
 def _failure(exc: BaseException) -> CheckResult:
-    message = str(exc).strip()
+    try:
+        message = str(exc).strip()
+    except Exception:  # an exception whose __str__ raises must still be reported
+        message = "(its message could not be read)"
     return CheckResult("fail", f"{type(exc).__name__}: {message}" if message
                        else type(exc).__name__)

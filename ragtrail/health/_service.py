@@ -27,6 +27,7 @@ from ragtrail.health._check import (
     HealthCheck,
     Status,
     aggregate,
+    is_check_name,
     registered_checks,
     worst,
 )
@@ -298,7 +299,10 @@ class HealthService:
             checks = {c.key: [check_entry(c, results.get(c.name), detailed=False)]
                       for c in runner.checks if c.name not in excluded}
             names = {c.name for c in runner.checks}
-            notes = [f"excluded: {n}" for n in sorted(excluded) if n in names]
+            # As kube-apiserver's /readyz?verbose: a mistyped exclude is said, not ignored
+            # (echoed only when it could be a check name: this route needs no token).
+            notes = [f"excluded: {n}" if n in names else f"not excluded: no check named {n}"
+                     for n in sorted(excluded) if is_check_name(n)]
         elif verbose:
             checks = {k: [{"componentId": k.partition(":")[0], "status": s}]
                       for k, s, _ in components}

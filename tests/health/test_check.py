@@ -31,7 +31,8 @@ def test_result_rejects_unknown_status() -> None:
         CheckResult("ok")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["", "has space", "a:b", "x" * 65, "-leading", "ümlaut"])
+@pytest.mark.parametrize("name", ["", "has space", "a:b", "x" * 65, "-leading", "ümlaut",
+                                  "trailing-newline\n"])
 def test_check_names_are_query_and_key_safe(name: str) -> None:
     """Names travel in ?exclude= and in checks keys, so unsafe ones are refused."""
     with pytest.raises(ValueError, match="check name"):

@@ -268,6 +268,20 @@ def test_dependencies_route_filters_and_refreshes(make_service: ServiceFactory) 
     assert call(service, "/api/health/dependencies", "refresh=1").status == 400
 
 
+def test_a_refresh_that_cannot_run_says_so(make_service: ServiceFactory) -> None:
+    """After stop() a refresh cannot run: the answer says so and keeps the last result marked
+    cached, rather than presenting it as fresh (cached: false)."""
+    service = make_service(FunctionCheck(lambda: True, "ollama"), store_check=False,
+                           refresh_min_interval=0.0)
+    call(service, "/ready")
+    wait_until(lambda: "ollama" in service.results)
+    service.stop()
+    body = document(call(service, "/api/health/dependencies", "check=ollama&refresh=1"))
+    assert (body["checks"]["ollama:status"][0]["cached"], body["notes"]) == (
+        True, ["refresh failed (the health check runner is not running); this answer is "
+               "cached"])
+
+
 def test_refresh_never_blocks_an_event_loop(make_service: ServiceFactory) -> None:
     """respond() on an event loop thread answers 202 at once; respond_async() awaits the run."""
     def slow() -> bool:

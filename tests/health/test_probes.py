@@ -167,6 +167,17 @@ def test_exclude_skips_named_checks_like_kube_apiserver(make_service: ServiceFac
         200, ["ping:status"], ["excluded: etcd", "excluded: informer"])
 
 
+def test_an_exclude_naming_no_check_is_said_in_verbose(make_service: ServiceFactory) -> None:
+    """A mistyped ?exclude= leaves the verdict alone and, as kube-apiserver's /readyz?verbose
+    does, says it matched nothing (a text that could be no check name is not echoed)."""
+    service = make_service(FunctionCheck(lambda: False, "etcd"), store_check=False)
+    get(service, "/ready")
+    wait_until(lambda: "etcd" in service.results)
+    response = get(service, "/readyz", "exclude=ectd&exclude=%3Cscript%3E&verbose")
+    assert (response.status, document(response)["notes"]) == (
+        503, ["not excluded: no check named ectd"])
+
+
 def test_probe_answers_from_cache_while_a_check_hangs(make_service: ServiceFactory) -> None:
     """A hung dependency never slows a probe: it answers at once and later says timed out."""
     release = threading.Event()
@@ -311,6 +322,49 @@ def test_a_blocked_check_loop_fails_readiness_not_liveness(make_service: Service
     hang.clear()
     dependency_back.set()
     wait_until(lambda: get(service, "/ready").status == 200, timeout=10.0)
+
+
+def test_a_wall_clock_step_forward_keeps_readiness(make_service: ServiceFactory,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An NTP step or a corrected VM clock moves the wall clock: results are aged on the
+    monotonic clock, so an hour forward does not read every result as stale and take every
+    pod out of the Service at once."""
+    service = make_service(FunctionCheck(lambda: True, "ok"), store_check=False)
+    ready_once(service)
+    wall_clock = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: wall_clock() + 3600 * 10**9)
+    response = get(service, "/ready")
+    assert (response.status, document(response).get("output")) == (200, None)
+
+
+def test_a_wall_clock_step_back_still_fails_a_blocked_loop(make_service: ServiceFactory,
+                                                           make_monitor: Any,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """An hour back must not make the last pass look an hour younger: with the loop blocked,
+    readiness still stops serving it once it is due plus the timeout (plus 2 s) old."""
+    blocking, dependency_back = threading.Event(), threading.Event()
+    hang = threading.Event()
+
+    async def blocks_the_loop() -> bool:
+        if hang.is_set():
+            blocking.set()
+            dependency_back.wait(10.0)  # deliberately blocking, as in the test above
+        return True
+
+    service = make_service(FunctionCheck(blocks_the_loop, "bad_async", timeout=0.5),
+                           store_check=False, monitor=make_monitor(health_check_interval=0.5))
+    ready_once(service)
+    hang.set()
+    try:
+        wait_until(blocking.is_set)
+        wall_clock = time.time_ns
+        monkeypatch.setattr(time, "time_ns", lambda: wall_clock() - 3600 * 10**9)
+        # Stale after 0.5 + 0.5 + 2 s; the loop stays blocked for 10 s.
+        wait_until(lambda: get(service, "/ready").status == 503, timeout=8.0)
+    finally:
+        hang.clear()
+        dependency_back.set()
 
 
 class _WriterDiedStore:
