@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from ragtrail._threads import OSThread, control_signals_unblocked, gevent_threads, start_quietly
@@ -212,7 +213,7 @@ class CheckRunner:
                 work = asyncio.ensure_future(_contained(check.check()))  # type: ignore[arg-type]
                 entry.work = work
             else:
-                entry.work = run_in_thread(check.check)
+                entry.work = run_in_thread(partial(_called, check.check))
                 work = asyncio.wrap_future(entry.work)
         except Exception as exc:  # building the coroutine itself raised
             return _failure(exc)
@@ -222,9 +223,6 @@ class CheckRunner:
             return CheckResult("fail", f"timed out after {entry.timeout:g} s", timed_out=True)
         if work.cancelled():
             return CheckResult("fail", "cancelled")
-        error = work.exception()
-        if error is not None:
-            return _failure(error)
         return normalise_outcome(work.result())
 
 
@@ -246,12 +244,25 @@ def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
     return future
 
 
+# Both kinds of run hand back what a check raised as its failure, never as an exception:
+# asyncio re-raises SystemExit and KeyboardInterrupt out of the loop (which would stop every
+# check and fail liveness), and cannot carry a StopIteration through a future at all.
+
 async def _contained(run: Awaitable[Any]) -> Any:
-    """An async check's run, with SystemExit and KeyboardInterrupt as its failure: asyncio
-    re-raises those two out of the loop, which would stop every check and fail liveness."""
+    """An async check's run (cancellation, on a timeout, still cancels it)."""
     try:
         return await run
-    except (SystemExit, KeyboardInterrupt) as exc:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return _failure(exc)
+
+
+def _called(function: Callable[[], Any]) -> Any:
+    """A sync check's run, in its worker thread."""
+    try:
+        return function()
+    except BaseException as exc:
         return _failure(exc)
 
 

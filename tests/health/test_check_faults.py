@@ -91,6 +91,20 @@ def test_an_exception_that_cannot_be_printed_still_fails_the_check(
     assert json.loads(get(service, "/ready").body)["output"] == "failing: odd"
 
 
+def test_a_sync_check_raising_stop_iteration_fails_at_once(make_service: ServiceFactory
+                                                          ) -> None:
+    """``next()`` on an empty result raises StopIteration, which an asyncio future refuses to
+    carry: the check fails with it at once instead of "timed out" after its whole timeout."""
+    def first_row() -> bool:
+        return bool(next(iter([])))
+
+    service = make_service(FunctionCheck(first_row, "rows", timeout=5.0), store_check=False)
+    get(service, "/ready")
+    wait_until(lambda: "rows" in service.results, timeout=3.0)
+    result = service.results["rows"]
+    assert (result.status, result.output, result.timed_out) == ("fail", "StopIteration", False)
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_non_finite_observed_values_keep_the_document_valid_json(
         make_service: ServiceFactory, value: float) -> None:
