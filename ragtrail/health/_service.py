@@ -64,7 +64,8 @@ class HealthService:
     """Serves the liveness, readiness and detailed health routes from background checks.
 
     Besides ``checks`` (and those registered with ``@health_check``), ragtrail's own pipelines
-    are checked, non-critical: the audit store (``StoreCheck``, unless ``store_check=False``)
+    are checked, non-critical: the audit store (``StoreCheck``, unless ``store_check=False``
+    or the monitor was created switched off, when there may be no store to open)
     and, when the monitor exports spans, the export (``ExportCheck``, unless
     ``export_check=False``).
 
@@ -95,15 +96,20 @@ class HealthService:
         self.monitor: MonitorLike = monitor
         self.settings = monitor.settings
         # System metrics come with the health routes unless the app samples them itself
-        # (sampler=False), so a service gets them every monitoring_interval out of the box.
-        self.sampler: MetricsSampler | None = (
-            MetricsSampler(monitor) if sampler is None else sampler or None)
+        # (sampler=False), so a service gets them every monitoring_interval out of the box;
+        # a monitor created switched off records nothing, samples included.
+        if sampler is None:
+            sampler = MetricsSampler(monitor) if self.settings.enabled else False
+        self.sampler: MetricsSampler | None = sampler or None
         self._routes = build_routes(paths or {})
         self.excluded_paths: frozenset[str] = frozenset(self._routes)
         """Every health path, for the middleware to leave out of spans (exact matches)."""
         self._explicit = tuple(checks)
         self._include_registered = include_registered
-        self._store_check = store_check
+        # A monitor created switched off has no writer, and asking for its store opens an
+        # existing one read-only or raises: with RAGTRAIL_ENABLED=false on a new pod that would
+        # stop the app at start-up. The service then leaves the store alone entirely.
+        self._store_check = store_check and self.settings.enabled
         self._export_check = export_check
         self._stale_after = liveness_stale_after
         self._access = DetailedAccess(self.settings, monitor)
@@ -157,6 +163,8 @@ class HealthService:
     def liveness(self) -> list[Component]:
         """What liveness covers, as (key, status, output): this process, never a dependency."""
         components = [self._heartbeat()]
+        if not self.settings.enabled:
+            return components
         # The store's writer thread is part of this process; its database is a dependency and
         # stays out of liveness (StoreCheck reports it to readiness).
         if self.monitor.store.health().writer_alive:

@@ -8,6 +8,7 @@ import json
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -452,3 +453,22 @@ def test_bad_paths_are_refused(make_service: ServiceFactory, paths: Any, message
     """Misconfigured routes fail at construction, naming the problem."""
     with pytest.raises(ValueError, match=message):
         make_service(paths=paths)
+
+
+def test_a_monitor_switched_off_without_a_store_does_not_stop_the_app(
+        make_monitor: MonitorFactory, tmp_path: Path) -> None:
+    """RAGTRAIL_ENABLED=false on a new pod (no store file yet): building the health service
+    must not raise (asking a monitor created switched off for its store raises StoreError when
+    there is none), and the service leaves the store alone: no store check, no writer in
+    liveness, no sampler, no database file."""
+    store_file = tmp_path / "never.db"
+    monitor = make_monitor(enabled=False, store_url=f"sqlite:///{store_file}")
+    service = HealthService(monitor, [FunctionCheck(lambda: True, "ok")])
+    try:
+        ready_once(service)
+        live = get(service, "/health", "verbose")
+        assert ([c.name for c in service.checks], service.sampler) == (["ok"], None)
+        assert (live.status, list(document(live)["checks"])) == (200, ["check-loop:heartbeat"])
+        assert not store_file.exists()
+    finally:
+        service.stop()
