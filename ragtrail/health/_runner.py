@@ -67,7 +67,6 @@ class CheckRunner:
         # Each result with the monotonic time it was renewed: staleness is judged on that
         # clock, as an NTP step or a VM resume moves the wall clock (time_us) by any amount.
         self._results: Mapping[str, tuple[CheckResult, float]] = {}
-        self.version = 0  # bumped on every new result; lets readers cache what they render
         self.heartbeat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | OSThread | None = None
@@ -198,7 +197,6 @@ class CheckRunner:
         stamped = self._results.get(entry.check.name)
         previous = stamped[0] if stamped is not None else None
         self._results = {**self._results, entry.check.name: (result, time.monotonic())}
-        self.version += 1
         try:
             self._on_result(entry.check, previous, result)
         except Exception:

@@ -287,10 +287,13 @@ class HealthService:
         verbose, excluded = probe_options(query) if query else (False, frozenset[str]())
         runner = self._runner
         components: list[Component] = []
+        results: Mapping[str, CheckResult] = runner.results if verbose else {}
         if kind == "ready":
             status, output = self.readiness(excluded)
-            key: tuple[Any, ...] = (kind, head, status, output, verbose, excluded,
-                                    runner.version if verbose else -1)
+            # What verbose lists: each check's status as read now (a result nobody renews
+            # turns to fail without a new one arriving).
+            shown = tuple((n, r.status) for n, r in results.items())
+            key: tuple[Any, ...] = (kind, head, status, output, verbose, excluded, shown)
         else:
             components = self.liveness()
             status = worst(c[1] for c in components)
@@ -303,7 +306,6 @@ class HealthService:
         checks: dict[str, list[dict[str, Any]]] | None = None
         notes: list[str] = []
         if verbose and kind == "ready":
-            results = runner.results
             checks = {c.key: [check_entry(c, results.get(c.name), detailed=False)]
                       for c in runner.checks if c.name not in excluded}
             names = {c.name for c in runner.checks}

@@ -368,6 +368,37 @@ def test_a_wall_clock_step_back_still_fails_a_blocked_loop(make_service: Service
         dependency_back.set()
 
 
+def test_verbose_shows_a_check_gone_stale_as_failed(make_service: ServiceFactory,
+                                                    make_monitor: Any) -> None:
+    """/ready?verbose lists what readiness judges: a non-critical check whose result is no
+    longer renewed (the loop blocked) shows as fail, not as the pass rendered before."""
+    hang, blocking, dependency_back = threading.Event(), threading.Event(), threading.Event()
+
+    async def blocks_the_loop() -> bool:
+        if hang.is_set():
+            blocking.set()
+            dependency_back.wait(10.0)  # deliberately blocking, as in the tests above
+        return True
+
+    def listed() -> dict[str, str]:
+        checks = document(get(service, "/ready", "verbose"))["checks"]
+        return {key: entries[0]["status"] for key, entries in checks.items()}
+
+    service = make_service(FunctionCheck(lambda: False, "optional", critical=False),
+                           FunctionCheck(blocks_the_loop, "reranker", critical=False,
+                                         timeout=0.5),
+                           store_check=False, monitor=make_monitor(health_check_interval=0.5))
+    get(service, "/ready")
+    wait_until(lambda: listed() == {"optional:status": "fail", "reranker:status": "pass"})
+    hang.set()
+    try:
+        wait_until(blocking.is_set)
+        wait_until(lambda: listed()["reranker:status"] == "fail", timeout=8.0)
+    finally:
+        hang.clear()
+        dependency_back.set()
+
+
 class _WriterDiedStore:
     """The monitor's real store, except that health() reports a writer thread that died and
     could not be started again. A process out of threads (how that happens) cannot be set up
