@@ -212,8 +212,8 @@ class DetailedRoutes:
 
     def _claim_refresh(self, name: str) -> float:
         """Seconds to wait before this check may be refreshed again; 0 claims it now."""
-        now = time.monotonic()
-        with self._lock:
+        with self._lock:  # the time read under the lock: claims are made in its order
+            now = time.monotonic()
             last = self._refreshed_at.get(name)
             if last is not None and now - last < self._refresh_min_interval:
                 return self._refresh_min_interval - (now - last)

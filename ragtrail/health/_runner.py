@@ -72,6 +72,10 @@ class CheckRunner:
         self._thread: threading.Thread | OSThread | None = None
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
+        # Set (under the lock) once the loop winds down: refreshes are refused from then on,
+        # so none is scheduled on a loop that is about to close.
+        self._closing = False
+        self._lock = threading.Lock()
 
     @property
     def checks(self) -> tuple[HealthCheck, ...]:
@@ -124,12 +128,14 @@ class CheckRunner:
 
     def refresh(self, name: str) -> concurrent.futures.Future[CheckResult]:
         """Run one check now (joining a run already in flight); thread-safe."""
-        loop = self._loop
-        if loop is None or not self.alive:
-            failed: concurrent.futures.Future[CheckResult] = concurrent.futures.Future()
-            failed.set_exception(RuntimeError("the health check runner is not running"))
-            return failed
-        return asyncio.run_coroutine_threadsafe(self._run_once(self._entries[name]), loop)
+        entry = self._entries[name]
+        with self._lock:
+            loop = self._loop
+            if loop is not None and not self._closing and self.alive:
+                return asyncio.run_coroutine_threadsafe(self._run_once(entry), loop)
+        failed: concurrent.futures.Future[CheckResult] = concurrent.futures.Future()
+        failed.set_exception(RuntimeError("the health check runner is not running"))
+        return failed
 
     # -- the loop thread ------------------------------------------------------------------
 
@@ -141,21 +147,19 @@ class CheckRunner:
         except Exception:
             log.exception("ragtrail health check loop stopped unexpectedly")
         finally:
+            with self._lock:
+                self._closing = True
+            loop.run_until_complete(_cancel_everything())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
+        # Held here while the loop serves: the loop itself keeps only weak references.
         schedules = [asyncio.create_task(self._heartbeat())]
         schedules += [asyncio.create_task(self._schedule(e)) for e in self._entries.values()]
         self._ready.set()
         await self._stopping.wait()
-        # Everything still running on this loop: schedules, runs in flight, the checks' own
-        # tasks (which outlive their runs' timeouts), and refreshes.
-        others = {*schedules, *asyncio.all_tasks()} - {asyncio.current_task()}
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
 
     async def _heartbeat(self) -> None:
         # Liveness reads this: if the loop is blocked or dead, the heartbeat goes stale.
@@ -222,6 +226,21 @@ class CheckRunner:
         if work.cancelled():
             return CheckResult("fail", "cancelled")
         return normalise_outcome(work.result())
+
+
+async def _cancel_everything() -> None:
+    """Cancel and await every other task on the loop: schedules, runs in flight, the checks'
+    own tasks (which outlive their runs' timeouts), and refreshes, including one scheduled
+    just before refreshes were refused (it becomes a task at the first yield)."""
+    current = asyncio.current_task()
+    while True:
+        await asyncio.sleep(0)
+        others = asyncio.all_tasks() - {current}
+        if not others:
+            return
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
