@@ -8,8 +8,10 @@ the run; the driver timeouts below make the worker thread itself give up soon af
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy
 from sqlalchemy.engine import Engine
@@ -46,6 +48,7 @@ class DatabaseCheck(HealthCheck):
         self.url = database_url(url)
         target = parse_target(self.url)
         self._shown, self._secrets = target.shown, target.secrets
+        self._sqlite_path = target.sqlite_path
         backend = self.url.get_backend_name()
         super().__init__(name or ("postgres" if backend == "postgresql" else backend),
                          critical=critical, timeout=timeout, measurement="responseTime",
@@ -68,8 +71,17 @@ class DatabaseCheck(HealthCheck):
         if self._engine is None:
             options = {"poolclass": NullPool, "connect_args": self._connect_args(),
                        **self._engine_options}
-            self._engine = sqlalchemy.create_engine(self.url, **options)
+            self._engine = sqlalchemy.create_engine(self._checked_url(), **options)
         return self._engine
+
+    def _checked_url(self) -> sqlalchemy.URL:
+        """The URL to connect to; a SQLite file is opened as a URI with ``mode=rw``, which
+        fails on a missing file: a plain path would create an empty database, and pass."""
+        path, url = self._sqlite_path, self.url
+        if path is None or path.startswith("file:") or url.query.get("uri"):
+            return url
+        return url.set(database="file:" + quote(os.path.abspath(path)),
+                       query={**url.query, "mode": "rw", "uri": "true"})
 
     def check(self) -> CheckResult:
         started = time.perf_counter()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from ragtrail.demo import FakeOllama
 from ragtrail.health import CheckResult, DatabaseCheck, FilesystemCheck, HTTPCheck
@@ -202,11 +205,25 @@ def test_filesystem_check_on_a_read_only_mount_fails(read_only_view: tuple[Path,
 
 
 def test_database_check_on_sqlite(tmp_path: Path) -> None:
-    """SELECT 1 on a SQLite file passes, with the round trip in ms."""
-    check = DatabaseCheck(f"sqlite:///{tmp_path / 'app.db'}")
+    """SELECT 1 on a SQLite file passes, with the round trip in ms (a name that needs quoting
+    in a file: URI included)."""
+    path = tmp_path / "app data %41#.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE documents (id INTEGER PRIMARY KEY)")
+    check = DatabaseCheck(sqlalchemy.URL.create("sqlite", database=str(path)))
     result = check.check()
     assert (check.key, result.status, result.observed_unit) == (
         "sqlite:responseTime", "pass", "ms")
+
+
+def test_database_check_on_a_missing_sqlite_file_fails_and_creates_nothing(
+        tmp_path: Path) -> None:
+    """A SQLite database that is not there (a volume that did not mount) fails: connecting to
+    the plain path created an empty database and passed."""
+    path = tmp_path / "app.db"
+    result = DatabaseCheck(f"sqlite:///{path}").check()
+    assert (result.status, result.output, path.exists()) == (
+        "fail", "OperationalError: unable to open database file", False)
 
 
 def test_database_check_fails_without_leaking_the_password() -> None:
