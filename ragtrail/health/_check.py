@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -128,8 +129,10 @@ class HealthCheck(abc.ABC):
         if not is_check_name(name):
             raise ValueError(
                 f"check name must be 1-64 letters, digits, '_', '.' or '-'; got {name!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"check timeout must be a number of seconds > 0; got {timeout!r}")
+        # Finite, as the settings' timeout: an infinite one cannot bound a run or a refresh.
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(
+                f"check timeout must be a finite number of seconds > 0; got {timeout!r}")
         if not measurement or ":" in measurement:
             raise ValueError(
                 f"measurement must be a non-empty name without ':'; got {measurement!r}")
