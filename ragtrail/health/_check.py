@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,6 +24,7 @@ __all__ = [
     "Status",
     "aggregate",
     "health_check",
+    "is_check_name",
     "normalise_outcome",
     "registered_checks",
     "worst",
@@ -33,7 +35,11 @@ STATUSES: tuple[Status, ...] = ("pass", "warn", "fail")
 
 # Names travel in ``?exclude=`` and ``?check=`` query strings and in the checks map keys,
 # so they stay URL- and key-safe.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def is_check_name(text: object) -> bool:
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,10 @@ def normalise_outcome(outcome: object) -> CheckResult:
         return CheckResult("pass")
     if outcome is False:
         return CheckResult("fail", "check returned False")
+    if inspect.iscoroutine(outcome):
+        outcome.close()  # never awaited: closed here rather than warned about at collection
+        return CheckResult("fail", "check returned a coroutine: a sync function that wraps an "
+                           "async one; declare the check itself async def")
     return CheckResult("fail", f"check returned an unsupported {type(outcome).__name__}")
 
 
@@ -116,11 +126,13 @@ class HealthCheck(abc.ABC):
         measurement: str = "status",
         component_type: str | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not is_check_name(name):
             raise ValueError(
                 f"check name must be 1-64 letters, digits, '_', '.' or '-'; got {name!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"check timeout must be a number of seconds > 0; got {timeout!r}")
+        # Finite, as the settings' timeout: an infinite one cannot bound a run or a refresh.
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(
+                f"check timeout must be a finite number of seconds > 0; got {timeout!r}")
         if not measurement or ":" in measurement:
             raise ValueError(
                 f"measurement must be a non-empty name without ':'; got {measurement!r}")
@@ -154,7 +166,9 @@ class FunctionCheck(HealthCheck):
                  ) -> None:
         super().__init__(name or function.__name__, **options)
         self.function = function
-        self._async = inspect.iscoroutinefunction(function)
+        # An object whose __call__ is async counts too (inspect does not look there).
+        self._async = inspect.iscoroutinefunction(function) or \
+            inspect.iscoroutinefunction(type(function).__call__)
 
     @property
     def is_async(self) -> bool:

@@ -8,8 +8,10 @@ the run; the driver timeouts below make the worker thread itself give up soon af
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy
 from sqlalchemy.engine import Engine
@@ -17,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from ragtrail.health._check import CheckResult, HealthCheck
-from ragtrail.store._engine import database_url, missing_driver
+from ragtrail.store._engine import database_url, missing_driver, parse_target
 
 __all__ = ["DatabaseCheck"]
 
@@ -27,7 +29,8 @@ _FALLBACK_TIMEOUT = 5.0
 class DatabaseCheck(HealthCheck):
     """Run ``SELECT 1``; observed value is the round trip (connect included) in ms.
 
-    The password never appears in the check's output, name or repr.
+    The password (in the URL's user part, or libpq's ``?password=`` and ``?sslpassword=``)
+    never appears in the check's output, name or repr.
 
     >>> DatabaseCheck("postgresql+psycopg://app:s3cret@db:5432/rag").key
     'postgres:responseTime'
@@ -43,6 +46,9 @@ class DatabaseCheck(HealthCheck):
         engine_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = database_url(url)
+        target = parse_target(self.url)
+        self._shown, self._secrets = target.shown, target.secrets
+        self._sqlite_path = target.sqlite_path
         backend = self.url.get_backend_name()
         super().__init__(name or ("postgres" if backend == "postgresql" else backend),
                          critical=critical, timeout=timeout, measurement="responseTime",
@@ -65,8 +71,17 @@ class DatabaseCheck(HealthCheck):
         if self._engine is None:
             options = {"poolclass": NullPool, "connect_args": self._connect_args(),
                        **self._engine_options}
-            self._engine = sqlalchemy.create_engine(self.url, **options)
+            self._engine = sqlalchemy.create_engine(self._checked_url(), **options)
         return self._engine
+
+    def _checked_url(self) -> sqlalchemy.URL:
+        """The URL to connect to; a SQLite file is opened as a URI with ``mode=rw``, which
+        fails on a missing file: a plain path would create an empty database, and pass."""
+        path, url = self._sqlite_path, self.url
+        if path is None or path.startswith("file:") or url.query.get("uri"):
+            return url
+        return url.set(database="file:" + quote(os.path.abspath(path)),
+                       query={**url.query, "mode": "rw", "uri": "true"})
 
     def check(self) -> CheckResult:
         started = time.perf_counter()
@@ -85,10 +100,9 @@ class DatabaseCheck(HealthCheck):
         message = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
         if isinstance(cause, ImportError):
             message = missing_driver(cause, self.url)
-        if self.url.password:
-            message = message.replace(str(self.url.password), "[REDACTED]")
+        for secret in self._secrets:
+            message = message.replace(secret, "[REDACTED]")
         return message
 
     def __repr__(self) -> str:
-        return (f"DatabaseCheck({self.url.render_as_string(hide_password=True)!r}, "
-                f"name={self.name!r}, critical={self.critical})")
+        return f"DatabaseCheck({self._shown!r}, name={self.name!r}, critical={self.critical})"

@@ -88,10 +88,20 @@ class DetailedRoutes:
                                 extra=[("retry-after", str(math.ceil(wait)))])
         future = self._service.refresh(names[0])
         timeout = known[names[0]].timeout or self._service.settings.health_check_timeout
+
+        def finish(done: bool) -> HealthResponse:
+            if not done:
+                return self._dependencies_document(
+                    selected, head, note="refresh started; this answer is cached", code=202)
+            # The runner was stopped before or during the run: what is shown is not fresh.
+            error = "cancelled" if future.cancelled() else future.exception()
+            if error is not None:
+                return self._dependencies_document(
+                    selected, head, note=f"refresh failed ({error}); this answer is cached")
+            return self._dependencies_document(selected, head, fresh=names[0])
+
         # The run is bounded by the check's timeout; the extra second covers scheduling.
-        return Deferred(future, timeout + 1.0, lambda done: self._dependencies_document(
-            selected, head, fresh=names[0] if done else None,
-            note="" if done else "refresh started; this answer is cached"))
+        return Deferred(future, timeout + 1.0, finish)
 
     def monitoring(self, head: bool) -> HealthResponse | Deferred:
         snapshot = self._snapshot
@@ -131,13 +141,14 @@ class DetailedRoutes:
     # -- rendering ----------------------------------------------------------------------------
 
     def _dependencies_document(self, checks: list[HealthCheck], head: bool, *,
-                               fresh: str | None = None, note: str = "") -> HealthResponse:
+                               fresh: str | None = None, note: str = "",
+                               code: int | None = None) -> HealthResponse:
         results = self._service.results
         status, output = aggregate(checks, results)
         document = {c.key: [check_entry(c, results.get(c.name), detailed=True,
                                         cached=c.name != fresh)] for c in checks}
         return self._document(status, "dependencies of", head, output, document,
-                              notes=[note] if note else [], code=202 if note else None)
+                              notes=[note] if note else [], code=code)
 
     def _document(self, status: Status, what: str, head: bool, output: str,
                   checks: dict[str, list[dict[str, Any]]], *, notes: list[str] | None = None,
@@ -201,8 +212,8 @@ class DetailedRoutes:
 
     def _claim_refresh(self, name: str) -> float:
         """Seconds to wait before this check may be refreshed again; 0 claims it now."""
-        now = time.monotonic()
-        with self._lock:
+        with self._lock:  # the time read under the lock: claims are made in its order
+            now = time.monotonic()
             last = self._refreshed_at.get(name)
             if last is not None and now - last < self._refresh_min_interval:
                 return self._refresh_min_interval - (now - last)

@@ -46,6 +46,28 @@ class FilesystemCheck(HealthCheck):
         self.min_free_percent = min_free_percent
 
     def check(self) -> CheckResult:
+        try:
+            problems = self._round_trip()
+        except OSError as exc:  # read-only, full, gone: said with the path; usage still shown
+            problems = [f"cannot write to {self.path}: {exc.strerror or exc}"]
+        try:
+            usage = shutil.disk_usage(self.path)
+        except OSError as exc:
+            output = problems[0] if problems else \
+                f"cannot read the free space of {self.path}: {exc.strerror or exc}"
+            return CheckResult("fail", output, observed_unit="percent")
+        used_percent = round(100.0 * (usage.total - usage.free) / usage.total, 1) \
+            if usage.total else 0.0
+        free_percent = 100.0 * usage.free / usage.total if usage.total else 0.0
+        if self.min_free_bytes is not None and usage.free < self.min_free_bytes:
+            problems.append(f"{usage.free} bytes free, below {self.min_free_bytes}")
+        if self.min_free_percent is not None and free_percent < self.min_free_percent:
+            problems.append(f"{free_percent:.1f}% free, below {self.min_free_percent:g}%")
+        return CheckResult("fail" if problems else "pass", "; ".join(problems),
+                           observed_value=used_percent, observed_unit="percent")
+
+    def _round_trip(self) -> list[str]:
+        """Write, read back and remove a small file; what went wrong, if it was not an error."""
         probe = self.path / f".ragtrail-health-{os.getpid()}-{secrets.token_hex(4)}"
         payload = secrets.token_bytes(64)
         # O_EXCL: never follow or clobber something already at the name.
@@ -54,17 +76,7 @@ class FilesystemCheck(HealthCheck):
             with os.fdopen(fd, "wb") as file:
                 file.write(payload)
             if probe.read_bytes() != payload:
-                return CheckResult("fail", f"{self.path}: read back different bytes")
+                return [f"{self.path}: read back different bytes"]
         finally:
             probe.unlink(missing_ok=True)
-        usage = shutil.disk_usage(self.path)
-        used_percent = round(100.0 * (usage.total - usage.free) / usage.total, 1) \
-            if usage.total else 0.0
-        free_percent = 100.0 * usage.free / usage.total if usage.total else 0.0
-        problems = []
-        if self.min_free_bytes is not None and usage.free < self.min_free_bytes:
-            problems.append(f"{usage.free} bytes free, below {self.min_free_bytes}")
-        if self.min_free_percent is not None and free_percent < self.min_free_percent:
-            problems.append(f"{free_percent:.1f}% free, below {self.min_free_percent:g}%")
-        return CheckResult("fail" if problems else "pass", "; ".join(problems),
-                           observed_value=used_percent, observed_unit="percent")
+        return []

@@ -17,8 +17,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from ragtrail._threads import OSThread, control_signals_unblocked, gevent_threads, start_quietly
@@ -63,13 +64,18 @@ class CheckRunner:
         self._failure_interval = failure_interval
         self._redact = redact
         self._on_result = on_result
-        self._results: Mapping[str, CheckResult] = {}
-        self.version = 0  # bumped on every new result; lets readers cache what they render
+        # Each result with the monotonic time it was renewed: staleness is judged on that
+        # clock, as an NTP step or a VM resume moves the wall clock (time_us) by any amount.
+        self._results: Mapping[str, tuple[CheckResult, float]] = {}
         self.heartbeat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | OSThread | None = None
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
+        # Set (under the lock) once the loop winds down: refreshes are refused from then on,
+        # so none is scheduled on a loop that is about to close.
+        self._closing = False
+        self._lock = threading.Lock()
 
     @property
     def checks(self) -> tuple[HealthCheck, ...]:
@@ -83,21 +89,18 @@ class CheckRunner:
         never got to report the run (a check blocked it, or the runner died): it reads as
         failed and timed out, so readiness cannot keep serving a pass nobody is renewing.
         """
-        results = self._results
-        now_us = time.time_ns() // 1000
-        stale: dict[str, CheckResult] | None = None
-        for name, result in results.items():
-            entry = self._entries.get(name)
-            if entry is None:
-                continue
+        now = time.monotonic()
+        results: dict[str, CheckResult] = {}
+        for name, (result, renewed) in self._results.items():
+            entry = self._entries[name]
             due = self._interval if result.status != "fail" else self._failure_interval
-            age_s = (now_us - result.time_us) / 1e6
+            age_s = now - renewed
             if age_s > due + entry.timeout + _STALE_GRACE_S:
-                stale = dict(results) if stale is None else stale
-                stale[name] = replace(result, status="fail", timed_out=True, output=(
+                result = replace(result, status="fail", timed_out=True, output=(
                     f"timed out: no result for {age_s:.0f} s (the health check loop is "
                     "blocked, or stopped)"))
-        return results if stale is None else stale
+            results[name] = result
+        return results
 
     @property
     def alive(self) -> bool:
@@ -125,12 +128,14 @@ class CheckRunner:
 
     def refresh(self, name: str) -> concurrent.futures.Future[CheckResult]:
         """Run one check now (joining a run already in flight); thread-safe."""
-        loop = self._loop
-        if loop is None or not self.alive:
-            failed: concurrent.futures.Future[CheckResult] = concurrent.futures.Future()
-            failed.set_exception(RuntimeError("the health check runner is not running"))
-            return failed
-        return asyncio.run_coroutine_threadsafe(self._run_once(self._entries[name]), loop)
+        entry = self._entries[name]
+        with self._lock:
+            loop = self._loop
+            if loop is not None and not self._closing and self.alive:
+                return asyncio.run_coroutine_threadsafe(self._run_once(entry), loop)
+        failed: concurrent.futures.Future[CheckResult] = concurrent.futures.Future()
+        failed.set_exception(RuntimeError("the health check runner is not running"))
+        return failed
 
     # -- the loop thread ------------------------------------------------------------------
 
@@ -142,21 +147,19 @@ class CheckRunner:
         except Exception:
             log.exception("ragtrail health check loop stopped unexpectedly")
         finally:
+            with self._lock:
+                self._closing = True
+            loop.run_until_complete(_cancel_everything())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
+        # Held here while the loop serves: the loop itself keeps only weak references.
         schedules = [asyncio.create_task(self._heartbeat())]
         schedules += [asyncio.create_task(self._schedule(e)) for e in self._entries.values()]
         self._ready.set()
         await self._stopping.wait()
-        # Everything still running on this loop: schedules, runs in flight, the checks' own
-        # tasks (which outlive their runs' timeouts), and refreshes.
-        others = {*schedules, *asyncio.all_tasks()} - {asyncio.current_task()}
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
 
     async def _heartbeat(self) -> None:
         # Liveness reads this: if the loop is blocked or dead, the heartbeat goes stale.
@@ -195,9 +198,9 @@ class CheckRunner:
             time_us=time.time_ns() // 1000,
             duration_ms=(time.perf_counter() - started) * 1000.0,
         )
-        previous = self._results.get(entry.check.name)
-        self._results = {**self._results, entry.check.name: result}
-        self.version += 1
+        stamped = self._results.get(entry.check.name)
+        previous = stamped[0] if stamped is not None else None
+        self._results = {**self._results, entry.check.name: (result, time.monotonic())}
         try:
             self._on_result(entry.check, previous, result)
         except Exception:
@@ -209,10 +212,10 @@ class CheckRunner:
         work: asyncio.Future[Any]
         try:
             if check.is_async:
-                work = asyncio.ensure_future(check.check())  # type: ignore[arg-type]
+                work = asyncio.ensure_future(_contained(check.check()))  # type: ignore[arg-type]
                 entry.work = work
             else:
-                entry.work = run_in_thread(check.check)
+                entry.work = run_in_thread(partial(_called, check.check))
                 work = asyncio.wrap_future(entry.work)
         except Exception as exc:  # building the coroutine itself raised
             return _failure(exc)
@@ -222,10 +225,22 @@ class CheckRunner:
             return CheckResult("fail", f"timed out after {entry.timeout:g} s", timed_out=True)
         if work.cancelled():
             return CheckResult("fail", "cancelled")
-        error = work.exception()
-        if error is not None:
-            return _failure(error)
         return normalise_outcome(work.result())
+
+
+async def _cancel_everything() -> None:
+    """Cancel and await every other task on the loop: schedules, runs in flight, the checks'
+    own tasks (which outlive their runs' timeouts), and refreshes, including one scheduled
+    just before refreshes were refused (it becomes a task at the first yield)."""
+    current = asyncio.current_task()
+    while True:
+        await asyncio.sleep(0)
+        others = asyncio.all_tasks() - {current}
+        if not others:
+            return
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -246,7 +261,32 @@ def run_in_thread(function: Callable[[], T]) -> concurrent.futures.Future[T]:
     return future
 
 
+# Both kinds of run hand back what a check raised as its failure, never as an exception:
+# asyncio re-raises SystemExit and KeyboardInterrupt out of the loop (which would stop every
+# check and fail liveness), and cannot carry a StopIteration through a future at all.
+
+async def _contained(run: Awaitable[Any]) -> Any:
+    """An async check's run (cancellation, on a timeout, still cancels it)."""
+    try:
+        return await run
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return _failure(exc)
+
+
+def _called(function: Callable[[], Any]) -> Any:
+    """A sync check's run, in its worker thread."""
+    try:
+        return function()
+    except BaseException as exc:
+        return _failure(exc)
+
+
 def _failure(exc: BaseException) -> CheckResult:
-    message = str(exc).strip()
+    try:
+        message = str(exc).strip()
+    except Exception:  # an exception whose __str__ raises must still be reported
+        message = "(its message could not be read)"
     return CheckResult("fail", f"{type(exc).__name__}: {message}" if message
                        else type(exc).__name__)

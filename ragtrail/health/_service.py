@@ -27,6 +27,7 @@ from ragtrail.health._check import (
     HealthCheck,
     Status,
     aggregate,
+    is_check_name,
     registered_checks,
     worst,
 )
@@ -63,7 +64,8 @@ class HealthService:
     """Serves the liveness, readiness and detailed health routes from background checks.
 
     Besides ``checks`` (and those registered with ``@health_check``), ragtrail's own pipelines
-    are checked, non-critical: the audit store (``StoreCheck``, unless ``store_check=False``)
+    are checked, non-critical: the audit store (``StoreCheck``, unless ``store_check=False``
+    or the monitor was created switched off, when there may be no store to open)
     and, when the monitor exports spans, the export (``ExportCheck``, unless
     ``export_check=False``).
 
@@ -94,15 +96,20 @@ class HealthService:
         self.monitor: MonitorLike = monitor
         self.settings = monitor.settings
         # System metrics come with the health routes unless the app samples them itself
-        # (sampler=False), so a service gets them every monitoring_interval out of the box.
-        self.sampler: MetricsSampler | None = (
-            MetricsSampler(monitor) if sampler is None else sampler or None)
+        # (sampler=False), so a service gets them every monitoring_interval out of the box;
+        # a monitor created switched off records nothing, samples included.
+        if sampler is None:
+            sampler = MetricsSampler(monitor) if self.settings.enabled else False
+        self.sampler: MetricsSampler | None = sampler or None
         self._routes = build_routes(paths or {})
         self.excluded_paths: frozenset[str] = frozenset(self._routes)
         """Every health path, for the middleware to leave out of spans (exact matches)."""
         self._explicit = tuple(checks)
         self._include_registered = include_registered
-        self._store_check = store_check
+        # A monitor created switched off has no writer, and asking for its store opens an
+        # existing one read-only or raises: with RAGTRAIL_ENABLED=false on a new pod that would
+        # stop the app at start-up. The service then leaves the store alone entirely.
+        self._store_check = store_check and self.settings.enabled
         self._export_check = export_check
         self._stale_after = liveness_stale_after
         self._access = DetailedAccess(self.settings, monitor)
@@ -156,6 +163,8 @@ class HealthService:
     def liveness(self) -> list[Component]:
         """What liveness covers, as (key, status, output): this process, never a dependency."""
         components = [self._heartbeat()]
+        if not self.settings.enabled:
+            return components
         # The store's writer thread is part of this process; its database is a dependency and
         # stays out of liveness (StoreCheck reports it to readiness).
         if self.monitor.store.health().writer_alive:
@@ -278,10 +287,13 @@ class HealthService:
         verbose, excluded = probe_options(query) if query else (False, frozenset[str]())
         runner = self._runner
         components: list[Component] = []
+        results: Mapping[str, CheckResult] = runner.results if verbose else {}
         if kind == "ready":
             status, output = self.readiness(excluded)
-            key: tuple[Any, ...] = (kind, head, status, output, verbose, excluded,
-                                    runner.version if verbose else -1)
+            # What verbose lists: each check's status as read now (a result nobody renews
+            # turns to fail without a new one arriving).
+            shown = tuple((n, r.status) for n, r in results.items())
+            key: tuple[Any, ...] = (kind, head, status, output, verbose, excluded, shown)
         else:
             components = self.liveness()
             status = worst(c[1] for c in components)
@@ -294,11 +306,13 @@ class HealthService:
         checks: dict[str, list[dict[str, Any]]] | None = None
         notes: list[str] = []
         if verbose and kind == "ready":
-            results = runner.results
             checks = {c.key: [check_entry(c, results.get(c.name), detailed=False)]
                       for c in runner.checks if c.name not in excluded}
             names = {c.name for c in runner.checks}
-            notes = [f"excluded: {n}" for n in sorted(excluded) if n in names]
+            # As kube-apiserver's /readyz?verbose: a mistyped exclude is said, not ignored
+            # (echoed only when it could be a check name: this route needs no token).
+            notes = [f"excluded: {n}" if n in names else f"not excluded: no check named {n}"
+                     for n in sorted(excluded) if is_check_name(n)]
         elif verbose:
             checks = {k: [{"componentId": k.partition(":")[0], "status": s}]
                       for k, s, _ in components}

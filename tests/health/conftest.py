@@ -3,6 +3,8 @@ are always stopped, a fake Ollama on 127.0.0.1, and a clean ``@health_check`` re
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,27 @@ def ollama() -> Iterator[FakeOllama]:
     fake = FakeOllama(slow_seconds=0.5).start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def full_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs filled to the last byte: a full disk. A real mount, so it needs root
+    where mounts are allowed (CI's container), as ``read_only_view`` does."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+        finally:
+            os.close(fd)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

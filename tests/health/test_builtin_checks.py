@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from ragtrail.demo import FakeOllama
 from ragtrail.health import CheckResult, DatabaseCheck, FilesystemCheck, HTTPCheck
@@ -166,22 +169,61 @@ def test_filesystem_check_fails_below_free_space(tmp_path: Path) -> None:
         in result.output
 
 
-def test_filesystem_check_raises_when_it_cannot_write(tmp_path: Path) -> None:
-    """A path that is not a writable directory raises (the runner reports it as fail)."""
+def test_filesystem_check_fails_naming_a_path_it_cannot_write(tmp_path: Path) -> None:
+    """A path that is not a writable directory fails, saying which path and why."""
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(NotADirectoryError):
-        FilesystemCheck(blocker).check()
-    with pytest.raises(FileNotFoundError):
-        FilesystemCheck(tmp_path / "missing").check()
+    not_a_directory = FilesystemCheck(blocker).check()
+    missing = FilesystemCheck(tmp_path / "missing").check()
+    assert (not_a_directory.status, not_a_directory.output) == (
+        "fail", f"cannot write to {blocker}: Not a directory")
+    assert (missing.status, missing.output, missing.observed_value) == (
+        "fail", f"cannot write to {tmp_path / 'missing'}: No such file or directory", None)
+
+
+def test_filesystem_check_on_a_full_disk_fails_showing_its_utilization(
+        full_volume: Path) -> None:
+    """A full volume fails with the path and ENOSPC's message, and still observes 100% used:
+    the figure a dashboard wants exactly then."""
+    result = FilesystemCheck(full_volume, min_free_percent=10).check()
+    assert (result.status, result.observed_value, result.observed_unit) == (
+        "fail", 100.0, "percent")
+    assert result.output == (f"cannot write to {full_volume}: No space left on device; "
+                             "0.0% free, below 10%")
+    assert sorted(p.name for p in full_volume.iterdir()) == ["filler"]
+
+
+def test_filesystem_check_on_a_read_only_mount_fails(read_only_view: tuple[Path, Path]
+                                                     ) -> None:
+    """A volume mounted read-only (root ignores file modes, not a read-only mount) fails with
+    EROFS's message and its utilization."""
+    _, view = read_only_view
+    result = FilesystemCheck(view).check()
+    assert (result.status, result.output) == (
+        "fail", f"cannot write to {view}: Read-only file system")
+    assert isinstance(result.observed_value, float)
 
 
 def test_database_check_on_sqlite(tmp_path: Path) -> None:
-    """SELECT 1 on a SQLite file passes, with the round trip in ms."""
-    check = DatabaseCheck(f"sqlite:///{tmp_path / 'app.db'}")
+    """SELECT 1 on a SQLite file passes, with the round trip in ms (a name that needs quoting
+    in a file: URI included)."""
+    path = tmp_path / "app data %41#.db"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE documents (id INTEGER PRIMARY KEY)")
+    check = DatabaseCheck(sqlalchemy.URL.create("sqlite", database=str(path)))
     result = check.check()
     assert (check.key, result.status, result.observed_unit) == (
         "sqlite:responseTime", "pass", "ms")
+
+
+def test_database_check_on_a_missing_sqlite_file_fails_and_creates_nothing(
+        tmp_path: Path) -> None:
+    """A SQLite database that is not there (a volume that did not mount) fails: connecting to
+    the plain path created an empty database and passed."""
+    path = tmp_path / "app.db"
+    result = DatabaseCheck(f"sqlite:///{path}").check()
+    assert (result.status, result.output, path.exists()) == (
+        "fail", "OperationalError: unable to open database file", False)
 
 
 def test_database_check_fails_without_leaking_the_password() -> None:
@@ -193,6 +235,17 @@ def test_database_check_fails_without_leaking_the_password() -> None:
     assert result.output.startswith("OperationalError: ")
     assert "Sup3rS3cret" not in result.output + repr(check) + json.dumps(result.output)
     assert check.name == "postgres"
+
+
+def test_database_check_hides_a_password_given_in_the_query() -> None:
+    """libpq also takes ?password= and ?sslpassword=: masked in the repr as the user part's
+    password is."""
+    check = DatabaseCheck(f"postgresql+psycopg://rag@127.0.0.1:{unused_port()}/rag"
+                          "?password=Qu3ryS3cret&sslpassword=K3yS3cret&sslmode=prefer")
+    assert repr(check) == (
+        f"DatabaseCheck('postgresql+psycopg://rag@127.0.0.1:{check.url.port}/rag"
+        "?password=***&sslmode=prefer&sslpassword=***', name='postgres', critical=True)")
+    assert "S3cret" not in check.check().output
 
 
 def test_database_check_without_its_driver_says_what_to_install() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -31,7 +32,8 @@ def test_result_rejects_unknown_status() -> None:
         CheckResult("ok")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["", "has space", "a:b", "x" * 65, "-leading", "ümlaut"])
+@pytest.mark.parametrize("name", ["", "has space", "a:b", "x" * 65, "-leading", "ümlaut",
+                                  "trailing-newline\n"])
 def test_check_names_are_query_and_key_safe(name: str) -> None:
     """Names travel in ?exclude= and in checks keys, so unsafe ones are refused."""
     with pytest.raises(ValueError, match="check name"):
@@ -39,9 +41,11 @@ def test_check_names_are_query_and_key_safe(name: str) -> None:
 
 
 def test_timeout_and_measurement_are_validated() -> None:
-    """A zero timeout or a measurement with ':' would break the contract; both are refused."""
-    with pytest.raises(ValueError, match="timeout"):
-        FunctionCheck(lambda: None, "x", timeout=0)
+    """A timeout that is not a finite number of seconds > 0 (infinity could bound nothing)
+    or a measurement with ':' would break the contract; both are refused."""
+    for timeout in (0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="finite number of seconds > 0"):
+            FunctionCheck(lambda: None, "x", timeout=timeout)
     with pytest.raises(ValueError, match="measurement"):
         FunctionCheck(lambda: None, "x", measurement="a:b")
 

@@ -268,6 +268,51 @@ def test_dependencies_route_filters_and_refreshes(make_service: ServiceFactory) 
     assert call(service, "/api/health/dependencies", "refresh=1").status == 400
 
 
+def test_a_refresh_that_cannot_run_says_so(make_service: ServiceFactory) -> None:
+    """After stop() a refresh cannot run: the answer says so and keeps the last result marked
+    cached, rather than presenting it as fresh (cached: false)."""
+    service = make_service(FunctionCheck(lambda: True, "ollama"), store_check=False,
+                           refresh_min_interval=0.0)
+    call(service, "/ready")
+    wait_until(lambda: "ollama" in service.results)
+    service.stop()
+    body = document(call(service, "/api/health/dependencies", "check=ollama&refresh=1"))
+    assert (body["checks"]["ollama:status"][0]["cached"], body["notes"]) == (
+        True, ["refresh failed (the health check runner is not running); this answer is "
+               "cached"])
+
+
+def test_refreshes_racing_shutdown_always_get_an_answer(make_service: ServiceFactory) -> None:
+    """Refreshes arriving while the service stops get an answer (the run's result, or "refresh
+    failed"), never the exception of a loop closing under them (a 500)."""
+    errors: list[BaseException] = []
+    statuses: set[int] = set()
+    for _ in range(20):
+        service = make_service(FunctionCheck(lambda: True, "ollama"), store_check=False,
+                               sampler=False, refresh_min_interval=0.0)
+        call(service, "/ready")
+        stopped = threading.Event()
+
+        def refresh_until_stopped(service: HealthService = service,
+                                  stopped: threading.Event = stopped) -> None:
+            while not stopped.is_set():
+                try:
+                    statuses.add(call(service, "/api/health/dependencies",
+                                      "check=ollama&refresh=1").status)
+                except BaseException as exc:  # the test collects any failure
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=refresh_until_stopped) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.02)  # not synchronisation: lets refreshes be under way when stop() runs
+        service.stop()
+        stopped.set()
+        for thread in threads:
+            thread.join(10)
+    assert (errors, statuses - {200}) == ([], set())
+
+
 def test_refresh_never_blocks_an_event_loop(make_service: ServiceFactory) -> None:
     """respond() on an event loop thread answers 202 at once; respond_async() awaits the run."""
     def slow() -> bool:

@@ -8,6 +8,7 @@ import json
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,6 +168,17 @@ def test_exclude_skips_named_checks_like_kube_apiserver(make_service: ServiceFac
         200, ["ping:status"], ["excluded: etcd", "excluded: informer"])
 
 
+def test_an_exclude_naming_no_check_is_said_in_verbose(make_service: ServiceFactory) -> None:
+    """A mistyped ?exclude= leaves the verdict alone and, as kube-apiserver's /readyz?verbose
+    does, says it matched nothing (a text that could be no check name is not echoed)."""
+    service = make_service(FunctionCheck(lambda: False, "etcd"), store_check=False)
+    get(service, "/ready")
+    wait_until(lambda: "etcd" in service.results)
+    response = get(service, "/readyz", "exclude=ectd&exclude=%3Cscript%3E&verbose")
+    assert (response.status, document(response)["notes"]) == (
+        503, ["not excluded: no check named ectd"])
+
+
 def test_probe_answers_from_cache_while_a_check_hangs(make_service: ServiceFactory) -> None:
     """A hung dependency never slows a probe: it answers at once and later says timed out."""
     release = threading.Event()
@@ -313,6 +325,80 @@ def test_a_blocked_check_loop_fails_readiness_not_liveness(make_service: Service
     wait_until(lambda: get(service, "/ready").status == 200, timeout=10.0)
 
 
+def test_a_wall_clock_step_forward_keeps_readiness(make_service: ServiceFactory,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An NTP step or a corrected VM clock moves the wall clock: results are aged on the
+    monotonic clock, so an hour forward does not read every result as stale and take every
+    pod out of the Service at once."""
+    service = make_service(FunctionCheck(lambda: True, "ok"), store_check=False)
+    ready_once(service)
+    wall_clock = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: wall_clock() + 3600 * 10**9)
+    response = get(service, "/ready")
+    assert (response.status, document(response).get("output")) == (200, None)
+
+
+def test_a_wall_clock_step_back_still_fails_a_blocked_loop(make_service: ServiceFactory,
+                                                           make_monitor: Any,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """An hour back must not make the last pass look an hour younger: with the loop blocked,
+    readiness still stops serving it once it is due plus the timeout (plus 2 s) old."""
+    blocking, dependency_back = threading.Event(), threading.Event()
+    hang = threading.Event()
+
+    async def blocks_the_loop() -> bool:
+        if hang.is_set():
+            blocking.set()
+            dependency_back.wait(10.0)  # deliberately blocking, as in the test above
+        return True
+
+    service = make_service(FunctionCheck(blocks_the_loop, "bad_async", timeout=0.5),
+                           store_check=False, monitor=make_monitor(health_check_interval=0.5))
+    ready_once(service)
+    hang.set()
+    try:
+        wait_until(blocking.is_set)
+        wall_clock = time.time_ns
+        monkeypatch.setattr(time, "time_ns", lambda: wall_clock() - 3600 * 10**9)
+        # Stale after 0.5 + 0.5 + 2 s; the loop stays blocked for 10 s.
+        wait_until(lambda: get(service, "/ready").status == 503, timeout=8.0)
+    finally:
+        hang.clear()
+        dependency_back.set()
+
+
+def test_verbose_shows_a_check_gone_stale_as_failed(make_service: ServiceFactory,
+                                                    make_monitor: Any) -> None:
+    """/ready?verbose lists what readiness judges: a non-critical check whose result is no
+    longer renewed (the loop blocked) shows as fail, not as the pass rendered before."""
+    hang, blocking, dependency_back = threading.Event(), threading.Event(), threading.Event()
+
+    async def blocks_the_loop() -> bool:
+        if hang.is_set():
+            blocking.set()
+            dependency_back.wait(10.0)  # deliberately blocking, as in the tests above
+        return True
+
+    def listed() -> dict[str, str]:
+        checks = document(get(service, "/ready", "verbose"))["checks"]
+        return {key: entries[0]["status"] for key, entries in checks.items()}
+
+    service = make_service(FunctionCheck(lambda: False, "optional", critical=False),
+                           FunctionCheck(blocks_the_loop, "reranker", critical=False,
+                                         timeout=0.5),
+                           store_check=False, monitor=make_monitor(health_check_interval=0.5))
+    get(service, "/ready")
+    wait_until(lambda: listed() == {"optional:status": "fail", "reranker:status": "pass"})
+    hang.set()
+    try:
+        wait_until(blocking.is_set)
+        wait_until(lambda: listed()["reranker:status"] == "fail", timeout=8.0)
+    finally:
+        hang.clear()
+        dependency_back.set()
+
+
 class _WriterDiedStore:
     """The monitor's real store, except that health() reports a writer thread that died and
     could not be started again. A process out of threads (how that happens) cannot be set up
@@ -398,3 +484,22 @@ def test_bad_paths_are_refused(make_service: ServiceFactory, paths: Any, message
     """Misconfigured routes fail at construction, naming the problem."""
     with pytest.raises(ValueError, match=message):
         make_service(paths=paths)
+
+
+def test_a_monitor_switched_off_without_a_store_does_not_stop_the_app(
+        make_monitor: MonitorFactory, tmp_path: Path) -> None:
+    """RAGTRAIL_ENABLED=false on a new pod (no store file yet): building the health service
+    must not raise (asking a monitor created switched off for its store raises StoreError when
+    there is none), and the service leaves the store alone: no store check, no writer in
+    liveness, no sampler, no database file."""
+    store_file = tmp_path / "never.db"
+    monitor = make_monitor(enabled=False, store_url=f"sqlite:///{store_file}")
+    service = HealthService(monitor, [FunctionCheck(lambda: True, "ok")])
+    try:
+        ready_once(service)
+        live = get(service, "/health", "verbose")
+        assert ([c.name for c in service.checks], service.sampler) == (["ok"], None)
+        assert (live.status, list(document(live)["checks"])) == (200, ["check-loop:heartbeat"])
+        assert not store_file.exists()
+    finally:
+        service.stop()
