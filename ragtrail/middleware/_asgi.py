@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from starlette.routing import Mount
 
 from ragtrail.middleware._binding import CoreBinding
-from ragtrail.middleware._core import Exchange, RequestHead, with_echo
+from ragtrail.middleware._core import RequestHead
+from ragtrail.middleware._exchange import Exchange, with_echo
 from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     Finding,
