@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ragtrail.middleware._binding import CoreBinding
 from ragtrail.middleware._core import MiddlewareCore, RequestHead
+from ragtrail.middleware._django import ROUTE_KEY
 from ragtrail.middleware._exchange import Exchange, with_echo
 from ragtrail.middleware._inspection import ascii_int
 from ragtrail.middleware._options import MiddlewareOptions
@@ -152,7 +153,7 @@ class _Responder:
         if code:
             exchange.response_started(
                 code, headers if exchange.core.options.capture_headers else None)
-        exchange.route = _flask_route(self.environ)
+        exchange.route = _route(self.environ)
         headers = with_echo(headers, self._echo)
         if exc_info is None:
             return self._start_response(status, headers)
@@ -236,8 +237,12 @@ def _status_line(status: int) -> str:
         return f"{status} Unknown"
 
 
-def _flask_route(environ: dict[str, Any]) -> str | None:
-    """``http.route`` from the Werkzeug request Flask put in the environ, if any."""
+def _route(environ: dict[str, Any]) -> str | None:
+    """``http.route``: the one ``DjangoRouteMiddleware`` handed over, else the rule of the
+    Werkzeug request Flask put in the environ, if any."""
+    handed = environ.get(ROUTE_KEY)
+    if isinstance(handed, str):
+        return handed
     rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
     template = getattr(rule, "rule", None)
     if not isinstance(template, str):
