@@ -48,7 +48,12 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         shutdown,
         start_span,
     )
-    from ragtrail.middleware import ASGIMiddleware, WSGIMiddleware, create_health_endpoints
+    from ragtrail.middleware import (
+        ASGIMiddleware,
+        DjangoRouteMiddleware,
+        WSGIMiddleware,
+        create_health_endpoints,
+    )
     from ragtrail.security import FileValidator, ValidationResult
     from ragtrail.store import AuditStore, StoreError, StoreHealth, StoreStats
 
@@ -63,7 +68,8 @@ _LAZY_NAMES = {
         "configure", "correlation_id", "correlation_scope", "get_monitor", "monitored",
         "new_correlation_id", "on_alert", "propagate", "reset_correlation_id",
         "security_event", "set_correlation_id", "shutdown", "start_span"),
-    "ragtrail.middleware": ("ASGIMiddleware", "WSGIMiddleware", "create_health_endpoints"),
+    "ragtrail.middleware": (
+        "ASGIMiddleware", "DjangoRouteMiddleware", "WSGIMiddleware", "create_health_endpoints"),
     "ragtrail.security": ("FileValidator", "ValidationResult"),
     "ragtrail.store": ("AuditStore", "StoreError", "StoreHealth", "StoreStats"),
 }
@@ -98,6 +104,7 @@ __all__ = [
     "ConfigurationError",
     "CorrelationFilter",
     "DatabaseCheck",
+    "DjangoRouteMiddleware",
     "FileValidator",
     "FilesystemCheck",
     "HTTPCheck",

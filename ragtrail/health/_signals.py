@@ -36,8 +36,9 @@ def install_sigterm_handler(
     handler that was installed before (the server's graceful shutdown, or the default action).
 
     Call it from the main thread after the server has installed its own handlers (for
-    uvicorn and hypercorn: in the lifespan startup), so the chain reaches them; a handler the
-    running event loop holds (``loop.add_signal_handler``) is taken over too. A second signal
+    uvicorn, hypercorn and granian: in the lifespan startup), so the chain reaches them; a
+    handler the running asyncio loop holds (``loop.add_signal_handler``) is taken over too
+    (uvloop's are out of reach: docs/health.md lists the servers that drain). A second signal
     during the drain chains at once. Returns a function that puts the previous handler back
     (and cancels a drain in progress).
     """

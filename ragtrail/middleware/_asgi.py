@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from starlette.routing import Mount
 
 from ragtrail.middleware._binding import CoreBinding
-from ragtrail.middleware._core import Exchange, RequestHead, with_echo
+from ragtrail.middleware._core import RequestHead
+from ragtrail.middleware._django import ROUTE_KEY
+from ragtrail.middleware._exchange import Exchange, with_echo
 from ragtrail.middleware._inspection import (
     MAX_HEADER_BYTES,
     Finding,
@@ -289,10 +291,14 @@ class _Responder:
             log.debug("ragtrail could not send the %d response", status, exc_info=True)
 
     def _route(self) -> str | None:
-        """``http.route``: the template of the Starlette route that matched, mounts included."""
+        """``http.route``: the template of the Starlette route that matched, mounts included,
+        or the one ``DjangoRouteMiddleware`` handed over."""
         scope = self.scope
         route = scope.get("route")
         if route is None:
+            handed = scope.get(ROUTE_KEY)
+            if isinstance(handed, str):
+                return handed
             route = route_by_endpoint(scope)  # Starlette before 1.7 names no route
             if route is None:
                 return None

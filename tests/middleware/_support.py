@@ -134,8 +134,8 @@ def uvicorn_server(app: Any, **config: Any) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # log_config=None: leave logging alone, so tests can watch what uvicorn logs.
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on",
-                                           access_log=False, **config))
+    config = {"lifespan": "on", **config}
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -148,9 +148,10 @@ def uvicorn_server(app: Any, **config: Any) -> Iterator[str]:
 
 
 @contextmanager
-def waitress_server(app: Any) -> Iterator[str]:
-    """``app`` under a real waitress on a free 127.0.0.1 port; yields its base URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+def waitress_server(app: Any, **options: Any) -> Iterator[str]:
+    """``app`` under a real waitress on a free 127.0.0.1 port (``options``: more waitress
+    settings); yields its base URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, **options)
     port = server.effective_port  # type: ignore[union-attr]
     stopping = threading.Event()
 
