@@ -47,6 +47,7 @@ from ragtrail.health._routes import build_routes, probe_options
 from ragtrail.health._runner import CheckRunner
 from ragtrail.health._sampler import MetricsSampler
 from ragtrail.health._seams import MonitorLike
+from ragtrail.health._switched_off import SwitchedOffProbes
 
 __all__ = ["HealthService"]
 
@@ -211,6 +212,13 @@ class HealthService:
         self._runner.stop()
         if self.sampler is not None:
             self.sampler.stop()
+
+    def switched_off_probes(self) -> SwitchedOffProbes:
+        """What answers this service's probe paths while ragtrail is switched off."""
+        routes = self._routes
+        return SwitchedOffProbes((p for p, kind in routes.items() if kind == "live"),
+                                 (p for p, kind in routes.items() if kind == "ready"),
+                                 self.settings, lambda: self._draining)
 
     def begin_draining(self) -> None:
         """Readiness answers 503 from now on, liveness stays 200 (call on SIGTERM)."""

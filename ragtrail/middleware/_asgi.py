@@ -97,7 +97,12 @@ class ASGIMiddleware:
             return
         core = self._binding.current()
         if core is None:
-            await self.app(scope, receive, send)
+            answer = None if kind != "http" else self._binding.switched_off_answer(
+                scope.get("method", ""), route_path(scope))
+            if answer is None:
+                await self.app(scope, receive, send)
+            else:
+                await _send_switched_off(answer, send)
             return
         try:
             exchange = core.begin(_read_scope(scope, core.options), kind=kind)
@@ -110,6 +115,14 @@ class ASGIMiddleware:
         if health is not None and exchange.head.app_path not in health.excluded_paths:
             health = None
         await _Responder(exchange, scope, receive, send, core.options).run(self.app, health)
+
+
+async def _send_switched_off(response: HealthResponse, send: Send) -> None:
+    """A probe route's answer while ragtrail is switched off: no span, no ID, no event."""
+    headers = [(name.encode("latin-1"), value.encode("latin-1"))
+               for name, value in response.headers]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def _flushing_at_shutdown(monitor: Monitor, send: Send) -> Send:

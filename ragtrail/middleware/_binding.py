@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragtrail._settings import ConfigurationError, Settings
-from ragtrail.health import HealthCheck, HealthService
+from ragtrail.health import DEFAULT_PATHS, HealthCheck, HealthResponse, HealthService
+from ragtrail.health._switched_off import SwitchedOffProbes
 from ragtrail.instrument import _textmap as textmap
 from ragtrail.instrument import get_monitor
 from ragtrail.middleware._core import MiddlewareCore
@@ -36,7 +37,7 @@ class CoreBinding:
     """
 
     __slots__ = ("_checks", "_core", "_global_textmap", "_health", "_lock", "_monitor",
-                 "_overrides")
+                 "_overrides", "_switched_off")
 
     def __init__(self, monitor: Monitor | None, overrides: dict[str, Any],
                  health: HealthService | Literal[False] | None,
@@ -54,6 +55,7 @@ class CoreBinding:
         self._core: MiddlewareCore | None = None
         self._lock = threading.Lock()
         self._global_textmap = textmap.global_textmap()
+        self._switched_off: tuple[Monitor, SwitchedOffProbes | None] | None = None
 
     def current(self) -> MiddlewareCore | None:
         """The core for this request, or None when ragtrail is disabled or shut down."""
@@ -71,6 +73,21 @@ class CoreBinding:
                     # Requests under way keep the options they read; the core's caches stay.
                     core.options = self._options(monitor, core.health)
         return core
+
+    def switched_off_answer(self, method: str, path: str) -> HealthResponse | None:
+        """While ``current()`` is None: the probe routes' answer (ragtrail switched off must
+        not make Kubernetes restart or unroute the pods), None for every other path."""
+        monitor = self._monitor or get_monitor()
+        known = self._switched_off
+        if known is None or known[0] is not monitor:
+            health = self._health
+            probes = (None if health is False
+                      else health.switched_off_probes() if health is not None
+                      else SwitchedOffProbes(DEFAULT_PATHS["live"], DEFAULT_PATHS["ready"],
+                                             monitor.settings))
+            known = self._switched_off = (monitor, probes)
+        probes = known[1]
+        return None if probes is None else probes.answer(method, path)
 
     def _build(self, monitor: Monitor) -> MiddlewareCore:
         health = self._health

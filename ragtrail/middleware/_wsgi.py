@@ -74,7 +74,12 @@ class WSGIMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         core = self._binding.current()
         if core is None:
-            return self.app(environ, start_response)
+            answer = self._binding.switched_off_answer(environ.get("REQUEST_METHOD", ""),
+                                                       environ.get("PATH_INFO", ""))
+            if answer is None:
+                return self.app(environ, start_response)
+            start_response(_status_line(answer.status), answer.headers)
+            return [answer.body]
         try:
             head = read_environ(environ, core.options)
         except Exception:  # instrumentation never breaks the request
