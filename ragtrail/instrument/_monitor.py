@@ -20,7 +20,12 @@ from ragtrail._process_exit import at_exit
 from ragtrail._records import SecurityEvent, Severity, SpanRecord
 from ragtrail._settings import ConfigurationError, Settings
 from ragtrail.instrument._alerts import AlertCallback, AlertDispatcher
-from ragtrail.instrument._attributes import EVENT_DESCRIPTION, EVENT_SEVERITY, EVENT_SOURCE
+from ragtrail.instrument._attributes import (
+    EVENT_DESCRIPTION,
+    EVENT_SEVERITY,
+    EVENT_SOURCE,
+    TRACE_STATE,
+)
 from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
 from ragtrail.instrument._events import build_security_event
 from ragtrail.instrument._export import ExportPipeline
@@ -111,7 +116,8 @@ class Monitor:
         try:
             store = self._store  # set at creation when enabled
             if store is not None:
-                store.record(record)
+                store.record(record if TRACE_STATE not in record.attributes
+                             else _without_trace_state(record))
             exporter = self._exporter
             if exporter is not None:
                 exporter.submit(record)
@@ -274,6 +280,15 @@ class Monitor:
         level = logging.WARNING if self._failures[where] == 1 else logging.DEBUG
         logger.log(level, "ragtrail %s failed; the application is not affected", where,
                    exc_info=True)
+
+
+def _without_trace_state(record: SpanRecord) -> SpanRecord:
+    """``record`` as the audit store keeps it: without the inbound ``tracestate``. The client
+    sends that header (vendors put tenant and session data in it) and the collector needs it
+    on the OTLP span; the audit trail does not, so it is never written to disk."""
+    attributes = dict(record.attributes)
+    del attributes[TRACE_STATE]
+    return dataclasses.replace(record, attributes=attributes)
 
 
 # -- the process-wide monitor ---------------------------------------------------------------
