@@ -33,8 +33,8 @@ from ragtrail._records import SecurityEvent, Severity
 from ragtrail._settings import Settings
 from ragtrail._threads import control_signals_unblocked, start_quietly
 from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
+from ragtrail.instrument._exception_text import describe
 from ragtrail.instrument._redaction import Redactor, escape_controls
-from ragtrail.instrument._spans import describe
 
 __all__ = ["AlertCallback", "AlertDispatcher"]
 
