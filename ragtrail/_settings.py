@@ -2,19 +2,20 @@
 
 Every setting is declared once below, with its environment variables, its parser and what it
 accepts, so the configuration reference (``docs/configuration.md``) and the code cannot drift
-apart: a test checks that every field is documented there.
+apart: a test checks that every field is documented there. ``_settings_env`` reads the
+variables for ``from_env``; ``_setting_checks`` checks one value against its declaration.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ragtrail._records import Severity
+from ragtrail._setting_checks import ConfigurationError, require, shown, validated
 from ragtrail._setting_values import (
     AT_LEAST_ONE,
     COMPRESSIONS,
@@ -27,10 +28,8 @@ from ragtrail._setting_values import (
     SAMPLERS,
     TIMEOUT,
     TIMEOUT_MS,
-    TYPES,
     WEBHOOK_URL,
     Check,
-    SomeSkipped,
     is_endpoint,
     one_of,
     parse_bool,
@@ -45,20 +44,11 @@ from ragtrail._setting_values import (
     store_url_or_path,
     unset_when_blank,
 )
+from ragtrail._settings_env import read_environment
 
 __all__ = ["ConfigurationError", "Settings"]
 
-log = logging.getLogger("ragtrail")
-
 _EXPORT_BATCH_SIZE = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default (OTel specification)
-
-
-class ConfigurationError(ValueError):
-    """A setting has a value ragtrail cannot use; the message names the setting and the choices."""
-
-    def __init__(self, message: str, *, setting: str | None = None) -> None:
-        super().__init__(message)
-        self.setting = setting
 
 
 def _setting(
@@ -267,12 +257,12 @@ class Settings:
         for metric in ("cpu", "memory", "disk"):
             warn = getattr(self, f"{metric}_warn_percent")
             fail = getattr(self, f"{metric}_fail_percent")
-            _require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
+            require(f"{metric}_warn_percent", warn, 0 <= warn <= fail <= 100,
                      f"percentages with 0 <= warn <= {metric}_fail_percent <= 100")
         if self.export_batch_size == _EXPORT_BATCH_SIZE > self.export_queue_size:
             # The default batch under a smaller queue: the queue's size, without a word.
             object.__setattr__(self, "export_batch_size", self.export_queue_size)
-        _require("export_batch_size", self.export_batch_size,
+        require("export_batch_size", self.export_batch_size,
                  self.export_batch_size <= self.export_queue_size,
                  f"an integer from 1 to export_queue_size ({self.export_queue_size})")
         for name, protocol in (
@@ -280,7 +270,7 @@ class Settings:
                 ("otlp_traces_endpoint", self.otlp_traces_protocol or self.otlp_protocol),
                 ("otlp_metrics_endpoint", self.otlp_metrics_protocol or self.otlp_protocol)):
             endpoint = getattr(self, name)
-            _require(name, endpoint, endpoint is None or is_endpoint(endpoint, protocol),
+            require(name, endpoint, endpoint is None or is_endpoint(endpoint, protocol),
                      "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318"
                      + (", or host:port for gRPC" if protocol == "grpc" else ""))
 
@@ -290,10 +280,10 @@ class Settings:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             try:
-                object.__setattr__(self, f.name, _validated(f, value))
+                object.__setattr__(self, f.name, validated(f, value))
             except ValueError as exc:
                 raise ConfigurationError(
-                    f"setting {f.name}={_shown(f, value)!r} is not valid; {exc}",
+                    f"setting {f.name}={shown(f, value)!r} is not valid; {exc}",
                     setting=f.name) from None
 
     @property
@@ -313,7 +303,7 @@ class Settings:
 
         An override of None counts as not given. Raises ConfigurationError naming the
         setting, the variable and what it accepts; an unusable ``OTEL_*`` value is only logged
-        as a warning, and the default applies (see ``_read``).
+        as a warning, and the default applies (see ``_settings_env``).
         """
         env = os.environ if environ is None else environ
         known = {f.name for f in dataclasses.fields(cls)}
@@ -321,44 +311,7 @@ class Settings:
         if unknown:
             raise ConfigurationError(
                 f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
-        values: dict[str, Any] = {}
-        variables: dict[str, str] = {}  # setting -> the variable its value came from
-        for f in dataclasses.fields(cls):
-            if overrides.get(f.name) is not None:  # None means "not given": fall through
-                values[f.name] = overrides[f.name]
-                continue
-            if f.name == "traces_sampler_arg" and not str(values.get(
-                    "traces_sampler", _DEFAULTS["traces_sampler"])).endswith("traceidratio"):
-                # The specification: each sampler defines its own argument, if any. A cluster-
-                # wide ratio beside always_on is not this service's mistake: not read, no warning.
-                continue
-            shared = _SHARED_OF.get(f.name)
-            given = shared and next((name for name in (shared, "otlp_endpoint")
-                                     if overrides.get(name) is not None), None)
-            for variable in f.metadata["env"]:
-                raw = env.get(variable)
-                if raw is None or (raw.strip() == "" and f.default is not None):
-                    continue
-                if given:
-                    # An argument wins over the environment, a signal's own variables too:
-                    # configure(otlp_endpoint=...) must not send spans where a cluster-wide
-                    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT points, nor that collector's
-                    # headers (its API key) to the one the code chose.
-                    log.warning("%s is ignored: %s was given as an argument", variable, given)
-                    break
-                value = _read(f, variable, raw)
-                if value is not _IGNORED:
-                    values[f.name], variables[f.name] = value, variable
-                    break
-        attributes = values.get("resource_attributes", {})
-        placed = attributes.get("deployment.environment.name",
-                                attributes.get("deployment.environment", "")).strip()
-        if "environment" not in values and placed:
-            # As service.name there names the service: a service reported as production runs
-            # with the production defaults (detailed health routes closed without a token, the
-            # start-up scan), unless its environment was given another way.
-            values["environment"] = placed
-        _fit_batch(values, variables, overrides)
+        values, variables = read_environment(dataclasses.fields(cls), env, overrides)
         try:
             return cls(**values)
         except ConfigurationError as exc:  # a value that does not fit another: name its variable
@@ -370,89 +323,3 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed, validated again."""
         return dataclasses.replace(self, **changes)
-
-
-def _validated(f: dataclasses.Field[Any], value: Any) -> Any:
-    """``value`` in the setting's own type, or ValueError saying what the setting accepts."""
-    kind = str(f.type)
-    optional = kind.endswith(" | None")
-    kind = kind.removesuffix(" | None")
-    if value is None and optional:
-        return None
-    if kind == "Severity":
-        return Severity.parse(value)
-    accepts, accepted = TYPES[kind]
-    if not accepts(value):
-        raise ValueError(f"expected {accepted}")
-    if kind == "float":
-        value = float(value)
-    elif kind.startswith("tuple"):
-        value = tuple(value)
-    elif kind == "str" and optional:
-        # As from the environment: a blank api_token="" or endpoint means unset, never an
-        # empty token that some checks read as set and others not.
-        value = parse_optional_str(value)
-    check: Check | None = f.metadata["check"]
-    if value is not None and check is not None and not check[0](value):
-        raise ValueError(f"expected {check[1]}")
-    return value
-
-
-def _fit_batch(values: dict[str, Any], variables: dict[str, str],
-               overrides: Mapping[str, Any]) -> None:
-    """OTEL_BSP_MAX_EXPORT_BATCH_SIZE larger than the queue is cut to the queue's size with a
-    warning: the specification says it "must be less than or equal to" OTEL_BSP_MAX_QUEUE_SIZE,
-    and an unusable OTEL_* value is never fatal. (An argument is refused by Settings.)"""
-    if overrides.get("export_batch_size") is not None or "export_batch_size" not in variables:
-        return
-    queue = values.get("export_queue_size", _DEFAULTS["export_queue_size"])
-    batch = values["export_batch_size"]
-    if isinstance(queue, int) and batch > queue:
-        log.warning("%s=%d is larger than the span export queue (%d); batches of %d are used",
-                    variables["export_batch_size"], batch, queue, queue)
-        values["export_batch_size"] = queue
-
-
-# A signal's own setting -> the shared one it specialises (argument precedence, see from_env).
-_SHARED_OF = {
-    f"otlp_{signal}_{aspect}": f"otlp_{aspect}"
-    for signal in ("traces", "metrics")
-    for aspect in ("endpoint", "protocol", "headers", "timeout_ms", "compression")}
-
-_IGNORED = object()  # what _read() returns for an OTEL_* value that is ignored
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
-
-
-def _read(f: dataclasses.Field[Any], variable: str, raw: str) -> Any:
-    """The setting's value from one variable. An unusable OTEL_* value is logged and ignored,
-    so the default applies: the OTel specification says so for enums and numbers, and these
-    variables are often set for every service of a cluster, in every language. ragtrail's own
-    RAGTRAIL_* variables are its contract, and fail."""
-    try:
-        return _validated(f, f.metadata["parse"](raw))
-    except SomeSkipped as exc:
-        log.warning("%s: %s", variable, exc)
-        return exc.usable
-    except ValueError as exc:
-        if not variable.startswith("OTEL_"):
-            raise ConfigurationError(
-                f"{variable}={_shown(f, raw)!r} is not valid for setting {f.name}: {exc}",
-                setting=f.name) from None
-        log.warning("%s=%r is not valid for setting %s (%s); ignored, the default applies",
-                    variable, _shown(f, raw), f.name, exc)
-        return _IGNORED
-
-
-def _shown(f: dataclasses.Field[Any], value: Any) -> Any:
-    """A value as messages show it: a secret hidden, long text shortened."""
-    if not f.repr:
-        return "[REDACTED]"
-    if isinstance(value, str) and len(value) > 64:
-        return value[:61] + "..."
-    return value
-
-
-def _require(name: str, value: Any, ok: bool, accepted: str) -> None:
-    if not ok:
-        raise ConfigurationError(f"setting {name}={value!r} is not valid; expected {accepted}",
-                                 setting=name)

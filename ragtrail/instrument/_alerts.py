@@ -19,7 +19,6 @@ severity is therefore either alerted or counted in a later alert.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -31,16 +30,23 @@ from typing import Any, TypeVar
 
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail._settings import Settings
-from ragtrail._threads import control_signals_unblocked, start_quietly
+from ragtrail._threads import start_quietly
+from ragtrail.instrument._alert_workers import (
+    WAKE_UP,
+    AlertCallback,
+    Subscription,
+    Task,
+    Worker,
+    in_callback,
+)
 from ragtrail.instrument._event_types import ALERT_CALLBACK_FAILURE
+from ragtrail.instrument._exception_text import describe
 from ragtrail.instrument._redaction import Redactor, escape_controls
-from ragtrail.instrument._spans import describe
 
 __all__ = ["AlertCallback", "AlertDispatcher"]
 
 logger = logging.getLogger("ragtrail.alerts")
 
-AlertCallback = Callable[[SecurityEvent], object]
 _F = TypeVar("_F", bound=AlertCallback)
 FailureHook = Callable[[str, str, SecurityEvent], object]
 """Told (callback name, "error" or "timeout", the event) when a callback fails."""
@@ -49,31 +55,11 @@ _COUNTERS = ("delivered", "failed", "timed_out", "coalesced", "dropped")
 
 
 @dataclasses.dataclass(eq=False)
-class _Subscription:
-    callback: AlertCallback
-    min_severity: Severity
-    name: str
-    # Under the dispatcher's lock:
-    hung: bool = False  # a call timed out and has not returned yet
-    running: bool = False  # a worker is calling it, and delivers its backlog next
-    outstanding: int = 0  # its deliveries queued, in its backlog or running
-    backlog: collections.deque[SecurityEvent] = dataclasses.field(
-        default_factory=collections.deque)
-
-
-@dataclasses.dataclass(eq=False)
 class _Window:
     opened: float
     severity: Severity  # the most severe event delivered in it: a worse one is never held back
     suppressed: int = 0
     latest: SecurityEvent | None = None
-
-
-_Task = tuple[SecurityEvent, _Subscription]  # one delivery
-_WAKE_UP = None  # put once per worker at shutdown: an idle worker stops at once
-_IDLE_CHECK_S = 5.0  # an idle worker looks at the stop flag anyway (a wake-up it missed)
-# Set on a worker's thread while it runs a callback: what the callback records is not alerted.
-_in_callback = threading.local()
 
 
 class AlertDispatcher:
@@ -104,16 +90,16 @@ class AlertDispatcher:
         self._join_wait = min(0.5, callback_timeout / 2)  # per worker, at shutdown
         self._tick = supervise_interval or min(1.0, callback_timeout / 4)
         self._capacity = queue_size
-        self._queue: queue.Queue[_Task | None] = queue.Queue()  # bounded by _capacity, below
+        self._queue: queue.Queue[Task | None] = queue.Queue()  # bounded by _capacity, below
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0  # deliveries queued, in backlogs or running: at most _capacity
         self._share = queue_size  # each callback's bound: the capacity over the callbacks
-        self._subscriptions: tuple[_Subscription, ...] = ()
+        self._subscriptions: tuple[Subscription, ...] = ()
         self._floor = int(Severity.CRITICAL) + 1  # no callback: nothing passes
         self._windows: dict[tuple[str, str], _Window] = {}
         self._counts = dict.fromkeys(_COUNTERS, 0)
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._stop = threading.Event()
         self._started = False
         self._dropped_reported = 0
@@ -127,7 +113,7 @@ class AlertDispatcher:
             raise TypeError(f"alert callback must be callable; got {type(callback).__name__}")
         if min_severity is None:
             min_severity = getattr(callback, "min_severity", None) or self._default_severity
-        subscription = _Subscription(callback, Severity.parse(min_severity), _name(callback))
+        subscription = Subscription(callback, Severity.parse(min_severity), _name(callback))
         with self._lock:
             self._subscribed_locked((*self._subscriptions, subscription))
             if not self._started and not self._stop.is_set():
@@ -139,7 +125,7 @@ class AlertDispatcher:
             self._subscribed_locked(
                 tuple(s for s in self._subscriptions if s.callback is not callback))
 
-    def _subscribed_locked(self, subscriptions: tuple[_Subscription, ...]) -> None:
+    def _subscribed_locked(self, subscriptions: tuple[Subscription, ...]) -> None:
         """The callbacks now, with what follows from them: the lowest severity any wants, and
         each one's equal share of the delivery queue."""
         self._subscriptions = subscriptions
@@ -161,7 +147,7 @@ class AlertDispatcher:
             # nor a callback that records an event ("paged on-call", a new source each time:
             # 1,025 alerts per window from one real event). Such events are stored all the same.
             if event.severity < self._floor or event.event_type == ALERT_CALLBACK_FAILURE \
-                    or getattr(_in_callback, "active", False):
+                    or getattr(in_callback, "active", False):
                 return
             now = self._clock()
             key = (event.event_type, event.source)
@@ -246,7 +232,7 @@ class AlertDispatcher:
             logger.warning("ragtrail dropped %d alert(s) still queued at shutdown", left)
         workers = list(self._workers)
         for _ in workers:
-            self._queue.put_nowait(_WAKE_UP)
+            self._queue.put_nowait(WAKE_UP)
         for worker in workers:
             worker.thread.join(self._join_wait if deadline is None
                                else min(self._join_wait, max(0.0, deadline - time.monotonic())))
@@ -261,17 +247,17 @@ class AlertDispatcher:
                                        daemon=True))
 
     def _add_worker(self) -> None:
-        worker = _Worker(self)
+        worker = Worker(self)
         self._workers.append(worker)
         start_quietly(worker.thread)
 
-    def _task_done_locked(self, subscription: _Subscription) -> None:
+    def _task_done_locked(self, subscription: Subscription) -> None:
         subscription.outstanding -= 1
         self._outstanding -= 1
         if self._outstanding == 0:
             self._idle.notify_all()
 
-    def _failed(self, subscription: _Subscription, reason: str, event: SecurityEvent,
+    def _failed(self, subscription: Subscription, reason: str, event: SecurityEvent,
                 error: BaseException | None) -> None:
         detail = "" if error is None else (
             f": {type(error).__name__}: "
@@ -336,74 +322,6 @@ class AlertDispatcher:
             logger.warning("ragtrail dropped %d alert(s): queue full or callback hung",
                            dropped - self._dropped_reported)
             self._dropped_reported = dropped
-
-
-class _Worker:
-    """One pool thread; abandoned (and replaced) by the supervisor when a callback hangs."""
-
-    def __init__(self, dispatcher: AlertDispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.lock = threading.Lock()
-        self.abandoned = False
-        self.busy_since: float | None = None
-        self.current: _Subscription | None = None
-        self.event: SecurityEvent | None = None
-        self.thread = threading.Thread(target=self.run, name="ragtrail-alerts", daemon=True)
-
-    def run(self) -> None:
-        d = self.dispatcher
-        while not d._stop.is_set():
-            try:
-                task = d._queue.get(timeout=_IDLE_CHECK_S)
-            except queue.Empty:
-                continue
-            if task is _WAKE_UP:
-                return
-            event, subscription = task
-            with d._lock:
-                if subscription.hung:  # hung since this was queued
-                    d._counts["dropped"] += 1
-                    d._task_done_locked(subscription)
-                    continue
-                if subscription.running:  # the worker calling it delivers this next
-                    subscription.backlog.append(event)
-                    continue
-                subscription.running = True
-            if not self._serve(subscription, event):
-                return  # abandoned: the supervisor finished this delivery and replaced us
-
-    def _serve(self, subscription: _Subscription, event: SecurityEvent) -> bool:
-        """Deliver ``event``, then the callback's backlog; False once abandoned."""
-        d = self.dispatcher
-        while True:
-            with self.lock:
-                self.current, self.event, self.busy_since = subscription, event, d._clock()
-            error: BaseException | None = None
-            _in_callback.active = True
-            try:
-                with control_signals_unblocked():  # a child process it starts gets them too
-                    subscription.callback(event)
-            except BaseException as exc:  # a callback's failure, even SystemExit, stays here
-                error = exc
-            finally:
-                _in_callback.active = False
-            with self.lock:
-                if self.abandoned:  # came back after its timeout: counted already
-                    with d._lock:
-                        subscription.hung = subscription.running = False
-                    return False
-                self.current = self.event = self.busy_since = None
-            if error is not None:  # recorded before the delivery counts as done: flush()
-                d._failed(subscription, "error", event, error)  # then covers the event
-            with d._lock:
-                d._counts["failed" if error is not None else "delivered"] += 1
-                d._task_done_locked(subscription)
-                following = subscription.backlog.popleft() if subscription.backlog else None
-                if following is None:
-                    subscription.running = False
-            if following is None:
-                return True
-            event = following
 
 
 def _with_suppressed(event: SecurityEvent, suppressed: int) -> SecurityEvent:

@@ -12,9 +12,10 @@ from typing import Any
 
 from ragtrail._records import Severity
 from ragtrail.instrument._capture import ArgumentCapture
+from ragtrail.instrument._exception_text import describe
 from ragtrail.instrument._monitor import Monitor
 from ragtrail.instrument._rag_attributes import Extractor
-from ragtrail.instrument._spans import LiveSpan, describe, open_span
+from ragtrail.instrument._spans import LiveSpan, open_span
 
 __all__ = ["CallPlan"]
 

@@ -20,23 +20,19 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ragtrail._records import SecurityEvent, SpanRecord
-from ragtrail._setting_values import timeout_seconds
 from ragtrail._settings import Settings
 from ragtrail._threads import start_quietly
 from ragtrail.instrument._attributes import SAMPLED
 from ragtrail.instrument._export_convert import SpanConverter
-from ragtrail.instrument._export_otlp import safe_endpoint, signal_target, span_exporter
-from ragtrail.instrument._export_sinks import ExporterSink, ProviderSink, Sink, app_tracer_provider
+from ragtrail.instrument._export_otlp import safe_endpoint
+from ragtrail.instrument._export_sinks import Sink, choose_sink
 from ragtrail.instrument._otel_metrics import OtelMetrics
-from ragtrail.instrument._resource import build_resource
 from ragtrail.instrument._sampling import HeadSampler, head_sampler
 from ragtrail.instrument._sampling_buffer import TraceRescue
 
@@ -149,32 +145,16 @@ class ExportPipeline:
         """
         if settings.sdk_disabled:
             return None
-        provider = app_tracer_provider()
-        traces = signal_target(settings, "traces")
-        endpoint = None if provider is not None else traces.endpoint
-        make_sink: Callable[[], Sink]
-        if provider is not None:
-            resource = provider.resource
-            make_sink = partial(ProviderSink, provider)
-        elif endpoint:
-            resource = build_resource(settings)
-            # OTEL_BSP_EXPORT_TIMEOUT bounds one batch's export, which here is one OTLP request.
-            span_timeout = (min(traces.timeout, timeout_seconds(settings.export_timeout_ms))
-                            if export_timeout is None else export_timeout)
-            make_sink = partial(_own_sink, settings, span_timeout, resource)
-        else:
-            if signal_target(settings, "metrics").endpoint:
-                _logger.warning("ragtrail exports metrics along with spans only, and no span "
-                                "endpoint is set (or OTEL_TRACES_EXPORTER=none): nothing is "
-                                "exported")
+        choice = choose_sink(settings, export_timeout)
+        if choice is None:
             return None
         metrics = OtelMetrics.create(
-            settings, resource, _ragtrail_version(),
+            settings, choice.resource, _ragtrail_version(),
             interval=(settings.metric_export_interval_ms / 1000 if metrics_interval is None
                       else metrics_interval),
             timeout=export_timeout)
         return cls(
-            make_sink,
+            choice.make_sink,
             sampler=sampler or head_sampler(settings),
             metrics=metrics,
             queue_size=settings.export_queue_size,
@@ -184,8 +164,8 @@ class ExportPipeline:
             rescue_max_spans=rescue_max_spans,
             rescue_max_age=rescue_max_age,
             redact=redact,
-            protocol=None if provider is not None else traces.protocol,
-            endpoint=endpoint,
+            protocol=choice.protocol,
+            endpoint=choice.endpoint,
         )
 
     # -- caller's thread: O(1), never blocks, never raises ------------------------------------
@@ -392,10 +372,6 @@ class ExportPipeline:
             return f"{name}: {self._redact(str(exc))}"
         except Exception:
             return name
-
-
-def _own_sink(settings: Settings, timeout: float | None, resource: Resource) -> Sink:
-    return ExporterSink(span_exporter(settings, timeout), resource)
 
 
 def _restart(pipeline: weakref.ref[ExportPipeline]) -> None:

@@ -9,11 +9,7 @@ instrumentations (SDK tracer, httpx, database drivers) nest under it, and it nes
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import traceback
-import types as pytypes
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -22,88 +18,29 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
 
-from ragtrail._records import SpanEvent, SpanRecord, SpanStatus
+from ragtrail._records import SpanEvent, SpanStatus
 from ragtrail._rng import getrandbits
 from ragtrail.instrument._attributes import PARENT_IS_REMOTE, TRACE_STATE
 from ragtrail.instrument._correlation import _correlation_id
+from ragtrail.instrument._exception_text import describe, qualified_name, stack_trace
 from ragtrail.instrument._export_convert import SAMPLED_KEY
 from ragtrail.instrument._otel_context import attach, detach, get_current
 from ragtrail.instrument._secrets import escape_controls
+from ragtrail.instrument._span_record import span_record
+from ragtrail.instrument._trace_ids import new_trace_id
 
 if TYPE_CHECKING:
     from contextvars import Token
 
     from ragtrail.instrument._monitor import Monitor
 
-__all__ = ["LiveSpan", "describe", "new_trace_id", "open_span", "span_ids", "start_span"]
+# new_trace_id is re-exported: the middleware starts its requests' traces with it.
+__all__ = ["LiveSpan", "new_trace_id", "open_span", "span_ids", "start_span"]
 
 # The key OTel keeps the current span under is private; learn it through the public API.
 (_SPAN_KEY,) = trace.set_span_in_context(trace.INVALID_SPAN, Context()).keys()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-# Tracebacks keep their innermost (last) lines: that is where the error is. Only the innermost
-# frames are formatted (Python 3.11 computes each frame's positions and carets: 50-150 us), or
-# a failure rising through nested monitored calls formats the whole stack at every level: 0.4
-# s for a monitored recursion 100 deep.
-_STACKTRACE_MAX_CHARS = 4096
-_STACKTRACE_FRAMES = 20  # about 4,096 characters
-_RECORD_FIELDS = ("trace_id", "span_id", "name", "kind", "start_us", "duration_us",
-                  "parent_span_id", "status", "error_type", "error_message", "correlation_id",
-                  "attributes", "events")
-
-
-class _RecordUnderConstruction:
-    """``SpanRecord``'s slots in ``SpanRecord``'s order, without the freezing ``__setattr__``:
-    the layout Python lets an instance trade for ``SpanRecord`` by assigning ``__class__``."""
-
-    __slots__ = _RECORD_FIELDS
-
-
-def _record_builder() -> Callable[..., SpanRecord]:
-    """``SpanRecord``'s constructor, or an equivalent at a sixth of its cost.
-
-    A frozen dataclass sets each field through ``object.__setattr__``, which here costs more
-    than the rest of ``end()``. The fields are set instead on an unfrozen object with the same
-    slots, which then becomes a ``SpanRecord`` (``__class__`` assignment, allowed between
-    classes of the same layout): the record is the same (equal, frozen, of type
-    ``SpanRecord``). If ``SpanRecord`` ever changes shape (other fields, no slots, a
-    ``__post_init__``), the real constructor is used.
-    """
-    if (tuple(f.name for f in dataclasses.fields(SpanRecord)) != _RECORD_FIELDS
-            or getattr(SpanRecord, "__slots__", None) != _RECORD_FIELDS
-            or "__post_init__" in SpanRecord.__dict__):
-        return SpanRecord
-    new = object.__new__
-
-    def build(a: str, b: str, c: str, d: str, e: int, f: int, g: str | None, h: SpanStatus,
-              i: str | None, j: str | None, k: str | None, m: dict[str, Any],
-              n: tuple[SpanEvent, ...]) -> SpanRecord:
-        record: Any = new(_RecordUnderConstruction)
-        record.trace_id = a
-        record.span_id = b
-        record.name = c
-        record.kind = d
-        record.start_us = e
-        record.duration_us = f
-        record.parent_span_id = g
-        record.status = h
-        record.error_type = i
-        record.error_message = j
-        record.correlation_id = k
-        record.attributes = m
-        record.events = n
-        record.__class__ = SpanRecord
-        built: SpanRecord = record  # (no cast(): a function call on this hot path)
-        return built
-
-    try:  # a layout Python would not trade raises TypeError here, once
-        build("0" * 32, "0" * 16, "", "", 0, 0, None, "ok", None, None, None, {}, ())
-    except TypeError:
-        return SpanRecord
-    return build
-
-
-_span_record = _record_builder()
 
 
 class LiveSpan(trace.Span):
@@ -294,7 +231,7 @@ class LiveSpan(trace.Span):
             return
         message = self._monitor.redactor.redact_text(describe(exception))
         self._exception_event(exception, message, escaped=True, timestamp=timestamp)
-        self._mark_error(_qualified_name(type(exception)), message)
+        self._mark_error(qualified_name(type(exception)), message)
 
     def set_error(self, error_type: str, message: str | None = None) -> None:
         """Error status with ``error_type`` (OTel ``error.type``) and a redacted message."""
@@ -306,14 +243,10 @@ class LiveSpan(trace.Span):
     def _exception_event(self, exception: BaseException, message: str, *,
                          attributes: types.Attributes = None, timestamp: int | None = None,
                          escaped: bool) -> None:
-        formatted = traceback.format_exception(
-            type(exception), exception, _innermost(exception.__traceback__),
-            limit=-_STACKTRACE_FRAMES)
         event_attributes: dict[str, Any] = {
-            "exception.type": _qualified_name(type(exception)),
+            "exception.type": qualified_name(type(exception)),
             "exception.message": message,
-            "exception.stacktrace": self._monitor.redactor.redact_text(
-                "".join(formatted)[-_STACKTRACE_MAX_CHARS:]),
+            "exception.stacktrace": self._monitor.redactor.redact_text(stack_trace(exception)),
             "exception.escaped": escaped,
         }
         if attributes:
@@ -351,7 +284,7 @@ class LiveSpan(trace.Span):
         attributes[SAMPLED_KEY] = self._sampled
         start_ns = self._start_ns
         # Positional, in SpanRecord's field order: keywords cost a measurable 0.4 us here.
-        self._monitor.record_span(_span_record(
+        self._monitor.record_span(span_record(
             self._trace_id, self._span_id, self._name, self._kind, start_ns // 1000,
             max(0, end_ns - start_ns) // 1000, self._parent_span_id, self._status,
             self._error_type, self._error_message, self._correlation_id, attributes,
@@ -360,23 +293,6 @@ class LiveSpan(trace.Span):
     def __repr__(self) -> str:
         return (f"LiveSpan(name={self._name!r}, kind={self._kind!r}, "
                 f"trace_id={self.trace_id_hex}, span_id={self.span_id_hex})")
-
-
-_LOW_80_BITS = (1 << 80) - 1
-
-
-def new_trace_id(random_bits: int | None = None) -> int:
-    """A new trace's ID: the Unix time in milliseconds in the top 48 bits, 80 random below
-    (``random_bits``' low 80, default ragtrail's own ``getrandbits``, as the OTel SDK draws
-    its IDs, but never from the app's ``random`` generator).
-
-    Time-ordered, so the audit store's trace and correlation indexes take their new keys at
-    one end and trim them at the other instead of dirtying pages all over (a full 100,000-span
-    ring ingested 3-4x faster here). The low 64 bits stay random: ratio samplers read them
-    (OTel's TraceIdRatioBased), and W3C Trace Context level 2 asks for the right 7 bytes random.
-    """
-    low = getrandbits(80) if random_bits is None else random_bits & _LOW_80_BITS
-    return (time_ns() // 1_000_000) << 80 | low
 
 
 def open_span(
@@ -475,33 +391,6 @@ def start_span(
     span._own_attributes = True
     span.attach()
     return span
-
-
-def _innermost(tb: pytypes.TracebackType | None) -> pytypes.TracebackType | None:
-    """The traceback from its ``_STACKTRACE_FRAMES``-th innermost entry on (``limit=`` alone
-    still computes every frame's positions)."""
-    entries: collections.deque[pytypes.TracebackType] = collections.deque(
-        maxlen=_STACKTRACE_FRAMES)
-    while tb is not None:
-        entries.append(tb)
-        tb = tb.tb_next
-    return entries[0] if entries else None
-
-
-def describe(exception: BaseException) -> str:
-    """``str(exception)``, or what Python's own traceback prints when that raises (a lazy
-    proxy in the arguments): a failure must still be recorded as one."""
-    try:
-        return str(exception)
-    except Exception:
-        return "<exception str() failed>"
-
-
-def _qualified_name(cls: type) -> str:
-    module = cls.__module__
-    if module == "builtins":
-        return cls.__qualname__
-    return f"{module}.{cls.__qualname__}"
 
 
 def span_ids(span: trace.Span) -> tuple[str | None, str | None]:

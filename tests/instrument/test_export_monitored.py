@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from otlp_receivers import (
     KIND_INTERNAL,
     STATUS_ERROR,
@@ -218,6 +221,46 @@ def test_arguments_named_like_secrets_are_redacted_before_export(rotel: RotelRec
     shutdown(10.0)
     rotel.wait_for_spans(of_service(service))
     assert harmless_looking not in rotel.raw_text()
+
+
+def test_inbound_tracestate_is_exported_but_never_written_to_the_audit_store(
+        rotel: RotelReceiver, tmp_path: Path) -> None:
+    """A remote parent's tracestate with a session token in it: both exported spans carry it;
+    the SQLite file holds no trace of it, while the spans' other context is stored."""
+    service = f"e2e-tracestate-{secrets.token_hex(4)}"
+    configure_for(tmp_path, service, otlp_endpoint=rotel.http_endpoint)
+    token = f"sess-{secrets.token_hex(16)}"
+    tracestate = f"acme={token},congo=t61rcWkgMzE"
+    trace_id = secrets.token_hex(16)
+    remote = TraceContextTextMapPropagator().extract(
+        {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "tracestate": tracestate})
+
+    @monitored(kind="retriever", name="tracestate.retrieve")
+    def retrieve() -> None:
+        return None
+
+    @monitored(kind="chain", name="tracestate.answer")
+    def answer() -> None:
+        retrieve()
+
+    attached = context.attach(remote)
+    try:
+        answer()
+    finally:
+        context.detach(attached)
+    shutdown(10.0)
+
+    exported = rotel.wait_for_spans(of_service(service), count=2)
+    assert {span.trace_state for span in exported} == {tracestate}
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        rows = db.execute("SELECT name, trace_id, attributes FROM ragtrail_spans").fetchall()
+    assert {(name, stored_trace) for name, stored_trace, _ in rows} == {
+        ("tracestate.answer", trace_id), ("tracestate.retrieve", trace_id)}
+    stored = {name: json.loads(attributes) for name, _, attributes in rows}
+    assert stored["tracestate.answer"]["ragtrail.parent_is_remote"] is True
+    assert all("ragtrail.trace_state" not in attributes for attributes in stored.values())
+    on_disk = b"".join(path.read_bytes() for path in tmp_path.glob("audit.db*"))
+    assert token.encode() not in on_disk
 
 
 def _qualname(func: Any) -> str:

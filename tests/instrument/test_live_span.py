@@ -18,7 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from ragtrail import SpanRecord
 from ragtrail.instrument import LiveSpan, Monitor, correlation_scope, monitored, start_span
-from ragtrail.instrument._spans import _span_record
+from ragtrail.instrument._span_record import span_record
 
 REMOTE_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 REMOTE_PARENT = "00f067aa0ba902b7"
@@ -180,13 +180,13 @@ def test_span_takes_the_current_correlation_id(monitor: Monitor) -> None:
 
 def test_ended_spans_are_ordinary_frozen_span_records(monitor: Monitor) -> None:
     """The record an ended span stores equals one built by SpanRecord() and stays frozen."""
-    assert _span_record is not SpanRecord  # the fast path is active for today's SpanRecord
+    assert span_record is not SpanRecord  # the fast path is active for today's SpanRecord
     span = start_span("load index", "function", attributes={"docs": 3})
     span.set_error("IndexError", "no shard")
     span.end()
     stored = only_span(monitor, "load index")
     values = tuple(getattr(stored, f.name) for f in dataclasses.fields(SpanRecord))
-    built = _span_record(*values)
+    built = span_record(*values)
     assert type(built) is SpanRecord
     assert built == SpanRecord(*values) == stored
     assert (built.name, built.status, built.error_type) == ("load index", "error", "IndexError")

@@ -16,7 +16,7 @@ from ragtrail.instrument import Monitor, monitored
 from ragtrail.instrument._correlation import unpredictable_bits
 from ragtrail.instrument._redaction import Redactor
 from ragtrail.instrument._sampling import HeadSampler
-from ragtrail.instrument._spans import new_trace_id
+from ragtrail.instrument._trace_ids import new_trace_id
 from ragtrail.middleware._core import is_valid_id
 
 _LOW_64 = (1 << 64) - 1
