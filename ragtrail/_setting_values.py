@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
-    "AT_LEAST_ONE", "COMPRESSIONS", "EXPORTERS", "HEADERS", "LIMIT", "NOT_BLANK", "POSITIVE",
-    "PROTOCOLS", "SAMPLERS", "TIMEOUT", "TIMEOUT_MS",
+    "AT_LEAST_ONE", "BEARER_TOKEN", "COMPRESSIONS", "EXPORTERS", "HEADERS", "LIMIT",
+    "NOT_BLANK", "POSITIVE", "PROTOCOLS", "SAMPLERS", "TIMEOUT", "TIMEOUT_MS",
     "TYPES", "WEBHOOK_URL", "Check", "SomeSkipped", "is_endpoint", "is_web_url", "one_of",
     "parse_bool",
     "parse_csv", "parse_enum", "parse_float", "parse_headers", "parse_int", "parse_key_values",
@@ -175,6 +175,11 @@ AT_LEAST_ONE: Check = (lambda number: number >= 1, "an integer >= 1")
 LIMIT: Check = (lambda number: number >= 0, "a whole number >= 0 (0: no limit)")
 NOT_BLANK: Check = (lambda text: bool(text.strip()), "text that is not blank")
 POSITIVE: Check = (lambda number: number > 0, "a number > 0")
+# What a client can send after "Bearer " and have match: request headers arrive as latin-1
+# bytes and the token is compared as UTF-8, so a non-ASCII character (or a control character,
+# which no header carries) would refuse every request, silently. RFC 6750 tokens are ASCII.
+BEARER_TOKEN: Check = (lambda token: token.isascii() and token.isprintable(),
+                       "printable ASCII (a bearer token, RFC 6750)")
 HEADERS: Check = (_are_headers, "headers, each name=value with the name an HTTP token (no "
                                  "spaces) and no control characters (CR, LF) in name or value")
 # The OTel specification's Timeout type (OTEL_BSP_EXPORT_TIMEOUT, OTEL_METRIC_EXPORT_TIMEOUT):

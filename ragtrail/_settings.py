@@ -18,6 +18,7 @@ from ragtrail._records import Severity
 from ragtrail._setting_checks import ConfigurationError, require, shown, validated
 from ragtrail._setting_values import (
     AT_LEAST_ONE,
+    BEARER_TOKEN,
     COMPRESSIONS,
     EXPORTERS,
     HEADERS,
@@ -216,7 +217,7 @@ class Settings:
 
     # Health
     api_token: str | None = _setting(
-        None, "RAGTRAIL_API_TOKEN", parse=parse_optional_str, secret=True)
+        None, "RAGTRAIL_API_TOKEN", parse=parse_optional_str, check=BEARER_TOKEN, secret=True)
     detailed_routes_open: bool = _setting(False, "RAGTRAIL_DETAILED_ROUTES_OPEN", parse=parse_bool)
     health_check_interval: float = _setting(
         15.0, "RAGTRAIL_HEALTH_CHECK_INTERVAL", parse=parse_float, check=POSITIVE)

@@ -97,6 +97,8 @@ def test_invalid_values_name_setting_value_and_choices(
         ({"otlp_endpoint": "collector:99999", "otlp_protocol": "grpc"},
          ["otlp_endpoint", "host:port for gRPC"]),
         ({"api_token": 12345}, ["api_token", "[REDACTED]", "text"]),
+        ({"api_token": "t\u00f6ken-12345"}, ["api_token", "[REDACTED]", "printable ASCII"]),
+        ({"api_token": "tok\x00en-12345"}, ["api_token", "[REDACTED]", "printable ASCII"]),
         ({"traces_sampler": "xray"}, ["traces_sampler", "xray", "always_on"]),
         ({"traces_sampler_arg": 2}, ["traces_sampler_arg", "0 to 1"]),
         ({"otlp_timeout_ms": 10}, ["otlp_timeout_ms", "milliseconds >= 100"]),
@@ -111,6 +113,15 @@ def test_invalid_arguments_name_setting_value_and_choices(
     for fragment in fragments:
         assert fragment in str(info.value)
     assert "12345" not in str(info.value)
+
+
+def test_a_non_ascii_api_token_variable_fails_at_start_up_without_showing_it() -> None:
+    """Headers arrive as latin-1 and the token is compared as UTF-8: a non-ASCII token would
+    refuse every request to the detailed routes, so it is refused where it is set."""
+    with pytest.raises(ConfigurationError, match="RAGTRAIL_API_TOKEN") as info:
+        Settings.from_env({"RAGTRAIL_API_TOKEN": "s\u00e9same-12345"})
+    assert "s\u00e9same" not in str(info.value)
+    assert Settings.from_env({"RAGTRAIL_API_TOKEN": "a.b_c~d+e/f=="}).api_token == "a.b_c~d+e/f=="
 
 
 def test_invalid_endpoint_variable_fails_at_start_up() -> None:
