@@ -133,3 +133,29 @@ def _call_wsgi(app: Any, path: str, method: str = "GET") -> tuple[str, dict[str,
                         lambda status, headers, exc_info=None: started.append((status, headers))))
     status, headers = started[0]
     return status, {name.lower(): value for name, value in headers}, body
+
+
+def test_readiness_fails_once_the_monitor_is_shut_down(make_monitor: Any) -> None:
+    """A monitor shut down while the app still serves (ragtrail.shutdown(), configure() of
+    another) stops its health service: readiness then fails "stopped" as it documents, and
+    is never turned into a fresh 200 pass; liveness keeps passing."""
+    for health in ("default", "given"):
+        monitor = make_monitor()
+        service = HealthService(monitor) if health == "given" else None
+        app = ASGIMiddleware(_starlette(), monitor=monitor, health=service)
+        assert request(app, "/health").status == 200, health
+        monitor.shutdown(timeout=10)
+        ready = request(app, "/ready")
+        assert (ready.status, json.loads(ready.body)["status"]) == (503, "fail"), health
+        assert request(app, "/health").status == 200, health
+
+
+def test_a_stopped_health_service_fails_readiness_switched_off(make_monitor: Any) -> None:
+    """``HealthService.stop()``: "readiness answers 503 from then on", switched off too."""
+    monitor = make_monitor(enabled=False)
+    service = HealthService(monitor)
+    app = WSGIMiddleware(_flask().wsgi_app, monitor=monitor, health=service)
+    assert _call_wsgi(app, "/ready")[0] == "200 OK"
+    service.stop()
+    status, _, body = _call_wsgi(app, "/ready")
+    assert (status, json.loads(body)["output"]) == ("503 Service Unavailable", "stopped")
