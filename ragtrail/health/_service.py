@@ -218,7 +218,11 @@ class HealthService:
         routes = self._routes
         return SwitchedOffProbes((p for p, kind in routes.items() if kind == "live"),
                                  (p for p, kind in routes.items() if kind == "ready"),
-                                 self.settings, lambda: self._draining)
+                                 self.settings, self._out_of_rotation)
+
+    def _out_of_rotation(self) -> str:
+        """Why readiness fails whatever the checks say (as ``readiness``), "" if it need not."""
+        return "draining" if self._draining else "stopped" if self._stopped else ""
 
     def begin_draining(self) -> None:
         """Readiness answers 503 from now on, liveness stays 200 (call on SIGTERM)."""

@@ -5,7 +5,8 @@ it also stopped answering ``/health`` and ``/ready``, the probes would reach the
 its 404, and Kubernetes would restart (liveness) and unroute (readiness) every pod: turning
 monitoring off would take the service down. So the probe routes keep answering ``pass`` from
 fixed documents, without running a check (readiness still fails while draining after
-SIGTERM); the detailed routes are left to the app.
+SIGTERM, and once the health service or its monitor stopped); the detailed routes are left to
+the app.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ NOTE = "ragtrail is switched off (RAGTRAIL_ENABLED=false): no health check runs"
 
 class SwitchedOffProbes:
     """Answers the liveness and readiness paths, GET and HEAD (else 405): 200 ``pass``, and
-    503 on readiness while ``draining()`` says so."""
+    503 on readiness while ``out_of_rotation()`` gives a reason ("draining", "stopped")."""
 
-    __slots__ = ("_answers", "_draining", "_not_allowed", "_ready", "paths")
+    __slots__ = ("_answers", "_not_allowed", "_out_of_rotation", "_ready", "paths")
 
     def __init__(self, live: Iterable[str], ready: Iterable[str], settings: Settings,
-                 draining: Callable[[], bool] = bool) -> None:
+                 out_of_rotation: Callable[[], str] = str) -> None:
         self._ready = frozenset(ready)
-        self._draining = draining
+        self._out_of_rotation = out_of_rotation
 
         def answers(code: int, output: str) -> tuple[HealthResponse, HealthResponse]:
             body = dumps(health_document(
@@ -47,7 +48,8 @@ class SwitchedOffProbes:
             return (respond_with(code, body, HEALTH_JSON, head=False),
                     respond_with(code, body, HEALTH_JSON, head=True))
 
-        self._answers = {False: answers(200, ""), True: answers(503, "draining")}
+        self._answers = {reason: answers(503 if reason else 200, reason)
+                         for reason in ("", "draining", "stopped")}
         self._not_allowed = respond_with(405, b"Method Not Allowed", TEXT, head=False,
                                          extra=[("allow", "GET, HEAD")])
         self.paths = frozenset((*live, *self._ready))
@@ -61,6 +63,5 @@ class SwitchedOffProbes:
             return None
         if method != "GET" and method != "HEAD":
             return self._not_allowed
-        draining = path in self._ready and self._draining()
-        get, head = self._answers[draining]
+        get, head = self._answers[self._out_of_rotation() if path in self._ready else ""]
         return get if method == "GET" else head

@@ -81,6 +81,11 @@ class CoreBinding:
         known = self._switched_off
         if known is None or known[0] is not monitor:
             health = self._health
+            core = self._core
+            if health is None and core is not None and core.monitor is monitor:
+                # A monitor shut down while the app serves: its default service was stopped
+                # with it, and readiness must say so, not turn into a fresh pass.
+                health = core.health
             probes = (None if health is False
                       else health.switched_off_probes() if health is not None
                       else SwitchedOffProbes(DEFAULT_PATHS["live"], DEFAULT_PATHS["ready"],
