@@ -26,6 +26,7 @@ from ragtrail.health._render import (
 __all__ = ["SwitchedOffProbes"]
 
 NOTE = "ragtrail is switched off (RAGTRAIL_ENABLED=false): no health check runs"
+SHUT_DOWN_NOTE = "ragtrail was shut down: no health check runs"
 
 
 class SwitchedOffProbes:
@@ -39,12 +40,15 @@ class SwitchedOffProbes:
         self._ready = frozenset(ready)
         self._out_of_rotation = out_of_rotation
 
+        # A monitor configured on and no longer enabled was shut down (not switched off).
+        state, note = ("shut down", SHUT_DOWN_NOTE) if settings.enabled else ("switched off", NOTE)
+
         def answers(code: int, output: str) -> tuple[HealthResponse, HealthResponse]:
             body = dumps(health_document(
                 "pass" if code == 200 else "fail", service=settings.service_name,
                 version=settings.service_version,
-                description=f"{settings.service_name}, ragtrail switched off", output=output,
-                notes=[NOTE]))
+                description=f"{settings.service_name}, ragtrail {state}", output=output,
+                notes=[note]))
             return (respond_with(code, body, HEALTH_JSON, head=False),
                     respond_with(code, body, HEALTH_JSON, head=True))
 

@@ -159,3 +159,28 @@ def test_a_stopped_health_service_fails_readiness_switched_off(make_monitor: Any
     service.stop()
     status, _, body = _call_wsgi(app, "/ready")
     assert (status, json.loads(body)["output"]) == ("503 Service Unavailable", "stopped")
+
+
+def test_readiness_fails_for_a_monitor_shut_down_before_any_request(make_monitor: Any) -> None:
+    """Shut down before the first request (no health service was ever built): readiness
+    fails "stopped" and says ragtrail was shut down, not switched off."""
+    monitor = make_monitor()
+    app = ASGIMiddleware(_starlette(), monitor=monitor)
+    monitor.shutdown(timeout=10)
+    ready = request(app, "/ready")
+    document = json.loads(ready.body)
+    assert (ready.status, document["output"]) == (503, "stopped")
+    assert document["notes"] == ["ragtrail was shut down: no health check runs"]
+    assert request(app, "/health").status == 200
+
+
+def test_a_failure_building_the_switched_off_answers_never_breaks_a_request(
+        make_monitor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Injected failure (nothing known raises there): requests, probes included, still reach
+    the app."""
+    def broken(*args: Any) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr("ragtrail.middleware._binding.SwitchedOffProbes", broken)
+    app = ASGIMiddleware(_starlette(), monitor=make_monitor(enabled=False))
+    assert [request(app, path).body for path in ("/health", "/x")] == [b"app:/health", b"app:/x"]
