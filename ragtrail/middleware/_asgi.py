@@ -307,11 +307,11 @@ class _Responder:
         """``http.route``: the template of the Starlette route that matched, mounts included,
         or the one ``DjangoRouteMiddleware`` handed over."""
         scope = self.scope
+        handed = scope.get(ROUTE_KEY)  # first: a Django app mounted in Starlette knows better
+        if isinstance(handed, str):
+            return handed
         route = scope.get("route")
         if route is None:
-            handed = scope.get(ROUTE_KEY)
-            if isinstance(handed, str):
-                return handed
             route = route_by_endpoint(scope)  # Starlette before 1.7 names no route
             if route is None:
                 return None

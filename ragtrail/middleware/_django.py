@@ -34,7 +34,11 @@ class DjangoRouteMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+        try:
+            from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+        except ImportError:  # asgiref before 3.6: Django before 4.2
+            raise ImportError("ragtrail's DjangoRouteMiddleware needs Django 4.2 or later "
+                              "(asgiref 3.6 or later)") from None
 
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)

@@ -165,3 +165,28 @@ def test_a_request_that_cannot_carry_the_route_still_gets_its_response(
     assert DjangoRouteMiddleware(lambda _request: answer)(request) is answer
     assert [r.getMessage() for r in caplog.records] == [
         "ragtrail could not read the Django route"]
+
+
+def test_django_mounted_in_starlette_reports_its_own_route(monitor: Monitor) -> None:
+    """A Django project under a Starlette ``Mount``: the span names Django's pattern (with the
+    mount's prefix), not the mount's catch-all ``/dj/{path:path}``."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    app = Starlette(routes=[Mount("/dj", app=ASGIHandler())])
+    with uvicorn_server(ASGIMiddleware(app, monitor=monitor, health=False)) as base, \
+            httpx.Client(base_url=base, timeout=10) as client:
+        assert client.get("/dj/items/7").text == "item 7"
+    assert _named(monitor) == {"/dj/items/7": ("GET /dj/items/<int:pk>", "/dj/items/<int:pk>")}
+
+
+def test_an_asgiref_too_old_for_the_middleware_names_the_django_it_needs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """asgiref before 3.6 (Django before 4.2) lacks the coroutine markers: simulated with a
+    stand-in ``asgiref.sync`` module (an old release cannot be installed beside Django 4.2+)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "asgiref.sync", types.ModuleType("asgiref.sync"))
+    with pytest.raises(ImportError, match=r"Django 4\.2 or later"):
+        DjangoRouteMiddleware(lambda request: None)
