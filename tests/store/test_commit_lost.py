@@ -321,6 +321,7 @@ def test_a_version_1_store_is_migrated_by_a_role_that_may_create_tables(
     store.record(make_span())
     assert store.flush(10)
     assert "cannot migrate" not in caplog.text
+    assert "cannot add ragtrail_schema.compatible_from (InsufficientPrivilege" in caplog.text
     assert query(roles["owner"], "SELECT version FROM ragtrail_schema") == [(2,)]
     # the app role made the table, so only it may read it
     assert query(roles["app"], "SELECT batch FROM ragtrail_writers") == [(1,)]
