@@ -258,10 +258,9 @@ def _migrate(conn: Connection, version: int, where: str) -> None:
         with conn.begin_nested():  # a savepoint: PostgreSQL aborts a transaction on error
             for step in range(version, SCHEMA_VERSION):
                 _MIGRATIONS[step](conn)
-            _add_column(conn, VERSION, VERSION.c.compatible_from.name)
+            floor = {"compatible_from": COMPATIBLE_FROM} if _floor_column(conn, where) else {}
             conn.execute(VERSION.delete())
-            conn.execute(VERSION.insert().values(version=SCHEMA_VERSION,
-                                                 compatible_from=COMPATIBLE_FROM))
+            conn.execute(VERSION.insert().values(version=SCHEMA_VERSION, **floor))
     except ProgrammingError as exc:  # e.g. InsufficientPrivilege: permission denied for schema
         if version < _WRITABLE_FROM:
             raise
@@ -269,6 +268,21 @@ def _migrate(conn: Connection, version: int, where: str) -> None:
                     "cannot migrate it to %d (%s); it is written as version %d until a role "
                     "that may create tables starts ragtrail on it", where, version,
                     SCHEMA_VERSION, describe_error(exc), version)
+
+
+def _floor_column(conn: Connection, where: str) -> bool:
+    """Give ``ragtrail_schema`` the floor's column; False if this role may not alter the
+    table (on PostgreSQL only its owner may, where a role that may create tables migrates):
+    the store is then migrated without a floor, which only this version and later use."""
+    try:
+        with conn.begin_nested():
+            _add_column(conn, VERSION, VERSION.c.compatible_from.name)
+    except ProgrammingError as exc:
+        log.warning("ragtrail audit store %s: this database role cannot add %s.%s (%s); "
+                    "the store is migrated without the compatibility floor", where,
+                    VERSION.name, VERSION.c.compatible_from.name, describe_error(exc))
+        return False
+    return True
 
 
 def _add_column(conn: Connection, table: Table, column: str, constraint: str = "") -> None:

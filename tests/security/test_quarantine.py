@@ -476,6 +476,33 @@ def test_a_release_that_cannot_copy_puts_the_file_back(
     assert usage.files == 2
 
 
+@pytest.mark.xfail(strict=True, reason="regression of 77704e6 (review revA, finding 1): the "
+                   "file renamed aside is never put back when the release dies mid-copy")
+def test_a_release_killed_while_copying_leaves_the_file_quarantined(
+        corpus: Corpus, quarantine_dir: Path, other_filesystem: Path) -> None:
+    """A release killed half-way through its copy (SIGKILL here; a dropped ``kubectl exec``
+    sends SIGHUP, an evicted pod SIGTERM, neither of which runs ``finally``) leaves the file
+    where it was: listed with its details, counted by the bound. Renamed aside before the
+    copy, it stayed under a hidden name no listing, purge or count sees, its sidecar gone."""
+    large = corpus.directory / "dump.bin"
+    sha256 = _large_file(large, 128)
+    quarantine = Quarantine(quarantine_dir)
+    quarantine.add(large, sha256, {"reason": "test"})
+    child = subprocess.Popen([sys.executable, "-m", "ragtrail", "quarantine", "release",
+                              "--dir", str(quarantine_dir), sha256,
+                              str(other_filesystem / "dump.bin"), "--yes"])
+    try:
+        _wait_for_partial_copy(other_filesystem, child)
+        os.kill(child.pid, signal.SIGSTOP)  # mid-copy for sure, then killed there
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    assert [(e.sha256, e.reason) for e in quarantine.entries()] == [(sha256, "test")]
+    usage = quarantine.usage()
+    assert usage is not None
+    assert (usage.files, usage.bytes) == (1, 128 * 1024 * 1024)
+
+
 # -- what is quarantined is what was judged ---------------------------------------------------
 
 def test_a_hard_linked_file_is_copied_in_and_its_other_names_keep_their_mode(

@@ -304,6 +304,29 @@ def test_a_version_1_store_the_app_role_cannot_migrate_is_still_written(
     assert query(roles["owner"], "SELECT count(*), max(id) FROM ragtrail_spans") == [(5, 5)]
 
 
+def test_a_version_1_store_is_migrated_by_a_role_that_may_create_tables(
+        roles: dict[str, str], store_factory: Callable[..., AuditStore],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The migration to version 2 takes CREATE on the schema (docs/scaling.md), not the
+    ownership of ``ragtrail_schema``: an app role granted CREATE and the rows migrates a
+    store its owner made, and keys its batches. Adding the floor's column to
+    ``ragtrail_schema`` (only its owner may alter it) must not undo the whole migration."""
+    create_version_1_store(roles["owner"])
+    grant_rows(roles["owner"], roles["app"])
+    engine = create_engine(roles["owner"])
+    with engine.begin() as conn:
+        conn.execute(text(f"GRANT CREATE ON SCHEMA public TO {make_url(roles['app']).username}"))
+    engine.dispose()
+    store = store_factory(roles["app"])
+    store.record(make_span())
+    assert store.flush(10)
+    assert "cannot migrate" not in caplog.text
+    assert "cannot add ragtrail_schema.compatible_from (InsufficientPrivilege" in caplog.text
+    assert query(roles["owner"], "SELECT version FROM ragtrail_schema") == [(2,)]
+    # the app role made the table, so only it may read it
+    assert query(roles["app"], "SELECT batch FROM ragtrail_writers") == [(1,)]
+
+
 @pytest.mark.parametrize("after_server", [
     pytest.param(True, id="server-committed"), pytest.param(False, id="server-never-got-it")])
 def test_close_with_a_commit_in_doubt_counts_its_records_as_outcome_unknown(
