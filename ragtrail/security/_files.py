@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["O_NOFOLLOW", "READ_REGULAR_ONLY", "ChangedFileError", "create_exclusive",
+__all__ = ["O_NOFOLLOW", "READ_REGULAR_ONLY", "ChangedFileError", "copy_out", "create_exclusive",
            "make_inert", "move_file", "put_back", "read_json", "remove_judged", "still_judged",
            "write_json"]
 
@@ -91,6 +91,35 @@ def move_file(source: Path, target: Path, *, judged: os.stat_result | None = Non
         # No half copy, and no empty placeholder that would block the next attempt.
         target.unlink(missing_ok=True)
         raise
+
+
+def copy_out(source: Path, target: Path, judged: os.stat_result) -> None:
+    """Put the ``judged`` file at ``source`` at ``target`` too, leaving ``source`` as it is: a
+    hard link, or a copy where there can be none (another filesystem). Never clobbers
+    ``target`` (``FileExistsError``); raises ``ChangedFileError`` if ``source`` is another
+    file by now."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINK:
+            raise
+    else:
+        try:
+            still_judged(target, judged)
+        except ChangedFileError:
+            target.unlink()
+            raise
+        return
+    os.close(create_exclusive(target))  # the name claimed: the copy replaces only this
+    try:
+        _copy(source, target, judged)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+# Where link() cannot serve: another filesystem, or one without hard links (EPERM on vfat).
+_NO_HARD_LINK = frozenset((errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP))
 
 
 def remove_judged(path: Path, judged: os.stat_result) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ragtrail.security._files import (
+    ChangedFileError,
+    copy_out,
     make_inert,
     move_file,
     put_back,
@@ -29,7 +31,6 @@ from ragtrail.security._files import (
 )
 from ragtrail.security._quarantine_bound import (
     INCOMING_PREFIX,
-    RELEASING_PREFIX,
     SHA256,
     Bound,
     Evicted,
@@ -227,42 +228,29 @@ class Quarantine:
             target = target / str(entry.details.get("sanitised_name") or entry.sha256)
         if os.path.lexists(target):  # checked again, atomically, when the name is claimed
             raise QuarantineError(f"{target} already exists")
-        bound = Bound(self.directory, self.limits)
-        # Renamed aside under the lock, moved out without it: a copy to another filesystem
-        # held the lock for as long as it took, and every rejection meanwhile waited, then
-        # gave up after 10 s and left its file unquarantined.
-        aside = self.directory / f"{RELEASING_PREFIX}{secrets.token_hex(8)}"
-        with bound.locked() as ledger:
-            try:
-                os.rename(entry.path, aside)
-            except FileNotFoundError:
-                raise QuarantineError(f"{entry.sha256} was released or purged meanwhile") from None
-            sidecar = read_json(self._sidecar(entry.sha256))
-            self._sidecar(entry.sha256).unlink(missing_ok=True)
-            bound.recount(ledger)
         try:
-            move_file(aside, target)
-        except BaseException as exc:
-            self._return(aside, entry.sha256, sidecar)
-            if isinstance(exc, FileExistsError):
-                raise QuarantineError(f"{target} already exists") from None
-            raise
-        return target
-
-    def _return(self, aside: Path, sha256: str, sidecar: dict[str, Any] | None) -> None:
-        """Put a file whose release failed back in place, with its sidecar; if the same bytes
-        were quarantined again meanwhile, those are the evidence and this copy goes."""
+            judged = os.lstat(entry.path)
+        except FileNotFoundError:
+            raise QuarantineError(f"{entry.sha256} was released or purged meanwhile") from None
+        # Copied (or linked) out while the file stays quarantined, then removed under the
+        # lock: a copy to another filesystem under the lock made every rejection meanwhile
+        # wait, and a release killed half-way must leave the evidence listed where it was.
+        try:
+            copy_out(entry.path, target, judged)
+        except FileExistsError:
+            raise QuarantineError(f"{target} already exists") from None
+        except ChangedFileError:
+            raise QuarantineError(f"{entry.sha256} was replaced meanwhile; try again") from None
         bound = Bound(self.directory, self.limits)
         with bound.locked() as ledger:
             try:
-                os.link(aside, self.directory / sha256, follow_symlinks=False)
-            except FileExistsError:
-                pass
+                remove_judged(entry.path, judged)
+            except (FileNotFoundError, ChangedFileError):
+                pass  # released, purged or evicted meanwhile: the copy out is complete anyway
             else:
-                if sidecar is not None:
-                    write_json(self._sidecar(sha256), sidecar)
-            aside.unlink()
+                self._sidecar(entry.sha256).unlink(missing_ok=True)
             bound.recount(ledger)
+        return target
 
     def purge(self, *, older_than: datetime | None = None) -> list[QuarantineEntry]:
         """Delete entries not rejected again since ``older_than`` (all if None); return them.

@@ -33,13 +33,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: no flock, the bound holds per process only
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["INCOMING_PREFIX", "RELEASING_PREFIX", "SHA256", "Bound", "Evicted", "Ledger",
-           "Limits"]
+__all__ = ["INCOMING_PREFIX", "SHA256", "Bound", "Evicted", "Ledger", "Limits"]
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 INCOMING_PREFIX = ".incoming-"  # then the creation time in seconds, "-" and a random token
-# A file being released, moved out without the lock; never removed by a scan (evidence).
-RELEASING_PREFIX = ".releasing-"
 _INCOMING = re.compile(re.escape(INCOMING_PREFIX) + r"([0-9]+)-[0-9a-f]+")
 _LOCK = ".lock"
 _LEDGER = ".ledger"
