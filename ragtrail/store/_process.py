@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING
 
 from ragtrail._process_exit import at_exit
@@ -19,8 +18,10 @@ __all__ = ["EXIT_FLUSH_TIMEOUT_S", "open_stores"]
 EXIT_FLUSH_TIMEOUT_S = 5.0
 """How long interpreter exit waits for each open store to write what it holds."""
 
-open_stores: weakref.WeakSet[AuditStore] = weakref.WeakSet()
-"""The stores that write (not read-only, not closed)."""
+open_stores: set[AuditStore] = set()
+"""The stores that write (not read-only, not closed), held until closed: interpreter exit must
+still flush a store the app let go of without closing it (a local variable), whose writer
+thread goes on without it."""
 
 _FORK_WAIT_S = 10.0
 _held_across_fork: list[threading.Lock] = []
