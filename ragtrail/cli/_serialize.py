@@ -15,6 +15,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
+from ragtrail._finite import finite
 from ragtrail._records import (
     MetricsSample,
     Record,
@@ -86,21 +87,9 @@ def _encoder(**options: Any) -> Callable[[Any], str]:
         try:
             return strict(value)
         except ValueError:  # a NaN or an infinity: not JSON (RFC 8259); strict parsers refuse
-            return lenient(_finite(value))
+            return lenient(finite(value))
 
     return encode
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN and infinity as None, as the store's orjson encoder keeps
-    them: the standard encoder stores them as ``NaN``/``Infinity`` (_json.py)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 class _WholeWrites:
@@ -180,7 +169,7 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return _CELL(value)  # ASCII JSON text, starting with { or [
     if isinstance(value, float) and not math.isfinite(value):
-        return ""  # csv writes "-inf", which a spreadsheet runs; JSON writes null (_finite)
+        return ""  # csv writes "-inf", which a spreadsheet runs; JSON writes null (ragtrail._finite)
     return value  # a number stays a number, negative or not: it cannot hold a formula
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragtrail._finite import finite
 from ragtrail._records import from_epoch_us
 from ragtrail.health._check import CheckResult, HealthCheck, Status
 
@@ -64,20 +64,9 @@ def dumps(document: Any) -> bytes:
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str,
                           allow_nan=False)
     except ValueError:  # NaN or infinity (a check's 0/0, say): not JSON (RFC 8259 section 6)
-        text = json.dumps(_finite(document), separators=(",", ":"), ensure_ascii=False,
+        text = json.dumps(finite(document), separators=(",", ":"), ensure_ascii=False,
                           default=str)
     return text.encode("utf-8")
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as null, as JavaScript's JSON.stringify writes them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def respond_with(

@@ -46,12 +46,12 @@ class StoreHealth:
     queue_capacity: int
     written: int
     dropped: int
-    outcome_unknown: int
     coalesced: int
     last_error: str | None
     last_error_time_us: int | None
     ring_usage: dict[str, RingUsage] = field(default_factory=dict)
     writer_alive: bool = True
+    outcome_unknown: int = 0  # last, with a default: code that builds a StoreHealth still does
 
 
 @dataclass(frozen=True, slots=True)
