@@ -169,7 +169,7 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return _CELL(value)  # ASCII JSON text, starting with { or [
     if isinstance(value, float) and not math.isfinite(value):
-        return ""  # csv writes "-inf", which a spreadsheet runs; JSON writes null (ragtrail._finite)
+        return ""  # csv writes "-inf", which a spreadsheet runs; JSON writes null (finite)
     return value  # a number stays a number, negative or not: it cannot hold a formula
 
 
