@@ -204,6 +204,15 @@ class PostgresServer:
             conn.execute(sql)  # type: ignore[arg-type]  # sql built from our own names
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started as a background job of a non-interactive shell inherits SIGINT ignored,
+    and so would every process a test starts, which Ctrl-C tests then cannot stop (seen: a
+    whole CI run's tail, demo and server tests timing out). A handler of this process's own
+    is reset to the default in children, where an ignored signal stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
