@@ -52,8 +52,6 @@ _ASCII_OF = {b"\xef\xbc\x8e": b".", b"\xef\xbc\x8f": b"/", b"\xef\xbc\xbc": b"\\
 _DECODE_ROUNDS = 3
 # One regex search is several times cheaper than three ``in`` tests on this hot path.
 _SUSPICIOUS = re.compile(rb"[%\\\x00\r\n\x80-\xff]|\.\.").search
-unsafe_header_value = re.compile(rb"[\r\n\x00]").search
-unsafe_header_text = re.compile(r"[\r\n\x00]").search
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +77,18 @@ def target_findings(raw_path: bytes, query: bytes) -> list[Finding]:
         findings.extend(_decoded_findings(query, "query", _QUERY_DOTDOT, crlf=False,
                                           lookalikes=False))
     return findings
+
+
+def unsafe_header_value(value: bytes) -> bool:
+    """CR, LF or NUL in a header value. Three byte searches (memchr) cost a third of one
+    regex search of a character class; bytes are searched for ints, not one-byte strings,
+    which would first fail (and clear) an int conversion each."""
+    return 13 in value or 10 in value or 0 in value
+
+
+def unsafe_header_text(text: str) -> bool:
+    """CR, LF or NUL in a header value given as text (WSGI); see ``unsafe_header_value``."""
+    return "\r" in text or "\n" in text or "\x00" in text
 
 
 def header_finding(name: str, value: bytes | str) -> Finding | None:
