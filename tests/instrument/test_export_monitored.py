@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -252,7 +253,7 @@ def test_inbound_tracestate_is_exported_but_never_written_to_the_audit_store(
 
     exported = rotel.wait_for_spans(of_service(service), count=2)
     assert {span.trace_state for span in exported} == {tracestate}
-    with sqlite3.connect(tmp_path / "audit.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "audit.db")) as db:
         rows = db.execute("SELECT name, trace_id, attributes FROM ragtrail_spans").fetchall()
     assert {(name, stored_trace) for name, stored_trace, _ in rows} == {
         ("tracestate.answer", trace_id), ("tracestate.retrieve", trace_id)}

@@ -236,7 +236,8 @@ def test_a_timeout_of_zero_means_no_limit(caplog: pytest.LogCaptureFixture) -> N
     settings = Settings.from_env({"OTEL_EXPORTER_OTLP_TIMEOUT": "0",
                                   "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "0"})
     assert (settings.otlp_timeout_ms, settings.otlp_metrics_timeout_ms) == (0, 0)
-    assert caplog.text == ""
+    # ragtrail's own: another test's exporter thread may still log its refused exports here.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("ragtrail")] == []
     assert Settings(otlp_traces_timeout_ms=0).otlp_traces_timeout_ms == 0
     assert signal_target(settings, "metrics").timeout == (2**31 - 1) / 1000
     assert signal_target(settings.replace(otlp_timeout_ms=400), "traces").timeout == 0.4
