@@ -31,16 +31,18 @@ SHUT_DOWN_NOTE = "ragtrail was shut down: no health check runs"
 
 class SwitchedOffProbes:
     """Answers the liveness and readiness paths, GET and HEAD (else 405): 200 ``pass``, and
-    503 on readiness while ``out_of_rotation()`` gives a reason ("draining", "stopped")."""
+    503 on readiness while ``out_of_rotation()`` gives a reason ("draining", "stopped") or
+    the monitor was shut down (always "stopped": a stopping pod must not say it is ready)."""
 
-    __slots__ = ("_answers", "_not_allowed", "_out_of_rotation", "_ready", "paths")
+    __slots__ = ("_answers", "_not_allowed", "_out_of_rotation", "_ready", "_shut_down",
+                 "paths")
 
     def __init__(self, live: Iterable[str], ready: Iterable[str], settings: Settings,
                  out_of_rotation: Callable[[], str] = str) -> None:
         self._ready = frozenset(ready)
         self._out_of_rotation = out_of_rotation
-
         # A monitor configured on and no longer enabled was shut down (not switched off).
+        self._shut_down = "stopped" if settings.enabled else ""
         state, note = ("shut down", SHUT_DOWN_NOTE) if settings.enabled else ("switched off", NOTE)
 
         def answers(code: int, output: str) -> tuple[HealthResponse, HealthResponse]:
@@ -67,5 +69,6 @@ class SwitchedOffProbes:
             return None
         if method != "GET" and method != "HEAD":
             return self._not_allowed
-        get, head = self._answers[self._out_of_rotation() if path in self._ready else ""]
+        reason = self._out_of_rotation() or self._shut_down if path in self._ready else ""
+        get, head = self._answers[reason]
         return get if method == "GET" else head

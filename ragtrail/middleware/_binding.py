@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragtrail._settings import ConfigurationError, Settings
@@ -90,8 +90,7 @@ class CoreBinding:
                 probes = (None if health is False
                           else health.switched_off_probes() if health is not None
                           else SwitchedOffProbes(DEFAULT_PATHS["live"], DEFAULT_PATHS["ready"],
-                                                 monitor.settings,
-                                                 _stopped_if_shut_down(monitor)))
+                                                 monitor.settings))
             except Exception:  # switched off, ragtrail least of all may break the requests
                 log.warning("ragtrail could not build its switched-off probe answers; probes "
                             "reach the app", exc_info=True)
@@ -121,9 +120,3 @@ class CoreBinding:
             overrides = {**overrides, "exclude_paths": [
                 *health.excluded_paths, *(overrides["exclude_paths"] or ())]}
         return MiddlewareOptions.build(monitor.settings, **overrides)
-
-
-def _stopped_if_shut_down(monitor: Monitor) -> Callable[[], str]:
-    """Readiness of a monitor that never served a request: a monitor configured on and now
-    off was shut down, and a stopping pod must not say it is ready."""
-    return (lambda: "stopped") if monitor.settings.enabled else str

@@ -50,7 +50,8 @@ _LOOKALIKE = re.compile(rb"\xef\xbc[\x8e\x8f\xbc]|\xe2\x88[\x95\x96]")
 _ASCII_OF = {b"\xef\xbc\x8e": b".", b"\xef\xbc\x8f": b"/", b"\xef\xbc\xbc": b"\\",
              b"\xe2\x88\x95": b"/", b"\xe2\x88\x96": b"\\"}
 _DECODE_ROUNDS = 3
-# One regex search is several times cheaper than three ``in`` tests on this hot path.
+# One regex search is cheaper than the eight membership tests it stands for on this hot
+# path (for three, ``unsafe_header_value`` shows the opposite).
 _SUSPICIOUS = re.compile(rb"[%\\\x00\r\n\x80-\xff]|\.\.").search
 
 
