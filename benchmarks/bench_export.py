@@ -80,7 +80,7 @@ def caller_costs(rounds: int, spans: int, endpoint: str) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in results.items()}
 
 
-def throughput(rounds: int, spans: int, settings: dict[str, str]) -> float:
+def throughput(rounds: int, spans: int, settings: dict[str, Any]) -> float:
     pipeline = ExportPipeline.create(Settings(export_queue_size=spans + 1, **settings))
     if pipeline is None:
         raise SystemExit("no pipeline")

@@ -86,7 +86,7 @@ def _monitor(store_dir: str, variant: str) -> Any:
                                service_name="bench-middleware"))
     if variant == "ragtrail, no store":
         monitor.store.close()
-        monitor.store = _NoStore()
+        monitor.store = _NoStore()  # type: ignore[assignment]
     return monitor
 
 
@@ -169,7 +169,7 @@ def rag_app(variant: str, store_dir: str) -> tuple[Any, Any]:
             store_url=f"sqlite:///{Path(store_dir) / 'rag'}.db", service_name="bench-rag")
         if variant == "ragtrail, no store":
             monitor.store.close()
-            monitor.store = _NoStore()
+            monitor.store = _NoStore()  # type: ignore[assignment]
         monitored = ragtrail.monitored
         embed = monitored(kind="embedding")(embed)
         retrieve = monitored(kind="retriever", capture_args=True, capture_result=True)(retrieve)

@@ -31,16 +31,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ragtrail import Settings
 from ragtrail.health import FunctionCheck, HealthService, HTTPCheck
 from ragtrail.instrument import Monitor
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 APPS = ("bare", "responder", "middleware", "inline")
@@ -163,9 +163,8 @@ def build_app(kind: str, store_dir: str, hang_port: int) -> ASGIApp:
     if kind == "middleware":
         from ragtrail.middleware import ASGIMiddleware
 
-        middleware: ASGIApp = ASGIMiddleware(bare, monitor=service.monitor,  # type: ignore[arg-type]
-                                             health=service)
-        return middleware
+        return ASGIMiddleware(bare, monitor=service.monitor,  # type: ignore[arg-type]
+                              health=service)
 
     async def responder(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -288,9 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             service.monitor.shutdown()  # type: ignore[attr-defined]
     print("in-process /ready (microseconds per call)")
     print(f"{'case':32} {'calls':>7} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>9}  goal p99<2ms")
-    for name, samples in measured.items():
-        p50, p95, p99, worst = percentiles(samples)
-        print(f"{name:32} {len(samples):7d} {p50:8.1f} {p95:8.1f} {p99:8.1f} {worst:9.1f}  "
+    for name, timings in measured.items():
+        p50, p95, p99, worst = percentiles(timings)
+        print(f"{name:32} {len(timings):7d} {p50:8.1f} {p95:8.1f} {p99:8.1f} {worst:9.1f}  "
               f"{'met' if p99 < 2000 else 'MISSED'}")
     if options.skip_server:
         return 0

@@ -76,7 +76,7 @@ def events(n: int, start: int = 0, mix: list[Severity] = MIX) -> list[SecurityEv
 
 def rows_for(batch: list[SecurityEvent], first_id: int) -> list[tuple[object, ...]]:
     """The row tuples the store's writer inserts for ``batch`` (the baseline's input)."""
-    builder = RowBuilder(strict=False, strip_nul=False)
+    builder = RowBuilder(strict=False, limited_text=False)
     return [builder.event(e, first_id + i, 1) for i, e in enumerate(batch)]
 
 
