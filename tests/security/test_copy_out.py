@@ -123,6 +123,29 @@ def test_the_temporary_file_of_a_running_release_stays(
     assert os.listdir(other_filesystem) == [staged.name]
 
 
+def test_a_temporary_file_removed_before_it_was_locked_is_not_published(
+        monkeypatch: pytest.MonkeyPatch, quarantine: Quarantine, other_filesystem: Path) -> None:
+    """Between creating its temporary file and locking it, a release can lose it to another
+    release to the same destination, which found it unlocked, removed it as stale and created
+    its own: the first now refuses, rather than publish the second one's partial copy."""
+    destination = other_filesystem / "report.pdf"
+    staged = staging_path(destination)
+    real = copy_out_module._lock
+
+    def taken_before_the_lock(fd: int) -> bool:
+        staged.unlink()
+        staged.write_bytes(b"half of the other release's copy")
+        return real(fd)
+
+    monkeypatch.setattr(copy_out_module, "_lock", taken_before_the_lock)
+    with pytest.raises(OSError, match="another release to the same destination") as refused:
+        quarantine.release(SHA256, destination)
+    assert refused.value.errno == errno.EBUSY
+    assert os.listdir(other_filesystem) == [staged.name]
+    assert staged.read_bytes() == b"half of the other release's copy"
+    assert [entry.sha256 for entry in quarantine.entries()] == [SHA256]
+
+
 def test_a_release_to_another_filesystem_leaves_only_the_file(
         quarantine: Quarantine, other_filesystem: Path) -> None:
     """The copy arrives whole under the destination's name, mode 0600, and its temporary
