@@ -17,11 +17,11 @@ import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["O_NOFOLLOW", "READ_REGULAR_ONLY", "ChangedFileError", "copy_out", "create_exclusive",
-           "make_inert", "move_file", "put_back", "read_json", "remove_judged", "still_judged",
-           "write_json"]
+__all__ = ["O_NOFOLLOW", "READ_REGULAR_ONLY", "ChangedFileError", "copy_judged",
+           "create_exclusive", "make_inert", "move_file", "put_back", "read_json", "remove_judged",
+           "still_judged", "write_json"]
 
 logger = logging.getLogger("ragtrail.security")
 
@@ -93,35 +93,6 @@ def move_file(source: Path, target: Path, *, judged: os.stat_result | None = Non
         raise
 
 
-def copy_out(source: Path, target: Path, judged: os.stat_result) -> None:
-    """Put the ``judged`` file at ``source`` at ``target`` too, leaving ``source`` as it is: a
-    hard link, or a copy where there can be none (another filesystem). Never clobbers
-    ``target`` (``FileExistsError``); raises ``ChangedFileError`` if ``source`` is another
-    file by now."""
-    try:
-        os.link(source, target, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in _NO_HARD_LINK:
-            raise
-    else:
-        try:
-            still_judged(target, judged)
-        except ChangedFileError:
-            target.unlink()
-            raise
-        return
-    os.close(create_exclusive(target))  # the name claimed: the copy replaces only this
-    try:
-        _copy(source, target, judged)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-
-
-# Where link() cannot serve: another filesystem, or one without hard links (EPERM on vfat).
-_NO_HARD_LINK = frozenset((errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP))
-
-
 def remove_judged(path: Path, judged: os.stat_result) -> None:
     """Delete the ``judged`` file at ``path``, never one swapped in since (``ChangedFileError``).
 
@@ -176,19 +147,25 @@ def put_back(moved: Path, source: Path) -> None:
 def _copy(source: Path, target: Path, judged: os.stat_result | None) -> None:
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
     try:
-        # Never through a symlink swapped in after the file was judged: its target's bytes
-        # would be kept under the judged file's hash.
-        with os.fdopen(os.open(source, READ_REGULAR_ONLY), "rb") as src, \
-                os.fdopen(create_exclusive(partial), "wb") as dst:
-            copied = os.fstat(src.fileno())
-            if not stat.S_ISREG(copied.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", str(source))
-            _require_judged(copied, judged, source)
-            shutil.copyfileobj(src, dst)
+        with os.fdopen(create_exclusive(partial), "wb") as dst:
+            copy_judged(source, dst, judged)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def copy_judged(source: Path, out: BinaryIO, judged: os.stat_result | None) -> None:
+    """Write the bytes of the regular file at ``source`` to ``out``; ``ChangedFileError`` if
+    it is not the ``judged`` file (if any)."""
+    # Never through a symlink swapped in after the file was judged: its target's bytes
+    # would be kept under the judged file's hash.
+    with os.fdopen(os.open(source, READ_REGULAR_ONLY), "rb") as src:
+        copied = os.fstat(src.fileno())
+        if not stat.S_ISREG(copied.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(source))
+        _require_judged(copied, judged, source)
+        shutil.copyfileobj(src, out)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

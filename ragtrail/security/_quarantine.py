@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ragtrail.security._copy_out import copy_out
 from ragtrail.security._files import (
     ChangedFileError,
-    copy_out,
     make_inert,
     move_file,
     put_back,
@@ -220,7 +220,8 @@ class Quarantine:
     def release(self, key: str, destination: str | os.PathLike[str]) -> Path:
         """Move a file out to ``destination`` (a new file, or a directory to put it in).
 
-        The released file keeps mode 0600; an existing file is never overwritten.
+        The released file keeps mode 0600; an existing file is never overwritten, and the
+        destination's name appears only once the whole file is there (see ``copy_out``).
         """
         entry = self.get(key)
         target = Path(destination)

@@ -3,11 +3,11 @@ first, and nothing kept while its disk is nearly full.
 
 Several threads and processes (gunicorn workers) keep files in one directory. Each holds
 ``.lock`` (``flock``) only while it decides and renames; the copy or rename in has happened
-before, and a release's copy out happens after, under a hidden name that no count includes
-and no eviction touches. ``.ledger`` keeps
-the totals and the oldest entries the last scan found, so keeping a file reads and writes one
-small file instead of listing the directory (a scan is an ``lstat`` per entry, about 100 ms for
-10,000 entries on a slow disk). A scan runs when the ledger is missing or unreadable, when its
+before, under a hidden name that no count includes and no eviction touches, and a release
+copies its file out before it takes the lock to remove it. ``.ledger`` keeps the totals and
+the oldest entries the last scan found, so keeping a file reads and writes one small file
+instead of listing the directory (a scan is an ``lstat`` per entry, about 100 ms for 10,000
+entries on a slow disk). A scan runs when the ledger is missing or unreadable, when its
 oldest entries are used up, or when one of them was removed behind its back (checked before
 anything is evicted).
 """

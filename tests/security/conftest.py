@@ -1,9 +1,12 @@
-"""Fixtures for the security tests: the corpus (``security_corpus``) in ``tmp_path``, and a real
-monitor writing to a SQLite store in ``tmp_path``.
+"""Fixtures for the security tests: the corpus (``security_corpus``) in ``tmp_path``, a real
+monitor writing to a SQLite store in ``tmp_path``, and a directory on another filesystem.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +26,21 @@ def corpus(tmp_path: Path) -> Corpus:
 @pytest.fixture
 def quarantine_dir(tmp_path: Path) -> Path:
     return tmp_path / "quarantine"
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than ``tmp_path`` (tmpfs at /dev/shm), where a move
+    is a copy: the layout of the Kubernetes example (uploads and quarantine on two volumes)."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm here")
+    directory = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        if directory.stat().st_dev == tmp_path.stat().st_dev:
+            pytest.skip("/dev/shm is on the same filesystem as the test's directory here")
+        yield directory
+    finally:
+        shutil.rmtree(directory)
 
 
 @pytest.fixture

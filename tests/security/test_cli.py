@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ import ragtrail.instrument
 from ragtrail.cli import main
 from ragtrail.instrument import Monitor
 from ragtrail.security import FileValidator
+from ragtrail.security._copy_out import staging_path
 
 
 @pytest.fixture(autouse=True)
@@ -186,6 +188,27 @@ def test_release_refuses_to_overwrite(capsys: pytest.CaptureFixture[str],
     assert status == 2
     assert "already exists" in err
     assert existing.read_text() == "keep"
+
+
+def test_release_refused_while_another_release_holds_the_temporary_file(
+        capsys: pytest.CaptureFixture[str], quarantined: list[str], quarantine_dir: Path,
+        other_filesystem: Path) -> None:
+    """A release to another filesystem while one to the same destination still copies: exit
+    2 naming the running release's temporary file, which stays; nothing is released."""
+    destination = other_filesystem / "restored.md"
+    staged = staging_path(destination)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        status, out, err = _run(capsys, "quarantine", "release", quarantined[0],
+                                str(destination), "--yes", "--dir", str(quarantine_dir))
+    finally:
+        os.close(fd)
+    assert (status, out) == (2, "")
+    assert err.startswith("ragtrail: error: another release to the same destination is running")
+    assert err.endswith(f": {staged}\n")
+    assert os.listdir(other_filesystem) == [staged.name]
+    assert (quarantine_dir / quarantined[0]).exists()
 
 
 def test_purge_older_than(capsys: pytest.CaptureFixture[str], quarantined: list[str],

@@ -6,14 +6,12 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from ragtrail.instrument import Monitor, correlation_scope
 from ragtrail.security import FileValidator, Quarantine, QuarantineError
 from ragtrail.security import _files as files
 from ragtrail.security import _quarantine_bound as bound
+from ragtrail.security._copy_out import staging_path
 from ragtrail.security._files import ChangedFileError, move_file
 
 Events = Callable[..., list[SecurityEvent]]
@@ -362,21 +361,6 @@ def test_purge_keeps_a_file_rejected_again_since(filled: list[str], quarantine_d
 
 # -- moving files across filesystems ----------------------------------------------------------
 
-@pytest.fixture
-def other_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A directory on another filesystem than ``tmp_path`` (tmpfs at /dev/shm), where a move
-    is a copy: the layout of the Kubernetes example (uploads and quarantine on two volumes)."""
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm here")
-    directory = Path(tempfile.mkdtemp(dir="/dev/shm"))
-    try:
-        if directory.stat().st_dev == tmp_path.stat().st_dev:
-            pytest.skip("/dev/shm is on the same filesystem as the test's directory here")
-        yield directory
-    finally:
-        shutil.rmtree(directory)
-
-
 def test_a_copy_across_filesystems_never_follows_a_symlink(
         tmp_path: Path, other_filesystem: Path) -> None:
     """A symlink swapped in after the file was judged: the copy refuses it (the link target's
@@ -476,21 +460,23 @@ def test_a_release_that_cannot_copy_puts_the_file_back(
     assert usage.files == 2
 
 
-def test_a_release_killed_while_copying_leaves_the_file_quarantined(
+def test_a_release_killed_while_copying_leaves_the_file_quarantined_and_the_retry_succeeds(
         corpus: Corpus, quarantine_dir: Path, other_filesystem: Path) -> None:
     """A release killed half-way through its copy (SIGKILL here; a dropped ``kubectl exec``
     sends SIGHUP, an evicted pod SIGTERM, neither of which runs ``finally``) leaves the file
-    where it was: listed with its details, counted by the bound (renamed aside before the
-    copy, it stayed under a hidden name no listing, purge or count saw, its sidecar gone)."""
+    where it was, listed with its details and counted, and the destination's name free: the
+    copy went to ragtrail's hidden temporary file (it went to the destination's own name,
+    whose partial or empty file looked released and made the retry fail with "already
+    exists"). The retry removes that stale file and releases the whole file."""
     large = corpus.directory / "dump.bin"
     sha256 = _large_file(large, 128)
     quarantine = Quarantine(quarantine_dir)
     quarantine.add(large, sha256, {"reason": "test"})
+    destination = other_filesystem / "dump.bin"
     child = subprocess.Popen([sys.executable, "-m", "ragtrail", "quarantine", "release",
-                              "--dir", str(quarantine_dir), sha256,
-                              str(other_filesystem / "dump.bin"), "--yes"])
+                              "--dir", str(quarantine_dir), sha256, str(destination), "--yes"])
     try:
-        _wait_for_partial_copy(other_filesystem, child)
+        partial = _wait_for_partial_copy(other_filesystem, child)
         os.kill(child.pid, signal.SIGSTOP)  # mid-copy for sure, then killed there
     finally:
         os.kill(child.pid, signal.SIGKILL)
@@ -499,6 +485,14 @@ def test_a_release_killed_while_copying_leaves_the_file_quarantined(
     usage = quarantine.usage()
     assert usage is not None
     assert (usage.files, usage.bytes) == (1, 128 * 1024 * 1024)
+    assert os.listdir(other_filesystem) == [partial.name]
+    assert partial == staging_path(destination)
+    assert 0 < partial.stat().st_size < 128 * 1024 * 1024
+
+    assert quarantine.release(sha256, destination) == destination
+    assert os.listdir(other_filesystem) == ["dump.bin"]
+    assert (_large_file_digest(destination), _mode(destination)) == (sha256, 0o600)
+    assert quarantine.entries() == []
 
 
 # -- what is quarantined is what was judged ---------------------------------------------------
