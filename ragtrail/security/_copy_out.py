@@ -4,8 +4,9 @@ ever holds the complete file.
 A copy written under the final name leaves a truncated file there when the release is killed
 (SIGKILL, an evicted pod): it looks released, and the retry fails with "already exists". So
 the copy goes to a hidden temporary file beside the destination, is synced, and only then
-takes the final name, by a call that fails rather than replace anything: link(2), or where the
-filesystem has no hard links (vfat, exFAT) rename(2) with ``RENAME_NOREPLACE``.
+takes the final name by link(2), which fails rather than replace anything. A filesystem without
+hard links (vfat, exFAT) gets the name claimed with ``O_EXCL`` and then replaced by the rename:
+only a kill between those two calls can leave an empty file there.
 
 The temporary name derives from the destination's, so a retry finds what a killed attempt
 left. A release holds ``flock`` on its temporary file while it writes; the kernel drops the
@@ -18,14 +19,11 @@ file) stays, and the release is refused naming it.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import hashlib
 import os
 import stat
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -51,8 +49,6 @@ STAGING_PREFIX = ".ragtrail-release-"  # then 16 hex of the destination name's s
 _NO_HARD_LINK = frozenset((errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP))
 _IN_USE = ("another release to the same destination is running, or a killed one left this "
            "file and it cannot be shown to be stale; remove it if no release is running")
-_AT_FDCWD = -100  # <fcntl.h>
-_RENAME_NOREPLACE = 1  # <linux/fs.h>
 
 
 def copy_out(source: Path, target: Path, judged: os.stat_result) -> None:
@@ -166,51 +162,20 @@ def _publish(staged: Path, target: Path) -> None:
     except OSError as exc:
         if exc.errno not in _NO_HARD_LINK:
             raise
-        _rename_exclusive(staged, target)
+        _claim_and_replace(staged, target)
     else:
         staged.unlink()
 
 
-def _rename_exclusive(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``, or ``FileExistsError`` if anything is there.
-
-    ``renameat2(RENAME_NOREPLACE)`` on Linux (3.15, for vfat 4.9). Elsewhere, or on a
-    filesystem refusing the flag, the name is claimed with ``O_EXCL`` and the rename replaces
-    that claim: a kill between the two calls leaves an empty file at ``target``.
-    """
-    renameat2 = _renameat2()
-    if renameat2 is not None:
-        if renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
-                     _RENAME_NOREPLACE) == 0:
-            return
-        code = ctypes.get_errno()
-        if code not in (errno.EINVAL, errno.ENOSYS):
-            raise OSError(code, os.strerror(code), str(target))
-    _claim_and_replace(source, target)
-
-
 def _claim_and_replace(source: Path, target: Path) -> None:
-    """``_rename_exclusive`` without ``renameat2``: claim ``target``, then replace the claim."""
+    """Rename ``source`` to ``target`` where there are no hard links, or ``FileExistsError``
+    if anything is there: claim ``target``, then replace the claim."""
     os.close(create_exclusive(target))
     try:
         os.replace(source, target)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-
-
-@functools.cache
-def _renameat2() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # a libc without it (glibc before 2.28)
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int,  # type: ignore[attr-defined]
-                         ctypes.c_char_p, ctypes.c_uint)
-    function.restype = ctypes.c_int  # type: ignore[attr-defined]
-    return function
 
 
 def _sync_directory(directory: Path) -> None:
