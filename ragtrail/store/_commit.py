@@ -51,8 +51,7 @@ class Committer:
         self._secrets = secrets
         dialect = batches.engine.dialect
         self._refused = refusal_test(dialect.loaded_dbapi, dialect.name)
-        self.floor = FloorWatch(batches.engine, batches.shown, secrets, counters,
-                                time.monotonic())
+        self.floor = FloorWatch(batches.engine, batches.shown, secrets, counters)
 
     def commit(self, batch: Batch) -> None:
         self.call_started = now = time.monotonic()

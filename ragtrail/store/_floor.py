@@ -2,11 +2,12 @@
 
 ``AuditStore()`` checks the schema version and its floor when it opens the store; a rolling
 deploy of a release that raises the floor migrates the store while older replicas go on
-writing. So the writer reads the version row again every ``FLOOR_RECHECK_S``, and before its
-next attempt after a failed one (a newer release's migration is when writes fail), and stops
-writing a store whose floor is now above this ragtrail's schema version: what it records is
-dropped and counted, health says why. It never migrates anything. A floor lowered again (the
-rollout rolled back by hand) lets it write again, as a restart would.
+writing. So the writer reads the version row again before its first batch, every
+``FLOOR_RECHECK_S``, and before its next attempt after a failed one (a newer release's
+migration is when writes fail), and stops writing a store whose floor is now above this
+ragtrail's schema version: what it records is dropped and counted, health says why. It never
+migrates anything. A floor lowered again (the rollout rolled back by hand) lets it write
+again, as a restart would.
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ class FloorWatch:
     """
 
     def __init__(self, engine: Engine, shown: str, secrets: tuple[str, ...],
-                 counters: Counters, now: float) -> None:
+                 counters: Counters) -> None:
         self._engine = engine
         self._shown = shown
         self._secrets = secrets
         self._counters = counters
         self.interval_s = FLOOR_RECHECK_S
         self.refused: str | None = None
-        self._next_at = now + self.interval_s
+        # Due at once: a child forked from a process that stopped writing starts afresh.
+        self._next_at = 0.0
 
     def due(self, now: float) -> bool:
         return now >= self._next_at

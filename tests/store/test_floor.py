@@ -4,12 +4,14 @@ it stops writing, says so in health, and writes again if the floor comes down.""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from forking import output_of_forked_child
 from sqlalchemy import Connection, create_engine, event, text
 from store_helpers import make_event, make_span, run_sql, stored_marks, wait_for
 
@@ -114,6 +116,27 @@ def test_writer_writes_again_once_the_floor_is_lowered(
     assert rows(backend_url, "ragtrail_spans") == 2
     assert (store.stats().written, store.stats().dropped) == (2, 5)
     assert stored_marks(backend_url) == (NEWER, SCHEMA_VERSION)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_from_a_writer_shut_out_is_shut_out_too(
+        backend_url: str, store_factory: Callable[..., AuditStore]) -> None:
+    """A worker forked after the floor was raised (gunicorn --preload) starts a fresh writer
+    that reads the version row before its first batch, rather than writing for an interval."""
+    store = store_factory(backend_url)
+    look_every(store, 0.0)
+    raise_floor(backend_url)
+    record_some(store, 1)
+    assert not store.flush(10)
+
+    def child() -> str:
+        record_some(store, 2)
+        flushed = store.flush(10)
+        health = store.health()
+        return f"{flushed} {health.status} {health.dropped}"
+
+    assert output_of_forked_child(child) == "False failing 2"
+    assert rows(backend_url, "ragtrail_spans") == 0
 
 
 @contextmanager
