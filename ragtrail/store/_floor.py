@@ -25,9 +25,11 @@ __all__ = ["FLOOR_RECHECK_S", "FloorWatch"]
 
 log = logging.getLogger("ragtrail.store")
 
-# One single-row SELECT per writer per interval: a few hundred microseconds every half
-# minute. Records written between a newer release's migration and the next look go in as
-# this version writes them (docs/scaling.md, "Upgrades and rollbacks").
+# One single-row SELECT per writer per interval, in a connection from the pool: measured
+# 0.3-0.4 ms of CPU (0.9-1.1 ms wall) on SQLite, 0.7-1.0 ms (2-3 ms wall, pre-ping included)
+# on a local PostgreSQL; every half minute, nothing the writer's rows/s shows. Records
+# written between a newer release's migration and the next look go in as this version
+# writes them (docs/scaling.md, "Upgrades and rollbacks").
 FLOOR_RECHECK_S = 30.0
 
 
