@@ -1,9 +1,11 @@
 """Getting one batch into the database, and counting what became of its records.
 
-The schema goes in first (again after a SQLite file was replaced), a COMMIT left in doubt is
-settled before anything is written again, faults of the database are told from records it
-refuses for their content, and a refused batch is taken apart to drop only those records.
-The writer thread (``_writer``) owns the queue and the retries; it is the only caller.
+The schema goes in first (again after a SQLite file was replaced), a store whose
+compatibility floor a newer release raised above this version is no longer written
+(``_floor``), a COMMIT left in doubt is settled before anything is written again, faults of
+the database are told from records it refuses for their content, and a refused batch is
+taken apart to drop only those records. The writer thread (``_writer``) owns the queue and
+the retries; it is the only caller.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ragtrail.store._batch import Batch
 from ragtrail.store._coalesce import Coalescer
 from ragtrail.store._counters import Counters
 from ragtrail.store._errors import StoreError, describe_error
+from ragtrail.store._floor import FloorWatch
 from ragtrail.store._reports import RingUsage
 from ragtrail.store._write import BatchWriter
 
@@ -28,8 +31,8 @@ log = logging.getLogger("ragtrail.store")
 
 
 class Committer:
-    """Commits batches for the writer thread; ``failing``, the call in progress and the
-    rings' usage are what ``health()`` reports of it."""
+    """Commits batches for the writer thread; ``failing``, ``floor.refused``, the call in
+    progress and the rings' usage are what ``health()`` reports of it."""
 
     def __init__(self, batches: BatchWriter, *, batch_size: int, coalescer: Coalescer,
                  counters: Counters, ensure_schema: Callable[[], None],
@@ -48,15 +51,16 @@ class Committer:
         self._secrets = secrets
         dialect = batches.engine.dialect
         self._refused = refusal_test(dialect.loaded_dbapi, dialect.name)
+        self.floor = FloorWatch(batches.engine, batches.shown, secrets, counters)
 
     def commit(self, batch: Batch) -> None:
-        self.call_started = time.monotonic()
+        self.call_started = now = time.monotonic()
         try:
-            self._commit_now(batch)
+            self._commit_now(batch, now)
         finally:
             self.call_started = None
 
-    def _commit_now(self, batch: Batch) -> None:
+    def _commit_now(self, batch: Batch, now: float) -> None:
         if self._check_file is not None:
             try:
                 self._check_file()
@@ -66,6 +70,12 @@ class Committer:
         if not self.schema_ready:
             self._ensure_schema()
             self.schema_ready = True
+            self.floor.passed(now)
+        elif self.floor.due(now):
+            self.floor.check(now)
+        if self.floor.refused is not None:
+            self._not_written(batch)
+            return
         # Flush markers alone (a flush right after a full batch) need no transaction.
         if batch.records or self.counters.has_unsaved or self.coalescer.has_dirty or \
                 self.batches.doubt is not None:
@@ -77,15 +87,8 @@ class Committer:
             marker.finish(True)
 
     def _write_batch(self, batch: Batch) -> None:
-        settled = self.batches.settle()  # a COMMIT that went unanswered, known now
-        if settled is not None:
-            if not settled.committed:
-                self.counters.restore_unsaved(dict(settled.dropped))
-            else:
-                self._written(settled.batch, settled.usage)
-                if settled.batch is batch:
-                    return
-                batch.take(settled.batch)  # isolating a batch: a part of it
+        if self._settle(batch):
+            return
         unsaved = self.counters.take_unsaved()
         try:
             usage = self.batches.write(batch, unsaved)
@@ -94,6 +97,37 @@ class Committer:
                 self.counters.restore_unsaved(unsaved)
             raise
         self._written(batch, usage)
+
+    def _settle(self, batch: Batch) -> bool:
+        """Settle a COMMIT that went unanswered (a read), taking what it stored out of
+        ``batch``; True if that was all of ``batch``."""
+        settled = self.batches.settle()
+        if settled is None:
+            return False
+        if not settled.committed:
+            self.counters.restore_unsaved(dict(settled.dropped))
+            return False
+        self._written(settled.batch, settled.usage)
+        if settled.batch is batch:
+            return True
+        batch.take(settled.batch)  # isolating a batch: a part of it
+        return False
+
+    def _not_written(self, batch: Batch) -> None:
+        """The floor shuts this version out: ``batch`` is dropped, except what a COMMIT in
+        doubt stored after all, and its flushes learn that it was not written."""
+        if not self._settle(batch):
+            self._drop(batch)
+        for marker in batch.flushes:
+            marker.finish(False)
+
+    def _drop(self, batch: Batch) -> None:
+        for ring, records in (("events", batch.events), ("spans", batch.spans),
+                              ("metrics", batch.metrics)):
+            if records:
+                self.counters.drop(ring, len(records))
+        for item in batch.events:  # their repeats open new windows instead
+            self.coalescer.discard(item)
 
     def _written(self, batch: Batch, usage: dict[str, RingUsage]) -> None:
         self.ring_usage = {**self.ring_usage, **usage}
@@ -119,6 +153,7 @@ class Committer:
         A backlog goes again as batches of ``batch_size`` first, and only a batch that is
         refused goes record by record: one bad record costs a batch of single commits, not
         a backlog's (up to 20 times as many, each waiting for the GIL behind a busy app)."""
+        self.floor.expire()  # a refused batch: perhaps a newer release's schema
         pieces = (self.batches.pieces(batch, self.batch_size)
                   if batch.records > self.batch_size else [batch])
         for index, piece in enumerate(pieces):
@@ -144,13 +179,12 @@ class Committer:
         message = describe_error(exc, self._secrets)
         if message != self.counters.last_error:  # one line per kind of refusal, not per record
             log.warning("ragtrail audit store refused a record (dropped): %s", message)
-        self.counters.drop(single.ring, single.records)
+        self._drop(single)
         self.counters.error(message)
-        for slot in single.events:
-            self.coalescer.discard(slot)
 
     def fault(self, exc: Exception) -> None:
         message = describe_error(exc, self._secrets)
+        self.floor.expire()  # the next attempt looks at the version row first
         if not self.failing or message != self.counters.last_error:
             log.warning("ragtrail audit store cannot write (retrying, records are kept in "
                         "the queue up to its bound): %s", message)

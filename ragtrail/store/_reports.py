@@ -31,7 +31,9 @@ class StoreHealth:
     """The background writer's state in this process.
 
     ``failing``: the last write failed and the writer is retrying (records wait in the queue,
-    and are dropped once it is full). ``degraded``: writing works, but the queue is filling up
+    and are dropped once it is full), or a newer ragtrail raised the store's compatibility
+    floor above this version, so this process no longer writes it (records are dropped,
+    ``last_error`` names both versions). ``degraded``: writing works, but the queue is filling up
     or records were dropped or a write failed within the last minute. ``outcome_unknown``
     counts records lost to ``close()`` in a batch whose COMMIT was sent to a database server
     that could not be asked afterwards whether it committed them: stored or not, nobody

@@ -29,7 +29,7 @@ from sqlalchemy import (
     Text,
     func,
     inspect,
-    null,
+    literal_column,
     select,
     text,
 )
@@ -53,6 +53,8 @@ __all__ = [
     "check_readable",
     "ensure_schema",
     "read_version",
+    "refusal",
+    "version_row",
 ]
 
 SCHEMA_VERSION = 2
@@ -193,16 +195,21 @@ class StoredVersion(NamedTuple):
 
 def read_version(conn: Connection) -> StoredVersion | None:
     """The stored schema version, or None when this database holds no ragtrail store."""
-    inspector = inspect(conn)
-    if not inspector.has_table(VERSION.name):
+    if not inspect(conn).has_table(VERSION.name):
         return None
-    marked = any(c["name"] == VERSION.c.compatible_from.name
-                 for c in inspector.get_columns(VERSION.name))
-    columns = [VERSION.c.version, VERSION.c.compatible_from if marked else null()]
-    row = conn.execute(select(*columns).order_by(VERSION.c.version.desc()).limit(1)).first()
+    return version_row(conn)
+
+
+def version_row(conn: Connection) -> StoredVersion | None:
+    """``ragtrail_schema``'s row in one SELECT, without inspecting the table (a running
+    writer asks again every ``FLOOR_RECHECK_S``): ``*`` because a store migrated without the
+    floor has no such column."""
+    row = conn.execute(select(literal_column("*")).select_from(VERSION)
+                       .order_by(VERSION.c.version.desc()).limit(1)).mappings().first()
     if row is None:
         return None
-    return StoredVersion(int(row[0]), None if row[1] is None else int(row[1]))
+    floor = row.get(VERSION.c.compatible_from.name)
+    return StoredVersion(int(row[VERSION.c.version.name]), None if floor is None else int(floor))
 
 
 def check_readable(stored: StoredVersion | None, where: str) -> None:
@@ -216,18 +223,25 @@ def check_readable(stored: StoredVersion | None, where: str) -> None:
 def _check_newer(stored: StoredVersion, where: str) -> None:
     """A store of a newer ragtrail is used as it is if it says code of this version may (a
     rollback, or an older replica still starting during a rolling deploy), else refused."""
+    refused = refusal(stored, where)
+    if refused is not None:
+        raise StoreError(refused)
     version, floor = stored
-    if version <= SCHEMA_VERSION:
-        return
-    if floor is not None and floor <= SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
         log.info("ragtrail audit store %s has schema version %d, newer than this ragtrail's "
                  "%d, and may be used by ragtrail from schema version %d on: it is read and "
                  "written as it is", where, version, SCHEMA_VERSION, floor)
-        return
+
+
+def refusal(stored: StoredVersion, where: str) -> str | None:
+    """Why this ragtrail may not use ``stored`` (newer, and its floor above this version or
+    not recorded), or None when it may."""
+    version, floor = stored
+    if version <= SCHEMA_VERSION or (floor is not None and floor <= SCHEMA_VERSION):
+        return None
     usable = "" if floor is None else f", usable from schema version {floor} on"
-    raise StoreError(
-        f"{where} was written by a newer ragtrail (schema version {version}{usable}; this "
-        f"ragtrail has schema version {SCHEMA_VERSION}); upgrade ragtrail to use it")
+    return (f"{where} was written by a newer ragtrail (schema version {version}{usable}; this "
+            f"ragtrail has schema version {SCHEMA_VERSION}); upgrade ragtrail to use it")
 
 
 def ensure_schema(conn: Connection, capacities: dict[str, int], where: str) -> None:

@@ -147,7 +147,9 @@ class Writer:
     def status(self) -> HealthStatus:
         now = time.monotonic()
         counters = self.counters
-        if self.committer.failing or not self.alive or self.stalled(now) is not None:
+        committer = self.committer
+        if committer.failing or committer.floor.refused is not None or not self.alive or \
+                self.stalled(now) is not None:
             return "failing"
         recent_drop = counters.last_drop is not None and now - counters.last_drop < _RECENT_S
         recent_error = (counters.last_error_at is not None

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
 from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanRecord
 
 _serial = itertools.count()
@@ -54,3 +56,22 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def run_sql(url: str, *statements: str) -> None:
+    """Run ``statements`` in one transaction of a connection of their own."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+    engine.dispose()
+
+
+def stored_marks(url: str) -> tuple[int, int | None]:
+    """The store's schema version and the oldest version that may use it."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        version, floor = conn.execute(
+            text("SELECT version, compatible_from FROM ragtrail_schema")).one()
+    engine.dispose()
+    return int(version), floor

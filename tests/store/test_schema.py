@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
-from store_helpers import make_event, make_span
+from store_helpers import make_event, make_span, run_sql, stored_marks
 from store_v1 import create_version_1_store
 
 from ragtrail._records import Severity
@@ -46,26 +46,8 @@ V0_ROWS = [
 ]
 
 
-def run_sql(url: str, *statements: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for statement in statements:
-            conn.execute(text(statement))
-    engine.dispose()
-
-
 def stored_version(url: str) -> int:
     return stored_marks(url)[0]
-
-
-def stored_marks(url: str) -> tuple[int, int | None]:
-    """The store's schema version and the oldest version that may use it."""
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        version, floor = conn.execute(
-            text("SELECT version, compatible_from FROM ragtrail_schema")).one()
-    engine.dispose()
-    return int(version), floor
 
 
 def make_newer(url: str, version: int, compatible_from: int) -> None:
