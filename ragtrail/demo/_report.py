@@ -115,9 +115,10 @@ STORE_URL_VARIABLE = '"$RAGTRAIL_STORE_URL"'
 """What the explore commands read the store from when its URL holds a password."""
 
 
-def render_explore(*, db: str, question_id: str, quarantine_dir: str, base_url: str,
-                   api_token: str, serving: bool) -> Iterator[str]:
-    """The commands (and, while serving, the URLs) to look further; ``db`` is shell-quoted."""
+def render_explore(*, db: str, question_id: str, quarantine_dir: str, data_dir: str,
+                   base_url: str, api_token: str, serving: bool) -> Iterator[str]:
+    """The commands (and, while serving, the URLs) to look further; ``db``,
+    ``quarantine_dir`` and ``data_dir`` are shell-quoted."""
     yield ""
     yield "Explore further"
     if db == STORE_URL_VARIABLE:  # a password is never printed: the user sets it
@@ -133,7 +134,9 @@ def render_explore(*, db: str, question_id: str, quarantine_dir: str, base_url: 
         (f"ragtrail quarantine list --dir {quarantine_dir}", "the rejected upload"),
     ]
     if not serving:
-        commands.append(("ragtrail demo --serve", "keep the service running to try it"))
+        # Where this run recorded, so the commands above also show what the served run adds.
+        commands.append((f"ragtrail demo --serve --db {db} --data-dir {data_dir}",
+                         "keep the service running to try it"))
     width = max(len(command) for command, _ in commands)
     for command, why in commands:
         yield f"  {command.ljust(width)}  # {why}"

@@ -104,6 +104,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         for line in render_explore(
                 db=_db_argument(options.store_url), question_id=QUESTION_ID,
                 quarantine_dir=shlex.quote(str(options.data_dir / "quarantine")),
+                data_dir=shlex.quote(str(options.data_dir)),
                 base_url=base_url, api_token=api_token, serving=options.serve):
             say(line)
         say()
