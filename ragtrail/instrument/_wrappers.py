@@ -37,8 +37,32 @@ def _attribute_at(module: str, qualname: str) -> Any:
     return found
 
 
-class _MonitoredBound(_Bound):
+class _Rebinding(type):
+    """Lets ``weakref.WeakMethod`` rebind a decorated method, as it does a plain one.
+
+    WeakMethod keeps weak references to a method's ``__self__`` and ``__func__`` and, when
+    called, rebuilds the method as ``type(method)(__func__, __self__)``; signal libraries
+    (blinker, Django signals) hold their receivers that way. wrapt's constructor takes other
+    arguments, so those two are turned into the binding wrapt itself would make.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 2 and not kwargs:
+            function, owner = args
+            if isinstance(function.__wrapped__, classmethod):
+                return function.__get__(None, owner)
+            return function.__get__(owner, type(owner))
+        return super().__call__(*args, **kwargs)
+
+
+class _MonitoredBound(_Bound, metaclass=_Rebinding):
     """A decorated method bound to its instance (or class)."""
+
+    @property
+    def __func__(self) -> Any:
+        """The decorated function, as a plain method's is the function in its class: so a
+        method rebuilt from it (``WeakMethod``) still records its calls."""
+        return self._self_parent
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         if self._self_instance is not None:
