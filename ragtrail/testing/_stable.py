@@ -78,7 +78,8 @@ class StableRecords:
         if not self._sequential:
             return dict(filters)
         # The filters take 32-digit IDs; each number is one ID's, so the reverse is unique.
-        stored = {self._stable(real): real for real in self._numbers}
+        with self._lock:  # a read in another thread may be numbering
+            stored = {self._stable(real): real for real in self._numbers}
         return {name: stored.get(value, value) if name in _ID_FILTERS else value
                 for name, value in filters.items()}
 
