@@ -48,11 +48,20 @@ class _Rebinding(type):
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if len(args) == 2 and not kwargs:
-            function, owner = args
-            if isinstance(function.__wrapped__, classmethod):
-                return function.__get__(None, owner)
-            return function.__get__(owner, type(owner))
+            return _rebound(*args)
         return super().__call__(*args, **kwargs)
+
+
+def _rebound(function: Any, owner: Any) -> Any:
+    """The method ``function`` of ``owner`` (an instance, or a class for a class method)."""
+    if isinstance(function, MonitoredFunction):  # an instance method's __func__
+        return function.__get__(owner, type(owner))
+    # A class method's __func__ is its plain function; the class gives the decorated method
+    # back under its name. One it does not (a name-mangled ``__name``) runs unrecorded.
+    method = getattr(owner, function.__name__, None)
+    if getattr(method, "__func__", None) is function:
+        return method
+    return types.MethodType(function, owner)
 
 
 class _MonitoredBound(_Bound, metaclass=_Rebinding):
@@ -60,9 +69,14 @@ class _MonitoredBound(_Bound, metaclass=_Rebinding):
 
     @property
     def __func__(self) -> Any:
-        """The decorated function, as a plain method's is the function in its class: so a
-        method rebuilt from it (``WeakMethod``) still records its calls."""
-        return self._self_parent
+        """For an instance method the decorated function, as a plain method's is the function
+        in its class, so a method rebuilt from it (``WeakMethod``) still records its calls.
+        A class method's stays its plain function: ``inspect`` reads the source there."""
+        parent = self._self_parent
+        if isinstance(parent.__wrapped__, (classmethod, staticmethod)):
+            method: Any = self.__wrapped__
+            return method.__func__
+        return parent
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         if self._self_instance is not None:

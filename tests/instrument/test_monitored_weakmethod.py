@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -47,6 +48,11 @@ class Receiver:
     @monitored
     @staticmethod
     def static_method(x: int) -> int:
+        return x * 2
+
+    @monitored
+    @classmethod
+    def __mangled(cls, x: int) -> int:
         return x * 2
 
 
@@ -97,6 +103,24 @@ def test_a_weakly_held_classmethod_lives_as_long_as_its_class(monitor: Monitor) 
     assert method is not None
     assert (method.__self__, method(21)) == (Receiver, 42)
     assert [span.name for span in stored_spans(monitor)] == ["Receiver.class_method"]
+
+
+def test_methods_introspect_as_before(monitor: Monitor) -> None:
+    """A class method's ``__func__`` stays its plain function, where ``inspect`` reads the
+    source; a rebuilt instance method has the signature of the method it was built from."""
+    assert "def class_method(cls" in inspect.getsource(Receiver.class_method)
+    receiver = Receiver()
+    method = weakref.WeakMethod(receiver.sync)()
+    assert inspect.signature(method) == inspect.signature(receiver.sync)
+    assert str(inspect.signature(method)) == "(x: 'int') -> 'int'"
+
+
+def test_a_class_method_the_class_cannot_name_still_runs(monitor: Monitor) -> None:
+    """A name-mangled class method is not found on its class under its own name: the
+    reference still gives a working method (unrecorded) rather than raising."""
+    method = weakref.WeakMethod(Receiver._Receiver__mangled)()  # type: ignore[attr-defined]
+    assert method is not None
+    assert method(21) == 42
 
 
 def test_a_staticmethod_is_refused_as_a_plain_one_is(monitor: Monitor) -> None:
