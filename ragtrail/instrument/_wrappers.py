@@ -24,9 +24,11 @@ _BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
 if TYPE_CHECKING:  # generic in wrapt 2's stubs only; wrapt 1.16 has no __class_getitem__
     _Bound = wrapt.BoundFunctionWrapper[..., Any]
     _Function = wrapt.FunctionWrapper[..., Any]
+    _BoundType = type
 else:
     _Bound = wrapt.BoundFunctionWrapper
     _Function = wrapt.FunctionWrapper
+    _BoundType = type(_Bound)  # type; wrapt without its C extension has a metaclass of its own
 
 
 def _attribute_at(module: str, qualname: str) -> Any:
@@ -37,7 +39,7 @@ def _attribute_at(module: str, qualname: str) -> Any:
     return found
 
 
-class _Rebinding(type):
+class _Rebinding(_BoundType):
     """Lets ``weakref.WeakMethod`` rebind a decorated method, as it does a plain one.
 
     WeakMethod keeps weak references to a method's ``__self__`` and ``__func__`` and, when
@@ -101,7 +103,9 @@ class _MonitoredBound(_Bound, metaclass=_Rebinding):
 class MonitoredFunction(_Function):
     """What ``@monitored`` returns (see the module docstring)."""
 
-    __bound_function_wrapper__ = _MonitoredBound
+    # wrapt binds every method call through this; type.__call__ makes the bound wrapper in C,
+    # without _Rebinding.__call__, which only WeakMethod's two-argument call needs.
+    __bound_function_wrapper__ = _BoundType.__call__.__get__(_MonitoredBound)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         if isinstance(self.__wrapped__, _BY_NAME):

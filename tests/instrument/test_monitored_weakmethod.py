@@ -12,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import os
+import subprocess
+import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import blinker
@@ -140,3 +144,27 @@ def test_a_blinker_signal_calls_a_decorated_receiver_and_drops_it_with_its_insta
     del receiver
     gc.collect()
     assert (signal.send(21), signal.receivers) == ([], {})
+
+
+_PURE_PYTHON_WRAPT = """
+import weakref
+from ragtrail.instrument import monitored
+
+class Receiver:
+    @monitored
+    def sync(self, x):
+        return x * 2
+
+receiver = Receiver()
+print(weakref.WeakMethod(receiver.sync)()(21))
+"""
+
+
+def test_wrapt_without_its_c_extension_works_too(tmp_path: Path) -> None:
+    """wrapt's pure-Python proxies (``WRAPT_DISABLE_EXTENSIONS``, or no compiler at install)
+    have a metaclass of their own, which the rebinding one must extend."""
+    environment = {**os.environ, "WRAPT_DISABLE_EXTENSIONS": "1",
+                   "RAGTRAIL_STORE_URL": f"sqlite:///{tmp_path / 'audit.db'}"}
+    result = subprocess.run([sys.executable, "-c", _PURE_PYTHON_WRAPT], env=environment,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "42\n", "")
