@@ -24,9 +24,11 @@ _BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
 if TYPE_CHECKING:  # generic in wrapt 2's stubs only; wrapt 1.16 has no __class_getitem__
     _Bound = wrapt.BoundFunctionWrapper[..., Any]
     _Function = wrapt.FunctionWrapper[..., Any]
+    _BoundType = type
 else:
     _Bound = wrapt.BoundFunctionWrapper
     _Function = wrapt.FunctionWrapper
+    _BoundType = type(_Bound)  # type; wrapt without its C extension has a metaclass of its own
 
 
 def _attribute_at(module: str, qualname: str) -> Any:
@@ -37,8 +39,46 @@ def _attribute_at(module: str, qualname: str) -> Any:
     return found
 
 
-class _MonitoredBound(_Bound):
+class _Rebinding(_BoundType):
+    """Lets ``weakref.WeakMethod`` rebind a decorated method, as it does a plain one.
+
+    WeakMethod keeps weak references to a method's ``__self__`` and ``__func__`` and, when
+    called, rebuilds the method as ``type(method)(__func__, __self__)``; signal libraries
+    (blinker, Django signals) hold their receivers that way. wrapt's constructor takes other
+    arguments, so those two are turned into the binding wrapt itself would make.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 2 and not kwargs:
+            return _rebound(*args)
+        return super().__call__(*args, **kwargs)
+
+
+def _rebound(function: Any, owner: Any) -> Any:
+    """The method ``function`` of ``owner`` (an instance, or a class for a class method)."""
+    if isinstance(function, MonitoredFunction):  # an instance method's __func__
+        return function.__get__(owner, type(owner))
+    # A class method's __func__ is its plain function; the class gives the decorated method
+    # back under its name. One it does not (a name-mangled ``__name``) runs unrecorded.
+    method = getattr(owner, function.__name__, None)
+    if getattr(method, "__func__", None) is function:
+        return method
+    return types.MethodType(function, owner)
+
+
+class _MonitoredBound(_Bound, metaclass=_Rebinding):
     """A decorated method bound to its instance (or class)."""
+
+    @property
+    def __func__(self) -> Any:
+        """For an instance method the decorated function, as a plain method's is the function
+        in its class, so a method rebuilt from it (``WeakMethod``) still records its calls.
+        A class method's stays its plain function: ``inspect`` reads the source there."""
+        parent = self._self_parent
+        if isinstance(parent.__wrapped__, (classmethod, staticmethod)):
+            method: Any = self.__wrapped__
+            return method.__func__
+        return parent
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         if self._self_instance is not None:
@@ -63,7 +103,9 @@ class _MonitoredBound(_Bound):
 class MonitoredFunction(_Function):
     """What ``@monitored`` returns (see the module docstring)."""
 
-    __bound_function_wrapper__ = _MonitoredBound
+    # wrapt binds every method call through this; type.__call__ makes the bound wrapper in C,
+    # without _Rebinding.__call__, which only WeakMethod's two-argument call needs.
+    __bound_function_wrapper__ = _BoundType.__call__.__get__(_MonitoredBound)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         if isinstance(self.__wrapped__, _BY_NAME):

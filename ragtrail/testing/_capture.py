@@ -22,6 +22,7 @@ from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
 from ragtrail.instrument import _monitor
 from ragtrail.instrument._monitor import Monitor
+from ragtrail.testing._stable import IdsMode, StableRecords, TimesMode
 
 __all__ = ["Trail", "capture"]
 
@@ -34,11 +35,13 @@ class Trail:
     Each read waits for the store's writer first, so what the code under test recorded is
     there; lists are oldest first, and take the store's own filters (``name=``, ``kind=``,
     ``errors_only=``, ``correlation_id=`` for spans; ``event_type=``, ``min_severity=``,
-    ``source=`` for events).
+    ``source=`` for events). Under ``capture(ids="sequential")`` or ``times="fixed"`` they
+    come back with stable IDs and times (and take the stable IDs as filters).
     """
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, stable: StableRecords | None = None) -> None:
         self.monitor = monitor
+        self._stable = stable if stable is not None and stable.active else None
 
     def flush(self) -> None:
         """Wait until everything recorded so far is stored (raises if the writer is stuck)."""
@@ -49,8 +52,11 @@ class Trail:
 
     def spans(self, **filters: Any) -> list[SpanRecord]:
         """Finished spans, oldest first."""
-        self.flush()
-        return self.monitor.store.spans(limit=None, **filters)[::-1]
+        stable = self._learned()
+        if stable is None:
+            return self.monitor.store.spans(limit=None, **filters)[::-1]
+        return [stable.span(span) for span in
+                self.monitor.store.spans(limit=None, **stable.filters(filters))[::-1]]
 
     def span(self, name: str) -> SpanRecord:
         """The one finished span called ``name``; fails naming the spans there are if there
@@ -65,23 +71,43 @@ class Trail:
 
     def events(self, **filters: Any) -> list[SecurityEvent]:
         """Security events, oldest first."""
+        stable = self._learned()
+        if stable is None:
+            return self.monitor.store.events(limit=None, **filters)[::-1]
+        return [stable.event(event) for event in
+                self.monitor.store.events(limit=None, **stable.filters(filters))[::-1]]
+
+    def _learned(self) -> StableRecords | None:
+        """Flush; with stable records asked for, number what was stored since the last read
+        first, so an ID reads the same whichever read (and filter) meets it first."""
         self.flush()
-        return self.monitor.store.events(limit=None, **filters)[::-1]
+        stable = self._stable
+        if stable is not None:
+            store = self.monitor.store
+            stable.learn(store.spans(limit=None)[::-1], store.events(limit=None)[::-1])
+        return stable
 
 
 @contextmanager
-def capture(**settings: Any) -> Iterator[Trail]:
+def capture(*, ids: IdsMode = "random", times: TimesMode = "real",
+            **settings: Any) -> Iterator[Trail]:
     """Record what the block does under a monitor of its own; read it from the ``Trail``.
 
     Keyword arguments are settings, as for ``ragtrail.configure()`` (the environment is not
     read; the store is a new SQLite file, deleted with the ``Trail``). Alert callbacks
     registered with ``@ragtrail.on_alert`` are called as in production.
 
+    For snapshot tests, ``ids="sequential"`` reads trace, span and correlation IDs back
+    numbered 1, 2, 3... in the order they were stored, and ``times="fixed"`` reads every
+    time back as 2000-01-01T00:00:00Z with zero durations. The code in the block runs
+    exactly as without them.
+
     >>> with capture() as trail:
     ...     retrieve("refund policy")
     >>> trail.span("retrieve").status
     'ok'
     """
+    stable = StableRecords(ids, times)  # validates both before anything starts
     directory = tempfile.mkdtemp(prefix="ragtrail-capture-")
     try:
         store = Path(directory, "capture.db")
@@ -91,7 +117,7 @@ def capture(**settings: Any) -> Iterator[Trail]:
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    trail = Trail(monitor)
+    trail = Trail(monitor, stable)
     weakref.finalize(trail, shutil.rmtree, directory, ignore_errors=True)
     with _monitor._lock:
         mine = _Open(previous=_monitor._active)
