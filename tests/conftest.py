@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 
 POSTGRES_FIXTURES = frozenset({"postgres_url", "postgres_db_url", "postgres_server"})
 _START_TIMEOUT = 30
-# A reader told to stop ends after its last export; against a collector that still answers
-# that takes milliseconds (more on a loaded machine).
-_READER_STOP_GRACE_S = 3.0
+# A pipeline's shutdown joins its metric reader, so none should be left; the grace covers a
+# last export that a loaded machine finishes just after the pipeline's timeout.
+_READER_STOP_GRACE_S = 1.0
 
 
 def _required() -> bool:
