@@ -395,8 +395,14 @@ def test_adversarial_megabyte_scans_in_linear_time(name: str) -> None:
     machines slow every scan alike."""
     unit, repeats = ADVERSARIAL[name]
     tenth = min(_scan_seconds(unit * (repeats // 10)) for _ in range(3))
+    bound = 30 * tenth + 0.2
     whole = _scan_seconds(unit * repeats)
-    assert whole < 30 * tenth + 0.2, f"{name}: {whole:.2f} s for 1 MB, {tenth:.3f} s for 100 kB"
+    if whole >= bound:
+        # Seconds long, a megabyte scan can lose the CPU on a busy machine (seen: 5.4 s against
+        # 0.14 s for 100 kB, beside another tox environment): the better of two, as the 100 kB
+        # scan is the best of three. Backtracking fails both by far.
+        whole = min(whole, _scan_seconds(unit * repeats))
+    assert whole < bound, f"{name}: {whole:.2f} s for 1 MB, {tenth:.3f} s for 100 kB"
     assert whole < 20.0, f"{name}: {whole:.2f} s"
 
 
