@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 POSTGRES_FIXTURES = frozenset({"postgres_url", "postgres_db_url", "postgres_server"})
 _START_TIMEOUT = 30
+# A pipeline's shutdown joins its metric reader, so none should be left; the grace covers a
+# last export that a loaded machine finishes just after the pipeline's timeout.
+_READER_STOP_GRACE_S = 1.0
 
 
 def _required() -> bool:
@@ -217,6 +221,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(autouse=True)
+def _no_metric_reader_left_running() -> Iterator[None]:
+    """A metric reader a test started has stopped by the end of the test. One left running
+    goes on exporting after the test's collector is gone, and its refused exports were logged
+    in a later test (seen in py310-compat); shut pipelines down while their collector still
+    answers, and wait for a reader whose last export hangs."""
+    from instrument.otlp_receivers import metric_readers
+
+    before = metric_readers()
+    yield
+    deadline = time.monotonic() + _READER_STOP_GRACE_S
+    while left := metric_readers() - before:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(left)} metric reader(s) still running after the test: its "
+                        "pipeline was not shut down, or its last export hangs")
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

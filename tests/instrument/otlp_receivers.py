@@ -47,6 +47,7 @@ __all__ = [
     "RotelReceiver",
     "free_port",
     "isolated_otel_globals",
+    "metric_readers",
     "wait_for_points",
     "wait_for_spans",
     "wait_until",
@@ -105,6 +106,13 @@ class Receiver(Protocol):
 
     def spans(self) -> list[ReceivedSpan]: ...
     def points(self) -> list[ReceivedPoint]: ...
+
+
+def metric_readers() -> set[threading.Thread]:
+    """The export threads of this process's running PeriodicExportingMetricReaders (the
+    OpenTelemetry SDK's name for them)."""
+    return {thread for thread in threading.enumerate()
+            if thread.name == "OtelPeriodicExportingMetricReader"}
 
 
 def wait_until(probe: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:

@@ -34,6 +34,7 @@ from otlp_receivers import (
     ReceivedSpan,
     RotelReceiver,
     free_port,
+    metric_readers,
     wait_until,
 )
 
@@ -265,8 +266,7 @@ def test_hanging_collector_never_slows_the_caller_and_loss_is_counted(
         assert pipeline.health()["dropped"] == after["dropped"] + 1
         # The span export used up the budget, but the metric reader was still told to stop:
         # its thread ends after its last export times out instead of living on for good.
-        wait_until(lambda: not any(t.name == "OtelPeriodicExportingMetricReader"
-                                   for t in threading.enumerate()), timeout=30)
+        wait_until(lambda: not metric_readers(), timeout=30)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork only")

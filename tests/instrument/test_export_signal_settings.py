@@ -20,6 +20,7 @@ from otlp_receivers import (
     RotelReceiver,
     free_port,
     isolated_otel_globals,
+    metric_readers,
     wait_until,
 )
 
@@ -224,9 +225,13 @@ def test_a_traces_timeout_bounds_span_exports_only(make_pipeline: Pipelines) -> 
         health = wait_until(lambda: (h := pipeline.health())["failed"] and h, timeout=5.0)
         assert time.monotonic() - started < 5.0
         assert health["status"] == "failing"
+        readers = metric_readers()
         started = time.monotonic()
         pipeline.shutdown(0.2)  # the metrics export still hangs: shutdown keeps its bound
         assert time.monotonic() - started < 2.0
+    # The collector is gone: the reader's last export fails now. Wait for it here, or it logs
+    # the refused export in a later test.
+    wait_until(lambda: not readers & metric_readers())
 
 
 def test_a_timeout_of_zero_means_no_limit(caplog: pytest.LogCaptureFixture) -> None:
@@ -316,6 +321,7 @@ def test_headers_ragtrail_refused_are_not_sent_or_logged_by_the_exporter(
         assert pipeline.force_flush(10)
         seen = wait_until(lambda: dict(receiver.requests).get("/v1/traces"))
         assert pipeline.health()["failed"] == 0
+        pipeline.shutdown(2.0)  # while the receiver still answers the final export
     assert seen["api-key"] == "good1"
     assert "x-bad" not in seen
     assert not [r for r in caplog.records
@@ -356,6 +362,7 @@ def test_compression_follows_the_variables(
         pipeline.submit(span_record(new_trace(), "generate", "llm"))
         assert pipeline.force_flush(10)
         seen = wait_until(lambda: dict(receiver.requests).get("/v1/traces"))
+        pipeline.shutdown(2.0)  # while the receiver still answers the final export
     assert seen.get("content-encoding") == encoding
 
 

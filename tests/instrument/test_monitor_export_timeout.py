@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from otlp_receivers import HangingCollector, wait_until
+from otlp_receivers import HangingCollector, metric_readers, wait_until
 
 from ragtrail.instrument import configure, monitored
 
@@ -62,10 +62,13 @@ def test_shutdown_shares_one_timeout_between_a_hung_store_and_a_hung_collector(
             locker.execute("BEGIN EXCLUSIVE")
             for _ in range(50):
                 step()
+            readers = metric_readers()
             began = time.monotonic()
             monitor.shutdown(2.0)
             elapsed = time.monotonic() - began
         finally:
             locker.close()
     assert elapsed < 3.8, elapsed
+    # The collector is gone: the metric reader's last export fails now (see conftest.py).
+    wait_until(lambda: not readers & metric_readers())
     wait_until(lambda: store.health().written + store.health().dropped == 51, timeout=15)
