@@ -7,10 +7,13 @@ reports to the monitor that ``ragtrail.configure()`` set up later.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ragtrail._records import SecurityEvent, Severity
 from ragtrail._settings import Settings
+
+if TYPE_CHECKING:
+    from ragtrail.instrument._redaction import Redactor
 
 __all__ = ["EventSink", "current_correlation_id", "record_event", "resolve_monitor"]
 
@@ -22,6 +25,9 @@ class EventSink(Protocol):
 
     @property
     def settings(self) -> Settings: ...
+
+    @property
+    def redactor(self) -> Redactor: ...
 
     def security_event(
         self,

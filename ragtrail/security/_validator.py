@@ -194,7 +194,7 @@ class FileValidator:
         result = ValidationResult(
             accepted=False, reason=reason, sanitised_name=name, detected_type="unread",
             claimed_type=claim(name)[1], size=size, sha256="", event_type=INVALID)
-        self._event(result, escape_text(filename, limit=_NAME_LIMIT), None)
+        self._event(result, self._names_shown(filename), None)
         return result
 
     def verify(self, path: str | os.PathLike[str], expected_sha256: str) -> bool:
@@ -233,10 +233,10 @@ class FileValidator:
     def _reject(self, path: str | os.PathLike[str], original: str, result: ValidationResult,
                 judged: os.stat_result) -> ValidationResult:
         correlation_id = _safe_correlation_id()
-        escaped = escape_text(original, limit=_NAME_LIMIT)
+        names = self._names_shown(original)
         details = {
             "reason": result.reason, "event_type": result.event_type,
-            "original_name": escaped, "sanitised_name": result.sanitised_name,
+            "original_name": names[0], "sanitised_name": names[1],
             "size": result.size, "claimed_type": result.claimed_type,
             "detected_type": result.detected_type, "correlation_id": correlation_id,
         }
@@ -260,7 +260,7 @@ class FileValidator:
             not_moved = str(exc.strerror or type(exc).__name__)
             logger.exception("ragtrail could not quarantine a rejected file")
         result = dataclasses.replace(result, quarantine_path=moved)
-        self._event(result, escaped, moved, not_moved)
+        self._event(result, names, moved, not_moved)
         return result
 
     def _overflow(self, result: ValidationResult, what: str,
@@ -276,17 +276,25 @@ class FileValidator:
                          "evicted_bytes": sum(e.size for e in evicted),
                          "evicted_sha256": [e.sha256 for e in evicted[:_EVICTED_SHOWN]]})
 
-    def _event(self, result: ValidationResult, escaped_name: str, moved: Path | None,
+    def _names_shown(self, original: str) -> tuple[str, str]:
+        """The client's name escaped, and sanitised, as events and the quarantine's records
+        show them: secrets masked first, since sanitising turns the quotes and colons the
+        redactor keys on into ``_`` (``{"token": "..."}.pdf`` reached the store readable)."""
+        masked = resolve_monitor(self._monitor).redactor.redact_text(original)
+        return escape_text(masked, limit=_NAME_LIMIT), sanitize_filename(masked)
+
+    def _event(self, result: ValidationResult, names: tuple[str, str], moved: Path | None,
                not_moved: str | None = None) -> None:
+        escaped_name, shown_name = names
         metadata = {
             "sha256": result.sha256, "size": result.size, "claimed_type": result.claimed_type,
-            "detected_type": result.detected_type, "sanitised_name": result.sanitised_name,
+            "detected_type": result.detected_type, "sanitised_name": shown_name,
             "original_name": escaped_name,
             "quarantine_path": None if moved is None else str(moved)}
         if not_moved is not None:
             metadata["quarantine_error"] = not_moved
         record_event(self._monitor, result.event_type or INVALID, Severity.HIGH, SOURCE,
-                     f"rejected file {result.sanitised_name}: {result.reason}", metadata)
+                     f"rejected file {shown_name}: {result.reason}", metadata)
 
 
 def _safe_correlation_id() -> str | None:

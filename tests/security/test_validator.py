@@ -442,3 +442,25 @@ def test_a_file_appended_to_while_validated_is_refused(monitor: Monitor,
 
     result = Appending(monitor=monitor, quarantine_dir=None).validate(path)
     assert (result.accepted, result.reason) == (False, "the file changed while it was validated")
+
+
+@pytest.mark.parametrize("name", ['{"client_secret": "Canary4242Secret", "n": 1}.pdf',
+                                  "token: Canary4242Secret.pdf"])
+def test_a_secret_in_a_rejected_file_s_name_reaches_neither_store_nor_quarantine(
+        validator: FileValidator, corpus: Corpus, quarantine_dir: Path, monitor: Monitor,
+        tmp_path: Path, name: str) -> None:
+    """Sanitising the name turns the quotes and colon the redactor keys on into ``_``
+    (``{_client_secret__ _Canary...``); the event and the quarantine's record show the name
+    masked before it is sanitised. Both paths: rejected after reading, refused before."""
+    rejected = validator.validate(corpus.write("upload", ELF), filename=name)
+    refused = validator.refuse(name, "the body was cut off")
+    assert not rejected.accepted and not refused.accepted
+    assert rejected.quarantine_path is not None
+    monitor.store.flush(timeout=10)
+    events = list(monitor.store.events(limit=10))
+    assert {e.event_type for e in events} == {MALICIOUS, INVALID}
+    assert all("[REDACTED]" in e.description for e in events), [e.description for e in events]
+    written = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
+    written += b"".join(p.read_bytes() for p in quarantine_dir.rglob("*")
+                        if p.is_file() and p.read_bytes() != ELF)
+    assert b"Canary4242Secret" not in written
