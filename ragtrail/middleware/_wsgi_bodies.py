@@ -20,46 +20,46 @@ class BodyTooLarge(Exception):
 class ResponseBody:
     """The app's response body, iterated and closed inside the request's context."""
 
-    __slots__ = ("_iterator", "_pending", "_responder", "_result")
+    __slots__ = ("_chunks", "_responder", "_result")
 
     def __init__(self, result: Iterable[bytes], responder: _Responder) -> None:
         self._result = result
         self._responder = responder
-        self._iterator: Iterator[bytes] | None = None
-        self._pending: Iterator[bytes] | None = None
+        self._chunks: Iterator[bytes] | None = None
 
-    def __iter__(self) -> ResponseBody:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._pending is not None:
-            return next(self._pending)
-        responder = self._responder
-        run = responder.context.run
-        try:
-            if self._iterator is None:
-                self._iterator = run(iter, self._result)
-            chunk = run(next, self._iterator)
-        except StopIteration:
-            if not responder.replaced:
-                raise
-            chunk = b""
-        except Exception as exc:
-            if responder.body_sent:
-                run(responder.finish, exc)
-                raise
-            self._pending = iter(run(responder.failed, exc))
-            return next(self._pending)
-        if responder.replaced:  # a generator app answered after its body was cut: 413
-            self._pending = iter(run(responder.answer, 413))
-            return next(self._pending)
-        if chunk:
-            responder.body_sent = True
-        return chunk
+    def __iter__(self) -> Iterator[bytes]:
+        if self._chunks is None:  # one pass over the body, however often iter() is called
+            self._chunks = _chunks(self._result, self._responder)
+        return self._chunks
 
     def close(self) -> None:
         """PEP 3333: the server calls this once done, even when the client went away."""
         self._responder.context.run(close_and_finish, self._result, self._responder)
+
+
+_END: Any = object()  # next()'s default: the app's body is done (no StopIteration raised)
+
+
+def _chunks(result: Iterable[bytes], responder: _Responder) -> Iterator[bytes]:
+    """The app's chunks, each drawn inside the request's context. A generator, not a class
+    with ``__next__``: a Python call and a caught StopIteration fewer per chunk."""
+    run = responder.context.run
+    try:
+        iterator = run(iter, result)
+        chunk = run(next, iterator, _END)
+        while chunk is not _END and not responder.replaced:
+            if chunk:
+                responder.body_sent = True
+            yield chunk
+            chunk = run(next, iterator, _END)
+    except Exception as exc:
+        if responder.body_sent:
+            run(responder.finish, exc)
+            raise
+        yield from run(responder.failed, exc)
+        return
+    if responder.replaced:  # a generator app answered after its body was cut: 413
+        yield from run(responder.answer, 413)
 
 
 class LimitedInput:

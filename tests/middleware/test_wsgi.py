@@ -185,6 +185,22 @@ def test_the_apps_iterable_is_closed_and_the_span_ends_there(monitor: Monitor) -
     assert only_span(monitor).correlation_id == "closing-call-1"
 
 
+def test_the_wrapped_body_is_one_pass_however_often_it_is_iterated(monitor: Monitor) -> None:
+    """A server that calls iter() on the body again continues where it was, as on the app's
+    own iterator: the chunks are never sent twice."""
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"a", b"b"]
+
+    result = WSGIMiddleware(app, monitor=monitor, health=False)(wsgi_environ("/"),
+                                                                  lambda *args: None)
+    assert next(iter(result)) == b"a"
+    assert list(result) == [b"b"]
+    assert list(result) == []
+    result.close()  # type: ignore[attr-defined]
+    assert only_span(monitor).attributes["http.response.status_code"] == 200
+
+
 def test_a_declared_body_over_the_limit_gets_413_unread(monitor: Monitor) -> None:
     environ = wsgi_environ("/upload", method="POST", body=b"x" * (LIMIT + 1))
     reply = call_wsgi(_flask(monitor), environ)
