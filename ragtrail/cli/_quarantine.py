@@ -127,11 +127,6 @@ def _show(quarantine: Quarantine, args: argparse.Namespace) -> int:
 def _release(quarantine: Quarantine, args: argparse.Namespace) -> int:
     if not args.yes:
         raise CommandError("releasing a rejected file needs --yes (it was rejected for a reason)")
-    # A trailing separator names a directory (as for mv and cp); Path() drops it, and the file
-    # would be released as a new file of that name.
-    if args.destination.endswith(("/", os.sep)) and not os.path.isdir(args.destination):
-        raise CommandError(f"{printable(args.destination)}: no such directory (create it first, "
-                           "or name a new file without the trailing /)")
     entry = quarantine.get(args.sha256)
     target = quarantine.release(entry.sha256, args.destination)
     if args.json:

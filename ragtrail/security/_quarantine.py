@@ -218,12 +218,19 @@ class Quarantine:
         return matches[0]
 
     def release(self, key: str, destination: str | os.PathLike[str]) -> Path:
-        """Move a file out to ``destination`` (a new file, or a directory to put it in).
+        """Move a file out to ``destination`` (a new file, or a directory to put it in; a
+        name ending in ``/`` must be an existing directory).
 
         The released file keeps mode 0600; an existing file is never overwritten, and the
         destination's name appears only once the whole file is there (see ``copy_out``).
         """
         entry = self.get(key)
+        # A trailing separator names a directory (as for mv and cp); Path() drops it, and the
+        # file would be released as a new file of that name.
+        if isinstance(destination, str) and destination.endswith(("/", os.sep)) and \
+                not os.path.isdir(destination):
+            raise QuarantineError(f"{destination}: no such directory (create it first, or name "
+                                  "a new file without the trailing /)")
         target = Path(destination)
         if target.is_dir():
             target = target / str(entry.details.get("sanitised_name") or entry.sha256)

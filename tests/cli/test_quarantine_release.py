@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ragtrail.cli import main
-from ragtrail.security import FileValidator, Quarantine
+from ragtrail.security import FileValidator, Quarantine, QuarantineError
 
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56
 
@@ -50,3 +50,14 @@ def test_an_existing_directory_with_a_trailing_slash_gets_the_file(
     out, _ = capsys.readouterr()
     assert (status, out) == (0, f"released {entry.sha256} to restored/invoice.pdf\n")
     assert (tmp_path / "restored" / "invoice.pdf").read_bytes() == ELF
+
+
+def test_the_python_api_refuses_a_missing_directory_with_a_trailing_slash(
+        quarantine_dir: Path, tmp_path: Path) -> None:
+    """``Quarantine.release`` reads the destination the same way the command does."""
+    quarantine = Quarantine(quarantine_dir)
+    entry, = quarantine.entries()
+    with pytest.raises(QuarantineError, match="restored/: no such directory"):
+        quarantine.release(entry.sha256, "restored/")
+    assert not (tmp_path / "restored").exists()
+    assert [e.sha256 for e in quarantine.entries()] == [entry.sha256]
