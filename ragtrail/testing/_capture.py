@@ -12,11 +12,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ragtrail._records import SecurityEvent, SpanRecord
 from ragtrail._settings import Settings
@@ -25,6 +25,8 @@ from ragtrail.instrument._monitor import Monitor
 from ragtrail.testing._stable import IdsMode, StableRecords, TimesMode
 
 __all__ = ["Trail", "capture"]
+
+_R = TypeVar("_R", SpanRecord, SecurityEvent)
 
 _FLUSH_TIMEOUT_S = 10.0
 
@@ -52,11 +54,7 @@ class Trail:
 
     def spans(self, **filters: Any) -> list[SpanRecord]:
         """Finished spans, oldest first."""
-        stable = self._learned()
-        if stable is None:
-            return self.monitor.store.spans(limit=None, **filters)[::-1]
-        return [stable.span(span) for span in
-                self.monitor.store.spans(limit=None, **stable.filters(filters))[::-1]]
+        return self._read(self.monitor.store.spans, StableRecords.span, filters)
 
     def span(self, name: str) -> SpanRecord:
         """The one finished span called ``name``; fails naming the spans there are if there
@@ -71,21 +69,21 @@ class Trail:
 
     def events(self, **filters: Any) -> list[SecurityEvent]:
         """Security events, oldest first."""
-        stable = self._learned()
-        if stable is None:
-            return self.monitor.store.events(limit=None, **filters)[::-1]
-        return [stable.event(event) for event in
-                self.monitor.store.events(limit=None, **stable.filters(filters))[::-1]]
+        return self._read(self.monitor.store.events, StableRecords.event, filters)
 
-    def _learned(self) -> StableRecords | None:
-        """Flush; with stable records asked for, number what was stored since the last read
-        first, so an ID reads the same whichever read (and filter) meets it first."""
+    def _read(self, query: Callable[..., list[_R]], stabilise: Callable[[StableRecords, _R], _R],
+              filters: dict[str, Any]) -> list[_R]:
+        """Flush and read oldest first; with stable records asked for, number what was stored
+        since the last read first, so an ID reads the same whichever read (and filter) meets it
+        first."""
         self.flush()
         stable = self._stable
-        if stable is not None:
-            store = self.monitor.store
-            stable.learn(store.spans(limit=None)[::-1], store.events(limit=None)[::-1])
-        return stable
+        if stable is None:
+            return query(limit=None, **filters)[::-1]
+        store = self.monitor.store
+        stable.learn(store.spans(limit=None)[::-1], store.events(limit=None)[::-1])
+        return [stabilise(stable, record)
+                for record in query(limit=None, **stable.filters(filters))[::-1]]
 
 
 @contextmanager
