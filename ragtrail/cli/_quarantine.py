@@ -19,7 +19,7 @@ from ragtrail._settings import Settings
 from ragtrail.cli._args import CommandError, parse_when
 from ragtrail.cli._serialize import write_json
 from ragtrail.cli._table import Column, printable, render_table
-from ragtrail.cli._views import counted, format_bytes
+from ragtrail.cli._views import counted, format_bytes, format_datetime
 
 if TYPE_CHECKING:
     from ragtrail.cli._args import Subparsers
@@ -155,7 +155,7 @@ def _row(entry: QuarantineEntry) -> list[str]:
     details = entry.details
     return [
         entry.sha256[:_SHOWN_HASH],
-        entry.time.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        format_datetime(entry.time, "seconds"),
         format_bytes(entry.size),
         str(details.get("claimed_type") or "-"),
         str(details.get("detected_type") or "-"),
