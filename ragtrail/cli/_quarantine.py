@@ -19,7 +19,7 @@ from ragtrail._settings import Settings
 from ragtrail.cli._args import CommandError, parse_when
 from ragtrail.cli._serialize import write_json
 from ragtrail.cli._table import Column, printable, render_table
-from ragtrail.cli._views import format_bytes
+from ragtrail.cli._views import counted, format_bytes, format_datetime
 
 if TYPE_CHECKING:
     from ragtrail.cli._args import Subparsers
@@ -101,10 +101,11 @@ def _list(quarantine: Quarantine, args: argparse.Namespace) -> int:
 
 def _summary(entries: list[QuarantineEntry], usage: QuarantineUsage | None) -> str:
     """Totals, the bounds the application keeps the quarantine within, and what they cost."""
-    total = f"{_files(len(entries))}, {format_bytes(sum(entry.size for entry in entries))}"
+    size = format_bytes(sum(entry.size for entry in entries))
+    total = f"{counted(len(entries), 'file')}, {size}"
     if usage is None:
         return total
-    bounds = [_files(usage.max_files)] if usage.max_files else []
+    bounds = [counted(usage.max_files, "file")] if usage.max_files else []
     if usage.max_bytes:
         bounds.append(format_bytes(usage.max_bytes))
     return (f"{total} (bounds: {', '.join(bounds) or 'none'}); evicted to make room so far: "
@@ -146,19 +147,15 @@ def _purge(quarantine: Quarantine, args: argparse.Namespace) -> int:
     if args.json:
         write_json([entry.as_dict() for entry in removed], sys.stdout)
     else:
-        print(f"purged {len(removed)} file{'' if len(removed) == 1 else 's'}")
+        print(f"purged {counted(len(removed), 'file')}")
     return 0
-
-
-def _files(count: int) -> str:
-    return f"{count} file{'' if count == 1 else 's'}"
 
 
 def _row(entry: QuarantineEntry) -> list[str]:
     details = entry.details
     return [
         entry.sha256[:_SHOWN_HASH],
-        entry.time.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        format_datetime(entry.time, "seconds"),
         format_bytes(entry.size),
         str(details.get("claimed_type") or "-"),
         str(details.get("detected_type") or "-"),

@@ -14,7 +14,7 @@ from ragtrail.cli._db import add_db_argument, open_store
 from ragtrail.cli._filters import SINCE, add_filters, query_kwargs
 from ragtrail.cli._serialize import write_json
 from ragtrail.cli._table import COUNT, Column, titled_table
-from ragtrail.cli._views import format_datetime
+from ragtrail.cli._views import counted, format_datetime
 
 if TYPE_CHECKING:
     from ragtrail.cli._args import Subparsers
@@ -65,7 +65,8 @@ def render_stats(stats: StoreStats, *, since: datetime | None = None) -> Iterato
          for name, usage in stats.ring_usage.items()])
     yield ""
     scope = "in the rings" if since is None else f"since {format_datetime(since)}"
-    yield (f"Records {scope}: events {stats.events} ({stats.event_occurrences} occurrences), "
+    yield (f"Records {scope}: events {stats.events} "
+           f"({counted(stats.event_occurrences, 'occurrence')}), "
            f"spans {stats.spans}, metrics {stats.metrics}")
     if stats.events:
         # Rows and occurrences: a burst of failed logins coalesces into one row.

@@ -1,4 +1,4 @@
-"""How each record kind reads as a table row: columns, times, sizes."""
+"""How each record kind reads as a table row: columns, times, sizes, counts."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ __all__ = [
     "METRICS",
     "SPANS",
     "View",
+    "counted",
     "format_bytes",
     "format_datetime",
     "format_time",
@@ -56,6 +57,15 @@ def format_bytes(count: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} {_BYTE_UNITS[-1]}"
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """A count and its noun, singular for exactly one.
+
+    >>> counted(1, "file"), counted(0, "file"), counted(2, "entry", "entries")
+    ('1 file', '0 files', '2 entries')
+    """
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def optional(value: str | None) -> str:

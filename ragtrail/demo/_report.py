@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ragtrail._records import Severity, SpanRecord
 from ragtrail.cli._table import COUNT, Column, printable, titled_table
+from ragtrail.cli._views import counted
 from ragtrail.demo._scenario import ProbeView
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ def render_report(store: AuditStore, *, since_us: int, question_id: str, questio
     events = store.events(since=since_us, limit=None)
     stats = store.stats(since=since_us)
     occurrences = sum(event.count for event in events)
-    yield (f"The audit store holds, for this run: {len(events)} event rows ({occurrences} "
-           f"occurrences; repeats from one source coalesce into one row), spans: {stats.spans}, "
+    yield (f"The audit store holds, for this run: {counted(len(events), 'event row')} "
+           f"({counted(occurrences, 'occurrence')}; repeats from one source coalesce into one "
+           f"row), spans: {stats.spans}, "
            f"metrics samples: {stats.metrics}.")
     by_severity: Counter[Severity] = Counter()
     by_type: dict[str, Counter[Severity]] = defaultdict(Counter)

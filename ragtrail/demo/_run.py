@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ragtrail._settings import ConfigurationError
+from ragtrail.cli._views import counted
 from ragtrail.demo._fake_ollama import FakeOllama
 from ragtrail.demo._report import STORE_URL_VARIABLE, render_explore, render_report
 from ragtrail.demo._scenario import QUESTION, QUESTION_ID, Scenario, ScenarioError
@@ -124,7 +125,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             if monitor is not None:
                 monitor.shutdown(timeout=flush_budget)
                 health = monitor.store.health()
-                say(f"Stopped. {health.written} records written to the audit store, "
+                say(f"Stopped. {counted(health.written, 'record')} written to the audit store, "
                     f"{health.dropped} dropped, {health.queue_depth} left in the queue.")
     return status
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragtrail.cli._views import counted
 from ragtrail.demo._fake_ollama import FakeOllama
 
 __all__ = ["QUESTION", "QUESTION_ID", "ProbeView", "Scenario", "ScenarioError"]
@@ -141,7 +142,7 @@ class Scenario:
     def streamed_answer(self) -> str:
         status, chunks, first, total = self.client.stream(
             "What is the latency users feel when streaming?")
-        return (f"HTTP {status}, {chunks} chunks, first after {first * 1000:.0f} ms, "
+        return (f"HTTP {status}, {counted(chunks, 'chunk')}, first after {first * 1000:.0f} ms, "
                 f"all after {total * 1000:.0f} ms")
 
     def failed_logins(self) -> str:

@@ -79,11 +79,7 @@ class QuarantineEntry:
     @property
     def last_seen(self) -> datetime:
         """When the same bytes were last rejected (``time`` if only once)."""
-        try:
-            when = datetime.fromisoformat(str(self.details["last_time"]))
-        except (KeyError, ValueError):
-            return self.time
-        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+        return _parse_time(self.details.get("last_time")) or self.time
 
     @property
     def original_name(self) -> str:
@@ -91,8 +87,12 @@ class QuarantineEntry:
         return str(self.details.get("original_name", ""))
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.details, "sha256": self.sha256, "path": str(self.path),
-                "size": self.size, "time": self.time.isoformat(), "reason": self.reason}
+        """The sidecar's details and the entry's fields; times in UTC with ``Z`` whichever
+        form the sidecar holds."""
+        last = _parse_time(self.details.get("last_time"))
+        seen = {} if last is None else {"last_time": _iso(last)}
+        return {**self.details, **seen, "sha256": self.sha256, "path": str(self.path),
+                "size": self.size, "time": _iso(self.time), "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -294,12 +294,8 @@ class Quarantine:
         except FileNotFoundError:  # purged or released meanwhile
             return None
         details = read_json(self._sidecar(sha256)) or {}
-        try:
-            when = datetime.fromisoformat(str(details["time"]))
-        except (KeyError, ValueError):
-            when = datetime.fromtimestamp(info.st_mtime, tz=timezone.utc)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+        when = (_parse_time(details.get("time"))
+                or datetime.fromtimestamp(info.st_mtime, tz=timezone.utc))
         reason = str(details.get("reason") or "unknown (no sidecar)")
         return QuarantineEntry(sha256, path, info.st_size, when, reason, details)
 
@@ -319,4 +315,23 @@ def _size(path: Path) -> int | None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return _iso(datetime.now(timezone.utc))
+
+
+def _iso(when: datetime) -> str:
+    """UTC ISO-8601 with ``Z``, as the CLI's tables and the store's JSON print times."""
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A sidecar's time, aware, or None if it holds none. Older ragtrail wrote ``+00:00``,
+    this one writes ``Z``, which ``datetime.fromisoformat`` only accepts from Python 3.11 on;
+    a time without a zone is UTC."""
+    if value is None:
+        return None
+    text = str(value)
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in {"Z", "z"} else text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)

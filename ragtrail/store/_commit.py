@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from ragtrail.store._batch import Batch
 from ragtrail.store._coalesce import Coalescer
 from ragtrail.store._counters import Counters
-from ragtrail.store._errors import StoreError, describe_error
+from ragtrail.store._errors import NewerStoreError, StoreError, describe_error
 from ragtrail.store._floor import FloorWatch
 from ragtrail.store._reports import RingUsage
 from ragtrail.store._write import BatchWriter
@@ -68,9 +68,8 @@ class Committer:
                 self.schema_ready = False  # a new file: the schema goes in first
                 raise
         if not self.schema_ready:
-            self._ensure_schema()
-            self.schema_ready = True
-            self.floor.passed(now)
+            if self.floor.refused is None or self.floor.due(now):
+                self._ensure(now)
         elif self.floor.due(now):
             self.floor.check(now)
         if self.floor.refused is not None:
@@ -85,6 +84,18 @@ class Committer:
             self.failing = False
         for marker in batch.flushes:
             marker.finish(True)
+
+    def _ensure(self, now: float) -> None:
+        """Create or migrate the schema (the first batch, a replaced file). A writer whose
+        store opened without reaching the database finds a raised floor here, not in a floor
+        look: it stops writing then, as a running writer does, instead of retrying."""
+        try:
+            self._ensure_schema()
+        except NewerStoreError as exc:
+            self.floor.refuse(str(exc), now)
+            return
+        self.schema_ready = True
+        self.floor.passed(now)
 
     def _write_batch(self, batch: Batch) -> None:
         if self._settle(batch):
@@ -138,7 +149,7 @@ class Committer:
         """Faults of the database (locked, full, read-only, down) are retried; a batch the
         database refuses for its content is not, or it would block every later record."""
         if isinstance(exc, StoreError):
-            return True  # e.g. a newer ragtrail's store: retried until someone fixes it
+            return True  # e.g. a foreign table in the way: retried until someone fixes it
         original = getattr(exc, "orig", None) or exc
         if self._refused(original):
             return False

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["StoreError", "UnreadableRowError", "describe_error"]
+__all__ = ["NewerStoreError", "StoreError", "UnreadableRowError", "describe_error"]
 
 _MAX_ERROR_CHARS = 300
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or read; the message is one line, safe to show a user."""
+
+
+class NewerStoreError(StoreError):
+    """A newer ragtrail's store whose compatibility floor is above this version: a writer stops
+    writing it rather than retrying (``_floor``)."""
 
 
 class UnreadableRowError(StoreError):

@@ -5,9 +5,10 @@ deploy of a release that raises the floor migrates the store while older replica
 writing. So the writer reads the version row again before its first batch, every
 ``FLOOR_RECHECK_S``, and before its next attempt after a failed one (a newer release's
 migration is when writes fail), and stops writing a store whose floor is now above this
-ragtrail's schema version: what it records is dropped and counted, health says why. It never
-migrates anything. A floor lowered again (the rollout rolled back by hand) lets it write
-again, as a restart would.
+ragtrail's schema version: what it records is dropped and counted, health says why. A writer
+that could not reach the database when its store opened finds the floor in its own schema
+check instead (``Committer``) and stops the same way. It never migrates anything. A floor
+lowered again (the rollout rolled back by hand) lets it write again, as a restart would.
 """
 
 from __future__ import annotations
@@ -70,17 +71,23 @@ class FloorWatch:
                 stored = version_row(conn)
         except SQLAlchemyError as exc:
             raise StoreError(describe_error(exc, self._secrets)) from None
-        self._next_at = now + self.interval_s
         refused = None if stored is None else refusal(stored, self._shown)
         if refused is None:
+            self._next_at = now + self.interval_s
             self._allowed()
-            return
-        message = f"{refused}; this process no longer writes it (records are dropped)"
+        else:
+            self.refuse(refused, now)
+
+    def refuse(self, reason: str, now: float) -> None:
+        """Stop writing: the floor is above this version (``reason``, naming both); the next
+        look is an interval away."""
+        self._next_at = now + self.interval_s
+        message = f"{reason}; this process no longer writes it (records are dropped)"
         if self.refused is None:
-            log.error("ragtrail audit store: %s. The floor was raised while this process was "
-                      "writing: from now on it writes nothing to the store and drops what is "
-                      "recorded, until it is restarted on a newer ragtrail or the store allows "
-                      "schema version %d again", refused, SCHEMA_VERSION)
+            log.error("ragtrail audit store: %s. Its compatibility floor is above this "
+                      "process's schema version: from now on it writes nothing to the store "
+                      "and drops what is recorded, until it is restarted on a newer ragtrail "
+                      "or the store allows schema version %d again", reason, SCHEMA_VERSION)
         self.refused = message
         self._counters.error(message)  # again at each look: the reason stays the last error
 

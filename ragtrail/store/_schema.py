@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import ProgrammingError
 
 from ragtrail._records import Severity
-from ragtrail.store._errors import StoreError, describe_error
+from ragtrail.store._errors import NewerStoreError, StoreError, describe_error
 
 __all__ = [
     "COMPATIBLE_FROM",
@@ -225,7 +225,7 @@ def _check_newer(stored: StoredVersion, where: str) -> None:
     rollback, or an older replica still starting during a rolling deploy), else refused."""
     refused = refusal(stored, where)
     if refused is not None:
-        raise StoreError(refused)
+        raise NewerStoreError(refused)
     version, floor = stored
     if version > SCHEMA_VERSION:
         log.info("ragtrail audit store %s has schema version %d, newer than this ragtrail's "

@@ -97,6 +97,14 @@ def test_stats_since_counts_only_newer_records(known_store: str, run_inprocess: 
     assert "search" not in out
 
 
+def test_stats_says_1_occurrence_not_1_occurrences(known_store: str,
+                                                   run_inprocess: Runner) -> None:
+    """One event occurring once reads "1 occurrence"; it read "1 occurrences"."""
+    out = run_inprocess("stats", "--db", known_store, "--since", "2024-05-01T12:00:03Z").out
+    assert ("Records since 2024-05-01T12:00:03.000Z: events 1 (1 occurrence), spans 0, "
+            "metrics 1") in out
+
+
 EVENT_FILTER_CASES = [
     ([], [4, 3, 2, 1]),
     (["--min-severity", "high"], [3, 2]),

@@ -1,9 +1,11 @@
-"""Cell formats: UTC times to the millisecond, byte sizes, record rows."""
+"""Cell formats: UTC times to the millisecond, byte sizes, counts, record rows."""
 
 from __future__ import annotations
 
+import pytest
+
 from ragtrail._records import MetricsSample, SecurityEvent, Severity, SpanRecord
-from ragtrail.cli._views import EVENTS, METRICS, SPANS, format_bytes, format_time
+from ragtrail.cli._views import EVENTS, METRICS, SPANS, counted, format_bytes, format_time
 
 T = 1_714_564_800_123_456  # 2024-05-01T12:00:00.123456Z
 
@@ -19,6 +21,18 @@ def test_byte_sizes_use_binary_units() -> None:
     """Sizes read as B, KiB, MiB, GiB."""
     assert [format_bytes(n) for n in (0, 1023, 1536, 5 * 1024**2, 3 * 1024**3)] == [
         "0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
+
+
+@pytest.mark.parametrize(("count", "expected"), [
+    (0, "0 files"), (1, "1 file"), (2, "2 files"), (-1, "-1 files"), (1000, "1000 files")])
+def test_counts_are_singular_for_exactly_one(count: int, expected: str) -> None:
+    """The noun is plural for every count but 1."""
+    assert counted(count, "file") == expected
+
+
+def test_counts_take_an_irregular_plural() -> None:
+    assert (counted(1, "entry", "entries"), counted(3, "entry", "entries")) == (
+        "1 entry", "3 entries")
 
 
 def test_event_row() -> None:

@@ -129,6 +129,30 @@ def test_show_by_prefix(capsys: pytest.CaptureFixture[str], quarantined: list[st
     assert json.loads(out)["size"] == len(ELF)
 
 
+def test_show_prints_times_with_z_as_the_tables_do(
+        capsys: pytest.CaptureFixture[str], quarantined: list[str], quarantine_dir: Path) -> None:
+    """``show`` and ``--json`` print UTC times with ``Z``, as ``list`` and the record tables
+    do, also from a sidecar an older ragtrail wrote with ``+00:00``."""
+    sidecar = quarantine_dir / f"{quarantined[1]}.json"
+    record = json.loads(sidecar.read_text())
+    record["time"] = "2024-05-01T12:00:00.250000+00:00"
+    record["last_time"] = "2024-06-01T08:30:00+00:00"
+    sidecar.write_text(json.dumps(record))
+    status, out, _ = _run(capsys, "quarantine", "show", quarantined[1], "--dir",
+                          str(quarantine_dir))
+    assert status == 0
+    assert "time            2024-05-01T12:00:00.250000Z\n" in out
+    assert "last_time       2024-06-01T08:30:00Z\n" in out
+    assert "+00:00" not in out
+    status, out, _ = _run(capsys, "quarantine", "show", quarantined[1], "--json", "--dir",
+                          str(quarantine_dir))
+    shown = json.loads(out)
+    assert (shown["time"], shown["last_time"]) == ("2024-05-01T12:00:00.250000Z",
+                                                   "2024-06-01T08:30:00Z")
+    status, out, _ = _run(capsys, "quarantine", "list", "--dir", str(quarantine_dir))
+    assert "2024-05-01T12:00:00Z" in out
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["show", "deadbeefdeadbeef"], "no quarantined file matches deadbeefdeadbeef"),
     (["show", "abc"], "at least 8 hex characters"),

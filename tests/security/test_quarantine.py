@@ -98,7 +98,13 @@ def test_sidecar_says_why_with_the_name_escaped(validator: FileValidator, corpus
         "time": sidecar["time"],
         "count": 1,
     }
-    assert before <= datetime.fromisoformat(sidecar["time"]) <= datetime.now(timezone.utc)
+    assert sidecar["time"].endswith("Z")
+    assert before <= _utc(sidecar["time"]) <= datetime.now(timezone.utc)
+
+
+def _utc(text: str) -> datetime:
+    """A sidecar's ``...Z`` time (``datetime.fromisoformat`` takes ``Z`` from Python 3.11)."""
+    return datetime.fromisoformat(text.removesuffix("Z") + "+00:00")
 
 
 def test_same_content_is_stored_once_and_counted(validator: FileValidator, corpus: Corpus,
@@ -110,7 +116,8 @@ def test_same_content_is_stored_once_and_counted(validator: FileValidator, corpu
     assert not (corpus.directory / "two.pdf").exists()
     sidecar = json.loads((quarantine_dir / f"{first.sha256}.json").read_text())
     assert (sidecar["count"], sidecar["sanitised_name"]) == (2, "one.pdf")
-    assert "last_time" in sidecar
+    assert sidecar["last_time"].endswith("Z")
+    assert _utc(sidecar["time"]) <= _utc(sidecar["last_time"])
 
 
 def test_revalidating_a_quarantined_file_keeps_it(validator: FileValidator, corpus: Corpus,
@@ -357,6 +364,31 @@ def test_purge_keeps_a_file_rejected_again_since(filled: list[str], quarantine_d
     assert validator.validate(corpus.directory / "again.pdf").sha256 == filled[1]
     assert quarantine.purge(older_than=datetime.now(timezone.utc) - timedelta(days=30)) == []
     assert quarantine.get(filled[1]).details["count"] == 2
+
+
+@pytest.mark.parametrize("form", ["Z", "+00:00", ""], ids=["z", "offset", "no-zone"])
+def test_sidecar_times_load_in_every_form_ragtrail_wrote(
+        filled: list[str], quarantine_dir: Path, form: str) -> None:
+    """Sidecars of older ragtrail end their times in ``+00:00``, this one's in ``Z`` (which
+    Python 3.10's ``fromisoformat`` refused): both, and a time without a zone (UTC), load as
+    the same times, purge goes by them, and ``as_dict()`` gives them back with ``Z``."""
+    quarantine = Quarantine(quarantine_dir)
+    first = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=timezone.utc)
+    last = datetime(2024, 6, 1, 8, 30, 0, tzinfo=timezone.utc)
+    sidecar = quarantine_dir / f"{filled[1]}.json"
+    record = json.loads(sidecar.read_text())
+    record["time"] = first.isoformat().replace("+00:00", form)
+    record["last_time"] = last.isoformat().replace("+00:00", form)
+    sidecar.write_text(json.dumps(record))
+
+    entry = quarantine.get(filled[1])
+    assert (entry.time, entry.last_seen) == (first, last)
+    shown = entry.as_dict()
+    assert (shown["time"], shown["last_time"]) == ("2024-05-01T12:00:00.250000Z",
+                                                   "2024-06-01T08:30:00Z")
+    assert quarantine.purge(older_than=last) == []
+    removed = quarantine.purge(older_than=last + timedelta(seconds=1))
+    assert [e.sha256 for e in removed] == [filled[1]]
 
 
 # -- moving files across filesystems ----------------------------------------------------------

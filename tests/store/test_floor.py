@@ -206,3 +206,65 @@ def test_version_row_is_read_once_an_interval_not_for_each_batch(
     reads = [s for s in statements if "ragtrail_schema" in s]
     assert len(reads) == 1
     assert "LIMIT" in reads[0].upper()
+
+
+@contextmanager
+def out_of_reach(request: pytest.FixtureRequest, url: str) -> Iterator[None]:
+    """The database cannot be written in the block (a SQLite file another process holds
+    locked, a PostgreSQL server stopped), and can again once it ends."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            yield
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return
+    server = request.getfixturevalue("postgres_server")
+    server.stop()
+    try:
+        yield
+    finally:
+        server.start()
+
+
+def test_writer_that_could_not_reach_the_store_at_start_is_shut_out_by_the_floor_too(
+        request: pytest.FixtureRequest, backend_url: str,
+        store_factory: Callable[..., AuditStore], caplog: pytest.LogCaptureFixture) -> None:
+    """A store opened while its database was out of reach leaves the schema check to its
+    writer; a floor above this version found there stops the writer as it stops a running
+    one (one ERROR, records dropped and counted, flush() False, health failing with the
+    reason) instead of keeping the records queued and retrying, and a lowered floor lets it
+    write again."""
+    store_factory(backend_url).close()
+    raise_floor(backend_url)
+    caplog.set_level("INFO", logger="ragtrail.store")
+    with out_of_reach(request, backend_url):
+        store = store_factory(backend_url, engine_options=_waits_briefly(backend_url))
+        opened = store.health()
+        look_every(store, 0.0)
+        record_some(store, 3)
+    record_some(store, 2, events=1)
+    assert not store.flush(10)
+
+    assert opened.status == "degraded"  # not reached when it opened: no floor seen yet
+    health = store.health()
+    reason = (f"was written by a newer ragtrail (schema version {NEWER}, usable from schema "
+              f"version {NEWER} on; this ragtrail has schema version {SCHEMA_VERSION})")
+    assert (health.status, health.written, health.dropped, health.queue_depth) == \
+        ("failing", 0, 6, 0)
+    assert health.last_error is not None
+    assert reason in health.last_error
+    logged = errors(caplog)
+    assert len(logged) == 1
+    assert reason in logged[0]
+    assert rows(backend_url, "ragtrail_spans") == 0
+    assert stored_marks(backend_url) == (NEWER, NEWER)
+
+    run_sql(backend_url, f"UPDATE ragtrail_schema SET compatible_from = {SCHEMA_VERSION}")
+    record_some(store, 2)
+    assert store.flush(10)
+    assert (store.health().written, store.health().dropped) == (2, 6)
+    assert rows(backend_url, "ragtrail_spans") == 2
+    assert stored_marks(backend_url) == (NEWER, SCHEMA_VERSION)
