@@ -320,12 +320,13 @@ class _Responder:
         template = getattr(route, "path", None)
         if not isinstance(template, str):
             return None
-        # A Mount puts its matched prefix in root_path; the inner router's route is relative.
-        root_path, entry = scope.get("root_path", ""), self._root_path
-        prefix = root_path[len(entry):] if root_path.startswith(entry) else ""
         if isinstance(route, Mount):
-            return prefix + "/{path:path}"
-        return prefix + template
+            template = "/{path:path}"
+        root_path, entry = scope.get("root_path", ""), self._root_path
+        if root_path == entry:  # no mount on the way (most requests): the template as it is
+            return template
+        # A Mount puts its matched prefix in root_path; the inner router's route is relative.
+        return (root_path[len(entry):] if root_path.startswith(entry) else "") + template
 
 
 def _read_scope(scope: Scope, options: MiddlewareOptions) -> RequestHead:

@@ -15,7 +15,7 @@ from ragtrail import Severity
 from ragtrail.instrument import Monitor
 from ragtrail.middleware import ASGIMiddleware
 
-from ._support import Reply, call_asgi, http_scope, only_span, request, stored_events
+from ._support import Reply, call_asgi, http_scope, only_span, request, stored_events, stored_spans
 
 LIMIT = 1000
 
@@ -110,6 +110,28 @@ def test_hostile_targets_are_recorded_and_passed_on_by_default(
     span = only_span(monitor)
     assert (event.trace_id, event.span_id) == (span.trace_id, span.span_id)
     assert [e.name for e in span.events] == [event_type]
+
+
+def test_clean_targets_are_remembered_and_hostile_ones_scanned_every_time(
+        monitor: Monitor) -> None:
+    """A target found clean is not scanned again (requests repeat them); a hostile one is
+    never remembered, so each repeat is recorded, a clean path with a hostile query too; a
+    flood of distinct paths keeps the remembered set bounded."""
+    middleware = _wrap(_Recorder(), monitor)
+    for _ in range(2):
+        request(middleware, "/items")
+        request(middleware, "/x", raw_path=b"/static/../etc/passwd")
+        request(middleware, "/items", query=b"file=..%2f..%2fetc%2fpasswd")
+    traversal = ["malicious_path_traversal"]
+    assert [[e.name for e in span.events] for span in stored_spans(monitor)] == [
+        [], traversal, traversal] * 2
+    core = middleware._binding.current()
+    assert core is not None
+    remembered = core._clean_targets
+    assert remembered == {(b"/items", b"")}
+    for n in range(1100):
+        request(middleware, f"/items/{n}")
+    assert 0 < len(remembered) <= 1024
 
 
 def test_reject_malicious_answers_400_without_calling_the_app(monitor: Monitor) -> None:
