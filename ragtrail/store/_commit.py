@@ -68,7 +68,9 @@ class Committer:
                 self.schema_ready = False  # a new file: the schema goes in first
                 raise
         if not self.schema_ready:
-            if self.floor.refused is None or self.floor.due(now):
+            if self.floor.refused is not None and self.floor.due(now):
+                self.floor.check(now)  # shut out: one SELECT, not the schema check's write lock
+            if self.floor.refused is None:
                 self._ensure(now)
         elif self.floor.due(now):
             self.floor.check(now)
