@@ -222,11 +222,13 @@ class Coalescer:
 
     def close_expired(self, now_us: int) -> None:
         """Forget windows that ended (a new dict: callers may be reading the old one; under
-        the lock, so a window getting its Slot meanwhile is not lost)."""
+        the lock, so a window getting its Slot meanwhile is not lost). Callers open windows
+        without the lock, and a garbage collection while iterating lets them run: the sweep
+        reads a ``copy()``, taken in one step, never the live table."""
         with self.lock:
-            self.open = {key: window for key, window in list(self.open.items())
+            self.open = {key: window for key, window in self.open.copy().items()
                          if _until(window) > now_us}
-        self._types = {source: counted for source, counted in list(self._types.items())
+        self._types = {source: counted for source, counted in self._types.copy().items()
                        if counted[1] > now_us}
 
 

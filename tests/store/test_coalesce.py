@@ -168,6 +168,39 @@ def test_a_new_window_leaves_nothing_the_garbage_collector_tracks() -> None:
     assert [thing for thing in kept if gc.is_tracked(thing)] == []
 
 
+def test_sweeping_expired_windows_survives_new_ones_opened_meanwhile() -> None:
+    """Recording threads open windows without the lock while the writer sweeps expired ones.
+    A garbage collection inside the sweep runs Python code (finalizers), where another
+    thread can run: the sweep iterated the live tables, and a window opened there crashed the
+    writer thread ("dictionary changed size during iteration"; seen in a soak, the store's
+    health failing for a second each time). A gc callback stands in for that thread here
+    (collections run at allocation on Python 3.11, so this fails there without the fix)."""
+    coalescer = Coalescer(window_s=60.0, max_keys=10_000)
+    for i in range(300):
+        coalescer.register(coalescer.admit(make_event(severity=Severity.HIGH, source=f"s{i}",
+                                                      time_us=T0)))
+    opened_meanwhile = 0
+
+    def open_one_meanwhile(phase: str, info: dict[str, int]) -> None:
+        nonlocal opened_meanwhile
+        if phase == "start":
+            opened_meanwhile += 1
+            item = coalescer.admit(make_event(severity=Severity.HIGH, time_us=T0 + 61 * S))
+            assert item is not None
+            coalescer.register(item)
+
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(open_one_meanwhile)
+    gc.set_threshold(1)
+    try:
+        coalescer.close_expired(T0 + 61 * S)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(open_one_meanwhile)
+    assert opened_meanwhile > 0
+    assert all(key[1] not in {f"s{i}" for i in range(300)} for key in coalescer.open)
+
+
 def test_repeats_reach_an_event_written_after_its_window_was_forgotten() -> None:
     """The database was down past the window: the window is forgotten while its first event
     is still queued, yet the repeats counted before still reach that event's row."""
