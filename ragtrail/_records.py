@@ -20,6 +20,8 @@ __all__ = [
     "SpanRecord",
     "SpanStatus",
     "from_epoch_us",
+    "parse_utc_iso",
+    "utc_iso",
 ]
 
 SpanStatus = Literal["ok", "error"]
@@ -74,6 +76,18 @@ def from_epoch_us(epoch_us: int) -> datetime:
     """The aware UTC ``datetime`` for a stored microsecond timestamp."""
     seconds, micros = divmod(epoch_us, 1_000_000)
     return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=micros)
+
+
+def utc_iso(when: datetime, timespec: str = "auto") -> str:
+    """ISO-8601 in UTC with a ``Z``, as every time ragtrail prints or writes reads."""
+    return when.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def parse_utc_iso(text: str) -> datetime:
+    """The aware time of ISO-8601 ``text`` ending in ``Z``, an offset, or nothing (UTC);
+    ``ValueError`` if it is none. ``datetime.fromisoformat`` reads ``Z`` only from 3.11 on."""
+    when = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in {"Z", "z"} else text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

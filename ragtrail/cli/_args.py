@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
-from ragtrail._records import Severity
+from ragtrail._records import Severity, parse_utc_iso
 
 if TYPE_CHECKING:
     # What each command module's ``add_parser(subparsers)`` receives.
@@ -78,15 +78,12 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
             return (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds)
         except OverflowError:
             raise argparse.ArgumentTypeError(f"{value!r} reaches too far back") from None
-    # datetime.fromisoformat only learned the "Z" suffix in Python 3.11.
-    iso = text[:-1] + "+00:00" if text[-1:] in {"Z", "z"} else text
     try:
-        when = datetime.fromisoformat(iso)
+        return parse_utc_iso(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is neither a duration like 30s, 15m, 2h, 7d nor an ISO-8601 time "
             "like 2024-05-01T12:00:00Z") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def parse_trace_id(value: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Generic, TypeVar
 
-from ragtrail._records import MetricsSample, SecurityEvent, SpanRecord, from_epoch_us
+from ragtrail._records import MetricsSample, SecurityEvent, SpanRecord, from_epoch_us, utc_iso
 from ragtrail.cli._table import Column
 
 __all__ = [
@@ -36,8 +36,8 @@ class View(Generic[R]):
 
 
 def format_datetime(when: datetime, timespec: str = "milliseconds") -> str:
-    """UTC ISO-8601 with a ``Z``, whatever zone ``when`` is in."""
-    return when.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+    """UTC ISO-8601 with a ``Z``, whatever zone ``when`` is in; milliseconds by default."""
+    return utc_iso(when, timespec)
 
 
 def format_time(epoch_us: int, timespec: str = "milliseconds") -> str:

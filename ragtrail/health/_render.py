@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragtrail._finite import finite
-from ragtrail._records import from_epoch_us
+from ragtrail._records import from_epoch_us, utc_iso
 from ragtrail.health._check import CheckResult, HealthCheck, Status
 
 __all__ = [
@@ -85,7 +85,7 @@ def respond_with(
 
 
 def iso_time(time_us: int) -> str:
-    return from_epoch_us(time_us).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(from_epoch_us(time_us), "milliseconds")
 
 
 def check_entry(check: HealthCheck, result: CheckResult | None, *, detailed: bool,

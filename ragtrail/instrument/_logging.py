@@ -16,6 +16,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from ragtrail._records import utc_iso
 from ragtrail.instrument import _monitor
 from ragtrail.instrument._correlation import _correlation_id
 from ragtrail.instrument._spans import span_ids
@@ -61,8 +62,8 @@ class JsonFormatter(logging.Formatter):
         redactor = _monitor.current_redactor()
         ids = _record_ids(record)
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, tz=timezone.utc)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": utc_iso(datetime.fromtimestamp(record.created, tz=timezone.utc),
+                            "milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": redactor.redact_text(record.getMessage()),

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ragtrail._records import parse_utc_iso, utc_iso
 from ragtrail.security._copy_out import copy_out
 from ragtrail.security._files import (
     ChangedFileError,
@@ -90,9 +91,9 @@ class QuarantineEntry:
         """The sidecar's details and the entry's fields; times in UTC with ``Z`` whichever
         form the sidecar holds."""
         last = _parse_time(self.details.get("last_time"))
-        seen = {} if last is None else {"last_time": _iso(last)}
+        seen = {} if last is None else {"last_time": utc_iso(last)}
         return {**self.details, **seen, "sha256": self.sha256, "path": str(self.path),
-                "size": self.size, "time": _iso(self.time), "reason": self.reason}
+                "size": self.size, "time": utc_iso(self.time), "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -315,23 +316,14 @@ def _size(path: Path) -> int | None:
 
 
 def _now() -> str:
-    return _iso(datetime.now(timezone.utc))
-
-
-def _iso(when: datetime) -> str:
-    """UTC ISO-8601 with ``Z``, as the CLI's tables and the store's JSON print times."""
-    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return utc_iso(datetime.now(timezone.utc))
 
 
 def _parse_time(value: Any) -> datetime | None:
-    """A sidecar's time, aware, or None if it holds none. Older ragtrail wrote ``+00:00``,
-    this one writes ``Z``, which ``datetime.fromisoformat`` only accepts from Python 3.11 on;
-    a time without a zone is UTC."""
+    """A sidecar's time, or None if it holds none (older ragtrail wrote ``+00:00``)."""
     if value is None:
         return None
-    text = str(value)
     try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in {"Z", "z"} else text)
+        return parse_utc_iso(str(value))
     except ValueError:
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
